@@ -1,0 +1,10 @@
+//! Wire types, framing, codec and compression of the voxterm protocol.
+//!
+//! A WebSocket binary message carries one or more frames; a frame is a 6-byte
+//! header (version, type, flags, 24-bit length) followed by a bincode 2 (or JSON)
+//! body, optionally compressed. `PROTOCOL.md` documents every byte.
+#![warn(missing_docs)]
+
+pub mod message;
+
+pub use message::*;

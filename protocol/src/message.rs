@@ -1,0 +1,502 @@
+//! The messages of the voxterm protocol.
+//!
+//! Every message is one frame on the wire (see `frame.rs` and PROTOCOL.md). The
+//! structs here are the frame bodies; [`Message`] ties each one to its frame type
+//! byte. Field order is wire order: bincode writes fields in declaration order, so
+//! reordering or inserting a field is a protocol change and needs a version bump.
+
+use bincode::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate speaks. Sent in every frame header.
+pub const PROTOCOL_VERSION: u8 = 1;
+
+/// Client-chosen id of a request, unique among that connection's in-flight requests.
+pub type RequestId = u32;
+
+/// Client-chosen handle of a session on one connection. Handle 0 is always bound to
+/// the session named `default`, so simple clients never need `OpenSession`.
+pub type SessionId = u32;
+
+/// Body encodings a connection can use after `Hello`/`Welcome`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+pub enum Encoding {
+    /// bincode 2, standard config (varint integers). The default and the compact one.
+    Bincode,
+    /// JSON (serde_json), for debugging and for the size comparison.
+    Json,
+}
+
+/// Per-frame compression algorithms a connection can negotiate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+pub enum Compression {
+    /// Bodies are never compressed.
+    None,
+    /// Raw deflate (RFC 1951) via flate2.
+    Deflate,
+    /// Brotli (RFC 7932).
+    Brotli,
+}
+
+/// Limits the server enforces on a connection, announced in `Welcome` so a client
+/// can stay inside them instead of discovering them by failure.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Limits {
+    /// Largest WebSocket message the server accepts; larger ones close with 1009.
+    pub max_message_bytes: u32,
+    /// Largest single frame body (after decompression).
+    pub max_frame_bytes: u32,
+    /// Most requests one connection may have in flight at once.
+    pub max_in_flight: u32,
+    /// Most sessions one connection may have open at once.
+    pub max_sessions: u32,
+    /// Default command timeout in milliseconds when `Exec.timeout_ms` is 0.
+    pub default_timeout_ms: u32,
+    /// Per-stream output cap in bytes; output past it is cut and `Exit.truncated` set.
+    pub output_cap_bytes: u64,
+}
+
+/// First frame a client sends: what it speaks and who it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Hello {
+    /// Protocol version the client speaks.
+    pub version: u8,
+    /// Free-form client name and version, for logs.
+    pub client: String,
+    /// Encodings the client accepts, most preferred first.
+    pub encodings: Vec<Encoding>,
+    /// Compression the client accepts, most preferred first.
+    pub compression: Vec<Compression>,
+    /// Tenant to act as when the server runs without tokens (default `default`).
+    pub tenant: Option<String>,
+    /// Authentication token, for clients (browsers) that cannot set headers.
+    pub token: Option<String>,
+}
+
+/// The server's answer to `Hello`: what was chosen and what the limits are.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Welcome {
+    /// Protocol version both sides will use.
+    pub version: u8,
+    /// Server name and version.
+    pub server: String,
+    /// Encoding of every later frame body, in both directions.
+    pub encoding: Encoding,
+    /// Compression either side may apply to later frames.
+    pub compression: Compression,
+    /// Limits enforced on this connection.
+    pub limits: Limits,
+    /// The tenant this connection acts for.
+    pub tenant: String,
+    /// Server-assigned connection id, for correlating logs.
+    pub connection: u64,
+}
+
+/// Bind a connection-local session handle to a named session of the tenant,
+/// creating it or resuming it (cwd, env and history survive reconnects).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct OpenSession {
+    /// Handle the client will use in `Exec.session`.
+    pub session: SessionId,
+    /// Session name within the tenant.
+    pub name: String,
+}
+
+/// Reply to `OpenSession`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct SessionOpened {
+    /// The handle from `OpenSession`.
+    pub session: SessionId,
+    /// Current working directory of the session.
+    pub cwd: String,
+    /// True when an existing session was resumed rather than created.
+    pub resumed: bool,
+}
+
+/// Unbind a session handle. The session itself lives on for its idle TTL.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct CloseSession {
+    /// The handle to release.
+    pub session: SessionId,
+}
+
+/// Reply to `CloseSession`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct SessionClosed {
+    /// The released handle.
+    pub session: SessionId,
+}
+
+/// Scheduling class of a request in the worker pool's queue.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Encode, Decode,
+)]
+pub enum Priority {
+    /// Interactive, user is waiting: ahead of everything.
+    High,
+    /// The default.
+    #[default]
+    Normal,
+    /// Speculative work; runs only on idle capacity.
+    Prefetch,
+}
+
+/// How a request may use the result cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+pub enum CacheMode {
+    /// Serve from cache when the policy allows, store clean results.
+    #[default]
+    Default,
+    /// Neither read nor write the cache.
+    Bypass,
+    /// Run the command and overwrite the cached entry.
+    Refresh,
+}
+
+/// Run one command in a session. Answered by zero or more `Output` frames and then
+/// exactly one terminal frame: `Exit`, or `Error` when it could not be run at all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Exec {
+    /// Client-chosen id; every reply names it.
+    pub request: RequestId,
+    /// Session handle (0 = the `default` session).
+    pub session: SessionId,
+    /// The command line, as a user would type it in a POSIX shell.
+    pub command: String,
+    /// Queue class.
+    pub priority: Priority,
+    /// Timeout in milliseconds; 0 means the server default.
+    pub timeout_ms: u32,
+    /// Cache use.
+    pub cache: CacheMode,
+}
+
+/// How the commands of a `Batch` run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub enum BatchMode {
+    /// All at once; each gets its own replies.
+    #[default]
+    Parallel,
+    /// One after another; after a failure the rest end with `Error { Skipped }`.
+    Sequential,
+}
+
+/// Several `Exec`s in one frame, to save round trips.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Batch {
+    /// Parallel or sequential with stop-on-failure.
+    pub mode: BatchMode,
+    /// The commands; each is answered as if sent alone.
+    pub execs: Vec<Exec>,
+}
+
+/// Cancel an in-flight request. Its process group is killed and it ends with an
+/// `Exit` whose `killed` is `Cancelled`. Unknown ids are ignored (it may have ended).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Cancel {
+    /// The request to cancel.
+    pub request: RequestId,
+}
+
+/// Which output stream a chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+pub enum StreamKind {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+/// A chunk of a command's output.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Output {
+    /// The request this output belongs to.
+    pub request: RequestId,
+    /// stdout or stderr.
+    pub stream: StreamKind,
+    /// Per-request sequence number across both streams, from 0, without gaps.
+    pub seq: u32,
+    /// The bytes, unmodified.
+    pub data: Vec<u8>,
+}
+
+/// Where a result came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+pub enum ServedFrom {
+    /// A child process ran it.
+    Exec,
+    /// An engine builtin (`cd`, `export`, `unset`, `pwd`) answered it in-process.
+    Builtin,
+    /// The per-thread L1 cache.
+    L1,
+    /// The process-wide L2 cache.
+    L2,
+    /// Redis, shared by all instances.
+    L3,
+    /// A cache entry that the prefetcher filled before it was asked for.
+    Prefetch,
+}
+
+impl ServedFrom {
+    /// Every variant, for metrics and reports.
+    pub const ALL: [ServedFrom; 6] = [
+        ServedFrom::Exec,
+        ServedFrom::Builtin,
+        ServedFrom::L1,
+        ServedFrom::L2,
+        ServedFrom::L3,
+        ServedFrom::Prefetch,
+    ];
+
+    /// Stable lowercase name used in metrics labels and CLI output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServedFrom::Exec => "exec",
+            ServedFrom::Builtin => "builtin",
+            ServedFrom::L1 => "L1",
+            ServedFrom::L2 => "L2",
+            ServedFrom::L3 => "L3",
+            ServedFrom::Prefetch => "prefetch",
+        }
+    }
+}
+
+/// Why the engine killed a command, if it did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+pub enum KillReason {
+    /// The engine did not kill it (it exited, or something else signalled it).
+    #[default]
+    None,
+    /// Its timeout passed.
+    Timeout,
+    /// The client sent `Cancel`.
+    Cancelled,
+    /// It wrote more than the output cap.
+    OutputLimit,
+    /// The server shut down before it finished.
+    Shutdown,
+}
+
+/// The end of a request that ran (or was answered from cache or a builtin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Exit {
+    /// The request that ended.
+    pub request: RequestId,
+    /// Exit status, when the process exited normally.
+    pub code: Option<i32>,
+    /// Signal number, when the process was killed by a signal.
+    pub signal: Option<i32>,
+    /// Where the answer came from.
+    pub served_from: ServedFrom,
+    /// Microseconds from the request frame's arrival to this frame's creation.
+    pub backend_us: u64,
+    /// True when output was cut at the output cap.
+    pub truncated: bool,
+    /// Why the engine killed it, if it did.
+    pub killed: KillReason,
+}
+
+/// Typed error codes. Stable numbers: clients may switch on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+pub enum ErrorCode {
+    /// A frame could not be decoded (bad header, bad body, bad flags).
+    Malformed,
+    /// The frame type byte is not one this server knows.
+    UnknownType,
+    /// The frame's protocol version is not supported.
+    UnsupportedVersion,
+    /// A text WebSocket message arrived; only binary messages are accepted.
+    TextFrame,
+    /// A frame body exceeds the frame limit.
+    FrameTooLarge,
+    /// A message that only the server sends (or only the client) went the wrong way.
+    UnexpectedMessage,
+    /// `Hello` must come first.
+    HelloRequired,
+    /// The request id is already in flight on this connection.
+    DuplicateRequest,
+    /// The session handle is not open on this connection.
+    UnknownSession,
+    /// The connection already has `max_in_flight` requests.
+    TooManyRequests,
+    /// The connection already has `max_sessions` sessions.
+    TooManySessions,
+    /// The command line is empty or cannot be parsed.
+    InvalidCommand,
+    /// The process could not be started.
+    SpawnFailed,
+    /// A sequential batch stopped before reaching this request.
+    Skipped,
+    /// The server is shutting down and accepts no new work.
+    ShuttingDown,
+    /// Authentication failed.
+    Unauthorized,
+    /// The command policy refuses this command.
+    PolicyDenied,
+    /// A rate limit was hit; retry later.
+    RateLimited,
+    /// A quota (sessions, connections) is exhausted.
+    QuotaExceeded,
+    /// A bug or resource failure on the server.
+    Internal,
+}
+
+/// A typed error. With `request` set it is that request's terminal frame.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Error {
+    /// The request this error ends, if it concerns one.
+    pub request: Option<RequestId>,
+    /// What went wrong.
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// Liveness probe; answered by `Pong` with the same nonce.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Ping {
+    /// Echoed back unchanged.
+    pub nonce: u64,
+}
+
+/// Answer to `Ping`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Pong {
+    /// The `Ping`'s nonce.
+    pub nonce: u64,
+}
+
+/// Ask for the server's counters (used by the load tester during a run).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct StatsRequest {
+    /// Echoed in the reply, to pair them.
+    pub nonce: u64,
+}
+
+/// A named counter or gauge, for figures that later subsystems add (cache,
+/// prediction) without a protocol change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Counter {
+    /// Metric name, e.g. `cache_hits_l1`.
+    pub name: String,
+    /// Its value.
+    pub value: u64,
+}
+
+/// Server-wide counters at one instant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Stats {
+    /// The `StatsRequest` nonce.
+    pub nonce: u64,
+    /// Milliseconds since the server started.
+    pub uptime_ms: u64,
+    /// Open WebSocket connections.
+    pub connections: u64,
+    /// Live sessions (attached or within their idle TTL).
+    pub sessions: u64,
+    /// Requests accepted since start.
+    pub requests: u64,
+    /// Requests in flight now.
+    pub in_flight: u64,
+    /// Requests that ended with an `Error` frame since start.
+    pub errors: u64,
+    /// Jobs waiting in the worker pool's queue.
+    pub queue_depth: u64,
+    /// Workers running a command now.
+    pub busy_workers: u64,
+    /// Resident set size of the server process, bytes.
+    pub rss_bytes: u64,
+    /// CPU time of the server process (user + system), microseconds.
+    pub cpu_us: u64,
+    /// Bytes received in WebSocket payloads.
+    pub bytes_in: u64,
+    /// Bytes sent in WebSocket payloads.
+    pub bytes_out: u64,
+    /// Backend latency (frame in → terminal frame out), microseconds, as a
+    /// serialized HdrHistogram (V2 + deflate), so that clients can merge and query it.
+    pub backend_histogram: Vec<u8>,
+    /// Further counters (requests by served_from, cache and prediction figures).
+    pub counters: Vec<Counter>,
+}
+
+/// Every message, each with its frame type byte (see [`Message::kind`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// 0x01, client → server.
+    Hello(Hello),
+    /// 0x02, server → client.
+    Welcome(Welcome),
+    /// 0x03, client → server.
+    OpenSession(OpenSession),
+    /// 0x04, server → client.
+    SessionOpened(SessionOpened),
+    /// 0x05, client → server.
+    CloseSession(CloseSession),
+    /// 0x06, server → client.
+    SessionClosed(SessionClosed),
+    /// 0x10, client → server.
+    Exec(Exec),
+    /// 0x11, client → server.
+    Batch(Batch),
+    /// 0x12, client → server.
+    Cancel(Cancel),
+    /// 0x20, server → client.
+    Output(Output),
+    /// 0x21, server → client.
+    Exit(Exit),
+    /// 0x22, server → client.
+    Error(Error),
+    /// 0x30, either way.
+    Ping(Ping),
+    /// 0x31, either way.
+    Pong(Pong),
+    /// 0x40, client → server.
+    StatsRequest(StatsRequest),
+    /// 0x41, server → client.
+    Stats(Stats),
+}
+
+/// Frame type bytes, one per [`Message`] variant.
+pub mod kind {
+    #![allow(missing_docs)]
+    pub const HELLO: u8 = 0x01;
+    pub const WELCOME: u8 = 0x02;
+    pub const OPEN_SESSION: u8 = 0x03;
+    pub const SESSION_OPENED: u8 = 0x04;
+    pub const CLOSE_SESSION: u8 = 0x05;
+    pub const SESSION_CLOSED: u8 = 0x06;
+    pub const EXEC: u8 = 0x10;
+    pub const BATCH: u8 = 0x11;
+    pub const CANCEL: u8 = 0x12;
+    pub const OUTPUT: u8 = 0x20;
+    pub const EXIT: u8 = 0x21;
+    pub const ERROR: u8 = 0x22;
+    pub const PING: u8 = 0x30;
+    pub const PONG: u8 = 0x31;
+    pub const STATS_REQUEST: u8 = 0x40;
+    pub const STATS: u8 = 0x41;
+}
+
+impl Message {
+    /// The frame type byte of this message.
+    pub fn kind(&self) -> u8 {
+        match self {
+            Message::Hello(_) => kind::HELLO,
+            Message::Welcome(_) => kind::WELCOME,
+            Message::OpenSession(_) => kind::OPEN_SESSION,
+            Message::SessionOpened(_) => kind::SESSION_OPENED,
+            Message::CloseSession(_) => kind::CLOSE_SESSION,
+            Message::SessionClosed(_) => kind::SESSION_CLOSED,
+            Message::Exec(_) => kind::EXEC,
+            Message::Batch(_) => kind::BATCH,
+            Message::Cancel(_) => kind::CANCEL,
+            Message::Output(_) => kind::OUTPUT,
+            Message::Exit(_) => kind::EXIT,
+            Message::Error(_) => kind::ERROR,
+            Message::Ping(_) => kind::PING,
+            Message::Pong(_) => kind::PONG,
+            Message::StatsRequest(_) => kind::STATS_REQUEST,
+            Message::Stats(_) => kind::STATS,
+        }
+    }
+}
