@@ -1,1 +1,10 @@
-fn main() {}
+//! The `voxterm` binary: `serve` (the default), `exec` and `health`.
+
+mod cli;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    cli::main(args)
+}

@@ -5,6 +5,14 @@
 //! body, optionally compressed. `PROTOCOL.md` documents every byte.
 #![warn(missing_docs)]
 
+mod body;
+mod codec;
+mod compress;
+mod error;
+pub mod frame;
 pub mod message;
 
+pub use codec::{Codec, CodecSettings, Frames, DEFAULT_COMPRESS_THRESHOLD};
+pub use error::{DecodeError, EncodeError};
+pub use frame::{FrameHeader, HEADER_LEN};
 pub use message::*;

@@ -1,0 +1,82 @@
+//! `voxterm serve`.
+
+use clap::Args;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use voxterm::config::{Config, Preset};
+use voxterm::server::{shutdown_signal, Server};
+
+/// Options of `voxterm serve`. Precedence: flags and `VOXTERM_*` env over the
+/// `--config` file over the preset.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file merged over the preset.
+    #[arg(long, env = "VOXTERM_CONFIG")]
+    config: Option<PathBuf>,
+    /// Starting configuration.
+    #[arg(long, value_enum, env = "VOXTERM_PRESET", default_value = "development")]
+    preset: Preset,
+    /// Address to listen on (default 127.0.0.1:7878).
+    #[arg(long, env = "VOXTERM_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Children that may run at once.
+    #[arg(long, env = "VOXTERM_WORKERS")]
+    workers: Option<usize>,
+}
+
+/// Loads the configuration, starts the runtime and serves until SIGINT/SIGTERM.
+pub fn run(args: ServeArgs) -> ExitCode {
+    init_tracing();
+    let mut config = match Config::load(args.preset, args.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("voxterm: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(listen) = args.listen {
+        config.server.listen = listen;
+    }
+    if let Some(workers) = args.workers {
+        config.exec.workers = workers;
+    }
+    if let Err(e) = config.validate() {
+        eprintln!("voxterm: {e}");
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("voxterm: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let server = match Server::bind(config.clone()).await {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("voxterm: cannot listen on {}: {e}", config.server.listen);
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = server.local_addr().map_or_else(|_| config.server.listen, |a| a);
+        tracing::info!(
+            %addr,
+            preset = ?args.preset,
+            workers = config.exec.workers,
+            "voxterm listening: ws://{addr}/ws, http://{addr}/healthz, http://{addr}/metrics"
+        );
+        server.run(shutdown_signal()).await;
+        ExitCode::SUCCESS
+    })
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,267 @@
+//! A small async client for the voxterm protocol, used by `voxterm exec`, the tests
+//! and the load tester.
+//!
+//! [`Client`] is a thin, honest layer: `send` puts frames on the wire, `recv` takes
+//! them off one at a time (a WebSocket message may carry several), and `run` is the
+//! convenience of one command from `Exec` to its terminal frame. Multiplexing many
+//! requests is done by the caller with `send` and `recv`.
+
+use futures_util::{SinkExt, StreamExt};
+use std::collections::VecDeque;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use voxterm_protocol::{
+    CacheMode, Codec, CodecSettings, Compression, DecodeError, EncodeError, Encoding, Error, Exec,
+    Exit, Hello, Message, Priority, RequestId, SessionId, StreamKind, Welcome, PROTOCOL_VERSION,
+};
+
+/// Why a client call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// WebSocket or TCP failure.
+    #[error("websocket: {0}")]
+    Ws(#[from] tokio_tungstenite::tungstenite::Error),
+    /// The server sent a frame this client cannot decode.
+    #[error("decode: {0}")]
+    Decode(#[from] DecodeError),
+    /// A frame could not be encoded.
+    #[error("encode: {0}")]
+    Encode(#[from] EncodeError),
+    /// The server closed the connection (close code and reason, if given).
+    #[error("connection closed{}", .0.as_ref().map(|(c, r)| format!(" ({c}: {r})")).unwrap_or_default())]
+    Closed(Option<(u16, String)>),
+    /// The server answered out of protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+/// How to introduce ourselves in `Hello`.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Client name for the server's logs.
+    pub name: String,
+    /// Tenant to act as (servers without tokens).
+    pub tenant: Option<String>,
+    /// Authentication token.
+    pub token: Option<String>,
+    /// Preferred body encoding.
+    pub encoding: Encoding,
+    /// Preferred compression.
+    pub compression: Compression,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            name: concat!("voxterm-client/", env!("CARGO_PKG_VERSION")).to_owned(),
+            tenant: None,
+            token: None,
+            encoding: Encoding::Bincode,
+            compression: Compression::None,
+        }
+    }
+}
+
+/// Output and end of one command, as collected by [`Client::run`].
+#[derive(Debug, Clone, Default)]
+pub struct Completed {
+    /// All stdout bytes, in order.
+    pub stdout: Vec<u8>,
+    /// All stderr bytes, in order.
+    pub stderr: Vec<u8>,
+    /// The `Exit`, when the command ended with one.
+    pub exit: Option<Exit>,
+    /// The `Error`, when it ended with one.
+    pub error: Option<Error>,
+    /// `Output` frames received.
+    pub chunks: usize,
+}
+
+/// The framed WebSocket under a client: frames in, frames out.
+struct Wire {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    codec: Codec,
+    pending: VecDeque<Result<Message, DecodeError>>,
+}
+
+impl Wire {
+    async fn send_all(&mut self, msgs: &[Message]) -> Result<(), ClientError> {
+        let mut buf = Vec::new();
+        for msg in msgs {
+            self.codec.encode(msg, &mut buf)?;
+        }
+        self.ws.send(WsMessage::Binary(buf.into())).await?;
+        Ok(())
+    }
+
+    async fn recv(&mut self) -> Result<Message, ClientError> {
+        loop {
+            if let Some(frame) = self.pending.pop_front() {
+                return Ok(frame?);
+            }
+            match self.ws.next().await {
+                Some(Ok(WsMessage::Binary(bytes))) => {
+                    self.pending.extend(self.codec.decode(&bytes));
+                }
+                Some(Ok(WsMessage::Close(frame))) => {
+                    return Err(ClientError::Closed(
+                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+                    ))
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => return Err(ClientError::Closed(None)),
+            }
+        }
+    }
+}
+
+/// One connection to a voxterm server, after `Hello`/`Welcome`.
+pub struct Client {
+    wire: Wire,
+    welcome: Welcome,
+    next_request: RequestId,
+}
+
+impl Client {
+    /// Connects to `url` (e.g. `ws://127.0.0.1:7878/ws`) and performs the handshake.
+    pub async fn connect(url: &str, opts: ClientOptions) -> Result<Client, ClientError> {
+        let config = WebSocketConfig::default()
+            .read_buffer_size(16 << 10)
+            .max_message_size(Some(64 << 20))
+            .max_frame_size(Some(64 << 20));
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+        let mut wire = Wire {
+            ws,
+            codec: Codec::new(CodecSettings {
+                max_frame_bytes: (1 << 24) - 1,
+                ..CodecSettings::default()
+            }),
+            pending: VecDeque::new(),
+        };
+        let hello = Message::Hello(Hello {
+            version: PROTOCOL_VERSION,
+            client: opts.name,
+            encodings: vec![opts.encoding],
+            compression: vec![opts.compression],
+            tenant: opts.tenant,
+            token: opts.token,
+        });
+        wire.send_all(&[hello]).await?;
+        let welcome = match wire.recv().await? {
+            Message::Welcome(w) => w,
+            Message::Error(e) => {
+                return Err(ClientError::Protocol(format!(
+                    "handshake refused: {:?}: {}",
+                    e.code, e.message
+                )))
+            }
+            other => {
+                return Err(ClientError::Protocol(format!(
+                    "expected Welcome, got frame type 0x{:02x}",
+                    other.kind()
+                )))
+            }
+        };
+        wire.codec.set_encoding(welcome.encoding);
+        wire.codec.set_compression(welcome.compression);
+        Ok(Client {
+            wire,
+            welcome,
+            next_request: 1,
+        })
+    }
+
+    /// What the server chose in the handshake.
+    pub fn welcome(&self) -> &Welcome {
+        &self.welcome
+    }
+
+    /// A request id not used before on this client.
+    pub fn next_request_id(&mut self) -> RequestId {
+        let id = self.next_request;
+        self.next_request = self.next_request.wrapping_add(1).max(1);
+        id
+    }
+
+    /// Sends one frame in its own WebSocket message.
+    pub async fn send(&mut self, msg: &Message) -> Result<(), ClientError> {
+        self.send_all(std::slice::from_ref(msg)).await
+    }
+
+    /// Sends several frames in one WebSocket message.
+    pub async fn send_all(&mut self, msgs: &[Message]) -> Result<(), ClientError> {
+        self.wire.send_all(msgs).await
+    }
+
+    /// Sends a raw WebSocket message (for tests of malformed input).
+    pub async fn send_raw(&mut self, msg: WsMessage) -> Result<(), ClientError> {
+        self.wire.ws.send(msg).await?;
+        Ok(())
+    }
+
+    /// The next frame from the server.
+    pub async fn recv(&mut self) -> Result<Message, ClientError> {
+        self.wire.recv().await
+    }
+
+    /// Sends an `Exec` for `command` in `session` with default options; returns its id.
+    pub async fn exec(
+        &mut self,
+        session: SessionId,
+        command: &str,
+        timeout_ms: u32,
+    ) -> Result<RequestId, ClientError> {
+        let request = self.next_request_id();
+        self.send(&Message::Exec(Exec {
+            request,
+            session,
+            command: command.to_owned(),
+            priority: Priority::Normal,
+            timeout_ms,
+            cache: CacheMode::Default,
+        }))
+        .await?;
+        Ok(request)
+    }
+
+    /// Runs one command and collects everything until its terminal frame. Frames of
+    /// other requests that arrive meanwhile are dropped: use `send`/`recv` to multiplex.
+    pub async fn run(
+        &mut self,
+        session: SessionId,
+        command: &str,
+        timeout_ms: u32,
+    ) -> Result<Completed, ClientError> {
+        let request = self.exec(session, command, timeout_ms).await?;
+        let mut done = Completed::default();
+        loop {
+            match self.recv().await? {
+                Message::Output(o) if o.request == request => {
+                    done.chunks += 1;
+                    match o.stream {
+                        StreamKind::Stdout => done.stdout.extend_from_slice(&o.data),
+                        StreamKind::Stderr => done.stderr.extend_from_slice(&o.data),
+                    }
+                }
+                Message::Exit(e) if e.request == request => {
+                    done.exit = Some(e);
+                    return Ok(done);
+                }
+                Message::Error(e) if e.request == Some(request) || e.request.is_none() => {
+                    done.error = Some(e);
+                    return Ok(done);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Closes the connection politely.
+    pub async fn close(mut self) -> Result<(), ClientError> {
+        self.wire.ws.close(None).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! Configuration: presets, a TOML file over them, then flags and `VOXTERM_*` env.
+//!
+//! Layering is done on TOML values: the preset is serialized to a table, the user's
+//! file is deep-merged over it, and the result is deserialized with
+//! `deny_unknown_fields`, so a typo in a key is an error rather than a silent default.
+
+mod preset;
+
+pub use preset::Preset;
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything the server can be configured with.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Network, protocol and connection limits.
+    pub server: ServerConfig,
+    /// Session lifetime and environment.
+    pub session: SessionConfig,
+    /// The worker pool and the limits of every child.
+    pub exec: ExecConfig,
+}
+
+/// Network, protocol and connection limits.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on. Loopback by default: commands are code execution.
+    pub listen: SocketAddr,
+    /// `listen(2)` backlog; tokio's `bind` uses 128, too few for connection storms.
+    pub backlog: u32,
+    /// Largest WebSocket message accepted; larger closes the connection with 1009.
+    pub max_message_bytes: u32,
+    /// Largest frame body (after decompression).
+    pub max_frame_bytes: u32,
+    /// Requests one connection may have in flight.
+    pub max_in_flight: u32,
+    /// Session handles one connection may hold.
+    pub max_sessions: u32,
+    /// Frames queued for one connection's writer before its producers wait.
+    pub write_queue: usize,
+    /// Largest WebSocket message the writer builds when coalescing frames.
+    pub coalesce_bytes: usize,
+    /// tungstenite's read buffer per connection (its default of 128 KiB is ~1 GB at 10k connections).
+    pub ws_read_buffer: usize,
+    /// tungstenite's write buffer per connection.
+    pub ws_write_buffer: usize,
+    /// Bodies at least this large are compressed, when compression is negotiated.
+    pub compress_threshold: usize,
+    /// Time a client has to finish the HTTP upgrade and send `Hello`.
+    #[serde(with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight commands may run before they are killed.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+/// Session lifetime and environment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionConfig {
+    /// How long a session outlives its last connection (so reconnects resume it).
+    #[serde(with = "humantime_serde")]
+    pub idle_ttl: Duration,
+    /// Working directory of a new session; empty means the server's HOME.
+    pub root: PathBuf,
+    /// Commands remembered per session (bounded to keep sessions small).
+    pub history: usize,
+    /// Variables copied from the server's environment into every child; all others are scrubbed.
+    pub env_passthrough: Vec<String>,
+    /// `PATH` given to children.
+    pub path: String,
+}
+
+/// The worker pool and the limits of every child.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExecConfig {
+    /// Children that may run at once.
+    pub workers: usize,
+    /// Children one tenant may run at once, so one user cannot starve the rest.
+    pub tenant_concurrency: usize,
+    /// Requests that may wait for a worker before new ones are refused.
+    pub queue_capacity: usize,
+    /// Timeout of a command that does not ask for one.
+    #[serde(with = "humantime_serde")]
+    pub default_timeout: Duration,
+    /// Upper bound on a timeout a request may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when a command is stopped.
+    #[serde(with = "humantime_serde")]
+    pub kill_grace: Duration,
+    /// Bytes per stream forwarded before output is cut and the command killed.
+    pub output_cap: u64,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped keys.
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error.
+        source: toml::de::Error,
+    },
+    /// A value is out of its allowed range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// The preset, with the TOML file (if any) merged over it.
+    pub fn load(preset: Preset, file: Option<&Path>) -> Result<Config, ConfigError> {
+        let base = preset.config();
+        let Some(path) = file else {
+            return Ok(base);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let parse_err = |source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        };
+        let overlay: toml::Table = toml::from_str(&text).map_err(parse_err)?;
+        let mut merged = toml::Table::try_from(&base)
+            .map_err(|e| ConfigError::Invalid(format!("preset does not serialize: {e}")))?;
+        merge(&mut merged, overlay);
+        let config: Config = toml::Value::Table(merged).try_into().map_err(parse_err)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Rejects values that would make the server misbehave rather than fail.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
+        if self.exec.workers == 0 || self.exec.tenant_concurrency == 0 {
+            return invalid("exec.workers and exec.tenant_concurrency must be at least 1");
+        }
+        if self.server.max_frame_bytes >= 1 << 24 {
+            return invalid("server.max_frame_bytes must be below 16 MiB (24-bit frame length)");
+        }
+        if self.server.max_in_flight == 0 || self.server.write_queue == 0 {
+            return invalid("server.max_in_flight and server.write_queue must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// Deep-merges `overlay` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, overlay: toml::Table) {
+    for (key, value) in overlay {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_overrides_only_what_it_names() {
+        let dir = std::env::temp_dir().join(format!("voxterm-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[exec]\nworkers = 3\ndefault_timeout = \"2s\"\n").unwrap();
+        let c = Config::load(Preset::Production, Some(&file)).unwrap();
+        assert_eq!(c.exec.workers, 3);
+        assert_eq!(c.exec.default_timeout, Duration::from_secs(2));
+        let p = Preset::Production.config();
+        assert_eq!(c.exec.output_cap, p.exec.output_cap);
+        assert_eq!(c.server.listen, p.server.listen);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let dir = std::env::temp_dir().join(format!("voxterm-cfg2-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(&file, "[exec]\nworkerz = 3\n").unwrap();
+        let err = Config::load(Preset::Development, Some(&file)).unwrap_err();
+        assert!(err.to_string().contains("workerz"), "{err}");
+    }
+
+    #[test]
+    fn presets_are_valid() {
+        for p in [Preset::Development, Preset::Production, Preset::HighPerformance] {
+            p.config().validate().unwrap();
+        }
+    }
+}

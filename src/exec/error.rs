@@ -1,0 +1,50 @@
+//! Error types of the exec module.
+
+use thiserror::Error;
+
+/// Why a command line could not be turned into something to spawn.
+///
+/// These are the caller's input errors: they are reported to the client, never retried.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PlanError {
+    /// Nothing to run: the line is empty or only whitespace.
+    #[error("empty command")]
+    Empty,
+    /// The line has an unterminated single or double quote.
+    #[error("unbalanced quotes in command")]
+    Unbalanced,
+}
+
+/// Why a worker slot could not be obtained.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum PoolError {
+    /// `queue_capacity` waiters are already queued; the caller should shed load
+    /// (answer "busy") instead of piling up unbounded work.
+    #[error("worker queue is full")]
+    QueueFull,
+}
+
+/// Why [`run`](super::run) could not produce an [`Outcome`](super::Outcome).
+///
+/// A missing or non-executable program is *not* an error: like a shell, `run`
+/// reports it as exit code 127 / 126 with a message on stderr.
+#[derive(Debug, Error)]
+pub enum ExecError {
+    /// The command line could not be planned.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The process could not be started (fork/exec failure, missing cwd, out of pids…).
+    #[error("cannot start command: {0}")]
+    Spawn(std::io::Error),
+    /// Reading the child's pipes or waiting for it failed.
+    #[error("i/o error while running command: {0}")]
+    Io(std::io::Error),
+}
+
+/// The output receiver is gone (client disconnected or request dropped).
+///
+/// Returned by [`OutputSink::chunk`](super::OutputSink::chunk); `run` reacts by
+/// killing the process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
+#[error("output sink closed")]
+pub struct SinkClosed;

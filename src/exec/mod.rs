@@ -1,0 +1,35 @@
+//! Command execution: pooled worker slots, and spawning a command with limits
+//! while streaming its output.
+//!
+//! The path of one command (DESIGN.md §2, steps 4–5):
+//!
+//! 1. The session takes a [`Slot`] from the shared [`Pool`] (`acquire`): at most
+//!    `workers` children at once, queued by [`Priority`](voxterm_protocol::Priority)
+//!    (high → normal → prefetch, FIFO within a class), with a per-tenant cap so
+//!    one user cannot take every worker.
+//! 2. [`run`] plans the line ([`plan`]: the program itself when there is no shell
+//!    syntax, else `/bin/sh -c <line>`), spawns it in its own process group with
+//!    the caller's scrubbed environment, stdin from `/dev/null`, in the session's
+//!    cwd, and streams stdout/stderr to an [`OutputSink`] in adaptive chunks
+//!    (4 KiB first for a fast first byte, doubling up to 64 KiB under load).
+//! 3. Timeout, cancel, shutdown, output cap, a closed sink or a dropped future all
+//!    end in killing the whole group (SIGTERM, `kill_grace`, SIGKILL) and reaping
+//!    the child; the [`Outcome`] says how it ended.
+//!
+//! Spawning keeps std's `posix_spawn` fast path (no `pre_exec`, no `setsid`,
+//! absolute program paths): from a large server process a fork+exec costs tens of
+//! milliseconds, a `posix_spawn` well under one.
+
+mod error;
+mod group;
+mod plan;
+mod pool;
+mod run;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::{ExecError, PlanError, PoolError, SinkClosed};
+pub use plan::{plan, Plan};
+pub use pool::{Pool, PoolConfig, Slot};
+pub use run::{run, Job, Outcome, OutputSink, Stop};

@@ -1,0 +1,422 @@
+//! Running one job: spawn, stream both pipes, enforce timeout / cap / cancel, reap.
+
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::process::Command;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::time::{sleep_until, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+use voxterm_protocol::{KillReason, StreamKind};
+
+use super::error::{ExecError, SinkClosed};
+use super::group::{signal_group, GroupGuard};
+use super::plan::{plan, Plan};
+
+/// First read size: small so the first bytes reach the client at once.
+const FIRST_CHUNK: usize = 4 * 1024;
+/// Largest read size: reached by doubling while reads keep filling the buffer.
+const MAX_CHUNK: usize = 64 * 1024;
+/// After the main child exits, how long its leftovers may keep the pipes open
+/// before the group is killed (the output already in the pipes is still read).
+const EXIT_LINGER: Duration = Duration::from_millis(15);
+/// After killing the group, how long to wait for more bytes before giving up on
+/// pipes held open by processes outside the group (e.g. a `setsid` daemon).
+const DRAIN_IDLE: Duration = Duration::from_millis(200);
+/// `PATH` used when the job's environment has none (what `sh` would do).
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Everything needed to run one command; built by the session from its state.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The user's command line, verbatim.
+    pub command: String,
+    /// Working directory of the child (the session's cwd).
+    pub cwd: PathBuf,
+    /// The COMPLETE child environment: the caller scrubs it; `run` clears the
+    /// inherited environment and sets exactly these (plus `PWD` = `cwd`).
+    pub env: Vec<(String, String)>,
+    /// Wall-clock limit from spawn; then the group is terminated.
+    pub timeout: Duration,
+    /// SIGTERM → wait this long → SIGKILL, so well-behaved programs can clean up.
+    pub kill_grace: Duration,
+    /// Bytes forwarded per stream; more output truncates and kills the command.
+    pub output_cap: u64,
+}
+
+/// Where `run` delivers output.
+pub trait OutputSink: Send {
+    /// Deliver one chunk; awaiting here is the back-pressure path (a slow client
+    /// slows only its own command). Err = receiver gone.
+    fn chunk(
+        &mut self,
+        stream: StreamKind,
+        data: &[u8],
+    ) -> impl Future<Output = Result<(), SinkClosed>> + Send;
+}
+
+/// The two ways a running command can be stopped from outside, kept apart so the
+/// outcome can tell a user's cancel from a server shutdown.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    /// Fired by the client's `Cancel` (or by dropping the request).
+    pub cancel: CancellationToken,
+    /// Fired when the server shuts down.
+    pub shutdown: CancellationToken,
+}
+
+/// How a command ended; becomes the request's `Exit` frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Exit code for a normal exit (127 / 126 for a missing / non-executable program).
+    pub code: Option<i32>,
+    /// The signal that ended the main process, if any (`code` is then `None`).
+    pub signal: Option<i32>,
+    /// Some output was not forwarded because a stream reached `output_cap`.
+    pub truncated: bool,
+    /// Why the engine killed it, if it did.
+    pub killed: KillReason,
+}
+
+/// Spawns the job and streams its output into `sink` until it ends. Exactly one
+/// `Outcome` or error.
+///
+/// The child runs in its own process group with a cleared environment, stdin from
+/// `/dev/null` and piped stdout/stderr. Every way out (exit, timeout, cancel,
+/// shutdown, output cap, closed sink, dropped future) kills whatever is left of
+/// the group and reaps the child.
+pub async fn run<S: OutputSink>(job: &Job, sink: &mut S, stop: &Stop) -> Result<Outcome, ExecError> {
+    let mut cmd = match plan(&job.command)? {
+        Plan::Shell => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(&job.command);
+            c
+        }
+        Plan::Direct(argv) => {
+            let prog = argv.first().map(String::as_str).unwrap_or_default();
+            // Resolving here (not in std) keeps the program path absolute: std falls
+            // back from posix_spawn to fork+exec when PATH is overridden for a bare
+            // name, which costs tens of ms in a large parent.
+            match lookup(prog, &job.cwd, env_path(&job.env)) {
+                Lookup::Found(path) => {
+                    let mut c = Command::new(path);
+                    c.arg0(prog).args(&argv[1..]);
+                    c
+                }
+                Lookup::NotExecutable => return cannot_run(sink, stop, prog, 126).await,
+                Lookup::Missing => return cannot_run(sink, stop, prog, 127).await,
+            }
+        }
+    };
+    cmd.env_clear()
+        .envs(job.env.iter().map(|(k, v)| (k, v)))
+        .env("PWD", &job.cwd)
+        .current_dir(&job.cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+
+    // Subscribe before the child exists so its SIGCHLD cannot be missed.
+    let mut sigchld = signal(SignalKind::child()).map_err(ExecError::Io)?;
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return spawn_failed(e, job, sink, stop).await,
+    };
+    let Some(pgid) = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw) else {
+        return Err(ExecError::Spawn(io::Error::other("spawned child has no pid")));
+    };
+    let mut guard = GroupGuard::new(pgid);
+    let deadline = deadline_after(job.timeout);
+
+    let mut out_r = child.stdout.take();
+    let mut err_r = child.stderr.take();
+    let mut out = Chunker::new();
+    let mut err = Chunker::new();
+    let exit_watch = exited(&mut sigchld, pgid);
+    tokio::pin!(exit_watch);
+
+    let mut exited_seen = false;
+    let mut killed = KillReason::None;
+    let mut truncated = false;
+    let mut failure: Option<io::Error> = None;
+    // Set once the main child has exited: when to stop waiting for EOF.
+    let mut linger: Option<Instant> = None;
+    let mut group_killed = false;
+
+    loop {
+        if exited_seen && out_r.is_none() && err_r.is_none() {
+            break;
+        }
+        let event = tokio::select! {
+            biased;
+            _ = stop.shutdown.cancelled() => Event::Kill(KillReason::Shutdown),
+            _ = stop.cancel.cancelled() => Event::Kill(KillReason::Cancelled),
+            _ = sleep_until(deadline) => Event::Kill(KillReason::Timeout),
+            _ = sleep_until(linger.unwrap_or(deadline)), if linger.is_some() => Event::Linger,
+            () = &mut exit_watch, if !exited_seen => Event::Exited,
+            r = read_some(&mut out_r, &mut out.buf), if out_r.is_some() => Event::Read(StreamKind::Stdout, r),
+            r = read_some(&mut err_r, &mut err.buf), if err_r.is_some() => Event::Read(StreamKind::Stderr, r),
+        };
+        match event {
+            Event::Kill(reason) => {
+                killed = reason;
+                break;
+            }
+            Event::Exited => {
+                exited_seen = true;
+                linger = Some(Instant::now() + EXIT_LINGER);
+            }
+            Event::Linger if group_killed => break,
+            Event::Linger => {
+                // Leftovers (e.g. `sleep 100 &`) hold the pipes: kill them; what they
+                // and the main child already wrote stays readable until EOF.
+                signal_group(pgid, Signal::SIGKILL);
+                group_killed = true;
+                linger = Some(Instant::now() + DRAIN_IDLE);
+            }
+            Event::Read(kind, Ok(0)) => match kind {
+                StreamKind::Stdout => out_r = None,
+                StreamKind::Stderr => err_r = None,
+            },
+            Event::Read(kind, Ok(n)) => {
+                let chunker = match kind {
+                    StreamKind::Stdout => &mut out,
+                    StreamKind::Stderr => &mut err,
+                };
+                if let Err(reason) = chunker.deliver(n, kind, job.output_cap, sink, stop, deadline).await {
+                    truncated = reason == KillReason::OutputLimit;
+                    killed = reason;
+                    break;
+                }
+                if group_killed {
+                    linger = Some(Instant::now() + DRAIN_IDLE);
+                }
+            }
+            Event::Read(_, Err(e)) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+
+    // Closing our ends makes late writers fail (SIGPIPE) instead of blocking.
+    drop(out_r);
+    drop(err_r);
+    if !exited_seen && (killed != KillReason::None || failure.is_some()) {
+        signal_group(pgid, Signal::SIGTERM);
+        if !job.kill_grace.is_zero() {
+            let _ = timeout(job.kill_grace, &mut exit_watch).await;
+        }
+    }
+    // Always, and before reaping (while the zombie leader still pins the pgid):
+    // nothing of the group outlives its request.
+    signal_group(pgid, Signal::SIGKILL);
+    let status = child.wait().await;
+    guard.disarm();
+    let status = status.map_err(ExecError::Io)?;
+    if let Some(e) = failure {
+        return Err(ExecError::Io(e));
+    }
+    Ok(Outcome { code: status.code(), signal: status.signal(), truncated, killed })
+}
+
+enum Event {
+    Kill(KillReason),
+    Exited,
+    Linger,
+    Read(StreamKind, io::Result<usize>),
+}
+
+/// Per-stream read buffer with adaptive size and the count of forwarded bytes.
+struct Chunker {
+    buf: Vec<u8>,
+    sent: u64,
+}
+
+impl Chunker {
+    fn new() -> Self {
+        Chunker { buf: vec![0; FIRST_CHUNK], sent: 0 }
+    }
+
+    /// Forwards the `n` bytes just read (up to the cap), then doubles the buffer if
+    /// the read filled it: output is arriving faster than we drain it.
+    async fn deliver<S: OutputSink>(
+        &mut self,
+        n: usize,
+        kind: StreamKind,
+        cap: u64,
+        sink: &mut S,
+        stop: &Stop,
+        deadline: Instant,
+    ) -> Result<(), KillReason> {
+        let room = cap.saturating_sub(self.sent);
+        let take = usize::try_from(room).map_or(n, |room| room.min(n));
+        if take > 0 {
+            forward(sink, kind, &self.buf[..take], stop, deadline).await?;
+            self.sent += take as u64;
+        }
+        if take < n {
+            return Err(KillReason::OutputLimit);
+        }
+        if n == self.buf.len() && self.buf.len() < MAX_CHUNK {
+            self.buf.resize(self.buf.len() * 2, 0);
+        }
+        Ok(())
+    }
+}
+
+/// Hands a chunk to the sink, but never waits on a slow client past a cancel,
+/// shutdown or the deadline.
+async fn forward<S: OutputSink>(
+    sink: &mut S,
+    kind: StreamKind,
+    data: &[u8],
+    stop: &Stop,
+    deadline: Instant,
+) -> Result<(), KillReason> {
+    tokio::select! {
+        biased;
+        _ = stop.shutdown.cancelled() => Err(KillReason::Shutdown),
+        _ = stop.cancel.cancelled() => Err(KillReason::Cancelled),
+        _ = sleep_until(deadline) => Err(KillReason::Timeout),
+        r = sink.chunk(kind, data) => r.map_err(|SinkClosed| KillReason::Cancelled),
+    }
+}
+
+async fn read_some<R: AsyncRead + Unpin>(r: &mut Option<R>, buf: &mut [u8]) -> io::Result<usize> {
+    match r {
+        Some(r) => r.read(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves when `pid` has exited, *without* reaping it, so the group can still
+/// be signalled safely. Driven by SIGCHLD, never by polling.
+async fn exited(sigchld: &mut tokio::signal::unix::Signal, pid: Pid) {
+    let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT | WaitPidFlag::WNOHANG;
+    loop {
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) => {}
+            Ok(_) => return,
+            Err(Errno::EINTR) => continue,
+            Err(e) => {
+                // Not ours to wait for any more; `Child::wait` will report the error.
+                tracing::warn!(pid = pid.as_raw(), error = %e, "waitid failed");
+                return;
+            }
+        }
+        if sigchld.recv().await.is_none() {
+            // The signal driver is gone (runtime shutting down): fall back to a slow poll.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+fn deadline_after(d: Duration) -> Instant {
+    let now = Instant::now();
+    // A "no timeout" of Duration::MAX must not overflow Instant.
+    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+}
+
+fn env_path(env: &[(String, String)]) -> Option<&str> {
+    env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str())
+}
+
+enum Lookup {
+    Found(PathBuf),
+    NotExecutable,
+    Missing,
+}
+
+/// Finds `prog` the way `sh` would: as a path when it contains `/` (relative to
+/// `cwd`), else in each `PATH` entry (an empty entry meaning `cwd`).
+fn lookup(prog: &str, cwd: &Path, path: Option<&str>) -> Lookup {
+    fn probe(p: &Path) -> Option<bool> {
+        let m = std::fs::metadata(p).ok()?;
+        Some(m.is_file() && m.permissions().mode() & 0o111 != 0)
+    }
+    if prog.is_empty() {
+        return Lookup::Missing;
+    }
+    if prog.contains('/') {
+        let p = cwd.join(prog);
+        return match probe(&p) {
+            Some(true) => Lookup::Found(p),
+            Some(false) => Lookup::NotExecutable,
+            None => Lookup::Missing,
+        };
+    }
+    let mut denied = false;
+    for dir in path.unwrap_or(DEFAULT_PATH).split(':') {
+        let p = cwd.join(dir).join(prog);
+        match probe(&p) {
+            Some(true) => return Lookup::Found(p),
+            // A directory of that name is skipped, like sh does; a plain file
+            // without x bits makes the final verdict "Permission denied".
+            Some(false) => denied |= p.is_file(),
+            None => {}
+        }
+    }
+    if denied {
+        Lookup::NotExecutable
+    } else {
+        Lookup::Missing
+    }
+}
+
+/// Answers like `sh` for a program that cannot be run: a message on stderr and
+/// exit code 127 (not found) or 126 (not executable).
+async fn cannot_run<S: OutputSink>(
+    sink: &mut S,
+    stop: &Stop,
+    prog: &str,
+    code: i32,
+) -> Result<Outcome, ExecError> {
+    let what = if code == 127 { "command not found" } else { "Permission denied" };
+    let msg = format!("voxterm: {prog}: {what}\n");
+    let killed = match forward(sink, StreamKind::Stderr, msg.as_bytes(), stop, far_future()).await {
+        Ok(()) => KillReason::None,
+        Err(reason) => reason,
+    };
+    Ok(Outcome { code: Some(code), signal: None, truncated: false, killed })
+}
+
+fn far_future() -> Instant {
+    deadline_after(Duration::MAX)
+}
+
+async fn spawn_failed<S: OutputSink>(
+    e: io::Error,
+    job: &Job,
+    sink: &mut S,
+    stop: &Stop,
+) -> Result<Outcome, ExecError> {
+    // posix_spawn reports a failed chdir with the same errno as a failed exec.
+    if !job.cwd.is_dir() {
+        return Err(ExecError::Spawn(io::Error::new(
+            e.kind(),
+            format!("working directory {}: {e}", job.cwd.display()),
+        )));
+    }
+    let prog = match plan(&job.command) {
+        Ok(Plan::Direct(argv)) => argv.into_iter().next().unwrap_or_default(),
+        _ => "/bin/sh".to_owned(),
+    };
+    match e.kind() {
+        io::ErrorKind::NotFound => cannot_run(sink, stop, &prog, 127).await,
+        io::ErrorKind::PermissionDenied => cannot_run(sink, stop, &prog, 126).await,
+        _ if e.raw_os_error() == Some(nix::libc::ENOEXEC) => cannot_run(sink, stop, &prog, 126).await,
+        _ => Err(ExecError::Spawn(e)),
+    }
+}

@@ -1,0 +1,323 @@
+//! What the server measures about itself: Prometheus text for `/metrics`, the JSON
+//! of `/healthz`, and the `Stats` frame the load tester polls during a run.
+//!
+//! Counters that the hot path touches are plain atomics or prometheus-client
+//! metrics (atomics too); the one lock is around the HDR histogram of backend
+//! latency, held for a single `record` call.
+
+mod process;
+
+pub use process::{cpu_time, resident_bytes};
+
+use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
+use hdrhistogram::Histogram as Hdr;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+use voxterm_protocol::{Counter as StatCounter, ErrorCode, ServedFrom, Stats};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServedLabel {
+    served_from: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CodeLabel {
+    code: String,
+}
+
+/// Gauges sampled from other parts of the engine when a snapshot is taken.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Sampled {
+    /// Live sessions.
+    pub sessions: u64,
+    /// Jobs waiting for a worker.
+    pub queue_depth: u64,
+    /// Workers running a command.
+    pub busy_workers: u64,
+}
+
+/// The server's counters, gauges and histograms. One per process, shared by `Arc`.
+pub struct Metrics {
+    started: Instant,
+    registry: Registry,
+    served: Family<ServedLabel, Counter>,
+    errors: Family<CodeLabel, Counter>,
+    backend_seconds: Histogram,
+    connections: Gauge,
+    connections_total: Counter,
+    in_flight: Gauge,
+    sessions: Gauge,
+    queue_depth: Gauge,
+    busy_workers: Gauge,
+    rss: Gauge,
+    cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    requests: AtomicU64,
+    error_count: AtomicU64,
+    hdr: Mutex<Hdr<u64>>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric under the `voxterm_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("voxterm");
+        let served = Family::<ServedLabel, Counter>::default();
+        let errors = Family::<CodeLabel, Counter>::default();
+        // 25 µs .. ~52 s in doubling buckets.
+        let backend_seconds = Histogram::new(exponential_buckets(25e-6, 2.0, 22));
+        let m = Metrics {
+            started: Instant::now(),
+            served,
+            errors,
+            backend_seconds,
+            connections: Gauge::default(),
+            connections_total: Counter::default(),
+            in_flight: Gauge::default(),
+            sessions: Gauge::default(),
+            queue_depth: Gauge::default(),
+            busy_workers: Gauge::default(),
+            rss: Gauge::default(),
+            cpu_seconds: Gauge::default(),
+            bytes_in: Counter::default(),
+            bytes_out: Counter::default(),
+            requests: AtomicU64::new(0),
+            error_count: AtomicU64::new(0),
+            hdr: Mutex::new(
+                Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds"),
+            ),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "requests",
+            "Requests completed, by where they were served from",
+            m.served.clone(),
+        );
+        registry.register(
+            "errors",
+            "Requests and frames answered with an Error, by code",
+            m.errors.clone(),
+        );
+        registry.register(
+            "backend_latency_seconds",
+            "Frame in to terminal frame out",
+            m.backend_seconds.clone(),
+        );
+        registry.register("connections", "Open WebSocket connections", m.connections.clone());
+        registry.register(
+            "connections_accepted",
+            "WebSocket connections accepted since start",
+            m.connections_total.clone(),
+        );
+        registry.register("in_flight", "Requests in flight", m.in_flight.clone());
+        registry.register("sessions", "Live sessions", m.sessions.clone());
+        registry.register(
+            "pool_queue_depth",
+            "Jobs waiting for a worker",
+            m.queue_depth.clone(),
+        );
+        registry.register(
+            "pool_busy_workers",
+            "Workers running a command",
+            m.busy_workers.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident set size",
+            m.rss.clone(),
+        );
+        registry.register(
+            "process_cpu_seconds",
+            "User plus system CPU time",
+            m.cpu_seconds.clone(),
+        );
+        registry.register("bytes_in", "WebSocket payload bytes received", m.bytes_in.clone());
+        registry.register("bytes_out", "WebSocket payload bytes sent", m.bytes_out.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// Time since the server started.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// A request was accepted.
+    pub fn request_started(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.inc();
+    }
+
+    /// A request ended with an `Exit`.
+    pub fn request_done(&self, served_from: ServedFrom, backend_us: u64) {
+        self.in_flight.dec();
+        self.served
+            .get_or_create(&ServedLabel {
+                served_from: served_from.as_str(),
+            })
+            .inc();
+        self.record_latency(backend_us);
+    }
+
+    /// A request ended with an `Error`.
+    pub fn request_failed(&self, code: ErrorCode, backend_us: u64) {
+        self.in_flight.dec();
+        self.error_count.fetch_add(1, Ordering::Relaxed);
+        self.error(code);
+        self.record_latency(backend_us);
+    }
+
+    /// An `Error` frame not tied to a request (malformed frame, text message...).
+    pub fn error(&self, code: ErrorCode) {
+        self.errors
+            .get_or_create(&CodeLabel {
+                code: format!("{code:?}"),
+            })
+            .inc();
+    }
+
+    fn record_latency(&self, backend_us: u64) {
+        self.backend_seconds.observe(backend_us as f64 / 1e6);
+        if let Ok(mut h) = self.hdr.lock() {
+            h.saturating_record(backend_us.max(1));
+        }
+    }
+
+    /// A WebSocket connection was established.
+    pub fn connection_opened(&self) {
+        self.connections.inc();
+        self.connections_total.inc();
+    }
+
+    /// A WebSocket connection ended.
+    pub fn connection_closed(&self) {
+        self.connections.dec();
+    }
+
+    /// Open connections now.
+    pub fn connections(&self) -> u64 {
+        self.connections.get().max(0) as u64
+    }
+
+    /// Payload bytes received.
+    pub fn add_bytes_in(&self, n: usize) {
+        self.bytes_in.inc_by(n as u64);
+    }
+
+    /// Payload bytes sent.
+    pub fn add_bytes_out(&self, n: usize) {
+        self.bytes_out.inc_by(n as u64);
+    }
+
+    fn sample(&self, s: Sampled) {
+        self.sessions.set(s.sessions as i64);
+        self.queue_depth.set(s.queue_depth as i64);
+        self.busy_workers.set(s.busy_workers as i64);
+        self.rss.set(resident_bytes() as i64);
+        self.cpu_seconds.set(cpu_time().as_secs_f64());
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render_prometheus(&self, s: Sampled) -> String {
+        self.sample(s);
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The `/healthz` body.
+    pub fn health_json(&self, s: Sampled) -> String {
+        serde_json::json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "uptime_s": self.uptime().as_secs_f64(),
+            "connections": self.connections(),
+            "sessions": s.sessions,
+        })
+        .to_string()
+    }
+
+    /// The reply to a `StatsRequest`.
+    pub fn stats(&self, nonce: u64, s: Sampled) -> Stats {
+        let backend_histogram = self
+            .hdr
+            .lock()
+            .ok()
+            .and_then(|h| {
+                let mut buf = Vec::new();
+                V2DeflateSerializer::new().serialize(&h, &mut buf).ok()?;
+                Some(buf)
+            })
+            .unwrap_or_default();
+        let counters = ServedFrom::ALL
+            .iter()
+            .map(|&sf| StatCounter {
+                name: format!("served_{}", sf.as_str()),
+                value: self
+                    .served
+                    .get_or_create(&ServedLabel {
+                        served_from: sf.as_str(),
+                    })
+                    .get(),
+            })
+            .collect();
+        Stats {
+            nonce,
+            uptime_ms: self.uptime().as_millis() as u64,
+            connections: self.connections(),
+            sessions: s.sessions,
+            requests: self.requests.load(Ordering::Relaxed),
+            in_flight: self.in_flight.get().max(0) as u64,
+            errors: self.error_count.load(Ordering::Relaxed),
+            queue_depth: s.queue_depth,
+            busy_workers: s.busy_workers,
+            rss_bytes: resident_bytes(),
+            cpu_us: cpu_time().as_micros() as u64,
+            bytes_in: self.bytes_in.get(),
+            bytes_out: self.bytes_out.get(),
+            backend_histogram,
+            counters,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_text_names_requests_by_served_from() {
+        let m = Metrics::new();
+        m.request_started();
+        m.request_done(ServedFrom::Builtin, 40);
+        m.request_started();
+        m.request_failed(ErrorCode::SpawnFailed, 90);
+        let text = m.render_prometheus(Sampled::default());
+        assert!(
+            text.contains("voxterm_requests_total{served_from=\"builtin\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("voxterm_errors_total{code=\"SpawnFailed\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("voxterm_backend_latency_seconds_bucket"));
+        let stats = m.stats(7, Sampled::default());
+        assert_eq!((stats.requests, stats.errors, stats.in_flight), (2, 1, 0));
+        assert!(!stats.backend_histogram.is_empty());
+        assert!(stats.rss_bytes > 0);
+    }
+}

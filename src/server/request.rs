@@ -1,0 +1,98 @@
+//! One request's task: run it through the engine, stream its output as `Output`
+//! frames, and end it with exactly one `Exit` or `Error`.
+
+use super::connection::Shared;
+use super::writer::Outbound;
+use crate::exec::{OutputSink, SinkClosed};
+use crate::session::{Engine, Finish, SessionHandle};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use voxterm_protocol::{Error, Exec, Exit, Message, Output, RequestId, StreamKind};
+
+/// Turns output chunks into `Output` frames on the connection's writer queue.
+pub(super) struct FrameSink {
+    request: RequestId,
+    seq: u32,
+    out: mpsc::Sender<Outbound>,
+}
+
+impl OutputSink for FrameSink {
+    async fn chunk(&mut self, stream: StreamKind, data: &[u8]) -> Result<(), SinkClosed> {
+        let frame = Message::Output(Output {
+            request: self.request,
+            stream,
+            seq: self.seq,
+            data: data.to_vec(),
+        });
+        self.seq = self.seq.wrapping_add(1);
+        self.out
+            .send(Outbound::Frame(frame))
+            .await
+            .map_err(|_| SinkClosed)
+    }
+}
+
+/// Runs `exec` and sends its terminal frame. Returns how it ended (for batches).
+pub(super) async fn run(
+    shared: Arc<Shared>,
+    engine: Arc<Engine>,
+    session: Arc<SessionHandle>,
+    exec: Exec,
+    received: Instant,
+    cancel: CancellationToken,
+) -> bool {
+    let mut sink = FrameSink {
+        request: exec.request,
+        seq: 0,
+        out: shared.out.clone(),
+    };
+    let finish = engine.execute(&session, &exec, &mut sink, cancel).await;
+    let ok = finish.succeeded();
+    finish_request(&shared, &engine, exec.request, finish, received).await;
+    ok
+}
+
+/// Sends the terminal frame of an accepted request and forgets it.
+pub(super) async fn finish_request(
+    shared: &Shared,
+    engine: &Engine,
+    request: RequestId,
+    finish: Finish,
+    received: Instant,
+) {
+    // Forget the id before the client can see the end, so it may reuse the id at once.
+    shared.forget(request);
+    let backend_us = received.elapsed().as_micros() as u64;
+    let frame = match finish {
+        Finish::Exit {
+            code,
+            signal,
+            truncated,
+            killed,
+            served_from,
+        } => {
+            engine.metrics.request_done(served_from, backend_us);
+            Message::Exit(Exit {
+                request,
+                code,
+                signal,
+                served_from,
+                backend_us,
+                truncated,
+                killed,
+            })
+        }
+        Finish::Error { code, message } => {
+            engine.metrics.request_failed(code, backend_us);
+            Message::Error(Error {
+                request: Some(request),
+                code,
+                message,
+            })
+        }
+    };
+    // If the writer is gone the client is gone: there is nobody left to tell.
+    let _ = shared.out.send(Outbound::Frame(frame)).await;
+}

@@ -1,0 +1,212 @@
+//! Engine builtins: `cd`, `pwd`, `export`, `unset`.
+//!
+//! These change or read session state, so they cannot run in a child (a child's
+//! `cd` dies with it). They are recognized only when the whole line is one plain
+//! invocation; anything with shell operators or expansions goes to `/bin/sh`, where
+//! it behaves as in any shell but does not persist (documented in the README).
+
+use super::state::Session;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// A recognized builtin invocation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Builtin {
+    /// `cd [dir]`, with `~`, `~/x` and `-`.
+    Cd(Vec<String>),
+    /// `pwd`.
+    Pwd,
+    /// `export [NAME=value | NAME]...`; no arguments lists the session's variables.
+    Export(Vec<String>),
+    /// `unset NAME...`.
+    Unset(Vec<String>),
+}
+
+/// What a builtin printed and its exit status.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BuiltinOutput {
+    /// Bytes for stdout.
+    pub stdout: Vec<u8>,
+    /// Bytes for stderr.
+    pub stderr: Vec<u8>,
+    /// Exit status, 0 on success.
+    pub code: i32,
+}
+
+/// Characters after which a line is shell syntax, not a plain builtin call.
+const SHELL_OPERATORS: &[char] = &['|', '&', ';', '<', '>', '(', ')', '`', '$', '\n'];
+
+impl Builtin {
+    /// Recognizes a line that is exactly one builtin invocation.
+    pub fn parse(line: &str) -> Option<Builtin> {
+        if line.contains(SHELL_OPERATORS) {
+            return None;
+        }
+        let mut words = shell_words::split(line).ok()?.into_iter();
+        let name = words.next()?;
+        let args: Vec<String> = words.collect();
+        Some(match name.as_str() {
+            "cd" => Builtin::Cd(args),
+            "pwd" => Builtin::Pwd,
+            "export" => Builtin::Export(args),
+            "unset" => Builtin::Unset(args),
+            _ => return None,
+        })
+    }
+
+    /// Runs the builtin against `session`. `home` is where `cd` and `~` go.
+    pub fn run(&self, session: &Session, home: &Path) -> BuiltinOutput {
+        let mut out = BuiltinOutput::default();
+        match self {
+            Builtin::Cd(args) => cd(session, home, args, &mut out),
+            Builtin::Pwd => {
+                out.stdout = format!("{}\n", session.cwd().display()).into_bytes();
+            }
+            Builtin::Export(args) => export(session, args, &mut out),
+            Builtin::Unset(args) => {
+                let mut state = session.lock();
+                for name in args {
+                    if valid_name(name) {
+                        state.env.remove(name);
+                    } else {
+                        fail(&mut out, format!("unset: `{name}': not a valid identifier"));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+fn fail(out: &mut BuiltinOutput, message: String) {
+    out.stderr.extend_from_slice(message.as_bytes());
+    out.stderr.push(b'\n');
+    out.code = 1;
+}
+
+fn cd(session: &Session, home: &Path, args: &[String], out: &mut BuiltinOutput) {
+    let cwd = session.cwd();
+    let (target, announce): (PathBuf, bool) = match args {
+        [] => (home.to_owned(), false),
+        [arg] if arg == "-" => match session.lock().prev_cwd.clone() {
+            Some(prev) => (prev, true),
+            None => return fail(out, "cd: OLDPWD not set".into()),
+        },
+        [arg] if arg == "~" => (home.to_owned(), false),
+        [arg] => match arg.strip_prefix("~/") {
+            Some(rest) => (home.join(rest), false),
+            None => (cwd.join(arg), false),
+        },
+        _ => return fail(out, "cd: too many arguments".into()),
+    };
+    let shown = args.first().map_or_else(|| home.display().to_string(), |a| a.clone());
+    match std::fs::canonicalize(&target) {
+        Ok(dir) if dir.is_dir() => {
+            if announce {
+                out.stdout = format!("{}\n", dir.display()).into_bytes();
+            }
+            session.set_cwd(&dir);
+        }
+        Ok(_) => fail(out, format!("cd: {shown}: Not a directory")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            fail(out, format!("cd: {shown}: No such file or directory"))
+        }
+        Err(e) => fail(out, format!("cd: {shown}: {e}")),
+    }
+}
+
+fn export(session: &Session, args: &[String], out: &mut BuiltinOutput) {
+    let mut state = session.lock();
+    if args.is_empty() {
+        let mut listing = String::new();
+        for (k, v) in &state.env {
+            let _ = writeln!(listing, "export {k}={}", shell_words::quote(v));
+        }
+        out.stdout = listing.into_bytes();
+        return;
+    }
+    for arg in args {
+        let (name, value) = match arg.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (arg.as_str(), None),
+        };
+        if !valid_name(name) {
+            fail(out, format!("export: `{arg}': not a valid identifier"));
+            continue;
+        }
+        if let Some(value) = value {
+            state.env.insert(name.to_owned(), value.to_owned());
+        }
+    }
+}
+
+/// POSIX variable names: a letter or underscore, then letters, digits, underscores.
+fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    fn session(dir: &Path) -> Session {
+        Session::new(Arc::from("t"), "s", dir.to_owned(), 8)
+    }
+
+    #[test]
+    fn recognizes_only_plain_invocations() {
+        assert_eq!(Builtin::parse("cd /tmp"), Some(Builtin::Cd(vec!["/tmp".into()])));
+        assert_eq!(Builtin::parse("  pwd "), Some(Builtin::Pwd));
+        assert_eq!(
+            Builtin::parse("export A='x y'"),
+            Some(Builtin::Export(vec!["A=x y".into()]))
+        );
+        assert_eq!(Builtin::parse("cd /tmp && ls"), None);
+        assert_eq!(Builtin::parse("export A=$HOME"), None);
+        assert_eq!(Builtin::parse("pwd > f"), None);
+        assert_eq!(Builtin::parse("ls"), None);
+        assert_eq!(Builtin::parse("cd 'unterminated"), None);
+    }
+
+    #[test]
+    fn cd_relative_home_dash_and_missing() {
+        let root = std::env::temp_dir().join(format!("voxterm-cd-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        let root = std::fs::canonicalize(root).unwrap();
+        let s = session(&root);
+        let home = root.join("sub");
+
+        let o = Builtin::parse("cd sub").unwrap().run(&s, &home);
+        assert_eq!((o.code, s.cwd()), (0, root.join("sub")));
+        let o = Builtin::parse("cd ..").unwrap().run(&s, &home);
+        assert_eq!((o.code, s.cwd()), (0, root.clone()));
+        let o = Builtin::parse("cd -").unwrap().run(&s, &home);
+        assert_eq!(o.stdout, format!("{}\n", root.join("sub").display()).into_bytes());
+        let o = Builtin::parse("cd /").unwrap().run(&s, &home);
+        assert_eq!(o.code, 0);
+        Builtin::parse("cd ~").unwrap().run(&s, &home);
+        assert_eq!(s.cwd(), home);
+
+        let o = Builtin::parse("cd nope").unwrap().run(&s, &home);
+        assert_eq!(o.code, 1);
+        assert_eq!(o.stderr, b"cd: nope: No such file or directory\n");
+        assert_eq!(s.cwd(), home, "a failed cd leaves cwd alone");
+    }
+
+    #[test]
+    fn export_unset_and_listing() {
+        let s = session(Path::new("/"));
+        let home = Path::new("/");
+        assert_eq!(Builtin::parse("export A=1 B='two words'").unwrap().run(&s, home).code, 0);
+        assert_eq!(s.var("B").as_deref(), Some("two words"));
+        let o = Builtin::parse("export").unwrap().run(&s, home);
+        assert_eq!(o.stdout, b"export A=1\nexport B='two words'\n");
+        let o = Builtin::parse("export 1x=3").unwrap().run(&s, home);
+        assert_eq!(o.code, 1);
+        Builtin::parse("unset A").unwrap().run(&s, home);
+        assert_eq!(s.var("A"), None);
+    }
+}

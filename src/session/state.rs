@@ -1,0 +1,106 @@
+//! One session's state.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// A named terminal session of a tenant. Cheap to share: the mutable part is behind
+/// a short-held lock that is never held across an await.
+#[derive(Debug)]
+pub struct Session {
+    tenant: Arc<str>,
+    name: Box<str>,
+    state: Mutex<State>,
+    history_limit: usize,
+    /// Connections holding a handle to this session; the reaper skips attached ones.
+    pub(super) attached: AtomicUsize,
+    /// Milliseconds since the store's epoch at the last attach or detach.
+    pub(super) last_used_ms: AtomicU64,
+}
+
+/// The mutable part of a session.
+#[derive(Debug, Clone)]
+pub(super) struct State {
+    pub cwd: PathBuf,
+    pub prev_cwd: Option<PathBuf>,
+    pub env: BTreeMap<String, String>,
+    pub history: VecDeque<Box<str>>,
+}
+
+impl Session {
+    pub(super) fn new(tenant: Arc<str>, name: &str, cwd: PathBuf, history_limit: usize) -> Self {
+        Session {
+            tenant,
+            name: name.into(),
+            state: Mutex::new(State {
+                cwd,
+                prev_cwd: None,
+                env: BTreeMap::new(),
+                history: VecDeque::new(),
+            }),
+            history_limit,
+            attached: AtomicUsize::new(0),
+            last_used_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// The tenant that owns this session.
+    pub fn tenant(&self) -> &Arc<str> {
+        &self.tenant
+    }
+
+    /// The session's name within its tenant.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Current working directory.
+    pub fn cwd(&self) -> PathBuf {
+        self.lock().cwd.clone()
+    }
+
+    /// The value of a session variable.
+    pub fn var(&self, name: &str) -> Option<String> {
+        self.lock().env.get(name).cloned()
+    }
+
+    /// The most recent commands, oldest first.
+    pub fn history(&self) -> Vec<String> {
+        self.lock().history.iter().map(|c| c.to_string()).collect()
+    }
+
+    /// Remembers a command, dropping the oldest beyond the limit.
+    pub(super) fn record(&self, command: &str) {
+        if self.history_limit == 0 {
+            return;
+        }
+        let mut s = self.lock();
+        if s.history.len() >= self.history_limit {
+            s.history.pop_front();
+        }
+        s.history.push_back(command.into());
+    }
+
+    /// cwd and env as they are now, for a child to start from.
+    pub(super) fn snapshot(&self) -> (PathBuf, BTreeMap<String, String>) {
+        let s = self.lock();
+        (s.cwd.clone(), s.env.clone())
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding this lock cannot leave the state half-written (every
+        // mutation is a single assignment), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(super) fn set_cwd(&self, dir: &Path) {
+        let mut s = self.lock();
+        let old = std::mem::replace(&mut s.cwd, dir.to_owned());
+        s.prev_cwd = Some(old);
+    }
+
+    pub(super) fn touch(&self, now_ms: u64) {
+        self.last_used_ms.store(now_ms, Ordering::Relaxed);
+    }
+}
