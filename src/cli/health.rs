@@ -22,7 +22,10 @@ pub struct HealthArgs {
 pub fn run(args: HealthArgs) -> ExitCode {
     let result = client_runtime()
         .context("cannot start the runtime")
-        .and_then(|rt| rt.block_on(tokio::time::timeout(args.timeout, check(&args.url))).context("timed out")?);
+        .and_then(|rt| {
+            rt.block_on(async { tokio::time::timeout(args.timeout, check(&args.url)).await })
+                .context("timed out")?
+        });
     match result {
         Ok(body) => {
             println!("{body}");
