@@ -108,7 +108,10 @@ impl Compressor {
         loop {
             let in_pos = total(self.inflate.total_in())?;
             let out_pos = total(self.inflate.total_out())?;
-            let (src, dst) = match (input.get(in_pos..), scratch(&mut self.buf, cap).get_mut(out_pos..)) {
+            let (src, dst) = match (
+                input.get(in_pos..),
+                scratch(&mut self.buf, cap).get_mut(out_pos..),
+            ) {
                 (Some(src), Some(dst)) => (src, dst),
                 _ => return Err(DecodeError::Decompress("deflate state out of range".into())),
             };
@@ -134,9 +137,13 @@ impl Compressor {
             if new_out == cap {
                 cap = cap.saturating_mul(2).min(cap_max);
             } else if new_in == input.len() {
-                return Err(DecodeError::Decompress("deflate stream is truncated".into()));
+                return Err(DecodeError::Decompress(
+                    "deflate stream is truncated".into(),
+                ));
             } else if new_in == in_pos && new_out == out_pos {
-                return Err(DecodeError::Decompress("deflate stream made no progress".into()));
+                return Err(DecodeError::Decompress(
+                    "deflate stream made no progress".into(),
+                ));
             }
         }
     }
@@ -196,7 +203,10 @@ impl Compressor {
 fn brotli_compress(input: &[u8], out: &mut [u8]) -> Option<usize> {
     let mut state = BrotliEncoderStateStruct::new(StandardAlloc::default());
     state.set_parameter(BrotliEncoderParameter::BROTLI_PARAM_QUALITY, BROTLI_QUALITY);
-    state.set_parameter(BrotliEncoderParameter::BROTLI_PARAM_LGWIN, window_bits(input.len()));
+    state.set_parameter(
+        BrotliEncoderParameter::BROTLI_PARAM_LGWIN,
+        window_bits(input.len()),
+    );
     let hint = u32::try_from(input.len()).unwrap_or(u32::MAX);
     state.set_parameter(BrotliEncoderParameter::BROTLI_PARAM_SIZE_HINT, hint);
     let mut avail_in = input.len();

@@ -129,7 +129,19 @@ pub struct SessionClosed {
 
 /// Scheduling class of a request in the worker pool's queue.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Encode, Decode,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
 )]
 pub enum Priority {
     /// Interactive, user is waiting: ahead of everything.
@@ -142,7 +154,9 @@ pub enum Priority {
 }
 
 /// How a request may use the result cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode,
+)]
 pub enum CacheMode {
     /// Serve from cache when the policy allows, store clean results.
     #[default]
@@ -262,7 +276,9 @@ impl ServedFrom {
 }
 
 /// Why the engine killed a command, if it did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode,
+)]
 pub enum KillReason {
     /// The engine did not kill it (it exited, or something else signalled it).
     #[default]

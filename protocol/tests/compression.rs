@@ -49,10 +49,18 @@ fn encode_with(comp: Compression, threshold: usize, msg: &Message) -> Vec<u8> {
 fn compressible_4k_output_is_compressed() {
     let msg = output(compressible(4096));
     let plain = encode_with(Compression::None, DEFAULT_COMPRESS_THRESHOLD, &msg);
-    for (comp, bits) in [(Compression::Deflate, flags::DEFLATE), (Compression::Brotli, flags::BROTLI)] {
+    for (comp, bits) in [
+        (Compression::Deflate, flags::DEFLATE),
+        (Compression::Brotli, flags::BROTLI),
+    ] {
         let packed = encode_with(comp, DEFAULT_COMPRESS_THRESHOLD, &msg);
         assert_eq!(packed[2] & flags::COMPRESSION_MASK, bits, "{comp:?}");
-        assert!(packed.len() * 4 < plain.len(), "{comp:?}: {} vs {}", packed.len(), plain.len());
+        assert!(
+            packed.len() * 4 < plain.len(),
+            "{comp:?}: {} vs {}",
+            packed.len(),
+            plain.len()
+        );
     }
 }
 
@@ -105,7 +113,11 @@ fn state_reuse_across_many_frames_stays_correct() {
     let mut buf = Vec::new();
     let mut want = Vec::new();
     for i in 0..50usize {
-        c.set_compression(if i % 2 == 0 { Compression::Deflate } else { Compression::Brotli });
+        c.set_compression(if i % 2 == 0 {
+            Compression::Deflate
+        } else {
+            Compression::Brotli
+        });
         let m = output(compressible(1000 + i * 97));
         c.encode(&m, &mut buf).unwrap();
         want.push(m);

@@ -152,7 +152,10 @@ fn trailing_bytes_in_a_body_are_an_error() {
     f.push(0);
     f[3] += 1; // length now covers the extra byte
     let items: Vec<_> = small_codec().decode(&f).collect();
-    assert!(matches!(&items[..], [Err(DecodeError::Body { kind: 0x30, .. })]), "{items:?}");
+    assert!(
+        matches!(&items[..], [Err(DecodeError::Body { kind: 0x30, .. })]),
+        "{items:?}"
+    );
 }
 
 #[test]
@@ -168,9 +171,21 @@ fn header_errors_are_typed_and_skip_only_their_frame() {
             DecodeError::UnsupportedVersion(2),
             ErrorCode::UnsupportedVersion,
         ),
-        (frame(0x7f, 0, &[1]), DecodeError::UnknownType(0x7f), ErrorCode::UnknownType),
-        (frame(0x30, 0b1000, &[1]), DecodeError::BadFlags(0b1000), ErrorCode::Malformed),
-        (frame(0x30, 3, &[1]), DecodeError::BadFlags(3), ErrorCode::Malformed),
+        (
+            frame(0x7f, 0, &[1]),
+            DecodeError::UnknownType(0x7f),
+            ErrorCode::UnknownType,
+        ),
+        (
+            frame(0x30, 0b1000, &[1]),
+            DecodeError::BadFlags(0b1000),
+            ErrorCode::Malformed,
+        ),
+        (
+            frame(0x30, 3, &[1]),
+            DecodeError::BadFlags(3),
+            ErrorCode::Malformed,
+        ),
         (
             frame(0x20, 0, &vec![0; 64 * 1024 + 1]),
             DecodeError::FrameTooLarge {
@@ -224,7 +239,10 @@ fn lying_length_fields_allocate_nothing_big() {
     let hello = [0x01, 0xfc, 0xff, 0xff, 0xff, 0xff];
     for (kind, body) in [(0x20u8, &output[..]), (0x01, &hello[..])] {
         let items: Vec<_> = small_codec().decode(&frame(kind, 0, body)).collect();
-        assert!(matches!(&items[..], [Err(DecodeError::Body { .. })]), "{items:?}");
+        assert!(
+            matches!(&items[..], [Err(DecodeError::Body { .. })]),
+            "{items:?}"
+        );
     }
 }
 
@@ -235,7 +253,10 @@ fn zip_bombs_stop_at_max_frame_bytes() {
         assert!(packed.len() < 64 * 1024);
         let items: Vec<_> = small_codec().decode(&frame(0x20, flag, &packed)).collect();
         assert!(
-            matches!(&items[..], [Err(DecodeError::FrameTooLarge { max: 65536, .. })]),
+            matches!(
+                &items[..],
+                [Err(DecodeError::FrameTooLarge { max: 65536, .. })]
+            ),
             "{items:?}"
         );
     }
@@ -249,7 +270,7 @@ fn exactly_max_frame_bytes_after_decompression_is_accepted() {
         compression: Compression::Deflate,
         ..CodecSettings::default()
     });
-    // Output header fields take 4 bytes (request, stream, seq, 3-byte length prefix: 253 u16?).
+    // request, stream and seq take 1 byte each, the data length 3 (0xFB + u16).
     let mut data_len = max as usize - 6;
     let msg = loop {
         let m = Message::Output(Output {
@@ -259,7 +280,9 @@ fn exactly_max_frame_bytes_after_decompression_is_accepted() {
             data: vec![b'a'; data_len],
         });
         let mut probe = Vec::new();
-        Codec::new(CodecSettings::default()).encode(&m, &mut probe).unwrap();
+        Codec::new(CodecSettings::default())
+            .encode(&m, &mut probe)
+            .unwrap();
         if probe.len() - HEADER_LEN <= max as usize {
             assert_eq!(probe.len() - HEADER_LEN, max as usize);
             break m;
@@ -301,12 +324,34 @@ fn corrupt_compressed_bodies_are_decompress_errors() {
 fn error_codes_map_as_documented() {
     use DecodeError as D;
     let cases = [
-        (D::Truncated { needed: 6, available: 1 }, ErrorCode::Malformed, None),
-        (D::UnsupportedVersion(9), ErrorCode::UnsupportedVersion, None),
+        (
+            D::Truncated {
+                needed: 6,
+                available: 1,
+            },
+            ErrorCode::Malformed,
+            None,
+        ),
+        (
+            D::UnsupportedVersion(9),
+            ErrorCode::UnsupportedVersion,
+            None,
+        ),
         (D::UnknownType(0x99), ErrorCode::UnknownType, Some(0x99)),
         (D::BadFlags(0x80), ErrorCode::Malformed, None),
-        (D::FrameTooLarge { len: 2, max: 1 }, ErrorCode::FrameTooLarge, None),
-        (D::Body { kind: 0x10, detail: String::new() }, ErrorCode::Malformed, Some(0x10)),
+        (
+            D::FrameTooLarge { len: 2, max: 1 },
+            ErrorCode::FrameTooLarge,
+            None,
+        ),
+        (
+            D::Body {
+                kind: 0x10,
+                detail: String::new(),
+            },
+            ErrorCode::Malformed,
+            Some(0x10),
+        ),
         (D::Decompress(String::new()), ErrorCode::Malformed, None),
     ];
     for (e, code, kind) in cases {
@@ -323,6 +368,11 @@ fn json_frames_decode_whatever_the_codec_encodes_with() {
         decode_all(&mut c, &frame(0x30, flags::JSON, body)),
         vec![Message::Ping(Ping { nonce: 42 })]
     );
-    let items: Vec<_> = c.decode(&frame(0x30, flags::JSON, b"{\"nonce\":-1}")).collect();
-    assert!(matches!(&items[..], [Err(DecodeError::Body { kind: 0x30, .. })]));
+    let items: Vec<_> = c
+        .decode(&frame(0x30, flags::JSON, b"{\"nonce\":-1}"))
+        .collect();
+    assert!(matches!(
+        &items[..],
+        [Err(DecodeError::Body { kind: 0x30, .. })]
+    ));
 }

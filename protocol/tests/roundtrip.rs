@@ -58,9 +58,13 @@ proptest! {
 fn encode_appends_and_leaves_prefix_alone() {
     let mut c = Codec::new(CodecSettings::default());
     let mut buf = b"prefix".to_vec();
-    c.encode(&Message::Ping(Ping { nonce: 7 }), &mut buf).unwrap();
+    c.encode(&Message::Ping(Ping { nonce: 7 }), &mut buf)
+        .unwrap();
     assert_eq!(&buf[..6], b"prefix");
-    assert_eq!(decode_all(&mut c, &buf[6..]), vec![Message::Ping(Ping { nonce: 7 })]);
+    assert_eq!(
+        decode_all(&mut c, &buf[6..]),
+        vec![Message::Ping(Ping { nonce: 7 })]
+    );
 }
 
 #[test]
@@ -77,7 +81,10 @@ fn too_large_body_is_refused_and_buffer_unchanged() {
         data: vec![b'x'; 200],
     });
     let err = c.encode(&msg, &mut buf).unwrap_err();
-    assert!(matches!(err, EncodeError::FrameTooLarge { max: 100, .. }), "{err}");
+    assert!(
+        matches!(err, EncodeError::FrameTooLarge { max: 100, .. }),
+        "{err}"
+    );
     assert_eq!(buf, vec![1, 2, 3]);
 }
 
@@ -95,6 +102,9 @@ fn body_above_24_bits_is_refused() {
     });
     let mut buf = Vec::new();
     let err = c.encode(&msg, &mut buf).unwrap_err();
-    assert!(matches!(err, EncodeError::FrameTooLarge { max: 0xFF_FFFF, .. }), "{err}");
+    assert!(
+        matches!(err, EncodeError::FrameTooLarge { max: 0xFF_FFFF, .. }),
+        "{err}"
+    );
     assert!(buf.is_empty());
 }

@@ -121,7 +121,11 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
                     (Some(code), _) => (code & 0xff) as u8,
                     (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
                     (None, None) => {
-                        writeln!(stderr, "voxterm: command stopped before it ran ({:?})", exit.killed)?;
+                        writeln!(
+                            stderr,
+                            "voxterm: command stopped before it ran ({:?})",
+                            exit.killed
+                        )?;
                         SERVER_ERROR
                     }
                 });

@@ -49,13 +49,21 @@ async fn check(url: &str) -> anyhow::Result<String> {
     let mut stream = tokio::net::TcpStream::connect(authority)
         .await
         .with_context(|| format!("cannot connect to {authority}"))?;
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    let request =
+        format!("GET /healthz HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await?;
-    let (head, body) = response.split_once("\r\n\r\n").context("malformed HTTP response")?;
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "server answered {}", head.lines().next().unwrap_or(""));
-    let health: serde_json::Value = serde_json::from_str(body).context("health body is not JSON")?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200"),
+        "server answered {}",
+        head.lines().next().unwrap_or("")
+    );
+    let health: serde_json::Value =
+        serde_json::from_str(body).context("health body is not JSON")?;
     anyhow::ensure!(health["status"] == "ok", "status is {}", health["status"]);
     Ok(body.to_owned())
 }

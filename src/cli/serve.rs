@@ -15,7 +15,12 @@ pub struct ServeArgs {
     #[arg(long, env = "VOXTERM_CONFIG")]
     config: Option<PathBuf>,
     /// Starting configuration.
-    #[arg(long, value_enum, env = "VOXTERM_PRESET", default_value = "development")]
+    #[arg(
+        long,
+        value_enum,
+        env = "VOXTERM_PRESET",
+        default_value = "development"
+    )]
     preset: Preset,
     /// Address to listen on (default 127.0.0.1:7878).
     #[arg(long, env = "VOXTERM_LISTEN")]
@@ -45,7 +50,10 @@ pub fn run(args: ServeArgs) -> ExitCode {
         eprintln!("voxterm: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("voxterm: cannot start the runtime: {e}");
@@ -60,7 +68,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let addr = server.local_addr().map_or_else(|_| config.server.listen, |a| a);
+        let addr = server.local_addr().unwrap_or(config.server.listen);
         tracing::info!(
             %addr,
             preset = ?args.preset,

@@ -205,7 +205,11 @@ mod tests {
 
     #[test]
     fn presets_are_valid() {
-        for p in [Preset::Development, Preset::Production, Preset::HighPerformance] {
+        for p in [
+            Preset::Development,
+            Preset::Production,
+            Preset::HighPerformance,
+        ] {
             p.config().validate().unwrap();
         }
     }

@@ -22,14 +22,71 @@ pub enum Plan {
 /// (`cd`, `exit`, `umask`…).
 const SHELL_WORDS: &[&str] = &[
     // reserved words
-    "if", "then", "else", "elif", "fi", "case", "esac", "for", "while", "until", "do", "done",
-    "in", "function", "select", "time", "coproc",
+    "if",
+    "then",
+    "else",
+    "elif",
+    "fi",
+    "case",
+    "esac",
+    "for",
+    "while",
+    "until",
+    "do",
+    "done",
+    "in",
+    "function",
+    "select",
+    "time",
+    "coproc",
     // shell-only builtins
-    ".", ":", "alias", "unalias", "bg", "fg", "jobs", "break", "continue", "builtin", "cd",
-    "command", "declare", "typeset", "local", "eval", "exec", "exit", "logout", "export",
-    "readonly", "unset", "set", "shift", "getopts", "hash", "let", "pushd", "popd", "dirs",
-    "read", "return", "shopt", "source", "suspend", "times", "trap", "type", "ulimit", "umask",
-    "wait", "fc", "history", "disown", "enable", "mapfile", "readarray",
+    ".",
+    ":",
+    "alias",
+    "unalias",
+    "bg",
+    "fg",
+    "jobs",
+    "break",
+    "continue",
+    "builtin",
+    "cd",
+    "command",
+    "declare",
+    "typeset",
+    "local",
+    "eval",
+    "exec",
+    "exit",
+    "logout",
+    "export",
+    "readonly",
+    "unset",
+    "set",
+    "shift",
+    "getopts",
+    "hash",
+    "let",
+    "pushd",
+    "popd",
+    "dirs",
+    "read",
+    "return",
+    "shopt",
+    "source",
+    "suspend",
+    "times",
+    "trap",
+    "type",
+    "ulimit",
+    "umask",
+    "wait",
+    "fc",
+    "history",
+    "disown",
+    "enable",
+    "mapfile",
+    "readarray",
 ];
 
 /// Decides whether `command` can be exec'd directly or needs `/bin/sh -c`.
@@ -47,8 +104,7 @@ pub fn plan(command: &str) -> Result<Plan, PlanError> {
         // Only a comment, e.g. `# note`: let the shell do nothing, as it would.
         return Ok(Plan::Shell);
     };
-    if has_shell_syntax(command) || is_assignment(first) || SHELL_WORDS.contains(&first.as_str())
-    {
+    if has_shell_syntax(command) || is_assignment(first) || SHELL_WORDS.contains(&first.as_str()) {
         return Ok(Plan::Shell);
     }
     Ok(Plan::Direct(words))

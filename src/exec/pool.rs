@@ -95,7 +95,9 @@ impl State {
                     .map(|i| (c, i))
             });
             let Some((c, i)) = found else { return };
-            let Some(w) = self.queues[c].remove(i) else { return };
+            let Some(w) = self.queues[c].remove(i) else {
+                return;
+            };
             self.queued -= 1;
             self.take(&w.tenant);
             // The receiver is alive while the waiter is queued (its guard removes it
@@ -136,7 +138,10 @@ impl Pool {
                 // so taking the free slot here never jumps an eligible waiter.
                 let tenant: Arc<str> = Arc::from(tenant);
                 st.take(&tenant);
-                return Ok(Slot { pool: Arc::clone(&self.inner), tenant });
+                return Ok(Slot {
+                    pool: Arc::clone(&self.inner),
+                    tenant,
+                });
             }
             if st.queued >= self.inner.queue_capacity {
                 return Err(PoolError::QueueFull);
@@ -145,16 +150,30 @@ impl Pool {
             let (tx, rx) = oneshot::channel();
             let id = st.next_id;
             st.next_id += 1;
-            st.queues[class(priority)].push_back(Waiter { id, tenant: Arc::clone(&tenant), grant: tx });
+            st.queues[class(priority)].push_back(Waiter {
+                id,
+                tenant: Arc::clone(&tenant),
+                grant: tx,
+            });
             st.queued += 1;
             (id, tenant, rx)
         };
-        let mut wait = Waiting { pool: &self.inner, id, class: class(priority), tenant, rx, done: false };
+        let mut wait = Waiting {
+            pool: &self.inner,
+            id,
+            class: class(priority),
+            tenant,
+            rx,
+            done: false,
+        };
         // Err is unreachable: the sender stays in the queue until dispatch sends on
         // it, and only our own guard (below) removes it otherwise.
         let _ = (&mut wait.rx).await;
         wait.done = true;
-        Ok(Slot { pool: Arc::clone(&self.inner), tenant: Arc::clone(&wait.tenant) })
+        Ok(Slot {
+            pool: Arc::clone(&self.inner),
+            tenant: Arc::clone(&wait.tenant),
+        })
     }
 
     /// Number of callers currently waiting in the queue (all classes).
@@ -235,7 +254,9 @@ pub struct Slot {
 
 impl fmt::Debug for Slot {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Slot").field("tenant", &self.tenant).finish()
+        f.debug_struct("Slot")
+            .field("tenant", &self.tenant)
+            .finish()
     }
 }
 

@@ -12,8 +12,8 @@ use nix::errno::Errno;
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt};
-use tokio::process::Command;
+use tokio::io::AsyncReadExt;
+use tokio::process::{ChildStderr, ChildStdout, Command};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
@@ -95,7 +95,11 @@ pub struct Outcome {
 /// `/dev/null` and piped stdout/stderr. Every way out (exit, timeout, cancel,
 /// shutdown, output cap, closed sink, dropped future) kills whatever is left of
 /// the group and reaps the child.
-pub async fn run<S: OutputSink>(job: &Job, sink: &mut S, stop: &Stop) -> Result<Outcome, ExecError> {
+pub async fn run<S: OutputSink>(
+    job: &Job,
+    sink: &mut S,
+    stop: &Stop,
+) -> Result<Outcome, ExecError> {
     let mut cmd = match plan(&job.command)? {
         Plan::Shell => {
             let mut c = Command::new("/bin/sh");
@@ -133,16 +137,25 @@ pub async fn run<S: OutputSink>(job: &Job, sink: &mut S, stop: &Stop) -> Result<
         Ok(c) => c,
         Err(e) => return spawn_failed(e, job, sink, stop).await,
     };
-    let Some(pgid) = child.id().and_then(|id| i32::try_from(id).ok()).map(Pid::from_raw) else {
-        return Err(ExecError::Spawn(io::Error::other("spawned child has no pid")));
+    let Some(pgid) = child
+        .id()
+        .and_then(|id| i32::try_from(id).ok())
+        .map(Pid::from_raw)
+    else {
+        return Err(ExecError::Spawn(io::Error::other(
+            "spawned child has no pid",
+        )));
     };
     let mut guard = GroupGuard::new(pgid);
     let deadline = deadline_after(job.timeout);
 
-    let mut out_r = child.stdout.take();
-    let mut err_r = child.stderr.take();
-    let mut out = Chunker::new();
-    let mut err = Chunker::new();
+    let mut streams = [
+        Stream::new(StreamKind::Stdout, child.stdout.take().map(Pipe::Out)),
+        Stream::new(StreamKind::Stderr, child.stderr.take().map(Pipe::Err)),
+    ];
+    // Which stream is polled first: the one that did not deliver last, so a
+    // firehose on one pipe cannot starve the other.
+    let mut turn = 0;
     let exit_watch = exited(&mut sigchld, pgid);
     tokio::pin!(exit_watch);
 
@@ -155,9 +168,13 @@ pub async fn run<S: OutputSink>(job: &Job, sink: &mut S, stop: &Stop) -> Result<
     let mut group_killed = false;
 
     loop {
-        if exited_seen && out_r.is_none() && err_r.is_none() {
+        if exited_seen && streams.iter().all(|s| s.pipe.is_none()) {
             break;
         }
+        let (i1, i2) = (turn, 1 - turn);
+        let [s0, s1] = &mut streams;
+        let (first, second) = if turn == 0 { (s0, s1) } else { (s1, s0) };
+        let (open1, open2) = (first.pipe.is_some(), second.pipe.is_some());
         let event = tokio::select! {
             biased;
             _ = stop.shutdown.cancelled() => Event::Kill(KillReason::Shutdown),
@@ -165,8 +182,8 @@ pub async fn run<S: OutputSink>(job: &Job, sink: &mut S, stop: &Stop) -> Result<
             _ = sleep_until(deadline) => Event::Kill(KillReason::Timeout),
             _ = sleep_until(linger.unwrap_or(deadline)), if linger.is_some() => Event::Linger,
             () = &mut exit_watch, if !exited_seen => Event::Exited,
-            r = read_some(&mut out_r, &mut out.buf), if out_r.is_some() => Event::Read(StreamKind::Stdout, r),
-            r = read_some(&mut err_r, &mut err.buf), if err_r.is_some() => Event::Read(StreamKind::Stderr, r),
+            r = read_some(&mut first.pipe, &mut first.buf), if open1 => Event::Read(i1, r),
+            r = read_some(&mut second.pipe, &mut second.buf), if open2 => Event::Read(i2, r),
         };
         match event {
             Event::Kill(reason) => {
@@ -185,16 +202,13 @@ pub async fn run<S: OutputSink>(job: &Job, sink: &mut S, stop: &Stop) -> Result<
                 group_killed = true;
                 linger = Some(Instant::now() + DRAIN_IDLE);
             }
-            Event::Read(kind, Ok(0)) => match kind {
-                StreamKind::Stdout => out_r = None,
-                StreamKind::Stderr => err_r = None,
-            },
-            Event::Read(kind, Ok(n)) => {
-                let chunker = match kind {
-                    StreamKind::Stdout => &mut out,
-                    StreamKind::Stderr => &mut err,
-                };
-                if let Err(reason) = chunker.deliver(n, kind, job.output_cap, sink, stop, deadline).await {
+            Event::Read(i, Ok(0)) => streams[i].pipe = None,
+            Event::Read(i, Ok(n)) => {
+                turn = 1 - i;
+                if let Err(reason) = streams[i]
+                    .deliver(n, job.output_cap, sink, stop, deadline)
+                    .await
+                {
                     truncated = reason == KillReason::OutputLimit;
                     killed = reason;
                     break;
@@ -211,8 +225,7 @@ pub async fn run<S: OutputSink>(job: &Job, sink: &mut S, stop: &Stop) -> Result<
     }
 
     // Closing our ends makes late writers fail (SIGPIPE) instead of blocking.
-    drop(out_r);
-    drop(err_r);
+    drop(streams);
     if !exited_seen && (killed != KillReason::None || failure.is_some()) {
         signal_group(pgid, Signal::SIGTERM);
         if !job.kill_grace.is_zero() {
@@ -228,25 +241,46 @@ pub async fn run<S: OutputSink>(job: &Job, sink: &mut S, stop: &Stop) -> Result<
     if let Some(e) = failure {
         return Err(ExecError::Io(e));
     }
-    Ok(Outcome { code: status.code(), signal: status.signal(), truncated, killed })
+    Ok(Outcome {
+        code: status.code(),
+        signal: status.signal(),
+        truncated,
+        killed,
+    })
 }
 
 enum Event {
     Kill(KillReason),
     Exited,
     Linger,
-    Read(StreamKind, io::Result<usize>),
+    /// A read finished on `streams[index]`.
+    Read(usize, io::Result<usize>),
 }
 
-/// Per-stream read buffer with adaptive size and the count of forwarded bytes.
-struct Chunker {
+/// One of the child's output pipes; an enum (not a box) keeps both streams in
+/// one array so the read order can alternate.
+enum Pipe {
+    Out(ChildStdout),
+    Err(ChildStderr),
+}
+
+/// Per-stream state: the pipe (None once at EOF or closed), its adaptive read
+/// buffer and the count of forwarded bytes.
+struct Stream {
+    kind: StreamKind,
+    pipe: Option<Pipe>,
     buf: Vec<u8>,
     sent: u64,
 }
 
-impl Chunker {
-    fn new() -> Self {
-        Chunker { buf: vec![0; FIRST_CHUNK], sent: 0 }
+impl Stream {
+    fn new(kind: StreamKind, pipe: Option<Pipe>) -> Self {
+        Stream {
+            kind,
+            pipe,
+            buf: vec![0; FIRST_CHUNK],
+            sent: 0,
+        }
     }
 
     /// Forwards the `n` bytes just read (up to the cap), then doubles the buffer if
@@ -254,7 +288,6 @@ impl Chunker {
     async fn deliver<S: OutputSink>(
         &mut self,
         n: usize,
-        kind: StreamKind,
         cap: u64,
         sink: &mut S,
         stop: &Stop,
@@ -263,7 +296,7 @@ impl Chunker {
         let room = cap.saturating_sub(self.sent);
         let take = usize::try_from(room).map_or(n, |room| room.min(n));
         if take > 0 {
-            forward(sink, kind, &self.buf[..take], stop, deadline).await?;
+            forward(sink, self.kind, &self.buf[..take], stop, deadline).await?;
             self.sent += take as u64;
         }
         if take < n {
@@ -294,9 +327,10 @@ async fn forward<S: OutputSink>(
     }
 }
 
-async fn read_some<R: AsyncRead + Unpin>(r: &mut Option<R>, buf: &mut [u8]) -> io::Result<usize> {
-    match r {
-        Some(r) => r.read(buf).await,
+async fn read_some(pipe: &mut Option<Pipe>, buf: &mut [u8]) -> io::Result<usize> {
+    match pipe {
+        Some(Pipe::Out(r)) => r.read(buf).await,
+        Some(Pipe::Err(r)) => r.read(buf).await,
         None => std::future::pending().await,
     }
 }
@@ -326,11 +360,15 @@ async fn exited(sigchld: &mut tokio::signal::unix::Signal, pid: Pid) {
 fn deadline_after(d: Duration) -> Instant {
     let now = Instant::now();
     // A "no timeout" of Duration::MAX must not overflow Instant.
-    now.checked_add(d).unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86_400))
 }
 
 fn env_path(env: &[(String, String)]) -> Option<&str> {
-    env.iter().rev().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str())
+    env.iter()
+        .rev()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
 }
 
 enum Lookup {
@@ -383,13 +421,22 @@ async fn cannot_run<S: OutputSink>(
     prog: &str,
     code: i32,
 ) -> Result<Outcome, ExecError> {
-    let what = if code == 127 { "command not found" } else { "Permission denied" };
+    let what = if code == 127 {
+        "command not found"
+    } else {
+        "Permission denied"
+    };
     let msg = format!("voxterm: {prog}: {what}\n");
     let killed = match forward(sink, StreamKind::Stderr, msg.as_bytes(), stop, far_future()).await {
         Ok(()) => KillReason::None,
         Err(reason) => reason,
     };
-    Ok(Outcome { code: Some(code), signal: None, truncated: false, killed })
+    Ok(Outcome {
+        code: Some(code),
+        signal: None,
+        truncated: false,
+        killed,
+    })
 }
 
 fn far_future() -> Instant {
@@ -416,7 +463,9 @@ async fn spawn_failed<S: OutputSink>(
     match e.kind() {
         io::ErrorKind::NotFound => cannot_run(sink, stop, &prog, 127).await,
         io::ErrorKind::PermissionDenied => cannot_run(sink, stop, &prog, 126).await,
-        _ if e.raw_os_error() == Some(nix::libc::ENOEXEC) => cannot_run(sink, stop, &prog, 126).await,
+        _ if e.raw_os_error() == Some(nix::libc::ENOEXEC) => {
+            cannot_run(sink, stop, &prog, 126).await
+        }
         _ => Err(ExecError::Spawn(e)),
     }
 }

@@ -116,7 +116,11 @@ impl Metrics {
             "Frame in to terminal frame out",
             m.backend_seconds.clone(),
         );
-        registry.register("connections", "Open WebSocket connections", m.connections.clone());
+        registry.register(
+            "connections",
+            "Open WebSocket connections",
+            m.connections.clone(),
+        );
         registry.register(
             "connections_accepted",
             "WebSocket connections accepted since start",
@@ -144,8 +148,16 @@ impl Metrics {
             "User plus system CPU time",
             m.cpu_seconds.clone(),
         );
-        registry.register("bytes_in", "WebSocket payload bytes received", m.bytes_in.clone());
-        registry.register("bytes_out", "WebSocket payload bytes sent", m.bytes_out.clone());
+        registry.register(
+            "bytes_in",
+            "WebSocket payload bytes received",
+            m.bytes_in.clone(),
+        );
+        registry.register(
+            "bytes_out",
+            "WebSocket payload bytes sent",
+            m.bytes_out.clone(),
+        );
         Metrics { registry, ..m }
     }
 

@@ -152,7 +152,9 @@ pub(super) async fn run(ctx: Arc<ServerContext>, ws: WebSocketStream<TcpStream>,
 
     // Whatever ended the connection, its commands die with it.
     conn.shared.cancel_all.cancel();
-    let Connection { shared, sessions, .. } = conn;
+    let Connection {
+        shared, sessions, ..
+    } = conn;
     drop(sessions);
     drop(shared);
     let _ = writer.await;
@@ -165,7 +167,12 @@ impl Connection {
         let _ = self.shared.out.send(Outbound::Frame(msg)).await;
     }
 
-    async fn send_error(&self, request: Option<RequestId>, code: ErrorCode, message: impl Into<String>) {
+    async fn send_error(
+        &self,
+        request: Option<RequestId>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) {
         self.engine.metrics.error(code);
         self.send(Message::Error(Error {
             request,
@@ -219,8 +226,12 @@ impl Connection {
                     }))
                     .await;
                 } else {
-                    self.send_error(None, ErrorCode::UnknownSession, format!("session {} is not open", close.session))
-                        .await;
+                    self.send_error(
+                        None,
+                        ErrorCode::UnknownSession,
+                        format!("session {} is not open", close.session),
+                    )
+                    .await;
                 }
             }
             Message::Ping(p) => self.send(Message::Pong(Pong { nonce: p.nonce })).await,
@@ -233,7 +244,10 @@ impl Connection {
                 self.send_error(
                     None,
                     ErrorCode::UnexpectedMessage,
-                    format!("frame type 0x{:02x} is sent by servers, not clients", other.kind()),
+                    format!(
+                        "frame type 0x{:02x} is sent by servers, not clients",
+                        other.kind()
+                    ),
                 )
                 .await
             }
@@ -243,7 +257,11 @@ impl Connection {
     async fn on_hello(&mut self, hello: Hello) {
         if self.tenant.is_some() {
             return self
-                .send_error(None, ErrorCode::UnexpectedMessage, "Hello was already received")
+                .send_error(
+                    None,
+                    ErrorCode::UnexpectedMessage,
+                    "Hello was already received",
+                )
                 .await;
         }
         if hello.version != PROTOCOL_VERSION {
@@ -258,12 +276,24 @@ impl Connection {
         let tenant = hello.tenant.unwrap_or_else(|| "default".to_owned());
         if !valid_name(&tenant) {
             return self
-                .send_error(None, ErrorCode::Unauthorized, "tenant names are 1-64 characters of [A-Za-z0-9._-]")
+                .send_error(
+                    None,
+                    ErrorCode::Unauthorized,
+                    "tenant names are 1-64 characters of [A-Za-z0-9._-]",
+                )
                 .await;
         }
         // Both encodings and all compressions are supported: take the client's first choice.
-        let encoding = hello.encodings.first().copied().unwrap_or(Encoding::Bincode);
-        let compression = hello.compression.first().copied().unwrap_or(Compression::None);
+        let encoding = hello
+            .encodings
+            .first()
+            .copied()
+            .unwrap_or(Encoding::Bincode);
+        let compression = hello
+            .compression
+            .first()
+            .copied()
+            .unwrap_or(Compression::None);
         let welcome = Welcome {
             version: PROTOCOL_VERSION,
             server: concat!("voxterm/", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -287,17 +317,30 @@ impl Connection {
     async fn on_open(&mut self, open: OpenSession) {
         if !valid_name(&open.name) {
             return self
-                .send_error(None, ErrorCode::InvalidCommand, "session names are 1-64 characters of [A-Za-z0-9._-]")
+                .send_error(
+                    None,
+                    ErrorCode::InvalidCommand,
+                    "session names are 1-64 characters of [A-Za-z0-9._-]",
+                )
                 .await;
         }
         if !self.sessions.contains_key(&open.session)
             && self.sessions.len() >= self.limits.max_sessions as usize
         {
             return self
-                .send_error(None, ErrorCode::TooManySessions, format!("at most {} sessions per connection", self.limits.max_sessions))
+                .send_error(
+                    None,
+                    ErrorCode::TooManySessions,
+                    format!(
+                        "at most {} sessions per connection",
+                        self.limits.max_sessions
+                    ),
+                )
                 .await;
         }
-        let Some(tenant) = self.tenant.clone() else { return };
+        let Some(tenant) = self.tenant.clone() else {
+            return;
+        };
         let (handle, resumed) = self.engine.sessions.open(&tenant, &open.name);
         let cwd = handle.cwd().display().to_string();
         self.sessions.insert(open.session, Arc::new(handle));
@@ -328,12 +371,27 @@ impl Connection {
     /// `Error` was already sent for it.
     async fn admit(&mut self, exec: &Exec) -> Option<(Arc<SessionHandle>, CancellationToken)> {
         let refuse = if self.draining {
-            Some((Some(exec.request), ErrorCode::ShuttingDown, "server is shutting down".to_owned()))
+            Some((
+                Some(exec.request),
+                ErrorCode::ShuttingDown,
+                "server is shutting down".to_owned(),
+            ))
         } else if self.shared.in_flight().contains_key(&exec.request) {
             // Not accepted, so it must not look like the in-flight request's end.
-            Some((None, ErrorCode::DuplicateRequest, format!("request {} is already in flight", exec.request)))
+            Some((
+                None,
+                ErrorCode::DuplicateRequest,
+                format!("request {} is already in flight", exec.request),
+            ))
         } else if self.shared.in_flight().len() >= self.limits.max_in_flight as usize {
-            Some((Some(exec.request), ErrorCode::TooManyRequests, format!("at most {} requests in flight per connection", self.limits.max_in_flight)))
+            Some((
+                Some(exec.request),
+                ErrorCode::TooManyRequests,
+                format!(
+                    "at most {} requests in flight per connection",
+                    self.limits.max_in_flight
+                ),
+            ))
         } else {
             None
         };
@@ -342,8 +400,12 @@ impl Connection {
             return None;
         }
         let Some(session) = self.session(exec.session) else {
-            self.send_error(Some(exec.request), ErrorCode::UnknownSession, format!("session {} is not open", exec.session))
-                .await;
+            self.send_error(
+                Some(exec.request),
+                ErrorCode::UnknownSession,
+                format!("session {} is not open", exec.session),
+            )
+            .await;
             return None;
         };
         let token = self.shared.cancel_all.child_token();
@@ -353,11 +415,13 @@ impl Connection {
     }
 
     async fn on_exec(&mut self, exec: Exec, received: Instant) {
-        let Some((session, cancel)) = self.admit(&exec).await else { return };
+        let Some((session, cancel)) = self.admit(&exec).await else {
+            return;
+        };
         let (shared, engine) = (self.shared.clone(), self.engine.clone());
-        self.ctx
-            .tracker
-            .spawn(request::run(shared, engine, session, exec, received, cancel));
+        self.ctx.tracker.spawn(request::run(
+            shared, engine, session, exec, received, cancel,
+        ));
     }
 
     async fn on_batch(&mut self, batch: Batch, received: Instant) {
@@ -383,10 +447,25 @@ impl Connection {
                                 code: ErrorCode::Skipped,
                                 message: "an earlier command of the sequential batch failed".into(),
                             };
-                            request::finish_request(&shared, &engine, exec.request, finish, received).await;
+                            request::finish_request(
+                                &shared,
+                                &engine,
+                                exec.request,
+                                finish,
+                                received,
+                            )
+                            .await;
                             continue;
                         }
-                        let ok = request::run(shared.clone(), engine.clone(), session, exec, received, cancel).await;
+                        let ok = request::run(
+                            shared.clone(),
+                            engine.clone(),
+                            session,
+                            exec,
+                            received,
+                            cancel,
+                        )
+                        .await;
                         failed = !ok;
                     }
                 });

@@ -48,9 +48,13 @@ pub(super) async fn serve_tcp(ctx: Arc<ServerContext>, mut stream: TcpStream, pe
                 .write_buffer_size(cfg.ws_write_buffer)
                 .max_message_size(Some(cfg.max_message_bytes as usize))
                 .max_frame_size(Some(cfg.max_message_bytes as usize));
-            let ws =
-                WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ws_config))
-                    .await;
+            let ws = WebSocketStream::from_partially_read(
+                stream,
+                leftover,
+                Role::Server,
+                Some(ws_config),
+            )
+            .await;
             connection::run(ctx, ws, peer).await;
         }
         Reply::Http(status, content_type, body) => {

@@ -99,7 +99,9 @@ fn cd(session: &Session, home: &Path, args: &[String], out: &mut BuiltinOutput) 
         },
         _ => return fail(out, "cd: too many arguments".into()),
     };
-    let shown = args.first().map_or_else(|| home.display().to_string(), |a| a.clone());
+    let shown = args
+        .first()
+        .map_or_else(|| home.display().to_string(), |a| a.clone());
     match std::fs::canonicalize(&target) {
         Ok(dir) if dir.is_dir() => {
             if announce {
@@ -158,7 +160,10 @@ mod tests {
 
     #[test]
     fn recognizes_only_plain_invocations() {
-        assert_eq!(Builtin::parse("cd /tmp"), Some(Builtin::Cd(vec!["/tmp".into()])));
+        assert_eq!(
+            Builtin::parse("cd /tmp"),
+            Some(Builtin::Cd(vec!["/tmp".into()]))
+        );
         assert_eq!(Builtin::parse("  pwd "), Some(Builtin::Pwd));
         assert_eq!(
             Builtin::parse("export A='x y'"),
@@ -184,7 +189,10 @@ mod tests {
         let o = Builtin::parse("cd ..").unwrap().run(&s, &home);
         assert_eq!((o.code, s.cwd()), (0, root.clone()));
         let o = Builtin::parse("cd -").unwrap().run(&s, &home);
-        assert_eq!(o.stdout, format!("{}\n", root.join("sub").display()).into_bytes());
+        assert_eq!(
+            o.stdout,
+            format!("{}\n", root.join("sub").display()).into_bytes()
+        );
         let o = Builtin::parse("cd /").unwrap().run(&s, &home);
         assert_eq!(o.code, 0);
         Builtin::parse("cd ~").unwrap().run(&s, &home);
@@ -200,7 +208,13 @@ mod tests {
     fn export_unset_and_listing() {
         let s = session(Path::new("/"));
         let home = Path::new("/");
-        assert_eq!(Builtin::parse("export A=1 B='two words'").unwrap().run(&s, home).code, 0);
+        assert_eq!(
+            Builtin::parse("export A=1 B='two words'")
+                .unwrap()
+                .run(&s, home)
+                .code,
+            0
+        );
         assert_eq!(s.var("B").as_deref(), Some("two words"));
         let o = Builtin::parse("export").unwrap().run(&s, home);
         assert_eq!(o.stdout, b"export A=1\nexport B='two words'\n");

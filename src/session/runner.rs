@@ -139,7 +139,10 @@ impl Engine {
 
         if let Some(builtin) = Builtin::parse(command) {
             let out = builtin.run(session, &self.home);
-            for (stream, data) in [(StreamKind::Stdout, out.stdout), (StreamKind::Stderr, out.stderr)] {
+            for (stream, data) in [
+                (StreamKind::Stdout, out.stdout),
+                (StreamKind::Stderr, out.stderr),
+            ] {
                 if !data.is_empty() && sink.chunk(stream, &data).await.is_err() {
                     break;
                 }
@@ -153,9 +156,6 @@ impl Engine {
             };
         }
 
-        if let Err(e) = exec::plan(command) {
-            return Finish::error(ErrorCode::InvalidCommand, e.to_string());
-        }
         let (cwd, env) = session.snapshot();
         let job = Job {
             command: command.to_owned(),
@@ -175,7 +175,10 @@ impl Engine {
         let _slot = match slot {
             Ok(slot) => slot,
             Err(PoolError::QueueFull) => {
-                return Finish::error(ErrorCode::QuotaExceeded, "worker queue is full, retry later")
+                return Finish::error(
+                    ErrorCode::QuotaExceeded,
+                    "worker queue is full, retry later",
+                )
             }
         };
 

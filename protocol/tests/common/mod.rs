@@ -94,29 +94,43 @@ pub fn data() -> impl Strategy<Value = Vec<u8>> {
 }
 
 fn limits() -> impl Strategy<Value = Limits> {
-    (any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>(), any::<u32>(), any::<u64>()).prop_map(
-        |(a, b, c, d, e, f)| Limits {
+    (
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u32>(),
+        any::<u64>(),
+    )
+        .prop_map(|(a, b, c, d, e, f)| Limits {
             max_message_bytes: a,
             max_frame_bytes: b,
             max_in_flight: c,
             max_sessions: d,
             default_timeout_ms: e,
             output_cap_bytes: f,
-        },
-    )
+        })
 }
 
 pub fn exec() -> impl Strategy<Value = Exec> {
-    (any::<u32>(), any::<u32>(), text(), priority(), any::<u32>(), cache_mode()).prop_map(
-        |(request, session, command, priority, timeout_ms, cache)| Exec {
-            request,
-            session,
-            command,
-            priority,
-            timeout_ms,
-            cache,
-        },
+    (
+        any::<u32>(),
+        any::<u32>(),
+        text(),
+        priority(),
+        any::<u32>(),
+        cache_mode(),
     )
+        .prop_map(
+            |(request, session, command, priority, timeout_ms, cache)| Exec {
+                request,
+                session,
+                command,
+                priority,
+                timeout_ms,
+                cache,
+            },
+        )
 }
 
 fn stats() -> impl Strategy<Value = Stats> {
