@@ -29,9 +29,13 @@ pub(crate) const BROTLI_QUALITY: u32 = 4;
 const MIN_INFLATE_START: usize = 4096;
 
 /// Compression and decompression state of one codec.
+///
+/// The deflate states are created on first use: a deflate compressor holds a few
+/// hundred KiB of tables, and most connections (two codecs each) never compress,
+/// so eager state would cost gigabytes at 10,000 connections.
 pub(crate) struct Compressor {
-    deflate: flate2::Compress,
-    inflate: flate2::Decompress,
+    deflate: Option<Box<flate2::Compress>>,
+    inflate: Option<Box<flate2::Decompress>>,
     /// Scratch output. Its length is a high-water mark (never above
     /// `max_frame_bytes + 1`), so reuse never zeroes memory twice.
     buf: Vec<u8>,
@@ -40,8 +44,8 @@ pub(crate) struct Compressor {
 impl Compressor {
     pub(crate) fn new() -> Self {
         Compressor {
-            deflate: flate2::Compress::new(flate2::Compression::new(DEFLATE_LEVEL), false),
-            inflate: flate2::Decompress::new(false),
+            deflate: None,
+            inflate: None,
             buf: Vec::new(),
         }
     }
@@ -53,15 +57,21 @@ impl Compressor {
         let len = match alg {
             Compression::None => return None,
             Compression::Deflate => {
-                self.deflate.reset();
+                let deflate = self.deflate.get_or_insert_with(|| {
+                    Box::new(flate2::Compress::new(
+                        flate2::Compression::new(DEFLATE_LEVEL),
+                        false,
+                    ))
+                });
+                deflate.reset();
                 let out = scratch(&mut self.buf, room);
-                let status = self.deflate.compress(input, out, FlushCompress::Finish);
+                let status = deflate.compress(input, out, FlushCompress::Finish);
                 let done = matches!(status, Ok(Status::StreamEnd))
-                    && self.deflate.total_in() == input.len() as u64;
+                    && deflate.total_in() == input.len() as u64;
                 if !done {
                     return None;
                 }
-                usize::try_from(self.deflate.total_out()).ok()?
+                usize::try_from(deflate.total_out()).ok()?
             }
             Compression::Brotli => brotli_compress(input, scratch(&mut self.buf, room))?,
         };
@@ -104,10 +114,13 @@ impl Compressor {
         cap_max: usize,
         max: u32,
     ) -> Result<usize, DecodeError> {
-        self.inflate.reset(false);
+        let inflate = self
+            .inflate
+            .get_or_insert_with(|| Box::new(flate2::Decompress::new(false)));
+        inflate.reset(false);
         loop {
-            let in_pos = total(self.inflate.total_in())?;
-            let out_pos = total(self.inflate.total_out())?;
+            let in_pos = total(inflate.total_in())?;
+            let out_pos = total(inflate.total_out())?;
             let (src, dst) = match (
                 input.get(in_pos..),
                 scratch(&mut self.buf, cap).get_mut(out_pos..),
@@ -117,12 +130,11 @@ impl Compressor {
             };
             // Not `Finish`: miniz_oxide treats `Finish` as "the output buffer is
             // big enough" and fails instead of asking for more room.
-            let status = self
-                .inflate
+            let status = inflate
                 .decompress(src, dst, FlushDecompress::None)
                 .map_err(|e| DecodeError::Decompress(format!("deflate: {e}")))?;
-            let new_in = total(self.inflate.total_in())?;
-            let new_out = total(self.inflate.total_out())?;
+            let new_in = total(inflate.total_in())?;
+            let new_out = total(inflate.total_out())?;
             if new_out >= cap_max {
                 return Err(too_large(new_out, max));
             }
