@@ -436,12 +436,16 @@ pub struct Stats {
 }
 
 /// Every message, each with its frame type byte (see [`Message::kind`]).
+///
+/// The rare, large bodies (`Hello`, `Welcome`, `Stats`) are boxed so that the enum
+/// stays the size of the hot ones (`Output`, `Exec`, `Exit`): every connection's
+/// writer queue preallocates slots of this size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// 0x01, client → server.
-    Hello(Hello),
+    Hello(Box<Hello>),
     /// 0x02, server → client.
-    Welcome(Welcome),
+    Welcome(Box<Welcome>),
     /// 0x03, client → server.
     OpenSession(OpenSession),
     /// 0x04, server → client.
@@ -469,7 +473,7 @@ pub enum Message {
     /// 0x40, client → server.
     StatsRequest(StatsRequest),
     /// 0x41, server → client.
-    Stats(Stats),
+    Stats(Box<Stats>),
 }
 
 /// Frame type bytes, one per [`Message`] variant.

@@ -15,18 +15,18 @@ fn examples() -> Vec<(&'static str, Message)> {
     vec![
         (
             "hello",
-            Message::Hello(Hello {
+            Message::Hello(Box::new(Hello {
                 version: 1,
                 client: "vt/1".into(),
                 encodings: vec![Encoding::Bincode],
                 compression: vec![Compression::Deflate, Compression::None],
                 tenant: None,
                 token: Some("s3cret".into()),
-            }),
+            })),
         ),
         (
             "welcome",
-            Message::Welcome(Welcome {
+            Message::Welcome(Box::new(Welcome {
                 version: 1,
                 server: "voxterm".into(),
                 encoding: Encoding::Bincode,
@@ -41,7 +41,7 @@ fn examples() -> Vec<(&'static str, Message)> {
                 },
                 tenant: "default".into(),
                 connection: 1,
-            }),
+            })),
         ),
         (
             "exec",

@@ -28,6 +28,13 @@ pub struct ServeArgs {
     /// Children that may run at once.
     #[arg(long, env = "VOXTERM_WORKERS")]
     workers: Option<usize>,
+    /// Redis for the shared L3 cache tier (e.g. redis://127.0.0.1:6379); without
+    /// it the cache runs on L1/L2 alone.
+    #[arg(long, env = "VOXTERM_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Turn every cache tier off (the baseline for comparisons).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 /// Loads the configuration, starts the runtime and serves until SIGINT/SIGTERM.
@@ -45,6 +52,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
     }
     if let Some(workers) = args.workers {
         config.exec.workers = workers;
+    }
+    if let Some(url) = args.redis_url.filter(|u| !u.is_empty()) {
+        config.cache.redis_url = Some(url);
+    }
+    if args.no_cache {
+        config.cache.enabled = false;
     }
     if let Err(e) = config.validate() {
         eprintln!("voxterm: {e}");

@@ -141,17 +141,17 @@ impl Client {
             }),
             pending: VecDeque::new(),
         };
-        let hello = Message::Hello(Hello {
+        let hello = Message::Hello(Box::new(Hello {
             version: PROTOCOL_VERSION,
             client: opts.name,
             encodings: vec![opts.encoding],
             compression: vec![opts.compression],
             tenant: opts.tenant,
             token: opts.token,
-        });
+        }));
         wire.send_all(&[hello]).await?;
         let welcome = match wire.recv().await? {
-            Message::Welcome(w) => w,
+            Message::Welcome(w) => *w,
             Message::Error(e) => {
                 return Err(ClientError::Protocol(format!(
                     "handshake refused: {:?}: {}",

@@ -23,6 +23,8 @@ pub struct Config {
     pub session: SessionConfig,
     /// The worker pool and the limits of every child.
     pub exec: ExecConfig,
+    /// The result cache tiers.
+    pub cache: CacheConfig,
 }
 
 /// Network, protocol and connection limits.
@@ -99,6 +101,46 @@ pub struct ExecConfig {
     pub output_cap: u64,
 }
 
+/// The result cache (DESIGN §4).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Master switch; `--no-cache` turns it off (the baseline for comparisons).
+    pub enabled: bool,
+    /// L1 bound in bytes, per worker thread (memory is threads × this).
+    pub l1_bytes: usize,
+    /// L2 bound in bytes, for the process.
+    pub l2_bytes: u64,
+    /// Largest output (stdout + stderr) stored; larger results are not cached.
+    pub max_entry_bytes: usize,
+    /// Redis for L3 (`redis://host:port/db`); absent means L1/L2 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url: Option<String>,
+    /// An L3 lookup slower than this counts as a miss.
+    #[serde(with = "humantime_serde")]
+    pub l3_deadline: Duration,
+    /// Deadline of L3 writes and generation bumps.
+    #[serde(with = "humantime_serde")]
+    pub l3_write_timeout: Duration,
+    /// L3 values at least this large are stored LZ4-compressed.
+    pub l3_compress_threshold: usize,
+    /// Consecutive L3 failures that open the circuit breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker keeps L3 off before probing again.
+    #[serde(with = "humantime_serde")]
+    pub breaker_cooldown: Duration,
+    /// How stale this instance's copy of a tenant's generation may be before Redis
+    /// is asked again (bounds how late another instance's invalidation is seen).
+    #[serde(with = "humantime_serde")]
+    pub generation_refresh: Duration,
+    /// Unknown commands invalidate the tenant's fs-read entries like mutating
+    /// ones: they may write files (`./build.sh`, `npm install`).
+    pub unknown_invalidates: bool,
+    /// A cache policy TOML replacing the built-in table (`src/cache/cache-policy.toml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy_file: Option<PathBuf>,
+}
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -159,6 +201,12 @@ impl Config {
         if self.server.max_in_flight == 0 || self.server.write_queue == 0 {
             return invalid("server.max_in_flight and server.write_queue must be at least 1");
         }
+        if let Some(url) = self.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
+            crate::cache::check_url(url).map_err(|e| ConfigError::Invalid(format!("cache.{e}")))?;
+        }
+        if let Some(p) = &self.cache.policy_file {
+            crate::cache::Policy::load(p).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         Ok(())
     }
 }
@@ -201,6 +249,28 @@ mod tests {
         std::fs::write(&file, "[exec]\nworkerz = 3\n").unwrap();
         let err = Config::load(Preset::Development, Some(&file)).unwrap_err();
         assert!(err.to_string().contains("workerz"), "{err}");
+    }
+
+    #[test]
+    fn cache_section_layers_and_checks() {
+        let dir = std::env::temp_dir().join(format!("voxterm-cfg3-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[cache]\nredis_url = \"redis://127.0.0.1:6399\"\nl3_deadline = \"7ms\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Preset::Production, Some(&file)).unwrap();
+        assert_eq!(c.cache.redis_url.as_deref(), Some("redis://127.0.0.1:6399"));
+        assert_eq!(c.cache.l3_deadline, Duration::from_millis(7));
+        assert!(c.cache.enabled);
+        std::fs::write(&file, "[cache]\nredis_url = \"nope://x\"\n").unwrap();
+        assert!(Config::load(Preset::Production, Some(&file)).is_err());
+        std::fs::write(&file, "[cache]\npolicy_file = \"/nonexistent/p.toml\"\n").unwrap();
+        assert!(Config::load(Preset::Production, Some(&file)).is_err());
+        std::fs::write(&file, "[cache]\nl1_bites = 3\n").unwrap();
+        assert!(Config::load(Preset::Production, Some(&file)).is_err());
     }
 
     #[test]

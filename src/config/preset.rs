@@ -1,6 +1,6 @@
 //! Built-in presets: complete configurations a TOML file and flags refine.
 
-use super::{Config, ExecConfig, ServerConfig, SessionConfig};
+use super::{CacheConfig, Config, ExecConfig, ServerConfig, SessionConfig};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -25,6 +25,12 @@ impl Preset {
             Preset::Development => (16, 8, 4096),
             Preset::Production => (8 * cores, 16, 16_384),
             Preset::HighPerformance => (16 * cores, 64, 65_536),
+        };
+        // L1 per worker thread, L2 per process.
+        let (l1, l2) = match self {
+            Preset::Development => (2 << 20, 32 << 20),
+            Preset::Production => (4 << 20, 128 << 20),
+            Preset::HighPerformance => (8 << 20, 512 << 20),
         };
         Config {
             server: ServerConfig {
@@ -59,6 +65,21 @@ impl Preset {
                 max_timeout: Duration::from_secs(600),
                 kill_grace: Duration::from_millis(500),
                 output_cap: 8 << 20,
+            },
+            cache: CacheConfig {
+                enabled: true,
+                l1_bytes: l1,
+                l2_bytes: l2,
+                max_entry_bytes: 256 << 10,
+                redis_url: None,
+                l3_deadline: Duration::from_millis(5),
+                l3_write_timeout: Duration::from_millis(50),
+                l3_compress_threshold: 1024,
+                breaker_failures: 3,
+                breaker_cooldown: Duration::from_secs(1),
+                generation_refresh: Duration::from_millis(100),
+                unknown_invalidates: true,
+                policy_file: None,
             },
         }
     }

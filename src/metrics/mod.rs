@@ -5,8 +5,10 @@
 //! metrics (atomics too); the one lock is around the HDR histogram of backend
 //! latency, held for a single `record` call.
 
+mod cache;
 mod process;
 
+pub use cache::{CacheMetrics, L3Failure, Tier};
 pub use process::{cpu_time, resident_bytes};
 
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
@@ -63,6 +65,8 @@ pub struct Metrics {
     requests: AtomicU64,
     error_count: AtomicU64,
     hdr: Mutex<Hdr<u64>>,
+    /// Cache tiers, policy and single-flight figures.
+    pub cache: CacheMetrics,
 }
 
 impl Default for Metrics {
@@ -100,6 +104,7 @@ impl Metrics {
                 Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds"),
             ),
             registry: Registry::default(),
+            cache: CacheMetrics::new(),
         };
         registry.register(
             "requests",
@@ -158,6 +163,7 @@ impl Metrics {
             "WebSocket payload bytes sent",
             m.bytes_out.clone(),
         );
+        m.cache.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -239,6 +245,7 @@ impl Metrics {
         self.busy_workers.set(s.busy_workers as i64);
         self.rss.set(resident_bytes() as i64);
         self.cpu_seconds.set(cpu_time().as_secs_f64());
+        self.cache.sample();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -274,7 +281,7 @@ impl Metrics {
                 Some(buf)
             })
             .unwrap_or_default();
-        let counters = ServedFrom::ALL
+        let mut counters: Vec<StatCounter> = ServedFrom::ALL
             .iter()
             .map(|&sf| StatCounter {
                 name: format!("served_{}", sf.as_str()),
@@ -286,6 +293,7 @@ impl Metrics {
                     .get(),
             })
             .collect();
+        counters.extend(self.cache.counters());
         Stats {
             nonce,
             uptime_ms: self.uptime().as_millis() as u64,
@@ -331,5 +339,33 @@ mod tests {
         assert_eq!((stats.requests, stats.errors, stats.in_flight), (2, 1, 0));
         assert!(!stats.backend_histogram.is_empty());
         assert!(stats.rss_bytes > 0);
+    }
+
+    #[test]
+    fn cache_figures_reach_prometheus_and_stats() {
+        let m = Metrics::new();
+        m.cache.cacheable();
+        m.cache.cacheable();
+        m.cache.hit(Tier::L1);
+        m.cache.miss(Tier::L1);
+        m.cache.evicted(Tier::L2, 3);
+        m.cache.l3_failed(L3Failure::Timeout);
+        m.cache.joined();
+        let text = m.render_prometheus(Sampled::default());
+        for want in [
+            "voxterm_cache_hits_total{tier=\"L1\"} 1",
+            "voxterm_cache_misses_total{tier=\"L1\"} 1",
+            "voxterm_cache_evictions_total{tier=\"L2\"} 3",
+            "voxterm_cache_l3_errors_total{kind=\"timeout\"} 1",
+            "voxterm_cache_single_flight_joins_total 1",
+            "voxterm_cache_hit_ratio 0.5",
+        ] {
+            assert!(text.contains(want), "missing {want} in {text}");
+        }
+        let stats = m.stats(1, Sampled::default());
+        let get = |n: &str| stats.counters.iter().find(|c| c.name == n).map(|c| c.value);
+        assert_eq!(get("cache_hit_rate_permille"), Some(500));
+        assert_eq!(get("cache_hits_l1"), Some(1));
+        assert_eq!(get("cache_single_flight_joins"), Some(1));
     }
 }

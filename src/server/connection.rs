@@ -199,7 +199,7 @@ impl Connection {
 
     async fn on_frame(&mut self, msg: Message, received: Instant) {
         if let Message::Hello(hello) = msg {
-            return self.on_hello(hello).await;
+            return self.on_hello(*hello).await;
         }
         if self.tenant.is_none() {
             let request = match &msg {
@@ -238,7 +238,7 @@ impl Connection {
             Message::Pong(_) => {}
             Message::StatsRequest(r) => {
                 let stats = self.engine.metrics.stats(r.nonce, self.engine.sampled());
-                self.send(Message::Stats(stats)).await;
+                self.send(Message::Stats(Box::new(stats))).await;
             }
             other => {
                 self.send_error(
@@ -304,7 +304,7 @@ impl Connection {
             connection: self.id,
         };
         self.tenant = Some(tenant.into());
-        self.send(Message::Welcome(welcome)).await;
+        self.send(Message::Welcome(Box::new(welcome))).await;
         let _ = self
             .shared
             .out

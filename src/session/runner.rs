@@ -1,18 +1,27 @@
-//! The way one `Exec` goes from its session to an answer: builtin, or a worker
-//! slot and a child process. (The cache tiers and the predictor plug in here.)
+//! The way one `Exec` goes from its session to an answer: builtin, cache, or a
+//! worker slot and a child process. (The predictor plugs in here too.)
+//!
+//! Cache step (DESIGN §2 step 3, §4): the line is classified; a mutating (or
+//! unknown) line bumps its tenant's generation before it runs and again after it
+//! ends, so an fs-read that ran concurrently cannot store a pre-mutation answer
+//! under the generation that follows; a cacheable line is looked up in L1 → L2,
+//! then joins the single flight of its key, whose one run tries L3 and then
+//! executes, storing a clean result in every tier.
 
 use super::builtins::Builtin;
 use super::env::BaseEnv;
 use super::state::Session;
 use super::store::SessionStore;
+use crate::cache::flight::{Flights, Follower, Publisher, Stopped};
+use crate::cache::{Cache, Class, Entry, Key, Verdict};
 use crate::config::Config;
 use crate::exec::{self, ExecError, Job, OutputSink, Pool, PoolConfig, PoolError, Stop};
-use crate::metrics::{Metrics, Sampled};
+use crate::metrics::{Metrics, Sampled, Tier};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use voxterm_protocol::{ErrorCode, Exec, KillReason, ServedFrom, StreamKind};
+use voxterm_protocol::{CacheMode, ErrorCode, Exec, KillReason, Priority, ServedFrom, StreamKind};
 
 /// How a request ended; the server turns it into an `Exit` or `Error` frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,6 +71,9 @@ pub struct Engine {
     pub pool: Pool,
     /// Process-wide metrics.
     pub metrics: Arc<Metrics>,
+    /// The result cache (None with `--no-cache` or when it could not be built).
+    pub cache: Option<Arc<Cache>>,
+    flights: Flights<Finish>,
     base_env: BaseEnv,
     home: PathBuf,
     kill: CancellationToken,
@@ -84,11 +96,15 @@ impl Engine {
             tenant_concurrency: config.exec.tenant_concurrency,
             queue_capacity: config.exec.queue_capacity,
         });
+        let metrics = Arc::new(Metrics::new());
+        let cache = build_cache(&config, &metrics);
         Arc::new(Engine {
             config,
             sessions,
             pool,
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            cache,
+            flights: Flights::default(),
             base_env,
             home,
             kill,
@@ -165,39 +181,295 @@ impl Engine {
             kill_grace: self.config.exec.kill_grace,
             output_cap: self.config.exec.output_cap,
         };
-
-        // Wait for a worker, but give up at once if the request is cancelled meanwhile.
-        let slot = tokio::select! {
-            slot = self.pool.acquire(session.tenant(), exec.priority) => slot,
-            _ = cancel.cancelled() => return cancelled(KillReason::Cancelled),
-            _ = self.kill.cancelled() => return cancelled(KillReason::Shutdown),
+        let tenant = session.tenant();
+        let Some(cache) = &self.cache else {
+            return run_job(
+                &self.pool,
+                &self.kill,
+                tenant,
+                exec.priority,
+                &job,
+                sink,
+                cancel,
+            )
+            .await;
         };
-        let _slot = match slot {
-            Ok(slot) => slot,
-            Err(PoolError::QueueFull) => {
-                return Finish::error(
-                    ErrorCode::QuotaExceeded,
-                    "worker queue is full, retry later",
-                )
-            }
-        };
-
-        let stop = Stop {
-            cancel,
-            shutdown: self.kill.clone(),
-        };
-        match exec::run(&job, sink, &stop).await {
-            Ok(o) => Finish::Exit {
-                code: o.code,
-                signal: o.signal,
-                truncated: o.truncated,
-                killed: o.killed,
-                served_from: ServedFrom::Exec,
-            },
-            Err(ExecError::Plan(e)) => Finish::error(ErrorCode::InvalidCommand, e.to_string()),
-            Err(e @ ExecError::Spawn(_)) => Finish::error(ErrorCode::SpawnFailed, e.to_string()),
-            Err(e) => Finish::error(ErrorCode::Internal, e.to_string()),
+        let verdict = cache.classify(command);
+        if cache.invalidates(&verdict) {
+            cache.bump(tenant).await;
+            let finish = run_job(
+                &self.pool,
+                &self.kill,
+                tenant,
+                exec.priority,
+                &job,
+                sink,
+                cancel,
+            )
+            .await;
+            cache.bump(tenant).await;
+            return finish;
         }
+        if !verdict.cacheable() || exec.cache == CacheMode::Bypass {
+            return run_job(
+                &self.pool,
+                &self.kill,
+                tenant,
+                exec.priority,
+                &job,
+                sink,
+                cancel,
+            )
+            .await;
+        }
+
+        self.metrics.cache.cacheable();
+        let generation = match verdict.class {
+            Class::Pure | Class::Session => 0,
+            _ => cache.generation(tenant).await,
+        };
+        let key = cache.key(&verdict, command, &job.env, tenant, &job.cwd, generation);
+        if exec.cache == CacheMode::Default {
+            if let Some((entry, tier)) = cache.get_local(key) {
+                return replay(&entry, tier, sink).await;
+            }
+        } else {
+            cache.refreshing();
+        }
+
+        // A refresh must not join (or be joined by) a run that may answer from L3.
+        let flight_key = match exec.cache {
+            CacheMode::Refresh => key ^ 1,
+            _ => key,
+        };
+        let (mut follower, publisher) = self.flights.join(flight_key);
+        if let Some(publisher) = publisher {
+            let run = MissRun {
+                cache: cache.clone(),
+                pool: self.pool.clone(),
+                kill: self.kill.clone(),
+                tenant: tenant.clone(),
+                priority: exec.priority,
+                job,
+                key,
+                verdict,
+                refresh: exec.cache == CacheMode::Refresh,
+            };
+            tokio::spawn(run.run(publisher));
+        } else {
+            self.metrics.cache.joined();
+        }
+        follow(&mut follower, sink, &cancel, &self.kill).await
+    }
+}
+
+/// The cache, unless disabled or impossible to build (then the engine runs
+/// without it: not caching is always correct).
+fn build_cache(config: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Cache>> {
+    if !config.cache.enabled {
+        tracing::info!("cache disabled (--no-cache): every command runs");
+        return None;
+    }
+    match Cache::new(&config.cache, metrics.clone()) {
+        Ok(c) => {
+            match config.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
+                Some(url) => tracing::info!(
+                    redis = %crate::cache::redact(url),
+                    "cache: L1 + L2 + L3 (Redis)"
+                ),
+                None => tracing::info!("cache: L1 + L2 only (no --redis-url: L3 off)"),
+            }
+            Some(Arc::new(c))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cache cannot start; running without it");
+            None
+        }
+    }
+}
+
+/// Answers from a cached entry.
+async fn replay<S: OutputSink>(entry: &Entry, tier: Tier, sink: &mut S) -> Finish {
+    let killed = match entry.replay(sink).await {
+        Ok(()) => KillReason::None,
+        Err(_) => KillReason::Cancelled,
+    };
+    Finish::Exit {
+        code: Some(0),
+        signal: None,
+        truncated: false,
+        killed,
+        served_from: match tier {
+            Tier::L1 => ServedFrom::L1,
+            Tier::L2 => ServedFrom::L2,
+            Tier::L3 => ServedFrom::L3,
+        },
+    }
+}
+
+/// Follows a flight to its end, or stops following on cancel / shutdown (the
+/// run itself goes on while other requests follow it).
+async fn follow<S: OutputSink>(
+    follower: &mut Follower<Finish>,
+    sink: &mut S,
+    cancel: &CancellationToken,
+    kill: &CancellationToken,
+) -> Finish {
+    let never = CancellationToken::new();
+    let stopped = tokio::select! {
+        r = follower.follow(sink, &never) => r,
+        _ = cancel.cancelled() => Err(Stopped::Cancelled),
+        _ = kill.cancelled() => return cancelled(KillReason::Shutdown),
+    };
+    match stopped {
+        Ok(finish) => finish,
+        Err(Stopped::Cancelled | Stopped::SinkClosed) => cancelled(KillReason::Cancelled),
+        Err(Stopped::Abandoned) => {
+            Finish::error(ErrorCode::Internal, "the shared run ended without a result")
+        }
+    }
+}
+
+/// One run for a cacheable miss, shared by every request that joined its flight.
+struct MissRun {
+    cache: Arc<Cache>,
+    pool: Pool,
+    kill: CancellationToken,
+    tenant: Arc<str>,
+    priority: Priority,
+    job: Job,
+    key: Key,
+    verdict: Verdict,
+    refresh: bool,
+}
+
+impl MissRun {
+    async fn run(self, mut publisher: Publisher<Finish>) {
+        if !self.refresh {
+            if let Some(entry) = self.cache.get_remote(self.key).await {
+                for (stream, bytes) in entry.segments() {
+                    publisher.push(stream, bytes);
+                }
+                publisher.finish(Finish::Exit {
+                    code: Some(0),
+                    signal: None,
+                    truncated: false,
+                    killed: KillReason::None,
+                    served_from: ServedFrom::L3,
+                });
+                return;
+            }
+        }
+        let cancel = publisher.cancelled();
+        let mut tee = Tee {
+            publisher: &mut publisher,
+            chunks: Vec::new(),
+            bytes: 0,
+            limit: self.cache.max_entry(),
+        };
+        let finish = run_job(
+            &self.pool,
+            &self.kill,
+            &self.tenant,
+            self.priority,
+            &self.job,
+            &mut tee,
+            cancel,
+        )
+        .await;
+        let Tee {
+            chunks,
+            bytes,
+            limit,
+            ..
+        } = tee;
+        let clean = matches!(
+            finish,
+            Finish::Exit {
+                code: Some(0),
+                signal: None,
+                truncated: false,
+                killed: KillReason::None,
+                ..
+            }
+        );
+        if clean && bytes <= limit {
+            let entry = Entry::from_chunks(
+                chunks.iter().map(|(s, d)| (*s, d.as_slice())),
+                self.verdict.ttl,
+            );
+            self.cache.store(self.key, entry);
+            if self.refresh {
+                self.cache.refreshing();
+            }
+        }
+        publisher.finish(finish);
+    }
+}
+
+/// Publishes output to the flight's followers and keeps a copy for the cache,
+/// until it grows past the largest storable entry.
+struct Tee<'a> {
+    publisher: &'a mut Publisher<Finish>,
+    chunks: Vec<(StreamKind, Vec<u8>)>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl OutputSink for Tee<'_> {
+    async fn chunk(&mut self, stream: StreamKind, data: &[u8]) -> Result<(), exec::SinkClosed> {
+        self.publisher.push(stream, data);
+        self.bytes = self.bytes.saturating_add(data.len());
+        if self.bytes <= self.limit {
+            self.chunks.push((stream, data.to_vec()));
+        } else {
+            self.chunks = Vec::new();
+        }
+        Ok(())
+    }
+}
+
+/// Takes a worker slot and runs the job: the exec path, cached or not.
+async fn run_job<S: OutputSink>(
+    pool: &Pool,
+    kill: &CancellationToken,
+    tenant: &Arc<str>,
+    priority: Priority,
+    job: &Job,
+    sink: &mut S,
+    cancel: CancellationToken,
+) -> Finish {
+    // Wait for a worker, but give up at once if the request is cancelled meanwhile.
+    let slot = tokio::select! {
+        slot = pool.acquire(tenant, priority) => slot,
+        _ = cancel.cancelled() => return cancelled(KillReason::Cancelled),
+        _ = kill.cancelled() => return cancelled(KillReason::Shutdown),
+    };
+    let _slot = match slot {
+        Ok(slot) => slot,
+        Err(PoolError::QueueFull) => {
+            return Finish::error(
+                ErrorCode::QuotaExceeded,
+                "worker queue is full, retry later",
+            )
+        }
+    };
+
+    let stop = Stop {
+        cancel,
+        shutdown: kill.clone(),
+    };
+    match exec::run(job, sink, &stop).await {
+        Ok(o) => Finish::Exit {
+            code: o.code,
+            signal: o.signal,
+            truncated: o.truncated,
+            killed: o.killed,
+            served_from: ServedFrom::Exec,
+        },
+        Err(ExecError::Plan(e)) => Finish::error(ErrorCode::InvalidCommand, e.to_string()),
+        Err(e @ ExecError::Spawn(_)) => Finish::error(ErrorCode::SpawnFailed, e.to_string()),
+        Err(e) => Finish::error(ErrorCode::Internal, e.to_string()),
     }
 }
 

@@ -172,14 +172,14 @@ pub fn message() -> impl Strategy<Value = Message> {
             option::of(text())
         )
             .prop_map(|(version, client, encodings, compression, tenant, token)| {
-                Message::Hello(Hello {
+                Message::Hello(Box::new(Hello {
                     version,
                     client,
                     encodings,
                     compression,
                     tenant,
                     token,
-                })
+                }))
             }),
         (
             any::<u8>(),
@@ -192,7 +192,7 @@ pub fn message() -> impl Strategy<Value = Message> {
         )
             .prop_map(
                 |(version, server, encoding, compression, limits, tenant, connection)| {
-                    Message::Welcome(Welcome {
+                    Message::Welcome(Box::new(Welcome {
                         version,
                         server,
                         encoding,
@@ -200,7 +200,7 @@ pub fn message() -> impl Strategy<Value = Message> {
                         limits,
                         tenant,
                         connection,
-                    })
+                    }))
                 }
             ),
         (any::<u32>(), text())
@@ -261,7 +261,7 @@ pub fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(|nonce| Message::Ping(Ping { nonce })),
         any::<u64>().prop_map(|nonce| Message::Pong(Pong { nonce })),
         any::<u64>().prop_map(|nonce| Message::StatsRequest(StatsRequest { nonce })),
-        stats().prop_map(Message::Stats),
+        stats().prop_map(|s| Message::Stats(Box::new(s))),
     ]
 }
 

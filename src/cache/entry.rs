@@ -1,0 +1,251 @@
+//! A stored result: the command's output as it streamed (stdout and stderr
+//! segments in order) and when it expires. Shared by `Arc` between tiers.
+
+use super::error::CacheError;
+use crate::exec::{OutputSink, SinkClosed};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use voxterm_protocol::StreamKind;
+
+/// Largest `Output` frame a replay sends (the exec path's largest chunk too).
+pub const REPLAY_CHUNK: usize = 64 * 1024;
+
+/// Value layout version in L3 (first byte).
+const VALUE_VERSION: u8 = 1;
+const FLAG_LZ4: u8 = 1;
+/// version, flags, expiry (u64 ms since the Unix epoch).
+const HEADER: usize = 10;
+
+/// One cached answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    data: Box<[u8]>,
+    /// (stream, length) of each consecutive run of one stream in `data`.
+    segments: Box<[(StreamKind, u32)]>,
+    expires: Instant,
+}
+
+impl Entry {
+    /// Builds an entry from output chunks in arrival order, merging runs of one stream.
+    pub fn from_chunks<'a>(
+        chunks: impl IntoIterator<Item = (StreamKind, &'a [u8])>,
+        ttl: Duration,
+    ) -> Entry {
+        let mut data = Vec::new();
+        let mut segments: Vec<(StreamKind, u32)> = Vec::new();
+        for (stream, bytes) in chunks {
+            if bytes.is_empty() {
+                continue;
+            }
+            data.extend_from_slice(bytes);
+            let n = u32::try_from(bytes.len()).unwrap_or(u32::MAX);
+            match segments.last_mut() {
+                Some((s, len)) if *s == stream && len.checked_add(n).is_some() => *len += n,
+                _ => segments.push((stream, n)),
+            }
+        }
+        Entry {
+            data: data.into_boxed_slice(),
+            segments: segments.into_boxed_slice(),
+            expires: Instant::now() + ttl,
+        }
+    }
+
+    /// Output bytes held (what byte bounds count, plus a small fixed overhead).
+    pub fn weight(&self) -> usize {
+        self.data.len() + self.segments.len() * 8 + 64
+    }
+
+    /// Output bytes.
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+
+    /// True when the command printed nothing.
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// True once the TTL has passed.
+    pub fn expired(&self, now: Instant) -> bool {
+        now >= self.expires
+    }
+
+    /// Time left to live.
+    pub fn remaining(&self) -> Duration {
+        self.expires.saturating_duration_since(Instant::now())
+    }
+
+    /// The output as (stream, bytes) runs, in order.
+    pub fn segments(&self) -> impl Iterator<Item = (StreamKind, &[u8])> {
+        let mut at = 0usize;
+        self.segments.iter().map(move |&(s, n)| {
+            let end = at + n as usize;
+            let piece = &self.data[at..end];
+            at = end;
+            (s, piece)
+        })
+    }
+
+    /// Sends the output to `sink` as it streamed, in chunks of at most 64 KiB.
+    pub async fn replay<S: OutputSink>(&self, sink: &mut S) -> Result<(), SinkClosed> {
+        for (stream, bytes) in self.segments() {
+            for chunk in bytes.chunks(REPLAY_CHUNK) {
+                sink.chunk(stream, chunk).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The L3 value: a small header (version, flags, expiry as wall-clock ms),
+    /// then the segments, LZ4-compressed when the body is at least `compress_at`.
+    pub fn encode(&self, compress_at: usize) -> Vec<u8> {
+        let mut body = Vec::with_capacity(self.data.len() + self.segments.len() * 5 + 4);
+        body.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
+        for (s, n) in self.segments.iter() {
+            body.push(stream_byte(*s));
+            body.extend_from_slice(&n.to_le_bytes());
+        }
+        body.extend_from_slice(&self.data);
+        let expires_ms = unix_ms().saturating_add(self.remaining().as_millis() as u64);
+        let (flags, body) = if body.len() >= compress_at {
+            (FLAG_LZ4, lz4_flex::compress_prepend_size(&body))
+        } else {
+            (0, body)
+        };
+        let mut out = Vec::with_capacity(HEADER + body.len());
+        out.push(VALUE_VERSION);
+        out.push(flags);
+        out.extend_from_slice(&expires_ms.to_le_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// Reads an L3 value; anything malformed, from another version, expired or
+    /// larger than `max_bytes` is an error (the caller treats it as a miss).
+    pub fn decode(value: &[u8], max_bytes: usize) -> Result<Entry, CacheError> {
+        if value.len() < HEADER {
+            return Err(CacheError::BadEntry("short value"));
+        }
+        if value[0] != VALUE_VERSION {
+            return Err(CacheError::BadEntry("unknown value version"));
+        }
+        let flags = value[1];
+        let mut exp = [0u8; 8];
+        exp.copy_from_slice(&value[2..10]);
+        let expires_ms = u64::from_le_bytes(exp);
+        let now_ms = unix_ms();
+        if expires_ms <= now_ms {
+            return Err(CacheError::BadEntry("expired"));
+        }
+        let raw = &value[HEADER..];
+        let decompressed;
+        let body: &[u8] = if flags & FLAG_LZ4 != 0 {
+            // The size prefix is data from outside: bound it before allocating.
+            let declared = raw
+                .get(..4)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+                .ok_or(CacheError::BadEntry("short compressed value"))?;
+            if declared > max_bytes.saturating_mul(2) + 4096 {
+                return Err(CacheError::BadEntry("entry too large"));
+            }
+            decompressed = lz4_flex::decompress_size_prepended(raw)
+                .map_err(|_| CacheError::BadEntry("bad compression"))?;
+            &decompressed
+        } else {
+            raw
+        };
+        let count = body
+            .get(..4)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize)
+            .ok_or(CacheError::BadEntry("missing segment count"))?;
+        let table_end = count
+            .checked_mul(5)
+            .and_then(|n| n.checked_add(4))
+            .filter(|&end| end <= body.len())
+            .ok_or(CacheError::BadEntry("bad segment table"))?;
+        let mut segments = Vec::with_capacity(count);
+        let mut total = 0usize;
+        for rec in body[4..table_end].chunks_exact(5) {
+            let stream = match rec[0] {
+                0 => StreamKind::Stdout,
+                1 => StreamKind::Stderr,
+                _ => return Err(CacheError::BadEntry("bad stream")),
+            };
+            let n = u32::from_le_bytes([rec[1], rec[2], rec[3], rec[4]]);
+            total = total.saturating_add(n as usize);
+            segments.push((stream, n));
+        }
+        let data = &body[table_end..];
+        if total != data.len() {
+            return Err(CacheError::BadEntry("segment lengths do not match"));
+        }
+        if data.len() > max_bytes {
+            return Err(CacheError::BadEntry("entry too large"));
+        }
+        Ok(Entry {
+            data: data.into(),
+            segments: segments.into_boxed_slice(),
+            expires: Instant::now() + Duration::from_millis(expires_ms - now_ms),
+        })
+    }
+}
+
+fn stream_byte(s: StreamKind) -> u8 {
+    match s {
+        StreamKind::Stdout => 0,
+        StreamKind::Stderr => 1,
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_merge_and_roundtrip() {
+        let big = vec![b'x'; 5000];
+        let e = Entry::from_chunks(
+            [
+                (StreamKind::Stdout, &b"a"[..]),
+                (StreamKind::Stdout, &b"b"[..]),
+                (StreamKind::Stderr, &b"err"[..]),
+                (StreamKind::Stdout, &big[..]),
+            ],
+            Duration::from_secs(60),
+        );
+        assert_eq!(e.segments.len(), 3);
+        for threshold in [0, 1024, usize::MAX] {
+            let v = e.encode(threshold);
+            let d = Entry::decode(&v, 1 << 20).unwrap();
+            assert_eq!(d.data, e.data);
+            assert_eq!(d.segments, e.segments);
+        }
+        assert!(e.encode(1024).len() < 1000, "compressed");
+        assert!(Entry::decode(&e.encode(0), 100).is_err(), "size bound");
+    }
+
+    #[test]
+    fn garbage_is_an_error_not_a_panic() {
+        for v in [
+            &b""[..],
+            b"\x01",
+            b"\x02\0\0\0\0\0\0\0\0\0",
+            b"\x01\x01\xff\xff\xff\xff\xff\xff\xff\x7f\xff\xff\xff\xff",
+        ] {
+            assert!(Entry::decode(v, 1 << 20).is_err());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decode_never_panics(v in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let _ = Entry::decode(&v, 1 << 20);
+        }
+    }
+}

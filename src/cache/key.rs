@@ -1,0 +1,130 @@
+//! Cache keys: a hash of a versioned canonical form of everything that decides a
+//! command's output.
+//!
+//! The recipe follows the Bazel action cache: the command, its environment and,
+//! by class, the tenant, the cwd, the host and the tenant's generation, each field
+//! length-prefixed so that no two different inputs share an encoding. BLAKE3 (not
+//! xxh3) because keys of different tenants share one key space: with a
+//! non-cryptographic hash a tenant could craft a collision and plant its output
+//! in another tenant's entry. It costs well under a microsecond for these inputs.
+
+use super::policy::Class;
+use std::path::Path;
+
+/// Bumped whenever the recipe changes, so a new build never reads old entries.
+pub const KEY_FORMAT: u32 = 1;
+
+/// A cache key: 128 bits of a BLAKE3 digest.
+pub type Key = u128;
+
+/// Everything a key is computed from.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyParts<'a> {
+    /// The line's class (decides which scope fields are used).
+    pub class: Class,
+    /// The command line, trimmed.
+    pub command: &'a str,
+    /// The child's complete environment (base plus session), in any order. The
+    /// whole environment, not just the referenced variables: programs read
+    /// variables implicitly (`LC_ALL`, `TZ`, `LS_COLORS`).
+    pub env: &'a [(String, String)],
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The session's cwd.
+    pub cwd: &'a Path,
+    /// This machine's name (`hostname`, `uname -n` differ between instances).
+    pub host: &'a str,
+    /// The tenant's generation (fs-read and volatile).
+    pub generation: u64,
+}
+
+impl KeyParts<'_> {
+    /// The key.
+    pub fn key(&self) -> Key {
+        let mut h = blake3::Hasher::new();
+        let mut field = |bytes: &[u8]| {
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        field(b"voxterm-cache");
+        field(&KEY_FORMAT.to_le_bytes());
+        field(self.class.as_str().as_bytes());
+        field(self.command.as_bytes());
+        let mut env: Vec<&(String, String)> = self.env.iter().collect();
+        env.sort_by(|a, b| a.0.cmp(&b.0));
+        env.dedup_by(|later, earlier| later.0 == earlier.0);
+        field(&(env.len() as u64).to_le_bytes());
+        for (k, v) in env {
+            field(k.as_bytes());
+            field(v.as_bytes());
+        }
+        match self.class {
+            Class::Pure => {}
+            Class::Session => {
+                field(self.tenant.as_bytes());
+                field(self.cwd.as_os_str().as_encoded_bytes());
+                field(self.host.as_bytes());
+            }
+            _ => {
+                field(self.tenant.as_bytes());
+                field(self.cwd.as_os_str().as_encoded_bytes());
+                field(self.host.as_bytes());
+                field(&self.generation.to_le_bytes());
+            }
+        }
+        let digest = h.finalize();
+        let mut b = [0u8; 16];
+        b.copy_from_slice(&digest.as_bytes()[..16]);
+        u128::from_le_bytes(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parts<'a>(class: Class, env: &'a [(String, String)], tenant: &'a str) -> KeyParts<'a> {
+        KeyParts {
+            class,
+            command: "echo $A",
+            env,
+            tenant,
+            cwd: Path::new("/tmp"),
+            host: "h",
+            generation: 0,
+        }
+    }
+
+    #[test]
+    fn scope_by_class() {
+        let env = vec![("A".to_owned(), "1".to_owned())];
+        let env2 = vec![("A".to_owned(), "2".to_owned())];
+        // Pure: shared across tenants, but not across env values.
+        assert_eq!(
+            parts(Class::Pure, &env, "a").key(),
+            parts(Class::Pure, &env, "b").key()
+        );
+        assert_ne!(
+            parts(Class::Pure, &env, "a").key(),
+            parts(Class::Pure, &env2, "a").key()
+        );
+        // Session and fs-read: per tenant.
+        for c in [Class::Session, Class::FsRead] {
+            assert_ne!(parts(c, &env, "a").key(), parts(c, &env, "b").key());
+        }
+        let mut g = parts(Class::FsRead, &env, "a");
+        let k0 = g.key();
+        g.generation = 1;
+        assert_ne!(k0, g.key());
+    }
+
+    #[test]
+    fn env_order_does_not_matter() {
+        let e1 = vec![("A".into(), "1".into()), ("B".into(), "2".into())];
+        let e2 = vec![("B".into(), "2".into()), ("A".into(), "1".into())];
+        assert_eq!(
+            parts(Class::Pure, &e1, "a").key(),
+            parts(Class::Pure, &e2, "a").key()
+        );
+    }
+}

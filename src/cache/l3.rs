@@ -1,0 +1,304 @@
+//! L3: Redis, shared by every instance.
+//!
+//! Through `redis::aio::ConnectionManager`, which reconnects by itself (a bare
+//! `MultiplexedConnection` never does). The first connection is made in the
+//! background and retried, so a server starts even while Redis is down.
+//!
+//! Redis is an optimization, never a dependency: every call has a deadline
+//! (default 5 ms for lookups) past which it counts as a miss, and a circuit
+//! breaker stops calling after a few consecutive failures, probing again after a
+//! cooldown. Keys live under `voxterm:v1:` and every key has a TTL.
+
+use super::entry::Entry;
+use super::error::CacheError;
+use super::key::Key;
+use crate::metrics::{L3Failure, Metrics};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// Namespace of every key; the version changes with the key recipe or value layout.
+pub const NAMESPACE: &str = "voxterm:v1:";
+
+/// How long a tenant's generation key outlives its last bump: far longer than
+/// any fs-read entry, so a reset to 0 cannot revive an entry.
+const GENERATION_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+/// Settings of the L3 client.
+#[derive(Debug, Clone)]
+pub struct L3Config {
+    /// `redis://…` URL.
+    pub url: String,
+    /// Lookup deadline.
+    pub deadline: Duration,
+    /// Deadline of writes and generation bumps.
+    pub write_timeout: Duration,
+    /// Values at least this large are compressed.
+    pub compress_at: usize,
+    /// Largest entry accepted from Redis.
+    pub max_entry: usize,
+    /// Consecutive failures that open the breaker.
+    pub breaker_failures: u32,
+    /// How long the breaker stays open before a probe.
+    pub breaker_cooldown: Duration,
+}
+
+/// Checks a Redis URL without connecting.
+pub fn check_url(url: &str) -> Result<(), CacheError> {
+    redis::Client::open(url)
+        .map(|_| ())
+        .map_err(|e| CacheError::RedisUrl(e.to_string()))
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
+        _ => url.to_owned(),
+    }
+}
+
+/// Stops calling Redis after `threshold` consecutive failures for `cooldown`.
+struct Breaker {
+    failures: AtomicU32,
+    /// Milliseconds since `epoch` until which calls are skipped.
+    open_until: AtomicU64,
+    epoch: Instant,
+    threshold: u32,
+    cooldown: Duration,
+}
+
+impl Breaker {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn allow(&self) -> bool {
+        self.now_ms() >= self.open_until.load(Ordering::Relaxed)
+    }
+
+    fn success(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+    }
+
+    fn failure(&self) {
+        let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.threshold {
+            // Half-open after the cooldown: the next call is the probe; if it fails
+            // too the count is still past the threshold and the breaker reopens.
+            let until = self.now_ms() + self.cooldown.as_millis() as u64;
+            if self.open_until.swap(until, Ordering::Relaxed) < self.now_ms() {
+                tracing::warn!(
+                    failures = n,
+                    cooldown_ms = self.cooldown.as_millis() as u64,
+                    "redis unavailable: L3 off for a while, serving from L1/L2 and exec"
+                );
+            }
+        }
+    }
+}
+
+/// The Redis tier.
+pub struct L3 {
+    conn: Arc<RwLock<Option<ConnectionManager>>>,
+    cfg: L3Config,
+    breaker: Breaker,
+    metrics: Arc<Metrics>,
+}
+
+enum Outcome<T> {
+    Done(T),
+    Failed,
+}
+
+impl L3 {
+    /// Starts connecting in the background (needs a tokio runtime).
+    pub fn start(cfg: L3Config, metrics: Arc<Metrics>) -> Result<Arc<L3>, CacheError> {
+        let client = redis::Client::open(cfg.url.as_str())
+            .map_err(|e| CacheError::RedisUrl(e.to_string()))?;
+        let handle = tokio::runtime::Handle::try_current()
+            .map_err(|_| CacheError::RedisUrl("no tokio runtime to run the client on".into()))?;
+        let l3 = Arc::new(L3 {
+            conn: Arc::new(RwLock::new(None)),
+            breaker: Breaker {
+                failures: AtomicU32::new(0),
+                open_until: AtomicU64::new(0),
+                epoch: Instant::now(),
+                threshold: cfg.breaker_failures.max(1),
+                cooldown: cfg.breaker_cooldown,
+            },
+            cfg,
+            metrics,
+        });
+        let slot = l3.conn.clone();
+        let url = redact(&l3.cfg.url);
+        handle.spawn(async move {
+            let mc = ConnectionManagerConfig::new()
+                .set_connection_timeout(Duration::from_millis(500))
+                .set_response_timeout(Duration::from_secs(1))
+                .set_number_of_retries(2)
+                .set_max_delay(500);
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match ConnectionManager::new_with_config(client.clone(), mc.clone()).await {
+                    Ok(m) => {
+                        tracing::info!(redis = %url, "L3 connected");
+                        if let Ok(mut s) = slot.write() {
+                            *s = Some(m);
+                        }
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::warn!(redis = %url, error = %e, "L3 not reachable yet; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        });
+        Ok(l3)
+    }
+
+    fn conn(&self) -> Option<ConnectionManager> {
+        self.conn.read().ok().and_then(|c| c.clone())
+    }
+
+    /// True once the first connection was made (for tests and health).
+    pub fn connected(&self) -> bool {
+        self.conn().is_some()
+    }
+
+    /// Runs one Redis call under the breaker and a deadline, recording latency
+    /// and failures.
+    async fn call<T, F, Fut>(&self, deadline: Duration, f: F) -> Outcome<T>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.breaker.allow() {
+            self.metrics.cache.l3_skipped();
+            return Outcome::Failed;
+        }
+        let Some(conn) = self.conn() else {
+            self.metrics.cache.l3_skipped();
+            return Outcome::Failed;
+        };
+        let start = Instant::now();
+        let r = tokio::time::timeout(deadline, f(conn)).await;
+        self.metrics.cache.l3_latency(start.elapsed().as_secs_f64());
+        match r {
+            Ok(Ok(v)) => {
+                self.breaker.success();
+                Outcome::Done(v)
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "L3 call failed");
+                self.metrics.cache.l3_failed(L3Failure::Error);
+                self.breaker.failure();
+                Outcome::Failed
+            }
+            Err(_) => {
+                self.metrics.cache.l3_failed(L3Failure::Timeout);
+                self.breaker.failure();
+                Outcome::Failed
+            }
+        }
+    }
+
+    fn entry_key(key: Key) -> String {
+        format!("{NAMESPACE}e:{key:032x}")
+    }
+
+    fn gen_key(tenant: &str) -> String {
+        format!("{NAMESPACE}gen:{tenant}")
+    }
+
+    /// The entry under `key`; a miss on any failure or past the deadline.
+    pub async fn get(&self, key: Key) -> Option<Entry> {
+        let k = Self::entry_key(key);
+        let value: Option<Vec<u8>> = match self
+            .call(self.cfg.deadline, |mut c| async move {
+                redis::cmd("GET").arg(k).query_async(&mut c).await
+            })
+            .await
+        {
+            Outcome::Done(v) => v,
+            Outcome::Failed => None,
+        };
+        match Entry::decode(&value?, self.cfg.max_entry) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::debug!(error = %e, "L3 value ignored");
+                self.metrics.cache.l3_failed(L3Failure::BadValue);
+                None
+            }
+        }
+    }
+
+    /// Stores `entry` with a TTL (its remaining life), in the background.
+    pub fn put(self: &Arc<Self>, key: Key, entry: &Entry) {
+        let ttl_ms = entry.remaining().as_millis() as u64;
+        if ttl_ms == 0 || !self.breaker.allow() {
+            return;
+        }
+        let value = entry.encode(self.cfg.compress_at);
+        let k = Self::entry_key(key);
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.call(me.cfg.write_timeout, |mut c| async move {
+                redis::cmd("SET")
+                    .arg(k)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await;
+        });
+    }
+
+    /// The tenant's generation as Redis has it (None: unknown, e.g. Redis down).
+    pub async fn generation(&self, tenant: &str) -> Option<u64> {
+        let k = Self::gen_key(tenant);
+        match self
+            .call(self.cfg.deadline, |mut c| async move {
+                redis::cmd("GET")
+                    .arg(k)
+                    .query_async::<Option<u64>>(&mut c)
+                    .await
+            })
+            .await
+        {
+            Outcome::Done(v) => Some(v.unwrap_or(0)),
+            Outcome::Failed => None,
+        }
+    }
+
+    /// Increments the tenant's generation for every instance; returns the new value.
+    pub async fn bump(&self, tenant: &str) -> Option<u64> {
+        let k = Self::gen_key(tenant);
+        let ttl = GENERATION_TTL.as_millis() as u64;
+        match self
+            .call(self.cfg.write_timeout, |mut c| async move {
+                redis::pipe()
+                    .atomic()
+                    .cmd("INCR")
+                    .arg(&k)
+                    .cmd("PEXPIRE")
+                    .arg(&k)
+                    .arg(ttl)
+                    .ignore()
+                    .query_async::<(u64,)>(&mut c)
+                    .await
+            })
+            .await
+        {
+            Outcome::Done((v,)) => Some(v),
+            Outcome::Failed => None,
+        }
+    }
+}

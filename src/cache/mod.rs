@@ -1,0 +1,269 @@
+//! The tiered result cache (DESIGN §4): policy, keys, L1 → L2 → L3, generations.
+//!
+//! * [`policy`] decides from the parsed command line whether an answer may be
+//!   reused (pure, session, fs-read) and with which TTL, and which lines
+//!   invalidate (mutating, and unknown ones, which may write files too).
+//! * [`key`] hashes everything that decides the output into a 128-bit key.
+//! * [`L1`] (per worker thread, lock-free hit path), [`L2`] (process-wide) and
+//!   [`L3`] (Redis, shared by instances) hold [`Entry`]s; a lower-tier hit is
+//!   promoted to the upper tiers.
+//! * Generations: a mutating command bumps its tenant's generation, which is part
+//!   of every fs-read key, so every tier's fs-read entries of that tenant become
+//!   unreachable at once, on every instance when L3 is on (INCR in Redis).
+//! * [`flight`] coalesces identical concurrent misses into one run.
+//!
+//! The engine (`session::runner`) drives these; nothing here ever fails a request:
+//! a cache problem is a miss.
+
+mod entry;
+mod error;
+pub mod flight;
+mod key;
+mod l1;
+mod l2;
+mod l3;
+pub mod policy;
+
+pub use entry::{Entry, REPLAY_CHUNK};
+pub use error::CacheError;
+pub use key::{Key, KeyParts, KEY_FORMAT};
+pub use l1::{KeyHash, L1};
+pub use l2::L2;
+pub use l3::{check_url, redact, L3Config, L3, NAMESPACE};
+pub use policy::{Class, Policy, Verdict};
+
+use crate::config::CacheConfig;
+use crate::metrics::{Metrics, Tier};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Classifications remembered (parsing is the costliest step of a hit).
+const VERDICT_MEMO: usize = 4096;
+/// Longest line whose classification is remembered.
+const VERDICT_MEMO_MAX_LINE: usize = 512;
+
+/// A tenant's generation as this instance knows it.
+#[derive(Debug, Clone, Copy, Default)]
+struct Gen {
+    value: u64,
+    /// When Redis was last asked (None: never).
+    checked: Option<Instant>,
+}
+
+/// The cache of one engine.
+pub struct Cache {
+    policy: Policy,
+    memo: quick_cache::sync::Cache<String, Verdict>,
+    l1: L1,
+    l2: L2,
+    l3: Option<Arc<L3>>,
+    gens: Mutex<HashMap<Arc<str>, Gen>>,
+    generation_refresh: Duration,
+    unknown_invalidates: bool,
+    max_entry: usize,
+    host: String,
+    metrics: Arc<Metrics>,
+}
+
+impl Cache {
+    /// Builds the tiers from the configuration; L3 starts connecting in the
+    /// background when a Redis URL is configured (this needs a tokio runtime).
+    pub fn new(cfg: &CacheConfig, metrics: Arc<Metrics>) -> Result<Cache, CacheError> {
+        let policy = match &cfg.policy_file {
+            Some(p) => Policy::load(p)?,
+            None => Policy::builtin(),
+        };
+        let l3 = match cfg.redis_url.as_deref().filter(|u| !u.is_empty()) {
+            Some(url) => Some(L3::start(
+                L3Config {
+                    url: url.to_owned(),
+                    deadline: cfg.l3_deadline,
+                    write_timeout: cfg.l3_write_timeout,
+                    compress_at: cfg.l3_compress_threshold,
+                    max_entry: cfg.max_entry_bytes,
+                    breaker_failures: cfg.breaker_failures,
+                    breaker_cooldown: cfg.breaker_cooldown,
+                },
+                metrics.clone(),
+            )?),
+            None => None,
+        };
+        Ok(Cache {
+            policy,
+            memo: quick_cache::sync::Cache::new(VERDICT_MEMO),
+            l1: L1::new(cfg.l1_bytes, metrics.clone()),
+            l2: L2::new(cfg.l2_bytes, metrics.clone()),
+            l3,
+            gens: Mutex::new(HashMap::new()),
+            generation_refresh: cfg.generation_refresh,
+            unknown_invalidates: cfg.unknown_invalidates,
+            max_entry: cfg.max_entry_bytes,
+            host: std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .map(|h| h.trim().to_owned())
+                .unwrap_or_default(),
+            metrics,
+        })
+    }
+
+    /// The Redis tier, when configured.
+    pub fn l3(&self) -> Option<&Arc<L3>> {
+        self.l3.as_ref()
+    }
+
+    /// Largest output stored.
+    pub fn max_entry(&self) -> usize {
+        self.max_entry
+    }
+
+    /// The policy's verdict on a line (remembered for short lines).
+    pub fn classify(&self, line: &str) -> Verdict {
+        if line.len() > VERDICT_MEMO_MAX_LINE {
+            return self.policy.classify(line);
+        }
+        if let Some(v) = self.memo.get(line) {
+            return v;
+        }
+        let v = self.policy.classify(line);
+        self.memo.insert(line.to_owned(), v);
+        v
+    }
+
+    /// True when running this line must invalidate its tenant's fs-read entries.
+    pub fn invalidates(&self, v: &Verdict) -> bool {
+        v.class == Class::Mutating || (v.class == Class::Unknown && self.unknown_invalidates)
+    }
+
+    fn gens(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Gen>> {
+        // Values only grow by assignment: a poisoned map is still consistent.
+        self.gens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The tenant's current generation. With L3, Redis is asked at most once per
+    /// `generation_refresh` per tenant (bumps by this instance are seen at once);
+    /// the value never goes down here, even if Redis lost it.
+    pub async fn generation(&self, tenant: &Arc<str>) -> u64 {
+        let now = Instant::now();
+        let local = self.gens().get(tenant).copied().unwrap_or_default();
+        let Some(l3) = &self.l3 else {
+            return local.value;
+        };
+        if local
+            .checked
+            .is_some_and(|t| now.duration_since(t) < self.generation_refresh)
+        {
+            return local.value;
+        }
+        let remote = l3.generation(tenant).await;
+        let mut gens = self.gens();
+        let g = gens.entry(tenant.clone()).or_default();
+        if let Some(r) = remote {
+            g.value = g.value.max(r);
+            g.checked = Some(now);
+        }
+        g.value
+    }
+
+    /// Bumps the tenant's generation (here at once, and in Redis when L3 is on).
+    pub async fn bump(&self, tenant: &Arc<str>) {
+        self.metrics.cache.invalidated();
+        {
+            let mut gens = self.gens();
+            gens.entry(tenant.clone()).or_default().value += 1;
+        }
+        if let Some(l3) = &self.l3 {
+            if let Some(r) = l3.bump(tenant).await {
+                let mut gens = self.gens();
+                let g = gens.entry(tenant.clone()).or_default();
+                g.value = g.value.max(r);
+                g.checked = Some(Instant::now());
+            }
+        }
+    }
+
+    /// The key of a cacheable line in its context.
+    #[allow(clippy::too_many_arguments)]
+    pub fn key(
+        &self,
+        v: &Verdict,
+        command: &str,
+        env: &[(String, String)],
+        tenant: &str,
+        cwd: &Path,
+        generation: u64,
+    ) -> Key {
+        KeyParts {
+            class: v.class,
+            command,
+            env,
+            tenant,
+            cwd,
+            host: &self.host,
+            generation,
+        }
+        .key()
+    }
+
+    /// L1, then L2 (a hit there is promoted to this thread's L1).
+    pub fn get_local(&self, key: Key) -> Option<(Arc<Entry>, Tier)> {
+        let now = Instant::now();
+        let m = &self.metrics.cache;
+        if let Some(e) = self.l1.get(key, now) {
+            m.hit(Tier::L1);
+            return Some((e, Tier::L1));
+        }
+        m.miss(Tier::L1);
+        if let Some(e) = self.l2.get(key, now) {
+            m.hit(Tier::L2);
+            self.l1.insert(key, e.clone());
+            return Some((e, Tier::L2));
+        }
+        m.miss(Tier::L2);
+        None
+    }
+
+    /// L3 (a hit is promoted to L2 and this thread's L1). None without L3.
+    pub async fn get_remote(&self, key: Key) -> Option<Arc<Entry>> {
+        let l3 = self.l3.as_ref()?;
+        let m = &self.metrics.cache;
+        match l3.get(key).await {
+            Some(e) => {
+                m.hit(Tier::L3);
+                let e = Arc::new(e);
+                self.l2.insert(key, e.clone());
+                self.l1.insert(key, e.clone());
+                Some(e)
+            }
+            None => {
+                m.miss(Tier::L3);
+                None
+            }
+        }
+    }
+
+    /// Stores a clean result in every tier.
+    pub fn store(&self, key: Key, entry: Entry) {
+        if entry.len() > self.max_entry || entry.remaining().is_zero() {
+            return;
+        }
+        self.metrics.cache.stored();
+        if let Some(l3) = &self.l3 {
+            l3.put(key, &entry);
+        }
+        let e = Arc::new(entry);
+        self.l2.insert(key, e.clone());
+        self.l1.insert(key, e);
+    }
+
+    /// A `Refresh` request is about to overwrite entries: other threads' L1 copies
+    /// must not outlive it.
+    pub fn refreshing(&self) {
+        self.l1.invalidate_all();
+    }
+
+    /// Bytes in L2.
+    pub fn l2_bytes(&self) -> u64 {
+        self.l2.bytes()
+    }
+}

@@ -1,0 +1,87 @@
+//! The plain-text report: what a terminal, a CI log and a deploy hook show.
+
+use super::{Category, MetricScore, Scorecard};
+use std::fmt::Write as _;
+
+/// Formats a value with a precision that suits its size.
+fn num(v: f64) -> String {
+    let a = v.abs();
+    if a >= 1000.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else if a >= 0.1 || a == 0.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+fn line(m: &MetricScore) -> String {
+    let target = format!("{} {} {}", sign(m), num(m.target), m.unit);
+    match (m.measured, m.score) {
+        (Some(v), Some(s)) => {
+            let dev = m
+                .deviation_pct
+                .map(|d| format!("{d:+.1}%"))
+                .unwrap_or_else(|| "n/a".to_owned());
+            let mark = if m.met == Some(true) { "ok  " } else { "MISS" };
+            format!(
+                "  {mark} {:<42} {:>14} {:>12} {:>9} {:>6.1}",
+                m.label,
+                format!("{} {}", num(v), m.unit),
+                target,
+                dev,
+                s
+            )
+        }
+        _ => format!(
+            "  --   {:<42} {:>14} {:>12} {:>9} {:>6}",
+            m.label, "not measured", target, "", ""
+        ),
+    }
+}
+
+fn sign(m: &MetricScore) -> &'static str {
+    match m.direction {
+        super::Direction::LowerIsBetter => "<",
+        super::Direction::HigherIsBetter => "≥",
+    }
+}
+
+/// The report: every target with measured value, deviation and score, the
+/// category scores, the overall score and grade, critical failures and advice.
+pub fn render_text(card: &Scorecard) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "  {:<47} {:>14} {:>12} {:>9} {:>6}",
+        "metric", "measured", "target", "deviation", "score"
+    );
+    for c in Category::ALL {
+        let _ = writeln!(out, "{}", c.as_str().to_uppercase());
+        for m in card.metrics.iter().filter(|m| m.category == c) {
+            let _ = writeln!(out, "{}", line(m));
+        }
+    }
+    let _ = writeln!(out);
+    let cats: Vec<String> = Category::ALL
+        .iter()
+        .map(|c| match card.categories.get(c).copied().flatten() {
+            Some(s) => format!("{c} {s:.1}"),
+            None => format!("{c} not measured"),
+        })
+        .collect();
+    let _ = writeln!(out, "categories: {}", cats.join(" · "));
+    let _ = writeln!(out, "overall: {:.1}   grade: {}", card.score, card.grade);
+    for c in &card.critical_failures {
+        let _ = writeln!(out, "CRITICAL FAILURE: {c} (grade forced to F)");
+    }
+    if !card.recommendations.is_empty() {
+        let _ = writeln!(out, "\nrecommendations:");
+        for r in &card.recommendations {
+            let _ = writeln!(out, "  - {r}");
+        }
+    }
+    out
+}
