@@ -250,7 +250,7 @@ impl Client {
                     done.exit = Some(e);
                     return Ok(done);
                 }
-                Message::Error(e) if e.request == Some(request) || e.request.is_none() => {
+                Message::Error(e) if e.request == Some(request) => {
                     done.error = Some(e);
                     return Ok(done);
                 }

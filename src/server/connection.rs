@@ -113,9 +113,16 @@ pub(super) async fn run(ctx: Arc<ServerContext>, ws: WebSocketStream<TcpStream>,
     };
     engine.metrics.connection_opened();
     tracing::debug!(conn = conn.id, %peer, "connected");
+    // A client must say Hello within the handshake timeout, or it only holds a socket.
+    let hello_deadline = tokio::time::sleep(cfg.server.handshake_timeout);
+    tokio::pin!(hello_deadline);
 
     loop {
         tokio::select! {
+            _ = &mut hello_deadline, if conn.tenant.is_none() => {
+                let _ = conn.shared.out.send(Outbound::Close(CloseCode::Policy, "no Hello within the handshake timeout")).await;
+                break;
+            }
             _ = ctx.drain.cancelled(), if !conn.draining => conn.draining = true,
             _ = conn.shared.idle.notified(), if conn.draining => {},
             msg = stream.next() => match msg {
@@ -432,16 +439,21 @@ impl Connection {
                 }
             }
             BatchMode::Sequential => {
-                let mut admitted = Vec::with_capacity(batch.execs.len());
+                // Admit every step now (so each id is answered exactly once), but a
+                // step refused at admission counts as a failure for the ones after it.
+                let mut steps = Vec::with_capacity(batch.execs.len());
                 for exec in batch.execs {
-                    if let Some((session, cancel)) = self.admit(&exec).await {
-                        admitted.push((exec, session, cancel));
-                    }
+                    let admitted = self.admit(&exec).await;
+                    steps.push(admitted.map(|(session, cancel)| (exec, session, cancel)));
                 }
                 let (shared, engine) = (self.shared.clone(), self.engine.clone());
                 self.ctx.tracker.spawn(async move {
                     let mut failed = false;
-                    for (exec, session, cancel) in admitted {
+                    for step in steps {
+                        let Some((exec, session, cancel)) = step else {
+                            failed = true;
+                            continue;
+                        };
                         if failed {
                             let finish = crate::session::Finish::Error {
                                 code: ErrorCode::Skipped,

@@ -11,26 +11,34 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{Error, Exec, Exit, Message, Output, RequestId, StreamKind};
 
-/// Turns output chunks into `Output` frames on the connection's writer queue.
+/// Room a frame body needs besides `Output.data` (request, stream, seq, length).
+const OUTPUT_OVERHEAD: usize = 32;
+
+/// Turns output chunks into `Output` frames on the connection's writer queue,
+/// split so that no frame exceeds the connection's `max_frame_bytes`.
 pub(super) struct FrameSink {
     request: RequestId,
     seq: u32,
+    max_data: usize,
     out: mpsc::Sender<Outbound>,
 }
 
 impl OutputSink for FrameSink {
     async fn chunk(&mut self, stream: StreamKind, data: &[u8]) -> Result<(), SinkClosed> {
-        let frame = Message::Output(Output {
-            request: self.request,
-            stream,
-            seq: self.seq,
-            data: data.to_vec(),
-        });
-        self.seq = self.seq.wrapping_add(1);
-        self.out
-            .send(Outbound::Frame(frame))
-            .await
-            .map_err(|_| SinkClosed)
+        for piece in data.chunks(self.max_data) {
+            let frame = Message::Output(Output {
+                request: self.request,
+                stream,
+                seq: self.seq,
+                data: piece.to_vec(),
+            });
+            self.seq = self.seq.wrapping_add(1);
+            self.out
+                .send(Outbound::Frame(frame))
+                .await
+                .map_err(|_| SinkClosed)?;
+        }
+        Ok(())
     }
 }
 
@@ -43,9 +51,11 @@ pub(super) async fn run(
     received: Instant,
     cancel: CancellationToken,
 ) -> bool {
+    let max_frame = engine.config().server.max_frame_bytes as usize;
     let mut sink = FrameSink {
         request: exec.request,
         seq: 0,
+        max_data: max_frame.saturating_sub(OUTPUT_OVERHEAD).max(1),
         out: shared.out.clone(),
     };
     let finish = engine.execute(&session, &exec, &mut sink, cancel).await;

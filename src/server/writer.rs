@@ -32,7 +32,8 @@ pub(super) enum Outbound {
 
 pub(super) type Sink = SplitSink<WebSocketStream<TcpStream>, WsMessage>;
 
-/// Runs until every sender is gone, a `Close` was sent, or the socket fails.
+/// Runs until every sender is gone (then sends the close frame, if one was asked
+/// for) or the socket fails.
 pub(super) async fn run(
     mut sink: Sink,
     mut rx: mpsc::Receiver<Outbound>,
@@ -55,10 +56,9 @@ pub(super) async fn run(
                     codec.set_encoding(encoding);
                     codec.set_compression(compression);
                 }
-                Outbound::Close(code, reason) => {
-                    close = Some((code, reason));
-                    break;
-                }
+                // The close frame goes out last: frames queued after it (the final
+                // `Exit`s of requests ending while the connection closes) still go first.
+                Outbound::Close(code, reason) => close = close.or(Some((code, reason))),
             }
             if buf.len() < coalesce_bytes {
                 next = rx.try_recv().ok();
@@ -70,7 +70,7 @@ pub(super) async fn run(
                 break 'outer;
             }
         }
-        if close.is_some() || sink.flush().await.is_err() {
+        if sink.flush().await.is_err() {
             break;
         }
     }

@@ -1,0 +1,111 @@
+//! The plain-HTTP routes on the WebSocket port.
+
+mod common;
+
+use common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_reports_status_and_gauges() {
+    let server = TestServer::start("healthz").await;
+    let mut c = server.client("t1").await;
+    run(&mut c, 0, "true").await;
+
+    let (status, head, body) = http_get(server.addr, "/healthz").await;
+    assert_eq!(status, 200, "{head}\n{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+    assert_eq!(v["status"], "ok");
+    assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+    assert!(v["uptime_s"].as_f64().is_some_and(|u| u >= 0.0), "{v}");
+    assert_eq!(v["connections"].as_u64(), Some(1), "{v}");
+    assert_eq!(v["sessions"].as_u64(), Some(1), "{v}");
+
+    // Query strings are ignored.
+    let (status, _, _) = http_get(server.addr, "/healthz?verbose=1").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_by_origin() {
+    let server = TestServer::start("metrics").await;
+    let mut c = server.client("t1").await;
+    let done = run(&mut c, 0, "echo metered").await;
+    assert_eq!(exit_of(&done).code, Some(0));
+    let done = run(&mut c, 0, "cd .").await;
+    assert_eq!(exit_of(&done).code, Some(0));
+
+    let (status, head, body) = http_get(server.addr, "/metrics").await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        body.contains("voxterm_requests_total{served_from=\"exec\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("voxterm_requests_total{served_from=\"builtin\"} 1"),
+        "{body}"
+    );
+    assert!(
+        body.contains("voxterm_backend_latency_seconds_bucket"),
+        "{body}"
+    );
+    assert!(
+        body.trim_end().ends_with("# EOF"),
+        "OpenMetrics text ends with # EOF"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_paths_methods_and_plain_gets_of_ws() {
+    let server = TestServer::start("http-errors").await;
+    let (status, _, _) = http_get(server.addr, "/nope").await;
+    assert_eq!(status, 404);
+    let (status, _, _) = http_get(server.addr, "/ws").await;
+    assert_eq!(status, 426);
+    let (status, _, _) = http_raw(
+        server.addr,
+        "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 405);
+    let (status, _, _) = http_raw(server.addr, "BLAH\r\n\r\n").await;
+    assert_eq!(status, 400);
+    // An upgrade without the WebSocket version is a bad request.
+    let (status, _, _) = http_raw(
+        server.addr,
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status, 400);
+    // The server still serves WebSockets.
+    let mut c = server.client("t1").await;
+    assert_eq!(run(&mut c, 0, "echo up").await.stdout, b"up\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_that_never_ends_is_dropped_after_the_handshake_timeout() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start_with("slow-head", |c| {
+        c.server.handshake_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut buf))
+        .await
+        .expect("server dropped the connection in time");
+    assert!(
+        n.is_err() || buf.is_empty(),
+        "{:?}",
+        String::from_utf8_lossy(&buf)
+    );
+    assert!(start.elapsed() >= Duration::from_millis(200));
+}
