@@ -1,0 +1,343 @@
+//! The cache against real WebSockets, real processes and a real redis-server.
+
+mod cache_support;
+
+use cache_support::*;
+use std::time::{Duration, Instant};
+use voxterm_protocol::{CacheMode, Exec, Message, Priority, ServedFrom};
+
+fn cached(s: ServedFrom) -> bool {
+    matches!(s, ServedFrom::L1 | ServedFrom::L2 | ServedFrom::L3)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn second_echo_is_served_from_l1_or_l2() {
+    let dir = TempDir::new("echo");
+    let srv = TestServer::start(config(dir.path())).await;
+    let mut c = srv.client("t1").await;
+    let first = run(&mut c, "echo hi").await;
+    assert_eq!(served(&first), ServedFrom::Exec);
+    assert_eq!(out(&first), "hi\n");
+    let second = run(&mut c, "echo hi").await;
+    assert!(
+        matches!(served(&second), ServedFrom::L1 | ServedFrom::L2),
+        "{:?}",
+        second.exit
+    );
+    assert_eq!(out(&second), "hi\n");
+    assert_eq!(second.exit.as_ref().and_then(|e| e.code), Some(0));
+    // Another tenant shares pure results.
+    let mut other = srv.client("t2").await;
+    assert!(cached(served(&run(&mut other, "echo hi").await)));
+    // The figures reach /metrics and Stats.
+    let text = srv.engine.metrics.render_prometheus(srv.engine.sampled());
+    assert!(text.contains("voxterm_cache_hits_total"), "{text}");
+    assert!(text.contains("voxterm_cache_hit_ratio"), "{text}");
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_against_same_redis_serves_from_l3() {
+    let redis = Redis::start();
+    let dir = TempDir::new("l3");
+    let mut cfg = config(dir.path());
+    cfg.cache.redis_url = Some(redis.url.clone());
+    let cmd = format!("echo l3-{}", nonce());
+
+    let srv = TestServer::start(cfg.clone()).await;
+    let mut c = srv.client("t").await;
+    assert_eq!(served(&run(&mut c, &cmd).await), ServedFrom::Exec);
+    // The L3 write is asynchronous: wait for it to land.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.keys("voxterm:v1:e:*").await.is_empty() {
+        assert!(Instant::now() < deadline, "nothing was written to Redis");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    drop(c);
+    srv.shutdown().await;
+
+    let srv = TestServer::start(cfg).await;
+    let mut c = srv.client("t").await;
+    let again = run(&mut c, &cmd).await;
+    assert_eq!(served(&again), ServedFrom::L3);
+    assert_eq!(out(&again), format!("{}\n", &cmd[5..]));
+    // Promoted: the next one comes from L1 or L2.
+    assert!(matches!(
+        served(&run(&mut c, &cmd).await),
+        ServedFrom::L1 | ServedFrom::L2
+    ));
+    // Every key has a TTL.
+    for k in redis.keys("voxterm:v1:*").await {
+        let client = redis::Client::open(redis.url.as_str()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&k)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(ttl > 0, "{k} has no TTL ({ttl})");
+    }
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ls_touch_ls_shows_new_file() {
+    let redis = Redis::start();
+    let dir = TempDir::new("ls");
+    std::fs::write(dir.path().join("old"), "x").unwrap();
+    let mut cfg = config(dir.path());
+    cfg.cache.redis_url = Some(redis.url.clone());
+    let srv = TestServer::start(cfg).await;
+    let mut c = srv.client(&format!("ls-{}", nonce())).await;
+    let first = run(&mut c, "ls").await;
+    assert_eq!(out(&first), "old\n");
+    let second = run(&mut c, "ls").await;
+    assert!(cached(served(&second)), "ls is cached: {:?}", second.exit);
+    assert_eq!(served(&run(&mut c, "touch new").await), ServedFrom::Exec);
+    let third = run(&mut c, "ls").await;
+    assert_eq!(served(&third), ServedFrom::Exec);
+    assert_eq!(out(&third), "new\nold\n");
+    // Redirections mutate too.
+    run(&mut c, "echo x > third").await;
+    assert_eq!(out(&run(&mut c, "ls").await), "new\nold\nthird\n");
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn date_and_unknown_commands_are_never_cached() {
+    let dir = TempDir::new("volatile");
+    let srv = TestServer::start(config(dir.path())).await;
+    let mut c = srv.client("t").await;
+    for cmd in [
+        "date",
+        "sh -c 'echo unknown'",
+        "ls && date",
+        "echo $(date +%N)",
+    ] {
+        for _ in 0..3 {
+            let r = run(&mut c, cmd).await;
+            assert_eq!(served(&r), ServedFrom::Exec, "{cmd}");
+        }
+    }
+    // Failures are not stored either.
+    for _ in 0..2 {
+        let r = run(&mut c, "ls /definitely/not/here").await;
+        assert_eq!(served(&r), ServedFrom::Exec);
+        assert_ne!(r.exit.unwrap().code, Some(0));
+    }
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_b_never_gets_tenant_a_fs_read_result() {
+    let redis = Redis::start();
+    let dir = TempDir::new("tenants");
+    std::fs::write(dir.path().join("f"), "a").unwrap();
+    let mut cfg = config(dir.path());
+    cfg.cache.redis_url = Some(redis.url.clone());
+    let srv = TestServer::start(cfg).await;
+    let n = nonce();
+    let mut a = srv.client(&format!("a-{n}")).await;
+    let mut b = srv.client(&format!("b-{n}")).await;
+    for cmd in ["ls", "cat f", "pwd; whoami"] {
+        assert_eq!(served(&run(&mut a, cmd).await), ServedFrom::Exec, "{cmd}");
+        assert!(cached(served(&run(&mut a, cmd).await)), "{cmd}");
+        assert_eq!(served(&run(&mut b, cmd).await), ServedFrom::Exec, "{cmd}");
+        assert!(cached(served(&run(&mut b, cmd).await)), "{cmd}");
+    }
+    // A's mutation invalidates A's entries, not B's.
+    run(&mut a, "touch g").await;
+    assert_eq!(served(&run(&mut a, "ls").await), ServedFrom::Exec);
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_read_entries_expire_by_ttl() {
+    let redis = Redis::start();
+    let dir = TempDir::new("ttl");
+    let policy = dir.path().join("policy.toml");
+    let text =
+        voxterm::cache::policy::DEFAULT_POLICY.replace("fs-read = \"5s\"", "fs-read = \"400ms\"");
+    assert_ne!(text, voxterm::cache::policy::DEFAULT_POLICY);
+    std::fs::write(&policy, text).unwrap();
+    std::fs::write(dir.path().join("f"), "one").unwrap();
+    let mut cfg = config(dir.path());
+    cfg.cache.policy_file = Some(policy);
+    cfg.cache.redis_url = Some(redis.url.clone());
+    let srv = TestServer::start(cfg).await;
+    let mut c = srv.client(&format!("ttl-{}", nonce())).await;
+    assert_eq!(out(&run(&mut c, "cat f").await), "one");
+    let hit = run(&mut c, "cat f").await;
+    assert!(cached(served(&hit)));
+    // Changed outside the engine: only the TTL can notice.
+    std::fs::write(dir.path().join("f"), "two").unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let after = run(&mut c, "cat f").await;
+    assert_eq!(served(&after), ServedFrom::Exec);
+    assert_eq!(out(&after), "two");
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_then_l3_hits_resume() {
+    let mut redis = Redis::own();
+    let dir = TempDir::new("kill");
+    let mut cfg = config(dir.path());
+    cfg.cache.redis_url = Some(redis.url.clone());
+    cfg.cache.l3_deadline = Duration::from_millis(50);
+    let srv = TestServer::start(cfg.clone()).await;
+    let mut c = srv.client("t").await;
+    let n = nonce();
+    for i in 0..60 {
+        if i == 20 {
+            redis.kill();
+        }
+        let cmd = match i % 3 {
+            0 => format!("echo k-{n}-{i}"),
+            1 => "ls".to_owned(),
+            _ => format!("echo same-{n}"),
+        };
+        let r = run(&mut c, &cmd).await;
+        assert!(r.error.is_none(), "request {i} failed: {:?}", r.error);
+        assert_eq!(r.exit.as_ref().and_then(|e| e.code), Some(0), "request {i}");
+    }
+    redis.restart();
+    // A second instance against the restarted Redis sees what the first stores
+    // once its breaker closes and its connection is back.
+    let other = TestServer::start(cfg).await;
+    let mut o = other.client("t").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut j = 0;
+    loop {
+        let cmd = format!("echo resume-{n}-{j}");
+        j += 1;
+        let r = run(&mut c, &cmd).await;
+        assert!(r.error.is_none());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        if served(&run(&mut o, &cmd).await) == ServedFrom::L3 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "L3 hits never resumed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    other.shutdown().await;
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_concurrent_identical_misses_spawn_one_process() {
+    let dir = TempDir::new("flight");
+    let bin = dir.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let counter = dir.path().join("spawns");
+    let probe = bin.join("probe");
+    std::fs::write(
+        &probe,
+        format!(
+            "#!/bin/sh\necho spawned >> '{}'\necho early\nsleep 0.5\necho late\n",
+            counter.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&probe, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // The policy is configuration: declare `probe` pure for this server.
+    let policy = dir.path().join("policy.toml");
+    let text = format!(
+        "{}\n[[rule]]\nprogram = \"probe\"\nclass = \"pure\"\n",
+        voxterm::cache::policy::DEFAULT_POLICY
+    );
+    std::fs::write(&policy, text).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.cache.policy_file = Some(policy);
+    cfg.session.path = format!("{}:/usr/local/bin:/usr/bin:/bin", bin.display());
+    let srv = TestServer::start(cfg).await;
+
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(srv.client("t").await);
+    }
+    let mut tasks = Vec::new();
+    for (k, mut c) in clients.into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            let mut frames = Vec::new();
+            let mut ids = Vec::new();
+            for _ in 0..25 {
+                let request = c.next_request_id();
+                ids.push(request);
+                frames.push(Message::Exec(Exec {
+                    request,
+                    session: 0,
+                    command: "probe".into(),
+                    priority: Priority::Normal,
+                    timeout_ms: 20_000,
+                    cache: CacheMode::Default,
+                }));
+            }
+            c.send_all(&frames).await.unwrap();
+            let mut outs = std::collections::HashMap::<u32, Vec<u8>>::new();
+            let mut exits = Vec::new();
+            while exits.len() < ids.len() {
+                match c.recv().await.unwrap() {
+                    Message::Output(o) => outs.entry(o.request).or_default().extend(o.data),
+                    Message::Exit(e) => exits.push(e),
+                    Message::Error(e) => panic!("client {k}: error {e:?}"),
+                    _ => {}
+                }
+            }
+            (outs, exits)
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        let (outs, exits) = t.await.unwrap();
+        for e in &exits {
+            assert_eq!(e.code, Some(0));
+            assert_eq!(
+                outs.get(&e.request).map(Vec::as_slice),
+                Some(&b"early\nlate\n"[..]),
+                "every waiter gets the whole output"
+            );
+        }
+        total += exits.len();
+    }
+    assert_eq!(total, 100);
+    let spawns = std::fs::read_to_string(&counter).unwrap();
+    assert_eq!(
+        spawns.lines().count(),
+        1,
+        "one process for 100 identical misses"
+    );
+    srv.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bypass_refresh_and_no_cache() {
+    let dir = TempDir::new("modes");
+    let srv = TestServer::start(config(dir.path())).await;
+    let mut c = srv.client("t").await;
+    let cmd = format!("echo modes-{}", nonce());
+    assert_eq!(
+        served(&run_mode(&mut c, &cmd, CacheMode::Bypass).await),
+        ServedFrom::Exec
+    );
+    // Bypass stored nothing.
+    assert_eq!(served(&run(&mut c, &cmd).await), ServedFrom::Exec);
+    assert!(cached(served(&run(&mut c, &cmd).await)));
+    assert_eq!(
+        served(&run_mode(&mut c, &cmd, CacheMode::Refresh).await),
+        ServedFrom::Exec
+    );
+    assert!(cached(served(&run(&mut c, &cmd).await)));
+    srv.shutdown().await;
+
+    let mut cfg = config(dir.path());
+    cfg.cache.enabled = false;
+    let srv = TestServer::start(cfg).await;
+    assert!(srv.engine.cache.is_none());
+    let mut c = srv.client("t").await;
+    for _ in 0..3 {
+        assert_eq!(served(&run(&mut c, "echo hi").await), ServedFrom::Exec);
+    }
+    srv.shutdown().await;
+}
