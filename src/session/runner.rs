@@ -182,21 +182,18 @@ impl Engine {
             output_cap: self.config.exec.output_cap,
         };
         let tenant = session.tenant();
-        let Some(cache) = &self.cache else {
-            return run_job(
-                &self.pool,
-                &self.kill,
-                tenant,
-                exec.priority,
-                &job,
-                sink,
-                cancel,
-            )
-            .await;
-        };
-        let verdict = cache.classify(command);
-        if cache.invalidates(&verdict) {
-            cache.bump(tenant).await;
+        let verdict = self.cache.as_ref().map(|c| (c, c.classify(command)));
+        let invalidating = matches!(&verdict, Some((c, v)) if c.invalidates(v));
+        let lookup = verdict
+            .filter(|(_, v)| !invalidating && v.cacheable() && exec.cache != CacheMode::Bypass);
+        let Some((cache, verdict)) = lookup else {
+            // Not served from cache. A command that may write bumps the tenant's
+            // generation before it runs and again after, so no fs-read result taken
+            // while it ran can be stored under the new generation.
+            let cache = self.cache.as_ref().filter(|_| invalidating);
+            if let Some(cache) = cache {
+                cache.bump(tenant).await;
+            }
             let finish = run_job(
                 &self.pool,
                 &self.kill,
@@ -207,21 +204,11 @@ impl Engine {
                 cancel,
             )
             .await;
-            cache.bump(tenant).await;
+            if let Some(cache) = cache {
+                cache.bump(tenant).await;
+            }
             return finish;
-        }
-        if !verdict.cacheable() || exec.cache == CacheMode::Bypass {
-            return run_job(
-                &self.pool,
-                &self.kill,
-                tenant,
-                exec.priority,
-                &job,
-                sink,
-                cancel,
-            )
-            .await;
-        }
+        };
 
         self.metrics.cache.cacheable();
         let generation = match verdict.class {
