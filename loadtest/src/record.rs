@@ -1,0 +1,189 @@
+//! Where every answered request lands: HDR histograms (overall, per profile, per
+//! command class, per served_from, and the current one-second interval for the
+//! timeline) and counters. One mutex, held for a few `record` calls per request.
+
+use crate::hist::{self, Hist};
+use crate::profile::CommandClass;
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use voxterm_protocol::ServedFrom;
+
+/// What a finished request was.
+#[derive(Debug, Clone, Copy)]
+pub struct Done {
+    /// Due time → terminal frame, µs.
+    pub latency_us: u64,
+    /// Profile index.
+    pub profile: u8,
+    /// Command class.
+    pub class: CommandClass,
+    /// How it ended.
+    pub end: End,
+    /// Whether it belongs to a capacity step (and which).
+    pub step: Option<u16>,
+}
+
+/// The terminal frame of a request.
+#[derive(Debug, Clone, Copy)]
+pub enum End {
+    /// `Exit` with this code (None: killed by a signal) and origin.
+    Exit(Option<i32>, ServedFrom),
+    /// `Error` with this code.
+    Error(voxterm_protocol::ErrorCode),
+}
+
+/// Everything recorded, behind one lock.
+pub struct Tables {
+    /// All measured requests.
+    pub e2e: Hist,
+    /// By profile index.
+    pub per_profile: Vec<Hist>,
+    /// By class.
+    pub per_class: BTreeMap<CommandClass, Hist>,
+    /// By served_from name.
+    pub per_served: BTreeMap<&'static str, Hist>,
+    /// The current timeline interval.
+    pub interval: Hist,
+    /// Per capacity step.
+    pub steps: Vec<Hist>,
+    /// Errors per capacity step.
+    pub step_errors: Vec<u64>,
+    /// Errors by code name.
+    pub errors_by_code: BTreeMap<String, u64>,
+    /// Requests by served_from name.
+    pub served: BTreeMap<&'static str, u64>,
+}
+
+/// The shared recorder of a run.
+pub struct Recorder {
+    /// Histograms and maps.
+    pub tables: Mutex<Tables>,
+    /// Measured requests sent.
+    pub sent: AtomicU64,
+    /// Measured requests answered.
+    pub completed: AtomicU64,
+    /// Answered with `Error`.
+    pub errors: AtomicU64,
+    /// Could not be sent (connection gone).
+    pub send_failures: AtomicU64,
+    /// `Exit` with a non-zero code (a normal answer, counted for information).
+    pub nonzero_exits: AtomicU64,
+    /// Cacheable-class requests that reached the cache path (not builtins).
+    pub cacheable: AtomicU64,
+    /// … of which served from L1/L2/L3/prefetch.
+    pub cache_hits: AtomicU64,
+    /// Answered within the on-time deadline.
+    pub on_time: AtomicU64,
+    /// On-time deadline, µs.
+    pub on_time_us: u64,
+    /// WebSocket payload bytes sent by users.
+    pub bytes_out: AtomicU64,
+    /// WebSocket payload bytes received by users.
+    pub bytes_in: AtomicU64,
+    /// Users connected now.
+    pub users_connected: AtomicU64,
+    /// Users whose connection failed.
+    pub users_failed: AtomicU64,
+}
+
+impl Recorder {
+    /// An empty recorder for `profiles` profiles.
+    pub fn new(profiles: usize, on_time_us: u64) -> Recorder {
+        Recorder {
+            tables: Mutex::new(Tables {
+                e2e: hist::new_hist(),
+                per_profile: (0..profiles).map(|_| hist::new_hist()).collect(),
+                per_class: BTreeMap::new(),
+                per_served: BTreeMap::new(),
+                interval: hist::new_hist(),
+                steps: Vec::new(),
+                step_errors: Vec::new(),
+                errors_by_code: BTreeMap::new(),
+                served: BTreeMap::new(),
+            }),
+            sent: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            send_failures: AtomicU64::new(0),
+            nonzero_exits: AtomicU64::new(0),
+            cacheable: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            on_time: AtomicU64::new(0),
+            on_time_us,
+            bytes_out: AtomicU64::new(0),
+            bytes_in: AtomicU64::new(0),
+            users_connected: AtomicU64::new(0),
+            users_failed: AtomicU64::new(0),
+        }
+    }
+
+    /// Records one answered request.
+    pub fn record(&self, d: Done) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        if d.latency_us <= self.on_time_us {
+            self.on_time.fetch_add(1, Ordering::Relaxed);
+        }
+        let served = match d.end {
+            End::Exit(code, sf) => {
+                if code != Some(0) {
+                    self.nonzero_exits.fetch_add(1, Ordering::Relaxed);
+                }
+                if d.class.cacheable() && sf != ServedFrom::Builtin {
+                    self.cacheable.fetch_add(1, Ordering::Relaxed);
+                    if matches!(
+                        sf,
+                        ServedFrom::L1 | ServedFrom::L2 | ServedFrom::L3 | ServedFrom::Prefetch
+                    ) {
+                        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                sf.as_str()
+            }
+            End::Error(_) => {
+                self.errors.fetch_add(1, Ordering::Relaxed);
+                "error"
+            }
+        };
+        let mut t = self.tables.lock();
+        hist::record(&mut t.interval, d.latency_us);
+        *t.served.entry(served).or_default() += 1;
+        if let End::Error(code) = d.end {
+            *t.errors_by_code.entry(format!("{code:?}")).or_default() += 1;
+        }
+        if let Some(step) = d.step {
+            // Capacity-search requests are judged per step, not in the latency
+            // figures of the profile load: they push on purpose until p95 breaks.
+            let i = step as usize;
+            if t.steps.len() <= i {
+                t.steps.resize_with(i + 1, hist::new_hist);
+                t.step_errors.resize(i + 1, 0);
+            }
+            hist::record(&mut t.steps[i], d.latency_us);
+            if matches!(d.end, End::Error(_)) {
+                t.step_errors[i] += 1;
+            }
+            return;
+        }
+        hist::record(&mut t.e2e, d.latency_us);
+        if let Some(h) = t.per_profile.get_mut(d.profile as usize) {
+            hist::record(h, d.latency_us);
+        }
+        hist::record(
+            t.per_class.entry(d.class).or_insert_with(hist::new_hist),
+            d.latency_us,
+        );
+        hist::record(
+            t.per_served.entry(served).or_insert_with(hist::new_hist),
+            d.latency_us,
+        );
+    }
+
+    /// Takes the current interval histogram, leaving an empty one.
+    pub fn take_interval(&self) -> Hist {
+        let mut t = self.tables.lock();
+        let mut fresh = hist::new_hist();
+        std::mem::swap(&mut fresh, &mut t.interval);
+        fresh
+    }
+}

@@ -1,0 +1,122 @@
+//! Named scenarios: how many users, how they arrive, how long they stay, and what
+//! else happens (a spike, faults, a capacity search). `--users`, `--duration`,
+//! `--ramp-up` and `--time-scale` scale any of them.
+
+use anyhow::bail;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// The shape of a scenario's load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Shape {
+    /// Users arrive over the ramp-up and stay.
+    Steady,
+    /// A tenth of the users arrive over the ramp-up; a third into the hold the rest
+    /// connect at once.
+    Burst,
+    /// Steady, plus fault injection.
+    Chaos,
+}
+
+/// A scenario, after scaling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scenario {
+    /// Name (`smoke`, `quick`…).
+    pub name: String,
+    /// Simulated users.
+    pub users: usize,
+    /// Time over which users connect.
+    #[serde(with = "humantime_secs")]
+    pub ramp_up: Duration,
+    /// Time all users stay after the ramp-up.
+    #[serde(with = "humantime_secs")]
+    pub duration: Duration,
+    /// Think times are divided by this (10 = ten times the real users' pace).
+    pub time_scale: f64,
+    /// Load shape.
+    pub shape: Shape,
+    /// Whether an open-model capacity search follows the hold (enterprise).
+    pub capacity: bool,
+    /// Capacity search: offered rates tried, commands/s.
+    pub capacity_rates: Vec<f64>,
+    /// Capacity search: time per rate.
+    #[serde(with = "humantime_secs")]
+    pub capacity_step: Duration,
+}
+
+/// Every scenario name with a one-line description.
+pub const NAMES: &[(&str, &str)] = &[
+    ("smoke", "CI-sized: 20 users for 5 s at 30× pace"),
+    (
+        "quick",
+        "the default and the validation run: 200 users for 20 s at 10× pace",
+    ),
+    ("sustained", "1,000 users for 2 minutes at real pace ×4"),
+    ("burst", "100 users, then a sudden spike to 2,000"),
+    ("ramp", "gradual arrival of 2,000 users over 2 minutes"),
+    (
+        "soak",
+        "500 users for 30 minutes; tracks server memory growth",
+    ),
+    (
+        "chaos",
+        "300 users plus disconnects, malformed frames, slow readers, reconnect storms",
+    ),
+    (
+        "enterprise",
+        "10,000 users held, then an open-model capacity search",
+    ),
+];
+
+impl Scenario {
+    /// The named scenario with its defaults.
+    pub fn named(name: &str) -> anyhow::Result<Scenario> {
+        let s = |users, ramp: u64, dur: u64, ts: f64, shape| Scenario {
+            name: name.to_owned(),
+            users,
+            ramp_up: Duration::from_secs(ramp),
+            duration: Duration::from_secs(dur),
+            time_scale: ts,
+            shape,
+            capacity: false,
+            capacity_rates: Vec::new(),
+            capacity_step: Duration::from_secs(8),
+        };
+        Ok(match name {
+            "smoke" => s(20, 1, 5, 30.0, Shape::Steady),
+            "quick" | "validate" => s(200, 3, 20, 10.0, Shape::Steady),
+            "sustained" => s(1000, 20, 120, 4.0, Shape::Steady),
+            "burst" => s(2000, 5, 60, 4.0, Shape::Burst),
+            "ramp" => s(2000, 120, 30, 4.0, Shape::Steady),
+            "soak" => s(500, 20, 1800, 4.0, Shape::Steady),
+            "chaos" => s(300, 5, 60, 10.0, Shape::Chaos),
+            "enterprise" => Scenario {
+                capacity: true,
+                capacity_rates: vec![
+                    250.0, 500.0, 1000.0, 1500.0, 2000.0, 3000.0, 4000.0, 6000.0, 8000.0, 10_000.0,
+                    12_500.0, 15_000.0, 20_000.0,
+                ],
+                ..s(10_000, 60, 60, 1.0, Shape::Steady)
+            },
+            other => bail!(
+                "unknown scenario `{other}` (known: {})",
+                NAMES.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ")
+            ),
+        })
+    }
+}
+
+mod humantime_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Ok(Duration::from_secs_f64(secs.max(0.0)))
+    }
+}
