@@ -112,7 +112,7 @@ pub struct ServerSample {
     pub t_s: f64,
     /// RSS, bytes.
     pub rss_bytes: u64,
-    /// CPU, µs.
+    /// CPU of the server and the commands it ran, µs.
     pub cpu_us: u64,
     /// Connections.
     pub connections: u64,

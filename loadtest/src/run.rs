@@ -74,11 +74,22 @@ impl Monitor {
     }
 }
 
+/// CPU the server spent, µs: its own plus that of the commands it ran (reported by
+/// the server as the `cpu_children_us` counter), which is most of an exec-heavy load.
+fn server_cpu_us(s: &voxterm_protocol::Stats) -> u64 {
+    let children = s
+        .counters
+        .iter()
+        .find(|c| c.name == "cpu_children_us")
+        .map_or(0, |c| c.value);
+    s.cpu_us + children
+}
+
 fn sample(s: &voxterm_protocol::Stats, t0: Instant) -> ServerSample {
     ServerSample {
         t_s: t0.elapsed().as_secs_f64(),
         rss_bytes: s.rss_bytes,
-        cpu_us: s.cpu_us,
+        cpu_us: server_cpu_us(s),
         connections: s.connections,
         sessions: s.sessions,
         requests: s.requests,
@@ -525,7 +536,7 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
     let (hold_s, server_cpu_hold_s) = match (&s_hold_start, &s_hold_end) {
         (Some(a), Some(b)) if b.uptime_ms > a.uptime_ms => (
             (b.uptime_ms - a.uptime_ms) as f64 / 1000.0,
-            Some(b.cpu_us.saturating_sub(a.cpu_us) as f64 / 1e6),
+            Some(server_cpu_us(b).saturating_sub(server_cpu_us(a)) as f64 / 1e6),
         ),
         _ => (0.0, None),
     };

@@ -41,7 +41,7 @@ impl Preset {
                 max_in_flight: 256,
                 max_sessions: 64,
                 write_queue: 64,
-                coalesce_bytes: 64 << 10,
+                coalesce_bytes: 16 << 10,
                 ws_read_buffer: 4 << 10,
                 ws_write_buffer: 8 << 10,
                 compress_threshold: 1024,

@@ -9,7 +9,7 @@ mod cache;
 mod process;
 
 pub use cache::{CacheMetrics, L3Failure, Tier};
-pub use process::{cpu_time, resident_bytes};
+pub use process::{children_cpu_time, cpu_time, resident_bytes};
 
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram as Hdr;
@@ -294,6 +294,10 @@ impl Metrics {
             })
             .collect();
         counters.extend(self.cache.counters());
+        counters.push(StatCounter {
+            name: "cpu_children_us".into(),
+            value: children_cpu_time().as_micros() as u64,
+        });
         Stats {
             nonce,
             uptime_ms: self.uptime().as_millis() as u64,

@@ -22,8 +22,17 @@ pub fn resident_bytes() -> u64 {
 
 /// User plus system CPU time consumed by this process so far.
 pub fn cpu_time() -> Duration {
-    use nix::sys::resource::{getrusage, UsageWho};
-    let Ok(u) = getrusage(UsageWho::RUSAGE_SELF) else {
+    usage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+}
+
+/// User plus system CPU time of the commands this process ran and reaped: most of
+/// the work of an exec-heavy load, invisible in [`cpu_time`].
+pub fn children_cpu_time() -> Duration {
+    usage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+}
+
+fn usage(who: nix::sys::resource::UsageWho) -> Duration {
+    let Ok(u) = nix::sys::resource::getrusage(who) else {
         return Duration::ZERO;
     };
     let tv = |t: nix::sys::time::TimeVal| {

@@ -15,7 +15,7 @@ use voxterm_protocol::{Error, Exec, Exit, Message, Output, RequestId, StreamKind
 const OUTPUT_OVERHEAD: usize = 32;
 
 /// Turns output chunks into `Output` frames on the connection's writer queue,
-/// split so that no frame exceeds the connection's `max_frame_bytes`.
+/// split so that no frame exceeds `max_frame_bytes` nor the writer's message size.
 pub(super) struct FrameSink {
     request: RequestId,
     seq: u32,
@@ -51,7 +51,8 @@ pub(super) async fn run(
     received: Instant,
     cancel: CancellationToken,
 ) -> bool {
-    let max_frame = engine.config().server.max_frame_bytes as usize;
+    let server = &engine.config().server;
+    let max_frame = (server.max_frame_bytes as usize).min(server.coalesce_bytes.max(1024));
     let mut sink = FrameSink {
         request: exec.request,
         seq: 0,
