@@ -215,6 +215,16 @@ struct ServeArgs {
     args: Vec<String>,
 }
 
+/// Logs to stderr, `warn` unless `RUST_LOG` says otherwise (the report owns stdout).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Raises the soft open-files limit to the hard limit: every user is a socket.
 pub fn raise_nofile() {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -235,12 +245,7 @@ fn main() -> ExitCode {
         };
     }
     raise_nofile();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::init_tracing();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -94,12 +94,7 @@ pub fn config_from_args(listen: SocketAddr, args: &[String]) -> anyhow::Result<C
 /// address on stdout first so the parent knows the port.
 pub fn run_child(listen: SocketAddr, args: &[String]) -> anyhow::Result<()> {
     crate::raise_nofile();
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::init_tracing();
     let config = config_from_args(listen, args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
