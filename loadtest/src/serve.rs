@@ -26,6 +26,8 @@ pub const SUPPORTED_FLAGS: &[(&str, &str)] = &[
         "--no-coalesce",
         "one WebSocket message per frame (writer coalescing off)",
     ),
+    ("--no-cache", "every cache tier off (the baseline)"),
+    ("--redis-url URL", "turn the L3 cache tier (Redis) on"),
 ];
 
 /// Whether `flag` (e.g. `--no-cache`) is one `__serve` supports.
@@ -41,6 +43,8 @@ pub fn config_from_args(listen: SocketAddr, args: &[String]) -> anyhow::Result<C
     let mut file: Option<PathBuf> = None;
     let mut workers = None;
     let mut no_coalesce = false;
+    let mut no_cache = false;
+    let mut redis_url = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -68,6 +72,8 @@ pub fn config_from_args(listen: SocketAddr, args: &[String]) -> anyhow::Result<C
             "--workers" => workers = Some(value()?.parse().context("--workers needs a number")?),
             "--config" => file = Some(PathBuf::from(value()?)),
             "--no-coalesce" => no_coalesce = true,
+            "--no-cache" => no_cache = true,
+            "--redis-url" => redis_url = Some(value()?),
             other => bail!(
                 "server flag {other} is not supported by this server build (supported: {})",
                 SUPPORTED_FLAGS
@@ -85,6 +91,12 @@ pub fn config_from_args(listen: SocketAddr, args: &[String]) -> anyhow::Result<C
     }
     if no_coalesce {
         config.server.coalesce_bytes = 0;
+    }
+    if no_cache {
+        config.cache.enabled = false;
+    }
+    if redis_url.is_some() {
+        config.cache.redis_url = redis_url;
     }
     config.validate()?;
     Ok(config)

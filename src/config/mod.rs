@@ -45,10 +45,10 @@ pub struct ServerConfig {
     pub max_sessions: u32,
     /// Frames queued for one connection's writer before its producers wait.
     pub write_queue: usize,
-    /// Largest WebSocket message the writer builds when coalescing frames; `Output`
-    /// data is also split to fit it. tungstenite serializes a whole message into a
-    /// per-connection buffer that never shrinks, so this bounds every connection's
-    /// write-buffer high-water mark (64 KiB here measured ~110 KB per session under load).
+    /// Largest WebSocket message the writer builds when coalescing frames (0: one
+    /// frame per message). tungstenite serializes a whole message into a
+    /// per-connection buffer that keeps its largest size, so this bounds every
+    /// connection's write-buffer high-water mark.
     pub coalesce_bytes: usize,
     /// tungstenite's read buffer per connection (its default of 128 KiB is ~1 GB at 10k connections).
     pub ws_read_buffer: usize,

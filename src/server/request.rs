@@ -14,8 +14,13 @@ use voxterm_protocol::{Error, Exec, Exit, Message, Output, RequestId, StreamKind
 /// Room a frame body needs besides `Output.data` (request, stream, seq, length).
 const OUTPUT_OVERHEAD: usize = 32;
 
+/// Largest `Output.data` per frame. tungstenite serializes each message whole into
+/// a per-connection buffer that keeps its largest size, so this (with the writer's
+/// `coalesce_bytes`) bounds every connection's memory high-water mark.
+const MAX_OUTPUT_DATA: usize = 16 * 1024;
+
 /// Turns output chunks into `Output` frames on the connection's writer queue,
-/// split so that no frame exceeds `max_frame_bytes` nor the writer's message size.
+/// split so that no frame exceeds `max_frame_bytes` nor [`MAX_OUTPUT_DATA`].
 pub(super) struct FrameSink {
     request: RequestId,
     seq: u32,
@@ -51,12 +56,13 @@ pub(super) async fn run(
     received: Instant,
     cancel: CancellationToken,
 ) -> bool {
-    let server = &engine.config().server;
-    let max_frame = (server.max_frame_bytes as usize).min(server.coalesce_bytes.max(1024));
+    let max_frame = engine.config().server.max_frame_bytes as usize;
     let mut sink = FrameSink {
         request: exec.request,
         seq: 0,
-        max_data: max_frame.saturating_sub(OUTPUT_OVERHEAD).max(1),
+        max_data: max_frame
+            .saturating_sub(OUTPUT_OVERHEAD)
+            .clamp(1, MAX_OUTPUT_DATA),
         out: shared.out.clone(),
     };
     let finish = engine.execute(&session, &exec, &mut sink, cancel).await;
