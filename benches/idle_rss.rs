@@ -3,7 +3,9 @@
 //! each complete Hello/Welcome and run one builtin (so each holds a session), reads
 //! the RSS again, and prints the difference per connection.
 //!
-//! `cargo bench --bench idle_rss` (N = 1000; set VOXTERM_IDLE_CONNECTIONS to change).
+//! `cargo bench --bench idle_rss` (N = 1000; set VOXTERM_IDLE_CONNECTIONS to change,
+//! and VOXTERM_IDLE_COMMAND to run something other than `pwd` on each connection
+//! first, e.g. a command with a large output to see what activity leaves behind).
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -41,6 +43,7 @@ fn main() {
         .expect("start voxterm");
     let pid = server.id();
     let url = format!("ws://127.0.0.1:{port}/ws");
+    let command = std::env::var("VOXTERM_IDLE_COMMAND").unwrap_or_else(|_| "pwd".into());
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         // Wait until it answers, and warm it up with one connection.
@@ -60,14 +63,14 @@ fn main() {
                 ..ClientOptions::default()
             };
             let mut c = Client::connect(&url, opts).await.expect("connect");
-            c.run(0, "pwd", 0).await.expect("pwd");
+            c.run(0, &command, 0).await.expect("command");
             clients.push(c);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let after = rss_kib(pid);
         let per = (after.saturating_sub(before) as f64) / n as f64;
         eprintln!(
-            "idle connections: {n}, server RSS before {before} KiB, after {after} KiB, {per:.1} KiB per connection (with its session)"
+            "idle connections: {n} (each ran `{command}`), server RSS before {before} KiB, after {after} KiB, {per:.1} KiB per connection (with its session)"
         );
         drop(clients);
     });
