@@ -1,6 +1,7 @@
 //! End to end over a real WebSocket on loopback: one request's round trip through an
-//! in-process server, for a builtin (no spawn) and an uncached `echo hi` (spawn),
-//! next to a bare `Command::output()` of the same program in the same run.
+//! in-process server, for a builtin (no spawn), `echo hi` from the cache, and
+//! `echo hi` uncached (`CacheMode::Bypass`: a spawn), next to a bare
+//! `Command::output()` of the same program in the same run.
 //! After the criterion groups, the server's own backend latency percentiles for
 //! the uncached `echo hi` are printed from its `Stats` HDR histogram.
 
@@ -11,7 +12,19 @@ use tokio::runtime::Runtime;
 use voxterm::client::{Client, ClientOptions};
 use voxterm::config::Preset;
 use voxterm::server::Server;
-use voxterm_protocol::{Message, StatsRequest};
+use voxterm_protocol::{CacheMode, Exec, Message, Priority, StatsRequest};
+
+/// `echo hi` that must run: the cache is bypassed.
+fn uncached_echo(client: &mut Client) -> Exec {
+    Exec {
+        request: client.next_request_id(),
+        session: 0,
+        command: "echo hi".into(),
+        priority: Priority::Normal,
+        timeout_ms: 0,
+        cache: CacheMode::Bypass,
+    }
+}
 
 fn start(rt: &Runtime) -> String {
     rt.block_on(async {
@@ -40,8 +53,14 @@ fn e2e(c: &mut Criterion) {
     g.bench_function("builtin_pwd", |b| {
         b.iter(|| rt.block_on(client.run(0, "pwd", 0)).expect("run"))
     });
-    g.bench_function("exec_echo_hi", |b| {
+    g.bench_function("cached_echo_hi", |b| {
         b.iter(|| rt.block_on(client.run(0, "echo hi", 0)).expect("run"))
+    });
+    g.bench_function("exec_echo_hi", |b| {
+        b.iter(|| {
+            let exec = uncached_echo(&mut client);
+            rt.block_on(client.run_exec(exec)).expect("run")
+        })
     });
     g.bench_function("bare_command_output_echo_hi", |b| {
         b.iter(|| {
@@ -60,7 +79,8 @@ fn e2e(c: &mut Criterion) {
             .await
             .expect("connect");
         for _ in 0..2000 {
-            client.run(0, "echo hi", 0).await.expect("run");
+            let exec = uncached_echo(&mut client);
+            client.run_exec(exec).await.expect("run");
         }
         client
             .send(&Message::StatsRequest(StatsRequest { nonce: 1 }))

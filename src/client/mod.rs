@@ -44,7 +44,8 @@ pub struct ClientOptions {
     pub name: String,
     /// Tenant to act as (servers without tokens).
     pub tenant: Option<String>,
-    /// Authentication token.
+    /// Authentication token, sent as `Authorization: Bearer` in the upgrade
+    /// request and as `Hello.token`.
     pub token: Option<String>,
     /// Preferred body encoding.
     pub encoding: Encoding,
@@ -132,7 +133,18 @@ impl Client {
             .read_buffer_size(16 << 10)
             .max_message_size(Some(64 << 20))
             .max_frame_size(Some(64 << 20));
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, Some(config), true).await?;
+        // The token goes in the upgrade request too, so a wrong one is refused with
+        // 401 before the WebSocket exists (it is also sent in Hello, below).
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut request = url.into_client_request()?;
+        if let Some(token) = &opts.token {
+            let value = format!("Bearer {token}").parse().map_err(|_| {
+                ClientError::Protocol("the token cannot go in an HTTP header".into())
+            })?;
+            request.headers_mut().insert("authorization", value);
+        }
+        let (ws, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
         let mut wire = Wire {
             ws,
             codec: Codec::new(CodecSettings {
@@ -235,7 +247,22 @@ impl Client {
         command: &str,
         timeout_ms: u32,
     ) -> Result<Completed, ClientError> {
-        let request = self.exec(session, command, timeout_ms).await?;
+        let request = self.next_request_id();
+        self.run_exec(Exec {
+            request,
+            session,
+            command: command.to_owned(),
+            priority: Priority::Normal,
+            timeout_ms,
+            cache: CacheMode::Default,
+        })
+        .await
+    }
+
+    /// Like [`Client::run`], for a fully specified `Exec` (priority, cache mode).
+    pub async fn run_exec(&mut self, exec: Exec) -> Result<Completed, ClientError> {
+        let request = exec.request;
+        self.send(&Message::Exec(exec)).await?;
         let mut done = Completed::default();
         loop {
             match self.recv().await? {
