@@ -12,5 +12,6 @@ pub mod config;
 pub mod exec;
 pub mod metrics;
 pub mod scorecard;
+pub mod security;
 pub mod server;
 pub mod session;

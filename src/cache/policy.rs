@@ -220,18 +220,18 @@ impl Policy {
 
     /// Classifies a command line. Never panics, whatever the input.
     pub fn classify(&self, line: &str) -> Verdict {
-        let mut walk = Walk {
+        let mut c = Classify {
             policy: self,
             class: Class::Pure,
             ttl: None,
         };
         // The parser is third-party code fed with untrusted input: a panic in it
         // must cost a cache hit, not a request.
-        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            walk.line(line, 0);
-            (walk.class, walk.ttl)
-        }));
-        let (class, ttl) = parsed.unwrap_or((Class::Unknown, None));
+        let (class, ttl) = if walk(line, &mut c) {
+            (c.class, c.ttl)
+        } else {
+            (Class::Unknown, None)
+        };
         let ttl = match class {
             Class::Unknown | Class::Mutating => Duration::ZERO,
             _ => ttl.unwrap_or(self.ttl.pure),
@@ -275,12 +275,76 @@ impl Policy {
     }
 }
 
+/// What a walk of a command line reports, part by part. The classifier is one
+/// visitor; the command policy (`crate::security`) is another.
+pub trait Visitor {
+    /// One simple command: its program word and argument words as written
+    /// (quotes and expansions included). Assignment-only commands are not reported.
+    fn simple(&mut self, program: &str, args: &[&str]);
+    /// A cacheability fact about a part of the line (a glob, a redirection, a
+    /// volatile variable, a background job...).
+    fn class(&mut self, _class: Class) {}
+    /// Part of the line could not be analysed (a parse error, nesting deeper than
+    /// the walk follows, a NUL, `[[ ]]`, arithmetic): commands may hide there.
+    fn opaque(&mut self);
+    /// Whether function bodies are walked (the classifier stops at the definition).
+    fn function_bodies(&self) -> bool {
+        false
+    }
+}
+
+/// Walks every simple command of `line`, in pipelines, lists, subshells, groups,
+/// loops, conditionals, redirections and command substitutions (to a bounded
+/// depth), reporting to `visitor`. Returns false when the parser panicked (the
+/// visitor then saw only part of the line).
+pub fn walk<V: Visitor>(line: &str, visitor: &mut V) -> bool {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Walk { v: visitor }.line(line, 0)
+    }))
+    .is_ok()
+}
+
 /// One classification in progress: the running max class and min TTL.
-struct Walk<'a> {
+struct Classify<'a> {
     policy: &'a Policy,
     class: Class,
     /// Shortest TTL of the parts seen so far (None: no part yet).
     ttl: Option<Duration>,
+}
+
+impl Classify<'_> {
+    /// A part of the line has this class and the class's TTL.
+    fn join(&mut self, class: Class) {
+        self.join_ttl(class, self.policy.class_ttl(class));
+    }
+
+    fn join_ttl(&mut self, class: Class, ttl: Duration) {
+        self.class = self.class.max(class);
+        self.ttl = Some(self.ttl.map_or(ttl, |old| old.min(ttl)));
+    }
+}
+
+impl Visitor for Classify<'_> {
+    fn simple(&mut self, program: &str, args: &[&str]) {
+        let Some(name) = program_name(program) else {
+            return self.join(Class::Unknown);
+        };
+        let (class, ttl) = self.policy.lookup(name, args);
+        self.join_ttl(class, ttl.unwrap_or_else(|| self.policy.class_ttl(class)));
+    }
+
+    fn class(&mut self, class: Class) {
+        self.join(class);
+    }
+
+    fn opaque(&mut self) {
+        self.join(Class::Unknown);
+    }
+}
+
+/// The traversal itself, shared by every visitor.
+struct Walk<'v, V> {
+    v: &'v mut V,
 }
 
 fn parser_options() -> brush_parser::ParserOptions {
@@ -313,20 +377,14 @@ const VOLATILE_VARS: &[&str] = &[
     "$LINENO",
 ];
 
-impl Walk<'_> {
-    /// A part of the line has this class and the class's TTL.
+impl<V: Visitor> Walk<'_, V> {
     fn join(&mut self, class: Class) {
-        self.join_ttl(class, self.policy.class_ttl(class));
-    }
-
-    fn join_ttl(&mut self, class: Class, ttl: Duration) {
-        self.class = self.class.max(class);
-        self.ttl = Some(self.ttl.map_or(ttl, |old| old.min(ttl)));
+        self.v.class(class);
     }
 
     fn line(&mut self, line: &str, depth: u32) {
         if depth > MAX_DEPTH || line.contains('\0') {
-            return self.join(Class::Unknown);
+            return self.v.opaque();
         }
         let mut parser = brush_parser::Parser::new(
             std::io::Cursor::new(line.as_bytes()),
@@ -339,7 +397,7 @@ impl Walk<'_> {
                     self.list(cc, depth);
                 }
             }
-            Err(_) => self.join(Class::Unknown),
+            Err(_) => self.v.opaque(),
         }
     }
 
@@ -378,7 +436,16 @@ impl Walk<'_> {
                     }
                 }
             }
-            ast::Command::Function(_) | ast::Command::ExtendedTest(_) => self.join(Class::Unknown),
+            ast::Command::Function(f) => {
+                self.join(Class::Unknown);
+                if self.v.function_bodies() {
+                    self.compound(&f.body.0, depth);
+                    for io in f.body.1.iter().flat_map(|r| r.0.iter()) {
+                        self.redirect(io, depth);
+                    }
+                }
+            }
+            ast::Command::ExtendedTest(_) => self.v.opaque(),
         }
     }
 
@@ -418,7 +485,7 @@ impl Walk<'_> {
                 self.list(&w.1 .0, depth);
             }
             ast::CompoundCommand::Arithmetic(_) | ast::CompoundCommand::ArithmeticForClause(_) => {
-                self.join(Class::Unknown)
+                self.v.opaque()
             }
         }
     }
@@ -448,11 +515,7 @@ impl Walk<'_> {
             return;
         };
         self.word(program, depth);
-        let Some(name) = program_name(&program.value) else {
-            return self.join(Class::Unknown);
-        };
-        let (class, ttl) = self.policy.lookup(name, &args);
-        self.join_ttl(class, ttl.unwrap_or_else(|| self.policy.class_ttl(class)));
+        self.v.simple(&program.value, &args);
     }
 
     fn redirect(&mut self, io: &ast::IoRedirect, depth: u32) {
@@ -504,7 +567,7 @@ impl Walk<'_> {
         }
         match brush_parser::word::parse(text, &parser_options()) {
             Ok(pieces) => self.pieces(&pieces, depth),
-            Err(_) => self.join(Class::Unknown),
+            Err(_) => self.v.opaque(),
         }
     }
 
@@ -518,9 +581,7 @@ impl Walk<'_> {
                 | WordPiece::GettextDoubleQuotedSequence(inner) => self.pieces(inner, depth),
                 WordPiece::CommandSubstitution(cmd)
                 | WordPiece::BackquotedCommandSubstitution(cmd) => self.line(cmd, depth + 1),
-                WordPiece::ArithmeticExpression(e) if e.value.contains("$(") => {
-                    self.join(Class::Unknown)
-                }
+                WordPiece::ArithmeticExpression(e) if e.value.contains("$(") => self.v.opaque(),
                 _ => {}
             }
         }

@@ -35,6 +35,15 @@ pub struct ServeArgs {
     /// Turn every cache tier off (the baseline for comparisons).
     #[arg(long)]
     no_cache: bool,
+    /// TOML file with a `[tokens]` table mapping each token to its tenant; clients
+    /// must then present a token (Authorization: Bearer, a `bearer.<token>`
+    /// subprotocol, or Hello.token) and act as its tenant.
+    #[arg(long, env = "VOXTERM_TOKENS")]
+    tokens: Option<PathBuf>,
+    /// Allow listening beyond loopback without --tokens. Anyone who can reach the
+    /// port can then run commands as any tenant: trusted networks only.
+    #[arg(long)]
+    insecure_no_auth: bool,
 }
 
 /// Loads the configuration, starts the runtime and serves until SIGINT/SIGTERM.
@@ -59,6 +68,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
     if args.no_cache {
         config.cache.enabled = false;
     }
+    if let Some(tokens) = args.tokens {
+        config.auth.tokens_file = Some(tokens);
+    }
+    if args.insecure_no_auth {
+        config.auth.insecure_no_auth = true;
+    }
     if let Err(e) = config.validate() {
         eprintln!("voxterm: {e}");
         return ExitCode::from(2);
@@ -82,6 +97,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
             }
         };
         let addr = server.local_addr().unwrap_or(config.server.listen);
+        if config.auth.tokens_file.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "listening beyond loopback WITHOUT authentication (--insecure-no-auth)");
+        }
         tracing::info!(
             %addr,
             preset = ?args.preset,

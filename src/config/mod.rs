@@ -25,6 +25,80 @@ pub struct Config {
     pub exec: ExecConfig,
     /// The result cache tiers.
     pub cache: CacheConfig,
+    /// Authentication: tokens mapped to tenants.
+    #[serde(default)]
+    pub auth: AuthConfig,
+    /// Command allow and deny lists.
+    #[serde(default)]
+    pub policy: PolicyConfig,
+    /// Per-tenant rate limits and quotas.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Authentication (DESIGN §6). Without a tokens file the tenant is whatever the
+/// client names in `Hello`, which is only acceptable on loopback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// TOML file with a `[tokens]` table mapping each token to its tenant
+    /// (`voxterm serve --tokens FILE`). Read once at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens_file: Option<PathBuf>,
+    /// Allow a non-loopback `listen` without tokens (`--insecure-no-auth`).
+    #[serde(default)]
+    pub insecure_no_auth: bool,
+    /// With tokens configured, whether an upgrade request that carries no token in
+    /// its headers is let through to authenticate with `Hello.token` (browsers that
+    /// cannot set headers). When false it gets 401 like a wrong token.
+    #[serde(default = "yes")]
+    pub hello_token: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            tokens_file: None,
+            insecure_no_auth: false,
+            hello_token: true,
+        }
+    }
+}
+
+/// Command policy, checked on every simple command of a line (pipelines, lists,
+/// subshells, substitutions, function bodies, `sh -c` strings) before anything runs.
+/// Entries are a program (`rm`) or a program and subcommand (`git push`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Refused wherever they appear. Matched on the program's base name, so
+    /// `/bin/rm` and `./rm` are `rm` too.
+    #[serde(default)]
+    pub deny: Vec<String>,
+    /// When not empty, only these may run (and a program word that is computed,
+    /// like `$CMD`, or a path outside /bin, /usr/bin, /usr/local/bin never may).
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// Per-tenant limits; 0 means unlimited.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Token-bucket refill rate of `Exec`s per second, per tenant (0: off).
+    #[serde(default)]
+    pub commands_per_second: f64,
+    /// Bucket size: commands a tenant may send at once after being idle
+    /// (0: the same as `commands_per_second`, at least 1).
+    #[serde(default)]
+    pub burst: u32,
+    /// Live sessions one tenant may have (0: unlimited).
+    #[serde(default)]
+    pub max_sessions_per_tenant: u32,
 }
 
 /// Network, protocol and connection limits.
@@ -62,6 +136,11 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight commands may run before they are killed.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// `Origin`s (e.g. `https://app.example.com`) allowed to open `/ws`. Requests
+    /// without an `Origin` header (non-browser clients) are always let through;
+    /// a request with one is refused with 403 unless it is listed here.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
 }
 
 /// Session lifetime and environment.
@@ -73,6 +152,10 @@ pub struct SessionConfig {
     pub idle_ttl: Duration,
     /// Working directory of a new session; empty means the server's HOME.
     pub root: PathBuf,
+    /// Per-tenant working roots, e.g. `/srv/voxterm/{tenant}`: a tenant's sessions
+    /// start there (created on first use) and `cd` cannot leave it. Empty: off.
+    #[serde(default)]
+    pub tenant_roots: String,
     /// Commands remembered per session (bounded to keep sessions small).
     pub history: usize,
     /// Variables copied from the server's environment into every child; all others are scrubbed.
@@ -207,6 +290,20 @@ impl Config {
         if let Some(url) = self.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
             crate::cache::check_url(url).map_err(|e| ConfigError::Invalid(format!("cache.{e}")))?;
         }
+        if !(self.limits.commands_per_second >= 0.0 && self.limits.commands_per_second.is_finite())
+        {
+            return invalid("limits.commands_per_second must be a finite number >= 0");
+        }
+        if !self.session.tenant_roots.is_empty() && !self.session.tenant_roots.contains("{tenant}")
+        {
+            return invalid("session.tenant_roots must contain {tenant}");
+        }
+        crate::security::CommandPolicy::new(&self.policy)
+            .map_err(|e| ConfigError::Invalid(format!("policy: {e}")))?;
+        if let Some(p) = &self.auth.tokens_file {
+            crate::security::Tokens::load(p).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        crate::security::check_bind(self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(p) = &self.cache.policy_file {
             crate::cache::Policy::load(p).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
@@ -274,6 +371,47 @@ mod tests {
         assert!(Config::load(Preset::Production, Some(&file)).is_err());
         std::fs::write(&file, "[cache]\nl1_bites = 3\n").unwrap();
         assert!(Config::load(Preset::Production, Some(&file)).is_err());
+    }
+
+    #[test]
+    fn security_sections_layer_and_check() {
+        let dir = std::env::temp_dir().join(format!("voxterm-cfg4-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[server]\nallowed_origins = [\"https://a.example\"]\n\
+             [session]\ntenant_roots = \"/srv/{tenant}\"\n\
+             [policy]\ndeny = [\"rm\", \"git push\"]\n\
+             [limits]\ncommands_per_second = 10\nburst = 20\nmax_sessions_per_tenant = 8\n",
+        )
+        .unwrap();
+        let c = Config::load(Preset::Production, Some(&file)).unwrap();
+        assert_eq!(c.server.allowed_origins, ["https://a.example"]);
+        assert_eq!(c.policy.deny, ["rm", "git push"]);
+        assert_eq!(c.limits.commands_per_second, 10.0);
+        assert_eq!((c.limits.burst, c.limits.max_sessions_per_tenant), (20, 8));
+        assert!(c.auth.hello_token && c.auth.tokens_file.is_none());
+        for bad in [
+            "[policy]\ndeny = [\"/bin/rm\"]\n",
+            "[session]\ntenant_roots = \"/srv/all\"\n",
+            "[limits]\ncommands_per_second = -1\n",
+            "[auth]\ntokens_file = \"/nonexistent/tokens.toml\"\n",
+            "[server]\nlisten = \"0.0.0.0:7878\"\n",
+            "[limitz]\nburst = 1\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            assert!(
+                Config::load(Preset::Production, Some(&file)).is_err(),
+                "{bad}"
+            );
+        }
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"0.0.0.0:7878\"\n[auth]\ninsecure_no_auth = true\n",
+        )
+        .unwrap();
+        assert!(Config::load(Preset::Production, Some(&file)).is_ok());
     }
 
     #[test]

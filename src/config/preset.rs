@@ -1,6 +1,9 @@
 //! Built-in presets: complete configurations a TOML file and flags refine.
 
-use super::{CacheConfig, Config, ExecConfig, ServerConfig, SessionConfig};
+use super::{
+    AuthConfig, CacheConfig, Config, ExecConfig, LimitsConfig, PolicyConfig, ServerConfig,
+    SessionConfig,
+};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -47,10 +50,12 @@ impl Preset {
                 compress_threshold: 1024,
                 handshake_timeout: Duration::from_secs(10),
                 drain_timeout: Duration::from_secs(10),
+                allowed_origins: Vec::new(),
             },
             session: SessionConfig {
                 idle_ttl: Duration::from_secs(600),
                 root: PathBuf::new(),
+                tenant_roots: String::new(),
                 history: 64,
                 env_passthrough: ["HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ"]
                     .map(String::from)
@@ -81,6 +86,15 @@ impl Preset {
                 unknown_invalidates: true,
                 policy_file: None,
             },
+            auth: AuthConfig {
+                tokens_file: None,
+                insecure_no_auth: false,
+                hello_token: true,
+            },
+            policy: PolicyConfig::default(),
+            // Off in every preset: without tokens the tenant is client-chosen, so
+            // per-tenant limits only mean something with `--tokens` (see README).
+            limits: LimitsConfig::default(),
         }
     }
 }

@@ -30,6 +30,39 @@ struct ServedLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabel {
+    kind: &'static str,
+}
+
+/// Why the security layer refused something (the `kind` label of `voxterm_refusals_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// HTTP 401 or `Error{Unauthorized}` after `Hello`.
+    Unauthorized,
+    /// HTTP 403: an `Origin` not in the allowlist.
+    Origin,
+    /// A command refused by the allow/deny lists.
+    Policy,
+    /// A command over the tenant's rate.
+    RateLimited,
+    /// A session over the tenant's quota.
+    Quota,
+}
+
+impl Refusal {
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::Unauthorized => "unauthorized",
+            Refusal::Origin => "origin",
+            Refusal::Policy => "policy_denied",
+            Refusal::RateLimited => "rate_limited",
+            Refusal::Quota => "quota_exceeded",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct CodeLabel {
     code: String,
 }
@@ -51,6 +84,7 @@ pub struct Metrics {
     registry: Registry,
     served: Family<ServedLabel, Counter>,
     errors: Family<CodeLabel, Counter>,
+    refusals: Family<KindLabel, Counter>,
     backend_seconds: Histogram,
     connections: Gauge,
     connections_total: Counter,
@@ -87,6 +121,7 @@ impl Metrics {
             started: Instant::now(),
             served,
             errors,
+            refusals: Family::default(),
             backend_seconds,
             connections: Gauge::default(),
             connections_total: Counter::default(),
@@ -115,6 +150,11 @@ impl Metrics {
             "errors",
             "Requests and frames answered with an Error, by code",
             m.errors.clone(),
+        );
+        registry.register(
+            "refusals",
+            "Connections and commands refused by authentication, origin, policy or limits, by kind",
+            m.refusals.clone(),
         );
         registry.register(
             "backend_latency_seconds",
@@ -206,6 +246,24 @@ impl Metrics {
             .inc();
     }
 
+    /// The security layer refused a connection or a command.
+    pub fn refused(&self, kind: Refusal) {
+        self.refusals
+            .get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            })
+            .inc();
+    }
+
+    /// Refusals of one kind so far.
+    pub fn refusals(&self, kind: Refusal) -> u64 {
+        self.refusals
+            .get_or_create(&KindLabel {
+                kind: kind.as_str(),
+            })
+            .get()
+    }
+
     fn record_latency(&self, backend_us: u64) {
         self.backend_seconds.observe(backend_us as f64 / 1e6);
         if let Ok(mut h) = self.hdr.lock() {
@@ -294,6 +352,18 @@ impl Metrics {
             })
             .collect();
         counters.extend(self.cache.counters());
+        for kind in [
+            Refusal::Unauthorized,
+            Refusal::Origin,
+            Refusal::Policy,
+            Refusal::RateLimited,
+            Refusal::Quota,
+        ] {
+            counters.push(StatCounter {
+                name: format!("refused_{}", kind.as_str()),
+                value: self.refusals(kind),
+            });
+        }
         counters.push(StatCounter {
             name: "cpu_children_us".into(),
             value: children_cpu_time().as_micros() as u64,

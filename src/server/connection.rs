@@ -11,7 +11,8 @@
 use super::request;
 use super::writer::{self, Outbound};
 use super::ServerContext;
-use crate::session::{Engine, SessionHandle};
+use crate::metrics::Refusal;
+use crate::session::{Builtin, Engine, SessionHandle};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -64,13 +65,22 @@ struct Connection {
     shared: Arc<Shared>,
     codec: Codec,
     tenant: Option<Arc<str>>,
+    /// The tenant of a valid token in the upgrade request's headers.
+    header_tenant: Option<Arc<str>>,
     sessions: HashMap<SessionId, Arc<SessionHandle>>,
     draining: bool,
+    /// Set when the connection must end (failed authentication): a close frame is queued.
+    closing: bool,
     limits: Limits,
 }
 
 /// Drives a WebSocket connection until it closes.
-pub(super) async fn run(ctx: Arc<ServerContext>, ws: WebSocketStream<TcpStream>, peer: SocketAddr) {
+pub(super) async fn run(
+    ctx: Arc<ServerContext>,
+    ws: WebSocketStream<TcpStream>,
+    peer: SocketAddr,
+    header_tenant: Option<Arc<str>>,
+) {
     let engine = ctx.engine.clone();
     let cfg = engine.config().clone();
     let (sink, mut stream) = ws.split();
@@ -100,8 +110,10 @@ pub(super) async fn run(ctx: Arc<ServerContext>, ws: WebSocketStream<TcpStream>,
         }),
         codec: Codec::new(settings),
         tenant: None,
+        header_tenant,
         sessions: HashMap::new(),
         draining: false,
+        closing: false,
         limits: Limits {
             max_message_bytes: cfg.server.max_message_bytes,
             max_frame_bytes: cfg.server.max_frame_bytes,
@@ -129,6 +141,9 @@ pub(super) async fn run(ctx: Arc<ServerContext>, ws: WebSocketStream<TcpStream>,
                 Some(Ok(WsMessage::Binary(bytes))) => {
                     engine.metrics.add_bytes_in(bytes.len());
                     conn.on_message(&bytes).await;
+                    if conn.closing {
+                        break;
+                    }
                 }
                 Some(Ok(WsMessage::Text(_))) => {
                     conn.send_error(None, ErrorCode::TextFrame, "only binary messages are accepted").await;
@@ -194,6 +209,9 @@ impl Connection {
         // Decode everything first: the decoder borrows the codec.
         let frames: Vec<_> = self.codec.decode(bytes).collect();
         for frame in frames {
+            if self.closing {
+                return;
+            }
             match frame {
                 Ok(msg) => self.on_frame(msg, received).await,
                 Err(e) => {
@@ -280,13 +298,16 @@ impl Connection {
                 )
                 .await;
         }
-        let tenant = hello.tenant.unwrap_or_else(|| "default".to_owned());
+        let tenant = match self.authenticate(&hello) {
+            Ok(t) => t,
+            Err(why) => return self.refuse_auth(why).await,
+        };
         if !valid_name(&tenant) {
             return self
                 .send_error(
                     None,
                     ErrorCode::Unauthorized,
-                    "tenant names are 1-64 characters of [A-Za-z0-9._-]",
+                    "tenant names are 1-64 characters of [A-Za-z0-9._-], not . or ..",
                 )
                 .await;
         }
@@ -307,10 +328,10 @@ impl Connection {
             encoding,
             compression,
             limits: self.limits.clone(),
-            tenant: tenant.clone(),
+            tenant: tenant.to_string(),
             connection: self.id,
         };
-        self.tenant = Some(tenant.into());
+        self.tenant = Some(tenant);
         self.send(Message::Welcome(Box::new(welcome))).await;
         let _ = self
             .shared
@@ -319,6 +340,75 @@ impl Connection {
             .await;
         self.codec.set_encoding(encoding);
         self.codec.set_compression(compression);
+    }
+
+    /// The tenant this `Hello` may act for. Without tokens: the one it names (or
+    /// `default`). With tokens: the token's (from the headers or `Hello.token`,
+    /// which must agree); a `Hello.tenant` must then match it.
+    fn authenticate(&self, hello: &Hello) -> Result<Arc<str>, &'static str> {
+        let Some(tokens) = &self.ctx.security.tokens else {
+            return Ok(hello.tenant.as_deref().unwrap_or("default").into());
+        };
+        let from_hello = hello.token.as_deref().map(|t| tokens.tenant(t));
+        let tenant = match (self.header_tenant.clone(), from_hello) {
+            (_, Some(None)) => return Err("invalid token"),
+            (Some(h), Some(Some(t))) if h != t => {
+                return Err("the token in Hello is for another tenant than the header token")
+            }
+            (Some(t), _) | (None, Some(Some(t))) => t,
+            (None, None) => return Err(
+                "a token is required (Authorization: Bearer, a `bearer.<token>` subprotocol, or Hello.token)",
+            ),
+        };
+        match hello.tenant.as_deref() {
+            Some(named) if *named != *tenant => {
+                Err("Hello.tenant does not match the token's tenant")
+            }
+            _ => Ok(tenant),
+        }
+    }
+
+    /// Failed authentication: `Error{Unauthorized}`, then close with 1008.
+    async fn refuse_auth(&mut self, why: &'static str) {
+        self.engine.metrics.refused(Refusal::Unauthorized);
+        self.send_error(None, ErrorCode::Unauthorized, why).await;
+        let _ = self
+            .shared
+            .out
+            .send(Outbound::Close(CloseCode::Policy, "unauthorized"))
+            .await;
+        self.closing = true;
+    }
+
+    /// Attaches to the tenant's session `name`, within the tenant's session quota
+    /// and confined to its root when `tenant_roots` is on.
+    fn attach(&self, name: &str) -> Result<(SessionHandle, bool), (ErrorCode, String)> {
+        let Some(tenant) = self.tenant.clone() else {
+            return Err((ErrorCode::HelloRequired, "send Hello first".into()));
+        };
+        let cfg = self.engine.config();
+        let max = match cfg.limits.max_sessions_per_tenant {
+            0 => usize::MAX,
+            n => n as usize,
+        };
+        let Some((handle, resumed)) = self.engine.sessions.open_within(&tenant, name, max) else {
+            self.engine.metrics.refused(Refusal::Quota);
+            return Err((
+                ErrorCode::QuotaExceeded,
+                format!("tenant {tenant} already has its maximum of {max} sessions"),
+            ));
+        };
+        match crate::security::tenant_root(&cfg.session, &tenant) {
+            Ok(Some(root)) => Builtin::confine(&handle, &root),
+            Ok(None) => {}
+            Err(e) => {
+                return Err((
+                    ErrorCode::Internal,
+                    format!("cannot prepare the tenant's root: {e}"),
+                ))
+            }
+        }
+        Ok((handle, resumed))
     }
 
     async fn on_open(&mut self, open: OpenSession) {
@@ -345,10 +435,10 @@ impl Connection {
                 )
                 .await;
         }
-        let Some(tenant) = self.tenant.clone() else {
-            return;
+        let (handle, resumed) = match self.attach(&open.name) {
+            Ok(opened) => opened,
+            Err((code, message)) => return self.send_error(None, code, message).await,
         };
-        let (handle, resumed) = self.engine.sessions.open(&tenant, &open.name);
         let cwd = handle.cwd().display().to_string();
         self.sessions.insert(open.session, Arc::new(handle));
         self.send(Message::SessionOpened(SessionOpened {
@@ -360,18 +450,46 @@ impl Connection {
     }
 
     /// The session an `Exec` names; handle 0 opens `default` on first use.
-    fn session(&mut self, id: SessionId) -> Option<Arc<SessionHandle>> {
+    fn session(&mut self, id: SessionId) -> Result<Arc<SessionHandle>, (ErrorCode, String)> {
         if let Some(s) = self.sessions.get(&id) {
-            return Some(s.clone());
+            return Ok(s.clone());
         }
         if id != 0 {
-            return None;
+            return Err((
+                ErrorCode::UnknownSession,
+                format!("session {id} is not open"),
+            ));
         }
-        let tenant = self.tenant.clone()?;
-        let (handle, _) = self.engine.sessions.open(&tenant, "default");
+        let (handle, _) = self.attach("default")?;
         let handle = Arc::new(handle);
         self.sessions.insert(0, handle.clone());
-        Some(handle)
+        Ok(handle)
+    }
+
+    /// The tenant's rate limit and the command policy, before anything of the
+    /// line runs (builtins and cache hits included).
+    fn screen(&self, exec: &Exec) -> Result<(), (ErrorCode, String)> {
+        let security = &self.ctx.security;
+        if let (Some(rate), Some(tenant)) = (&security.rate, &self.tenant) {
+            if let Err(wait) = rate.take(tenant, Instant::now()) {
+                self.engine.metrics.refused(Refusal::RateLimited);
+                let ms = wait.as_millis().max(1);
+                return Err((
+                    ErrorCode::RateLimited,
+                    format!(
+                        "tenant {tenant} is over its rate of {} commands/s; retry after {ms} ms (retry_after_ms={ms})",
+                        rate.rate()
+                    ),
+                ));
+            }
+        }
+        if let Some(policy) = &security.policy {
+            if let Err(why) = policy.check(&exec.command) {
+                self.engine.metrics.refused(Refusal::Policy);
+                return Err((ErrorCode::PolicyDenied, format!("refused: {why}")));
+            }
+        }
+        Ok(())
     }
 
     /// Admission: checks an `Exec` and registers it in flight. `None` means an
@@ -406,14 +524,14 @@ impl Connection {
             self.send_error(request, code, message).await;
             return None;
         }
-        let Some(session) = self.session(exec.session) else {
-            self.send_error(
-                Some(exec.request),
-                ErrorCode::UnknownSession,
-                format!("session {} is not open", exec.session),
-            )
-            .await;
-            return None;
+        let screened = self.screen(exec);
+        let session = screened.and_then(|()| self.session(exec.session));
+        let session = match session {
+            Ok(s) => s,
+            Err((code, message)) => {
+                self.send_error(Some(exec.request), code, message).await;
+                return None;
+            }
         };
         let token = self.shared.cancel_all.child_token();
         self.shared.in_flight().insert(exec.request, token.clone());
@@ -488,8 +606,5 @@ impl Connection {
 
 /// Tenant and session names: short, printable, safe in logs and keys.
 fn valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    crate::security::valid_tenant(name)
 }

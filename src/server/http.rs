@@ -7,6 +7,7 @@
 //! to the WebSocket with `from_partially_read` instead of through a replay wrapper.
 
 use super::{connection, ServerContext};
+use crate::metrics::Refusal;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,7 +27,7 @@ pub(super) async fn serve_tcp(ctx: Arc<ServerContext>, mut stream: TcpStream, pe
     let head = match tokio::time::timeout(timeout, read_head(&mut stream)).await {
         Ok(Ok(head)) => head,
         Ok(Err(status)) => {
-            let _ = respond(&mut stream, status, "text/plain", status.1).await;
+            let _ = respond(&mut stream, status, "text/plain", "", status.1).await;
             return;
         }
         Err(_) => {
@@ -35,9 +36,19 @@ pub(super) async fn serve_tcp(ctx: Arc<ServerContext>, mut stream: TcpStream, pe
         }
     };
     match route(&ctx, &head) {
-        Reply::Upgrade { accept, leftover } => {
+        Reply::Upgrade {
+            accept,
+            leftover,
+            protocol,
+            tenant,
+        } => {
+            // Browsers fail the handshake unless one of the subprotocols they
+            // offered is echoed back.
+            let protocol = protocol
+                .map(|p| format!("Sec-WebSocket-Protocol: {p}\r\n"))
+                .unwrap_or_default();
             let response = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n"
             );
             if stream.write_all(response.as_bytes()).await.is_err() {
                 return;
@@ -55,10 +66,14 @@ pub(super) async fn serve_tcp(ctx: Arc<ServerContext>, mut stream: TcpStream, pe
                 Some(ws_config),
             )
             .await;
-            connection::run(ctx, ws, peer).await;
+            connection::run(ctx, ws, peer, tenant).await;
         }
         Reply::Http(status, content_type, body) => {
-            let _ = respond(&mut stream, status, content_type, &body).await;
+            let extra = match status.0 {
+                401 => "WWW-Authenticate: Bearer realm=\"voxterm\"\r\n",
+                _ => "",
+            };
+            let _ = respond(&mut stream, status, content_type, extra, &body).await;
         }
     }
 }
@@ -123,8 +138,86 @@ async fn read_head(stream: &mut TcpStream) -> Result<Head, Status> {
 }
 
 enum Reply {
-    Upgrade { accept: String, leftover: Vec<u8> },
+    Upgrade {
+        accept: String,
+        leftover: Vec<u8>,
+        /// The subprotocol to echo in the 101, if the client offered any we take.
+        protocol: Option<String>,
+        /// The tenant of a valid token presented in the headers.
+        tenant: Option<Arc<str>>,
+    },
     Http(Status, &'static str, String),
+}
+
+/// Subprotocol carrying a token, for browsers (`new WebSocket(url, ["voxterm",
+/// "bearer." + token])`); the token must then consist of HTTP token characters.
+const BEARER_PROTOCOL: &str = "bearer.";
+/// Subprotocol name echoed back when offered.
+const VOXTERM_PROTOCOL: &str = "voxterm";
+
+/// What the upgrade request's headers say about authentication.
+enum HeaderAuth {
+    /// No token in the headers.
+    None,
+    /// Every token presented is valid and names this tenant.
+    Tenant(Arc<str>),
+    /// A token was presented (or an `Authorization` header sent) that is not valid.
+    Refused,
+}
+
+/// Tokens from `Authorization: Bearer` and from `bearer.<token>` subprotocols,
+/// checked against the configured ones.
+fn header_auth(ctx: &ServerContext, head: &Head) -> HeaderAuth {
+    let Some(tokens) = &ctx.security.tokens else {
+        return HeaderAuth::None;
+    };
+    let mut presented: Vec<&str> = Vec::new();
+    if let Some(value) = head.header("authorization") {
+        let value = std::str::from_utf8(value).unwrap_or("").trim();
+        match value.split_once(' ') {
+            Some((scheme, token))
+                if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() =>
+            {
+                presented.push(token.trim())
+            }
+            // Another scheme, or `Bearer` with nothing after it.
+            _ => return HeaderAuth::Refused,
+        }
+    }
+    presented.extend(offered_protocols(head).filter_map(|p| p.strip_prefix(BEARER_PROTOCOL)));
+    let mut tenant: Option<Arc<str>> = None;
+    for token in presented {
+        match (tokens.tenant(token), &tenant) {
+            (None, _) => return HeaderAuth::Refused,
+            (Some(t), Some(prev)) if t != *prev => return HeaderAuth::Refused,
+            (Some(t), _) => tenant = Some(t),
+        }
+    }
+    tenant.map_or(HeaderAuth::None, HeaderAuth::Tenant)
+}
+
+fn offered_protocols(head: &Head) -> impl Iterator<Item = &str> {
+    head.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("sec-websocket-protocol"))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+}
+
+/// The subprotocol to echo: `voxterm` when offered, else the `bearer.` one.
+fn chosen_protocol(head: &Head) -> Option<String> {
+    let mut bearer = None;
+    for p in offered_protocols(head) {
+        if p.eq_ignore_ascii_case(VOXTERM_PROTOCOL) {
+            return Some(p.to_owned());
+        }
+        if bearer.is_none() && p.starts_with(BEARER_PROTOCOL) {
+            bearer = Some(p.to_owned());
+        }
+    }
+    bearer
 }
 
 fn route(ctx: &ServerContext, head: &Head) -> Reply {
@@ -153,12 +246,33 @@ fn route(ctx: &ServerContext, head: &Head) -> Reply {
             if head.header("sec-websocket-version") != Some(b"13") {
                 return text((400, "Bad Request"));
             }
-            match head.header("sec-websocket-key") {
-                Some(key) => Reply::Upgrade {
-                    accept: derive_accept_key(key),
-                    leftover: head.leftover.clone(),
-                },
-                None => text((400, "Bad Request")),
+            let Some(key) = head.header("sec-websocket-key") else {
+                return text((400, "Bad Request"));
+            };
+            let security = &ctx.security;
+            let origin = head.header("origin").map(String::from_utf8_lossy);
+            if !security.origin_allowed(origin.as_deref()) {
+                engine.metrics.refused(Refusal::Origin);
+                tracing::debug!(origin = ?origin, "origin not allowed");
+                return text((403, "Forbidden"));
+            }
+            let tenant = match header_auth(ctx, head) {
+                HeaderAuth::Tenant(t) => Some(t),
+                HeaderAuth::None
+                    if security.tokens.is_none() || engine.config().auth.hello_token =>
+                {
+                    None
+                }
+                HeaderAuth::None | HeaderAuth::Refused => {
+                    engine.metrics.refused(Refusal::Unauthorized);
+                    return text((401, "Unauthorized"));
+                }
+            };
+            Reply::Upgrade {
+                accept: derive_accept_key(key),
+                leftover: head.leftover.clone(),
+                protocol: chosen_protocol(head),
+                tenant,
             }
         }
         _ => text((404, "Not Found")),
@@ -173,10 +287,11 @@ async fn respond(
     stream: &mut TcpStream,
     (code, reason): Status,
     content_type: &str,
+    extra_headers: &str,
     body: &str,
 ) -> std::io::Result<()> {
     let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {code} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra_headers}Connection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).await?;

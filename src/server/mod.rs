@@ -17,6 +17,7 @@ mod request;
 mod writer;
 
 use crate::config::Config;
+use crate::security::Security;
 use crate::session::Engine;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -37,6 +38,8 @@ pub struct Server {
 /// What every connection task shares.
 pub(crate) struct ServerContext {
     pub engine: Arc<Engine>,
+    /// Tokens, origins, command policy and rate limits.
+    pub security: Arc<Security>,
     /// Fires when shutdown begins: stop taking new work, drain.
     pub drain: CancellationToken,
     /// Tracks connection and request tasks so shutdown can wait for them.
@@ -51,8 +54,12 @@ impl ServerContext {
 }
 
 impl Server {
-    /// Binds the configured address with a large accept backlog.
+    /// Binds the configured address with a large accept backlog. Refuses
+    /// (`InvalidInput`) a non-loopback address without tokens unless
+    /// `auth.insecure_no_auth`, and an unreadable tokens file or bad policy.
     pub async fn bind(config: Config) -> std::io::Result<Server> {
+        let security = Security::from_config(&config)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
         let addr = config.server.listen;
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
@@ -66,6 +73,7 @@ impl Server {
         let engine = Engine::new(config, kill);
         let ctx = Arc::new(ServerContext {
             engine: engine.clone(),
+            security,
             drain: CancellationToken::new(),
             tracker: TaskTracker::new(),
             next_connection: AtomicU64::new(0),

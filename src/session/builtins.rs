@@ -54,11 +54,12 @@ impl Builtin {
         })
     }
 
-    /// Runs the builtin against `session`. `home` is where `cd` and `~` go.
-    pub fn run(&self, session: &Session, home: &Path) -> BuiltinOutput {
+    /// Runs the builtin against `session`. `home` is where `cd` and `~` go; with a
+    /// `jail` (the tenant's root, canonical) `cd` refuses to leave it.
+    pub fn run(&self, session: &Session, home: &Path, jail: Option<&Path>) -> BuiltinOutput {
         let mut out = BuiltinOutput::default();
         match self {
-            Builtin::Cd(args) => cd(session, home, args, &mut out),
+            Builtin::Cd(args) => cd(session, home, jail, args, &mut out),
             Builtin::Pwd => {
                 out.stdout = format!("{}\n", session.cwd().display()).into_bytes();
             }
@@ -78,13 +79,36 @@ impl Builtin {
     }
 }
 
+impl Builtin {
+    /// Puts a session inside `root` (canonical): its cwd moves there unless it is
+    /// already inside, and `HOME` defaults to it. Idempotent; every connection calls
+    /// it when it attaches to a session, before running anything in it.
+    pub fn confine(session: &Session, root: &Path) {
+        let mut state = session.lock();
+        if !state.cwd.starts_with(root) {
+            state.cwd = root.to_owned();
+            state.prev_cwd = None;
+        }
+        state
+            .env
+            .entry("HOME".to_owned())
+            .or_insert_with(|| root.display().to_string());
+    }
+}
+
 fn fail(out: &mut BuiltinOutput, message: String) {
     out.stderr.extend_from_slice(message.as_bytes());
     out.stderr.push(b'\n');
     out.code = 1;
 }
 
-fn cd(session: &Session, home: &Path, args: &[String], out: &mut BuiltinOutput) {
+fn cd(
+    session: &Session,
+    home: &Path,
+    jail: Option<&Path>,
+    args: &[String],
+    out: &mut BuiltinOutput,
+) {
     let cwd = session.cwd();
     let (target, announce): (PathBuf, bool) = match args {
         [] => (home.to_owned(), false),
@@ -103,6 +127,11 @@ fn cd(session: &Session, home: &Path, args: &[String], out: &mut BuiltinOutput) 
         .first()
         .map_or_else(|| home.display().to_string(), |a| a.clone());
     match std::fs::canonicalize(&target) {
+        // Canonical on both sides: `..` and symlinks cannot lead out.
+        Ok(dir) if jail.is_some_and(|root| !dir.starts_with(root)) => fail(
+            out,
+            format!("cd: {shown}: outside this tenant's root (permission denied)"),
+        ),
         Ok(dir) if dir.is_dir() => {
             if announce {
                 out.stdout = format!("{}\n", dir.display()).into_bytes();
@@ -184,24 +213,56 @@ mod tests {
         let s = session(&root);
         let home = root.join("sub");
 
-        let o = Builtin::parse("cd sub").unwrap().run(&s, &home);
+        let o = Builtin::parse("cd sub").unwrap().run(&s, &home, None);
         assert_eq!((o.code, s.cwd()), (0, root.join("sub")));
-        let o = Builtin::parse("cd ..").unwrap().run(&s, &home);
+        let o = Builtin::parse("cd ..").unwrap().run(&s, &home, None);
         assert_eq!((o.code, s.cwd()), (0, root.clone()));
-        let o = Builtin::parse("cd -").unwrap().run(&s, &home);
+        let o = Builtin::parse("cd -").unwrap().run(&s, &home, None);
         assert_eq!(
             o.stdout,
             format!("{}\n", root.join("sub").display()).into_bytes()
         );
-        let o = Builtin::parse("cd /").unwrap().run(&s, &home);
+        let o = Builtin::parse("cd /").unwrap().run(&s, &home, None);
         assert_eq!(o.code, 0);
-        Builtin::parse("cd ~").unwrap().run(&s, &home);
+        Builtin::parse("cd ~").unwrap().run(&s, &home, None);
         assert_eq!(s.cwd(), home);
 
-        let o = Builtin::parse("cd nope").unwrap().run(&s, &home);
+        let o = Builtin::parse("cd nope").unwrap().run(&s, &home, None);
         assert_eq!(o.code, 1);
         assert_eq!(o.stderr, b"cd: nope: No such file or directory\n");
         assert_eq!(s.cwd(), home, "a failed cd leaves cwd alone");
+    }
+
+    #[test]
+    fn cd_stays_inside_the_jail() {
+        let base = std::env::temp_dir().join(format!("voxterm-jail-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("root/sub")).unwrap();
+        std::fs::create_dir_all(base.join("other")).unwrap();
+        let _ = std::os::unix::fs::symlink(base.join("other"), base.join("root/link"));
+        let base = std::fs::canonicalize(base).unwrap();
+        let root = base.join("root");
+        let s = session(&base);
+        Builtin::confine(&s, &root);
+        assert_eq!(s.cwd(), root);
+        assert_eq!(s.var("HOME"), Some(root.display().to_string()));
+        let j = Some(root.as_path());
+        let run = |line: &str| Builtin::parse(line).unwrap().run(&s, &root, j);
+        assert_eq!(run("cd sub").code, 0);
+        assert_eq!(s.cwd(), root.join("sub"));
+        for out in ["cd ../..", "cd /", "cd ../link", "cd /tmp"] {
+            let o = run(out);
+            assert_eq!(o.code, 1, "{out}");
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("outside"),
+                "{out}"
+            );
+            assert_eq!(s.cwd(), root.join("sub"), "{out}");
+        }
+        assert_eq!(run("cd ..").code, 0);
+        assert_eq!(s.cwd(), root);
+        assert_eq!(run("cd").code, 0);
+        assert_eq!(s.cwd(), root);
+        let _ = std::fs::remove_dir_all(&base);
     }
 
     #[test]
@@ -211,16 +272,16 @@ mod tests {
         assert_eq!(
             Builtin::parse("export A=1 B='two words'")
                 .unwrap()
-                .run(&s, home)
+                .run(&s, home, None)
                 .code,
             0
         );
         assert_eq!(s.var("B").as_deref(), Some("two words"));
-        let o = Builtin::parse("export").unwrap().run(&s, home);
+        let o = Builtin::parse("export").unwrap().run(&s, home, None);
         assert_eq!(o.stdout, b"export A=1\nexport B='two words'\n");
-        let o = Builtin::parse("export 1x=3").unwrap().run(&s, home);
+        let o = Builtin::parse("export 1x=3").unwrap().run(&s, home, None);
         assert_eq!(o.code, 1);
-        Builtin::parse("unset A").unwrap().run(&s, home);
+        Builtin::parse("unset A").unwrap().run(&s, home, None);
         assert_eq!(s.var("A"), None);
     }
 }

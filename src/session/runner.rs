@@ -154,7 +154,18 @@ impl Engine {
         session.record(command);
 
         if let Some(builtin) = Builtin::parse(command) {
-            let out = builtin.run(session, &self.home);
+            // With per-tenant roots, `cd` stays inside the tenant's and `~` is it.
+            let jail = match crate::security::tenant_root(&self.config.session, session.tenant()) {
+                Ok(jail) => jail,
+                Err(e) => {
+                    return Finish::error(
+                        ErrorCode::Internal,
+                        format!("cannot prepare the tenant's root: {e}"),
+                    )
+                }
+            };
+            let home = jail.as_deref().unwrap_or(&self.home);
+            let out = builtin.run(session, home, jail.as_deref());
             for (stream, data) in [
                 (StreamKind::Stdout, out.stdout),
                 (StreamKind::Stderr, out.stderr),

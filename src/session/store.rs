@@ -64,10 +64,26 @@ impl SessionStore {
     /// Attaches to the tenant's session `name`, creating it if needed. The bool is
     /// true when an existing session was resumed.
     pub fn open(self: &Arc<Self>, tenant: &Arc<str>, name: &str) -> (SessionHandle, bool) {
+        self.open_within(tenant, name, usize::MAX)
+            .expect("no quota is reached at usize::MAX")
+    }
+
+    /// Like [`open`](Self::open), but a new session is only created while the
+    /// tenant has fewer than `max` (checked under the store's lock); `None` when
+    /// the quota is reached.
+    pub fn open_within(
+        self: &Arc<Self>,
+        tenant: &Arc<str>,
+        name: &str,
+        max: usize,
+    ) -> Option<(SessionHandle, bool)> {
         let mut map = self.map();
         let key: Key = (tenant.clone(), name.into());
         let (session, resumed) = match map.get(&key) {
             Some(s) => (s.clone(), true),
+            None if max != usize::MAX && map.keys().filter(|(t, _)| t == tenant).count() >= max => {
+                return None
+            }
             None => {
                 let s = Arc::new(Session::new(
                     tenant.clone(),
@@ -81,13 +97,13 @@ impl SessionStore {
         };
         session.attached.fetch_add(1, Ordering::AcqRel);
         session.touch(self.now_ms());
-        (
+        Some((
             SessionHandle {
                 session,
                 store: self.clone(),
             },
             resumed,
-        )
+        ))
     }
 
     /// Live sessions.

@@ -1,0 +1,121 @@
+//! Who may connect and what they may do (DESIGN §6): tokens mapped to tenants,
+//! the bind check, `Origin` allowlist, command policy, per-tenant rate limits and
+//! per-tenant working roots.
+//!
+//! Everything here is built once from the configuration ([`Security::from_config`])
+//! and shared by every connection; the hot path only touches the rate limiter's
+//! lock and, when a policy is configured, one parse of the command line.
+
+mod limits;
+mod policy;
+mod roots;
+mod tokens;
+
+pub use limits::RateLimiter;
+pub use policy::CommandPolicy;
+pub use roots::{tenant_root, valid_tenant};
+pub use tokens::{AuthError, Tokens};
+
+use crate::config::Config;
+use std::sync::Arc;
+
+/// The security state of a running server.
+#[derive(Debug)]
+pub struct Security {
+    /// Tokens → tenants; `None` runs without authentication (loopback only).
+    pub tokens: Option<Tokens>,
+    /// Allow/deny lists; `None` when both are empty.
+    pub policy: Option<CommandPolicy>,
+    /// Per-tenant `Exec` rate; `None` when unlimited.
+    pub rate: Option<RateLimiter>,
+    /// Allowed `Origin`s for `/ws`, normalized (lowercase, no trailing `/`).
+    pub origins: Vec<String>,
+}
+
+impl Security {
+    /// Builds it from the configuration: checks the bind address, reads the
+    /// tokens file, compiles the policy.
+    pub fn from_config(config: &Config) -> Result<Arc<Security>, AuthError> {
+        check_bind(config)?;
+        let tokens = match &config.auth.tokens_file {
+            Some(path) => Some(Tokens::load(path)?),
+            None => None,
+        };
+        let policy = CommandPolicy::new(&config.policy).map_err(AuthError::Policy)?;
+        Ok(Arc::new(Security {
+            tokens,
+            policy,
+            rate: RateLimiter::new(config.limits.commands_per_second, config.limits.burst),
+            origins: config
+                .server
+                .allowed_origins
+                .iter()
+                .map(|o| normalize_origin(o))
+                .collect(),
+        }))
+    }
+
+    /// Whether a request with this `Origin` header may open `/ws`. Requests without
+    /// one (non-browser clients) may; browsers always send one, so a page on a
+    /// foreign site cannot drive a local server unless its origin is listed.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        match origin {
+            None => true,
+            Some(o) => {
+                let o = normalize_origin(o);
+                self.origins.contains(&o)
+            }
+        }
+    }
+}
+
+fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+/// Refuses a configuration that would expose command execution beyond loopback
+/// without authentication, unless `insecure_no_auth` says so explicitly.
+pub fn check_bind(config: &Config) -> Result<(), AuthError> {
+    let ip = config.server.listen.ip();
+    if ip.is_loopback() || config.auth.tokens_file.is_some() || config.auth.insecure_no_auth {
+        return Ok(());
+    }
+    Err(AuthError::InsecureBind(config.server.listen))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Preset;
+
+    #[test]
+    fn non_loopback_bind_needs_tokens_or_explicit_opt_out() {
+        let mut c = Preset::Production.config();
+        assert!(check_bind(&c).is_ok(), "loopback without tokens is fine");
+        for addr in ["0.0.0.0:7878", "[::]:7878", "192.168.1.10:7878"] {
+            c.server.listen = addr.parse().unwrap();
+            let err = check_bind(&c).unwrap_err();
+            assert!(err.to_string().contains("--tokens"), "{err}");
+            assert!(c.validate().is_err());
+        }
+        c.server.listen = "[::1]:7878".parse().unwrap();
+        assert!(check_bind(&c).is_ok());
+        c.server.listen = "0.0.0.0:7878".parse().unwrap();
+        c.auth.insecure_no_auth = true;
+        assert!(check_bind(&c).is_ok());
+        c.auth.insecure_no_auth = false;
+        c.auth.tokens_file = Some("/some/tokens.toml".into());
+        assert!(check_bind(&c).is_ok());
+    }
+
+    #[test]
+    fn origins_are_refused_unless_listed() {
+        let mut c = Preset::Development.config();
+        c.server.allowed_origins = vec!["https://App.example.com/".into()];
+        let s = Security::from_config(&c).unwrap();
+        assert!(s.origin_allowed(None));
+        assert!(s.origin_allowed(Some("https://app.example.com")));
+        assert!(!s.origin_allowed(Some("https://evil.example.com")));
+        assert!(!s.origin_allowed(Some("null")));
+    }
+}

@@ -1,0 +1,344 @@
+//! Authentication and origin checks over real sockets: 401 before the upgrade,
+//! tokens from headers, subprotocols and Hello, 1008 on a bad Hello token, 403 on
+//! a foreign Origin, and the refusal to bind beyond loopback without tokens.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use std::path::PathBuf;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use voxterm::client::{Client, ClientError, ClientOptions};
+use voxterm::config::{Config, Preset};
+use voxterm::server::Server;
+use voxterm_protocol::{
+    Codec, CodecSettings, Compression, Encoding, ErrorCode, Hello, Message, PROTOCOL_VERSION,
+};
+
+const ALICE: &str = "alice-token-0123456789abcdef";
+const BOB: &str = "bob-token-0123456789abcdef";
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+fn tokens_file(name: &str) -> PathBuf {
+    let dir = temp_root(name);
+    let path = dir.join("tokens.toml");
+    std::fs::write(
+        &path,
+        format!("[tokens]\n\"{ALICE}\" = \"alice\"\n\"{BOB}\" = \"bob\"\n"),
+    )
+    .unwrap();
+    path
+}
+
+async fn server(name: &str, tweak: impl FnOnce(&mut Config)) -> TestServer {
+    let tokens = tokens_file(&format!("{name}-tokens"));
+    TestServer::start_with(name, move |c| {
+        c.auth.tokens_file = Some(tokens);
+        tweak(c);
+    })
+    .await
+}
+
+/// A raw upgrade request with `extra` header lines: (status, head). Reads only
+/// the response head (after a 101 the server keeps the socket open).
+async fn upgrade(server: &TestServer, extra: &str) -> (u16, String) {
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n",
+        server.addr
+    );
+    let fut = async {
+        let mut s = TcpStream::connect(server.addr).await.expect("connect");
+        s.write_all(req.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before the response head: {buf:?}");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        buf
+    };
+    let buf = tokio::time::timeout(STEP, fut)
+        .await
+        .expect("response in time");
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"));
+    (status, text)
+}
+
+fn hello(tenant: Option<&str>, token: Option<&str>) -> Message {
+    Message::Hello(Box::new(Hello {
+        version: PROTOCOL_VERSION,
+        client: "auth-test".into(),
+        encodings: vec![Encoding::Bincode],
+        compression: vec![Compression::None],
+        tenant: tenant.map(Into::into),
+        token: token.map(Into::into),
+    }))
+}
+
+/// Opens a WebSocket with `headers` and sends `hello`.
+async fn raw_connect(server: &TestServer, headers: &[(&'static str, &str)], hello: Message) -> Ws {
+    let mut req = server.url.as_str().into_client_request().unwrap();
+    for (k, v) in headers {
+        req.headers_mut()
+            .insert(*k, v.parse().expect("header value"));
+    }
+    let (mut ws, _) = tokio::time::timeout(STEP, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect in time")
+        .expect("upgrade");
+    ws.send(WsMessage::Binary(encode(&[hello]).into()))
+        .await
+        .unwrap();
+    ws
+}
+
+/// The next WebSocket message: a decoded frame, or the close code.
+async fn next(ws: &mut Ws) -> Result<Message, Option<u16>> {
+    loop {
+        let msg = tokio::time::timeout(STEP, ws.next())
+            .await
+            .expect("message in time");
+        match msg {
+            Some(Ok(WsMessage::Binary(b))) => {
+                let mut codec = Codec::new(CodecSettings::default());
+                let frame = codec.decode(&b).next().expect("one frame");
+                return Ok(frame.expect("decodes"));
+            }
+            Some(Ok(WsMessage::Close(f))) => return Err(f.map(|f| u16::from(f.code))),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return Err(None),
+        }
+    }
+}
+
+fn tenant_of(msg: Result<Message, Option<u16>>) -> String {
+    match msg {
+        Ok(Message::Welcome(w)) => w.tenant,
+        other => panic!("expected Welcome, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_or_missing_header_token_is_401_before_upgrade() {
+    let s = server("auth-401", |c| c.auth.hello_token = false).await;
+    for extra in [
+        String::new(),
+        "Authorization: Bearer wrong-token-0123456789\r\n".into(),
+        "Authorization: Bearer \r\n".into(),
+        format!("Authorization: Basic {ALICE}\r\n"),
+        "Sec-WebSocket-Protocol: voxterm, bearer.wrong-token-0123456789\r\n".into(),
+        // One good and one bad token: still refused.
+        format!("Authorization: Bearer {ALICE}\r\nSec-WebSocket-Protocol: bearer.nope-0123456789abc\r\n"),
+        // Tokens of two tenants.
+        format!("Authorization: Bearer {ALICE}\r\nSec-WebSocket-Protocol: bearer.{BOB}\r\n"),
+    ] {
+        let (status, head) = upgrade(&s, &extra).await;
+        assert_eq!(status, 401, "{extra:?}: {head}");
+        assert!(
+            head.to_ascii_lowercase().contains("www-authenticate: bearer"),
+            "{head}"
+        );
+    }
+    let (status, head) = upgrade(&s, &format!("Authorization: Bearer {ALICE}\r\n")).await;
+    assert_eq!(status, 101, "{head}");
+    let (_, _, metrics) = http_get(s.addr, "/metrics").await;
+    assert!(
+        metrics.contains("voxterm_refusals_total{kind=\"unauthorized\"} 7"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_header_token_is_401_even_when_hello_tokens_are_allowed() {
+    let s = server("auth-401b", |_| {}).await;
+    let (status, _) = upgrade(&s, "Authorization: Bearer wrong-token-0123456789\r\n").await;
+    assert_eq!(status, 401);
+    // Without any header token the upgrade goes through (the token may come in Hello).
+    let (status, _) = upgrade(&s, "").await;
+    assert_eq!(status, 101);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_decides_the_tenant() {
+    let s = server("auth-bearer", |_| {}).await;
+    // Header only; the Hello names no tenant and carries no token.
+    let mut ws = raw_connect(
+        &s,
+        &[("authorization", &format!("Bearer {ALICE}"))],
+        hello(None, None),
+    )
+    .await;
+    assert_eq!(tenant_of(next(&mut ws).await), "alice");
+
+    // The client sends the token as a header and in Hello; commands run as alice.
+    let mut c = s
+        .client_with(ClientOptions {
+            token: Some(BOB.into()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(c.welcome().tenant, "bob");
+    let done = run(&mut c, 0, "echo hi").await;
+    assert_eq!(exit_of(&done).code, Some(0));
+
+    // A Hello naming another tenant than the token's is refused.
+    let mut ws = raw_connect(
+        &s,
+        &[("authorization", &format!("Bearer {ALICE}"))],
+        hello(Some("bob"), None),
+    )
+    .await;
+    match next(&mut ws).await {
+        Ok(Message::Error(e)) => assert_eq!(e.code, ErrorCode::Unauthorized),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(next(&mut ws).await.unwrap_err(), Some(1008));
+
+    // A wrong token through the client: 401 at the upgrade.
+    let err = Client::connect(
+        &s.url,
+        ClientOptions {
+            token: Some("wrong-token-0123456789".into()),
+            ..Default::default()
+        },
+    )
+    .await
+    .err()
+    .expect("refused");
+    assert!(matches!(&err, ClientError::Ws(_)), "{err}");
+    assert!(err.to_string().contains("401"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subprotocol_token_is_accepted_and_echoed() {
+    let s = server("auth-proto", |_| {}).await;
+    let mut req = s.url.as_str().into_client_request().unwrap();
+    req.headers_mut().insert(
+        "sec-websocket-protocol",
+        format!("voxterm, bearer.{ALICE}").parse().unwrap(),
+    );
+    let (mut ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("upgrade");
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("voxterm")
+    );
+    ws.send(WsMessage::Binary(encode(&[hello(None, None)]).into()))
+        .await
+        .unwrap();
+    assert_eq!(tenant_of(next(&mut ws).await), "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_token_authenticates() {
+    let s = server("auth-hello", |_| {}).await;
+    let mut ws = raw_connect(&s, &[], hello(None, Some(BOB))).await;
+    assert_eq!(tenant_of(next(&mut ws).await), "bob");
+    // Hello.tenant may repeat the token's tenant.
+    let mut ws = raw_connect(&s, &[], hello(Some("alice"), Some(ALICE))).await;
+    assert_eq!(tenant_of(next(&mut ws).await), "alice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_or_missing_hello_token_is_unauthorized_and_closed_1008() {
+    let s = server("auth-1008", |_| {}).await;
+    for h in [
+        hello(None, Some("wrong-token-0123456789")),
+        hello(Some("alice"), None),
+        hello(None, None),
+    ] {
+        let mut ws = raw_connect(&s, &[], h).await;
+        match next(&mut ws).await {
+            Ok(Message::Error(e)) => {
+                assert_eq!(e.code, ErrorCode::Unauthorized, "{e:?}");
+                assert!(!e.message.contains("wrong-token"), "{e:?}");
+            }
+            other => panic!("expected Unauthorized, got {other:?}"),
+        }
+        assert_eq!(next(&mut ws).await.unwrap_err(), Some(1008));
+    }
+    // A header token for alice and a Hello token for bob disagree.
+    let mut ws = raw_connect(
+        &s,
+        &[("authorization", &format!("Bearer {ALICE}"))],
+        hello(None, Some(BOB)),
+    )
+    .await;
+    assert!(
+        matches!(next(&mut ws).await, Ok(Message::Error(e)) if e.code == ErrorCode::Unauthorized)
+    );
+    assert_eq!(next(&mut ws).await.unwrap_err(), Some(1008));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn foreign_origin_is_403() {
+    let s = TestServer::start_with("auth-origin", |c| {
+        c.server.allowed_origins = vec!["https://term.example.com".into()];
+    })
+    .await;
+    let (status, _) = upgrade(&s, "Origin: https://evil.example.com\r\n").await;
+    assert_eq!(status, 403);
+    let (status, _) = upgrade(&s, "Origin: null\r\n").await;
+    assert_eq!(status, 403);
+    let (status, _) = upgrade(&s, "Origin: https://term.example.com\r\n").await;
+    assert_eq!(status, 101);
+    // Non-browser clients send no Origin.
+    let (status, _) = upgrade(&s, "").await;
+    assert_eq!(status, 101);
+    // Default: no origin is listed, so every browser origin is refused.
+    let d = TestServer::start("auth-origin-default").await;
+    let (status, _) = upgrade(&d, "Origin: http://localhost:3000\r\n").await;
+    assert_eq!(status, 403);
+    let (_, _, metrics) = http_get(d.addr, "/metrics").await;
+    assert!(
+        metrics.contains("voxterm_refusals_total{kind=\"origin\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn non_loopback_bind_without_tokens_refuses_to_start() {
+    let mut config = Preset::Development.config();
+    config.server.listen = "0.0.0.0:0".parse().unwrap();
+    let err = Server::bind(config.clone()).await.err().expect("refused");
+    assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+    assert!(err.to_string().contains("--tokens"), "{err}");
+    config.auth.insecure_no_auth = true;
+    assert!(Server::bind(config.clone()).await.is_ok());
+    config.auth.insecure_no_auth = false;
+    config.auth.tokens_file = Some(tokens_file("auth-bind"));
+    assert!(Server::bind(config).await.is_ok());
+
+    // The binary exits 2 before binding.
+    let out = tokio::time::timeout(
+        STEP,
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_voxterm"))
+            .args(["serve", "--listen", "0.0.0.0:0"])
+            .env_remove("VOXTERM_TOKENS")
+            .env_remove("VOXTERM_CONFIG")
+            .output(),
+    )
+    .await
+    .expect("exits in time")
+    .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("refusing to listen on 0.0.0.0:0"),
+        "{stderr}"
+    );
+}
