@@ -554,3 +554,39 @@ async fn sequential_batch_stops_when_a_step_is_refused() {
     );
     assert_eq!(ends[&2], "Skipped");
 }
+
+/// Load shedding: a request that cannot get a worker within `max_queue_wait` is
+/// refused with a typed error instead of waiting behind the backlog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_waits_too_long_for_a_worker_is_refused() {
+    let server = TestServer::start_with("queue-wait", |c| {
+        c.exec.workers = 1;
+        c.exec.max_queue_wait = Duration::from_millis(200);
+        c.cache.enabled = false;
+    })
+    .await;
+    let mut c = server.client("t1").await;
+    let long = c.exec(0, "sleep 3", 0).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let start = Instant::now();
+    let waiting = c.exec(0, "echo late", 0).await.unwrap();
+    let g = gather(&mut c, waiting).await;
+    match &g.end {
+        Some(Message::Error(e)) => {
+            assert_eq!(e.code, voxterm_protocol::ErrorCode::QuotaExceeded, "{e:?}");
+            assert_eq!(e.request, Some(waiting));
+        }
+        other => panic!("expected QuotaExceeded, got {other:?}"),
+    }
+    assert!(g.stdout.is_empty(), "the refused command ran");
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "refused only after {:?}",
+        start.elapsed()
+    );
+    c.send(&Message::Cancel(Cancel { request: long }))
+        .await
+        .unwrap();
+    let g = gather(&mut c, long).await;
+    assert!(matches!(g.end, Some(Message::Exit(_))), "{:?}", g.end);
+}

@@ -180,6 +180,11 @@ pub struct ExecConfig {
     /// Upper bound on a timeout a request may ask for.
     #[serde(with = "humantime_serde")]
     pub max_timeout: Duration,
+    /// Longest a request may wait for a worker before it is refused with
+    /// `QuotaExceeded`: under overload the server sheds load with a typed answer
+    /// instead of letting a queue grow until clients give up.
+    #[serde(with = "humantime_serde")]
+    pub max_queue_wait: Duration,
     /// Between SIGTERM and SIGKILL when a command is stopped.
     #[serde(with = "humantime_serde")]
     pub kill_grace: Duration,

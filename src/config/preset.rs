@@ -68,6 +68,7 @@ impl Preset {
                 queue_capacity: queue,
                 default_timeout: Duration::from_secs(30),
                 max_timeout: Duration::from_secs(600),
+                max_queue_wait: Duration::from_secs(5),
                 kill_grace: Duration::from_millis(500),
                 output_cap: 8 << 20,
             },

@@ -67,8 +67,7 @@ pub struct Engine {
     config: Config,
     /// Live sessions.
     pub sessions: Arc<SessionStore>,
-    /// The worker pool.
-    pub pool: Pool,
+    workers: Workers,
     /// Process-wide metrics.
     pub metrics: Arc<Metrics>,
     /// The result cache (None with `--no-cache` or when it could not be built).
@@ -76,7 +75,6 @@ pub struct Engine {
     flights: Flights<Finish>,
     base_env: BaseEnv,
     home: PathBuf,
-    kill: CancellationToken,
 }
 
 impl Engine {
@@ -98,22 +96,26 @@ impl Engine {
         });
         let metrics = Arc::new(Metrics::new());
         let cache = build_cache(&config, &metrics);
+        let workers = Workers {
+            pool,
+            kill,
+            max_queue_wait: config.exec.max_queue_wait,
+        };
         Arc::new(Engine {
             config,
             sessions,
-            pool,
+            workers,
             metrics,
             cache,
             flights: Flights::default(),
             base_env,
             home,
-            kill,
         })
     }
 
     /// Kills every running child (the end of a shutdown drain).
     pub fn kill_all(&self) {
-        self.kill.cancel();
+        self.workers.kill.cancel();
     }
 
     /// The configuration the engine runs with.
@@ -125,8 +127,8 @@ impl Engine {
     pub fn sampled(&self) -> Sampled {
         Sampled {
             sessions: self.sessions.len() as u64,
-            queue_depth: self.pool.queue_depth() as u64,
-            busy_workers: self.pool.busy() as u64,
+            queue_depth: self.workers.pool.queue_depth() as u64,
+            busy_workers: self.workers.pool.busy() as u64,
         }
     }
 
@@ -205,16 +207,10 @@ impl Engine {
             if let Some(cache) = cache {
                 cache.bump(tenant).await;
             }
-            let finish = run_job(
-                &self.pool,
-                &self.kill,
-                tenant,
-                exec.priority,
-                &job,
-                sink,
-                cancel,
-            )
-            .await;
+            let finish = self
+                .workers
+                .run(tenant, exec.priority, &job, sink, cancel)
+                .await;
             if let Some(cache) = cache {
                 cache.bump(tenant).await;
             }
@@ -244,8 +240,7 @@ impl Engine {
         if let Some(publisher) = publisher {
             let run = MissRun {
                 cache: cache.clone(),
-                pool: self.pool.clone(),
-                kill: self.kill.clone(),
+                workers: self.workers.clone(),
                 tenant: tenant.clone(),
                 priority: exec.priority,
                 job,
@@ -257,7 +252,7 @@ impl Engine {
         } else {
             self.metrics.cache.joined();
         }
-        follow(&mut follower, sink, &cancel, &self.kill).await
+        follow(&mut follower, sink, &cancel, &self.workers.kill).await
     }
 }
 
@@ -331,8 +326,7 @@ async fn follow<S: OutputSink>(
 /// One run for a cacheable miss, shared by every request that joined its flight.
 struct MissRun {
     cache: Arc<Cache>,
-    pool: Pool,
-    kill: CancellationToken,
+    workers: Workers,
     tenant: Arc<str>,
     priority: Priority,
     job: Job,
@@ -365,16 +359,10 @@ impl MissRun {
             bytes: 0,
             limit: self.cache.max_entry(),
         };
-        let finish = run_job(
-            &self.pool,
-            &self.kill,
-            &self.tenant,
-            self.priority,
-            &self.job,
-            &mut tee,
-            cancel,
-        )
-        .await;
+        let finish = self
+            .workers
+            .run(&self.tenant, self.priority, &self.job, &mut tee, cancel)
+            .await;
         let Tee {
             chunks,
             bytes,
@@ -427,47 +415,67 @@ impl OutputSink for Tee<'_> {
     }
 }
 
-/// Takes a worker slot and runs the job: the exec path, cached or not.
-async fn run_job<S: OutputSink>(
-    pool: &Pool,
-    kill: &CancellationToken,
-    tenant: &Arc<str>,
-    priority: Priority,
-    job: &Job,
-    sink: &mut S,
-    cancel: CancellationToken,
-) -> Finish {
-    // Wait for a worker, but give up at once if the request is cancelled meanwhile.
-    let slot = tokio::select! {
-        slot = pool.acquire(tenant, priority) => slot,
-        _ = cancel.cancelled() => return cancelled(KillReason::Cancelled),
-        _ = kill.cancelled() => return cancelled(KillReason::Shutdown),
-    };
-    let _slot = match slot {
-        Ok(slot) => slot,
-        Err(PoolError::QueueFull) => {
-            return Finish::error(
-                ErrorCode::QuotaExceeded,
-                "worker queue is full, retry later",
-            )
-        }
-    };
+/// The worker side of the engine, cloned into single-flight runs: the pool, the
+/// shutdown kill switch, and how long a request may wait for a worker.
+#[derive(Clone)]
+struct Workers {
+    pool: Pool,
+    kill: CancellationToken,
+    max_queue_wait: Duration,
+}
 
-    let stop = Stop {
-        cancel,
-        shutdown: kill.clone(),
-    };
-    match exec::run(job, sink, &stop).await {
-        Ok(o) => Finish::Exit {
-            code: o.code,
-            signal: o.signal,
-            truncated: o.truncated,
-            killed: o.killed,
-            served_from: ServedFrom::Exec,
-        },
-        Err(ExecError::Plan(e)) => Finish::error(ErrorCode::InvalidCommand, e.to_string()),
-        Err(e @ ExecError::Spawn(_)) => Finish::error(ErrorCode::SpawnFailed, e.to_string()),
-        Err(e) => Finish::error(ErrorCode::Internal, e.to_string()),
+impl Workers {
+    /// Takes a worker slot and runs the job: the exec path, cached or not.
+    async fn run<S: OutputSink>(
+        &self,
+        tenant: &Arc<str>,
+        priority: Priority,
+        job: &Job,
+        sink: &mut S,
+        cancel: CancellationToken,
+    ) -> Finish {
+        // Wait for a worker, but not past the queue-wait bound (load shedding), and
+        // give up at once if the request is cancelled meanwhile.
+        let slot = tokio::select! {
+            slot = tokio::time::timeout(self.max_queue_wait, self.pool.acquire(tenant, priority)) => slot,
+            _ = cancel.cancelled() => return cancelled(KillReason::Cancelled),
+            _ = self.kill.cancelled() => return cancelled(KillReason::Shutdown),
+        };
+        let _slot = match slot {
+            Ok(Ok(slot)) => slot,
+            Ok(Err(PoolError::QueueFull)) => {
+                return Finish::error(
+                    ErrorCode::QuotaExceeded,
+                    "worker queue is full, retry later",
+                )
+            }
+            Err(_) => {
+                return Finish::error(
+                    ErrorCode::QuotaExceeded,
+                    format!(
+                        "server overloaded: no worker within {:?}, retry later",
+                        self.max_queue_wait
+                    ),
+                )
+            }
+        };
+
+        let stop = Stop {
+            cancel,
+            shutdown: self.kill.clone(),
+        };
+        match exec::run(job, sink, &stop).await {
+            Ok(o) => Finish::Exit {
+                code: o.code,
+                signal: o.signal,
+                truncated: o.truncated,
+                killed: o.killed,
+                served_from: ServedFrom::Exec,
+            },
+            Err(ExecError::Plan(e)) => Finish::error(ErrorCode::InvalidCommand, e.to_string()),
+            Err(e @ ExecError::Spawn(_)) => Finish::error(ErrorCode::SpawnFailed, e.to_string()),
+            Err(e) => Finish::error(ErrorCode::Internal, e.to_string()),
+        }
     }
 }
 
