@@ -2,7 +2,7 @@
 //! encoding and compression.
 
 use crate::body::{decode_body, encode_body, is_known_kind};
-use crate::compress::Compressor;
+use crate::compress;
 use crate::error::{DecodeError, EncodeError};
 use crate::frame::{flags_for, FrameHeader, HEADER_LEN, MAX_BODY_LEN};
 use crate::message::{Compression, Encoding, Message, PROTOCOL_VERSION};
@@ -35,20 +35,17 @@ impl Default for CodecSettings {
     }
 }
 
-/// Encoder and decoder of one connection. Owns the compression state that is
-/// reused from frame to frame, hence `&mut self` everywhere.
+/// Encoder and decoder of one connection. Compression state is not owned here but
+/// borrowed per call from a per-thread pool (see `compress.rs`), so a connection
+/// costs only its settings.
 pub struct Codec {
     settings: CodecSettings,
-    compressor: Compressor,
 }
 
 impl Codec {
-    /// A codec with these settings; compression state is allocated lazily.
+    /// A codec with these settings.
     pub fn new(settings: CodecSettings) -> Self {
-        Codec {
-            settings,
-            compressor: Compressor::new(),
-        }
+        Codec { settings }
     }
 
     /// The current settings.
@@ -87,9 +84,15 @@ impl Codec {
             && raw_len >= self.settings.compress_threshold
         {
             let alg = self.settings.compression;
-            if let Some(packed) = self.compressor.compress(alg, &out[body_start..]) {
-                out.truncate(body_start);
-                out.extend_from_slice(packed);
+            let packed = compress::with(|c| match c.compress(alg, &out[body_start..]) {
+                Some(packed) => {
+                    out.truncate(body_start);
+                    out.extend_from_slice(packed);
+                    true
+                }
+                None => false,
+            });
+            if packed {
                 compression = alg;
             }
         }
@@ -128,11 +131,13 @@ impl Codec {
                 max,
             });
         }
-        let body = match compression {
-            Compression::None => body,
-            alg => self.compressor.decompress(alg, body, max)?,
-        };
-        decode_body(header.kind, body, header.is_json(), max)
+        match compression {
+            Compression::None => decode_body(header.kind, body, header.is_json(), max),
+            alg => compress::with(|c| {
+                let body = c.decompress(alg, body, max)?;
+                decode_body(header.kind, body, header.is_json(), max)
+            }),
+        }
     }
 }
 
