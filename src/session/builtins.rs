@@ -82,9 +82,11 @@ impl Builtin {
 impl Builtin {
     /// Puts a session inside `root` (canonical): its cwd moves there unless it is
     /// already inside, and `HOME` defaults to it. Idempotent; every connection calls
-    /// it when it attaches to a session, before running anything in it.
+    /// it when it attaches to a session, before running anything in it, and the
+    /// root is kept on the session so builtins need not resolve it again.
     pub fn confine(session: &Session, root: &Path) {
         let mut state = session.lock();
+        state.root = Some(root.to_owned());
         if !state.cwd.starts_with(root) {
             state.cwd = root.to_owned();
             state.prev_cwd = None;

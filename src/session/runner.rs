@@ -156,16 +156,9 @@ impl Engine {
         session.record(command);
 
         if let Some(builtin) = Builtin::parse(command) {
-            // With per-tenant roots, `cd` stays inside the tenant's and `~` is it.
-            let jail = match crate::security::tenant_root(&self.config.session, session.tenant()) {
-                Ok(jail) => jail,
-                Err(e) => {
-                    return Finish::error(
-                        ErrorCode::Internal,
-                        format!("cannot prepare the tenant's root: {e}"),
-                    )
-                }
-            };
+            // With per-tenant roots (resolved once, when the session was attached),
+            // `cd` stays inside the tenant's root and `~` is it.
+            let jail = session.root();
             let home = jail.as_deref().unwrap_or(&self.home);
             let out = builtin.run(session, home, jail.as_deref());
             for (stream, data) in [

@@ -26,6 +26,8 @@ pub(super) struct State {
     pub prev_cwd: Option<PathBuf>,
     pub env: BTreeMap<String, String>,
     pub history: VecDeque<Box<str>>,
+    /// The tenant's working root when `tenant_roots` is on: `cd` stays inside it.
+    pub root: Option<PathBuf>,
 }
 
 impl Session {
@@ -38,6 +40,7 @@ impl Session {
                 prev_cwd: None,
                 env: BTreeMap::new(),
                 history: VecDeque::new(),
+                root: None,
             }),
             history_limit,
             attached: AtomicUsize::new(0),
@@ -58,6 +61,11 @@ impl Session {
     /// Current working directory.
     pub fn cwd(&self) -> PathBuf {
         self.lock().cwd.clone()
+    }
+
+    /// The tenant root this session is confined to, if any (set on attach).
+    pub fn root(&self) -> Option<PathBuf> {
+        self.lock().root.clone()
     }
 
     /// The value of a session variable.
