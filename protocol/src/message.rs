@@ -357,6 +357,35 @@ pub enum ErrorCode {
     Internal,
 }
 
+impl ErrorCode {
+    /// Every code, in variant-index (wire) order.
+    pub const ALL: [ErrorCode; 20] = {
+        use ErrorCode::*;
+        [
+            Malformed,
+            UnknownType,
+            UnsupportedVersion,
+            TextFrame,
+            FrameTooLarge,
+            UnexpectedMessage,
+            HelloRequired,
+            DuplicateRequest,
+            UnknownSession,
+            TooManyRequests,
+            TooManySessions,
+            InvalidCommand,
+            SpawnFailed,
+            Skipped,
+            ShuttingDown,
+            Unauthorized,
+            PolicyDenied,
+            RateLimited,
+            QuotaExceeded,
+            Internal,
+        ]
+    };
+}
+
 /// A typed error. With `request` set it is that request's terminal frame.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct Error {

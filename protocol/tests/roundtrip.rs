@@ -108,3 +108,12 @@ fn body_above_24_bits_is_refused() {
     );
     assert!(buf.is_empty());
 }
+
+/// `ErrorCode::ALL` lists every code in wire order (bincode writes the variant index).
+#[test]
+fn error_code_all_is_in_wire_order() {
+    for (i, code) in voxterm_protocol::ErrorCode::ALL.iter().enumerate() {
+        let bytes = bincode::encode_to_vec(code, bincode::config::standard()).unwrap();
+        assert_eq!(bytes, vec![i as u8], "{code:?}");
+    }
+}

@@ -53,29 +53,7 @@ fn kill_reason() -> impl Strategy<Value = KillReason> {
 }
 
 fn error_code() -> impl Strategy<Value = ErrorCode> {
-    use ErrorCode::*;
-    proptest::sample::select(vec![
-        Malformed,
-        UnknownType,
-        UnsupportedVersion,
-        TextFrame,
-        FrameTooLarge,
-        UnexpectedMessage,
-        HelloRequired,
-        DuplicateRequest,
-        UnknownSession,
-        TooManyRequests,
-        TooManySessions,
-        InvalidCommand,
-        SpawnFailed,
-        Skipped,
-        ShuttingDown,
-        Unauthorized,
-        PolicyDenied,
-        RateLimited,
-        QuotaExceeded,
-        Internal,
-    ])
+    proptest::sample::select(ErrorCode::ALL.to_vec())
 }
 
 /// Short strings, including multi-byte UTF-8.
