@@ -1,14 +1,26 @@
 //! Spawn overhead of the exec path (`Pool::acquire` + `exec::run`) next to a bare
-//! `std` and a bare `tokio` spawn of the same program, in the same run.
+//! `std` and a bare `tokio` spawn of the same program, in the same run; and the
+//! cost of containment: the same runs with rlimits (prlimit after spawn), with a
+//! per-command cgroup (pids + memory, cells reused), and with both.
 //!
 //! Run: `cargo bench --bench spawn -- --warm-up-time 1 --measurement-time 5`
+//! (the cgroup rows need a writable cgroup v1 `pids` and `memory`, e.g. root;
+//! elsewhere they are skipped with a note).
+//!
+//! On a busy machine sequential criterion rows drift with the load; set
+//! `VOXTERM_SPAWN_INTERLEAVED=N` to also run N rounds in which every variant
+//! runs once per round, round-robin, and print medians and ratios to the bare run.
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use voxterm::exec::{run, Job, OutputSink, Pool, PoolConfig, SinkClosed, Stop};
+use voxterm::config::{ExecConfig, Preset};
+use voxterm::exec::{
+    run, CgroupMode, Containment, Job, OutputSink, Pool, PoolConfig, SinkClosed, Stop,
+};
 use voxterm_protocol::{Priority, StreamKind};
 
 /// Drops output: we measure spawn/stream/reap, not a client.
@@ -25,6 +37,10 @@ impl OutputSink for Discard {
 }
 
 fn job(command: &str) -> Job {
+    job_in(command, Arc::new(Containment::none()))
+}
+
+fn job_in(command: &str, containment: Arc<Containment>) -> Job {
     Job {
         command: command.to_owned(),
         cwd: PathBuf::from("/tmp"),
@@ -32,6 +48,7 @@ fn job(command: &str) -> Job {
         timeout: Duration::from_secs(10),
         kill_grace: Duration::from_millis(100),
         output_cap: 1 << 20,
+        containment,
     }
 }
 
@@ -77,7 +94,118 @@ fn spawn(c: &mut Criterion) {
             })
         });
     }
+
+    // Containment variants, same lines, same run.
+    let mut base = Preset::Production.config().exec;
+    base.rlimit_cpu = 600;
+    base.rlimit_as_bytes = 0;
+    base.rlimit_fsize_bytes = 1 << 30;
+    base.rlimit_nofile = 1024;
+    base.rlimit_nproc = 0;
+    base.cgroup_pids_max = 512;
+    base.cgroup_memory_max_bytes = 1 << 30;
+    let rlimits_only = {
+        let mut c = base.clone();
+        c.cgroup = CgroupMode::Off;
+        c
+    };
+    let strip = |c: &mut ExecConfig| {
+        c.rlimit_cpu = 0;
+        c.rlimit_fsize_bytes = 0;
+        c.rlimit_nofile = 0;
+    };
+    let cgroup_pids = {
+        let mut c = base.clone();
+        c.cgroup = CgroupMode::Required;
+        c.cgroup_memory_max_bytes = 0;
+        strip(&mut c);
+        c
+    };
+    let cgroup_pids_mem = {
+        let mut c = base.clone();
+        c.cgroup = CgroupMode::Required;
+        strip(&mut c);
+        c
+    };
+    let both = {
+        let mut c = base.clone();
+        c.cgroup = CgroupMode::Required;
+        c
+    };
+    let mut variants = vec![("none", Arc::new(Containment::none()))];
+    for (tag, cfg) in [
+        ("rlimits", rlimits_only),
+        ("cgroup_pids", cgroup_pids),
+        ("cgroup_pids_mem", cgroup_pids_mem),
+        ("rlimits_cgroup_pids_mem", both),
+    ] {
+        if let Err(e) = Containment::check(&cfg) {
+            eprintln!("skipping {tag}: {e}");
+            continue;
+        }
+        let containment = Arc::new(Containment::new(&cfg));
+        variants.push((tag, Arc::clone(&containment)));
+        for (name, line) in [
+            ("exec_run_bin_true_direct", "/bin/true"),
+            ("exec_run_echo_hi_shell", "echo hi;"),
+        ] {
+            let j = job_in(line, Arc::clone(&containment));
+            g.bench_function(format!("{name}+{tag}"), |b| {
+                b.to_async(&rt).iter(|| async {
+                    let _slot = pool.acquire("bench", Priority::Normal).await.expect("slot");
+                    run(&j, &mut Discard, &stop).await.expect("run")
+                })
+            });
+        }
+    }
     g.finish();
+    if let Some(rounds) = std::env::var("VOXTERM_SPAWN_INTERLEAVED")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        for line in ["/bin/true", "echo hi;"] {
+            interleaved(&rt, &pool, &stop, line, &variants, rounds);
+        }
+    }
+}
+
+/// Every variant once per round, round-robin, so load drift hits all alike.
+fn interleaved(
+    rt: &tokio::runtime::Runtime,
+    pool: &Pool,
+    stop: &Stop,
+    line: &str,
+    variants: &[(&str, Arc<Containment>)],
+    rounds: usize,
+) {
+    let jobs: Vec<Job> = variants
+        .iter()
+        .map(|(_, c)| job_in(line, Arc::clone(c)))
+        .collect();
+    let mut samples = vec![Vec::with_capacity(rounds); jobs.len()];
+    rt.block_on(async {
+        for _ in 0..rounds {
+            for (j, out) in jobs.iter().zip(samples.iter_mut()) {
+                let start = std::time::Instant::now();
+                let _slot = pool.acquire("bench", Priority::Normal).await.expect("slot");
+                run(j, &mut Discard, stop).await.expect("run");
+                out.push(start.elapsed());
+            }
+        }
+    });
+    let median = |v: &mut Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let base = median(&mut samples[0]);
+    for ((tag, _), s) in variants.iter().zip(samples.iter_mut()) {
+        let m = median(s);
+        println!(
+            "interleaved {line:?} {tag:<24} median {:>8.1} us  x{:.3}",
+            m.as_secs_f64() * 1e6,
+            m.as_secs_f64() / base.as_secs_f64()
+        );
+    }
 }
 
 criterion_group!(benches, spawn);

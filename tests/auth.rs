@@ -342,3 +342,151 @@ async fn non_loopback_bind_without_tokens_refuses_to_start() {
         "{stderr}"
     );
 }
+
+const EXPIRED: &str = "expired-token-0123456789abcdef";
+const LATER: &str = "later-token-0123456789abcdef";
+
+/// A tokens file with alice's plain token, an expired one, one valid until
+/// 2999 and (when given) one that expires at `soon`.
+fn expiring_tokens_file(name: &str, soon: Option<(&str, std::time::SystemTime)>) -> PathBuf {
+    let dir = temp_root(name);
+    let path = dir.join("tokens.toml");
+    let mut text = format!(
+        "[tokens]\n\"{ALICE}\" = \"alice\"\n\
+         \"{EXPIRED}\" = {{ tenant = \"bob\", expires = 2001-02-03T04:05:06Z }}\n\
+         [tokens.\"{LATER}\"]\ntenant = \"carol\"\nexpires = 2999-01-01\n"
+    );
+    if let Some((token, at)) = soon {
+        text.push_str(&format!(
+            "[tokens.\"{token}\"]\ntenant = \"dave\"\nexpires = {}\n",
+            humantime::format_rfc3339_seconds(at)
+        ));
+    }
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_wrong_or_expired_token_is_401_and_expiry_is_counted_apart() {
+    let tokens = expiring_tokens_file("auth-expiry-tokens", None);
+    let s = TestServer::start_with("auth-expiry", move |c| {
+        c.auth.tokens_file = Some(tokens);
+        c.auth.hello_token = false;
+    })
+    .await;
+    for extra in [
+        String::new(),
+        "Authorization: Bearer wrong-token-0123456789\r\n".into(),
+    ] {
+        let (status, head) = upgrade(&s, &extra).await;
+        assert_eq!(status, 401, "{extra:?}: {head}");
+        assert!(!head.contains("invalid_token"), "{head}");
+    }
+    for extra in [
+        format!("Authorization: Bearer {EXPIRED}\r\n"),
+        format!("Sec-WebSocket-Protocol: voxterm, bearer.{EXPIRED}\r\n"),
+    ] {
+        let (status, head) = upgrade(&s, &extra).await;
+        assert_eq!(status, 401, "{extra:?}: {head}");
+        assert!(
+            head.contains("error=\"invalid_token\"") && head.contains("token expired"),
+            "an expired token is said so: {head}"
+        );
+    }
+    // A token with an expiry in the future is as good as one without.
+    let (status, head) = upgrade(&s, &format!("Authorization: Bearer {LATER}\r\n")).await;
+    assert_eq!(status, 101, "{head}");
+    let (_, _, metrics) = http_get(s.addr, "/metrics").await;
+    assert!(
+        metrics.contains("voxterm_refusals_total{kind=\"unauthorized\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("voxterm_refusals_total{kind=\"token_expired\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_hello_token_is_unauthorized_and_closed_1008() {
+    let tokens = expiring_tokens_file("auth-expiry-hello-tokens", None);
+    let s = TestServer::start_with("auth-expiry-hello", move |c| {
+        c.auth.tokens_file = Some(tokens);
+    })
+    .await;
+    let mut ws = raw_connect(&s, &[], hello(None, Some(EXPIRED))).await;
+    match next(&mut ws).await {
+        Ok(Message::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::Unauthorized, "{e:?}");
+            assert!(e.message.contains("expired"), "{e:?}");
+        }
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+    assert_eq!(next(&mut ws).await.unwrap_err(), Some(1008));
+    let mut ws = raw_connect(&s, &[], hello(None, Some(LATER))).await;
+    assert_eq!(tenant_of(next(&mut ws).await), "carol");
+    let (_, _, metrics) = http_get(s.addr, "/metrics").await;
+    assert!(
+        metrics.contains("voxterm_refusals_total{kind=\"token_expired\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains("voxterm_refusals_total{kind=\"unauthorized\"} 1"),
+        "an expired token is not counted as unknown: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_ends_when_its_token_expires() {
+    use std::time::{Duration, SystemTime};
+    const SOON: &str = "soon-token-0123456789abcdef";
+    // Whole seconds in the file: 2-3 s from now.
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap();
+    let at = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs() + 3);
+    let tokens = expiring_tokens_file("auth-expiry-live-tokens", Some((SOON, at)));
+    let s = TestServer::start_with("auth-expiry-live", move |c| {
+        c.auth.tokens_file = Some(tokens);
+    })
+    .await;
+    let mut ws = raw_connect(
+        &s,
+        &[("authorization", &format!("Bearer {SOON}"))],
+        hello(None, None),
+    )
+    .await;
+    assert_eq!(tenant_of(next(&mut ws).await), "dave");
+    // Quiet until the expiry, then Error{Unauthorized} and 1008.
+    let end = tokio::time::timeout(Duration::from_secs(8), async {
+        loop {
+            match ws.next().await {
+                Some(Ok(WsMessage::Binary(b))) => {
+                    let mut codec = Codec::new(CodecSettings::default());
+                    let frame = codec
+                        .decode(&b)
+                        .next()
+                        .expect("one frame")
+                        .expect("decodes");
+                    match frame {
+                        Message::Error(e) => {
+                            assert_eq!(e.code, ErrorCode::Unauthorized);
+                            assert!(e.message.contains("expired"), "{e:?}");
+                        }
+                        other => panic!("unexpected {other:?}"),
+                    }
+                }
+                Some(Ok(WsMessage::Close(f))) => return f.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    })
+    .await
+    .expect("closed at the token's expiry");
+    assert_eq!(end, Some(1008));
+    assert!(
+        SystemTime::now() + Duration::from_millis(50) >= at,
+        "closed before the expiry"
+    );
+}

@@ -189,6 +189,25 @@ struct CompareArgs {
     /// Time scale.
     #[arg(long)]
     time_scale: Option<f64>,
+    /// Turn off only this optimization in the OFF run (same encoding both
+    /// times), to measure it alone: `predict` (prediction and prefetch),
+    /// `batch` (frame coalescing), `cache`. Default: everything at once.
+    #[arg(long, value_enum)]
+    only: Option<Only>,
+    /// Pass this flag to both servers (repeatable), e.g. `--server-arg=--workers=8`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    server_args: Vec<String>,
+}
+
+/// One optimization to compare alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Only {
+    /// `--no-predict`.
+    Predict,
+    /// `--no-batch`.
+    Batch,
+    /// `--no-cache`.
+    Cache,
 }
 
 #[derive(Debug, Args)]
@@ -523,11 +542,21 @@ async fn compare(c: CompareArgs) -> anyhow::Result<ExitCode> {
         grace: Duration::from_secs(15),
         quiet: false,
     };
+    let mut base = base;
+    base.server_args = c.server_args.clone();
     let mut off = base.clone();
-    off.encoding = Enc::Json;
-    off.compression = Comp::None;
+    let flags: &[&str] = match c.only {
+        None => {
+            off.encoding = Enc::Json;
+            off.compression = Comp::None;
+            &["--no-cache", "--no-predict", "--no-batch"]
+        }
+        Some(Only::Predict) => &["--no-predict"],
+        Some(Only::Batch) => &["--no-batch"],
+        Some(Only::Cache) => &["--no-cache"],
+    };
     let mut skipped = Vec::new();
-    for flag in ["--no-cache", "--no-prefetch", "--no-coalesce"] {
+    for &flag in flags {
         if serve::supports(flag) {
             off.server_args.push(flag.to_owned());
         } else {
@@ -535,8 +564,13 @@ async fn compare(c: CompareArgs) -> anyhow::Result<ExitCode> {
         }
     }
     println!(
-        "compare: OFF = server {:?}, JSON encoding, no compression; ON = defaults, bincode, deflate",
-        off.server_args
+        "compare: OFF = server {:?}, {:?} encoding, {:?} compression; ON = server {:?}, {:?}, {:?}",
+        off.server_args,
+        off.encoding,
+        off.compression,
+        base.server_args,
+        base.encoding,
+        base.compression
     );
     for s in &skipped {
         println!("compare: skipped {s}: this server build has no such switch");
@@ -579,6 +613,11 @@ async fn compare(c: CompareArgs) -> anyhow::Result<ExitCode> {
             (bytes(&r_off) - bytes(&r_on)) / bytes(&r_off).max(1e-9) * 100.0
         )
     );
+    for (name, f) in extra_rows() {
+        let (a, b) = (f(&r_off), f(&r_on));
+        let fmt = |v: Option<f64>| v.map_or("n/m".to_owned(), |v| format!("{v:.3}"));
+        println!("{:<34} {:>14} {:>14}", name, fmt(a), fmt(b));
+    }
     println!(
         "{:<34} {:>14} {:>14}",
         "grade (score)",
@@ -586,6 +625,43 @@ async fn compare(c: CompareArgs) -> anyhow::Result<ExitCode> {
         format!("{} ({:.1})", r_on.grade, r_on.score)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A figure of a report that is not a scorecard metric.
+type Extra = fn(&report::Report) -> Option<f64>;
+
+/// Rows `compare` prints besides the scorecard metrics: what prediction and
+/// coalescing change.
+fn extra_rows() -> Vec<(&'static str, Extra)> {
+    vec![
+        ("cache hit rate (client-side)", |r| {
+            (r.raw.cacheable > 0).then(|| r.raw.cache_hits as f64 / r.raw.cacheable as f64)
+        }),
+        ("p95 fs-read requests, ms", |r| {
+            r.latency.get("class:fs-read").map(|l| l.p95_ms)
+        }),
+        ("prediction top-1 accuracy", |r| {
+            r.raw.server_ratio("predict_top1", "predict_checked")
+        }),
+        ("prediction top-3 accuracy", |r| {
+            r.raw.server_ratio("predict_top3", "predict_checked")
+        }),
+        ("requests served by prefetch", |r| {
+            r.served_from.get("prefetch").map(|&n| n as f64)
+        }),
+        ("prefetches run", |r| {
+            r.raw
+                .server_counters
+                .get("prefetch_started")
+                .map(|&n| n as f64)
+        }),
+        ("completed requests per second", |r| {
+            (r.raw.wall_s > 0.0).then(|| r.raw.completed as f64 / r.raw.wall_s)
+        }),
+        ("server write syscalls per request", |r| {
+            r.raw.server_ratio("syscalls_write", "requests")
+        }),
+    ]
 }
 
 fn merge(m: MergeArgs) -> anyhow::Result<ExitCode> {

@@ -78,6 +78,19 @@ pub struct Raw {
     /// real pace (users × time scale), since a 10× user does the work of ten.
     #[serde(default = "one")]
     pub time_scale: f64,
+    /// The server's `Stats` counters over the run (end minus start; for the
+    /// ratios among them, such as prediction accuracy, see [`Raw::server_ratio`]).
+    #[serde(default)]
+    pub server_counters: BTreeMap<String, u64>,
+}
+
+impl Raw {
+    /// `a / b` of two server counters over the run (None when `b` is 0 or absent).
+    pub fn server_ratio(&self, a: &str, b: &str) -> Option<f64> {
+        let a = *self.server_counters.get(a)?;
+        let b = *self.server_counters.get(b)?;
+        (b > 0).then(|| a as f64 / b as f64)
+    }
 }
 
 fn one() -> f64 {
@@ -585,6 +598,11 @@ impl Report {
             raw.server_rss_before = min_opt(raw.server_rss_before, x.server_rss_before);
             raw.server_rss_peak = raw.server_rss_peak.max(x.server_rss_peak);
             raw.server_cpu_hold_s = max_f(raw.server_cpu_hold_s, x.server_cpu_hold_s);
+            // One server driven from several machines: its counters are the largest.
+            for (k, v) in &x.server_counters {
+                let e = raw.server_counters.entry(k.clone()).or_default();
+                *e = (*e).max(*v);
+            }
             raw.capacity_cps = match (raw.capacity_cps, x.capacity_cps) {
                 (Some(a), Some(b)) => Some(a + b),
                 (a, b) => a.or(b),
@@ -671,6 +689,25 @@ impl Report {
             .map(|(k, v)| format!("{k} {v}"))
             .collect();
         let _ = writeln!(out, "served from: {}", served.join(" · "));
+        let c = |k: &str| self.raw.server_counters.get(k).copied().unwrap_or(0);
+        if c("predict_checked") > 0 || c("prefetch_started") > 0 {
+            let pct = |a, b| self.raw.server_ratio(a, b).map_or(0.0, |r| r * 100.0);
+            let _ = writeln!(
+                out,
+                "prediction: top-1 {:.1}% · top-3 {:.1}% of {} · prefetch: started {} · stored {} · used {} · wasted {} · worker time {:.1} s",
+                pct("predict_top1", "predict_checked"),
+                pct("predict_top3", "predict_checked"),
+                c("predict_checked"),
+                c("prefetch_started"),
+                c("prefetch_stored"),
+                c("prefetch_hits"),
+                c("prefetch_wasted"),
+                c("prefetch_worker_us") as f64 / 1e6,
+            );
+        }
+        if let Some(w) = self.raw.server_ratio("syscalls_write", "requests") {
+            let _ = writeln!(out, "server write syscalls per request: {w:.2}");
+        }
         if !self.errors_by_code.is_empty() {
             let e: Vec<String> = self
                 .errors_by_code

@@ -99,6 +99,36 @@ fn sample(s: &voxterm_protocol::Stats, t0: Instant) -> ServerSample {
     }
 }
 
+/// The server's counters at the end minus at the start (rates and gauges among
+/// them, such as `cache_hit_rate_permille`, are left out: a difference of those
+/// means nothing).
+fn counter_delta(
+    before: &voxterm_protocol::Stats,
+    end: Option<&voxterm_protocol::Stats>,
+) -> std::collections::BTreeMap<String, u64> {
+    let Some(end) = end else {
+        return Default::default();
+    };
+    let mut m: std::collections::BTreeMap<String, u64> = end
+        .counters
+        .iter()
+        .filter(|c| !c.name.ends_with("_permille") && !c.name.starts_with("cache_bytes"))
+        .map(|c| {
+            let start = before
+                .counters
+                .iter()
+                .find(|b| b.name == c.name)
+                .map_or(0, |b| b.value);
+            (c.name.clone(), c.value.saturating_sub(start))
+        })
+        .collect();
+    m.insert(
+        "requests".into(),
+        end.requests.saturating_sub(before.requests),
+    );
+    m
+}
+
 /// The load tester's own resident memory, bytes.
 pub fn own_rss() -> u64 {
     voxterm::metrics::resident_bytes()
@@ -592,6 +622,7 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
         client_cpu_s: own_cpu_s,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as u64,
         time_scale: sc.time_scale,
+        server_counters: counter_delta(&s_before, s_end.as_ref()),
     };
     Ok(RunData {
         started_unix_ms,

@@ -23,9 +23,11 @@ pub const SUPPORTED_FLAGS: &[(&str, &str)] = &[
     ("--workers N", "children that may run at once"),
     ("--config FILE", "TOML merged over the preset"),
     (
-        "--no-coalesce",
-        "one WebSocket message per frame (writer coalescing off)",
+        "--no-batch",
+        "one WebSocket message and flush per frame (writer coalescing off; alias --no-coalesce)",
     ),
+    ("--no-coalesce", "same as --no-batch"),
+    ("--no-predict", "next-command prediction and prefetch off"),
     ("--no-cache", "every cache tier off (the baseline)"),
     ("--redis-url URL", "turn the L3 cache tier (Redis) on"),
 ];
@@ -44,6 +46,7 @@ pub fn config_from_args(listen: SocketAddr, args: &[String]) -> anyhow::Result<C
     let mut workers = None;
     let mut no_coalesce = false;
     let mut no_cache = false;
+    let mut no_predict = false;
     let mut redis_url = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -71,7 +74,8 @@ pub fn config_from_args(listen: SocketAddr, args: &[String]) -> anyhow::Result<C
             }
             "--workers" => workers = Some(value()?.parse().context("--workers needs a number")?),
             "--config" => file = Some(PathBuf::from(value()?)),
-            "--no-coalesce" => no_coalesce = true,
+            "--no-batch" | "--no-coalesce" => no_coalesce = true,
+            "--no-predict" => no_predict = true,
             "--no-cache" => no_cache = true,
             "--redis-url" => redis_url = Some(value()?),
             other => bail!(
@@ -90,7 +94,17 @@ pub fn config_from_args(listen: SocketAddr, args: &[String]) -> anyhow::Result<C
         config.exec.workers = w;
     }
     if no_coalesce {
-        config.server.coalesce_bytes = 0;
+        config.server.coalesce = false;
+    }
+    if no_predict {
+        config.predict.enabled = false;
+    }
+    if config.predict.data_dir.is_none() {
+        // Every run starts with a cold model (runs stay comparable) and leaves
+        // nothing in the user's ~/.local/share.
+        config.predict.data_dir = Some(
+            std::env::temp_dir().join(format!("voxterm-loadtest-model-{}", std::process::id())),
+        );
     }
     if no_cache {
         config.cache.enabled = false;

@@ -3,6 +3,8 @@
 
 use super::error::CacheError;
 use crate::exec::{OutputSink, SinkClosed};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use voxterm_protocol::StreamKind;
 
@@ -22,7 +24,23 @@ pub struct Entry {
     /// (stream, length) of each consecutive run of one stream in `data`.
     segments: Box<[(StreamKind, u32)]>,
     expires: Instant,
+    /// Set on entries the prefetcher stored: tells `served_from = prefetch`
+    /// apart and counts each entry's first use once (hits vs wasted prefetches).
+    prefetch: PrefetchMark,
 }
+
+/// Whether an entry came from a prefetch, and whether a request used it yet.
+/// Not part of the entry's value: two entries with the same output are equal.
+#[derive(Debug, Clone, Default)]
+struct PrefetchMark(Option<Arc<AtomicBool>>);
+
+impl PartialEq for PrefetchMark {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for PrefetchMark {}
 
 impl Entry {
     /// Builds an entry from output chunks in arrival order, merging runs of one stream.
@@ -47,7 +65,21 @@ impl Entry {
             data: data.into_boxed_slice(),
             segments: segments.into_boxed_slice(),
             expires: Instant::now() + ttl,
+            prefetch: PrefetchMark::default(),
         }
+    }
+
+    /// Marks an entry the prefetcher is about to store.
+    pub fn prefetched(mut self) -> Entry {
+        self.prefetch = PrefetchMark(Some(Arc::new(AtomicBool::new(false))));
+        self
+    }
+
+    /// For an entry the prefetcher stored: `Some(true)` on its first use by a
+    /// request, `Some(false)` after. `None` for other entries.
+    pub fn use_prefetched(&self) -> Option<bool> {
+        let used = self.prefetch.0.as_ref()?;
+        Some(!used.swap(true, Ordering::Relaxed))
     }
 
     /// Output bytes held (what byte bounds count, plus a small fixed overhead).
@@ -186,6 +218,7 @@ impl Entry {
             data: data.into(),
             segments: segments.into_boxed_slice(),
             expires: Instant::now() + Duration::from_millis(expires_ms - now_ms),
+            prefetch: PrefetchMark::default(),
         })
     }
 }

@@ -261,6 +261,44 @@ impl L3 {
         });
     }
 
+    /// A value another part of the engine keeps in Redis under `{NAMESPACE}{name}`
+    /// (the predictor's model). Given the write deadline, not the lookup one: this
+    /// is never on a request's path.
+    pub async fn get_blob(&self, name: &str) -> Option<Vec<u8>> {
+        let k = format!("{NAMESPACE}{name}");
+        match self
+            .call(self.cfg.write_timeout * 4, |mut c| async move {
+                redis::cmd("GET")
+                    .arg(k)
+                    .query_async::<Option<Vec<u8>>>(&mut c)
+                    .await
+            })
+            .await
+        {
+            Outcome::Done(v) => v,
+            Outcome::Failed => None,
+        }
+    }
+
+    /// Stores `value` under `{NAMESPACE}{name}` for `ttl`; false when it failed.
+    pub async fn put_blob(&self, name: &str, value: Vec<u8>, ttl: Duration) -> bool {
+        let k = format!("{NAMESPACE}{name}");
+        let ttl_ms = ttl.as_millis().max(1) as u64;
+        matches!(
+            self.call(self.cfg.write_timeout * 4, |mut c| async move {
+                redis::cmd("SET")
+                    .arg(k)
+                    .arg(value)
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await,
+            Outcome::Done(())
+        )
+    }
+
     /// The tenant's generation as Redis has it (None: unknown, e.g. Redis down).
     pub async fn generation(&self, tenant: &str) -> Option<u64> {
         let k = Self::gen_key(tenant);

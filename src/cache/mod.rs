@@ -223,6 +223,12 @@ impl Cache {
         None
     }
 
+    /// Whether a fresh entry is in L2 (every stored entry goes there), without
+    /// counting a hit or a miss: the prefetcher's "already cached?" question.
+    pub fn holds(&self, key: Key) -> bool {
+        self.l2.get(key, Instant::now()).is_some()
+    }
+
     /// L3 (a hit is promoted to L2 and this thread's L1). None without L3.
     pub async fn get_remote(&self, key: Key) -> Option<Arc<Entry>> {
         let l3 = self.l3.as_ref()?;

@@ -22,6 +22,12 @@ pub const DEFAULT_POLICY: &str = include_str!("cache-policy.toml");
 /// bounds the work an adversarial line can cause.
 const MAX_DEPTH: u32 = 8;
 
+/// Most openers (see [`nesting_bound`]) a line may hold before it is declared
+/// unknown without being parsed: `brush-parser` recurses once per nesting level on
+/// the caller's stack, and about 600 nested `(` overflowed a 2 MiB tokio worker
+/// stack (found by fuzzing; a stack overflow aborts the whole process).
+const MAX_NESTING: usize = 64;
+
 /// The cacheability class of a command, ordered from least to most restrictive so
 /// that a compound line is the `max` of its parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -383,7 +389,7 @@ impl<V: Visitor> Walk<'_, V> {
     }
 
     fn line(&mut self, line: &str, depth: u32) {
-        if depth > MAX_DEPTH || line.contains('\0') {
+        if depth > MAX_DEPTH || line.contains('\0') || nesting_bound(line) > MAX_NESTING {
             return self.v.opaque();
         }
         let mut parser = brush_parser::Parser::new(
@@ -586,6 +592,38 @@ impl<V: Visitor> Walk<'_, V> {
             }
         }
     }
+}
+
+/// An upper bound of the nesting depth the parser can reach on `line`: every byte
+/// and reserved word that can open a level counts, whether or not it does (quotes,
+/// escapes and closers are ignored, so the bound never underestimates). Backslashes
+/// and newlines are skipped inside words so that `i\<newline>f` counts as `if`.
+fn nesting_bound(line: &str) -> usize {
+    let mut count = 0;
+    let mut word = [0u8; 6];
+    let mut len = 0;
+    for b in line.bytes().chain([b' ']) {
+        match b {
+            b'\\' | b'\n' => continue,
+            b'a'..=b'z' => {
+                if let Some(slot) = word.get_mut(len) {
+                    *slot = b;
+                }
+                len += 1;
+                continue;
+            }
+            b'(' | b'{' | b'`' => count += 1,
+            _ => {}
+        }
+        if matches!(
+            word.get(..len),
+            Some(b"if" | b"for" | b"case" | b"while" | b"until" | b"select")
+        ) {
+            count += 1;
+        }
+        len = 0;
+    }
+    count
 }
 
 /// The program a command word names, when it names one plainly: quoted or

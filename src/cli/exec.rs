@@ -3,6 +3,7 @@
 use super::{client_runtime, DEFAULT_URL};
 use clap::Args;
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use voxterm::client::{Client, ClientOptions};
@@ -14,9 +15,13 @@ const SERVER_ERROR: u8 = 125;
 /// Options of `voxterm exec`.
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Server WebSocket URL.
+    /// Server WebSocket URL (`ws://`, or `wss://` for a server with TLS).
     #[arg(long, env = "VOXTERM_URL", default_value = DEFAULT_URL)]
     url: String,
+    /// For `wss://`: PEM certificates to trust instead of the system's roots
+    /// (a private CA or the server's self-signed certificate).
+    #[arg(long, env = "VOXTERM_CA_CERT", value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
     /// Session to run in (cwd and env persist per session).
     #[arg(long, default_value = "default")]
     session: String,
@@ -60,6 +65,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
     let opts = ClientOptions {
         tenant: args.tenant,
         token: args.token,
+        ca_cert: args.ca_cert,
         ..ClientOptions::default()
     };
     let mut client = Client::connect(&args.url, opts).await?;

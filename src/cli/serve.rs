@@ -35,6 +35,13 @@ pub struct ServeArgs {
     /// Turn every cache tier off (the baseline for comparisons).
     #[arg(long)]
     no_cache: bool,
+    /// Turn next-command prediction and prefetch off (the baseline for comparisons).
+    #[arg(long)]
+    no_predict: bool,
+    /// Send every frame as its own WebSocket message with its own flush instead of
+    /// coalescing (the baseline for comparisons).
+    #[arg(long)]
+    no_batch: bool,
     /// TOML file with a `[tokens]` table mapping each token to its tenant; clients
     /// must then present a token (Authorization: Bearer, a `bearer.<token>`
     /// subprotocol, or Hello.token) and act as its tenant.
@@ -44,6 +51,23 @@ pub struct ServeArgs {
     /// port can then run commands as any tenant: trusted networks only.
     #[arg(long)]
     insecure_no_auth: bool,
+    /// PEM certificate chain: with --tls-key, the port speaks TLS only (wss://,
+    /// https://), so pages served over https can connect.
+    #[arg(
+        long,
+        env = "VOXTERM_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(
+        long,
+        env = "VOXTERM_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    tls_key: Option<PathBuf>,
 }
 
 /// Loads the configuration, starts the runtime and serves until SIGINT/SIGTERM.
@@ -68,11 +92,23 @@ pub fn run(args: ServeArgs) -> ExitCode {
     if args.no_cache {
         config.cache.enabled = false;
     }
+    if args.no_predict {
+        config.predict.enabled = false;
+    }
+    if args.no_batch {
+        config.server.coalesce = false;
+    }
     if let Some(tokens) = args.tokens {
         config.auth.tokens_file = Some(tokens);
     }
     if args.insecure_no_auth {
         config.auth.insecure_no_auth = true;
+    }
+    if let Some(cert) = args.tls_cert {
+        config.server.tls_cert = Some(cert);
+    }
+    if let Some(key) = args.tls_key {
+        config.server.tls_key = Some(key);
     }
     if let Err(e) = config.validate() {
         eprintln!("voxterm: {e}");
@@ -100,11 +136,15 @@ pub fn run(args: ServeArgs) -> ExitCode {
         if config.auth.tokens_file.is_none() && !addr.ip().is_loopback() {
             tracing::warn!(%addr, "listening beyond loopback WITHOUT authentication (--insecure-no-auth)");
         }
+        let (ws, http) = match config.server.tls_cert {
+            Some(_) => ("wss", "https"),
+            None => ("ws", "http"),
+        };
         tracing::info!(
             %addr,
             preset = ?args.preset,
             workers = config.exec.workers,
-            "voxterm listening: ws://{addr}/ws, http://{addr}/healthz, http://{addr}/metrics"
+            "voxterm listening: {ws}://{addr}/ws, {http}://{addr}/healthz, {http}://{addr}/metrics"
         );
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS

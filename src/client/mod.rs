@@ -6,12 +6,14 @@
 //! convenience of one command from `Exec` to its terminal frame. Multiplexing many
 //! requests is done by the caller with `send` and `recv`.
 
+use crate::security::tls::{self, MaybeTls, TlsError};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::WebSocketStream;
 use voxterm_protocol::{
     CacheMode, Codec, CodecSettings, Compression, DecodeError, EncodeError, Encoding, Error, Exec,
     Exit, Hello, Message, Priority, RequestId, SessionId, StreamKind, Welcome, PROTOCOL_VERSION,
@@ -35,6 +37,25 @@ pub enum ClientError {
     /// The server answered out of protocol.
     #[error("protocol: {0}")]
     Protocol(String),
+    /// The TCP connection could not be made.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// host:port.
+        addr: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// TLS could not be set up or the handshake failed (e.g. an untrusted certificate).
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    /// The TLS handshake with the server failed.
+    #[error("tls handshake with {addr}: {source}")]
+    TlsHandshake {
+        /// host:port.
+        addr: String,
+        /// What rustls reported.
+        source: std::io::Error,
+    },
 }
 
 /// How to introduce ourselves in `Hello`.
@@ -51,6 +72,9 @@ pub struct ClientOptions {
     pub encoding: Encoding,
     /// Preferred compression.
     pub compression: Compression,
+    /// For `wss://`: PEM certificates to trust instead of the system's roots
+    /// (a private CA, or a self-signed server certificate).
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl Default for ClientOptions {
@@ -61,6 +85,7 @@ impl Default for ClientOptions {
             token: None,
             encoding: Encoding::Bincode,
             compression: Compression::None,
+            ca_cert: None,
         }
     }
 }
@@ -82,7 +107,7 @@ pub struct Completed {
 
 /// The framed WebSocket under a client: frames in, frames out.
 struct Wire {
-    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    ws: WebSocketStream<MaybeTls>,
     codec: Codec,
     pending: VecDeque<Result<Message, DecodeError>>,
 }
@@ -119,6 +144,51 @@ impl Wire {
     }
 }
 
+/// The TCP connection for a `ws://` or `wss://` request, TLS-wrapped for `wss://`.
+async fn transport(
+    request: &tokio_tungstenite::tungstenite::handshake::client::Request,
+    ca_cert: Option<&std::path::Path>,
+) -> Result<MaybeTls, ClientError> {
+    let uri = request.uri();
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        Some("wss") => true,
+        other => {
+            return Err(ClientError::Protocol(format!(
+                "unsupported URL scheme {other:?}: use ws:// or wss://"
+            )))
+        }
+    };
+    let host = uri
+        .host()
+        .ok_or_else(|| ClientError::Protocol("the URL has no host".into()))?;
+    // `[::1]` in a URL is `::1` to the resolver and to TLS.
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+    let addr = format!("{host}:{port}");
+    let tcp = TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|source| ClientError::Connect {
+            addr: addr.clone(),
+            source,
+        })?;
+    let _ = tcp.set_nodelay(true);
+    if !secure {
+        return Ok(MaybeTls::Plain(tcp));
+    }
+    let config = tls::client_config(ca_cert)?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(host)
+        .map_err(|e| ClientError::Protocol(format!("invalid TLS server name: {e}")))?;
+    let tls = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .map_err(|source| ClientError::TlsHandshake { addr, source })?;
+    Ok(MaybeTls::Tls(Box::new(tls.into())))
+}
+
 /// One connection to a voxterm server, after `Hello`/`Welcome`.
 pub struct Client {
     wire: Wire,
@@ -127,7 +197,8 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to `url` (e.g. `ws://127.0.0.1:7878/ws`) and performs the handshake.
+    /// Connects to `url` (`ws://127.0.0.1:7878/ws`, or `wss://` for a server
+    /// with TLS) and performs the handshake.
     pub async fn connect(url: &str, opts: ClientOptions) -> Result<Client, ClientError> {
         let config = WebSocketConfig::default()
             .read_buffer_size(16 << 10)
@@ -143,8 +214,9 @@ impl Client {
             })?;
             request.headers_mut().insert("authorization", value);
         }
+        let stream = transport(&request, opts.ca_cert.as_deref()).await?;
         let (ws, _) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config)).await?;
         let mut wire = Wire {
             ws,
             codec: Codec::new(CodecSettings {

@@ -34,6 +34,79 @@ pub struct Config {
     /// Per-tenant rate limits and quotas.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Next-command prediction and prefetch.
+    #[serde(default)]
+    pub predict: PredictConfig,
+}
+
+/// Next-command prediction and prefetch (DESIGN §2 step 8). Prefetch only runs
+/// cacheable lines (pure, session, fs-read), only on idle workers, within a
+/// per-tenant budget and a global share of the CPU.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PredictConfig {
+    /// Learn and predict (`--no-predict` turns it off, prefetch included).
+    pub enabled: bool,
+    /// Run likely next commands ahead of time (needs the cache).
+    pub prefetch: bool,
+    /// Predictions kept per command (top-k, for accuracy and prefetch).
+    pub top_k: usize,
+    /// Smallest probability worth a prefetch.
+    pub threshold: f64,
+    /// Prefetches considered after one command (the best ones first).
+    pub per_command: usize,
+    /// Prefetch only while fewer than this share of the workers are busy and
+    /// nothing waits in the queue.
+    pub idle_share: f64,
+    /// Prefetches running at once: at most ceil(cores × this) (at least 1).
+    pub cpu_share: f64,
+    /// Prefetches per second per tenant (token bucket; 0: unlimited).
+    pub tenant_rate: f64,
+    /// Burst of that bucket (0: the rate, at least 1).
+    pub tenant_burst: u32,
+    /// Tenants whose models are kept in memory (least recently used go first).
+    pub max_tenants: usize,
+    /// Where the model is saved when L3 is off (`predict-model.bin` in it).
+    /// Unset: `$XDG_DATA_HOME/voxterm`, else `$HOME/.local/share/voxterm`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// How often changes are saved (and once more at shutdown).
+    #[serde(with = "humantime_serde")]
+    pub save_interval: Duration,
+}
+
+impl Default for PredictConfig {
+    fn default() -> Self {
+        PredictConfig {
+            enabled: true,
+            prefetch: true,
+            top_k: 3,
+            threshold: 0.3,
+            per_command: 2,
+            idle_share: 0.5,
+            cpu_share: 0.25,
+            tenant_rate: 2.0,
+            tenant_burst: 4,
+            max_tenants: 100_000,
+            data_dir: None,
+            save_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+impl PredictConfig {
+    /// The data directory: configured, else the XDG default.
+    pub fn data_dir(&self) -> Option<PathBuf> {
+        if let Some(d) = &self.data_dir {
+            return Some(d.clone());
+        }
+        match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+            Some(x) => Some(PathBuf::from(x).join("voxterm")),
+            None => std::env::var_os("HOME")
+                .filter(|v| !v.is_empty())
+                .map(|h| PathBuf::from(h).join(".local/share/voxterm")),
+        }
+    }
 }
 
 /// Authentication (DESIGN §6). Without a tokens file the tenant is whatever the
@@ -57,6 +130,18 @@ pub struct AuthConfig {
 
 fn yes() -> bool {
     true
+}
+
+fn idle_timeout() -> Duration {
+    Duration::from_secs(600)
+}
+
+fn ping_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn coalesce_delay() -> Duration {
+    Duration::from_micros(200)
 }
 
 impl Default for AuthConfig {
@@ -99,6 +184,20 @@ pub struct LimitsConfig {
     /// Live sessions one tenant may have (0: unlimited).
     #[serde(default)]
     pub max_sessions_per_tenant: u32,
+    /// Output bytes per second one tenant's commands may stream, over all its
+    /// connections (0: unlimited). Over budget, output is delayed, never dropped:
+    /// the child's pipe fills and the child slows down.
+    #[serde(default)]
+    pub output_bytes_per_second: u64,
+    /// Output bytes a tenant may send at once after being quiet (0: one second's worth).
+    #[serde(default)]
+    pub output_burst: u64,
+    /// WebSocket connections one tenant may hold at once (0: unlimited).
+    #[serde(default)]
+    pub max_connections_per_tenant: u32,
+    /// WebSocket connections one source IP address may hold at once (0: unlimited).
+    #[serde(default)]
+    pub max_connections_per_ip: u32,
 }
 
 /// Network, protocol and connection limits.
@@ -124,6 +223,14 @@ pub struct ServerConfig {
     /// per-connection buffer that keeps its largest size, so this bounds every
     /// connection's write-buffer high-water mark.
     pub coalesce_bytes: usize,
+    /// Coalesce frames into fewer WebSocket messages (`--no-batch` turns it off:
+    /// one frame per message, one flush each; the baseline for comparisons).
+    #[serde(default = "yes")]
+    pub coalesce: bool,
+    /// Under load (more frames were already queued), how long the writer may
+    /// wait for further frames before it flushes; never waits when idle.
+    #[serde(default = "coalesce_delay", with = "humantime_serde")]
+    pub coalesce_delay: Duration,
     /// tungstenite's read buffer per connection (its default of 128 KiB is ~1 GB at 10k connections).
     pub ws_read_buffer: usize,
     /// tungstenite's write buffer per connection.
@@ -136,6 +243,23 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long in-flight commands may run before they are killed.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// A connection with no message from the client and no request in flight for
+    /// this long is closed (1000, "idle timeout"); 0 turns it off. Keepalive pongs
+    /// do not count as traffic.
+    #[serde(default = "idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// The server pings every connection this often; one that has sent nothing
+    /// (no pong, no message) by the next ping is dropped as dead, so a vanished
+    /// peer goes within about two intervals. 0 turns keepalive off.
+    #[serde(default = "ping_interval", with = "humantime_serde")]
+    pub ping_interval: Duration,
+    /// PEM certificate chain: with `tls_key`, the port speaks TLS only (`wss://`,
+    /// `https://`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) of `tls_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
     /// `Origin`s (e.g. `https://app.example.com`) allowed to open `/ws`. Requests
     /// without an `Origin` header (non-browser clients) are always let through;
     /// a request with one is refused with 403 unless it is listed here.
@@ -190,6 +314,41 @@ pub struct ExecConfig {
     pub kill_grace: Duration,
     /// Bytes per stream forwarded before output is cut and the command killed.
     pub output_cap: u64,
+    /// `RLIMIT_CPU` of every child, in CPU seconds (0: off). A guard that still
+    /// holds for a process that escaped the timeout (soft limit: SIGXCPU, one second
+    /// later SIGKILL).
+    #[serde(default)]
+    pub rlimit_cpu: u64,
+    /// `RLIMIT_AS` of every child, in bytes (0: off). Counts virtual reservations, so
+    /// runtimes that reserve big address ranges (JVM, V8, Go) fail under tight values;
+    /// the memory cgroup (`cgroup_memory_max_bytes`) is the better memory bound.
+    #[serde(default)]
+    pub rlimit_as_bytes: u64,
+    /// `RLIMIT_FSIZE` of every child, in bytes (0: off): the largest file it may write.
+    #[serde(default)]
+    pub rlimit_fsize_bytes: u64,
+    /// `RLIMIT_NOFILE` of every child (0: off). Also keeps a server that raised its
+    /// own limit from handing children a huge table (slow `close_fds` loops, `select`).
+    #[serde(default)]
+    pub rlimit_nofile: u64,
+    /// `RLIMIT_NPROC` of every child (0: off). Counts every process of the server's
+    /// user, not of one command, and is not enforced for root: a fork bomb needs
+    /// the pids cgroup.
+    #[serde(default)]
+    pub rlimit_nproc: u64,
+    /// Per-command cgroup confinement (pids, memory): `off`, `auto` (when the cgroup
+    /// v1 filesystem is writable, else rlimits and process groups only) or
+    /// `required` (no command runs without it).
+    #[serde(default)]
+    pub cgroup: crate::exec::CgroupMode,
+    /// `pids.max` of each command's cgroup (0: no cap, the cgroup still tracks and
+    /// kills daemonized descendants).
+    #[serde(default)]
+    pub cgroup_pids_max: u64,
+    /// Memory limit of each command's cgroup, in bytes (0: off); over it the kernel
+    /// reclaims, then OOM-kills inside that cgroup only.
+    #[serde(default)]
+    pub cgroup_memory_max_bytes: u64,
 }
 
 /// The result cache (DESIGN §4).
@@ -299,6 +458,15 @@ impl Config {
         {
             return invalid("limits.commands_per_second must be a finite number >= 0");
         }
+        if self.server.tls_cert.is_some() != self.server.tls_key.is_some() {
+            return invalid(
+                "server.tls_cert and server.tls_key go together (--tls-cert, --tls-key)",
+            );
+        }
+        if let (Some(cert), Some(key)) = (&self.server.tls_cert, &self.server.tls_key) {
+            crate::security::tls::server_config(cert, key)
+                .map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
         if !self.session.tenant_roots.is_empty() && !self.session.tenant_roots.contains("{tenant}")
         {
             return invalid("session.tenant_roots must contain {tenant}");
@@ -309,6 +477,8 @@ impl Config {
             crate::security::Tokens::load(p).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
         crate::security::check_bind(self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        crate::exec::Containment::check(&self.exec)
+            .map_err(|e| ConfigError::Invalid(format!("exec.cgroup: {e}")))?;
         if let Some(p) = &self.cache.policy_file {
             crate::cache::Policy::load(p).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }
@@ -417,6 +587,41 @@ mod tests {
         )
         .unwrap();
         assert!(Config::load(Preset::Production, Some(&file)).is_ok());
+    }
+
+    #[test]
+    fn connection_limits_and_tls_keys_layer_and_check() {
+        let dir = std::env::temp_dir().join(format!("voxterm-cfg5-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "[server]\nidle_timeout = \"5m\"\nping_interval = \"0s\"\n\
+             [limits]\noutput_bytes_per_second = 1048576\noutput_burst = 0\n\
+             max_connections_per_tenant = 4\nmax_connections_per_ip = 16\n",
+        )
+        .unwrap();
+        let c = Config::load(Preset::Production, Some(&file)).unwrap();
+        assert_eq!(c.server.idle_timeout, Duration::from_secs(300));
+        assert!(c.server.ping_interval.is_zero());
+        assert_eq!(c.limits.output_bytes_per_second, 1 << 20);
+        assert_eq!(
+            (
+                c.limits.max_connections_per_tenant,
+                c.limits.max_connections_per_ip
+            ),
+            (4, 16)
+        );
+        for bad in [
+            "[server]\ntls_cert = \"/nonexistent/cert.pem\"\n",
+            "[server]\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n",
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            assert!(
+                Config::load(Preset::Production, Some(&file)).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! Built-in presets: complete configurations a TOML file and flags refine.
 
 use super::{
-    AuthConfig, CacheConfig, Config, ExecConfig, LimitsConfig, PolicyConfig, ServerConfig,
-    SessionConfig,
+    AuthConfig, CacheConfig, Config, ExecConfig, LimitsConfig, PolicyConfig, PredictConfig,
+    ServerConfig, SessionConfig,
 };
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -35,6 +35,24 @@ impl Preset {
             Preset::Production => (4 << 20, 128 << 20),
             Preset::HighPerformance => (8 << 20, 512 << 20),
         };
+        // Containment of children (README "Containing children"): development only
+        // catches runaways; shared deployments also bound CPU, files and memory.
+        let containment = match self {
+            Preset::Development => ChildLimits {
+                cpu: 0,
+                fsize: 0,
+                nproc: 0,
+                pids: 1024,
+                memory: 0,
+            },
+            Preset::Production | Preset::HighPerformance => ChildLimits {
+                cpu: 600,
+                fsize: 1 << 30,
+                nproc: 4096,
+                pids: 512,
+                memory: 1 << 30,
+            },
+        };
         Config {
             server: ServerConfig {
                 listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 7878)),
@@ -45,11 +63,17 @@ impl Preset {
                 max_sessions: 64,
                 write_queue: 64,
                 coalesce_bytes: 16 << 10,
+                coalesce: true,
+                coalesce_delay: Duration::from_micros(200),
                 ws_read_buffer: 4 << 10,
                 ws_write_buffer: 8 << 10,
                 compress_threshold: 1024,
                 handshake_timeout: Duration::from_secs(10),
                 drain_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(600),
+                ping_interval: Duration::from_secs(30),
+                tls_cert: None,
+                tls_key: None,
                 allowed_origins: Vec::new(),
             },
             session: SessionConfig {
@@ -71,6 +95,14 @@ impl Preset {
                 max_queue_wait: Duration::from_secs(5),
                 kill_grace: Duration::from_millis(500),
                 output_cap: 8 << 20,
+                rlimit_cpu: containment.cpu,
+                rlimit_as_bytes: 0,
+                rlimit_fsize_bytes: containment.fsize,
+                rlimit_nofile: 1024,
+                rlimit_nproc: containment.nproc,
+                cgroup: crate::exec::CgroupMode::Auto,
+                cgroup_pids_max: containment.pids,
+                cgroup_memory_max_bytes: containment.memory,
             },
             cache: CacheConfig {
                 enabled: true,
@@ -96,6 +128,16 @@ impl Preset {
             // Off in every preset: without tokens the tenant is client-chosen, so
             // per-tenant limits only mean something with `--tokens` (see README).
             limits: LimitsConfig::default(),
+            predict: PredictConfig::default(),
         }
     }
+}
+
+/// The per-preset containment figures of [`ExecConfig`] (0: off).
+struct ChildLimits {
+    cpu: u64,
+    fsize: u64,
+    nproc: u64,
+    pids: u64,
+    memory: u64,
 }

@@ -39,6 +39,36 @@ pub enum ExecError {
     /// Reading the child's pipes or waiting for it failed.
     #[error("i/o error while running command: {0}")]
     Io(std::io::Error),
+    /// The command could not be confined as configured, so it was not run (or
+    /// was killed at once): containment fails closed.
+    #[error("cannot contain command: {0}")]
+    Contain(#[from] ContainError),
+}
+
+/// Why a child could not be given its limits or its cgroup.
+#[derive(Debug, Error)]
+pub enum ContainError {
+    /// The cgroup v1 hierarchy of this controller is not mounted (or this process
+    /// is not listed in it).
+    #[error("cgroup v1 `{0}` hierarchy is not mounted")]
+    NotMounted(&'static str),
+    /// A cgroup file or directory could not be created, written or read.
+    #[error("cgroup {path}: {source}")]
+    Io {
+        /// The cgroupfs path.
+        path: std::path::PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Internal: a cell was used after it was handed back.
+    #[error("cgroup cell already released")]
+    Released,
+    /// `exec.cgroup = "required"` and the server could not set cgroups up.
+    #[error("cgroup confinement is required but unavailable: {0}")]
+    Required(String),
+    /// `prlimit` on the new child failed.
+    #[error("cannot set resource limits: {0}")]
+    Rlimit(std::io::Error),
 }
 
 /// The output receiver is gone (client disconnected or request dropped).

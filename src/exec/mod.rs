@@ -19,9 +19,17 @@
 //! Spawning keeps std's `posix_spawn` fast path (no `pre_exec`, no `setsid`,
 //! absolute program paths): from a large server process a fork+exec costs tens of
 //! milliseconds, a `posix_spawn` well under one.
+//!
+//! Containment ([`Containment`], README "Containing children"): rlimits are set
+//! with `prlimit` right after spawn ([`limits`]), and when cgroup v1 is writable
+//! each command is born in its own cgroup ([`cgroup`]) that caps its pids and
+//! memory and lets the kill reach daemonized descendants that left the group.
 
+mod cgroup;
+mod contain;
 mod error;
 mod group;
+mod limits;
 mod plan;
 mod pool;
 mod run;
@@ -29,7 +37,9 @@ mod run;
 #[cfg(test)]
 mod tests;
 
-pub use error::{ExecError, PlanError, PoolError, SinkClosed};
+pub use cgroup::CgroupMode;
+pub use contain::Containment;
+pub use error::{ContainError, ExecError, PlanError, PoolError, SinkClosed};
 pub use plan::{plan, Plan};
 pub use pool::{Pool, PoolConfig, Slot};
 pub use run::{run, Job, Outcome, OutputSink, Stop};

@@ -176,6 +176,25 @@ impl Pool {
         })
     }
 
+    /// A slot now, or nothing: only when a worker is free, nobody waits in the
+    /// queue and the tenant is below its cap. Prefetches use this so that they
+    /// run on idle capacity only and never take a place in the queue.
+    pub fn try_acquire_idle(&self, tenant: &str) -> Option<Slot> {
+        let mut st = self.inner.lock();
+        if st.queued > 0
+            || st.busy >= self.inner.workers
+            || st.held_by(tenant) >= self.inner.tenant_cap
+        {
+            return None;
+        }
+        let tenant: Arc<str> = Arc::from(tenant);
+        st.take(&tenant);
+        Some(Slot {
+            pool: Arc::clone(&self.inner),
+            tenant,
+        })
+    }
+
     /// Number of callers currently waiting in the queue (all classes).
     pub fn queue_depth(&self) -> usize {
         self.inner.lock().queued

@@ -6,6 +6,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::errno::Errno;
@@ -19,6 +20,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{KillReason, StreamKind};
 
+use super::contain::Containment;
 use super::error::{ExecError, SinkClosed};
 use super::group::{signal_group, GroupGuard};
 use super::plan::{plan, Plan};
@@ -52,6 +54,8 @@ pub struct Job {
     pub kill_grace: Duration,
     /// Bytes forwarded per stream; more output truncates and kills the command.
     pub output_cap: u64,
+    /// The engine's limits and cgroups; [`Containment::none`] for a bare child.
+    pub containment: Arc<Containment>,
 }
 
 /// Where `run` delivers output.
@@ -92,9 +96,10 @@ pub struct Outcome {
 /// `Outcome` or error.
 ///
 /// The child runs in its own process group with a cleared environment, stdin from
-/// `/dev/null` and piped stdout/stderr. Every way out (exit, timeout, cancel,
+/// `/dev/null` and piped stdout/stderr, with the job's rlimits and, when cgroups
+/// are on, in a cgroup of its own. Every way out (exit, timeout, cancel,
 /// shutdown, output cap, closed sink, dropped future) kills whatever is left of
-/// the group and reaps the child.
+/// the group and of the cgroup (daemonized descendants included) and reaps the child.
 pub async fn run<S: OutputSink>(
     job: &Job,
     sink: &mut S,
@@ -133,7 +138,14 @@ pub async fn run<S: OutputSink>(
 
     // Subscribe before the child exists so its SIGCHLD cannot be missed.
     let mut sigchld = signal(SignalKind::child()).map_err(ExecError::Io)?;
-    let mut child = match cmd.spawn() {
+    // The child is born inside its cell: this thread enters it, spawns and leaves,
+    // with no `.await` in between (see `cgroup`).
+    let mut cell = job.containment.cell()?;
+    let spawned = match cell.as_mut() {
+        Some(cell) => cell.run_inside(|| cmd.spawn())?,
+        None => cmd.spawn(),
+    };
+    let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return spawn_failed(e, job, sink, stop).await,
     };
@@ -147,6 +159,16 @@ pub async fn run<S: OutputSink>(
         )));
     };
     let mut guard = GroupGuard::new(pgid);
+    if let Err(e) = job.containment.limit(pgid, cell.as_ref()) {
+        // Fail closed: a child that could not be limited does not keep running.
+        signal_group(pgid, Signal::SIGKILL);
+        if let Some(cell) = cell.as_mut() {
+            cell.kill_all().await;
+        }
+        let _ = child.wait().await;
+        guard.disarm();
+        return Err(e.into());
+    }
     let deadline = deadline_after(job.timeout);
 
     let mut streams = [
@@ -199,6 +221,9 @@ pub async fn run<S: OutputSink>(
                 // Leftovers (e.g. `sleep 100 &`) hold the pipes: kill them; what they
                 // and the main child already wrote stays readable until EOF.
                 signal_group(pgid, Signal::SIGKILL);
+                if let Some(cell) = &cell {
+                    cell.signal(Signal::SIGKILL);
+                }
                 group_killed = true;
                 linger = Some(Instant::now() + DRAIN_IDLE);
             }
@@ -228,15 +253,23 @@ pub async fn run<S: OutputSink>(
     drop(streams);
     if !exited_seen && (killed != KillReason::None || failure.is_some()) {
         signal_group(pgid, Signal::SIGTERM);
+        if let Some(cell) = &cell {
+            cell.signal(Signal::SIGTERM);
+        }
         if !job.kill_grace.is_zero() {
             let _ = timeout(job.kill_grace, &mut exit_watch).await;
         }
     }
     // Always, and before reaping (while the zombie leader still pins the pgid):
-    // nothing of the group outlives its request.
+    // nothing of the group, or of the cell, outlives its request.
     signal_group(pgid, Signal::SIGKILL);
+    if let Some(cell) = cell.as_mut() {
+        cell.kill_all().await;
+    }
     let status = child.wait().await;
     guard.disarm();
+    // After the reap, so the cell counts no zombie of ours and can be reused.
+    drop(cell);
     let status = status.map_err(ExecError::Io)?;
     if let Some(e) = failure {
         return Err(ExecError::Io(e));

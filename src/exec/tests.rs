@@ -20,6 +20,7 @@ fn job(command: &str) -> Job {
         timeout: Duration::from_secs(30),
         kill_grace: Duration::from_millis(200),
         output_cap: 64 << 20,
+        containment: std::sync::Arc::new(super::Containment::none()),
     }
 }
 

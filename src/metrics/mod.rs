@@ -6,10 +6,12 @@
 //! latency, held for a single `record` call.
 
 mod cache;
+mod predict;
 mod process;
 
 pub use cache::{CacheMetrics, L3Failure, Tier};
-pub use process::{children_cpu_time, cpu_time, resident_bytes};
+pub use predict::{PredictMetrics, SKIP_REASONS};
+pub use process::{children_cpu_time, cpu_time, io_syscalls, resident_bytes};
 
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram as Hdr;
@@ -47,6 +49,20 @@ pub enum Refusal {
     RateLimited,
     /// A session over the tenant's quota.
     Quota,
+    /// HTTP 401 or `Error{Unauthorized}`: a configured token past its expiry.
+    TokenExpired,
+    /// HTTP 429: the source address already has its maximum of connections.
+    IpConnections,
+    /// HTTP 429 or close 1013: the tenant already has its maximum of connections.
+    TenantConnections,
+    /// No complete request head (or TLS handshake, or `Hello`) within `handshake_timeout`.
+    HandshakeTimeout,
+    /// A connection closed after `idle_timeout` without traffic or requests.
+    IdleTimeout,
+    /// A peer that stopped answering keepalive pings, dropped.
+    DeadPeer,
+    /// An output chunk held back by the tenant's output bytes/s budget.
+    OutputThrottled,
 }
 
 impl Refusal {
@@ -58,8 +74,31 @@ impl Refusal {
             Refusal::Policy => "policy_denied",
             Refusal::RateLimited => "rate_limited",
             Refusal::Quota => "quota_exceeded",
+            Refusal::TokenExpired => "token_expired",
+            Refusal::IpConnections => "connections_per_ip",
+            Refusal::TenantConnections => "connections_per_tenant",
+            Refusal::HandshakeTimeout => "handshake_timeout",
+            Refusal::IdleTimeout => "idle_timeout",
+            Refusal::DeadPeer => "keepalive_timeout",
+            Refusal::OutputThrottled => "output_throttled",
         }
     }
+
+    /// Every kind, in the order the `Stats` counters list them.
+    pub const ALL: [Refusal; 12] = [
+        Refusal::Unauthorized,
+        Refusal::Origin,
+        Refusal::Policy,
+        Refusal::RateLimited,
+        Refusal::Quota,
+        Refusal::TokenExpired,
+        Refusal::IpConnections,
+        Refusal::TenantConnections,
+        Refusal::HandshakeTimeout,
+        Refusal::IdleTimeout,
+        Refusal::DeadPeer,
+        Refusal::OutputThrottled,
+    ];
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -101,6 +140,8 @@ pub struct Metrics {
     hdr: Mutex<Hdr<u64>>,
     /// Cache tiers, policy and single-flight figures.
     pub cache: CacheMetrics,
+    /// Prediction accuracy and prefetch figures.
+    pub predict: PredictMetrics,
 }
 
 impl Default for Metrics {
@@ -140,6 +181,7 @@ impl Metrics {
             ),
             registry: Registry::default(),
             cache: CacheMetrics::new(),
+            predict: PredictMetrics::new(),
         };
         registry.register(
             "requests",
@@ -204,6 +246,7 @@ impl Metrics {
             m.bytes_out.clone(),
         );
         m.cache.register(&mut registry);
+        m.predict.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -352,13 +395,8 @@ impl Metrics {
             })
             .collect();
         counters.extend(self.cache.counters());
-        for kind in [
-            Refusal::Unauthorized,
-            Refusal::Origin,
-            Refusal::Policy,
-            Refusal::RateLimited,
-            Refusal::Quota,
-        ] {
+        counters.extend(self.predict.counters());
+        for kind in Refusal::ALL {
             counters.push(StatCounter {
                 name: format!("refused_{}", kind.as_str()),
                 value: self.refusals(kind),
@@ -367,6 +405,15 @@ impl Metrics {
         counters.push(StatCounter {
             name: "cpu_children_us".into(),
             value: children_cpu_time().as_micros() as u64,
+        });
+        let (syscr, syscw) = io_syscalls();
+        counters.push(StatCounter {
+            name: "syscalls_read".into(),
+            value: syscr,
+        });
+        counters.push(StatCounter {
+            name: "syscalls_write".into(),
+            value: syscw,
         });
         Stats {
             nonce,

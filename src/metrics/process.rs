@@ -41,3 +41,17 @@ fn usage(who: nix::sys::resource::UsageWho) -> Duration {
     };
     tv(u.user_time()) + tv(u.system_time())
 }
+
+/// Read and write system calls this process made so far (`syscr`, `syscw` of
+/// /proc/self/io; zeros where unavailable): what frame coalescing saves.
+pub fn io_syscalls() -> (u64, u64) {
+    let Ok(io) = std::fs::read_to_string("/proc/self/io") else {
+        return (0, 0);
+    };
+    let field = |name: &str| {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    (field("syscr:"), field("syscw:"))
+}

@@ -1,6 +1,8 @@
-//! Per-tenant token buckets for `Exec`s.
+//! Per-tenant token buckets for `Exec`s and for output bytes, and counted
+//! connection slots per tenant and per source address.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -67,6 +69,126 @@ impl RateLimiter {
     }
 }
 
+/// A per-tenant output budget in bytes per second, kept as a token bucket that
+/// may go into debt: a chunk is always taken whole, and the tenant's next chunks
+/// wait until the debt is paid back. Waiting (rather than dropping or refusing)
+/// holds the chunk's producer, so the child's pipe fills and the child itself
+/// slows down: output arrives late but complete.
+#[derive(Debug)]
+pub struct OutputBudget {
+    rate: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<Arc<str>, Bucket>>,
+}
+
+impl OutputBudget {
+    /// `None` when `bytes_per_second` is 0 (unlimited). A `burst` of 0 means one
+    /// second's worth.
+    pub fn new(bytes_per_second: u64, burst: u64) -> Option<OutputBudget> {
+        if bytes_per_second == 0 {
+            return None;
+        }
+        let rate = bytes_per_second as f64;
+        let burst = if burst == 0 { rate } else { burst as f64 };
+        Some(OutputBudget {
+            rate,
+            burst,
+            buckets: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Charges `bytes` to the tenant and says how long the caller must wait
+    /// before sending them (zero while the tenant is within its budget).
+    pub fn take(&self, tenant: &Arc<str>, bytes: usize, now: Instant) -> Duration {
+        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= PRUNE_AT && !map.contains_key(tenant) {
+            let (rate, burst) = (self.rate, self.burst);
+            map.retain(|_, b| refill(b, now, rate, burst) < burst);
+        }
+        let burst = self.burst;
+        let b = map.entry(tenant.clone()).or_insert(Bucket {
+            tokens: burst,
+            last: now,
+        });
+        let tokens = refill(b, now, self.rate, self.burst) - bytes as f64;
+        b.tokens = tokens;
+        if tokens >= 0.0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(-tokens / self.rate)
+        }
+    }
+}
+
+/// Counted slots per key (tenant, source address): at most `max` held at once.
+/// A slot is given back when its [`Slot`] is dropped, however the connection ends.
+#[derive(Debug)]
+pub struct Slots<K: Eq + Hash + Clone> {
+    inner: Arc<SlotsInner<K>>,
+}
+
+#[derive(Debug)]
+struct SlotsInner<K> {
+    max: u32,
+    held: Mutex<HashMap<K, u32>>,
+}
+
+/// One held slot; dropping it frees it.
+#[derive(Debug)]
+pub struct Slot<K: Eq + Hash + Clone> {
+    inner: Arc<SlotsInner<K>>,
+    key: K,
+}
+
+impl<K: Eq + Hash + Clone> Slots<K> {
+    /// `None` when `max` is 0 (unlimited).
+    pub fn new(max: u32) -> Option<Slots<K>> {
+        (max > 0).then(|| Slots {
+            inner: Arc::new(SlotsInner {
+                max,
+                held: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The configured maximum, for messages.
+    pub fn max(&self) -> u32 {
+        self.inner.max
+    }
+
+    /// A slot for `key`, or `None` when `key` already holds the maximum.
+    pub fn acquire(&self, key: &K) -> Option<Slot<K>> {
+        let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        let n = held.entry(key.clone()).or_insert(0);
+        if *n >= self.inner.max {
+            return None;
+        }
+        *n += 1;
+        Some(Slot {
+            inner: self.inner.clone(),
+            key: key.clone(),
+        })
+    }
+
+    /// Slots `key` holds now.
+    pub fn held(&self, key: &K) -> u32 {
+        let held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.get(key).copied().unwrap_or(0)
+    }
+}
+
+impl<K: Eq + Hash + Clone> Drop for Slot<K> {
+    fn drop(&mut self) {
+        let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = held.get_mut(&self.key) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                held.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Brings a bucket up to `now` and returns its tokens.
 fn refill(b: &mut Bucket, now: Instant, rate: f64, burst: f64) -> f64 {
     let elapsed = now.saturating_duration_since(b.last).as_secs_f64();
@@ -99,5 +221,34 @@ mod tests {
             assert!(l.take(&a, later).is_ok());
         }
         assert!(l.take(&a, later).is_err());
+    }
+
+    #[test]
+    fn output_budget_goes_into_debt_and_makes_the_next_chunk_wait() {
+        assert!(OutputBudget::new(0, 10).is_none());
+        let b = OutputBudget::new(1000, 500).unwrap();
+        let a: Arc<str> = "a".into();
+        let t0 = Instant::now();
+        assert_eq!(b.take(&a, 500, t0), Duration::ZERO, "the burst is free");
+        // 250 bytes over: a quarter of a second of debt.
+        let wait = b.take(&a, 250, t0);
+        assert!((wait.as_secs_f64() - 0.25).abs() < 1e-6, "{wait:?}");
+        assert!(b.take(&"other".into(), 500, t0).is_zero());
+        // After the debt is paid, within budget again.
+        assert!(b.take(&a, 100, t0 + Duration::from_millis(350)).is_zero());
+    }
+
+    #[test]
+    fn slots_are_counted_per_key_and_freed_on_drop() {
+        assert!(Slots::<u8>::new(0).is_none());
+        let s = Slots::new(2).unwrap();
+        let x = s.acquire(&1u8).unwrap();
+        let _y = s.acquire(&1u8).unwrap();
+        assert!(s.acquire(&1u8).is_none());
+        assert!(s.acquire(&2u8).is_some(), "keys are separate");
+        drop(x);
+        assert_eq!(s.held(&1), 1);
+        assert!(s.acquire(&1u8).is_some());
+        assert_eq!(s.held(&2), 0, "dropped slots leave no entry");
     }
 }

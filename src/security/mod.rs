@@ -9,14 +9,16 @@
 mod limits;
 mod policy;
 mod roots;
+pub mod tls;
 mod tokens;
 
-pub use limits::RateLimiter;
+pub use limits::{OutputBudget, RateLimiter, Slot, Slots};
 pub use policy::CommandPolicy;
 pub use roots::{tenant_root, valid_tenant};
-pub use tokens::{AuthError, Tokens};
+pub use tokens::{AuthError, TokenCheck, Tokens};
 
 use crate::config::Config;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// The security state of a running server.
@@ -30,6 +32,14 @@ pub struct Security {
     pub rate: Option<RateLimiter>,
     /// Allowed `Origin`s for `/ws`, normalized (lowercase, no trailing `/`).
     pub origins: Vec<String>,
+    /// Per-tenant output bytes/s; `None` when unlimited.
+    pub output: Option<OutputBudget>,
+    /// WebSocket connections per source address; `None` when unlimited.
+    pub ip_connections: Option<Slots<IpAddr>>,
+    /// WebSocket connections per tenant; `None` when unlimited.
+    pub tenant_connections: Option<Slots<Arc<str>>>,
+    /// TLS for every connection of the port; `None` serves plain TCP.
+    pub tls: Option<Arc<tls::ServerConfig>>,
 }
 
 impl Security {
@@ -42,9 +52,25 @@ impl Security {
             None => None,
         };
         let policy = CommandPolicy::new(&config.policy).map_err(AuthError::Policy)?;
+        let tls = match (&config.server.tls_cert, &config.server.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+            (None, None) => None,
+            _ => {
+                return Err(AuthError::Tls(tls::TlsError::Pem {
+                    what: "the TLS configuration",
+                    path: Default::default(),
+                    message: "server.tls_cert and server.tls_key go together".into(),
+                }))
+            }
+        };
+        let limits = &config.limits;
         Ok(Arc::new(Security {
             tokens,
             policy,
+            output: OutputBudget::new(limits.output_bytes_per_second, limits.output_burst),
+            ip_connections: Slots::new(limits.max_connections_per_ip),
+            tenant_connections: Slots::new(limits.max_connections_per_tenant),
+            tls,
             rate: RateLimiter::new(config.limits.commands_per_second, config.limits.burst),
             origins: config
                 .server

@@ -7,18 +7,26 @@
 //! - bad input (undecodable frames, text messages, wrong order) gets an `Error`
 //!   frame and the connection stays usable; only an oversized message closes it (1009);
 //! - when the connection ends for any reason, every request's process group is killed.
+//!
+//! Timers of the reader: the `Hello` deadline, the token's expiry (1008), the idle
+//! timeout (1000, only while no request is in flight) and keepalive (a WebSocket
+//! Ping every `ping_interval`; a peer that sent nothing since the last one is
+//! dropped). The idle and expiry timers are re-armed lazily when they fire, so
+//! traffic costs one `Instant` store per message, not a timer update.
 
+use super::http::Admitted;
 use super::request;
 use super::writer::{self, Outbound};
-use super::ServerContext;
+use super::{ServerContext, Transport};
 use crate::metrics::Refusal;
+use crate::security::{Slot, TokenCheck};
 use crate::session::{Builtin, Engine, SessionHandle};
 use futures_util::StreamExt;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
-use tokio::net::TcpStream;
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -35,11 +43,17 @@ use voxterm_protocol::{
 pub(super) struct Shared {
     /// The writer's queue.
     pub out: mpsc::Sender<Outbound>,
+    /// Limits the request tasks apply (the tenant's output budget).
+    pub security: Arc<crate::security::Security>,
     in_flight: Mutex<HashMap<RequestId, CancellationToken>>,
     /// Parent of every request's cancel token: fires when the connection ends.
     cancel_all: CancellationToken,
     /// Signalled when `in_flight` becomes empty (the drain waits on it).
     idle: Notify,
+    /// When the connection started; `last_end_ms` counts from here.
+    born: Instant,
+    /// Milliseconds after `born` when the last request ended (for the idle timeout).
+    last_end_ms: AtomicU64,
 }
 
 impl Shared {
@@ -53,7 +67,14 @@ impl Shared {
         map.remove(&request);
         if map.is_empty() {
             self.idle.notify_one();
+            let ms = self.born.elapsed().as_millis() as u64;
+            self.last_end_ms.store(ms, Ordering::Relaxed);
         }
+    }
+
+    /// When the last request ended (the connection's start if none has).
+    fn last_end(&self) -> Instant {
+        self.born + Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed))
     }
 }
 
@@ -65,8 +86,13 @@ struct Connection {
     shared: Arc<Shared>,
     codec: Codec,
     tenant: Option<Arc<str>>,
-    /// The tenant of a valid token in the upgrade request's headers.
-    header_tenant: Option<Arc<str>>,
+    /// The tenant of a valid token in the upgrade request's headers, and its expiry.
+    header_tenant: Option<(Arc<str>, Option<SystemTime>)>,
+    /// When the token this connection authenticated with expires.
+    token_expires: Option<SystemTime>,
+    /// Connection slots held until the connection ends.
+    _ip_slot: Option<Slot<IpAddr>>,
+    tenant_slot: Option<Slot<Arc<str>>>,
     sessions: HashMap<SessionId, Arc<SessionHandle>>,
     draining: bool,
     /// Set when the connection must end (failed authentication): a close frame is queued.
@@ -74,12 +100,25 @@ struct Connection {
     limits: Limits,
 }
 
+/// A tenant and, when its token has one, the token's expiry.
+type Authenticated = (Arc<str>, Option<SystemTime>);
+
+/// Why the reader loop ended, when that changes how the connection is torn down.
+#[derive(PartialEq, Eq)]
+enum Ending {
+    /// Close frame queued (or the peer closed): let the writer finish.
+    Orderly,
+    /// The peer stopped answering: its socket may never drain, so the writer
+    /// gets a moment for the close frame and is then dropped.
+    DeadPeer,
+}
+
 /// Drives a WebSocket connection until it closes.
 pub(super) async fn run(
     ctx: Arc<ServerContext>,
-    ws: WebSocketStream<TcpStream>,
+    ws: WebSocketStream<Transport>,
     peer: SocketAddr,
-    header_tenant: Option<Arc<str>>,
+    admitted: Admitted,
 ) {
     let engine = ctx.engine.clone();
     let cfg = engine.config().clone();
@@ -91,12 +130,16 @@ pub(super) async fn run(
         max_frame_bytes: cfg.server.max_frame_bytes,
         compress_threshold: cfg.server.compress_threshold,
     };
-    let writer = tokio::spawn(writer::run(
+    let mut writer = tokio::spawn(writer::run(
         sink,
         rx,
         Codec::new(settings.clone()),
         engine.metrics.clone(),
-        cfg.server.coalesce_bytes,
+        writer::Coalesce {
+            enabled: cfg.server.coalesce,
+            max_bytes: cfg.server.coalesce_bytes,
+            delay: cfg.server.coalesce_delay,
+        },
     ));
     let mut conn = Connection {
         id: ctx.connection_id(),
@@ -104,13 +147,19 @@ pub(super) async fn run(
         engine: engine.clone(),
         shared: Arc::new(Shared {
             out,
+            security: ctx.security.clone(),
             in_flight: Mutex::new(HashMap::new()),
             cancel_all: CancellationToken::new(),
             idle: Notify::new(),
+            born: Instant::now(),
+            last_end_ms: AtomicU64::new(0),
         }),
         codec: Codec::new(settings),
         tenant: None,
-        header_tenant,
+        header_tenant: admitted.tenant,
+        token_expires: None,
+        _ip_slot: admitted.ip_slot,
+        tenant_slot: admitted.tenant_slot,
         sessions: HashMap::new(),
         draining: false,
         closing: false,
@@ -128,28 +177,96 @@ pub(super) async fn run(
     // A client must say Hello within the handshake timeout, or it only holds a socket.
     let hello_deadline = tokio::time::sleep(cfg.server.handshake_timeout);
     tokio::pin!(hello_deadline);
+    // Timers that are off sleep "forever" (a year) and are never polled.
+    let far = Duration::from_secs(365 * 86_400);
+    let or_far = |d: Duration| if d.is_zero() { far } else { d };
+    let idle_after = cfg.server.idle_timeout;
+    let idle = tokio::time::sleep(or_far(idle_after));
+    tokio::pin!(idle);
+    let expiry = tokio::time::sleep(far);
+    tokio::pin!(expiry);
+    let mut expiry_armed = false;
+    let ping_every = cfg.server.ping_interval;
+    let mut keepalive = tokio::time::interval_at(
+        tokio::time::Instant::now() + or_far(ping_every),
+        or_far(ping_every),
+    );
+    keepalive.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Any message from the peer (pongs included) proves it alive; only data
+    // messages count against the idle timeout.
+    let mut last_heard = Instant::now();
+    let mut last_active = Instant::now();
+    let mut last_ping: Option<Instant> = None;
+    let mut ending = Ending::Orderly;
 
     loop {
+        if !expiry_armed {
+            if let Some(at) = conn.token_expires {
+                let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+                expiry.as_mut().reset(tokio::time::Instant::now() + left);
+                expiry_armed = true;
+            }
+        }
         tokio::select! {
             _ = &mut hello_deadline, if conn.tenant.is_none() => {
+                engine.metrics.refused(Refusal::HandshakeTimeout);
                 let _ = conn.shared.out.send(Outbound::Close(CloseCode::Policy, "no Hello within the handshake timeout")).await;
                 break;
+            }
+            _ = &mut expiry, if expiry_armed => {
+                engine.metrics.refused(Refusal::TokenExpired);
+                tracing::info!(conn = conn.id, %peer, "token expired: closing");
+                conn.send_error(None, ErrorCode::Unauthorized, "token expired").await;
+                let _ = conn.shared.out.send(Outbound::Close(CloseCode::Policy, "token expired")).await;
+                break;
+            }
+            _ = &mut idle, if !idle_after.is_zero() => {
+                let now = Instant::now();
+                let since = last_active.max(conn.shared.last_end());
+                if !conn.shared.in_flight().is_empty() {
+                    idle.as_mut().reset((now + idle_after).into());
+                } else if since + idle_after > now {
+                    idle.as_mut().reset((since + idle_after).into());
+                } else {
+                    engine.metrics.refused(Refusal::IdleTimeout);
+                    tracing::debug!(conn = conn.id, %peer, "idle timeout");
+                    let _ = conn.shared.out.send(Outbound::Close(CloseCode::Normal, "idle timeout")).await;
+                    break;
+                }
+            }
+            _ = keepalive.tick(), if !ping_every.is_zero() => {
+                if last_ping.is_some_and(|sent| last_heard < sent) {
+                    engine.metrics.refused(Refusal::DeadPeer);
+                    tracing::info!(conn = conn.id, %peer, "peer stopped answering pings: dropped");
+                    let _ = conn.shared.out.try_send(Outbound::Close(CloseCode::Away, "keepalive timeout"));
+                    ending = Ending::DeadPeer;
+                    break;
+                }
+                // A full queue means the peer is not reading: the ping is skipped,
+                // and the peer must still show life before the next tick.
+                let _ = conn.shared.out.try_send(Outbound::Ping);
+                last_ping = Some(Instant::now());
             }
             _ = ctx.drain.cancelled(), if !conn.draining => conn.draining = true,
             _ = conn.shared.idle.notified(), if conn.draining => {},
             msg = stream.next() => match msg {
                 Some(Ok(WsMessage::Binary(bytes))) => {
                     engine.metrics.add_bytes_in(bytes.len());
+                    last_heard = Instant::now();
+                    last_active = last_heard;
                     conn.on_message(&bytes).await;
                     if conn.closing {
                         break;
                     }
                 }
                 Some(Ok(WsMessage::Text(_))) => {
+                    last_heard = Instant::now();
+                    last_active = last_heard;
                     conn.send_error(None, ErrorCode::TextFrame, "only binary messages are accepted").await;
                 }
                 Some(Ok(WsMessage::Close(_))) | None => break,
-                Some(Ok(_)) => {} // ping/pong are answered by tungstenite
+                // Pings are answered by tungstenite; pongs answer our keepalive.
+                Some(Ok(_)) => last_heard = Instant::now(),
                 Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                     tracing::debug!(conn = conn.id, size, max_size, "message too large");
                     engine.metrics.error(ErrorCode::FrameTooLarge);
@@ -179,7 +296,16 @@ pub(super) async fn run(
     } = conn;
     drop(sessions);
     drop(shared);
-    let _ = writer.await;
+    if ending == Ending::DeadPeer {
+        if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    } else {
+        let _ = writer.await;
+    }
     engine.metrics.connection_closed();
     tracing::debug!(%peer, "disconnected");
 }
@@ -298,9 +424,9 @@ impl Connection {
                 )
                 .await;
         }
-        let tenant = match self.authenticate(&hello) {
+        let (tenant, expires) = match self.authenticate(&hello) {
             Ok(t) => t,
-            Err(why) => return self.refuse_auth(why).await,
+            Err((kind, why)) => return self.refuse_auth(kind, why).await,
         };
         if !valid_name(&tenant) {
             return self
@@ -311,6 +437,30 @@ impl Connection {
                 )
                 .await;
         }
+        if self.tenant_slot.is_none() {
+            if let Some(slots) = &self.ctx.security.tenant_connections {
+                match slots.acquire(&tenant) {
+                    Some(slot) => self.tenant_slot = Some(slot),
+                    None => {
+                        self.engine.metrics.refused(Refusal::TenantConnections);
+                        let message = format!(
+                            "tenant {tenant} already has its maximum of {} connections",
+                            slots.max()
+                        );
+                        self.send_error(None, ErrorCode::QuotaExceeded, message)
+                            .await;
+                        let _ = self
+                            .shared
+                            .out
+                            .send(Outbound::Close(CloseCode::Again, "too many connections"))
+                            .await;
+                        self.closing = true;
+                        return;
+                    }
+                }
+            }
+        }
+        self.token_expires = expires;
         // Both encodings and all compressions are supported: take the client's first choice.
         let encoding = hello
             .encodings
@@ -342,35 +492,51 @@ impl Connection {
         self.codec.set_compression(compression);
     }
 
-    /// The tenant this `Hello` may act for. Without tokens: the one it names (or
-    /// `default`). With tokens: the token's (from the headers or `Hello.token`,
-    /// which must agree); a `Hello.tenant` must then match it.
-    fn authenticate(&self, hello: &Hello) -> Result<Arc<str>, &'static str> {
+    /// The tenant this `Hello` may act for, and when its token expires. Without
+    /// tokens: the one it names (or `default`). With tokens: the token's (from the
+    /// headers or `Hello.token`, which must agree); a `Hello.tenant` must then match it.
+    fn authenticate(&self, hello: &Hello) -> Result<Authenticated, (Refusal, &'static str)> {
         let Some(tokens) = &self.ctx.security.tokens else {
-            return Ok(hello.tenant.as_deref().unwrap_or("default").into());
+            return Ok((hello.tenant.as_deref().unwrap_or("default").into(), None));
         };
-        let from_hello = hello.token.as_deref().map(|t| tokens.tenant(t));
-        let tenant = match (self.header_tenant.clone(), from_hello) {
-            (_, Some(None)) => return Err("invalid token"),
-            (Some(h), Some(Some(t))) if h != t => {
-                return Err("the token in Hello is for another tenant than the header token")
+        let unauthorized = |why| Err((Refusal::Unauthorized, why));
+        let from_hello = match hello.token.as_deref() {
+            None => None,
+            Some(t) => match tokens.check(t, SystemTime::now()) {
+                TokenCheck::Valid { tenant, expires } => Some((tenant, expires)),
+                TokenCheck::Expired(_) => return Err((Refusal::TokenExpired, "token expired")),
+                TokenCheck::Unknown => return unauthorized("invalid token"),
+            },
+        };
+        let (tenant, expires) = match (self.header_tenant.clone(), from_hello) {
+            (Some((h, _)), Some((t, _))) if h != t => {
+                return unauthorized(
+                    "the token in Hello is for another tenant than the header token",
+                )
             }
-            (Some(t), _) | (None, Some(Some(t))) => t,
-            (None, None) => return Err(
+            (Some((t, a)), Some((_, b))) => (t, a.into_iter().chain(b).min()),
+            (Some(found), None) | (None, Some(found)) => found,
+            (None, None) => return unauthorized(
                 "a token is required (Authorization: Bearer, a `bearer.<token>` subprotocol, or Hello.token)",
             ),
         };
         match hello.tenant.as_deref() {
             Some(named) if *named != *tenant => {
-                Err("Hello.tenant does not match the token's tenant")
+                unauthorized("Hello.tenant does not match the token's tenant")
             }
-            _ => Ok(tenant),
+            _ => Ok((tenant, expires)),
         }
     }
 
     /// Failed authentication: `Error{Unauthorized}`, then close with 1008.
-    async fn refuse_auth(&mut self, why: &'static str) {
-        self.engine.metrics.refused(Refusal::Unauthorized);
+    async fn refuse_auth(&mut self, kind: Refusal, why: &'static str) {
+        self.engine.metrics.refused(kind);
+        tracing::info!(
+            conn = self.id,
+            reason = why,
+            kind = kind.as_str(),
+            "Hello refused"
+        );
         self.send_error(None, ErrorCode::Unauthorized, why).await;
         let _ = self
             .shared
@@ -407,6 +573,10 @@ impl Connection {
                     format!("cannot prepare the tenant's root: {e}"),
                 ))
             }
+        }
+        if !resumed {
+            // Warm the tenant's likely first commands (prediction, when on).
+            self.engine.session_opened(&handle);
         }
         Ok((handle, resumed))
     }

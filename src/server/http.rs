@@ -6,12 +6,15 @@
 //! before a callback could answer it), and the bytes read past the head are handed
 //! to the WebSocket with `from_partially_read` instead of through a replay wrapper.
 
-use super::{connection, ServerContext};
+use super::{connection, ServerContext, Transport};
 use crate::metrics::Refusal;
-use std::net::SocketAddr;
+use crate::security::{Slot, TokenCheck};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::SystemTime;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -20,27 +23,57 @@ use tokio_tungstenite::WebSocketStream;
 const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 32;
 
-/// Serves one TCP connection from its first byte to its close.
-pub(super) async fn serve_tcp(ctx: Arc<ServerContext>, mut stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let timeout = ctx.engine.config().server.handshake_timeout;
-    let head = match tokio::time::timeout(timeout, read_head(&mut stream)).await {
+/// What the upgrade decided about the connection before it became a WebSocket:
+/// the header-authenticated tenant and the connection slots it holds (given back
+/// when the connection ends).
+pub(super) struct Admitted {
+    /// The tenant of a valid token in the headers, with the token's expiry.
+    pub tenant: Option<(Arc<str>, Option<SystemTime>)>,
+    /// The source address's slot, when `max_connections_per_ip` is set.
+    pub ip_slot: Option<Slot<IpAddr>>,
+    /// The tenant's slot, when `max_connections_per_tenant` is set and the tenant
+    /// is known from the headers (otherwise it is taken at `Hello`).
+    pub tenant_slot: Option<Slot<Arc<str>>>,
+}
+
+/// Serves one TCP connection from its first byte to its close. The TLS handshake
+/// (when configured) and the request head share one `handshake_timeout`, so a
+/// client that connects and sends nothing, or trickles, is cut off.
+pub(super) async fn serve_tcp(ctx: Arc<ServerContext>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let deadline = Instant::now() + ctx.engine.config().server.handshake_timeout;
+    let timed_out = || {
+        ctx.engine.metrics.refused(Refusal::HandshakeTimeout);
+        tracing::debug!(%peer, "handshake timed out");
+    };
+    let mut stream = match &ctx.security.tls {
+        None => Transport::Plain(tcp),
+        Some(config) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
+            match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+                Ok(Ok(tls)) => Transport::Tls(Box::new(tls.into())),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return timed_out(),
+            }
+        }
+    };
+    let head = match tokio::time::timeout_at(deadline, read_head(&mut stream)).await {
         Ok(Ok(head)) => head,
         Ok(Err(status)) => {
             let _ = respond(&mut stream, status, "text/plain", "", status.1).await;
             return;
         }
-        Err(_) => {
-            tracing::debug!(%peer, "handshake timed out");
-            return;
-        }
+        Err(_) => return timed_out(),
     };
-    match route(&ctx, &head) {
+    match route(&ctx, &head, peer) {
         Reply::Upgrade {
             accept,
             leftover,
             protocol,
-            tenant,
+            admitted,
         } => {
             // Browsers fail the handshake unless one of the subprotocols they
             // offered is echoed back.
@@ -51,6 +84,10 @@ pub(super) async fn serve_tcp(ctx: Arc<ServerContext>, mut stream: TcpStream, pe
                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n"
             );
             if stream.write_all(response.as_bytes()).await.is_err() {
+                return;
+            }
+            // rustls holds written bytes until flushed; a no-op on plain TCP.
+            if stream.flush().await.is_err() {
                 return;
             }
             let cfg = &ctx.engine.config().server;
@@ -66,14 +103,10 @@ pub(super) async fn serve_tcp(ctx: Arc<ServerContext>, mut stream: TcpStream, pe
                 Some(ws_config),
             )
             .await;
-            connection::run(ctx, ws, peer, tenant).await;
+            connection::run(ctx, ws, peer, admitted).await;
         }
-        Reply::Http(status, content_type, body) => {
-            let extra = match status.0 {
-                401 => "WWW-Authenticate: Bearer realm=\"voxterm\"\r\n",
-                _ => "",
-            };
-            let _ = respond(&mut stream, status, content_type, extra, &body).await;
+        Reply::Http(status, content_type, extra, body) => {
+            let _ = respond(&mut stream, status, content_type, &extra, &body).await;
         }
     }
 }
@@ -103,7 +136,7 @@ impl Head {
     }
 }
 
-async fn read_head(stream: &mut TcpStream) -> Result<Head, Status> {
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Head, Status> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         let mut chunk = [0u8; 1024];
@@ -143,10 +176,10 @@ enum Reply {
         leftover: Vec<u8>,
         /// The subprotocol to echo in the 101, if the client offered any we take.
         protocol: Option<String>,
-        /// The tenant of a valid token presented in the headers.
-        tenant: Option<Arc<str>>,
+        admitted: Admitted,
     },
-    Http(Status, &'static str, String),
+    /// Status, content type, extra header lines, body.
+    Http(Status, &'static str, String, String),
 }
 
 /// Subprotocol carrying a token, for browsers (`new WebSocket(url, ["voxterm",
@@ -159,10 +192,11 @@ const VOXTERM_PROTOCOL: &str = "voxterm";
 enum HeaderAuth {
     /// No token in the headers.
     None,
-    /// Every token presented is valid and names this tenant.
-    Tenant(Arc<str>),
-    /// A token was presented (or an `Authorization` header sent) that is not valid.
-    Refused,
+    /// Every token presented is valid and names this tenant (earliest expiry).
+    Tenant(Arc<str>, Option<SystemTime>),
+    /// A token was presented (or an `Authorization` header sent) that is not
+    /// valid: the refusal kind and why, for the log.
+    Refused(Refusal, &'static str),
 }
 
 /// Tokens from `Authorization: Bearer` and from `bearer.<token>` subprotocols,
@@ -181,19 +215,38 @@ fn header_auth(ctx: &ServerContext, head: &Head) -> HeaderAuth {
                 presented.push(token.trim())
             }
             // Another scheme, or `Bearer` with nothing after it.
-            _ => return HeaderAuth::Refused,
+            _ => {
+                return HeaderAuth::Refused(
+                    Refusal::Unauthorized,
+                    "Authorization is not a bearer token",
+                )
+            }
         }
     }
     presented.extend(offered_protocols(head).filter_map(|p| p.strip_prefix(BEARER_PROTOCOL)));
-    let mut tenant: Option<Arc<str>> = None;
+    let now = SystemTime::now();
+    let mut found: Option<(Arc<str>, Option<SystemTime>)> = None;
     for token in presented {
-        match (tokens.tenant(token), &tenant) {
-            (None, _) => return HeaderAuth::Refused,
-            (Some(t), Some(prev)) if t != *prev => return HeaderAuth::Refused,
-            (Some(t), _) => tenant = Some(t),
+        match (tokens.check(token, now), &found) {
+            (TokenCheck::Unknown, _) => {
+                return HeaderAuth::Refused(Refusal::Unauthorized, "unknown token")
+            }
+            (TokenCheck::Expired(_), _) => {
+                return HeaderAuth::Refused(Refusal::TokenExpired, "token expired")
+            }
+            (TokenCheck::Valid { tenant, .. }, Some((prev, _))) if tenant != *prev => {
+                return HeaderAuth::Refused(Refusal::Unauthorized, "tokens of different tenants")
+            }
+            (TokenCheck::Valid { tenant, expires }, prev) => {
+                let earliest = match (prev.as_ref().and_then(|p| p.1), expires) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                };
+                found = Some((tenant, earliest));
+            }
         }
     }
-    tenant.map_or(HeaderAuth::None, HeaderAuth::Tenant)
+    found.map_or(HeaderAuth::None, |(t, e)| HeaderAuth::Tenant(t, e))
 }
 
 fn offered_protocols(head: &Head) -> impl Iterator<Item = &str> {
@@ -220,7 +273,7 @@ fn chosen_protocol(head: &Head) -> Option<String> {
     bearer
 }
 
-fn route(ctx: &ServerContext, head: &Head) -> Reply {
+fn route(ctx: &ServerContext, head: &Head, peer: SocketAddr) -> Reply {
     let path = head.path.split('?').next().unwrap_or("");
     if head.method != "GET" {
         return text((405, "Method Not Allowed"));
@@ -230,61 +283,134 @@ fn route(ctx: &ServerContext, head: &Head) -> Reply {
         "/healthz" => Reply::Http(
             (200, "OK"),
             "application/json",
+            String::new(),
             engine.metrics.health_json(engine.sampled()),
         ),
         "/metrics" => Reply::Http(
             (200, "OK"),
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            String::new(),
             engine.metrics.render_prometheus(engine.sampled()),
         ),
-        "/ws" => {
-            let upgrade = head.header_has_token("upgrade", "websocket")
-                && head.header_has_token("connection", "upgrade");
-            if !upgrade {
-                return text((426, "Upgrade Required"));
-            }
-            if head.header("sec-websocket-version") != Some(b"13") {
-                return text((400, "Bad Request"));
-            }
-            let Some(key) = head.header("sec-websocket-key") else {
-                return text((400, "Bad Request"));
-            };
-            let security = &ctx.security;
-            let origin = head.header("origin").map(String::from_utf8_lossy);
-            if !security.origin_allowed(origin.as_deref()) {
-                engine.metrics.refused(Refusal::Origin);
-                tracing::debug!(origin = ?origin, "origin not allowed");
-                return text((403, "Forbidden"));
-            }
-            let tenant = match header_auth(ctx, head) {
-                HeaderAuth::Tenant(t) => Some(t),
-                HeaderAuth::None
-                    if security.tokens.is_none() || engine.config().auth.hello_token =>
-                {
-                    None
-                }
-                HeaderAuth::None | HeaderAuth::Refused => {
-                    engine.metrics.refused(Refusal::Unauthorized);
-                    return text((401, "Unauthorized"));
-                }
-            };
-            Reply::Upgrade {
-                accept: derive_accept_key(key),
-                leftover: head.leftover.clone(),
-                protocol: chosen_protocol(head),
-                tenant,
-            }
-        }
+        "/ws" => upgrade(ctx, head, peer),
         _ => text((404, "Not Found")),
     }
 }
 
+/// The `/ws` route: protocol checks, then origin, the source address's
+/// connection cap, authentication and the tenant's connection cap, each refused
+/// with its own status before the upgrade.
+fn upgrade(ctx: &ServerContext, head: &Head, peer: SocketAddr) -> Reply {
+    let engine = &ctx.engine;
+    let upgrade = head.header_has_token("upgrade", "websocket")
+        && head.header_has_token("connection", "upgrade");
+    if !upgrade {
+        return text((426, "Upgrade Required"));
+    }
+    if head.header("sec-websocket-version") != Some(b"13") {
+        return text((400, "Bad Request"));
+    }
+    let Some(key) = head.header("sec-websocket-key") else {
+        return text((400, "Bad Request"));
+    };
+    let security = &ctx.security;
+    let origin = head.header("origin").map(String::from_utf8_lossy);
+    if !security.origin_allowed(origin.as_deref()) {
+        engine.metrics.refused(Refusal::Origin);
+        tracing::debug!(origin = ?origin, "origin not allowed");
+        return text((403, "Forbidden"));
+    }
+    let ip = peer.ip().to_canonical();
+    let ip_slot = match &security.ip_connections {
+        None => None,
+        Some(slots) => match slots.acquire(&ip) {
+            Some(slot) => Some(slot),
+            None => {
+                engine.metrics.refused(Refusal::IpConnections);
+                tracing::info!(%ip, max = slots.max(), "connection refused: per-address cap");
+                return too_many(format!(
+                    "too many connections from {ip}: at most {} at once",
+                    slots.max()
+                ));
+            }
+        },
+    };
+    let tenant = match header_auth(ctx, head) {
+        HeaderAuth::Tenant(t, expires) => Some((t, expires)),
+        HeaderAuth::None if security.tokens.is_none() || engine.config().auth.hello_token => None,
+        HeaderAuth::None => return unauthorized(ctx, Refusal::Unauthorized, "no token", peer),
+        HeaderAuth::Refused(kind, why) => return unauthorized(ctx, kind, why, peer),
+    };
+    let tenant_slot = match (&security.tenant_connections, &tenant) {
+        (Some(slots), Some((t, _))) => match slots.acquire(t) {
+            Some(slot) => Some(slot),
+            None => {
+                engine.metrics.refused(Refusal::TenantConnections);
+                tracing::info!(tenant = %t, max = slots.max(), "connection refused: per-tenant cap");
+                return too_many(format!(
+                    "tenant {t} already has its maximum of {} connections",
+                    slots.max()
+                ));
+            }
+        },
+        _ => None,
+    };
+    Reply::Upgrade {
+        accept: derive_accept_key(key),
+        leftover: head.leftover.clone(),
+        protocol: chosen_protocol(head),
+        admitted: Admitted {
+            tenant,
+            ip_slot,
+            tenant_slot,
+        },
+    }
+}
+
+/// 401 with a `WWW-Authenticate` challenge; an expired token is said so
+/// (RFC 6750 `invalid_token`), so a client knows to renew rather than retry.
+fn unauthorized(ctx: &ServerContext, kind: Refusal, why: &'static str, peer: SocketAddr) -> Reply {
+    ctx.engine.metrics.refused(kind);
+    tracing::info!(%peer, reason = why, kind = kind.as_str(), "upgrade refused: 401");
+    let (challenge, body) = match kind {
+        Refusal::TokenExpired => (
+            "WWW-Authenticate: Bearer realm=\"voxterm\", error=\"invalid_token\", error_description=\"token expired\"\r\n",
+            "Unauthorized: token expired\n",
+        ),
+        _ => (
+            "WWW-Authenticate: Bearer realm=\"voxterm\"\r\n",
+            "Unauthorized\n",
+        ),
+    };
+    Reply::Http(
+        (401, "Unauthorized"),
+        "text/plain",
+        challenge.into(),
+        body.into(),
+    )
+}
+
+/// 429 for a connection cap: the body says which.
+fn too_many(message: String) -> Reply {
+    Reply::Http(
+        (429, "Too Many Requests"),
+        "text/plain",
+        "Retry-After: 1\r\n".into(),
+        format!("{message}\n"),
+    )
+}
+
 fn text(status: Status) -> Reply {
-    Reply::Http(status, "text/plain", format!("{}\n", status.1))
+    Reply::Http(
+        status,
+        "text/plain",
+        String::new(),
+        format!("{}\n", status.1),
+    )
 }
 
 async fn respond(
-    stream: &mut TcpStream,
+    stream: &mut Transport,
     (code, reason): Status,
     content_type: &str,
     extra_headers: &str,

@@ -18,6 +18,9 @@ mod writer;
 
 use crate::config::Config;
 use crate::security::Security;
+
+/// The byte stream under every connection: plain TCP, or TLS when configured.
+pub(crate) type Transport = crate::security::tls::MaybeTls;
 use crate::session::Engine;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -71,6 +74,7 @@ impl Server {
         let listener = socket.listen(config.server.backlog)?;
         let kill = CancellationToken::new();
         let engine = Engine::new(config, kill);
+        engine.load_model().await;
         let ctx = Arc::new(ServerContext {
             engine: engine.clone(),
             security,
@@ -104,6 +108,7 @@ impl Server {
         } = self;
         let reaper_stop = CancellationToken::new();
         engine.sessions.spawn_reaper(reaper_stop.clone());
+        engine.spawn_model_saver(reaper_stop.clone());
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -137,6 +142,7 @@ impl Server {
         }
         engine.kill_all();
         reaper_stop.cancel();
+        engine.save_model().await;
         tracing::info!("shutdown complete");
     }
 }

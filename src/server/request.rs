@@ -4,6 +4,7 @@
 use super::connection::Shared;
 use super::writer::Outbound;
 use crate::exec::{OutputSink, SinkClosed};
+use crate::metrics::Refusal;
 use crate::session::{Engine, Finish, SessionHandle};
 use std::sync::Arc;
 use std::time::Instant;
@@ -26,11 +27,44 @@ pub(super) struct FrameSink {
     seq: u32,
     max_data: usize,
     out: mpsc::Sender<Outbound>,
+    /// The tenant's output budget, when `limits.output_bytes_per_second` is set.
+    throttle: Option<Throttle>,
+}
+
+/// What the sink needs to hold output back to the tenant's bytes/s budget.
+struct Throttle {
+    shared: Arc<Shared>,
+    engine: Arc<Engine>,
+    tenant: Arc<str>,
+    cancel: CancellationToken,
+}
+
+impl Throttle {
+    /// Waits until `bytes` fit the tenant's budget. Waiting here holds the
+    /// producer: the child's pipe fills and the child slows down, so output is
+    /// late but never lost. Cancellation (and the connection's end) cuts the wait.
+    async fn admit(&self, bytes: usize) -> Result<(), SinkClosed> {
+        let Some(budget) = &self.shared.security.output else {
+            return Ok(());
+        };
+        let wait = budget.take(&self.tenant, bytes, Instant::now());
+        if wait.is_zero() {
+            return Ok(());
+        }
+        self.engine.metrics.refused(Refusal::OutputThrottled);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => Ok(()),
+            _ = self.cancel.cancelled() => Err(SinkClosed),
+        }
+    }
 }
 
 impl OutputSink for FrameSink {
     async fn chunk(&mut self, stream: StreamKind, data: &[u8]) -> Result<(), SinkClosed> {
         for piece in data.chunks(self.max_data) {
+            if let Some(throttle) = &self.throttle {
+                throttle.admit(piece.len()).await?;
+            }
             let frame = Message::Output(Output {
                 request: self.request,
                 stream,
@@ -64,6 +98,12 @@ pub(super) async fn run(
             .saturating_sub(OUTPUT_OVERHEAD)
             .clamp(1, MAX_OUTPUT_DATA),
         out: shared.out.clone(),
+        throttle: shared.security.output.as_ref().map(|_| Throttle {
+            shared: shared.clone(),
+            engine: engine.clone(),
+            tenant: session.tenant().clone(),
+            cancel: cancel.clone(),
+        }),
     };
     let finish = engine.execute(&session, &exec, &mut sink, cancel).await;
     let ok = finish.succeeded();

@@ -3,7 +3,8 @@
 //! It waits for one outbound frame, then takes every other frame already queued
 //! (up to `coalesce_bytes`), encodes them all into one WebSocket message and
 //! flushes once. When the client is idle that is one frame per message with no
-//! added delay; under load it turns many small frames into few syscalls. The queue
+//! added delay; under load it keeps collecting for up to `coalesce_delay` and
+//! turns many small frames into few syscalls (see [`run`]). The queue
 //! in front of it is bounded, so a client that stops reading fills only its own
 //! queue and blocks only its own commands' output.
 
@@ -11,7 +12,7 @@ use crate::metrics::Metrics;
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
 use std::sync::Arc;
-use tokio::net::TcpStream;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -28,40 +29,86 @@ pub(super) enum Outbound {
     Configure(Encoding, Compression),
     /// Send a close frame and stop.
     Close(CloseCode, &'static str),
+    /// Send a WebSocket Ping (keepalive); the peer's Pong proves it is alive.
+    Ping,
 }
 
-pub(super) type Sink = SplitSink<WebSocketStream<TcpStream>, WsMessage>;
+pub(super) type Sink = SplitSink<WebSocketStream<super::Transport>, WsMessage>;
+
+/// How the writer batches frames into WebSocket messages.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Coalesce {
+    /// Off: one frame per message, one flush each (`--no-batch`).
+    pub enabled: bool,
+    /// Largest message built from several frames.
+    pub max_bytes: usize,
+    /// Under load, how long to keep collecting frames before the flush.
+    pub delay: Duration,
+}
 
 /// Runs until every sender is gone (then sends the close frame, if one was asked
 /// for) or the socket fails.
+///
+/// Coalescing with a latency bound: the writer always sends at once what it has
+/// when nothing else is queued (an idle client never waits). When more frames
+/// were already queued behind the first (load), it yields to the scheduler so
+/// that request tasks that are ready can add theirs, and keeps collecting while
+/// new frames keep coming, for at most `delay` or until `max_bytes`. Yielding
+/// instead of sleeping matters: tokio's timer has millisecond resolution, far
+/// above the ~200 µs bound.
 pub(super) async fn run(
     mut sink: Sink,
     mut rx: mpsc::Receiver<Outbound>,
     mut codec: Codec,
     metrics: Arc<Metrics>,
-    coalesce_bytes: usize,
+    coalesce: Coalesce,
 ) {
     let mut close = None;
+    let max_bytes = if coalesce.enabled {
+        coalesce.max_bytes
+    } else {
+        0
+    };
     'outer: while let Some(first) = rx.recv().await {
         let mut buf = Vec::with_capacity(256);
+        let mut ping = false;
         let mut next = Some(first);
-        while let Some(item) = next.take() {
-            match item {
-                Outbound::Frame(msg) => {
-                    if let Err(e) = codec.encode(&msg, &mut buf) {
-                        tracing::error!(error = %e, kind = msg.kind(), "cannot encode frame");
+        let mut frames = 0usize;
+        let mut deadline: Option<Instant> = None;
+        loop {
+            while let Some(item) = next.take() {
+                match item {
+                    Outbound::Frame(msg) => {
+                        frames += 1;
+                        if let Err(e) = codec.encode(&msg, &mut buf) {
+                            tracing::error!(error = %e, kind = msg.kind(), "cannot encode frame");
+                        }
                     }
+                    Outbound::Configure(encoding, compression) => {
+                        codec.set_encoding(encoding);
+                        codec.set_compression(compression);
+                    }
+                    // The close frame goes out last: frames queued after it (the final
+                    // `Exit`s of requests ending while the connection closes) still go first.
+                    Outbound::Close(code, reason) => close = close.or(Some((code, reason))),
+                    Outbound::Ping => ping = true,
                 }
-                Outbound::Configure(encoding, compression) => {
-                    codec.set_encoding(encoding);
-                    codec.set_compression(compression);
+                if buf.len() < max_bytes {
+                    next = rx.try_recv().ok();
                 }
-                // The close frame goes out last: frames queued after it (the final
-                // `Exit`s of requests ending while the connection closes) still go first.
-                Outbound::Close(code, reason) => close = close.or(Some((code, reason))),
             }
-            if buf.len() < coalesce_bytes {
-                next = rx.try_recv().ok();
+            // Only under load (several frames were waiting) and with room left.
+            if frames < 2 || buf.len() >= max_bytes || coalesce.delay.is_zero() {
+                break;
+            }
+            let until = *deadline.get_or_insert_with(|| Instant::now() + coalesce.delay);
+            if Instant::now() >= until {
+                break;
+            }
+            tokio::task::yield_now().await;
+            next = rx.try_recv().ok();
+            if next.is_none() {
+                break;
             }
         }
         if !buf.is_empty() {
@@ -69,6 +116,14 @@ pub(super) async fn run(
             if sink.feed(WsMessage::Binary(buf.into())).await.is_err() {
                 break 'outer;
             }
+        }
+        if ping
+            && sink
+                .feed(WsMessage::Ping(Default::default()))
+                .await
+                .is_err()
+        {
+            break;
         }
         if sink.flush().await.is_err() {
             break;

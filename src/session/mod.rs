@@ -7,6 +7,7 @@
 
 mod builtins;
 mod env;
+mod prefetch;
 mod runner;
 mod state;
 mod store;

@@ -1,5 +1,6 @@
 //! The way one `Exec` goes from its session to an answer: builtin, cache, or a
-//! worker slot and a child process. (The predictor plugs in here too.)
+//! worker slot and a child process; the predictor learns from every line and
+//! may prefetch the next (see `prefetch`).
 //!
 //! Cache step (DESIGN §2 step 3, §4): the line is classified; a mutating (or
 //! unknown) line bumps its tenant's generation before it runs and again after it
@@ -10,13 +11,15 @@
 
 use super::builtins::Builtin;
 use super::env::BaseEnv;
+use super::prefetch::Prefetcher;
 use super::state::Session;
 use super::store::SessionStore;
 use crate::cache::flight::{Flights, Follower, Publisher, Stopped};
 use crate::cache::{Cache, Class, Entry, Key, Verdict};
 use crate::config::Config;
-use crate::exec::{self, ExecError, Job, OutputSink, Pool, PoolConfig, PoolError, Stop};
+use crate::exec::{self, ExecError, Job, OutputSink, Pool, PoolConfig, PoolError, Slot, Stop};
 use crate::metrics::{Metrics, Sampled, Tier};
+use crate::predict::{Predictor, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,17 +67,25 @@ impl Finish {
 
 /// Everything a request needs besides its connection: sessions, the pool, metrics.
 pub struct Engine {
-    config: Config,
+    pub(super) config: Config,
     /// Live sessions.
     pub sessions: Arc<SessionStore>,
-    workers: Workers,
+    pub(super) workers: Workers,
     /// Process-wide metrics.
     pub metrics: Arc<Metrics>,
     /// The result cache (None with `--no-cache` or when it could not be built).
     pub cache: Option<Arc<Cache>>,
-    flights: Flights<Finish>,
-    base_env: BaseEnv,
+    pub(super) flights: Flights<Finish>,
+    pub(super) base_env: BaseEnv,
     home: PathBuf,
+    /// Limits and cgroups of every child (exec owns it; built from `[exec]`).
+    pub(super) containment: Arc<exec::Containment>,
+    /// Next-command model (None with `--no-predict`).
+    pub predictor: Option<Arc<Predictor>>,
+    /// Where the model is kept between runs.
+    pub(super) model_store: Arc<Store>,
+    /// Prefetch admission (None without prediction, cache or `predict.prefetch`).
+    pub(super) prefetcher: Option<Prefetcher>,
 }
 
 impl Engine {
@@ -96,11 +107,28 @@ impl Engine {
         });
         let metrics = Arc::new(Metrics::new());
         let cache = build_cache(&config, &metrics);
+        let containment = Arc::new(exec::Containment::new(&config.exec));
         let workers = Workers {
             pool,
             kill,
             max_queue_wait: config.exec.max_queue_wait,
         };
+        let predictor = config
+            .predict
+            .enabled
+            .then(|| Arc::new(Predictor::new(&config.predict)));
+        let model_store = Arc::new(Store::choose(
+            cache.as_ref().and_then(|c| c.l3()),
+            config.predict.data_dir().as_deref(),
+        ));
+        let prefetcher = Prefetcher::build(&config, predictor.is_some(), cache.is_some());
+        if predictor.is_some() {
+            tracing::info!(
+                store = %model_store.describe(),
+                prefetch = prefetcher.is_some(),
+                "next-command prediction on"
+            );
+        }
         Arc::new(Engine {
             config,
             sessions,
@@ -110,6 +138,10 @@ impl Engine {
             flights: Flights::default(),
             base_env,
             home,
+            containment,
+            predictor,
+            model_store,
+            prefetcher,
         })
     }
 
@@ -142,6 +174,10 @@ impl Engine {
 
     /// Runs one request in `session`, streaming output into `sink`. Always returns
     /// exactly one `Finish`; `cancel` fires on `Cancel` or when the connection goes.
+    ///
+    /// With prediction on, the line is learned as the successor of the session's
+    /// last two, and when it ends the likely next lines are predicted (and may be
+    /// prefetched, off this request's path).
     pub async fn execute<S: OutputSink>(
         &self,
         session: &Session,
@@ -154,7 +190,29 @@ impl Engine {
             return Finish::error(ErrorCode::InvalidCommand, "empty command");
         }
         session.record(command);
+        let Some(predictor) = &self.predictor else {
+            return self.answer(session, command, exec, sink, cancel).await;
+        };
+        let id = crate::predict::id_of(command);
+        let ((prev2, prev1), rank) = session.advance(id);
+        if let Some(rank) = rank {
+            self.metrics.predict.checked(rank);
+        }
+        predictor.learn(session.tenant(), prev2, prev1, id, command);
+        let finish = self.answer(session, command, exec, sink, cancel).await;
+        self.predict_next(session, id);
+        finish
+    }
 
+    /// Answers one line: builtin, cache or a worker.
+    async fn answer<S: OutputSink>(
+        &self,
+        session: &Session,
+        command: &str,
+        exec: &Exec,
+        sink: &mut S,
+        cancel: CancellationToken,
+    ) -> Finish {
         if let Some(builtin) = Builtin::parse(command) {
             // With per-tenant roots (resolved once, when the session was attached),
             // `cd` stays inside the tenant's root and `~` is it.
@@ -186,6 +244,7 @@ impl Engine {
             timeout: self.timeout_for(exec),
             kill_grace: self.config.exec.kill_grace,
             output_cap: self.config.exec.output_cap,
+            containment: Arc::clone(&self.containment),
         };
         let tenant = session.tenant();
         let verdict = self.cache.as_ref().map(|c| (c, c.classify(command)));
@@ -218,7 +277,11 @@ impl Engine {
         let key = cache.key(&verdict, command, &job.env, tenant, &job.cwd, generation);
         if exec.cache == CacheMode::Default {
             if let Some((entry, tier)) = cache.get_local(key) {
-                return replay(&entry, tier, sink).await;
+                let from_prefetch = entry.use_prefetched();
+                if let Some(first) = from_prefetch {
+                    self.metrics.predict.served(first);
+                }
+                return replay(&entry, tier, from_prefetch.is_some(), sink).await;
             }
         } else {
             cache.refreshing();
@@ -240,6 +303,7 @@ impl Engine {
                 key,
                 verdict,
                 refresh: exec.cache == CacheMode::Refresh,
+                prefetch: None,
             };
             tokio::spawn(run.run(publisher));
         } else {
@@ -274,8 +338,13 @@ fn build_cache(config: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Cache>> {
     }
 }
 
-/// Answers from a cached entry.
-async fn replay<S: OutputSink>(entry: &Entry, tier: Tier, sink: &mut S) -> Finish {
+/// Answers from a cached entry (`prefetched`: the prefetcher stored it).
+async fn replay<S: OutputSink>(
+    entry: &Entry,
+    tier: Tier,
+    prefetched: bool,
+    sink: &mut S,
+) -> Finish {
     let killed = match entry.replay(sink).await {
         Ok(()) => KillReason::None,
         Err(_) => KillReason::Cancelled,
@@ -286,6 +355,7 @@ async fn replay<S: OutputSink>(entry: &Entry, tier: Tier, sink: &mut S) -> Finis
         truncated: false,
         killed,
         served_from: match tier {
+            _ if prefetched => ServedFrom::Prefetch,
             Tier::L1 => ServedFrom::L1,
             Tier::L2 => ServedFrom::L2,
             Tier::L3 => ServedFrom::L3,
@@ -317,19 +387,30 @@ async fn follow<S: OutputSink>(
 }
 
 /// One run for a cacheable miss, shared by every request that joined its flight.
-struct MissRun {
-    cache: Arc<Cache>,
-    workers: Workers,
-    tenant: Arc<str>,
-    priority: Priority,
-    job: Job,
-    key: Key,
-    verdict: Verdict,
-    refresh: bool,
+/// A prefetch is one too: it comes with its slot already taken (idle capacity
+/// only), is not stopped when nobody follows it, and marks what it stores.
+pub(super) struct MissRun {
+    pub(super) cache: Arc<Cache>,
+    pub(super) workers: Workers,
+    pub(super) tenant: Arc<str>,
+    pub(super) priority: Priority,
+    pub(super) job: Job,
+    pub(super) key: Key,
+    pub(super) verdict: Verdict,
+    pub(super) refresh: bool,
+    /// Set for a prefetch: the worker slot it was admitted with.
+    pub(super) prefetch: Option<Slot>,
 }
 
 impl MissRun {
-    async fn run(self, mut publisher: Publisher<Finish>) {
+    /// Runs the miss and ends the flight. Returns whether a result was stored.
+    pub(super) async fn run(mut self, mut publisher: Publisher<Finish>) -> bool {
+        let prefetch = self.prefetch.take();
+        let served_from = if prefetch.is_some() {
+            ServedFrom::Prefetch
+        } else {
+            ServedFrom::Exec
+        };
         if !self.refresh {
             if let Some(entry) = self.cache.get_remote(self.key).await {
                 for (stream, bytes) in entry.segments() {
@@ -342,20 +423,34 @@ impl MissRun {
                     killed: KillReason::None,
                     served_from: ServedFrom::L3,
                 });
-                return;
+                return false;
             }
         }
-        let cancel = publisher.cancelled();
+        // A request's run stops when its last follower leaves; a prefetch has
+        // none to begin with and runs to its end (or shutdown).
+        let cancel = if prefetch.is_some() {
+            CancellationToken::new()
+        } else {
+            publisher.cancelled()
+        };
         let mut tee = Tee {
             publisher: &mut publisher,
             chunks: Vec::new(),
             bytes: 0,
             limit: self.cache.max_entry(),
         };
-        let finish = self
-            .workers
-            .run(&self.tenant, self.priority, &self.job, &mut tee, cancel)
-            .await;
+        let finish = match prefetch {
+            Some(slot) => {
+                self.workers
+                    .exec(slot, &self.job, &mut tee, cancel, served_from)
+                    .await
+            }
+            None => {
+                self.workers
+                    .run(&self.tenant, self.priority, &self.job, &mut tee, cancel)
+                    .await
+            }
+        };
         let Tee {
             chunks,
             bytes,
@@ -372,17 +467,22 @@ impl MissRun {
                 ..
             }
         );
-        if clean && bytes <= limit {
-            let entry = Entry::from_chunks(
+        let stored = clean && bytes <= limit;
+        if stored {
+            let mut entry = Entry::from_chunks(
                 chunks.iter().map(|(s, d)| (*s, d.as_slice())),
                 self.verdict.ttl,
             );
+            if served_from == ServedFrom::Prefetch {
+                entry = entry.prefetched();
+            }
             self.cache.store(self.key, entry);
             if self.refresh {
                 self.cache.refreshing();
             }
         }
         publisher.finish(finish);
+        stored
     }
 }
 
@@ -411,15 +511,15 @@ impl OutputSink for Tee<'_> {
 /// The worker side of the engine, cloned into single-flight runs: the pool, the
 /// shutdown kill switch, and how long a request may wait for a worker.
 #[derive(Clone)]
-struct Workers {
-    pool: Pool,
+pub(super) struct Workers {
+    pub(super) pool: Pool,
     kill: CancellationToken,
     max_queue_wait: Duration,
 }
 
 impl Workers {
     /// Takes a worker slot and runs the job: the exec path, cached or not.
-    async fn run<S: OutputSink>(
+    pub(super) async fn run<S: OutputSink>(
         &self,
         tenant: &Arc<str>,
         priority: Priority,
@@ -434,7 +534,7 @@ impl Workers {
             _ = cancel.cancelled() => return cancelled(KillReason::Cancelled),
             _ = self.kill.cancelled() => return cancelled(KillReason::Shutdown),
         };
-        let _slot = match slot {
+        let slot = match slot {
             Ok(Ok(slot)) => slot,
             Ok(Err(PoolError::QueueFull)) => {
                 return Finish::error(
@@ -453,6 +553,18 @@ impl Workers {
             }
         };
 
+        self.exec(slot, job, sink, cancel, ServedFrom::Exec).await
+    }
+
+    /// Runs the job on a slot already held (the slot is released at the end).
+    async fn exec<S: OutputSink>(
+        &self,
+        _slot: Slot,
+        job: &Job,
+        sink: &mut S,
+        cancel: CancellationToken,
+        served_from: ServedFrom,
+    ) -> Finish {
         let stop = Stop {
             cancel,
             shutdown: self.kill.clone(),
@@ -463,7 +575,7 @@ impl Workers {
                 signal: o.signal,
                 truncated: o.truncated,
                 killed: o.killed,
-                served_from: ServedFrom::Exec,
+                served_from,
             },
             Err(ExecError::Plan(e)) => Finish::error(ErrorCode::InvalidCommand, e.to_string()),
             Err(e @ ExecError::Spawn(_)) => Finish::error(ErrorCode::SpawnFailed, e.to_string()),

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use crate::predict::{CmdId, NONE, START};
+
 /// A named terminal session of a tenant. Cheap to share: the mutable part is behind
 /// a short-held lock that is never held across an await.
 #[derive(Debug)]
@@ -28,6 +30,10 @@ pub(super) struct State {
     pub history: VecDeque<Box<str>>,
     /// The tenant's working root when `tenant_roots` is on: `cd` stays inside it.
     pub root: Option<PathBuf>,
+    /// The last two commands (previous-but-one, previous), the predictor's context.
+    pub context: (CmdId, CmdId),
+    /// What the predictor expected next, best first (for its accuracy figures).
+    pub predicted: [CmdId; 3],
 }
 
 impl Session {
@@ -41,6 +47,8 @@ impl Session {
                 env: BTreeMap::new(),
                 history: VecDeque::new(),
                 root: None,
+                context: (NONE, START),
+                predicted: [NONE; 3],
             }),
             history_limit,
             attached: AtomicUsize::new(0),
@@ -88,6 +96,31 @@ impl Session {
             s.history.pop_front();
         }
         s.history.push_back(command.into());
+    }
+
+    /// Moves the predictor's context on to `next`. Returns the context `next`
+    /// followed and, when a prediction had been made for it, `next`'s rank in it.
+    pub(super) fn advance(&self, next: CmdId) -> ((CmdId, CmdId), Option<Option<usize>>) {
+        let mut s = self.lock();
+        let ctx = s.context;
+        let rank = (s.predicted[0] != NONE).then(|| s.predicted.iter().position(|&p| p == next));
+        s.context = (ctx.1, next);
+        s.predicted = [NONE; 3];
+        (ctx, rank)
+    }
+
+    /// The predictor's context now (previous-but-one, previous).
+    pub(super) fn context(&self) -> (CmdId, CmdId) {
+        self.lock().context
+    }
+
+    /// Remembers what the predictor expects next, if the context is still
+    /// `after` (another command of the session may have started meanwhile).
+    pub(super) fn set_predicted(&self, after: CmdId, ids: [CmdId; 3]) {
+        let mut s = self.lock();
+        if s.context.1 == after {
+            s.predicted = ids;
+        }
     }
 
     /// cwd and env as they are now, for a child to start from.

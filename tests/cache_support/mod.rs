@@ -39,6 +39,10 @@ impl TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+        if let Some(name) = self.0.file_name() {
+            let data = format!("{}-data", name.to_string_lossy());
+            let _ = std::fs::remove_dir_all(self.0.with_file_name(data));
+        }
     }
 }
 
@@ -51,6 +55,9 @@ pub fn config(root: &Path) -> Config {
     c.cache.breaker_cooldown = Duration::from_millis(200);
     // Loopback Redis under a parallel test run can take more than 5 ms.
     c.cache.l3_deadline = Duration::from_millis(250);
+    // The prediction model goes next to the root, never into ~/.local/share.
+    let name = root.file_name().map(|n| n.to_string_lossy().into_owned());
+    c.predict.data_dir = Some(root.with_file_name(format!("{}-data", name.unwrap_or_default())));
     c
 }
 

@@ -59,6 +59,9 @@ impl TestServer {
         config.server.drain_timeout = Duration::from_secs(5);
         config.exec.kill_grace = Duration::from_millis(100);
         config.session.root = root.clone();
+        // The prediction model is saved under the data directory: never the
+        // user's own ~/.local/share in tests.
+        config.predict.data_dir = Some(temp_root(&format!("{name}-data")));
         tweak(&mut config);
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr().expect("local_addr");
@@ -309,4 +312,19 @@ pub async fn http_raw(addr: SocketAddr, request: &str) -> (u16, String, String) 
 /// `path` as a `String`, for comparisons with protocol fields.
 pub fn display(path: &Path) -> String {
     path.display().to_string()
+}
+
+/// The value of a `/metrics` sample (`name` with its labels, as printed), or 0
+/// when the server has not printed it.
+pub async fn metric(addr: SocketAddr, sample: &str) -> f64 {
+    let (status, _, body) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200, "/metrics answered {status}");
+    body.lines()
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == sample)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .unwrap_or(0.0)
 }

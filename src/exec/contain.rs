@@ -1,0 +1,145 @@
+//! What confines every child of one engine: rlimits, and a per-command cgroup
+//! when the machine allows it. Built once per engine from `[exec]`, shared by
+//! every [`Job`](super::Job).
+
+use std::fmt;
+use std::sync::Arc;
+
+use nix::unistd::Pid;
+
+use super::cgroup::{Cell, CgroupMode, Cgroups};
+use super::error::ContainError;
+use super::limits::Rlimits;
+use crate::config::ExecConfig;
+
+/// The containment of one engine's children. Cheap to share (`Arc`); dropping
+/// the last reference removes the engine's cgroups.
+pub struct Containment {
+    rlimits: Rlimits,
+    cgroups: Option<Arc<Cgroups>>,
+    /// `cgroup = "required"` but setup failed: every command is refused with this.
+    refuse: Option<String>,
+    summary: String,
+}
+
+impl fmt::Debug for Containment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Containment")
+            .field("summary", &self.summary)
+            .finish()
+    }
+}
+
+impl Containment {
+    /// Sets containment up as `cfg` asks and logs once what is active. Never
+    /// fails: with `cgroup = "auto"` a machine without writable cgroups falls back
+    /// to rlimits and process groups; with `"required"` the engine starts but
+    /// refuses every command (use [`Containment::check`] at start to fail early).
+    pub fn new(cfg: &ExecConfig) -> Containment {
+        let rlimits = Rlimits::from_config(cfg);
+        let (cgroups, refuse, why_not) = match cfg.cgroup {
+            CgroupMode::Off => (None, None, Some("off in config".to_owned())),
+            mode => match Cgroups::setup(cfg.cgroup_pids_max, cfg.cgroup_memory_max_bytes) {
+                Ok(set) => (Some(set), None, None),
+                Err(e) if mode == CgroupMode::Required => {
+                    tracing::error!(error = %e, "exec.cgroup = required but cgroups are unavailable: every command will be refused");
+                    (None, Some(e.to_string()), Some(e.to_string()))
+                }
+                Err(e) => (None, None, Some(e.to_string())),
+            },
+        };
+        let cg = match (&cgroups, &why_not) {
+            (Some(set), _) => set.describe(),
+            (None, Some(why)) => format!(
+                "no cgroup ({why}): daemonized descendants can escape the kill, no fork cap"
+            ),
+            (None, None) => "no cgroup".to_owned(),
+        };
+        let summary = format!("{cg}; rlimits {}; process groups", rlimits.describe());
+        tracing::info!(containment = %summary, "children are contained");
+        if rlimits.has_nproc() && super::limits::is_root() {
+            tracing::warn!(
+                "exec.rlimit_nproc has no effect: the server runs as root (use the pids cgroup)"
+            );
+        }
+        Containment {
+            rlimits,
+            cgroups,
+            refuse,
+            summary,
+        }
+    }
+
+    /// No limits and no cgroup: for benchmarks and tests of the bare exec path.
+    pub fn none() -> Containment {
+        Containment {
+            rlimits: Rlimits::default(),
+            cgroups: None,
+            refuse: None,
+            summary: "none".to_owned(),
+        }
+    }
+
+    /// Fails when `cfg` requires cgroups that this machine cannot provide, so a
+    /// server refuses to start rather than refusing every command later.
+    pub fn check(cfg: &ExecConfig) -> Result<(), ContainError> {
+        if cfg.cgroup != CgroupMode::Required {
+            return Ok(());
+        }
+        Cgroups::probe(cfg.cgroup_memory_max_bytes > 0)
+            .map_err(|e| ContainError::Required(e.to_string()))
+    }
+
+    /// One line for logs and health output: what confines children.
+    pub fn summary(&self) -> &str {
+        &self.summary
+    }
+
+    /// True when every command gets its own cgroup.
+    pub fn cgroups_active(&self) -> bool {
+        self.cgroups.is_some()
+    }
+
+    /// The cell for the next command (None without cgroups).
+    pub(crate) fn cell(&self) -> Result<Option<Cell>, ContainError> {
+        if let Some(why) = &self.refuse {
+            return Err(ContainError::Required(why.clone()));
+        }
+        self.cgroups.as_ref().map(|set| set.take()).transpose()
+    }
+
+    /// Applies the rlimits to a freshly spawned child and, with a cell, to every
+    /// process in it: `prlimit` lands after the child started (see [`limits`]), and
+    /// anything it forked meanwhile did not inherit them. Once a process is
+    /// limited its later children inherit the limits, so sweeping until a pass
+    /// finds no new pid reaches every process of the command.
+    ///
+    /// [`limits`]: super::limits
+    pub(crate) fn limit(&self, pid: Pid, cell: Option<&Cell>) -> Result<(), ContainError> {
+        if self.rlimits.is_empty() {
+            return Ok(());
+        }
+        self.rlimits.apply(pid).map_err(ContainError::Rlimit)?;
+        let Some(cell) = cell else { return Ok(()) };
+        let mut done = vec![pid.as_raw()];
+        // Bounded: each pass limits at least one new process, and a cell holds at
+        // most pids.max of them; the bound only guards against a pid-recycling loop.
+        for _ in 0..64 {
+            let fresh: Vec<i32> = cell
+                .members()
+                .into_iter()
+                .filter(|p| !done.contains(p))
+                .collect();
+            if fresh.is_empty() {
+                return Ok(());
+            }
+            for p in fresh {
+                self.rlimits
+                    .apply(Pid::from_raw(p))
+                    .map_err(ContainError::Rlimit)?;
+                done.push(p);
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,167 @@
+//! Next-command prediction (DESIGN §2 step 8): an online model per tenant with a
+//! global prior, and the gates that decide when a prediction may be prefetched.
+//!
+//! * [`model`]: order-1 and order-2 transition counts with decay, blended over
+//!   the global prior; bounded per tenant.
+//! * [`Predictor`]: the models of every tenant (sharded, LRU-bounded), learning
+//!   from every executed line and answering top-k with probabilities.
+//! * [`store`]: persistence, so the model survives restarts: in Redis when L3 is
+//!   on, otherwise in a file under the data directory.
+//! * [`gate`]: whether a prefetch may run now (idle workers, the tenant's
+//!   budget, the global share of CPU).
+//!
+//! The engine (`session::prefetch`) drives these: it runs an admitted prefetch
+//! through the same single-flight and cache tiers as a request, at prefetch
+//! priority.
+
+pub mod gate;
+pub mod model;
+pub mod store;
+
+pub use gate::{Gate, Refused};
+pub use model::{id_of, CmdId, Distribution, Model, Prediction, NONE, START};
+pub use store::{Snapshot, Store};
+
+use crate::config::PredictConfig;
+use lru::LruCache;
+use std::collections::HashSet;
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Shards of the tenant map: learning takes one shard's lock for about a
+/// microsecond, so 16 keep two cores' worth of requests from queueing on it.
+const SHARDS: usize = 16;
+/// Contexts of the global prior.
+const GLOBAL_CONTEXTS: usize = 4096;
+
+/// One shard of the tenant map: least recently used tenants go first.
+type Shard = Mutex<LruCache<Arc<str>, Model>>;
+
+/// Every tenant's model plus the global prior.
+pub struct Predictor {
+    shards: Box<[Shard]>,
+    global: Mutex<Model>,
+    /// Tenants learned from since the last save.
+    dirty: Mutex<HashSet<Arc<str>>>,
+    global_dirty: std::sync::atomic::AtomicBool,
+    top_k: usize,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Models stay consistent between statements: a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Predictor {
+    /// An empty predictor keeping at most `cfg.max_tenants` tenant models.
+    pub fn new(cfg: &PredictConfig) -> Predictor {
+        let per_shard =
+            NonZeroUsize::new(cfg.max_tenants.div_ceil(SHARDS).max(1)).unwrap_or(NonZeroUsize::MIN);
+        Predictor {
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(LruCache::new(per_shard)))
+                .collect(),
+            global: Mutex::new(Model::with_capacity(GLOBAL_CONTEXTS)),
+            dirty: Mutex::new(HashSet::new()),
+            global_dirty: std::sync::atomic::AtomicBool::new(false),
+            top_k: cfg.top_k.max(1),
+        }
+    }
+
+    fn shard(&self, tenant: &str) -> &Shard {
+        let h = blake3::hash(tenant.as_bytes()).as_bytes()[0] as usize;
+        &self.shards[h % SHARDS]
+    }
+
+    /// Learns that `line` followed (`prev2`, `prev1`) in a session of `tenant`.
+    /// Lines longer than [`model::MAX_LINE`] are not learned.
+    pub fn learn(&self, tenant: &Arc<str>, prev2: CmdId, prev1: CmdId, next: CmdId, line: &str) {
+        if line.len() > model::MAX_LINE {
+            return;
+        }
+        let line: Arc<str> = line.into();
+        {
+            let mut shard = lock(self.shard(tenant));
+            match shard.get_mut(tenant) {
+                Some(m) => m.learn(prev2, prev1, next, &line, true),
+                None => {
+                    let mut m = Model::default();
+                    m.learn(prev2, prev1, next, &line, true);
+                    shard.put(tenant.clone(), m);
+                }
+            }
+        }
+        lock(&self.global).learn(prev2, prev1, next, &line, false);
+        self.global_dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        lock(&self.dirty).insert(tenant.clone());
+    }
+
+    /// The `top_k` most likely next commands of `tenant` after (`prev2`, `prev1`).
+    pub fn predict(&self, tenant: &str, prev2: CmdId, prev1: CmdId) -> Distribution {
+        let global = lock(&self.global);
+        let mut shard = lock(self.shard(tenant));
+        model::blend(shard.get(tenant), &global, prev2, prev1, self.top_k)
+    }
+
+    /// Tenant models held.
+    pub fn tenants(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// Whether `tenant` has a model in memory.
+    pub fn knows(&self, tenant: &str) -> bool {
+        lock(self.shard(tenant)).contains(tenant)
+    }
+
+    /// Snapshot of the global prior and of the tenants learned from since the last
+    /// call (all tenants when `all`), for the store.
+    pub fn take_dirty(&self, all: bool) -> Snapshot {
+        let dirty: Vec<Arc<str>> = if all {
+            lock(&self.dirty).clear();
+            self.shards
+                .iter()
+                .flat_map(|s| lock(s).iter().map(|(k, _)| k.clone()).collect::<Vec<_>>())
+                .collect()
+        } else {
+            lock(&self.dirty).drain().collect()
+        };
+        let tenants = dirty
+            .into_iter()
+            .filter_map(|t| {
+                let snap = lock(self.shard(&t)).peek(&t).map(Model::snapshot)?;
+                Some((t.to_string(), snap))
+            })
+            .collect();
+        let global_dirty = self
+            .global_dirty
+            .swap(false, std::sync::atomic::Ordering::Relaxed);
+        Snapshot {
+            version: store::SNAPSHOT_VERSION,
+            global: if all || global_dirty {
+                lock(&self.global).snapshot()
+            } else {
+                Vec::new()
+            },
+            tenants,
+        }
+    }
+
+    /// Merges a loaded snapshot into the models (a tenant already learning here
+    /// keeps what it learned and gains the loaded counts).
+    pub fn restore(&self, snap: &Snapshot) {
+        lock(&self.global).restore(&snap.global);
+        for (tenant, contexts) in &snap.tenants {
+            let t: Arc<str> = tenant.as_str().into();
+            let mut shard = lock(self.shard(&t));
+            match shard.get_mut(&t) {
+                Some(m) => m.restore(contexts),
+                None => {
+                    let mut m = Model::default();
+                    m.restore(contexts);
+                    shard.put(t, m);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Prefetch: after a command ends (and when a session opens), the predictor's
+//! likely next lines run ahead of time, so their answers are cached when asked.
+//!
+//! A predicted line is prefetched only if all of these hold, checked in order
+//! (each refusal is counted under `voxterm_prefetch_skipped_total{reason}`):
+//!
+//! 1. its probability reaches `predict.threshold`, the tenant itself ran it in
+//!    this context before (the global prior ranks, it never proposes another
+//!    tenant's line), and it is not a builtin;
+//! 2. the command policy allows it, and the cache policy calls it pure, session or
+//!    fs-read (never volatile, mutating or unknown: a prefetch must not change
+//!    anything nor run what nobody asked for) — `not_cacheable`;
+//! 3. it is not already cached for this session's cwd, env and generation —
+//!    `cached`;
+//! 4. the pool is idle enough, the CPU share and the tenant's budget allow it —
+//!    `busy`, `cpu_share`, `budget` (see `predict::gate`);
+//! 5. a worker is free right now (prefetch never queues) — `busy`;
+//! 6. nobody runs the same key already — `in_flight`.
+//!
+//! It then runs like a cache miss (single flight, L3 first, clean results stored
+//! in every tier) with its entry marked, so a request answered from it reports
+//! `served_from = prefetch`. Invalidation is the cache's: a prefetched fs-read
+//! entry carries the tenant's generation like any other.
+
+use super::builtins::Builtin;
+use super::runner::{Engine, MissRun};
+use super::state::Session;
+use crate::cache::Class;
+use crate::config::Config;
+use crate::exec::Job;
+use crate::predict::{Gate, Refused, NONE, START};
+use crate::security::CommandPolicy;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+use voxterm_protocol::Priority;
+
+/// A prefetch is cut off after this long: a guess must not hold a worker for a
+/// slow command (the request, if it comes, runs it with its own timeout).
+const PREFETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prefetch admission and its settings.
+pub(crate) struct Prefetcher {
+    gate: Arc<Gate>,
+    policy: Option<Arc<CommandPolicy>>,
+    threshold: f64,
+    per_command: usize,
+}
+
+impl Prefetcher {
+    /// None unless prediction, the cache and `predict.prefetch` are all on (and
+    /// the command policy, if any, builds: without it nothing may be prefetched).
+    pub(super) fn build(config: &Config, predicting: bool, caching: bool) -> Option<Prefetcher> {
+        if !(predicting && caching && config.predict.prefetch) {
+            return None;
+        }
+        let policy = match CommandPolicy::new(&config.policy) {
+            Ok(p) => p.map(Arc::new),
+            Err(e) => {
+                tracing::warn!(error = %e, "command policy invalid: prefetch off");
+                return None;
+            }
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Some(Prefetcher {
+            gate: Gate::new(&config.predict, cores),
+            policy,
+            threshold: config.predict.threshold,
+            per_command: config.predict.per_command,
+        })
+    }
+}
+
+/// What one prefetch task needs, taken from the session when it was planned.
+struct Planned {
+    tenant: Arc<str>,
+    cwd: PathBuf,
+    env: Vec<(String, String)>,
+    lines: Vec<Arc<str>>,
+}
+
+impl Engine {
+    /// Predicts what follows `id` in `session`, remembers it for the accuracy
+    /// figures, and prefetches the likely lines in the background.
+    pub(super) fn predict_next(&self, session: &Session, id: crate::predict::CmdId) {
+        let Some(predictor) = &self.predictor else {
+            return;
+        };
+        let (prev2, prev1) = session.context();
+        if prev1 != id {
+            // Another command of this session started meanwhile; its end predicts.
+            return;
+        }
+        let dist = predictor.predict(session.tenant(), prev2, prev1);
+        let mut ids = [NONE; 3];
+        for (slot, p) in ids.iter_mut().zip(&dist) {
+            *slot = p.id;
+        }
+        session.set_predicted(id, ids);
+        self.plan_prefetch(session, &dist);
+    }
+
+    /// Warms a session that was just opened: the tenant's likely first lines.
+    /// With the model in Redis, a tenant seen for the first time since start is
+    /// loaded first.
+    pub fn session_opened(self: &Arc<Self>, session: &Session) {
+        let Some(predictor) = self.predictor.clone() else {
+            return;
+        };
+        let tenant = session.tenant().clone();
+        if !predictor.knows(&tenant) && matches!(*self.model_store, crate::predict::Store::Redis(_))
+        {
+            let me = self.clone();
+            let (cwd, env) = session.snapshot();
+            tokio::spawn(async move {
+                me.model_store.load_tenant(&predictor, &tenant).await;
+                let dist = predictor.predict(&tenant, NONE, START);
+                me.spawn_prefetch(tenant, cwd, me.base_env.compose(&env), &dist);
+            });
+            return;
+        }
+        let dist = predictor.predict(&tenant, NONE, START);
+        self.plan_prefetch(session, &dist);
+    }
+
+    fn plan_prefetch(&self, session: &Session, dist: &crate::predict::Distribution) {
+        if self.prefetcher.is_none() {
+            return;
+        }
+        let (cwd, env) = session.snapshot();
+        self.spawn_prefetch(
+            session.tenant().clone(),
+            cwd,
+            self.base_env.compose(&env),
+            dist,
+        );
+    }
+
+    fn spawn_prefetch(
+        &self,
+        tenant: Arc<str>,
+        cwd: PathBuf,
+        env: Vec<(String, String)>,
+        dist: &crate::predict::Distribution,
+    ) {
+        let Some(pf) = &self.prefetcher else { return };
+        let lines: Vec<Arc<str>> = dist
+            .iter()
+            .take(pf.per_command)
+            .filter(|p| p.own && p.p >= pf.threshold && Builtin::parse(&p.line).is_none())
+            .map(|p| p.line.clone())
+            .collect();
+        if lines.is_empty() {
+            return;
+        }
+        let plan = Planned {
+            tenant,
+            cwd,
+            env,
+            lines,
+        };
+        let task = PrefetchTask {
+            cache: match &self.cache {
+                Some(c) => c.clone(),
+                None => return,
+            },
+            workers: self.workers.clone(),
+            flights: self.flights.clone(),
+            metrics: self.metrics.clone(),
+            gate: pf.gate.clone(),
+            policy: pf.policy.clone(),
+            kill_grace: self.config.exec.kill_grace,
+            output_cap: self.config.exec.output_cap,
+            containment: self.containment.clone(),
+        };
+        tokio::spawn(task.run(plan));
+    }
+}
+
+/// The engine parts a prefetch runs with (cloned handles, so it owns them).
+struct PrefetchTask {
+    cache: Arc<crate::cache::Cache>,
+    workers: super::runner::Workers,
+    flights: crate::cache::flight::Flights<super::runner::Finish>,
+    metrics: Arc<crate::metrics::Metrics>,
+    gate: Arc<Gate>,
+    policy: Option<Arc<CommandPolicy>>,
+    kill_grace: Duration,
+    output_cap: u64,
+    containment: Arc<crate::exec::Containment>,
+}
+
+impl PrefetchTask {
+    async fn run(self, plan: Planned) {
+        for line in &plan.lines {
+            if let Err(reason) = self.one(&plan, line).await {
+                self.metrics.predict.skipped(reason);
+            }
+        }
+    }
+
+    /// Prefetches one line, or says why not.
+    async fn one(&self, plan: &Planned, line: &Arc<str>) -> Result<(), &'static str> {
+        if let Some(policy) = &self.policy {
+            policy.check(line).map_err(|_| "not_cacheable")?;
+        }
+        let verdict = self.cache.classify(line);
+        let allowed = matches!(verdict.class, Class::Pure | Class::Session | Class::FsRead);
+        if !allowed || !verdict.cacheable() || self.cache.invalidates(&verdict) {
+            return Err("not_cacheable");
+        }
+        let generation = match verdict.class {
+            Class::Pure | Class::Session => 0,
+            _ => self.cache.generation(&plan.tenant).await,
+        };
+        let key = self.cache.key(
+            &verdict,
+            line,
+            &plan.env,
+            &plan.tenant,
+            &plan.cwd,
+            generation,
+        );
+        if self.cache.holds(key) {
+            return Err("cached");
+        }
+        let pool = &self.workers.pool;
+        let permit = self
+            .gate
+            .admit(
+                &plan.tenant,
+                pool.busy(),
+                pool.queue_depth(),
+                pool.workers(),
+            )
+            .map_err(Refused::as_str)?;
+        let slot = pool.try_acquire_idle(&plan.tenant).ok_or("busy")?;
+        let (follower, publisher) = self.flights.join(key);
+        drop(follower);
+        let publisher = publisher.ok_or("in_flight")?;
+        self.metrics.predict.started();
+        let started = Instant::now();
+        let run = MissRun {
+            cache: self.cache.clone(),
+            workers: self.workers.clone(),
+            tenant: plan.tenant.clone(),
+            priority: Priority::Prefetch,
+            job: Job {
+                command: line.to_string(),
+                cwd: plan.cwd.clone(),
+                env: plan.env.clone(),
+                timeout: PREFETCH_TIMEOUT,
+                kill_grace: self.kill_grace,
+                output_cap: self.output_cap,
+                containment: self.containment.clone(),
+            },
+            key,
+            verdict,
+            refresh: false,
+            prefetch: Some(slot),
+        };
+        let stored = run.run(publisher).await;
+        drop(permit);
+        self.metrics
+            .predict
+            .finished(stored, started.elapsed().as_micros() as u64);
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// Loads the saved model (before serving).
+    pub async fn load_model(&self) {
+        if let Some(p) = &self.predictor {
+            self.model_store.load(p).await;
+        }
+    }
+
+    /// Saves what the model learned since the last save.
+    pub async fn save_model(&self) {
+        if let Some(p) = &self.predictor {
+            let n = self.model_store.save(p).await;
+            if n > 0 {
+                tracing::debug!(tenants = n, "prediction model saved");
+            }
+        }
+    }
+
+    /// Saves the model every `predict.save_interval` until `stop`.
+    pub fn spawn_model_saver(self: &Arc<Self>, stop: CancellationToken) {
+        if self.predictor.is_none() {
+            return;
+        }
+        let me = self.clone();
+        let every = self
+            .config
+            .predict
+            .save_interval
+            .max(Duration::from_secs(1));
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return,
+                    _ = tokio::time::sleep(every) => me.save_model().await,
+                }
+            }
+        });
+    }
+}

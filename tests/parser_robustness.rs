@@ -1,0 +1,200 @@
+//! The command-line parsers (cache classifier and command policy) on hostile
+//! input: never a panic, a stack overflow or a hang. The proptest side of the
+//! `classify` and `command_policy` fuzz targets (`fuzz/`), plus their regressions.
+
+use proptest::prelude::*;
+use std::path::Path;
+use std::sync::OnceLock;
+use voxterm::cache::{Class, Policy};
+use voxterm::config::PolicyConfig;
+use voxterm::security::CommandPolicy;
+
+/// The stack of a tokio worker, where both parsers run in the server.
+const WORKER_STACK: usize = 2 << 20;
+
+fn on_worker_stack<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    std::thread::scope(|s| {
+        std::thread::Builder::new()
+            .stack_size(WORKER_STACK)
+            .spawn_scoped(s, f)
+            .unwrap()
+            .join()
+            .unwrap()
+    })
+}
+
+fn classifier() -> &'static Policy {
+    static P: OnceLock<Policy> = OnceLock::new();
+    P.get_or_init(Policy::builtin)
+}
+
+fn command_policy() -> &'static CommandPolicy {
+    static P: OnceLock<CommandPolicy> = OnceLock::new();
+    P.get_or_init(|| {
+        CommandPolicy::new(&PolicyConfig {
+            deny: vec!["rm".into(), "git push".into()],
+            allow: vec![],
+        })
+        .unwrap()
+        .unwrap()
+    })
+}
+
+fn classify(line: &str) -> Class {
+    on_worker_stack(|| classifier().classify(line).class)
+}
+
+fn check(line: &str) -> Result<(), String> {
+    on_worker_stack(|| command_policy().check(line))
+}
+
+/// Nested constructs, `n` levels deep.
+fn nested(n: usize) -> Vec<(&'static str, String)> {
+    vec![
+        ("subshell", format!("{}true{}", "(".repeat(n), ")".repeat(n))),
+        ("group", format!("{}true;{}", "{ ".repeat(n), " }".repeat(n))),
+        (
+            "substitution",
+            format!("echo {}x{}", "$(".repeat(n), ")".repeat(n)),
+        ),
+        (
+            "quoted substitution",
+            format!("echo {}x{}", "\"$(echo ".repeat(n), ")\"".repeat(n)),
+        ),
+        (
+            "if",
+            format!("{}true{}", "if true; then ".repeat(n), "; fi".repeat(n)),
+        ),
+        (
+            "while",
+            format!("{}true{}", "while true; do ".repeat(n), "; done".repeat(n)),
+        ),
+        (
+            "parameter",
+            format!("echo {}x{}", "${a:-".repeat(n), "}".repeat(n)),
+        ),
+        (
+            "arithmetic",
+            format!("echo $(({}1{}))", "(".repeat(n), ")".repeat(n)),
+        ),
+        ("function", format!("{}true{}", "f() { ".repeat(n), "; }".repeat(n))),
+        (
+            "continued keyword",
+            format!("{}true{}", "i\\\nf true; then ".repeat(n), "; fi".repeat(n)),
+        ),
+    ]
+}
+
+/// Regression (found while fuzzing): `brush-parser` recurses once per nesting
+/// level, and ~600 nested `(` (a 1.2 KB line) overflowed a 2 MiB stack, which
+/// aborts the whole server. Such lines are now unknown, and refused by a policy.
+#[test]
+fn deep_nesting_is_unknown_not_a_stack_overflow() {
+    for n in [100, 1_000, 20_000] {
+        for (shape, line) in nested(n) {
+            assert_eq!(classify(&line), Class::Unknown, "{shape} × {n}");
+            let why = check(&line).expect_err(shape);
+            assert!(why.contains("cannot be analysed"), "{shape}: {why}");
+        }
+    }
+}
+
+/// The nesting bound leaves ordinary lines alone: 60 levels still parse, on a
+/// worker's stack, in a debug build.
+#[test]
+fn moderate_nesting_is_still_classified() {
+    for (shape, line) in nested(60) {
+        if shape == "continued keyword" {
+            continue; // not valid shell once nested
+        }
+        let class = classify(&line);
+        assert_ne!(class, Class::Unknown, "{shape}: {line}");
+        assert_eq!(check(&line), Ok(()), "{shape}");
+    }
+    let wide = vec!["(echo $(ls) ${A:-x})"; 30].join(" && ");
+    assert_eq!(classify(&wide), Class::FsRead);
+}
+
+/// Flat lines of 1 MiB (the default `max_frame_bytes`) take linear time.
+#[test]
+fn long_flat_lines_are_handled() {
+    for line in [
+        vec!["echo a"; 100_000].join(" | "),
+        vec!["echo a"; 100_000].join(" && "),
+        format!("echo {}", "'a' ".repeat(200_000)),
+        format!("echo {}", "(".repeat(1 << 20)),
+    ] {
+        let _ = classify(&line);
+        let _ = check(&line);
+    }
+}
+
+/// Every committed fuzz seed goes through both parsers.
+#[test]
+fn fuzz_seeds_are_handled() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/classify");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with("seed-") {
+            continue;
+        }
+        let line = std::fs::read_to_string(entry.path()).unwrap();
+        let _ = classify(&line);
+        let _ = check(&line);
+        n += 1;
+    }
+    assert!(n >= 10, "{} seeds in {}", n, dir.display());
+}
+
+/// Shell-like lines built from the constructs the walk descends into.
+fn shellish() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just("ls".to_owned()),
+        Just("echo a".to_owned()),
+        Just("rm -f x".to_owned()),
+        Just("cat < f".to_owned()),
+        Just("git push".to_owned()),
+        Just("x=1".to_owned()),
+        "[a-z$*?'\"\\\\ ]{0,8}",
+    ];
+    leaf.prop_recursive(6, 64, 4, |inner| {
+        prop_oneof![
+            inner.clone().prop_map(|c| format!("({c})")),
+            inner.clone().prop_map(|c| format!("{{ {c}; }}")),
+            inner.clone().prop_map(|c| format!("echo $({c})")),
+            inner.clone().prop_map(|c| format!("echo \"`{c}`\"")),
+            inner.clone().prop_map(|c| format!("sh -c '{c}'")),
+            inner.clone().prop_map(|c| format!("if {c}; then {c}; fi")),
+            inner.clone().prop_map(|c| format!("for i in a *; do {c}; done")),
+            inner.clone().prop_map(|c| format!("f() {{ {c}; }}")),
+            inner.clone().prop_map(|c| format!("cat <<E\n$({c})\nE\n")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} | {b}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} && {b}")),
+            (inner.clone(), inner).prop_map(|(a, b)| format!("{a}; {b} > out")),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    #[test]
+    fn parsers_never_panic_on_shellish_lines(line in shellish()) {
+        let class = classify(&line);
+        prop_assert_eq!(class, classifier().classify(&line).class);
+        let _ = check(&line);
+    }
+
+    #[test]
+    fn parsers_never_panic_on_arbitrary_lines(line in "\\PC{0,200}") {
+        let _ = classify(&line);
+        let _ = check(&line);
+    }
+
+    #[test]
+    fn parsers_never_panic_on_bracket_soup(line in "[()${}`\"' ;|&<>a-z\\\\\n]{0,400}") {
+        let _ = classify(&line);
+        let _ = check(&line);
+    }
+}

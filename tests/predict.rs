@@ -1,0 +1,171 @@
+//! Prediction and prefetch against a real server, real processes and the real
+//! cache: what is prefetched is served as `prefetch`, nothing that writes or is
+//! unknown is ever prefetched, a busy pool gets no prefetch, invalidation treats
+//! prefetched entries like any other, and the model survives a restart.
+
+mod common;
+
+use common::*;
+use std::time::{Duration, Instant};
+use voxterm::client::Client;
+use voxterm_protocol::ServedFrom;
+
+/// Runs `lines` in order on the default session, each to its end.
+async fn train(c: &mut Client, lines: &[&str], times: usize) {
+    for _ in 0..times {
+        for line in lines {
+            let done = run(c, 0, line).await;
+            exit_of(&done);
+        }
+    }
+}
+
+/// Waits until the `/metrics` sample reaches `at_least`.
+async fn wait_metric(srv: &TestServer, sample: &str, at_least: f64) -> f64 {
+    let start = Instant::now();
+    loop {
+        let v = metric(srv.addr, sample).await;
+        if v >= at_least {
+            return v;
+        }
+        assert!(
+            start.elapsed() < STEP,
+            "{sample} stayed at {v}, expected at least {at_least}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_predicted_fs_read_is_prefetched_and_served_from_prefetch() {
+    let srv = TestServer::start("predict-hit").await;
+    let mut c = srv.client("p1").await;
+    // `touch` invalidates the tenant's fs-read entries, so the `ls` that always
+    // follows it is never in the cache: only a prefetch can have it ready.
+    train(&mut c, &["touch a", "ls"], 4).await;
+    let before = metric(srv.addr, "voxterm_prefetch_stored_total").await;
+    assert!(before >= 1.0, "the training itself prefetched `ls`");
+    exit_of(&run(&mut c, 0, "touch a").await);
+    wait_metric(&srv, "voxterm_prefetch_stored_total", before + 1.0).await;
+    let ls = run(&mut c, 0, "ls").await;
+    assert_eq!(exit_of(&ls).served_from, ServedFrom::Prefetch);
+    assert_eq!(String::from_utf8_lossy(&ls.stdout), "a\n");
+    assert!(metric(srv.addr, "voxterm_prefetch_hits_total").await >= 1.0);
+    // The sequence is deterministic: once each transition was seen, every
+    // prediction was right (the first three commands had none to check).
+    let checked = metric(srv.addr, "voxterm_predict_checked_total").await;
+    let top1 = metric(srv.addr, "voxterm_predict_top1_correct_total").await;
+    assert!(
+        checked >= 6.0 && top1 == checked,
+        "checked {checked}, top1 {top1}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prefetch_never_runs_mutating_or_unknown_commands() {
+    let srv = TestServer::start("predict-never").await;
+    std::fs::write(srv.root.join("mark.sh"), "touch left-by-script\n").unwrap();
+    let mut c = srv.client("p2").await;
+    // Each step is certain after the one before: a prefetcher that ignored the
+    // class would run `touch left-by-touch` or the script right after `echo`.
+    let steps = [
+        "echo one",
+        "touch left-by-touch",
+        "rm -f left-by-touch",
+        "echo two",
+        "sh mark.sh",
+        "rm -f left-by-script",
+        "echo three",
+        "date",
+    ];
+    train(&mut c, &steps, 3).await;
+    exit_of(&run(&mut c, 0, "echo one").await);
+    exit_of(&run(&mut c, 0, "echo two").await);
+    // The refusals were counted: prefetch considered those lines and said no.
+    wait_metric(
+        &srv,
+        "voxterm_prefetch_skipped_total{reason=\"not_cacheable\"}",
+        4.0,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!srv.root.join("left-by-touch").exists());
+    assert!(!srv.root.join("left-by-script").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_pool_gets_no_prefetch() {
+    let srv = TestServer::start_with("predict-busy", |c| {
+        c.exec.workers = 2;
+        c.predict.idle_share = 0.5;
+    })
+    .await;
+    let mut c = srv.client("p3").await;
+    train(&mut c, &["touch a", "ls"], 3).await;
+    let started = metric(srv.addr, "voxterm_prefetch_started_total").await;
+
+    // Another tenant holds one of the two workers: the pool is at its idle share.
+    let mut other = srv.client("p3-other").await;
+    let req = other.next_request_id();
+    other
+        .send(&exec_msg(req, 0, "sleep 3", 0))
+        .await
+        .expect("send");
+    let start = Instant::now();
+    while metric(srv.addr, "voxterm_pool_busy_workers").await < 1.0 {
+        assert!(start.elapsed() < STEP, "sleep never took a worker");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    exit_of(&run(&mut c, 0, "touch a").await);
+    wait_metric(&srv, "voxterm_prefetch_skipped_total{reason=\"busy\"}", 1.0).await;
+    assert_eq!(
+        metric(srv.addr, "voxterm_prefetch_started_total").await,
+        started
+    );
+    let ls = run(&mut c, 0, "ls").await;
+    assert_eq!(exit_of(&ls).served_from, ServedFrom::Exec);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefetched_entry_is_invalidated_like_any_other() {
+    let srv = TestServer::start("predict-inval").await;
+    let mut c = srv.client("p4").await;
+    train(&mut c, &["touch a", "ls"], 4).await;
+    // Prefetch `ls`, then change the directory behind the entry.
+    let before = metric(srv.addr, "voxterm_prefetch_stored_total").await;
+    exit_of(&run(&mut c, 0, "touch a").await);
+    wait_metric(&srv, "voxterm_prefetch_stored_total", before + 1.0).await;
+    exit_of(&run(&mut c, 0, "mkdir newdir").await);
+    let ls = run(&mut c, 0, "ls").await;
+    exit_of(&ls);
+    assert_eq!(String::from_utf8_lossy(&ls.stdout), "a\nnewdir\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_model_is_reloaded_after_a_restart() {
+    let data = temp_root("predict-restart-data");
+    let root = temp_root("predict-restart-root");
+    let cfg = |c: &mut voxterm::config::Config| {
+        c.predict.data_dir = Some(data.clone());
+        c.session.root = root.clone();
+    };
+    let mut srv = TestServer::start_with("predict-restart-1", cfg).await;
+    let mut c = srv.client("p5").await;
+    train(&mut c, &["touch a", "ls"], 4).await;
+    drop(c);
+    srv.begin_shutdown();
+    srv.join(STEP).await;
+    assert!(data.join("predict-model.bin").exists(), "saved at shutdown");
+
+    let srv = TestServer::start_with("predict-restart-2", cfg).await;
+    let mut c = srv.client("p5").await;
+    // A new session: only a reloaded model can predict `ls` after `touch a`.
+    exit_of(&run(&mut c, 0, "touch a").await);
+    exit_of(&run(&mut c, 0, "ls").await);
+    assert_eq!(
+        metric(srv.addr, "voxterm_predict_top1_correct_total").await,
+        1.0
+    );
+    let _ = std::fs::remove_dir_all(&data);
+    let _ = std::fs::remove_dir_all(&root);
+}
