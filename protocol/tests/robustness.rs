@@ -376,3 +376,32 @@ fn json_frames_decode_whatever_the_codec_encodes_with() {
         [Err(DecodeError::Body { kind: 0x30, .. })]
     ));
 }
+
+/// The committed fuzz seeds (`fuzz/corpus/frame_decoder/seed-*`, written by the
+/// codec via `fuzz/examples/gen_seeds.rs`) are valid frames: only the deliberately
+/// cut message ends in `Truncated`.
+#[test]
+fn fuzz_seeds_decode() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/frame_decoder");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("seed-") {
+            continue;
+        }
+        let bytes = std::fs::read(entry.path()).unwrap();
+        let items: Vec<_> = Codec::new(CodecSettings::default())
+            .decode(&bytes)
+            .collect();
+        assert!(!items.is_empty(), "{name}");
+        let (last, whole) = items.split_last().unwrap();
+        assert!(whole.iter().all(Result::is_ok), "{name}: {items:?}");
+        if name == "seed-multi-cut" {
+            assert!(matches!(last, Err(DecodeError::Truncated { .. })), "{name}");
+        } else {
+            assert!(last.is_ok(), "{name}: {last:?}");
+        }
+        n += 1;
+    }
+    assert!(n >= 20, "{n} seeds in {}", dir.display());
+}
