@@ -31,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(line) = std::str::from_utf8(data) else {
         return;
     };
+    tolerate_parser_panics();
     let policies = POLICIES.get_or_init(policies);
     // On a thread with the 2 MiB stack of a tokio worker, where the check runs.
     std::thread::scope(|s| {
@@ -46,3 +47,25 @@ fuzz_target!(|data: &[u8]| {
             .expect("the policy check panicked")
     });
 });
+
+/// brush-parser's own panics are caught by `walk` (the line is then unknown, or
+/// refused by a policy); they are let through here so that fuzzing goes on, and
+/// every other panic still aborts through libFuzzer's hook. `VOXTERM_FUZZ_STRICT=1`
+/// reports the parser's panics too (e.g. to minimize one for upstream).
+fn tolerate_parser_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var_os("VOXTERM_FUZZ_STRICT").is_some() {
+            return;
+        }
+        let libfuzzer_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_parser = info
+                .location()
+                .is_some_and(|l| l.file().contains("brush-parser"));
+            if !in_parser {
+                libfuzzer_hook(info)
+            }
+        }));
+    });
+}

@@ -25,7 +25,7 @@ const MAX_DEPTH: u32 = 8;
 /// Most openers (see [`nesting_bound`]) a line may hold before it is declared
 /// unknown without being parsed: `brush-parser` recurses once per nesting level on
 /// the caller's stack, and about 600 nested `(` overflowed a 2 MiB tokio worker
-/// stack (found by fuzzing; a stack overflow aborts the whole process).
+/// stack (found while fuzzing; a stack overflow aborts the whole process).
 const MAX_NESTING: usize = 64;
 
 /// The cacheability class of a command, ordered from least to most restrictive so
@@ -389,7 +389,11 @@ impl<V: Visitor> Walk<'_, V> {
     }
 
     fn line(&mut self, line: &str, depth: u32) {
-        if depth > MAX_DEPTH || line.contains('\0') || nesting_bound(line) > MAX_NESTING {
+        if depth > MAX_DEPTH
+            || line.contains('\0')
+            || nesting_bound(line) > MAX_NESTING
+            || huge_io_number(line)
+        {
             return self.v.opaque();
         }
         let mut parser = brush_parser::Parser::new(
@@ -624,6 +628,23 @@ fn nesting_bound(line: &str) -> usize {
         len = 0;
     }
     count
+}
+
+/// True when 10 or more digits stand right before a `<` or `>`: brush-parser 0.2
+/// unwraps such a redirection's fd number as a `u32` and panics (found by
+/// fuzzing). Backslashes and newlines inside the run are skipped, as line
+/// continuations would join it.
+fn huge_io_number(line: &str) -> bool {
+    let mut digits = 0;
+    for b in line.bytes() {
+        match b {
+            b'0'..=b'9' => digits += 1,
+            b'\\' | b'\n' => {}
+            b'<' | b'>' if digits >= 10 => return true,
+            _ => digits = 0,
+        }
+    }
+    false
 }
 
 /// The program a command word names, when it names one plainly: quoted or
