@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 use std::path::Path;
 use std::sync::OnceLock;
+use std::time::Duration;
 use voxterm::cache::policy::{walk, Visitor};
 use voxterm::cache::{Class, Policy};
 use voxterm::config::PolicyConfig;
@@ -194,6 +195,51 @@ fn parser_panics_are_contained() {
     let line = "cat <<E ${A:-x} ${A B\nE\n";
     assert_eq!(classify(line), Class::Unknown);
     assert!(check(line).is_err());
+}
+
+/// Runs `f` on a worker stack and fails if it takes longer than `limit` (the
+/// thread is left behind: a hang must fail the test, not stall it).
+fn within<R: Send + 'static>(limit: Duration, f: impl FnOnce() -> R + Send + 'static) -> R {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .stack_size(WORKER_STACK)
+        .spawn(move || tx.send(f()))
+        .unwrap();
+    rx.recv_timeout(limit).expect("took too long")
+}
+
+/// Regression (found by the `classify` fuzz target, a 10 s timeout): an
+/// expanding here-document body never goes through the tokenizer, and
+/// brush-parser's word parser backtracks exponentially on unbalanced `$((`:
+/// `cat <<E`⏎ + 12 × `$((` ran for minutes, in the classifier and in the policy
+/// check (which runs on the connection's reader task). Such bodies are now opaque.
+#[test]
+fn unbalanced_heredoc_substitutions_are_not_exponential() {
+    let u = "$((".repeat(40);
+    for line in [
+        format!("cat <<E\n{u}\nE\n"),
+        format!("cat <<E\n\\{u}\nE\n"),
+        format!("cat <<E\n${{{u}\nE\n"),
+        format!("cat <<E\n{}\nE\n", "$( (".repeat(30)),
+        "c$E$BA~SHPIDM<<EOF\nWWheWWWl<&s >/\"?\"echo $((iusr/bin/e((((((((((((((*(((((((om x)\nEOF"
+            .to_owned(),
+    ] {
+        let l = line.clone();
+        let class = within(Duration::from_secs(20), move || {
+            classifier().classify(&l).class
+        });
+        assert_eq!(class, Class::Unknown, "{line:?}");
+        let l = line.clone();
+        let refused = within(Duration::from_secs(20), move || {
+            command_policy().check(&l).is_err()
+        });
+        assert!(refused, "{line:?}");
+    }
+    // Balanced bodies are still looked into; plain text with a lone `)` too.
+    let cat = |body: &str| classify(&format!("cat <<E\n{body}\nE\n"));
+    assert_eq!(cat("$(echo $(( (1) + 2 )))"), Class::FsRead);
+    assert_eq!(cat("$(rm x)"), Class::Mutating);
+    assert_eq!(cat("1) milk\n2) eggs"), Class::FsRead);
 }
 
 /// Every committed fuzz seed goes through both parsers.

@@ -28,6 +28,11 @@ const MAX_DEPTH: u32 = 8;
 /// stack (found while fuzzing; a stack overflow aborts the whole process).
 const MAX_NESTING: usize = 64;
 
+/// Most `$((` a line may hold before it is declared unknown without being parsed:
+/// brush-parser tries each as arithmetic and then as `$( (`, so the work doubles
+/// with every one (found by fuzzing: 20 of them took 5 s, 24 over 20 s).
+const MAX_ARITHMETIC: usize = 8;
+
 /// The cacheability class of a command, ordered from least to most restrictive so
 /// that a compound line is the `max` of its parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -393,6 +398,7 @@ impl<V: Visitor> Walk<'_, V> {
             || line.contains('\0')
             || nesting_bound(line) > MAX_NESTING
             || huge_io_number(line)
+            || arithmetic_openers(line) > MAX_ARITHMETIC
         {
             return self.v.opaque();
         }
@@ -547,8 +553,16 @@ impl<V: Visitor> Walk<'_, V> {
                 }
             }
             ast::IoRedirect::HereDocument(_, doc) => {
+                // The body never went through the tokenizer, and brush-parser's
+                // word parser backtracks exponentially on unbalanced `$((`
+                // (found by fuzzing: 46 bytes ran for minutes).
                 if doc.requires_expansion {
-                    self.word(&doc.doc, depth);
+                    let body = doc.doc.value.as_str();
+                    if (body.contains("$(") || body.contains("${")) && !balanced(body) {
+                        self.v.opaque();
+                    } else {
+                        self.word(&doc.doc, depth);
+                    }
                 }
             }
             ast::IoRedirect::HereString(_, w) => self.word(w, depth),
@@ -628,6 +642,46 @@ fn nesting_bound(line: &str) -> usize {
         len = 0;
     }
     count
+}
+
+/// How many `$((` the line holds, line continuations (and any backslash or
+/// newline) between the three bytes included.
+fn arithmetic_openers(line: &str) -> usize {
+    let mut last = [0u8; 2];
+    let mut count = 0;
+    for b in line.bytes().filter(|b| !matches!(b, b'\\' | b'\n')) {
+        if b == b'(' && last == [b'$', b'('] {
+            count += 1;
+        }
+        last = [last[1], b];
+    }
+    count
+}
+
+/// True when `(`/`)` and `{`/`}` pair up in order (quotes are not considered, so
+/// some balanced text is refused: that only costs a verdict).
+fn balanced(text: &str) -> bool {
+    let (mut paren, mut brace) = (0usize, 0usize);
+    for b in text.bytes() {
+        let depth = match b {
+            b'(' => {
+                paren += 1;
+                continue;
+            }
+            b'{' => {
+                brace += 1;
+                continue;
+            }
+            b')' => &mut paren,
+            b'}' => &mut brace,
+            _ => continue,
+        };
+        match depth.checked_sub(1) {
+            Some(d) => *depth = d,
+            None => return false,
+        }
+    }
+    paren == 0 && brace == 0
 }
 
 /// True when 10 or more digits stand right before a `<` or `>`: brush-parser 0.2
