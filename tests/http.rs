@@ -30,6 +30,69 @@ async fn healthz_reports_status_and_gauges() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_shows_containment() {
+    // rlimits on, cgroups off: exactly what /healthz must report.
+    let server = TestServer::start_with("healthz-contain", |c| {
+        c.exec.rlimit_cpu = 17;
+        c.exec.rlimit_fsize_bytes = 1 << 30;
+        c.exec.rlimit_nofile = 512;
+        c.exec.cgroup = voxterm::exec::CgroupMode::Off;
+    })
+    .await;
+    let (status, head, body) = http_get(server.addr, "/healthz").await;
+    assert_eq!(status, 200, "{head}\n{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+    let c = &v["containment"];
+    assert_eq!(c["rlimits_active"], true, "{v}");
+    assert_eq!(c["rlimits"]["cpu"], 17, "{v}");
+    assert_eq!(c["rlimits"]["fsize"], 1u64 << 30, "{v}");
+    assert_eq!(c["rlimits"]["nofile"], 512, "{v}");
+    assert!(
+        c["rlimits"].get("as").is_none(),
+        "off limits are left out: {v}"
+    );
+    assert_eq!(c["cgroup"]["mode"], "off", "{v}");
+    assert_eq!(c["cgroup"]["active"], false, "{v}");
+    assert!(
+        c["cgroup"]["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("off in config")),
+        "{v}"
+    );
+    assert_eq!(c["refusing_commands"], false, "{v}");
+    assert!(
+        c["summary"].as_str().is_some_and(|s| s.contains("cpu=17s")),
+        "{v}"
+    );
+
+    // Nothing at all: rlimits off; with `auto` the cgroup state is whatever this
+    // machine allows, and the detail says which.
+    let bare = TestServer::start_with("healthz-bare", |c| {
+        c.exec.rlimit_cpu = 0;
+        c.exec.rlimit_as_bytes = 0;
+        c.exec.rlimit_fsize_bytes = 0;
+        c.exec.rlimit_nofile = 0;
+        c.exec.rlimit_nproc = 0;
+        c.exec.cgroup = voxterm::exec::CgroupMode::Auto;
+        c.exec.cgroup_pids_max = 77;
+    })
+    .await;
+    let (status, _, body) = http_get(bare.addr, "/healthz").await;
+    assert_eq!(status, 200, "{body}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("JSON body");
+    let c = &v["containment"];
+    assert_eq!(c["rlimits_active"], false, "{v}");
+    assert_eq!(c["rlimits"], serde_json::json!({}), "{v}");
+    assert_eq!(c["cgroup"]["mode"], "auto", "{v}");
+    let detail = c["cgroup"]["detail"].as_str().unwrap_or_default();
+    match c["cgroup"]["active"].as_bool() {
+        Some(true) => assert!(detail.contains("pids.max=77"), "{v}"),
+        Some(false) => assert!(detail.starts_with("no cgroup ("), "{v}"),
+        None => panic!("cgroup.active is not a bool: {v}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_requests_by_origin() {
     let server = TestServer::start("metrics").await;
     let mut c = server.client("t1").await;

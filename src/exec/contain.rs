@@ -2,10 +2,12 @@
 //! when the machine allows it. Built once per engine from `[exec]`, shared by
 //! every [`Job`](super::Job).
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use nix::unistd::Pid;
+use serde::Serialize;
 
 use super::cgroup::{Cell, CgroupMode, Cgroups};
 use super::error::ContainError;
@@ -20,6 +22,46 @@ pub struct Containment {
     /// `cgroup = "required"` but setup failed: every command is refused with this.
     refuse: Option<String>,
     summary: String,
+    status: Arc<ContainmentStatus>,
+}
+
+/// What confines children, as `/healthz` shows it: an operator checking a
+/// deployment should see at a glance whether commands are capped and contained,
+/// without reading the startup log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainmentStatus {
+    /// True when at least one rlimit is set on every child.
+    pub rlimits_active: bool,
+    /// The configured rlimits (name → value; CPU in seconds, the rest in bytes
+    /// or counts), off ones left out. Values above the server's own hard limit
+    /// are clamped when applied (see `summary`).
+    pub rlimits: BTreeMap<&'static str, u64>,
+    /// The per-command cgroup.
+    pub cgroup: CgroupStatus,
+    /// `cgroup = "required"` but unavailable: every command is refused.
+    pub refusing_commands: bool,
+    /// The one-line description also logged at start.
+    pub summary: String,
+}
+
+/// The cgroup part of [`ContainmentStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CgroupStatus {
+    /// `off`, `auto` or `required`, as configured.
+    pub mode: CgroupMode,
+    /// True when every command gets its own cgroup.
+    pub active: bool,
+    /// The hierarchy and caps in use, or why there is no cgroup.
+    pub detail: String,
+}
+
+/// Status of every live engine with the `[exec]` section it was built from:
+/// the HTTP side only has the engine's configuration, not its containment.
+type Registry = Mutex<Vec<(serde_json::Value, Weak<ContainmentStatus>)>>;
+static LIVE: Registry = Mutex::new(Vec::new());
+
+fn config_key(cfg: &ExecConfig) -> serde_json::Value {
+    serde_json::to_value(cfg).unwrap_or(serde_json::Value::Null)
 }
 
 impl fmt::Debug for Containment {
@@ -56,6 +98,29 @@ impl Containment {
             (None, None) => "no cgroup".to_owned(),
         };
         let summary = format!("{cg}; rlimits {}; process groups", rlimits.describe());
+        let configured = [
+            ("cpu", cfg.rlimit_cpu),
+            ("as", cfg.rlimit_as_bytes),
+            ("fsize", cfg.rlimit_fsize_bytes),
+            ("nofile", cfg.rlimit_nofile),
+            ("nproc", cfg.rlimit_nproc),
+        ];
+        let status = Arc::new(ContainmentStatus {
+            rlimits_active: !rlimits.is_empty(),
+            rlimits: configured.into_iter().filter(|(_, v)| *v > 0).collect(),
+            cgroup: CgroupStatus {
+                mode: cfg.cgroup,
+                active: cgroups.is_some(),
+                detail: cg.clone(),
+            },
+            refusing_commands: refuse.is_some(),
+            summary: summary.clone(),
+        });
+        {
+            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+            live.retain(|(_, w)| w.strong_count() > 0);
+            live.push((config_key(cfg), Arc::downgrade(&status)));
+        }
         tracing::info!(containment = %summary, "children are contained");
         if rlimits.has_nproc() && super::limits::is_root() {
             tracing::warn!(
@@ -67,6 +132,7 @@ impl Containment {
             cgroups,
             refuse,
             summary,
+            status,
         }
     }
 
@@ -77,7 +143,37 @@ impl Containment {
             cgroups: None,
             refuse: None,
             summary: "none".to_owned(),
+            status: Arc::new(ContainmentStatus {
+                rlimits_active: false,
+                rlimits: BTreeMap::new(),
+                cgroup: CgroupStatus {
+                    mode: CgroupMode::Off,
+                    active: false,
+                    detail: "none".to_owned(),
+                },
+                refusing_commands: false,
+                summary: "none".to_owned(),
+            }),
         }
+    }
+
+    /// The structured form of [`Containment::summary`].
+    pub fn status(&self) -> &ContainmentStatus {
+        &self.status
+    }
+
+    /// The status of a live containment built from an `[exec]` section equal to
+    /// `cfg` (the most recent one), for code that holds an engine's configuration
+    /// but not its containment. Engines built from equal sections on one machine
+    /// are contained alike; None when no such containment is alive.
+    pub fn status_for(cfg: &ExecConfig) -> Option<ContainmentStatus> {
+        let key = config_key(cfg);
+        let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        live.iter()
+            .rev()
+            .filter(|(k, _)| *k == key)
+            .find_map(|(_, w)| w.upgrade())
+            .map(|s| (*s).clone())
     }
 
     /// Fails when `cfg` requires cgroups that this machine cannot provide, so a

@@ -38,7 +38,7 @@ mod run;
 mod tests;
 
 pub use cgroup::CgroupMode;
-pub use contain::Containment;
+pub use contain::{CgroupStatus, Containment, ContainmentStatus};
 pub use error::{ContainError, ExecError, PlanError, PoolError, SinkClosed};
 pub use plan::{plan, Plan};
 pub use pool::{Pool, PoolConfig, Slot};
