@@ -1,6 +1,7 @@
 //! Cache tiers: L1/L2 hit latency, L2 candidates' gets/s with 2 threads, L3 hit vs
 //! a raw Redis GET, LRU vs quick_cache hit rate on a Zipf stream at equal memory,
-//! and `echo hi` end to end from cache vs exec.
+//! the input stamp a validated fs-read hit takes (vs spawning the command), and
+//! `echo hi` end to end from cache vs exec.
 //!
 //! `cargo bench --bench cache`. L3 needs `redis-server` on PATH (or REDIS_URL);
 //! without it the L3 part is skipped with a note. Figures that are not times
@@ -464,5 +465,40 @@ fn e2e(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, hits, l2_two_threads, hit_rates, l3, e2e);
+/// What a validated fs-read hit adds (one input stamp) next to what it saves
+/// (running the command), in the same run.
+fn validate(c: &mut Criterion) {
+    use voxterm::cache::Inputs;
+    let dir = std::env::temp_dir().join(format!("voxterm-bench-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    for i in 0..20 {
+        std::fs::write(dir.join(format!("file{i:02}.txt")), "line\n".repeat(i + 1)).expect("write");
+    }
+    // Stamps refuse times under a second old.
+    std::thread::sleep(voxterm::cache::inputs::RACY + Duration::from_millis(100));
+    let life = Duration::from_secs(600);
+    let mut g = c.benchmark_group("validate");
+    for line in ["cat file07.txt", "ls -l"] {
+        let argv: Vec<String> = line.split(' ').map(str::to_owned).collect();
+        let inputs = Inputs::of(&argv).expect("validated line");
+        assert!(inputs.stamp(&dir, life).is_some(), "{line} is stampable");
+        g.bench_function(format!("stamp `{line}`"), |b| {
+            b.iter(|| black_box(inputs.stamp(&dir, life)))
+        });
+        g.bench_function(format!("spawn `{line}`"), |b| {
+            b.iter(|| {
+                black_box(
+                    std::process::Command::new(&argv[0])
+                        .args(&argv[1..])
+                        .current_dir(&dir)
+                        .output(),
+                )
+            })
+        });
+    }
+    g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, hits, l2_two_threads, hit_rates, validate, l3, e2e);
 criterion_main!(benches);

@@ -6,8 +6,12 @@ use cache_support::*;
 use std::time::{Duration, Instant};
 use voxterm_protocol::{CacheMode, Exec, Message, Priority, ServedFrom};
 
+/// Answered from a stored entry (the prefetcher may have stored it first).
 fn cached(s: ServedFrom) -> bool {
-    matches!(s, ServedFrom::L1 | ServedFrom::L2 | ServedFrom::L3)
+    matches!(
+        s,
+        ServedFrom::L1 | ServedFrom::L2 | ServedFrom::L3 | ServedFrom::Prefetch
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -169,13 +173,90 @@ async fn fs_read_entries_expire_by_ttl() {
     assert_eq!(out(&run(&mut c, "cat f").await), "one");
     let hit = run(&mut c, "cat f").await;
     assert!(cached(served(&hit)));
-    // Changed outside the engine: only the TTL can notice.
+    // Changed outside the engine. `f` was written a moment ago, too recently for
+    // a stamp to be trusted (cache::inputs::RACY), so this entry is not validated:
+    // only the TTL can notice.
     std::fs::write(dir.path().join("f"), "two").unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let after = run(&mut c, "cat f").await;
     assert_eq!(served(&after), ServedFrom::Exec);
     assert_eq!(out(&after), "two");
     srv.shutdown().await;
+}
+
+/// Validated fs-read entries (`cat f`, `ls`): they outlive the blind fs-read TTL,
+/// and a change made outside the engine is seen at once, in every tier.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validated_fs_read_outlives_its_ttl_and_sees_outside_changes_at_once() {
+    let redis = Redis::start();
+    let dir = TempDir::new("validated");
+    let policy = dir.path().join("policy.toml");
+    let text =
+        voxterm::cache::policy::DEFAULT_POLICY.replace("fs-read = \"5s\"", "fs-read = \"300ms\"");
+    assert!(text.contains("fs-read-validated = \"10m\""));
+    std::fs::write(&policy, text).unwrap();
+    std::fs::write(dir.path().join("f"), "one").unwrap();
+    let mut cfg = config(dir.path());
+    cfg.cache.policy_file = Some(policy);
+    cfg.cache.redis_url = Some(redis.url.clone());
+    // No prefetch: every answer's origin below is the lookup's own.
+    cfg.predict.enabled = false;
+    let tenant = format!("v-{}", nonce());
+    // Older than the racy window, so the stamps are trusted.
+    tokio::time::sleep(voxterm::cache::inputs::RACY + Duration::from_millis(100)).await;
+
+    let srv = TestServer::start(cfg.clone()).await;
+    let mut c = srv.client(&tenant).await;
+    for cmd in ["cat f", "ls"] {
+        assert_eq!(served(&run(&mut c, cmd).await), ServedFrom::Exec, "{cmd}");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Past the 300 ms fs-read TTL, still served: the stamps vouch for them.
+    let cat = run(&mut c, "cat f").await;
+    assert!(cached(served(&cat)), "{:?}", cat.exit);
+    assert_eq!(out(&cat), "one");
+    assert!(cached(served(&run(&mut c, "ls").await)));
+
+    // Same length, other content, written outside the engine: seen at once.
+    std::fs::write(dir.path().join("f"), "two").unwrap();
+    let cat = run(&mut c, "cat f").await;
+    assert_eq!(served(&cat), ServedFrom::Exec);
+    assert_eq!(out(&cat), "two");
+    std::fs::write(dir.path().join("g"), "").unwrap();
+    let ls = run(&mut c, "ls").await;
+    assert_eq!(served(&ls), ServedFrom::Exec);
+    assert_eq!(out(&ls), "f\ng\npolicy.toml\n");
+    let text = srv.engine.metrics.render_prometheus(srv.engine.sampled());
+    let stale = text
+        .lines()
+        .find_map(|l| l.strip_prefix("voxterm_cache_stale_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    // Counted once per tier that held the entry: at least once per request.
+    assert!(stale >= Some(2), "{text}");
+
+    // Through Redis: a restarted server gets the validated entry from L3 while
+    // the file is unchanged, and not after it changed.
+    tokio::time::sleep(voxterm::cache::inputs::RACY + Duration::from_millis(100)).await;
+    assert_eq!(served(&run(&mut c, "cat f").await), ServedFrom::Exec);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while redis.keys("voxterm:v1:e:*").await.is_empty() {
+        assert!(Instant::now() < deadline, "nothing was written to Redis");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(c);
+    srv.shutdown().await;
+    for (content, want) in [("two", ServedFrom::L3), ("six", ServedFrom::Exec)] {
+        if content != "two" {
+            std::fs::write(dir.path().join("f"), content).unwrap();
+        }
+        let srv = TestServer::start(cfg.clone()).await;
+        let mut c = srv.client(&tenant).await;
+        let cat = run(&mut c, "cat f").await;
+        assert_eq!((served(&cat), out(&cat).as_str()), (want, content));
+        drop(c);
+        srv.shutdown().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

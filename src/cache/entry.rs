@@ -12,8 +12,10 @@ use voxterm_protocol::StreamKind;
 pub const REPLAY_CHUNK: usize = 64 * 1024;
 
 /// Value layout version in L3 (first byte).
-const VALUE_VERSION: u8 = 1;
+const VALUE_VERSION: u8 = 2;
 const FLAG_LZ4: u8 = 1;
+/// A 16-byte input stamp follows the header.
+const FLAG_STAMP: u8 = 2;
 /// version, flags, expiry (u64 ms since the Unix epoch).
 const HEADER: usize = 10;
 
@@ -24,6 +26,9 @@ pub struct Entry {
     /// (stream, length) of each consecutive run of one stream in `data`.
     segments: Box<[(StreamKind, u32)]>,
     expires: Instant,
+    /// The stamp of the command's input files when it ran (validated fs-read
+    /// entries, see `cache::inputs`): served only while a new stamp matches.
+    stamp: Option<u128>,
     /// Set on entries the prefetcher stored: tells `served_from = prefetch`
     /// apart and counts each entry's first use once (hits vs wasted prefetches).
     prefetch: PrefetchMark,
@@ -65,8 +70,20 @@ impl Entry {
             data: data.into_boxed_slice(),
             segments: segments.into_boxed_slice(),
             expires: Instant::now() + ttl,
+            stamp: None,
             prefetch: PrefetchMark::default(),
         }
+    }
+
+    /// Attaches the input stamp taken before the command ran.
+    pub fn stamped(mut self, stamp: Option<u128>) -> Entry {
+        self.stamp = stamp;
+        self
+    }
+
+    /// The input stamp, for validated entries.
+    pub fn stamp(&self) -> Option<u128> {
+        self.stamp
     }
 
     /// Marks an entry the prefetcher is about to store.
@@ -128,8 +145,8 @@ impl Entry {
         Ok(())
     }
 
-    /// The L3 value: a small header (version, flags, expiry as wall-clock ms),
-    /// then the segments, LZ4-compressed when the body is at least `compress_at`.
+    /// The L3 value: a small header (version, flags, expiry as wall-clock ms), the
+    /// input stamp when there is one, then the segments, LZ4-compressed when the body is at least `compress_at`.
     pub fn encode(&self, compress_at: usize) -> Vec<u8> {
         let mut body = Vec::with_capacity(self.data.len() + self.segments.len() * 5 + 4);
         body.extend_from_slice(&(self.segments.len() as u32).to_le_bytes());
@@ -139,15 +156,21 @@ impl Entry {
         }
         body.extend_from_slice(&self.data);
         let expires_ms = unix_ms().saturating_add(self.remaining().as_millis() as u64);
-        let (flags, body) = if body.len() >= compress_at {
+        let (mut flags, body) = if body.len() >= compress_at {
             (FLAG_LZ4, lz4_flex::compress_prepend_size(&body))
         } else {
             (0, body)
         };
-        let mut out = Vec::with_capacity(HEADER + body.len());
+        if self.stamp.is_some() {
+            flags |= FLAG_STAMP;
+        }
+        let mut out = Vec::with_capacity(HEADER + 16 + body.len());
         out.push(VALUE_VERSION);
         out.push(flags);
         out.extend_from_slice(&expires_ms.to_le_bytes());
+        if let Some(stamp) = self.stamp {
+            out.extend_from_slice(&stamp.to_le_bytes());
+        }
         out.extend_from_slice(&body);
         out
     }
@@ -169,7 +192,16 @@ impl Entry {
         if expires_ms <= now_ms {
             return Err(CacheError::BadEntry("expired"));
         }
-        let raw = &value[HEADER..];
+        let mut raw = &value[HEADER..];
+        let stamp = if flags & FLAG_STAMP != 0 {
+            let bytes = raw.get(..16).ok_or(CacheError::BadEntry("short stamp"))?;
+            let mut b = [0u8; 16];
+            b.copy_from_slice(bytes);
+            raw = &raw[16..];
+            Some(u128::from_le_bytes(b))
+        } else {
+            None
+        };
         let decompressed;
         let body: &[u8] = if flags & FLAG_LZ4 != 0 {
             // The size prefix is data from outside: bound it before allocating.
@@ -218,6 +250,7 @@ impl Entry {
             data: data.into(),
             segments: segments.into_boxed_slice(),
             expires: Instant::now() + Duration::from_millis(expires_ms - now_ms),
+            stamp,
             prefetch: PrefetchMark::default(),
         })
     }
@@ -253,11 +286,15 @@ mod tests {
             Duration::from_secs(60),
         );
         assert_eq!(e.segments.len(), 3);
-        for threshold in [0, 1024, usize::MAX] {
-            let v = e.encode(threshold);
-            let d = Entry::decode(&v, 1 << 20).unwrap();
-            assert_eq!(d.data, e.data);
-            assert_eq!(d.segments, e.segments);
+        for stamp in [None, Some(u128::MAX - 7)] {
+            let e = e.clone().stamped(stamp);
+            for threshold in [0, 1024, usize::MAX] {
+                let v = e.encode(threshold);
+                let d = Entry::decode(&v, 1 << 20).unwrap();
+                assert_eq!(d.data, e.data);
+                assert_eq!(d.segments, e.segments);
+                assert_eq!(d.stamp, stamp);
+            }
         }
         assert!(e.encode(1024).len() < 1000, "compressed");
         assert!(Entry::decode(&e.encode(0), 100).is_err(), "size bound");
@@ -268,8 +305,9 @@ mod tests {
         for v in [
             &b""[..],
             b"\x01",
-            b"\x02\0\0\0\0\0\0\0\0\0",
-            b"\x01\x01\xff\xff\xff\xff\xff\xff\xff\x7f\xff\xff\xff\xff",
+            b"\x03\0\0\0\0\0\0\0\0\0",
+            b"\x02\x01\xff\xff\xff\xff\xff\xff\xff\x7f\xff\xff\xff\xff",
+            b"\x02\x02\xff\xff\xff\xff\xff\xff\xff\x7f\xff\xff",
         ] {
             assert!(Entry::decode(v, 1 << 20).is_err());
         }

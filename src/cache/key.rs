@@ -12,7 +12,7 @@ use super::policy::Class;
 use std::path::Path;
 
 /// Bumped whenever the recipe changes, so a new build never reads old entries.
-pub const KEY_FORMAT: u32 = 1;
+pub const KEY_FORMAT: u32 = 2;
 
 /// A cache key: 128 bits of a BLAKE3 digest.
 pub type Key = u128;

@@ -11,6 +11,9 @@
 //!   of every fs-read key, so every tier's fs-read entries of that tenant become
 //!   unreachable at once, on every instance when L3 is on (INCR in Redis).
 //! * [`flight`] coalesces identical concurrent misses into one run.
+//! * [`inputs`] validates fs-read answers against their input files, so that
+//!   those of simple readers (`cat F`, `ls -la D`) may live for minutes and are
+//!   still never stale.
 //!
 //! The engine (`session::runner`) drives these; nothing here ever fails a request:
 //! a cache problem is a miss.
@@ -18,6 +21,7 @@
 mod entry;
 mod error;
 pub mod flight;
+pub mod inputs;
 mod key;
 mod l1;
 mod l2;
@@ -26,6 +30,7 @@ pub mod policy;
 
 pub use entry::{Entry, REPLAY_CHUNK};
 pub use error::CacheError;
+pub use inputs::Inputs;
 pub use key::{Key, KeyParts, KEY_FORMAT};
 pub use l1::{KeyHash, L1};
 pub use l2::L2;
@@ -33,10 +38,11 @@ pub use l3::{check_url, redact, L3Config, L3, NAMESPACE};
 pub use policy::{Class, Policy, Verdict};
 
 use crate::config::CacheConfig;
+use crate::exec::Plan;
 use crate::metrics::{Metrics, Tier};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Classifications remembered (parsing is the costliest step of a hit).
@@ -117,17 +123,63 @@ impl Cache {
         self.max_entry
     }
 
-    /// The policy's verdict on a line (remembered for short lines).
+    /// The policy's verdict on a line (remembered for short lines), with the
+    /// line's input files when its answers can be validated against them.
     pub fn classify(&self, line: &str) -> Verdict {
         if line.len() > VERDICT_MEMO_MAX_LINE {
-            return self.policy.classify(line);
+            return self.verdict(line);
         }
         if let Some(v) = self.memo.get(line) {
             return v;
         }
-        let v = self.policy.classify(line);
-        self.memo.insert(line.to_owned(), v);
+        let v = self.verdict(line);
+        self.memo.insert(line.to_owned(), v.clone());
         v
+    }
+
+    fn verdict(&self, line: &str) -> Verdict {
+        let mut v = self.policy.classify(line);
+        if v.class == Class::FsRead && !self.policy.validated_ttl().is_zero() {
+            // Only a line run without a shell has words that are all literal.
+            if let Ok(Plan::Direct(argv)) = crate::exec::plan(line) {
+                v.inputs = Inputs::of(&argv).map(Arc::new);
+            }
+        }
+        v
+    }
+
+    /// The stamp of a line's inputs, taken before it runs (None: not validated).
+    pub fn stamp(&self, v: &Verdict, cwd: &Path) -> Option<u128> {
+        v.inputs.as_ref()?.stamp(cwd, self.policy.validated_ttl())
+    }
+
+    /// How long an answer lives: validated ones (with a stamp) much longer.
+    pub fn ttl(&self, v: &Verdict, stamped: bool) -> Duration {
+        if stamped {
+            self.policy.validated_ttl()
+        } else {
+            v.ttl
+        }
+    }
+
+    /// What decides whether a stored answer may be served to a request for this
+    /// line in `cwd`.
+    pub fn freshness<'a>(&self, v: &'a Verdict, cwd: &'a Path) -> Freshness<'a> {
+        Freshness {
+            inputs: v.inputs.as_deref(),
+            cwd,
+            life: self.policy.validated_ttl(),
+            now: OnceLock::new(),
+        }
+    }
+
+    /// Whether `entry` may be served; a refused (stale) entry is counted.
+    fn accepts(&self, entry: &Entry, fresh: &Freshness<'_>) -> bool {
+        let ok = fresh.accepts(entry);
+        if !ok {
+            self.metrics.cache.stale();
+        }
+        ok
     }
 
     /// True when running this line must invalidate its tenant's fs-read entries.
@@ -205,19 +257,27 @@ impl Cache {
         .key()
     }
 
-    /// L1, then L2 (a hit there is promoted to this thread's L1).
-    pub fn get_local(&self, key: Key) -> Option<(Arc<Entry>, Tier)> {
+    /// L1, then L2 (a hit there is promoted to this thread's L1). An entry that
+    /// `fresh` refuses is a miss.
+    pub fn get_local(&self, key: Key, fresh: &Freshness<'_>) -> Option<(Arc<Entry>, Tier)> {
         let now = Instant::now();
         let m = &self.metrics.cache;
-        if let Some(e) = self.l1.get(key, now) {
-            m.hit(Tier::L1);
-            return Some((e, Tier::L1));
+        let l1 = self.l1.get(key, now);
+        if let Some(e) = &l1 {
+            if self.accepts(e, fresh) {
+                m.hit(Tier::L1);
+                return l1.map(|e| (e, Tier::L1));
+            }
         }
         m.miss(Tier::L1);
         if let Some(e) = self.l2.get(key, now) {
-            m.hit(Tier::L2);
-            self.l1.insert(key, e.clone());
-            return Some((e, Tier::L2));
+            // The same entry as this thread's L1 was refused already.
+            let seen = l1.as_ref().is_some_and(|l| Arc::ptr_eq(l, &e));
+            if !seen && self.accepts(&e, fresh) {
+                m.hit(Tier::L2);
+                self.l1.insert(key, e.clone());
+                return Some((e, Tier::L2));
+            }
         }
         m.miss(Tier::L2);
         None
@@ -229,11 +289,12 @@ impl Cache {
         self.l2.get(key, Instant::now()).is_some()
     }
 
-    /// L3 (a hit is promoted to L2 and this thread's L1). None without L3.
-    pub async fn get_remote(&self, key: Key) -> Option<Arc<Entry>> {
+    /// L3 (a hit is promoted to L2 and this thread's L1). None without L3, or
+    /// when `fresh` refuses the entry.
+    pub async fn get_remote(&self, key: Key, fresh: &Freshness<'_>) -> Option<Arc<Entry>> {
         let l3 = self.l3.as_ref()?;
         let m = &self.metrics.cache;
-        match l3.get(key).await {
+        match l3.get(key).await.filter(|e| self.accepts(e, fresh)) {
             Some(e) => {
                 m.hit(Tier::L3);
                 let e = Arc::new(e);
@@ -271,5 +332,28 @@ impl Cache {
     /// Bytes in L2.
     pub fn l2_bytes(&self) -> u64 {
         self.l2.bytes()
+    }
+}
+
+/// Whether a stored answer may be served to one request: always, unless the entry
+/// carries an input stamp, which must equal the stamp of the inputs as they are
+/// now (taken at most once per request, however many tiers are asked).
+pub struct Freshness<'a> {
+    inputs: Option<&'a Inputs>,
+    cwd: &'a Path,
+    life: Duration,
+    now: OnceLock<Option<u128>>,
+}
+
+impl Freshness<'_> {
+    /// True when `entry` may be served.
+    pub fn accepts(&self, entry: &Entry) -> bool {
+        let Some(stored) = entry.stamp() else {
+            return true;
+        };
+        let now = self
+            .now
+            .get_or_init(|| self.inputs.and_then(|i| i.stamp(self.cwd, self.life)));
+        *now == Some(stored)
     }
 }

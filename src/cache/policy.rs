@@ -8,11 +8,13 @@
 //! serve a wrong answer.
 
 use super::error::CacheError;
+use super::inputs::Inputs;
 use brush_parser::ast;
 use brush_parser::word::{WordPiece, WordPieceWithSource};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The table that ships with voxterm, used when no `[cache] policy_file` is set.
@@ -67,12 +69,16 @@ impl Class {
 }
 
 /// The classifier's answer for one command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
     /// The most restrictive class of the line's parts.
     pub class: Class,
     /// The shortest TTL of the line's parts (zero: do not cache).
     pub ttl: Duration,
+    /// For an fs-read line whose input files are all named in its words: those
+    /// inputs, so that an answer can be validated against them (see
+    /// [`super::inputs`]) and live for `[ttl] fs-read-validated` instead of `ttl`.
+    pub inputs: Option<Arc<Inputs>>,
 }
 
 impl Verdict {
@@ -97,6 +103,10 @@ struct TtlTable {
     fs_read: Duration,
     #[serde(with = "humantime_serde", default)]
     volatile: Duration,
+    /// Entries of fs-read lines validated against their input files (absent: 0,
+    /// no validation, every fs-read line lives `fs-read`).
+    #[serde(rename = "fs-read-validated", with = "humantime_serde", default)]
+    fs_read_validated: Duration,
 }
 
 /// A finer rule for one program or "program subcommand".
@@ -160,6 +170,7 @@ impl Policy {
                 session: Duration::ZERO,
                 fs_read: Duration::ZERO,
                 volatile: Duration::ZERO,
+                fs_read_validated: Duration::ZERO,
             },
             rules: HashMap::new(),
             has_sub: HashMap::new(),
@@ -247,7 +258,17 @@ impl Policy {
             Class::Unknown | Class::Mutating => Duration::ZERO,
             _ => ttl.unwrap_or(self.ttl.pure),
         };
-        Verdict { class, ttl }
+        Verdict {
+            class,
+            ttl,
+            inputs: None,
+        }
+    }
+
+    /// How long an fs-read answer validated against its input files may live
+    /// (zero: validation is off).
+    pub fn validated_ttl(&self) -> Duration {
+        self.ttl.fs_read_validated
     }
 
     /// The table entry of one simple command (program plus arguments).

@@ -69,6 +69,7 @@ pub struct CacheMetrics {
     stores: Counter,
     invalidations: Counter,
     runs: Counter,
+    stale: Counter,
     hit_ratio: Gauge<f64, AtomicU64>,
     hit_total: AtomicU64,
 }
@@ -89,6 +90,7 @@ impl CacheMetrics {
             stores: Counter::default(),
             invalidations: Counter::default(),
             runs: Counter::default(),
+            stale: Counter::default(),
             hit_ratio: Gauge::default(),
             hit_total: AtomicU64::new(0),
         }
@@ -146,6 +148,11 @@ impl CacheMetrics {
             "cache_miss_runs",
             "Processes started for cacheable misses (one per single-flight group)",
             self.runs.clone(),
+        );
+        r.register(
+            "cache_stale",
+            "Validated entries refused because their input files changed (once per tier that held one)",
+            self.stale.clone(),
         );
         r.register(
             "cache_hit_ratio",
@@ -229,6 +236,11 @@ impl CacheMetrics {
         self.runs.inc();
     }
 
+    /// A validated entry was refused: its input files changed.
+    pub fn stale(&self) {
+        self.stale.inc();
+    }
+
     /// Hits over cacheable requests (0 when there were none).
     pub fn hit_rate(&self) -> f64 {
         let c = self.cacheable.get();
@@ -277,6 +289,7 @@ impl CacheMetrics {
             c("cache_stores", self.stores.get()),
             c("cache_invalidations", self.invalidations.get()),
             c("cache_miss_runs", self.runs.get()),
+            c("cache_stale", self.stale.get()),
         ]
     }
 }

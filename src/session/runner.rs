@@ -276,7 +276,8 @@ impl Engine {
         };
         let key = cache.key(&verdict, command, &job.env, tenant, &job.cwd, generation);
         if exec.cache == CacheMode::Default {
-            if let Some((entry, tier)) = cache.get_local(key) {
+            if let Some((entry, tier)) = cache.get_local(key, &cache.freshness(&verdict, &job.cwd))
+            {
                 let from_prefetch = entry.use_prefetched();
                 if let Some(first) = from_prefetch {
                     self.metrics.predict.served(first);
@@ -412,7 +413,8 @@ impl MissRun {
             ServedFrom::Exec
         };
         if !self.refresh {
-            if let Some(entry) = self.cache.get_remote(self.key).await {
+            let fresh = self.cache.freshness(&self.verdict, &self.job.cwd);
+            if let Some(entry) = self.cache.get_remote(self.key, &fresh).await {
                 for (stream, bytes) in entry.segments() {
                     publisher.push(stream, bytes);
                 }
@@ -433,6 +435,9 @@ impl MissRun {
         } else {
             publisher.cancelled()
         };
+        // Taken before the command reads its inputs: a change made while it runs
+        // makes the stamp differ at the next lookup.
+        let stamp = self.cache.stamp(&self.verdict, &self.job.cwd);
         let mut tee = Tee {
             publisher: &mut publisher,
             chunks: Vec::new(),
@@ -471,8 +476,9 @@ impl MissRun {
         if stored {
             let mut entry = Entry::from_chunks(
                 chunks.iter().map(|(s, d)| (*s, d.as_slice())),
-                self.verdict.ttl,
-            );
+                self.cache.ttl(&self.verdict, stamp.is_some()),
+            )
+            .stamped(stamp);
             if served_from == ServedFrom::Prefetch {
                 entry = entry.prefetched();
             }
