@@ -1,9 +1,12 @@
 //! Faults for the `chaos` scenario, on connections of their own so that the
 //! measured users see only the side effects (which is the point): abrupt
 //! disconnects in the middle of commands, malformed frames, slow readers that stop
-//! reading, and reconnect storms.
+//! reading, reconnect storms, and (with `--with-redis`) a crash and restart of
+//! the server's Redis. After the storm, the run records whether the server's
+//! memory came back (see [`ChaosSummary::judge_memory`]).
 
 use crate::conn::{connect_ws, handshake, Target};
+use crate::redis::RedisServer;
 use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +35,97 @@ pub struct ChaosSummary {
     pub storm_failures: u64,
     /// Faults that could not be injected, and why.
     pub skipped: Vec<String>,
+    /// Times the server's Redis was killed (SIGKILL) and started again.
+    #[serde(default)]
+    pub redis_restarts: u64,
+    /// Time Redis was down during its restart, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_down_ms: Option<u64>,
+    /// Whether the server wrote to the restarted Redis (it reconnected by
+    /// itself); None without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_reconnected: Option<bool>,
+    /// Server RSS before any user connected, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_before_bytes: Option<u64>,
+    /// Highest server RSS sampled during the run, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_peak_bytes: Option<u64>,
+    /// Server RSS after every user and fault connection was gone and the server
+    /// had settled, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_after_bytes: Option<u64>,
+    /// Share of the storm's growth (peak − before) given back by `after`, %:
+    /// 100 = all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_recovered_pct: Option<f64>,
+    /// How far `after` is above `before`, %; the chaos run fails above
+    /// [`MAX_RSS_AFTER_PCT`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_after_vs_before_pct: Option<f64>,
+    /// Server connections still open when `after` was taken (the monitor's own
+    /// one included).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_after: Option<u64>,
+    /// What the server keeps by design after its users leave, at `before` and
+    /// at `after`: it explains most of `after − before` (sessions outlive their
+    /// connections by `session.idle_ttl`, cache tiers are bounded by `l1_bytes`
+    /// and `l2_bytes`, not emptied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retained: Option<Retained>,
 }
+
+/// Server state retained by design, before and after the storm.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Retained {
+    /// Live sessions before users connected.
+    pub sessions_before: u64,
+    /// Live sessions after they all disconnected.
+    pub sessions_after: u64,
+    /// Bytes the cache tiers (L1 summed over threads, plus L2) reported holding before.
+    pub cache_bytes_before: u64,
+    /// … and after.
+    pub cache_bytes_after: u64,
+}
+
+/// Largest acceptable server RSS after the storm, % above the RSS before it
+/// (issue 6: "memory back within 10 % of its pre-storm level").
+pub const MAX_RSS_AFTER_PCT: f64 = 10.0;
+
+impl ChaosSummary {
+    /// Fills in the memory figures from the RSS before the storm, the peak and
+    /// the settled RSS after it.
+    pub fn judge_memory(&mut self, before: u64, peak: u64, after: u64, connections: u64) {
+        let peak = peak.max(before).max(after);
+        self.rss_before_bytes = Some(before);
+        self.rss_peak_bytes = Some(peak);
+        self.rss_after_bytes = Some(after);
+        self.connections_after = Some(connections);
+        self.rss_recovered_pct = (peak > before)
+            .then(|| peak.saturating_sub(after) as f64 / (peak - before) as f64 * 100.0);
+        self.rss_after_vs_before_pct =
+            (before > 0).then(|| (after as f64 - before as f64) / before as f64 * 100.0);
+    }
+
+    /// Why the memory did not come back, if it did not.
+    pub fn memory_failure(&self) -> Option<String> {
+        let pct = self.rss_after_vs_before_pct?;
+        (pct > MAX_RSS_AFTER_PCT).then(|| {
+            format!(
+                "server memory did not come back after the chaos storm: {:.1} MiB after vs {:.1} MiB before ({pct:+.1}%, limit +{MAX_RSS_AFTER_PCT}%)",
+                self.rss_after_bytes.unwrap_or(0) as f64 / 1048576.0,
+                self.rss_before_bytes.unwrap_or(0) as f64 / 1048576.0,
+            )
+        })
+    }
+}
+
+/// The Redis the chaos agent may restart, shared with whoever started it.
+pub type SharedRedis = Arc<tokio::sync::Mutex<RedisServer>>;
+
+/// How long Redis stays down during its restart: long enough that commands run
+/// by the users meanwhile meet a dead L3.
+const REDIS_DOWN: Duration = Duration::from_secs(3);
 
 fn exec(request: u32, session: u32, command: &str) -> Message {
     Message::Exec(Exec {
@@ -45,13 +138,27 @@ fn exec(request: u32, session: u32, command: &str) -> Message {
     })
 }
 
-/// Injects faults in a loop until `until` or `stop`.
-pub async fn run(t: Target, root: String, until: Instant, stop: Arc<AtomicBool>) -> ChaosSummary {
-    let mut s = ChaosSummary {
-        skipped: vec![
-            "Redis restart: this load tester did not start a Redis (the engine under test has no L3 switch for it), so there is none to restart".into(),
-        ],
-        ..ChaosSummary::default()
+/// Injects faults in a loop until `until` or `stop`; with `redis`, also kills
+/// and restarts it once, halfway to `until`.
+pub async fn run(
+    t: Target,
+    root: String,
+    until: Instant,
+    stop: Arc<AtomicBool>,
+    redis: Option<SharedRedis>,
+) -> ChaosSummary {
+    let mut s = ChaosSummary::default();
+    let restart = match redis {
+        Some(r) => {
+            let at = Instant::now() + (until - Instant::now()) / 2;
+            Some(tokio::spawn(restart_redis(r, at, until)))
+        }
+        None => {
+            s.skipped.push(
+                "Redis restart: no Redis of the load tester's own (run with --with-redis to have it start one for the server and restart it mid-run)".into(),
+            );
+            None
+        }
     };
     let mut round = 0u64;
     while Instant::now() < until && !stop.load(Ordering::Relaxed) {
@@ -64,7 +171,66 @@ pub async fn run(t: Target, root: String, until: Instant, stop: Arc<AtomicBool>)
         round += 1;
         tokio::time::sleep(Duration::from_millis(700)).await;
     }
+    if let Some(h) = restart {
+        match h.await {
+            Ok(r) => {
+                s.redis_restarts = r.restarts;
+                s.redis_down_ms = r.down_ms;
+                s.redis_reconnected = r.reconnected;
+                s.skipped.extend(r.problem);
+            }
+            Err(e) => s
+                .skipped
+                .push(format!("Redis restart: the task failed: {e}")),
+        }
+    }
     s
+}
+
+/// What [`restart_redis`] did.
+#[derive(Default)]
+struct RedisRestart {
+    restarts: u64,
+    down_ms: Option<u64>,
+    reconnected: Option<bool>,
+    problem: Option<String>,
+}
+
+/// At `at`: SIGKILL Redis, leave it down for [`REDIS_DOWN`], start it again on
+/// the same port (empty), then watch until `until` (at least 10 s) for the
+/// server to store entries in it again, which shows it reconnected by itself.
+async fn restart_redis(redis: SharedRedis, at: Instant, until: Instant) -> RedisRestart {
+    let mut out = RedisRestart::default();
+    tokio::time::sleep_until(at).await;
+    let down = Instant::now();
+    {
+        let mut r = redis.lock().await;
+        if let Err(e) = r.kill().await {
+            out.problem = Some(format!("Redis restart: {e:#}"));
+            return out;
+        }
+    }
+    tokio::time::sleep(REDIS_DOWN).await;
+    {
+        let mut r = redis.lock().await;
+        if let Err(e) = r.restart().await {
+            out.problem = Some(format!("Redis restart: could not start it again: {e:#}"));
+            return out;
+        }
+    }
+    out.restarts = 1;
+    out.down_ms = Some(down.elapsed().as_millis() as u64);
+    let deadline = until.max(Instant::now() + Duration::from_secs(10));
+    let mut reconnected = false;
+    while Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if redis.lock().await.dbsize().await.unwrap_or(0) > 0 {
+            reconnected = true;
+            break;
+        }
+    }
+    out.reconnected = Some(reconnected);
+    out
 }
 
 async fn abrupt(t: &Target, root: &str, s: &mut ChaosSummary) {
@@ -185,5 +351,35 @@ async fn storm(t: &Target, s: &mut ChaosSummary) {
         if !matches!(task.await, Ok(Some(()))) {
             s.storm_failures += 1;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_back_within_ten_percent_passes_and_beyond_fails() {
+        let mut s = ChaosSummary::default();
+        s.judge_memory(100 << 20, 150 << 20, 108 << 20, 1);
+        assert_eq!(s.rss_recovered_pct.map(|p| p.round()), Some(84.0));
+        assert_eq!(s.rss_after_vs_before_pct.map(|p| p.round()), Some(8.0));
+        assert!(s.memory_failure().is_none());
+
+        s.judge_memory(100 << 20, 150 << 20, 120 << 20, 1);
+        let why = s.memory_failure().expect("20% above before fails");
+        assert!(why.contains("+20.0%"), "{why}");
+    }
+
+    #[test]
+    fn reports_without_the_new_fields_still_load() {
+        let old = r#"{"abrupt_disconnects":4,"malformed_sent":4,"malformed_answered":4,
+            "slow_readers":4,"reconnect_storms":3,"storm_connections":150,
+            "storm_failures":0,"skipped":["Redis restart: none"]}"#;
+        let s: ChaosSummary = serde_json::from_str(old).expect("old schema loads");
+        assert_eq!(s.redis_restarts, 0);
+        assert!(s.rss_after_bytes.is_none() && s.memory_failure().is_none());
+        let round = serde_json::to_string(&s).expect("serializes");
+        assert!(!round.contains("rss_before_bytes"), "{round}");
     }
 }

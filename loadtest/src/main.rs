@@ -11,6 +11,7 @@ mod hist;
 mod html;
 mod profile;
 mod record;
+mod redis;
 mod report;
 mod run;
 mod scenario;
@@ -132,6 +133,11 @@ struct RunArgs {
     /// No live progress.
     #[arg(long)]
     quiet: bool,
+    /// Start a `redis-server` of our own on a free loopback port and give it to
+    /// the started server as its L3 (`--redis-url`); the chaos scenario kills
+    /// and restarts it mid-run. Not with `--url`.
+    #[arg(long, conflicts_with = "url")]
+    with_redis: bool,
 }
 
 #[derive(Debug, Args)]
@@ -334,9 +340,23 @@ async fn execute(a: &RunArgs) -> anyhow::Result<report::Report> {
         )?,
         None => profile::Profiles::builtin(),
     };
+    // Dropped (and killed) on every way out of this function, errors included.
+    let redis = match a.with_redis {
+        true => Some(redis::RedisServer::start().await?),
+        false => None,
+    };
+    let mut server_args = a.server_args.clone();
+    if let Some(r) = &redis {
+        anyhow::ensure!(
+            !server_args.iter().any(|x| x.starts_with("--redis-url")),
+            "--with-redis and --server-arg=--redis-url both name the server's Redis"
+        );
+        server_args.push(format!("--redis-url={}", r.url()));
+    }
+    let redis = redis.map(|r| std::sync::Arc::new(tokio::sync::Mutex::new(r)));
     let mut child = match &a.url {
         Some(_) => None,
-        None => Some(serve::ServerChild::start(&a.server_args).await?),
+        None => Some(serve::ServerChild::start(&server_args).await?),
     };
     if a.url.is_some() && !a.server_args.is_empty() {
         eprintln!("loadtest: --server-arg ignored with --url (the server is not ours to start)");
@@ -363,6 +383,7 @@ async fn execute(a: &RunArgs) -> anyhow::Result<report::Report> {
         p95_target_ms: targets.get(ids::E2E_P95_MS).map_or(65.0, |t| t.target),
         progress: !a.quiet,
         grace: a.grace,
+        redis: redis.clone(),
     };
     let data = run::run(&sc, &opts).await;
     let mut crash = None;
@@ -376,8 +397,21 @@ async fn execute(a: &RunArgs) -> anyhow::Result<report::Report> {
             crash.get_or_insert(e);
         }
     }
+    let redis_url = match redis {
+        Some(r) => {
+            let mut r = r.lock().await;
+            let _ = r.kill().await;
+            Some(r.url())
+        }
+        None => None,
+    };
     let data = data?;
     let mut rep = report::Report::build(&sc, &url, &targets, data);
+    if let Some(u) = redis_url {
+        rep.notes.push(format!(
+            "L3: redis-server at {u}, started by the load tester for this run and stopped at its end"
+        ));
+    }
     if let Some(c) = crash {
         rep.critical_failures.push(c);
         rep.grade = Grade::F;
@@ -456,6 +490,7 @@ async fn validate(v: ValidateArgs) -> anyhow::Result<ExitCode> {
         compression: Comp::Deflate,
         grace: Duration::from_secs(15),
         quiet: false,
+        with_redis: false,
     };
     run_cmd(a).await
 }
@@ -541,6 +576,7 @@ async fn compare(c: CompareArgs) -> anyhow::Result<ExitCode> {
         compression: Comp::Deflate,
         grace: Duration::from_secs(15),
         quiet: false,
+        with_redis: false,
     };
     let mut base = base;
     base.server_args = c.server_args.clone();

@@ -349,8 +349,11 @@ pub fn measure(raw: &Raw, e2e: &Hist, backend: Option<&Hist>) -> Measurements {
     m
 }
 
-fn critical(raw: &Raw) -> Vec<String> {
+fn critical(raw: &Raw, chaos: Option<&ChaosSummary>) -> Vec<String> {
     let mut c = Vec::new();
+    if let Some(why) = chaos.and_then(ChaosSummary::memory_failure) {
+        c.push(why);
+    }
     if raw.lost > 0 {
         c.push(format!(
             "{} lost responses (requests with no terminal frame)",
@@ -425,7 +428,7 @@ impl Report {
     /// Grades a run.
     pub fn build(sc: &Scenario, url: &str, targets: &Targets, d: RunData) -> Report {
         let measured = measure(&d.raw, &d.e2e, d.backend.as_ref());
-        let card = Scorecard::grade(targets, &measured, critical(&d.raw));
+        let card = Scorecard::grade(targets, &measured, critical(&d.raw, d.chaos.as_ref()));
         let per_profile: BTreeMap<String, Hist> = d.per_profile.into_iter().collect();
         let latency = summaries(
             &d.e2e,
@@ -747,6 +750,45 @@ impl Report {
                 c.abrupt_disconnects, c.malformed_sent, c.malformed_answered, c.slow_readers,
                 c.reconnect_storms, c.storm_connections, c.storm_failures
             );
+            if c.redis_restarts > 0 {
+                let _ = writeln!(
+                    out,
+                    "chaos: Redis killed and restarted {} time(s), down {} ms; server reconnected to it: {}",
+                    c.redis_restarts,
+                    c.redis_down_ms.unwrap_or(0),
+                    match c.redis_reconnected {
+                        Some(true) => "yes",
+                        Some(false) => "NO (nothing stored in it afterwards)",
+                        None => "not checked",
+                    }
+                );
+            }
+            if let (Some(b), Some(p), Some(a)) =
+                (c.rss_before_bytes, c.rss_peak_bytes, c.rss_after_bytes)
+            {
+                let mib = |v: u64| v as f64 / 1048576.0;
+                let _ = writeln!(
+                    out,
+                    "chaos: server RSS before {:.1} MiB · peak {:.1} MiB · after {:.1} MiB ({}, {} of the growth given back)",
+                    mib(b),
+                    mib(p),
+                    mib(a),
+                    c.rss_after_vs_before_pct
+                        .map_or("n/a".to_owned(), |x| format!("{x:+.1}% vs before")),
+                    c.rss_recovered_pct
+                        .map_or("n/a".to_owned(), |x| format!("{x:.0}%")),
+                );
+            }
+            if let Some(r) = &c.retained {
+                let _ = writeln!(
+                    out,
+                    "chaos: retained by design: sessions {} → {} · cache tiers {:.1} → {:.1} MiB",
+                    r.sessions_before,
+                    r.sessions_after,
+                    r.cache_bytes_before as f64 / 1048576.0,
+                    r.cache_bytes_after as f64 / 1048576.0,
+                );
+            }
             for sk in &c.skipped {
                 let _ = writeln!(out, "chaos skipped: {sk}");
             }

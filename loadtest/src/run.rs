@@ -36,7 +36,17 @@ pub struct RunOptions {
     pub progress: bool,
     /// Time to wait for outstanding answers after the end.
     pub grace: Duration,
+    /// The server's Redis when the load tester started it (`--with-redis`):
+    /// the chaos scenario restarts it mid-run.
+    pub redis: Option<chaos::SharedRedis>,
 }
+
+/// After a chaos run: the longest wait for the server to see every user and
+/// fault connection gone.
+const SETTLE_MAX: Duration = Duration::from_secs(30);
+/// … then this many one-second samples; the last one is the settled RSS (freed
+/// memory can take a moment to go back to the allocator and the OS).
+const SETTLE_SAMPLES: usize = 5;
 
 /// The monitor connection: `Stats` polling and the fixture.
 struct Monitor {
@@ -83,6 +93,15 @@ fn server_cpu_us(s: &voxterm_protocol::Stats) -> u64 {
         .find(|c| c.name == "cpu_children_us")
         .map_or(0, |c| c.value);
     s.cpu_us + children
+}
+
+/// Bytes held by the server's cache tiers (its `cache_bytes_*` gauges).
+fn cache_bytes(s: &voxterm_protocol::Stats) -> u64 {
+    s.counters
+        .iter()
+        .filter(|c| c.name.starts_with("cache_bytes_"))
+        .map(|c| c.value)
+        .sum()
 }
 
 fn sample(s: &voxterm_protocol::Stats, t0: Instant) -> ServerSample {
@@ -361,7 +380,8 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
         let target = opts.target.clone();
         let root = root.clone();
         let stop = stop_users.clone();
-        tokio::spawn(async move { chaos::run(target, root, hold_end, stop).await })
+        let redis = opts.redis.clone();
+        tokio::spawn(async move { chaos::run(target, root, hold_end, stop, redis).await })
     });
 
     // Progress and the server poller.
@@ -511,7 +531,7 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
         h.abort();
     }
     stop_users.store(true, Ordering::Relaxed);
-    let chaos_summary = match chaos_handle {
+    let mut chaos_summary = match chaos_handle {
         Some(h) => h.await.ok(),
         None => None,
     };
@@ -543,6 +563,46 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
     }
     for c in conns.lock().iter() {
         c.abort();
+    }
+    if let (Some(summary), true) = (chaos_summary.as_mut(), server_alive) {
+        // Memory after the storm: once the server has closed every connection
+        // but the monitor's, and has settled.
+        let settle_end = Instant::now() + SETTLE_MAX;
+        let mut settled = 0usize;
+        let mut last: Option<voxterm_protocol::Stats> = None;
+        while settled < SETTLE_SAMPLES && Instant::now() < settle_end {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            match tokio::time::timeout(Duration::from_secs(5), mon.stats()).await {
+                Ok(Ok(s)) => {
+                    if s.connections <= 1 {
+                        settled += 1;
+                    }
+                    samples.push(sample(&s, t0));
+                    last = Some(s);
+                }
+                _ => {
+                    server_alive = false;
+                    break;
+                }
+            }
+        }
+        if let Some(s) = last {
+            let peak = samples.iter().map(|x| x.rss_bytes).max().unwrap_or(0);
+            summary.judge_memory(s_before.rss_bytes, peak, s.rss_bytes, s.connections);
+            summary.retained = Some(chaos::Retained {
+                sessions_before: s_before.sessions,
+                sessions_after: s.sessions,
+                cache_bytes_before: cache_bytes(&s_before),
+                cache_bytes_after: cache_bytes(&s),
+            });
+            if settled < SETTLE_SAMPLES {
+                summary.skipped.push(format!(
+                    "memory after the storm: the server still had {} connections after {} s; RSS taken then",
+                    s.connections,
+                    SETTLE_MAX.as_secs()
+                ));
+            }
+        }
     }
     // Clean up the fixture (best effort).
     if server_alive {

@@ -44,3 +44,88 @@ fn smoke_scenario_loses_no_responses() {
     assert!(page.contains("<svg") && !page.contains("http://") && !page.contains("https://"));
     assert!(stdout.contains("grade:"), "{stdout}");
 }
+
+/// `chaos --with-redis`: the load tester starts a real `redis-server` for the
+/// server it starts, kills and restarts it mid-run; the users lose nothing, the
+/// server reconnects by itself, the memory figures are reported, and no Redis
+/// is left running afterwards.
+#[test]
+fn chaos_with_redis_restarts_it_and_loses_no_responses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("chaos.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "--scenario",
+            "chaos",
+            "--with-redis",
+            "--users",
+            "40",
+            "--ramp-up",
+            "2s",
+            "--duration",
+            "14s",
+            "--quiet",
+            "--min-grade",
+            "F",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // The exit status may be 1: the memory criterion is judged, not assumed.
+    let report: serde_json::Value = match std::fs::read(&json) {
+        Ok(b) => serde_json::from_slice(&b).expect("valid json"),
+        Err(e) => panic!("no report ({e}): is redis-server installed?\n{stdout}\n{stderr}"),
+    };
+    assert_eq!(report["lost_responses"], 0, "{stdout}");
+    let chaos = &report["chaos"];
+    assert_eq!(chaos["redis_restarts"], 1, "{stdout}\n{stderr}");
+    assert_eq!(chaos["redis_reconnected"], true, "{stdout}\n{stderr}");
+    assert!(
+        chaos["redis_down_ms"].as_u64().is_some_and(|ms| ms >= 3000),
+        "{chaos}"
+    );
+    let before = chaos["rss_before_bytes"].as_u64().unwrap_or(0);
+    let peak = chaos["rss_peak_bytes"].as_u64().unwrap_or(0);
+    let after = chaos["rss_after_bytes"].as_u64().unwrap_or(0);
+    assert!(
+        before > 0 && peak >= before && peak >= after && after > 0,
+        "{chaos}"
+    );
+    assert_eq!(
+        chaos["connections_after"], 1,
+        "only the monitor is left: {chaos}"
+    );
+    assert!(
+        stdout.contains("Redis killed and restarted 1 time"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("server RSS before"), "{stdout}");
+    let memory_failed = report["critical_failures"].as_array().is_some_and(|a| {
+        a.iter()
+            .any(|f| f.as_str().is_some_and(|f| f.contains("memory")))
+    });
+    let over = chaos["rss_after_vs_before_pct"].as_f64().unwrap_or(0.0) > 10.0;
+    assert_eq!(memory_failed, over, "{chaos}");
+    assert_eq!(
+        out.status.success(),
+        report["critical_failures"] == serde_json::json!([])
+    );
+
+    // The Redis it started is gone.
+    let note = report["notes"]
+        .as_array()
+        .and_then(|n| n.iter().find_map(|n| n.as_str()?.split("redis://").nth(1)))
+        .expect("the report names the Redis it started");
+    let addr = note
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches(',');
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "redis-server at {addr} still running after the load tester exited"
+    );
+}
