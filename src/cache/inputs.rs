@@ -457,6 +457,22 @@ mod tests {
         assert_eq!(ls_sub_names.stamp(d.path(), LIFE), s_sub_names);
     }
 
+    proptest::proptest! {
+        /// Any argv: an answer, never a panic; stdin (`-`) is never an input.
+        #[test]
+        fn any_argv_is_handled(
+            program in proptest::sample::select(vec!["cat", "head", "grep", "ls", "sort", "cut"]),
+            words in proptest::collection::vec("-?-?[a-zA-Z0-9+.]{0,4}", 0..6),
+        ) {
+            let mut argv = vec![program.to_owned()];
+            argv.extend(words);
+            if let Some(i) = Inputs::of(&argv) {
+                proptest::prop_assert!(!i.paths.is_empty());
+                proptest::prop_assert!(i.paths.iter().all(|p| &**p != "-"));
+            }
+        }
+    }
+
     #[test]
     fn non_regular_and_pseudo_files_are_refused() {
         let d = dir();
