@@ -155,19 +155,26 @@ async fn tenant_b_never_gets_tenant_a_fs_read_result() {
     srv.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fs_read_entries_expire_by_ttl() {
-    let redis = Redis::start();
-    let dir = TempDir::new("ttl");
+/// A server configuration over `dir` (holding a file `f` = "one") with L3 on and
+/// the built-in policy, but a blind fs-read TTL of `ttl`.
+fn short_fs_read_ttl(dir: &TempDir, redis: &Redis, ttl: &str) -> voxterm::config::Config {
     let policy = dir.path().join("policy.toml");
-    let text =
-        voxterm::cache::policy::DEFAULT_POLICY.replace("fs-read = \"5s\"", "fs-read = \"400ms\"");
-    assert_ne!(text, voxterm::cache::policy::DEFAULT_POLICY);
+    let default = voxterm::cache::policy::DEFAULT_POLICY;
+    let text = default.replace("fs-read = \"5s\"", &format!("fs-read = \"{ttl}\""));
+    assert_ne!(text, default);
     std::fs::write(&policy, text).unwrap();
     std::fs::write(dir.path().join("f"), "one").unwrap();
     let mut cfg = config(dir.path());
     cfg.cache.policy_file = Some(policy);
     cfg.cache.redis_url = Some(redis.url.clone());
+    cfg
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fs_read_entries_expire_by_ttl() {
+    let redis = Redis::start();
+    let dir = TempDir::new("ttl");
+    let cfg = short_fs_read_ttl(&dir, &redis, "400ms");
     let srv = TestServer::start(cfg).await;
     let mut c = srv.client(&format!("ttl-{}", nonce())).await;
     assert_eq!(out(&run(&mut c, "cat f").await), "one");
@@ -190,15 +197,8 @@ async fn fs_read_entries_expire_by_ttl() {
 async fn validated_fs_read_outlives_its_ttl_and_sees_outside_changes_at_once() {
     let redis = Redis::start();
     let dir = TempDir::new("validated");
-    let policy = dir.path().join("policy.toml");
-    let text =
-        voxterm::cache::policy::DEFAULT_POLICY.replace("fs-read = \"5s\"", "fs-read = \"300ms\"");
-    assert!(text.contains("fs-read-validated = \"10m\""));
-    std::fs::write(&policy, text).unwrap();
-    std::fs::write(dir.path().join("f"), "one").unwrap();
-    let mut cfg = config(dir.path());
-    cfg.cache.policy_file = Some(policy);
-    cfg.cache.redis_url = Some(redis.url.clone());
+    let mut cfg = short_fs_read_ttl(&dir, &redis, "300ms");
+    assert!(voxterm::cache::policy::DEFAULT_POLICY.contains("fs-read-validated = \"10m\""));
     // No prefetch: every answer's origin below is the lookup's own.
     cfg.predict.enabled = false;
     let tenant = format!("v-{}", nonce());
