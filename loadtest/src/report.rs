@@ -139,6 +139,11 @@ pub struct ServerSample {
     pub in_flight: u64,
     /// Pool queue.
     pub queue_depth: u64,
+    /// Bytes held by the cache tiers (L1 summed over threads, plus L2): the part
+    /// of RSS that grows by design up to `l1_bytes`/`l2_bytes`, which a soak has
+    /// to tell apart from a leak. None in older reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_bytes: Option<u64>,
 }
 
 /// One step of the capacity search.

@@ -115,6 +115,11 @@ fn sample(s: &voxterm_protocol::Stats, t0: Instant) -> ServerSample {
         errors: s.errors,
         in_flight: s.in_flight,
         queue_depth: s.queue_depth,
+        cache_bytes: s
+            .counters
+            .iter()
+            .any(|c| c.name.starts_with("cache_bytes_"))
+            .then(|| cache_bytes(s)),
     }
 }
 
