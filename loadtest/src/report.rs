@@ -412,6 +412,35 @@ fn client_cost(raw: &Raw) -> ClientCost {
     }
 }
 
+/// Server RSS from a quarter into the hold (users connected, caches warming) to
+/// the end of the hold, and the cache bytes over the same span: the soak's
+/// "RSS growth" figure, with the part the cache tiers explain next to it.
+fn rss_over_hold(sc: &Scenario, samples: &[ServerSample]) -> Option<String> {
+    if sc.duration < std::time::Duration::from_secs(60) {
+        return None;
+    }
+    let start_t = (sc.ramp_up + sc.duration / 4).as_secs_f64();
+    let end_t = (sc.ramp_up + sc.duration).as_secs_f64();
+    let start = samples.iter().find(|s| s.t_s >= start_t)?;
+    let end = samples.iter().rev().find(|s| s.t_s <= end_t + 1.0)?;
+    if end.t_s <= start.t_s || start.rss_bytes == 0 {
+        return None;
+    }
+    let mib = |b: u64| b as f64 / 1048576.0;
+    let pct = (end.rss_bytes as f64 - start.rss_bytes as f64) / start.rss_bytes as f64 * 100.0;
+    let cache = match (start.cache_bytes, end.cache_bytes) {
+        (Some(a), Some(b)) => format!(" · cache tiers {:.1} → {:.1} MiB", mib(a), mib(b)),
+        _ => String::new(),
+    };
+    Some(format!(
+        "server RSS over the hold: {:.1} MiB at {:.0} s → {:.1} MiB at {:.0} s ({pct:+.1}%){cache}",
+        mib(start.rss_bytes),
+        start.t_s,
+        mib(end.rss_bytes),
+        end.t_s
+    ))
+}
+
 fn rss_growth(samples: &[ServerSample]) -> Option<f64> {
     // Least-squares slope over the second half (after the ramp-up settled).
     let half = &samples[samples.len() / 2..];
@@ -805,6 +834,9 @@ impl Report {
                 g / 1024.0
             );
         }
+        if let Some(line) = rss_over_hold(&self.scenario, &self.server_samples) {
+            let _ = writeln!(out, "{line}");
+        }
         let _ = writeln!(
             out,
             "load tester: peak RSS {:.1} MiB · {:.1} KiB per user · CPU {:.1}% of a core ({:.1}% of the machine)",
@@ -885,6 +917,30 @@ fn max_f(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rss_over_hold_spans_a_quarter_into_the_hold_to_its_end() {
+        let mut sc = Scenario::named("soak").expect("soak exists");
+        sc.ramp_up = std::time::Duration::from_secs(20);
+        sc.duration = std::time::Duration::from_secs(400);
+        let samples: Vec<ServerSample> = (0..=430)
+            .map(|t| ServerSample {
+                t_s: t as f64,
+                rss_bytes: (100 + t / 10) << 20,
+                cache_bytes: Some((t / 10) << 20),
+                ..ServerSample::default()
+            })
+            .collect();
+        let line = rss_over_hold(&sc, &samples).expect("a line");
+        // 120 s (20 + 400/4) → the last sample within 1 s after the end (421 s): 112 → 142 MiB.
+        assert!(
+            line.contains("112.0 MiB at 120 s → 142.0 MiB at 421 s (+26.8%)"),
+            "{line}"
+        );
+        assert!(line.contains("cache tiers 12.0 → 42.0 MiB"), "{line}");
+        sc.duration = std::time::Duration::from_secs(30);
+        assert!(rss_over_hold(&sc, &samples).is_none());
+    }
 
     fn data(seed: u64, n: u64) -> RunData {
         let mut rng = fastrand::Rng::with_seed(seed);
