@@ -192,7 +192,8 @@ async fn fs_read_entries_expire_by_ttl() {
 }
 
 /// Validated fs-read entries (`cat f`, `ls`): they outlive the blind fs-read TTL,
-/// and a change made outside the engine is seen at once, in every tier.
+/// survive the tenant's writes to other files, and a change made outside the
+/// engine is seen at once, in every tier.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn validated_fs_read_outlives_its_ttl_and_sees_outside_changes_at_once() {
     let redis = Redis::start();
@@ -234,10 +235,26 @@ async fn validated_fs_read_outlives_its_ttl_and_sees_outside_changes_at_once() {
     // Counted once per tier that held the entry: at least once per request.
     assert!(stale >= Some(2), "{text}");
 
-    // Through Redis: a restarted server gets the validated entry from L3 while
-    // the file is unchanged, and not after it changed.
+    // A write elsewhere by the same tenant bumps its generation, which every
+    // blind fs-read entry depends on, but not a stamped one: `cat f` survives it.
     tokio::time::sleep(voxterm::cache::inputs::RACY + Duration::from_millis(100)).await;
     assert_eq!(served(&run(&mut c, "cat f").await), ServedFrom::Exec);
+    assert!(cached(served(&run(&mut c, "cat f").await)));
+    assert_eq!(served(&run(&mut c, "touch other").await), ServedFrom::Exec);
+    let cat = run(&mut c, "cat f").await;
+    assert!(cached(served(&cat)), "{:?}", cat.exit);
+    assert_eq!(out(&cat), "two");
+    // `ls` saw its directory change.
+    assert_eq!(out(&run(&mut c, "ls").await), "f\ng\nother\npolicy.toml\n");
+    // A line whose input is too fresh to stamp depends on the generation instead.
+    std::fs::write(dir.path().join("h"), "fresh").unwrap();
+    assert_eq!(served(&run(&mut c, "cat h").await), ServedFrom::Exec);
+    assert!(cached(served(&run(&mut c, "cat h").await)));
+    run(&mut c, "touch other").await;
+    assert_eq!(served(&run(&mut c, "cat h").await), ServedFrom::Exec);
+
+    // Through Redis: a restarted server gets the validated entry from L3 while
+    // the file is unchanged, and not after it changed.
     let deadline = Instant::now() + Duration::from_secs(5);
     while redis.keys("voxterm:v1:e:*").await.is_empty() {
         assert!(Instant::now() < deadline, "nothing was written to Redis");

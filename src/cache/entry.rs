@@ -16,6 +16,8 @@ const VALUE_VERSION: u8 = 2;
 const FLAG_LZ4: u8 = 1;
 /// A 16-byte input stamp follows the header.
 const FLAG_STAMP: u8 = 2;
+/// An 8-byte tenant generation follows the header.
+const FLAG_GENERATION: u8 = 4;
 /// version, flags, expiry (u64 ms since the Unix epoch).
 const HEADER: usize = 10;
 
@@ -26,12 +28,29 @@ pub struct Entry {
     /// (stream, length) of each consecutive run of one stream in `data`.
     segments: Box<[(StreamKind, u32)]>,
     expires: Instant,
-    /// The stamp of the command's input files when it ran (validated fs-read
-    /// entries, see `cache::inputs`): served only while a new stamp matches.
-    stamp: Option<u128>,
+    /// What must still hold for the entry to be served, beyond its TTL.
+    validity: Validity,
     /// Set on entries the prefetcher stored: tells `served_from = prefetch`
     /// apart and counts each entry's first use once (hits vs wasted prefetches).
     prefetch: PrefetchMark,
+}
+
+/// What an entry's answer depends on besides its key and TTL.
+///
+/// Keys of validated fs-read lines (see `cache::inputs`) leave the tenant's
+/// generation out, so that a write elsewhere (`touch notes.txt`) does not throw
+/// away a `cat README.md` that its stamp shows to be unchanged. Their entries carry
+/// the stamp instead, or, when the inputs were too recently changed to be stamped,
+/// the generation they were taken under, as every other fs-read key does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Validity {
+    /// Valid until it expires (the key holds everything it depends on).
+    #[default]
+    Always,
+    /// Valid while the stamp of the line's input files is this.
+    Stamp(u128),
+    /// Valid while the tenant's generation is this.
+    Generation(u64),
 }
 
 /// Whether an entry came from a prefetch, and whether a request used it yet.
@@ -70,20 +89,20 @@ impl Entry {
             data: data.into_boxed_slice(),
             segments: segments.into_boxed_slice(),
             expires: Instant::now() + ttl,
-            stamp: None,
+            validity: Validity::Always,
             prefetch: PrefetchMark::default(),
         }
     }
 
-    /// Attaches the input stamp taken before the command ran.
-    pub fn stamped(mut self, stamp: Option<u128>) -> Entry {
-        self.stamp = stamp;
+    /// Sets what must still hold for the entry to be served.
+    pub fn valid_while(mut self, validity: Validity) -> Entry {
+        self.validity = validity;
         self
     }
 
-    /// The input stamp, for validated entries.
-    pub fn stamp(&self) -> Option<u128> {
-        self.stamp
+    /// What must still hold for the entry to be served.
+    pub fn validity(&self) -> Validity {
+        self.validity
     }
 
     /// Marks an entry the prefetcher is about to store.
@@ -161,15 +180,19 @@ impl Entry {
         } else {
             (0, body)
         };
-        if self.stamp.is_some() {
-            flags |= FLAG_STAMP;
-        }
+        flags |= match self.validity {
+            Validity::Always => 0,
+            Validity::Stamp(_) => FLAG_STAMP,
+            Validity::Generation(_) => FLAG_GENERATION,
+        };
         let mut out = Vec::with_capacity(HEADER + 16 + body.len());
         out.push(VALUE_VERSION);
         out.push(flags);
         out.extend_from_slice(&expires_ms.to_le_bytes());
-        if let Some(stamp) = self.stamp {
-            out.extend_from_slice(&stamp.to_le_bytes());
+        match self.validity {
+            Validity::Always => {}
+            Validity::Stamp(s) => out.extend_from_slice(&s.to_le_bytes()),
+            Validity::Generation(g) => out.extend_from_slice(&g.to_le_bytes()),
         }
         out.extend_from_slice(&body);
         out
@@ -193,14 +216,18 @@ impl Entry {
             return Err(CacheError::BadEntry("expired"));
         }
         let mut raw = &value[HEADER..];
-        let stamp = if flags & FLAG_STAMP != 0 {
-            let bytes = raw.get(..16).ok_or(CacheError::BadEntry("short stamp"))?;
+        let mut field = |n: usize| -> Result<u128, CacheError> {
+            let bytes = raw.get(..n).ok_or(CacheError::BadEntry("short validity"))?;
             let mut b = [0u8; 16];
-            b.copy_from_slice(bytes);
-            raw = &raw[16..];
-            Some(u128::from_le_bytes(b))
-        } else {
-            None
+            b[..n].copy_from_slice(bytes);
+            raw = &raw[n..];
+            Ok(u128::from_le_bytes(b))
+        };
+        let validity = match flags & (FLAG_STAMP | FLAG_GENERATION) {
+            0 => Validity::Always,
+            FLAG_STAMP => Validity::Stamp(field(16)?),
+            FLAG_GENERATION => Validity::Generation(field(8)? as u64),
+            _ => return Err(CacheError::BadEntry("two validities")),
         };
         let decompressed;
         let body: &[u8] = if flags & FLAG_LZ4 != 0 {
@@ -250,7 +277,7 @@ impl Entry {
             data: data.into(),
             segments: segments.into_boxed_slice(),
             expires: Instant::now() + Duration::from_millis(expires_ms - now_ms),
-            stamp,
+            validity,
             prefetch: PrefetchMark::default(),
         })
     }
@@ -286,14 +313,18 @@ mod tests {
             Duration::from_secs(60),
         );
         assert_eq!(e.segments.len(), 3);
-        for stamp in [None, Some(u128::MAX - 7)] {
-            let e = e.clone().stamped(stamp);
+        for validity in [
+            Validity::Always,
+            Validity::Stamp(u128::MAX - 7),
+            Validity::Generation(u64::MAX - 3),
+        ] {
+            let e = e.clone().valid_while(validity);
             for threshold in [0, 1024, usize::MAX] {
                 let v = e.encode(threshold);
                 let d = Entry::decode(&v, 1 << 20).unwrap();
                 assert_eq!(d.data, e.data);
                 assert_eq!(d.segments, e.segments);
-                assert_eq!(d.stamp, stamp);
+                assert_eq!(d.validity, validity);
             }
         }
         assert!(e.encode(1024).len() < 1000, "compressed");
@@ -308,6 +339,7 @@ mod tests {
             b"\x03\0\0\0\0\0\0\0\0\0",
             b"\x02\x01\xff\xff\xff\xff\xff\xff\xff\x7f\xff\xff\xff\xff",
             b"\x02\x02\xff\xff\xff\xff\xff\xff\xff\x7f\xff\xff",
+            b"\x02\x06\xff\xff\xff\xff\xff\xff\xff\x7f\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
         ] {
             assert!(Entry::decode(v, 1 << 20).is_err());
         }

@@ -9,7 +9,11 @@
 //! of the directory, its parent and every entry), stores it with the answer, and
 //! serves a hit only when a stamp taken at lookup is the same. Such an entry lives
 //! as long as `[ttl] fs-read-validated` (minutes) and is never stale, which is the
-//! way make and ccache's direct mode trust file metadata, and git its index.
+//! way make and ccache's direct mode trust file metadata, and git its index. The
+//! stamp is also more precise than the tenant's generation, which every write of
+//! the tenant bumps: keys of validated lines leave the generation out (an answer
+//! whose inputs cannot be stamped carries the generation instead; see
+//! `entry::Validity`).
 //!
 //! Why a stamp is enough: on Linux any change to a file's data or metadata sets its
 //! ctime to the current time, and no user can set a ctime; any change to a

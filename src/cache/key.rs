@@ -36,6 +36,9 @@ pub struct KeyParts<'a> {
     pub host: &'a str,
     /// The tenant's generation (fs-read and volatile).
     pub generation: u64,
+    /// A validated fs-read line (see `cache::inputs`): its entries carry their own
+    /// validity, so the generation stays out of the key.
+    pub validated: bool,
 }
 
 impl KeyParts<'_> {
@@ -69,7 +72,11 @@ impl KeyParts<'_> {
                 field(self.tenant.as_bytes());
                 field(self.cwd.as_os_str().as_encoded_bytes());
                 field(self.host.as_bytes());
-                field(&self.generation.to_le_bytes());
+                if self.validated {
+                    field(b"validated");
+                } else {
+                    field(&self.generation.to_le_bytes());
+                }
             }
         }
         let digest = h.finalize();
@@ -92,6 +99,7 @@ mod tests {
             cwd: Path::new("/tmp"),
             host: "h",
             generation: 0,
+            validated: false,
         }
     }
 
@@ -116,6 +124,14 @@ mod tests {
         let k0 = g.key();
         g.generation = 1;
         assert_ne!(k0, g.key());
+        // Validated lines: the generation is not part of the key, and the key is
+        // not the one of the blind entry.
+        let mut v = parts(Class::FsRead, &env, "a");
+        v.validated = true;
+        let kv = v.key();
+        v.generation = 7;
+        assert_eq!(kv, v.key());
+        assert_ne!(kv, k0);
     }
 
     #[test]

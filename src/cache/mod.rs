@@ -28,7 +28,7 @@ mod l2;
 mod l3;
 pub mod policy;
 
-pub use entry::{Entry, REPLAY_CHUNK};
+pub use entry::{Entry, Validity, REPLAY_CHUNK};
 pub use error::CacheError;
 pub use inputs::Inputs;
 pub use key::{Key, KeyParts, KEY_FORMAT};
@@ -148,27 +148,35 @@ impl Cache {
         v
     }
 
-    /// The stamp of a line's inputs, taken before it runs (None: not validated).
-    pub fn stamp(&self, v: &Verdict, cwd: &Path) -> Option<u128> {
-        v.inputs.as_ref()?.stamp(cwd, self.policy.validated_ttl())
+    /// What an answer of this line, about to run in `cwd` under the tenant's
+    /// `generation`, will depend on: for a validated line, the stamp of its inputs
+    /// (taken now, before it runs), or the generation when they cannot be stamped.
+    pub fn validity(&self, v: &Verdict, cwd: &Path, generation: u64) -> Validity {
+        match &v.inputs {
+            None => Validity::Always,
+            Some(i) => match i.stamp(cwd, self.policy.validated_ttl()) {
+                Some(s) => Validity::Stamp(s),
+                None => Validity::Generation(generation),
+            },
+        }
     }
 
-    /// How long an answer lives: validated ones (with a stamp) much longer.
-    pub fn ttl(&self, v: &Verdict, stamped: bool) -> Duration {
-        if stamped {
-            self.policy.validated_ttl()
-        } else {
-            v.ttl
+    /// How long an answer lives: stamped ones much longer.
+    pub fn ttl(&self, v: &Verdict, validity: Validity) -> Duration {
+        match validity {
+            Validity::Stamp(_) => self.policy.validated_ttl(),
+            _ => v.ttl,
         }
     }
 
     /// What decides whether a stored answer may be served to a request for this
-    /// line in `cwd`.
-    pub fn freshness<'a>(&self, v: &'a Verdict, cwd: &'a Path) -> Freshness<'a> {
+    /// line in `cwd`, the tenant's generation being `generation`.
+    pub fn freshness<'a>(&self, v: &'a Verdict, cwd: &'a Path, generation: u64) -> Freshness<'a> {
         Freshness {
             inputs: v.inputs.as_deref(),
             cwd,
             life: self.policy.validated_ttl(),
+            generation,
             now: OnceLock::new(),
         }
     }
@@ -253,6 +261,7 @@ impl Cache {
             cwd,
             host: &self.host,
             generation,
+            validated: v.inputs.is_some(),
         }
         .key()
     }
@@ -283,10 +292,13 @@ impl Cache {
         None
     }
 
-    /// Whether a fresh entry is in L2 (every stored entry goes there), without
-    /// counting a hit or a miss: the prefetcher's "already cached?" question.
-    pub fn holds(&self, key: Key) -> bool {
-        self.l2.get(key, Instant::now()).is_some()
+    /// Whether an entry that `fresh` accepts is in L2 (every stored entry goes
+    /// there), without counting a hit or a miss: the prefetcher's "already
+    /// cached?" question.
+    pub fn holds(&self, key: Key, fresh: &Freshness<'_>) -> bool {
+        self.l2
+            .get(key, Instant::now())
+            .is_some_and(|e| fresh.accepts(&e))
     }
 
     /// L3 (a hit is promoted to L2 and this thread's L1). None without L3, or
@@ -335,25 +347,29 @@ impl Cache {
     }
 }
 
-/// Whether a stored answer may be served to one request: always, unless the entry
-/// carries an input stamp, which must equal the stamp of the inputs as they are
-/// now (taken at most once per request, however many tiers are asked).
+/// Whether a stored answer may be served to one request, by its [`Validity`]: an
+/// input stamp must equal the stamp of the inputs as they are now (taken at most
+/// once per request, however many tiers are asked), a generation the tenant's.
 pub struct Freshness<'a> {
     inputs: Option<&'a Inputs>,
     cwd: &'a Path,
     life: Duration,
+    generation: u64,
     now: OnceLock<Option<u128>>,
 }
 
 impl Freshness<'_> {
     /// True when `entry` may be served.
     pub fn accepts(&self, entry: &Entry) -> bool {
-        let Some(stored) = entry.stamp() else {
-            return true;
-        };
-        let now = self
-            .now
-            .get_or_init(|| self.inputs.and_then(|i| i.stamp(self.cwd, self.life)));
-        *now == Some(stored)
+        match entry.validity() {
+            Validity::Always => true,
+            Validity::Generation(g) => g == self.generation,
+            Validity::Stamp(stored) => {
+                let now = self
+                    .now
+                    .get_or_init(|| self.inputs.and_then(|i| i.stamp(self.cwd, self.life)));
+                *now == Some(stored)
+            }
+        }
     }
 }

@@ -222,7 +222,8 @@ impl PrefetchTask {
             &plan.cwd,
             generation,
         );
-        if self.cache.holds(key) {
+        let fresh = self.cache.freshness(&verdict, &plan.cwd, generation);
+        if self.cache.holds(key, &fresh) {
             return Err("cached");
         }
         let pool = &self.workers.pool;
@@ -257,6 +258,7 @@ impl PrefetchTask {
             },
             key,
             verdict,
+            generation,
             refresh: false,
             prefetch: Some(slot),
         };

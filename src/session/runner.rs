@@ -276,8 +276,8 @@ impl Engine {
         };
         let key = cache.key(&verdict, command, &job.env, tenant, &job.cwd, generation);
         if exec.cache == CacheMode::Default {
-            if let Some((entry, tier)) = cache.get_local(key, &cache.freshness(&verdict, &job.cwd))
-            {
+            let fresh = cache.freshness(&verdict, &job.cwd, generation);
+            if let Some((entry, tier)) = cache.get_local(key, &fresh) {
                 let from_prefetch = entry.use_prefetched();
                 if let Some(first) = from_prefetch {
                     self.metrics.predict.served(first);
@@ -303,6 +303,7 @@ impl Engine {
                 job,
                 key,
                 verdict,
+                generation,
                 refresh: exec.cache == CacheMode::Refresh,
                 prefetch: None,
             };
@@ -398,6 +399,8 @@ pub(super) struct MissRun {
     pub(super) job: Job,
     pub(super) key: Key,
     pub(super) verdict: Verdict,
+    /// The tenant's generation the key was made under.
+    pub(super) generation: u64,
     pub(super) refresh: bool,
     /// Set for a prefetch: the worker slot it was admitted with.
     pub(super) prefetch: Option<Slot>,
@@ -413,7 +416,9 @@ impl MissRun {
             ServedFrom::Exec
         };
         if !self.refresh {
-            let fresh = self.cache.freshness(&self.verdict, &self.job.cwd);
+            let fresh = self
+                .cache
+                .freshness(&self.verdict, &self.job.cwd, self.generation);
             if let Some(entry) = self.cache.get_remote(self.key, &fresh).await {
                 for (stream, bytes) in entry.segments() {
                     publisher.push(stream, bytes);
@@ -437,7 +442,9 @@ impl MissRun {
         };
         // Taken before the command reads its inputs: a change made while it runs
         // makes the stamp differ at the next lookup.
-        let stamp = self.cache.stamp(&self.verdict, &self.job.cwd);
+        let validity = self
+            .cache
+            .validity(&self.verdict, &self.job.cwd, self.generation);
         let mut tee = Tee {
             publisher: &mut publisher,
             chunks: Vec::new(),
@@ -476,9 +483,9 @@ impl MissRun {
         if stored {
             let mut entry = Entry::from_chunks(
                 chunks.iter().map(|(s, d)| (*s, d.as_slice())),
-                self.cache.ttl(&self.verdict, stamp.is_some()),
+                self.cache.ttl(&self.verdict, validity),
             )
-            .stamped(stamp);
+            .valid_while(validity);
             if served_from == ServedFrom::Prefetch {
                 entry = entry.prefetched();
             }
