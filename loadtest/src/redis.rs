@@ -4,7 +4,9 @@
 //! and reconnects by itself.
 //!
 //! The process is killed when this handle is dropped (also on error paths), and
-//! asks the kernel to kill it when the load tester dies first, so no Redis is left
+//! on Linux asks the kernel to kill it when the load tester dies first
+//! (`PR_SET_PDEATHSIG`, which fires when the spawning thread ends: the main
+//! thread or a runtime worker, which live as long as the load tester), so no Redis is left
 //! behind on a free port.
 
 use anyhow::{bail, Context};
