@@ -170,6 +170,32 @@ fn short_fs_read_ttl(dir: &TempDir, redis: &Redis, ttl: &str) -> voxterm::config
     cfg
 }
 
+/// Tenants never share fs-read entries, but identical large outputs are held once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_keep_their_entries_but_share_identical_output_bytes() {
+    let dir = TempDir::new("blobs");
+    let big = "0123456789abcdef\n".repeat(1024);
+    std::fs::write(dir.path().join("big"), &big).unwrap();
+    std::fs::write(dir.path().join("other"), big.replace('0', "x")).unwrap();
+    let mut cfg = config(dir.path());
+    cfg.predict.enabled = false;
+    let srv = TestServer::start(cfg).await;
+    let cache = srv.engine.cache.clone().expect("cache on");
+    let n = nonce();
+    for tenant in ["a", "b"] {
+        let mut c = srv.client(&format!("{tenant}-{n}")).await;
+        let first = run(&mut c, "cat big").await;
+        assert_eq!(served(&first), ServedFrom::Exec, "{tenant}: own entry");
+        assert_eq!(out(&first), big);
+        assert!(cached(served(&run(&mut c, "cat big").await)));
+    }
+    assert_eq!(cache.shared_outputs(), 1, "one copy of the 17 KiB output");
+    let mut c = srv.client(&format!("a-{n}")).await;
+    assert_eq!(out(&run(&mut c, "cat other").await), big.replace('0', "x"));
+    assert_eq!(cache.shared_outputs(), 2);
+    srv.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fs_read_entries_expire_by_ttl() {
     let redis = Redis::start();

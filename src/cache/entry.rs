@@ -1,6 +1,7 @@
 //! A stored result: the command's output as it streamed (stdout and stderr
 //! segments in order) and when it expires. Shared by `Arc` between tiers.
 
+use super::blobs::{Blobs, Bytes};
 use super::error::CacheError;
 use crate::exec::{OutputSink, SinkClosed};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -24,7 +25,8 @@ const HEADER: usize = 10;
 /// One cached answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
-    data: Box<[u8]>,
+    /// Shared with identical answers of other keys (see `blobs`).
+    data: Bytes,
     /// (stream, length) of each consecutive run of one stream in `data`.
     segments: Box<[(StreamKind, u32)]>,
     expires: Instant,
@@ -86,12 +88,23 @@ impl Entry {
             }
         }
         Entry {
-            data: data.into_boxed_slice(),
+            data: Arc::new(data.into_boxed_slice()),
             segments: segments.into_boxed_slice(),
             expires: Instant::now() + ttl,
             validity: Validity::Always,
             prefetch: PrefetchMark::default(),
         }
+    }
+
+    /// The same entry, its output shared with identical answers already held.
+    pub fn shared(mut self, blobs: &Blobs) -> Entry {
+        self.data = blobs.share(self.data);
+        self
+    }
+
+    /// Whether two entries hold their output in one allocation.
+    pub fn shares_output_with(&self, other: &Entry) -> bool {
+        Arc::ptr_eq(&self.data, &other.data)
     }
 
     /// Sets what must still hold for the entry to be served.
@@ -274,7 +287,7 @@ impl Entry {
             return Err(CacheError::BadEntry("entry too large"));
         }
         Ok(Entry {
-            data: data.into(),
+            data: Arc::new(data.into()),
             segments: segments.into_boxed_slice(),
             expires: Instant::now() + Duration::from_millis(expires_ms - now_ms),
             validity,

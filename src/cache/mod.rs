@@ -11,6 +11,8 @@
 //!   of every fs-read key, so every tier's fs-read entries of that tenant become
 //!   unreachable at once, on every instance when L3 is on (INCR in Redis).
 //! * [`flight`] coalesces identical concurrent misses into one run.
+//! * [`blobs`] keeps identical outputs of different keys (every tenant's
+//!   `cat logs/app.log`) in one allocation.
 //! * [`inputs`] validates fs-read answers against their input files, so that
 //!   those of simple readers (`cat F`, `ls -la D`) may live for minutes and are
 //!   still never stale.
@@ -18,6 +20,7 @@
 //! The engine (`session::runner`) drives these; nothing here ever fails a request:
 //! a cache problem is a miss.
 
+pub mod blobs;
 mod entry;
 mod error;
 pub mod flight;
@@ -65,6 +68,7 @@ pub struct Cache {
     l1: L1,
     l2: L2,
     l3: Option<Arc<L3>>,
+    blobs: blobs::Blobs,
     gens: Mutex<HashMap<Arc<str>, Gen>>,
     generation_refresh: Duration,
     unknown_invalidates: bool,
@@ -102,6 +106,7 @@ impl Cache {
             l1: L1::new(cfg.l1_bytes, metrics.clone()),
             l2: L2::new(cfg.l2_bytes, metrics.clone()),
             l3,
+            blobs: blobs::Blobs::default(),
             gens: Mutex::new(HashMap::new()),
             generation_refresh: cfg.generation_refresh,
             unknown_invalidates: cfg.unknown_invalidates,
@@ -309,7 +314,7 @@ impl Cache {
         match l3.get(key).await.filter(|e| self.accepts(e, fresh)) {
             Some(e) => {
                 m.hit(Tier::L3);
-                let e = Arc::new(e);
+                let e = Arc::new(e.shared(&self.blobs));
                 self.l2.insert(key, e.clone());
                 self.l1.insert(key, e.clone());
                 Some(e)
@@ -330,7 +335,7 @@ impl Cache {
         if let Some(l3) = &self.l3 {
             l3.put(key, &entry);
         }
-        let e = Arc::new(entry);
+        let e = Arc::new(entry.shared(&self.blobs));
         self.l2.insert(key, e.clone());
         self.l1.insert(key, e);
     }
@@ -341,9 +346,15 @@ impl Cache {
         self.l1.invalidate_all();
     }
 
-    /// Bytes in L2.
+    /// Bytes in L2 (as answers: an output shared by several entries counts once
+    /// per entry).
     pub fn l2_bytes(&self) -> u64 {
         self.l2.bytes()
+    }
+
+    /// Distinct large outputs held once for several entries.
+    pub fn shared_outputs(&self) -> usize {
+        self.blobs.len()
     }
 }
 
