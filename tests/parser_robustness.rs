@@ -242,6 +242,50 @@ fn unbalanced_heredoc_substitutions_are_not_exponential() {
     assert_eq!(cat("1) milk\n2) eggs"), Class::FsRead);
 }
 
+/// Regression (found by `parsers_never_panic_on_bracket_soup`, which grew to
+/// 16 GB before it was killed): brush-parser 0.2's tokenizer loops, pushing to a
+/// `Vec` without end, when a here-document tag that unquotes to nothing (`''`,
+/// `""`, `"'"`) is followed by an empty token at the end of the input (`cat <<'' `,
+/// trailing blank, no newline). The 400-byte case minimized to `''<<"" `. Lines
+/// with an empty here-document delimiter are now unknown without being parsed.
+#[test]
+fn empty_heredoc_tags_do_not_loop_the_tokenizer() {
+    let found = "m$\n\n)$\"\"{\\\"i\\$$e\n<$\\v&(<\n\n\\\n'<(\\j\\6$53'9r<s\"\\\\0$$\"`$$\\<\">\\6&\\mq\\5< $6>43`(aa4t\"&\n``${<>\\\"\\  \"`;\"{\\\n6(i>\\b\nk><c\n0>>\n\\ls\">\"\nj) \ng\">;\"$<>\\r8\" 5\n($}`z;v2\"\"oke\"<\\o<>> >l'\n<><b&'}\n2\n>&;>\"\\efrj'>m)\\<)\n\nd`\\\\t\"\n2);\\\n4`\"$v>$\"d2><$\">$ '<\\\"\"\\v\\7\">\\\"$a$(<<\"\" ";
+    for line in [
+        found,
+        "''<<\"\" ",
+        "cat <<'' ",
+        "cat <<\"\" x ",
+        "cat <<-\"'\" ",
+        "cat << ''\"\" ",
+        "cat <<'' <<E ",
+        "echo $(cat <<'' ",
+        "echo `cat <<'' `",
+        "cat <<\\\n'' ",
+        "cat <<''\\\n ",
+        "cat <<'';",
+        "cat <<''\nbody\n\n",
+    ] {
+        let l = line.to_owned();
+        let class = within(Duration::from_secs(20), move || {
+            classifier().classify(&l).class
+        });
+        assert_eq!(class, Class::Unknown, "{line:?}");
+        let l = line.to_owned();
+        let refused = within(Duration::from_secs(20), move || {
+            command_policy().check(&l).is_err()
+        });
+        assert!(refused, "{line:?}");
+    }
+    // Delimiters that are not empty are still looked into.
+    assert_eq!(classify("cat <<'E'\nhi\nE\n"), Class::FsRead);
+    assert_eq!(classify("cat <<\"E\"\n$(rm x)\nE\n"), Class::FsRead);
+    assert_eq!(classify("cat <<E\n$(rm x)\nE\n"), Class::Mutating);
+    assert_eq!(classify("cat <<-'E'\n\thi\n\tE\n"), Class::FsRead);
+    assert_eq!(classify("cat <<''E\nhi\nE\n"), Class::FsRead);
+    assert_eq!(check("cat <<'E'\nhi\nE\n"), Ok(()));
+}
+
 /// Every committed fuzz seed goes through both parsers.
 #[test]
 fn fuzz_seeds_are_handled() {

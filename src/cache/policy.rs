@@ -420,6 +420,7 @@ impl<V: Visitor> Walk<'_, V> {
             || nesting_bound(line) > MAX_NESTING
             || huge_io_number(line)
             || arithmetic_openers(line) > MAX_ARITHMETIC
+            || empty_here_tag(line)
         {
             return self.v.opaque();
         }
@@ -705,6 +706,57 @@ fn balanced(text: &str) -> bool {
     paren == 0 && brace == 0
 }
 
+/// True when a here-document delimiter may be empty once unquoted: `<<` (or
+/// `<<-`) followed by a word of quotes only, as `''`, `""` or `"'"`. brush-parser
+/// 0.2's tokenizer loops on such a tag when the line ends, without a newline, on
+/// an empty token (`cat <<'' ` with a trailing blank): at the end of input it
+/// finds the empty tag at the end of the empty token, ends the body, files that
+/// (as the state is still "next line is the here-document") as a token pending
+/// after the tag, and goes round again, pushing to a `Vec` forever (found by the
+/// bracket-soup property test: a 400-byte line took 16 GB before it was killed;
+/// minimized by hand to `''<<"" `). Also reached through `$(...)` and backquotes.
+/// Every empty delimiter is refused, with a newline or not (rare in practice: the
+/// body then ends at the first empty line). Conservative: backslashes and
+/// newlines between `<`, `<`, `-` and the tag are skipped, as line continuations
+/// would be, quotes are not paired, and a backslash counts as a quote.
+fn empty_here_tag(line: &str) -> bool {
+    let b = line.as_bytes();
+    let skip = |mut i: usize, blanks: bool| {
+        while let Some(&c) = b.get(i) {
+            if !(matches!(c, b'\\' | b'\n') || blanks && matches!(c, b' ' | b'\t')) {
+                break;
+            }
+            i += 1;
+        }
+        i
+    };
+    for (at, _) in line.match_indices('<') {
+        let mut i = skip(at + 1, false);
+        if b.get(i) != Some(&b'<') {
+            continue;
+        }
+        i = skip(i + 1, false);
+        if b.get(i) == Some(&b'-') {
+            i += 1;
+        }
+        i = skip(i, true);
+        let start = i;
+        while matches!(b.get(i), Some(b'\'' | b'"' | b'\\')) {
+            i += 1;
+        }
+        let word = &b[start..i];
+        // The tag word ends here (at the end of the line or an operator byte).
+        let ends = !matches!(b.get(i), Some(c) if !matches!(
+            c,
+            b' ' | b'\t' | b'\n' | b';' | b'&' | b'|' | b'<' | b'>' | b'(' | b')' | b'`'
+        ));
+        if ends && word.iter().any(|c| matches!(c, b'\'' | b'"')) {
+            return true;
+        }
+    }
+    false
+}
+
 /// True when 10 or more digits stand right before a `<` or `>`: brush-parser 0.2
 /// unwraps such a redirection's fd number as a `u32` and panics (found by
 /// fuzzing). Backslashes and newlines inside the run are skipped, as line
@@ -833,6 +885,32 @@ mod tests {
         ];
         for (line, want) in cases {
             assert_eq!(p.classify(line).class, *want, "classify({line:?})");
+        }
+    }
+
+    #[test]
+    fn empty_here_tags_are_spotted() {
+        for line in [
+            "cat <<'' ",
+            "cat <<\"\"",
+            "cat <<-\"'\" x",
+            "cat << \\\n''\"\";",
+            "cat <\\\n<''",
+            "echo $(cat <<'')",
+            "cat <<''\nbody\n\n",
+        ] {
+            assert!(empty_here_tag(line), "{line:?}");
+        }
+        for line in [
+            "cat <<E ",
+            "cat <<'E'\nx\nE\n",
+            "cat <<''E",
+            "cat <<$'' ",
+            "cat << -'' ",
+            "echo a < '' b",
+            "echo $((1 << 2))",
+        ] {
+            assert!(!empty_here_tag(line), "{line:?}");
         }
     }
 
