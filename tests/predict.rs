@@ -43,7 +43,19 @@ async fn a_predicted_fs_read_is_prefetched_and_served_from_prefetch() {
     // `touch` invalidates the tenant's fs-read entries, so the `ls` that always
     // follows it is never in the cache: only a prefetch can have it ready.
     train(&mut c, &["touch a", "ls"], 4).await;
-    let before = metric(srv.addr, "voxterm_prefetch_stored_total").await;
+    // The last training prefetch may still be counting when its `ls` returned
+    // (a request that joined it is answered before the counter moves): wait until
+    // every prefetch started has stored, so that the next one is ours.
+    let start = Instant::now();
+    let before = loop {
+        let started = metric(srv.addr, "voxterm_prefetch_started_total").await;
+        let stored = metric(srv.addr, "voxterm_prefetch_stored_total").await;
+        if stored == started {
+            break stored;
+        }
+        assert!(start.elapsed() < STEP, "started {started}, stored {stored}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert!(before >= 1.0, "the training itself prefetched `ls`");
     exit_of(&run(&mut c, 0, "touch a").await);
     wait_metric(&srv, "voxterm_prefetch_stored_total", before + 1.0).await;
