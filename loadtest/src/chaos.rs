@@ -112,7 +112,7 @@ impl ChaosSummary {
         let pct = self.rss_after_vs_before_pct?;
         (pct > MAX_RSS_AFTER_PCT).then(|| {
             format!(
-                "server memory did not come back after the chaos storm: {:.1} MiB after vs {:.1} MiB before ({pct:+.1}%, limit +{MAX_RSS_AFTER_PCT}%)",
+                "server memory did not come back after the chaos storm: {:.1} MiB after vs {:.1} MiB before ({pct:+.1}%, limit +{MAX_RSS_AFTER_PCT}%; `chaos.retained` shows the sessions and cache bytes kept by design)",
                 self.rss_after_bytes.unwrap_or(0) as f64 / 1048576.0,
                 self.rss_before_bytes.unwrap_or(0) as f64 / 1048576.0,
             )

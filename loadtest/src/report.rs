@@ -361,7 +361,7 @@ fn critical(raw: &Raw, chaos: Option<&ChaosSummary>) -> Vec<String> {
     }
     if raw.lost > 0 {
         c.push(format!(
-            "{} lost responses (requests with no terminal frame)",
+            "{} lost responses (every accepted request must end with exactly one terminal frame)",
             raw.lost
         ));
     }

@@ -545,7 +545,7 @@ impl Scorecard {
         };
         for c in &critical_failures {
             recommendations.push(format!(
-                "critical: {c}: every request must end with exactly one terminal frame and the server must stay up; read the server log around the failure"
+                "critical: {c}: a critical failure grades F whatever the scores; read the server log around it"
             ));
         }
         Scorecard {
