@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::Arc;
 
 use nix::unistd::Pid;
 use serde::Serialize;
@@ -22,7 +22,7 @@ pub struct Containment {
     /// `cgroup = "required"` but setup failed: every command is refused with this.
     refuse: Option<String>,
     summary: String,
-    status: Arc<ContainmentStatus>,
+    status: ContainmentStatus,
 }
 
 /// What confines children, as `/healthz` shows it: an operator checking a
@@ -53,15 +53,6 @@ pub struct CgroupStatus {
     pub active: bool,
     /// The hierarchy and caps in use, or why there is no cgroup.
     pub detail: String,
-}
-
-/// Status of every live engine with the `[exec]` section it was built from:
-/// the HTTP side only has the engine's configuration, not its containment.
-type Registry = Mutex<Vec<(serde_json::Value, Weak<ContainmentStatus>)>>;
-static LIVE: Registry = Mutex::new(Vec::new());
-
-fn config_key(cfg: &ExecConfig) -> serde_json::Value {
-    serde_json::to_value(cfg).unwrap_or(serde_json::Value::Null)
 }
 
 impl fmt::Debug for Containment {
@@ -105,7 +96,7 @@ impl Containment {
             ("nofile", cfg.rlimit_nofile),
             ("nproc", cfg.rlimit_nproc),
         ];
-        let status = Arc::new(ContainmentStatus {
+        let status = ContainmentStatus {
             rlimits_active: !rlimits.is_empty(),
             rlimits: configured.into_iter().filter(|(_, v)| *v > 0).collect(),
             cgroup: CgroupStatus {
@@ -115,12 +106,7 @@ impl Containment {
             },
             refusing_commands: refuse.is_some(),
             summary: summary.clone(),
-        });
-        {
-            let mut live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-            live.retain(|(_, w)| w.strong_count() > 0);
-            live.push((config_key(cfg), Arc::downgrade(&status)));
-        }
+        };
         tracing::info!(containment = %summary, "children are contained");
         if rlimits.has_nproc() && super::limits::is_root() {
             tracing::warn!(
@@ -143,7 +129,7 @@ impl Containment {
             cgroups: None,
             refuse: None,
             summary: "none".to_owned(),
-            status: Arc::new(ContainmentStatus {
+            status: ContainmentStatus {
                 rlimits_active: false,
                 rlimits: BTreeMap::new(),
                 cgroup: CgroupStatus {
@@ -153,27 +139,13 @@ impl Containment {
                 },
                 refusing_commands: false,
                 summary: "none".to_owned(),
-            }),
+            },
         }
     }
 
     /// The structured form of [`Containment::summary`].
     pub fn status(&self) -> &ContainmentStatus {
         &self.status
-    }
-
-    /// The status of a live containment built from an `[exec]` section equal to
-    /// `cfg` (the most recent one), for code that holds an engine's configuration
-    /// but not its containment. Engines built from equal sections on one machine
-    /// are contained alike; None when no such containment is alive.
-    pub fn status_for(cfg: &ExecConfig) -> Option<ContainmentStatus> {
-        let key = config_key(cfg);
-        let live = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-        live.iter()
-            .rev()
-            .filter(|(k, _)| *k == key)
-            .find_map(|(_, w)| w.upgrade())
-            .map(|s| (*s).clone())
     }
 
     /// Fails when `cfg` requires cgroups that this machine cannot provide, so a

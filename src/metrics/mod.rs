@@ -358,16 +358,15 @@ impl Metrics {
         out
     }
 
-    /// The `/healthz` body.
-    pub fn health_json(&self, s: Sampled) -> String {
-        serde_json::json!({
-            "status": "ok",
-            "version": env!("CARGO_PKG_VERSION"),
-            "uptime_s": self.uptime().as_secs_f64(),
-            "connections": self.connections(),
-            "sessions": s.sessions,
-        })
-        .to_string()
+    /// The `/healthz` figures; the server adds what only it knows (containment).
+    pub fn health(&self, s: Sampled) -> serde_json::Map<String, serde_json::Value> {
+        let mut v = serde_json::Map::new();
+        v.insert("status".into(), "ok".into());
+        v.insert("version".into(), env!("CARGO_PKG_VERSION").into());
+        v.insert("uptime_s".into(), self.uptime().as_secs_f64().into());
+        v.insert("connections".into(), self.connections().into());
+        v.insert("sessions".into(), s.sessions.into());
+        v
     }
 
     /// The reply to a `StatsRequest`.

@@ -298,18 +298,13 @@ fn route(ctx: &ServerContext, head: &Head, peer: SocketAddr) -> Reply {
 }
 
 /// `/healthz`: the metrics' health figures plus what confines children
-/// (`containment`, null when this engine's containment cannot be found), so a
-/// deployment without rlimits or cgroups is visible from outside.
+/// (`containment`), so a deployment without rlimits or cgroups is visible from
+/// outside.
 fn health_json(ctx: &ServerContext) -> String {
     let engine = &ctx.engine;
-    let base = engine.metrics.health_json(engine.sampled());
-    let Ok(serde_json::Value::Object(mut v)) = serde_json::from_str::<serde_json::Value>(&base)
-    else {
-        return base;
-    };
-    let containment = crate::exec::Containment::status_for(&engine.config().exec)
-        .and_then(|s| serde_json::to_value(s).ok())
-        .unwrap_or(serde_json::Value::Null);
+    let mut v = engine.metrics.health(engine.sampled());
+    let containment =
+        serde_json::to_value(engine.containment().status()).unwrap_or(serde_json::Value::Null);
     v.insert("containment".to_owned(), containment);
     serde_json::Value::Object(v).to_string()
 }

@@ -150,6 +150,11 @@ impl Engine {
         self.workers.kill.cancel();
     }
 
+    /// What confines this engine's children (shown by `/healthz`).
+    pub fn containment(&self) -> &exec::Containment {
+        &self.containment
+    }
+
     /// The configuration the engine runs with.
     pub fn config(&self) -> &Config {
         &self.config
