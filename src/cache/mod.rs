@@ -378,7 +378,7 @@ impl Freshness<'_> {
             Validity::Stamp(stored) => {
                 let now = self
                     .now
-                    .get_or_init(|| self.inputs.and_then(|i| i.stamp(self.cwd, self.life)));
+                    .get_or_init(|| self.inputs.and_then(|i| i.restamp(self.cwd, self.life)));
                 *now == Some(stored)
             }
         }
