@@ -17,3 +17,11 @@ pub mod scorecard;
 pub mod security;
 pub mod server;
 pub mod session;
+
+/// The allocator the binaries that serve (`voxterm`, the load tester's
+/// `__serve`) install as `#[global_allocator]`: jemalloc returns freed pages to
+/// the OS after a short decay, so a server's RSS comes back down after a burst
+/// of connections instead of staying at its high-water mark as with glibc's
+/// malloc (see the chaos scenario's memory figures in the README).
+#[cfg(not(target_env = "msvc"))]
+pub use tikv_jemallocator::Jemalloc as Allocator;

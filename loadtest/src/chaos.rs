@@ -2,8 +2,10 @@
 //! measured users see only the side effects (which is the point): abrupt
 //! disconnects in the middle of commands, malformed frames, slow readers that stop
 //! reading, reconnect storms, and (with `--with-redis`) a crash and restart of
-//! the server's Redis. After the storm, the run records whether the server's
-//! memory came back (see [`ChaosSummary::judge_memory`]).
+//! the server's Redis. The faults take the middle third of the hold: the users
+//! run alone before it (the pre-storm level: connected, warm) and after it (the
+//! same users, the faults gone), and the run judges whether the server's memory
+//! came back to that level (see [`ChaosSummary::judge_memory`]).
 
 use crate::conn::{connect_ws, handshake, Target};
 use crate::redis::RedisServer;
@@ -45,42 +47,56 @@ pub struct ChaosSummary {
     /// itself); None without a restart.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_reconnected: Option<bool>,
-    /// Server RSS before any user connected, bytes.
+    /// When the faults started and stopped, seconds from the start of the run:
+    /// the users run alone for a third of the hold before, and a third after.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rss_before_bytes: Option<u64>,
-    /// Highest server RSS sampled during the run, bytes.
+    pub storm_window_s: Option<(f64, f64)>,
+    /// Server RSS before any user connected, bytes (for reading only: the users'
+    /// own sessions and cache entries come on top of it by design).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_idle_before_bytes: Option<u64>,
+    /// Server RSS just before the faults started, users connected and warm
+    /// (median of the last samples before the storm), bytes: the level memory
+    /// must come back to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_pre_storm_bytes: Option<u64>,
+    /// Highest server RSS sampled from the storm's start to the end of the hold, bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rss_peak_bytes: Option<u64>,
-    /// Server RSS after every user and fault connection was gone and the server
-    /// had settled, bytes.
+    /// Server RSS at the end of the hold, a third of the hold after the last
+    /// fault, the same users still connected (median of the last samples), bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rss_after_bytes: Option<u64>,
-    /// Share of the storm's growth (peak − before) given back by `after`, %:
-    /// 100 = all of it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rss_recovered_pct: Option<f64>,
-    /// How far `after` is above `before`, %; the chaos run fails above
+    pub rss_post_storm_bytes: Option<u64>,
+    /// How far `post` is above `pre`, %; the chaos run fails above
     /// [`MAX_RSS_AFTER_PCT`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rss_after_vs_before_pct: Option<f64>,
-    /// Server connections still open when `after` was taken (the monitor's own
-    /// one included).
+    pub rss_post_vs_pre_pct: Option<f64>,
+    /// Share of the storm's growth (peak − pre) given back by `post`, %: 100 = all of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_recovered_pct: Option<f64>,
+    /// Server RSS once every user had left too and the server had settled, bytes
+    /// (for reading only: sessions outlive their connections by
+    /// `session.idle_ttl` and the cache tiers stay filled, by design).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_idle_after_bytes: Option<u64>,
+    /// Server connections still open when `idle_after` was taken (the monitor's
+    /// own one included).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections_after: Option<u64>,
-    /// What the server keeps by design after its users leave, at `before` and
-    /// at `after`: it explains most of `after − before` (sessions outlive their
-    /// connections by `session.idle_ttl`, cache tiers are bounded by `l1_bytes`
-    /// and `l2_bytes`, not emptied).
+    /// What the server keeps by design, before and after the storm: it explains
+    /// most of `post − pre` when there is any (fault sessions outlive their
+    /// connections by `session.idle_ttl`; cache tiers fill up to `l1_bytes` and
+    /// `l2_bytes`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retained: Option<Retained>,
 }
 
-/// Server state retained by design, before and after the storm.
+/// Server state retained by design, before and after the storm (users connected).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Retained {
-    /// Live sessions before users connected.
+    /// Live sessions just before the storm.
     pub sessions_before: u64,
-    /// Live sessions after they all disconnected.
+    /// Live sessions at the end of the hold.
     pub sessions_after: u64,
     /// Bytes the cache tiers (L1 summed over threads, plus L2) reported holding before.
     pub cache_bytes_before: u64,
@@ -93,28 +109,27 @@ pub struct Retained {
 pub const MAX_RSS_AFTER_PCT: f64 = 10.0;
 
 impl ChaosSummary {
-    /// Fills in the memory figures from the RSS before the storm, the peak and
-    /// the settled RSS after it.
-    pub fn judge_memory(&mut self, before: u64, peak: u64, after: u64, connections: u64) {
-        let peak = peak.max(before).max(after);
-        self.rss_before_bytes = Some(before);
+    /// Fills in the judged memory figures from the RSS just before the storm,
+    /// the peak from then on and the RSS a calm third of the hold after it.
+    pub fn judge_memory(&mut self, pre: u64, peak: u64, post: u64) {
+        let peak = peak.max(pre).max(post);
+        self.rss_pre_storm_bytes = Some(pre);
         self.rss_peak_bytes = Some(peak);
-        self.rss_after_bytes = Some(after);
-        self.connections_after = Some(connections);
-        self.rss_recovered_pct = (peak > before)
-            .then(|| peak.saturating_sub(after) as f64 / (peak - before) as f64 * 100.0);
-        self.rss_after_vs_before_pct =
-            (before > 0).then(|| (after as f64 - before as f64) / before as f64 * 100.0);
+        self.rss_post_storm_bytes = Some(post);
+        self.rss_recovered_pct =
+            (peak > pre).then(|| peak.saturating_sub(post) as f64 / (peak - pre) as f64 * 100.0);
+        self.rss_post_vs_pre_pct =
+            (pre > 0).then(|| (post as f64 - pre as f64) / pre as f64 * 100.0);
     }
 
     /// Why the memory did not come back, if it did not.
     pub fn memory_failure(&self) -> Option<String> {
-        let pct = self.rss_after_vs_before_pct?;
+        let pct = self.rss_post_vs_pre_pct?;
         (pct > MAX_RSS_AFTER_PCT).then(|| {
             format!(
                 "server memory did not come back after the chaos storm: {:.1} MiB after vs {:.1} MiB before ({pct:+.1}%, limit +{MAX_RSS_AFTER_PCT}%; `chaos.retained` shows the sessions and cache bytes kept by design)",
-                self.rss_after_bytes.unwrap_or(0) as f64 / 1048576.0,
-                self.rss_before_bytes.unwrap_or(0) as f64 / 1048576.0,
+                self.rss_post_storm_bytes.unwrap_or(0) as f64 / 1048576.0,
+                self.rss_pre_storm_bytes.unwrap_or(0) as f64 / 1048576.0,
             )
         })
     }
@@ -138,19 +153,21 @@ fn exec(request: u32, session: u32, command: &str) -> Message {
     })
 }
 
-/// Injects faults in a loop until `until` or `stop`; with `redis`, also kills
-/// and restarts it once, halfway to `until`.
+/// Injects faults in a loop from `from` until `until` or `stop`; with `redis`,
+/// also kills and restarts it once, halfway through.
 pub async fn run(
     t: Target,
     root: String,
+    from: Instant,
     until: Instant,
     stop: Arc<AtomicBool>,
     redis: Option<SharedRedis>,
 ) -> ChaosSummary {
     let mut s = ChaosSummary::default();
+    tokio::time::sleep_until(from).await;
     let restart = match redis {
         Some(r) => {
-            let at = Instant::now() + (until - Instant::now()) / 2;
+            let at = from + until.saturating_duration_since(from) / 2;
             Some(tokio::spawn(restart_redis(r, at, until)))
         }
         None => {
@@ -361,12 +378,12 @@ mod tests {
     #[test]
     fn memory_back_within_ten_percent_passes_and_beyond_fails() {
         let mut s = ChaosSummary::default();
-        s.judge_memory(100 << 20, 150 << 20, 108 << 20, 1);
+        s.judge_memory(100 << 20, 150 << 20, 108 << 20);
         assert_eq!(s.rss_recovered_pct.map(|p| p.round()), Some(84.0));
-        assert_eq!(s.rss_after_vs_before_pct.map(|p| p.round()), Some(8.0));
+        assert_eq!(s.rss_post_vs_pre_pct.map(|p| p.round()), Some(8.0));
         assert!(s.memory_failure().is_none());
 
-        s.judge_memory(100 << 20, 150 << 20, 120 << 20, 1);
+        s.judge_memory(100 << 20, 150 << 20, 120 << 20);
         let why = s.memory_failure().expect("20% above before fails");
         assert!(why.contains("+20.0%"), "{why}");
     }
@@ -378,8 +395,8 @@ mod tests {
             "storm_failures":0,"skipped":["Redis restart: none"]}"#;
         let s: ChaosSummary = serde_json::from_str(old).expect("old schema loads");
         assert_eq!(s.redis_restarts, 0);
-        assert!(s.rss_after_bytes.is_none() && s.memory_failure().is_none());
+        assert!(s.rss_post_storm_bytes.is_none() && s.memory_failure().is_none());
         let round = serde_json::to_string(&s).expect("serializes");
-        assert!(!round.contains("rss_before_bytes"), "{round}");
+        assert!(!round.contains("rss_pre_storm_bytes"), "{round}");
     }
 }

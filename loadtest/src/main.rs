@@ -26,6 +26,11 @@ use std::time::Duration;
 use voxterm::scorecard::{ids, Grade, Targets};
 use voxterm_protocol::{Compression, Encoding};
 
+// The same allocator as the `voxterm` binary: `__serve` is the server under test.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: voxterm::Allocator = voxterm::Allocator;
+
 /// voxterm load tester, scorecard and pre-deploy gate.
 #[derive(Debug, Parser)]
 #[command(version, about, args_conflicts_with_subcommands = true)]
@@ -326,6 +331,15 @@ fn build_scenario(a: &RunArgs) -> anyhow::Result<scenario::Scenario> {
     Ok(sc)
 }
 
+/// Whether the `__serve` flags already choose the cache bounds (or turn the cache off).
+fn sets_cache_bounds(args: &[String]) -> bool {
+    args.iter().any(|a| {
+        ["--l1-bytes", "--l2-bytes", "--config", "--no-cache"]
+            .iter()
+            .any(|f| a.starts_with(f))
+    })
+}
+
 /// Runs one scenario and returns the report (starting and stopping a server when
 /// no URL is given).
 async fn execute(a: &RunArgs) -> anyhow::Result<report::Report> {
@@ -352,6 +366,12 @@ async fn execute(a: &RunArgs) -> anyhow::Result<report::Report> {
             "--with-redis and --server-arg=--redis-url both name the server's Redis"
         );
         server_args.push(format!("--redis-url={}", r.url()));
+    }
+    let steady = a.url.is_none() && !sets_cache_bounds(&server_args);
+    let steady = steady.then(|| sc.steady_cache()).flatten();
+    if let Some((l1, l2)) = steady {
+        server_args.push(format!("--l1-bytes={l1}"));
+        server_args.push(format!("--l2-bytes={l2}"));
     }
     let redis = redis.map(|r| std::sync::Arc::new(tokio::sync::Mutex::new(r)));
     let mut child = match &a.url {
@@ -407,6 +427,13 @@ async fn execute(a: &RunArgs) -> anyhow::Result<report::Report> {
     };
     let data = data?;
     let mut rep = report::Report::build(&sc, &url, &targets, data);
+    if let Some((l1, l2)) = steady {
+        rep.notes.push(format!(
+            "memory is judged at steady state: the started server's caches were bounded to L1 {} KiB per thread and L2 {} MiB so they fill early in the hold (the presets' bounds would take the whole run to fill, by design); pass --server-arg=--l2-bytes=N (or --config) to choose",
+            l1 >> 10,
+            l2 >> 20
+        ));
+    }
     if let Some(u) = redis_url {
         rep.notes.push(format!(
             "L3: redis-server at {u}, started by the load tester for this run and stopped at its end"

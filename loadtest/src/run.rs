@@ -42,7 +42,7 @@ pub struct RunOptions {
 }
 
 /// After a chaos run: the longest wait for the server to see every user and
-/// fault connection gone.
+/// fault connection gone (for the idle-after figure, which is not judged).
 const SETTLE_MAX: Duration = Duration::from_secs(30);
 /// … then this many one-second samples; the last one is the settled RSS (freed
 /// memory can take a moment to go back to the allocator and the OS).
@@ -151,6 +151,40 @@ fn counter_delta(
         end.requests.saturating_sub(before.requests),
     );
     m
+}
+
+/// Judges the chaos run's memory: the level just before the faults against the
+/// level at the end of the hold, a calm third later, with the same users.
+fn judge_storm(
+    summary: &mut chaos::ChaosSummary,
+    samples: &[ServerSample],
+    from_s: f64,
+    until_s: f64,
+    hold_end_s: f64,
+) {
+    summary.storm_window_s = Some((from_s, until_s));
+    let (Some(pre), Some(post)) = (
+        crate::report::level_at(samples, from_s),
+        crate::report::level_at(samples, hold_end_s + 0.5),
+    ) else {
+        summary.skipped.push(
+            "memory around the storm: no server sample before it or at the end of the hold".into(),
+        );
+        return;
+    };
+    let peak = samples
+        .iter()
+        .filter(|x| x.t_s >= from_s && x.t_s <= hold_end_s + 0.5)
+        .map(|x| x.rss_bytes)
+        .max()
+        .unwrap_or(0);
+    summary.judge_memory(pre.rss_bytes, peak, post.rss_bytes);
+    summary.retained = Some(chaos::Retained {
+        sessions_before: pre.sessions,
+        sessions_after: post.sessions,
+        cache_bytes_before: pre.cache_bytes.unwrap_or(0),
+        cache_bytes_after: post.cache_bytes.unwrap_or(0),
+    });
 }
 
 /// The load tester's own resident memory, bytes.
@@ -381,12 +415,18 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
     }
 
     // Chaos agent.
-    let chaos_handle = (sc.shape == Shape::Chaos).then(|| {
+    let storm = (sc.shape == Shape::Chaos).then(|| {
+        (
+            hold_start + sc.duration / 3,
+            hold_start + sc.duration * 2 / 3,
+        )
+    });
+    let chaos_handle = storm.map(|(from, until)| {
         let target = opts.target.clone();
         let root = root.clone();
         let stop = stop_users.clone();
         let redis = opts.redis.clone();
-        tokio::spawn(async move { chaos::run(target, root, hold_end, stop, redis).await })
+        tokio::spawn(async move { chaos::run(target, root, from, until, stop, redis).await })
     });
 
     // Progress and the server poller.
@@ -569,9 +609,13 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
     for c in conns.lock().iter() {
         c.abort();
     }
+    if let (Some(summary), Some((from, until))) = (chaos_summary.as_mut(), storm) {
+        let at = |i: Instant| i.duration_since(t0).as_secs_f64();
+        judge_storm(summary, &samples, at(from), at(until), at(hold_end));
+    }
     if let (Some(summary), true) = (chaos_summary.as_mut(), server_alive) {
-        // Memory after the storm: once the server has closed every connection
-        // but the monitor's, and has settled.
+        // For reading: memory once the users have gone too and the server has
+        // closed every connection but the monitor's, and has settled.
         let settle_end = Instant::now() + SETTLE_MAX;
         let mut settled = 0usize;
         let mut last: Option<voxterm_protocol::Stats> = None;
@@ -591,18 +635,13 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
                 }
             }
         }
+        summary.rss_idle_before_bytes = Some(s_before.rss_bytes);
         if let Some(s) = last {
-            let peak = samples.iter().map(|x| x.rss_bytes).max().unwrap_or(0);
-            summary.judge_memory(s_before.rss_bytes, peak, s.rss_bytes, s.connections);
-            summary.retained = Some(chaos::Retained {
-                sessions_before: s_before.sessions,
-                sessions_after: s.sessions,
-                cache_bytes_before: cache_bytes(&s_before),
-                cache_bytes_after: cache_bytes(&s),
-            });
+            summary.rss_idle_after_bytes = Some(s.rss_bytes);
+            summary.connections_after = Some(s.connections);
             if settled < SETTLE_SAMPLES {
                 summary.skipped.push(format!(
-                    "memory after the storm: the server still had {} connections after {} s; RSS taken then",
+                    "memory after the users left: the server still had {} connections after {} s; RSS taken then",
                     s.connections,
                     SETTLE_MAX.as_secs()
                 ));

@@ -30,6 +30,8 @@ pub const SUPPORTED_FLAGS: &[(&str, &str)] = &[
     ("--no-predict", "next-command prediction and prefetch off"),
     ("--no-cache", "every cache tier off (the baseline)"),
     ("--redis-url URL", "turn the L3 cache tier (Redis) on"),
+    ("--l1-bytes N", "L1 cache bound per worker thread, bytes"),
+    ("--l2-bytes N", "L2 cache bound, bytes"),
 ];
 
 /// Whether `flag` (e.g. `--no-cache`) is one `__serve` supports.
@@ -48,6 +50,8 @@ pub fn config_from_args(listen: SocketAddr, args: &[String]) -> anyhow::Result<C
     let mut no_cache = false;
     let mut no_predict = false;
     let mut redis_url = None;
+    let mut l1_bytes: Option<usize> = None;
+    let mut l2_bytes: Option<u64> = None;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let (flag, inline) = match a.split_once('=') {
@@ -78,6 +82,8 @@ pub fn config_from_args(listen: SocketAddr, args: &[String]) -> anyhow::Result<C
             "--no-predict" => no_predict = true,
             "--no-cache" => no_cache = true,
             "--redis-url" => redis_url = Some(value()?),
+            "--l1-bytes" => l1_bytes = Some(value()?.parse().context("--l1-bytes needs bytes")?),
+            "--l2-bytes" => l2_bytes = Some(value()?.parse().context("--l2-bytes needs bytes")?),
             other => bail!(
                 "server flag {other} is not supported by this server build (supported: {})",
                 SUPPORTED_FLAGS
@@ -111,6 +117,12 @@ pub fn config_from_args(listen: SocketAddr, args: &[String]) -> anyhow::Result<C
     }
     if redis_url.is_some() {
         config.cache.redis_url = redis_url;
+    }
+    if let Some(b) = l1_bytes {
+        config.cache.l1_bytes = b;
+    }
+    if let Some(b) = l2_bytes {
+        config.cache.l2_bytes = b;
     }
     config.validate()?;
     Ok(config)
@@ -197,5 +209,32 @@ impl ServerChild {
                 Some("server did not shut down within 30 s".to_owned())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 0))
+    }
+
+    #[test]
+    fn cache_bounds_override_the_preset_and_bad_values_are_refused() {
+        let args = ["--l1-bytes=1048576", "--l2-bytes", "8388608"].map(String::from);
+        let c = config_from_args(listen(), &args).expect("valid flags");
+        assert_eq!((c.cache.l1_bytes, c.cache.l2_bytes), (1 << 20, 8 << 20));
+        let preset = config_from_args(listen(), &[]).expect("no flags");
+        assert!(
+            preset.cache.l2_bytes > 8 << 20,
+            "the preset's bound is larger"
+        );
+
+        let e =
+            config_from_args(listen(), &["--l2-bytes=8MiB".to_owned()]).expect_err("bytes only");
+        assert!(format!("{e:#}").contains("--l2-bytes needs bytes"), "{e:#}");
+        let e = config_from_args(listen(), &["--l9".to_owned()]).expect_err("unknown flag");
+        assert!(format!("{e:#}").contains("--l1-bytes N"), "{e:#}");
     }
 }

@@ -87,11 +87,33 @@ fn chaos_with_redis_restarts_it_and_loses_no_responses() {
         chaos["redis_down_ms"].as_u64().is_some_and(|ms| ms >= 3000),
         "{chaos}"
     );
-    let before = chaos["rss_before_bytes"].as_u64().unwrap_or(0);
+    let before = chaos["rss_pre_storm_bytes"].as_u64().unwrap_or(0);
     let peak = chaos["rss_peak_bytes"].as_u64().unwrap_or(0);
-    let after = chaos["rss_after_bytes"].as_u64().unwrap_or(0);
+    let after = chaos["rss_post_storm_bytes"].as_u64().unwrap_or(0);
     assert!(
         before > 0 && peak >= before && peak >= after && after > 0,
+        "{chaos}"
+    );
+    // The faults take the middle third of the 14 s hold, after the 2 s ramp-up.
+    let window = chaos["storm_window_s"].as_array().expect("storm window");
+    let (from, until) = (
+        window[0].as_f64().unwrap_or(0.0),
+        window[1].as_f64().unwrap_or(0.0),
+    );
+    assert!(
+        (from - 6.7).abs() < 0.5 && (until - 11.3).abs() < 0.5,
+        "{chaos}"
+    );
+    assert!(
+        chaos["rss_idle_before_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
+        "{chaos}"
+    );
+    assert!(
+        chaos["rss_idle_after_bytes"]
+            .as_u64()
+            .is_some_and(|b| b > 0),
         "{chaos}"
     );
     assert_eq!(
@@ -102,12 +124,25 @@ fn chaos_with_redis_restarts_it_and_loses_no_responses() {
         stdout.contains("Redis killed and restarted 1 time"),
         "{stdout}"
     );
-    assert!(stdout.contains("server RSS before"), "{stdout}");
+    assert!(
+        stdout.contains("server RSS with the users connected: before the storm"),
+        "{stdout}"
+    );
+    let steady = report["notes"].as_array().is_some_and(|n| {
+        n.iter().any(|n| {
+            n.as_str()
+                .is_some_and(|n| n.contains("judged at steady state"))
+        })
+    });
+    assert!(
+        steady,
+        "the started server's caches are bounded for a memory-judged run"
+    );
     let memory_failed = report["critical_failures"].as_array().is_some_and(|a| {
         a.iter()
             .any(|f| f.as_str().is_some_and(|f| f.contains("memory")))
     });
-    let over = chaos["rss_after_vs_before_pct"].as_f64().unwrap_or(0.0) > 10.0;
+    let over = chaos["rss_post_vs_pre_pct"].as_f64().unwrap_or(0.0) > 10.0;
     assert_eq!(memory_failed, over, "{chaos}");
     assert_eq!(
         out.status.success(),
