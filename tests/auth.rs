@@ -490,3 +490,133 @@ async fn a_connection_ends_when_its_token_expires() {
         "closed before the expiry"
     );
 }
+
+const CAROL: &str = "carol-token-0123456789abcdef";
+
+/// A client authenticating with `token` (header and Hello).
+async fn token_client(s: &TestServer, token: &str) -> Client {
+    s.client_with(ClientOptions {
+        token: Some(token.into()),
+        ..Default::default()
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokens_reload_admits_new_tokens_and_ends_the_connections_of_revoked_ones() {
+    let path = tokens_file("auth-reload-tokens");
+    let file = path.clone();
+    let s = TestServer::start_with("auth-reload", move |c| c.auth.tokens_file = Some(file)).await;
+    let store = s.security.tokens.as_ref().expect("tokens configured");
+    let mut alice = token_client(&s, ALICE).await;
+    let mut bob = raw_connect(&s, &[], hello(None, Some(BOB))).await;
+    assert_eq!(tenant_of(next(&mut bob).await), "bob");
+
+    // A file that does not parse changes nothing.
+    std::fs::write(&path, "[tokens]\nshort = \"x\"\n").unwrap();
+    assert!(store.reload().is_err());
+    let (status, _) = upgrade(&s, &format!("Authorization: Bearer {BOB}\r\n")).await;
+    assert_eq!(status, 101, "bob's token still in force");
+
+    // bob's token goes, alice's stays (now with an expiry), carol's comes.
+    std::fs::write(
+        &path,
+        format!(
+            "[tokens]\n\"{ALICE}\" = {{ tenant = \"alice\", expires = 2999-01-01 }}\n\"{CAROL}\" = \"carol\"\n"
+        ),
+    )
+    .unwrap();
+    assert_eq!(store.reload().expect("valid file"), 2);
+    match next(&mut bob).await {
+        Ok(Message::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::Unauthorized, "{e:?}");
+            assert!(e.message.contains("revoked"), "{e:?}");
+        }
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+    assert_eq!(next(&mut bob).await.unwrap_err(), Some(1008));
+    // alice's connection is untouched and still runs commands.
+    let done = run(&mut alice, 0, "echo still-here").await;
+    assert_eq!(exit_of(&done).code, Some(0));
+    assert_eq!(done.stdout, b"still-here\n");
+    let (status, _) = upgrade(&s, &format!("Authorization: Bearer {BOB}\r\n")).await;
+    assert_eq!(status, 401, "bob's token is gone for new connections too");
+    assert_eq!(token_client(&s, CAROL).await.welcome().tenant, "carol");
+    let (_, _, metrics) = http_get(s.addr, "/metrics").await;
+    assert!(
+        metrics.contains("voxterm_refusals_total{kind=\"token_revoked\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// `voxterm serve --tokens FILE` reloads the file on SIGHUP (the real binary,
+/// the real signal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reloads_its_tokens_on_sighup() {
+    use std::time::{Duration, Instant};
+    let path = tokens_file("auth-sighup-tokens");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let root = temp_root("auth-sighup-root");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxterm"))
+        .args(["serve", "--preset", "development", "--listen"])
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--tokens")
+        .arg(&path)
+        .env_remove("VOXTERM_TOKENS")
+        .env_remove("VOXTERM_CONFIG")
+        .env("HOME", &root)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("voxterm serve starts");
+    let url = format!("ws://127.0.0.1:{port}/ws");
+    let connect = |token: &'static str| {
+        let url = url.clone();
+        async move {
+            Client::connect(
+                &url,
+                ClientOptions {
+                    token: Some(token.into()),
+                    ..Default::default()
+                },
+            )
+            .await
+        }
+    };
+    let started = Instant::now();
+    let bob = loop {
+        match connect(BOB).await {
+            Ok(c) => break c,
+            Err(e) => {
+                assert!(started.elapsed() < STEP, "server did not come up: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(bob.welcome().tenant, "bob");
+    std::fs::write(&path, format!("[tokens]\n\"{CAROL}\" = \"carol\"\n")).unwrap();
+    let pid = nix::unistd::Pid::from_raw(child.id().expect("running") as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+    // The reload is asynchronous: wait for carol to get in.
+    let started = Instant::now();
+    let carol = loop {
+        match connect(CAROL).await {
+            Ok(c) => break c,
+            Err(_) => {
+                assert!(started.elapsed() < STEP, "carol's token never took effect");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    assert_eq!(carol.welcome().tenant, "carol");
+    assert!(connect(BOB).await.is_err(), "bob's token was revoked");
+    assert!(
+        child.try_wait().expect("status").is_none(),
+        "SIGHUP reloads, it does not stop the server"
+    );
+    let _ = child.kill().await;
+}

@@ -63,6 +63,9 @@ pub enum Refusal {
     DeadPeer,
     /// An output chunk held back by the tenant's output bytes/s budget.
     OutputThrottled,
+    /// An open connection closed (1008) because a tokens reload removed its
+    /// token or gave it to another tenant.
+    TokenRevoked,
 }
 
 impl Refusal {
@@ -81,11 +84,12 @@ impl Refusal {
             Refusal::IdleTimeout => "idle_timeout",
             Refusal::DeadPeer => "keepalive_timeout",
             Refusal::OutputThrottled => "output_throttled",
+            Refusal::TokenRevoked => "token_revoked",
         }
     }
 
     /// Every kind, in the order the `Stats` counters list them.
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 13] = [
         Refusal::Unauthorized,
         Refusal::Origin,
         Refusal::Policy,
@@ -98,6 +102,7 @@ impl Refusal {
         Refusal::IdleTimeout,
         Refusal::DeadPeer,
         Refusal::OutputThrottled,
+        Refusal::TokenRevoked,
     ];
 }
 

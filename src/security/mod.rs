@@ -3,7 +3,8 @@
 //! per-tenant working roots.
 //!
 //! Everything here is built once from the configuration ([`Security::from_config`])
-//! and shared by every connection; the hot path only touches the rate limiter's
+//! and shared by every connection (the tokens file alone can be reloaded while
+//! serving, on SIGHUP); the hot path only touches the rate limiter's
 //! lock and, when a policy is configured, one parse of the command line.
 
 mod limits;
@@ -15,7 +16,7 @@ mod tokens;
 pub use limits::{OutputBudget, RateLimiter, Slot, Slots};
 pub use policy::CommandPolicy;
 pub use roots::{tenant_root, valid_tenant};
-pub use tokens::{AuthError, TokenCheck, Tokens};
+pub use tokens::{AuthError, Grant, Revoked, TokenCheck, TokenId, TokenStore, Tokens};
 
 use crate::config::Config;
 use std::net::IpAddr;
@@ -24,8 +25,8 @@ use std::sync::Arc;
 /// The security state of a running server.
 #[derive(Debug)]
 pub struct Security {
-    /// Tokens → tenants; `None` runs without authentication (loopback only).
-    pub tokens: Option<Tokens>,
+    /// Tokens → tenants, reloadable; `None` runs without authentication (loopback only).
+    pub tokens: Option<TokenStore>,
     /// Allow/deny lists; `None` when both are empty.
     pub policy: Option<CommandPolicy>,
     /// Per-tenant `Exec` rate; `None` when unlimited.
@@ -48,7 +49,7 @@ impl Security {
     pub fn from_config(config: &Config) -> Result<Arc<Security>, AuthError> {
         check_bind(config)?;
         let tokens = match &config.auth.tokens_file {
-            Some(path) => Some(Tokens::load(path)?),
+            Some(path) => Some(TokenStore::load(path)?),
             None => None,
         };
         let policy = CommandPolicy::new(&config.policy).map_err(AuthError::Policy)?;

@@ -14,14 +14,20 @@
 //! every one of them in constant time (`constant_time_eq_32`, no early exit), so
 //! neither the comparison time nor the position of a match tells anything about
 //! the configured tokens.
+//!
+//! The file can be reloaded while serving ([`TokenStore::reload`], on SIGHUP):
+//! new connections see the new set at once, and open connections re-check the
+//! tokens they authenticated with, so a token removed from the file (revoked)
+//! ends its connections too. A file that no longer parses changes nothing.
 
 use super::roots::valid_tenant;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// Shortest token accepted in the file (guessing must be hopeless).
 pub const MIN_TOKEN_LEN: usize = 16;
@@ -62,6 +68,25 @@ struct TokensFile {
     tokens: BTreeMap<String, toml::Value>,
 }
 
+/// A token as the server keeps it (its BLAKE3 digest): what a connection
+/// remembers of the tokens it authenticated with, to re-check them after a
+/// reload without keeping the secret itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct TokenId([u8; 32]);
+
+impl TokenId {
+    /// The id of a presented token.
+    pub fn of(token: &str) -> TokenId {
+        TokenId(digest(token))
+    }
+}
+
+impl std::fmt::Debug for TokenId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenId(..)")
+    }
+}
+
 /// One configured token.
 struct Entry {
     digest: [u8; 32],
@@ -81,6 +106,8 @@ pub enum TokenCheck {
         tenant: Arc<str>,
         /// When it expires, if it does (connections authenticated by it end then).
         expires: Option<SystemTime>,
+        /// Which token it was, to re-check after a reload.
+        id: TokenId,
     },
     /// A configured token past its expiry (its tenant, for the log).
     Expired(Arc<str>),
@@ -150,7 +177,12 @@ impl Tokens {
     /// Checks a presented token against every configured one in constant time
     /// (no early exit), then its expiry against `now`.
     pub fn check(&self, presented: &str, now: SystemTime) -> TokenCheck {
-        let d = digest(presented);
+        self.check_id(TokenId::of(presented), now)
+    }
+
+    /// [`Tokens::check`] for a token known by its id.
+    pub fn check_id(&self, id: TokenId, now: SystemTime) -> TokenCheck {
+        let d = id.0;
         let mut found = None;
         for entry in &self.entries {
             if constant_time_eq::constant_time_eq_32(&d, &entry.digest) {
@@ -165,8 +197,19 @@ impl Tokens {
             Some(e) => TokenCheck::Valid {
                 tenant: e.tenant.clone(),
                 expires: e.expires,
+                id,
             },
         }
+    }
+
+    /// Configured tokens.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether none is configured (never, for a file that loaded).
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// The tenant of a presented token that is valid now.
@@ -175,6 +218,144 @@ impl Tokens {
             TokenCheck::Valid { tenant, .. } => Some(tenant),
             TokenCheck::Expired(_) | TokenCheck::Unknown => None,
         }
+    }
+}
+
+/// Who a connection authenticated as: the tenant, the tokens it presented
+/// (headers and `Hello` may each carry one) and the earliest of their expiries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// The tenant every presented token maps to.
+    pub tenant: Arc<str>,
+    /// When the first of them expires; the connection ends then.
+    pub expires: Option<SystemTime>,
+    /// The tokens, to re-check after a reload (empty without authentication).
+    pub tokens: Vec<TokenId>,
+}
+
+impl Grant {
+    /// A tenant that needed no token (a server without authentication).
+    pub fn unauthenticated(tenant: Arc<str>) -> Grant {
+        Grant {
+            tenant,
+            expires: None,
+            tokens: Vec::new(),
+        }
+    }
+
+    /// This grant and a valid token's together, if they are for the same tenant.
+    pub fn with(mut self, other: Grant) -> Option<Grant> {
+        if self.tenant != other.tenant {
+            return None;
+        }
+        self.expires = self.expires.into_iter().chain(other.expires).min();
+        self.tokens.extend(other.tokens);
+        Some(self)
+    }
+}
+
+impl TokenCheck {
+    /// The grant of a valid token.
+    pub fn grant(self) -> Option<Grant> {
+        match self {
+            TokenCheck::Valid {
+                tenant,
+                expires,
+                id,
+            } => Some(Grant {
+                tenant,
+                expires,
+                tokens: vec![id],
+            }),
+            TokenCheck::Expired(_) | TokenCheck::Unknown => None,
+        }
+    }
+}
+
+/// Why an open connection's grant no longer holds after a reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoked {
+    /// A token it presented is no longer in the file, or maps to another tenant now.
+    Removed,
+    /// A token it presented now has an expiry in the past.
+    Expired,
+}
+
+/// The tokens file behind a running server: the current set, swapped whole on
+/// a reload, and a counter open connections watch to re-check their grants.
+pub struct TokenStore {
+    path: PathBuf,
+    current: RwLock<Arc<Tokens>>,
+    reloads: watch::Sender<u64>,
+}
+
+impl std::fmt::Debug for TokenStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "TokenStore({}, {:?})",
+            self.path.display(),
+            self.current()
+        )
+    }
+}
+
+impl TokenStore {
+    /// Reads the tokens file.
+    pub fn load(path: &Path) -> Result<TokenStore, AuthError> {
+        Ok(TokenStore {
+            path: path.to_owned(),
+            current: RwLock::new(Arc::new(Tokens::load(path)?)),
+            reloads: watch::Sender::new(0),
+        })
+    }
+
+    /// The tokens in force.
+    pub fn current(&self) -> Arc<Tokens> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// [`Tokens::check`] against the tokens in force.
+    pub fn check(&self, presented: &str, now: SystemTime) -> TokenCheck {
+        self.current().check(presented, now)
+    }
+
+    /// Reads the file again and, if it is valid, puts it in force and tells the
+    /// open connections; returns how many tokens it holds. An unreadable or
+    /// invalid file leaves the tokens in force as they were.
+    pub fn reload(&self) -> Result<usize, AuthError> {
+        let fresh = Arc::new(Tokens::load(&self.path)?);
+        let n = fresh.len();
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        self.reloads.send_modify(|r| *r += 1);
+        Ok(n)
+    }
+
+    /// Changes whenever a reload puts a new set in force.
+    pub fn reloads(&self) -> watch::Receiver<u64> {
+        self.reloads.subscribe()
+    }
+
+    /// Re-checks an open connection's grant against the tokens in force: its
+    /// (possibly changed) earliest expiry, or why it no longer holds.
+    pub fn recheck(&self, grant: &Grant, now: SystemTime) -> Result<Option<SystemTime>, Revoked> {
+        let tokens = self.current();
+        let mut expires: Option<SystemTime> = None;
+        for id in &grant.tokens {
+            match tokens.check_id(*id, now) {
+                TokenCheck::Valid {
+                    tenant, expires: e, ..
+                } if tenant == grant.tenant => {
+                    expires = expires.into_iter().chain(e).min();
+                }
+                TokenCheck::Expired(_) => return Err(Revoked::Expired),
+                TokenCheck::Valid { .. } | TokenCheck::Unknown => return Err(Revoked::Removed),
+            }
+        }
+        Ok(expires)
     }
 }
 
@@ -295,7 +476,8 @@ mod tests {
                 t.check(token, before),
                 TokenCheck::Valid {
                     tenant: tenant.into(),
-                    expires: Some(at)
+                    expires: Some(at),
+                    id: TokenId::of(token),
                 },
                 "{token}"
             );
@@ -305,7 +487,8 @@ mod tests {
             t.check("aaaaaaaaaaaaaaaa1", at + Duration::from_secs(1 << 40)),
             TokenCheck::Valid {
                 tenant: "alice".into(),
-                expires: None
+                expires: None,
+                id: TokenId::of("aaaaaaaaaaaaaaaa1"),
             }
         );
         assert_eq!(t.check("zzzzzzzzzzzzzzzz9", before), TokenCheck::Unknown);
@@ -333,5 +516,67 @@ mod tests {
             assert!(err.is_some(), "accepted {bad:?}");
             assert!(!err.unwrap().contains("aaaaaaaaaaaaaaaa1"));
         }
+    }
+
+    #[test]
+    fn reload_swaps_the_set_and_rechecks_grants_and_a_bad_file_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokens.toml");
+        let write = |text: &str| std::fs::write(&path, text).unwrap();
+        write("[tokens]\n\"aaaaaaaaaaaaaaaa1\" = \"alice\"\n\"bbbbbbbbbbbbbbbb2\" = \"bob\"\n");
+        let store = TokenStore::load(&path).unwrap();
+        let reloads = store.reloads();
+        let now = SystemTime::now();
+        let alice = store.check("aaaaaaaaaaaaaaaa1", now).grant().unwrap();
+        let bob = store.check("bbbbbbbbbbbbbbbb2", now).grant().unwrap();
+        assert_eq!(store.recheck(&alice, now), Ok(None));
+
+        // Invalid: refused, the old set stays, nobody is told.
+        write("[tokens]\nshort = \"x\"\n");
+        assert!(matches!(store.reload(), Err(AuthError::Invalid { .. })));
+        assert!(!reloads.has_changed().unwrap());
+        assert_eq!(store.recheck(&bob, now), Ok(None));
+
+        // bob's token goes, alice's gets an expiry, carol's is new.
+        write(concat!(
+            "[tokens]\n",
+            "\"aaaaaaaaaaaaaaaa1\" = { tenant = \"alice\", expires = 2999-01-01 }\n",
+            "\"cccccccccccccccc3\" = \"carol\"\n",
+        ));
+        assert_eq!(store.reload().unwrap(), 2);
+        assert!(reloads.has_changed().unwrap());
+        assert_eq!(store.recheck(&bob, now), Err(Revoked::Removed));
+        assert!(store.recheck(&alice, now).unwrap().is_some());
+        assert_eq!(store.check("bbbbbbbbbbbbbbbb2", now), TokenCheck::Unknown);
+        assert!(store.check("cccccccccccccccc3", now).grant().is_some());
+
+        // A token moved to another tenant revokes the grant; one past its
+        // expiry is told apart.
+        write("[tokens]\n\"aaaaaaaaaaaaaaaa1\" = \"mallory\"\n");
+        store.reload().unwrap();
+        assert_eq!(store.recheck(&alice, now), Err(Revoked::Removed));
+        write("[tokens]\n\"aaaaaaaaaaaaaaaa1\" = { tenant = \"alice\", expires = 2001-01-01 }\n");
+        store.reload().unwrap();
+        assert_eq!(store.recheck(&alice, now), Err(Revoked::Expired));
+        assert!(!format!("{store:?}").contains("aaaa"));
+    }
+
+    #[test]
+    fn grants_combine_only_within_a_tenant_and_keep_the_earliest_expiry() {
+        let t = Tokens::parse(concat!(
+            "[tokens]\n",
+            "\"aaaaaaaaaaaaaaaa1\" = { tenant = \"alice\", expires = 2999-01-01 }\n",
+            "\"aaaaaaaaaaaaaaaa2\" = { tenant = \"alice\", expires = 2998-01-01 }\n",
+            "\"bbbbbbbbbbbbbbbb1\" = \"bob\"\n",
+        ))
+        .unwrap();
+        let now = SystemTime::now();
+        let g = |tok: &str| t.check(tok, now).grant().unwrap();
+        let both = g("aaaaaaaaaaaaaaaa1").with(g("aaaaaaaaaaaaaaaa2")).unwrap();
+        assert_eq!(both.expires, g("aaaaaaaaaaaaaaaa2").expires);
+        assert_eq!(both.tokens.len(), 2);
+        assert!(g("aaaaaaaaaaaaaaaa1")
+            .with(g("bbbbbbbbbbbbbbbb1"))
+            .is_none());
     }
 }

@@ -12,14 +12,16 @@
 //! timeout (1000, only while no request is in flight) and keepalive (a WebSocket
 //! Ping every `ping_interval`; a peer that sent nothing since the last one is
 //! dropped). The idle and expiry timers are re-armed lazily when they fire, so
-//! traffic costs one `Instant` store per message, not a timer update.
+//! traffic costs one `Instant` store per message, not a timer update. Besides
+//! the timers, a tokens reload (SIGHUP) makes the reader re-check the tokens it
+//! authenticated with: revoked (1008, `token_revoked`) or a new expiry.
 
 use super::http::Admitted;
 use super::request;
 use super::writer::{self, Outbound};
 use super::{ServerContext, Transport};
 use crate::metrics::Refusal;
-use crate::security::{Slot, TokenCheck};
+use crate::security::{Grant, Revoked, Slot, TokenCheck};
 use crate::session::{Builtin, Engine, SessionHandle};
 use futures_util::StreamExt;
 use std::collections::HashMap;
@@ -86,10 +88,11 @@ struct Connection {
     shared: Arc<Shared>,
     codec: Codec,
     tenant: Option<Arc<str>>,
-    /// The tenant of a valid token in the upgrade request's headers, and its expiry.
-    header_tenant: Option<(Arc<str>, Option<SystemTime>)>,
-    /// When the token this connection authenticated with expires.
-    token_expires: Option<SystemTime>,
+    /// The tenant of the valid tokens in the upgrade request's headers.
+    header_tenant: Option<Grant>,
+    /// What the connection authenticated as (after `Hello`): the tokens are
+    /// re-checked on every reload, the earliest expiry ends the connection.
+    grant: Option<Grant>,
     /// Connection slots held until the connection ends.
     _ip_slot: Option<Slot<IpAddr>>,
     tenant_slot: Option<Slot<Arc<str>>>,
@@ -99,9 +102,6 @@ struct Connection {
     closing: bool,
     limits: Limits,
 }
-
-/// A tenant and, when its token has one, the token's expiry.
-type Authenticated = (Arc<str>, Option<SystemTime>);
 
 /// Why the reader loop ended, when that changes how the connection is torn down.
 #[derive(PartialEq, Eq)]
@@ -157,7 +157,7 @@ pub(super) async fn run(
         codec: Codec::new(settings),
         tenant: None,
         header_tenant: admitted.tenant,
-        token_expires: None,
+        grant: None,
         _ip_slot: admitted.ip_slot,
         tenant_slot: admitted.tenant_slot,
         sessions: HashMap::new(),
@@ -186,6 +186,12 @@ pub(super) async fn run(
     let expiry = tokio::time::sleep(far);
     tokio::pin!(expiry);
     let mut expiry_armed = false;
+    // Tokens reloads (SIGHUP): re-check this connection's tokens. Without
+    // authentication the sender never changes and the branch never fires.
+    let mut token_reloads = match &ctx.security.tokens {
+        Some(store) => store.reloads(),
+        None => tokio::sync::watch::channel(0u64).1,
+    };
     let ping_every = cfg.server.ping_interval;
     let mut keepalive = tokio::time::interval_at(
         tokio::time::Instant::now() + or_far(ping_every),
@@ -201,7 +207,7 @@ pub(super) async fn run(
 
     loop {
         if !expiry_armed {
-            if let Some(at) = conn.token_expires {
+            if let Some(at) = conn.grant.as_ref().and_then(|g| g.expires) {
                 let left = at.duration_since(SystemTime::now()).unwrap_or_default();
                 expiry.as_mut().reset(tokio::time::Instant::now() + left);
                 expiry_armed = true;
@@ -219,6 +225,14 @@ pub(super) async fn run(
                 conn.send_error(None, ErrorCode::Unauthorized, "token expired").await;
                 let _ = conn.shared.out.send(Outbound::Close(CloseCode::Policy, "token expired")).await;
                 break;
+            }
+            Ok(()) = token_reloads.changed(), if conn.grant.as_ref().is_some_and(|g| !g.tokens.is_empty()) => {
+                if !conn.recheck_grant().await {
+                    break;
+                }
+                // The expiry may have moved.
+                expiry_armed = false;
+                expiry.as_mut().reset(tokio::time::Instant::now() + far);
             }
             _ = &mut idle, if !idle_after.is_zero() => {
                 let now = Instant::now();
@@ -424,10 +438,11 @@ impl Connection {
                 )
                 .await;
         }
-        let (tenant, expires) = match self.authenticate(&hello) {
-            Ok(t) => t,
+        let grant = match self.authenticate(&hello) {
+            Ok(g) => g,
             Err((kind, why)) => return self.refuse_auth(kind, why).await,
         };
+        let tenant = grant.tenant.clone();
         if !valid_name(&tenant) {
             return self
                 .send_error(
@@ -460,7 +475,7 @@ impl Connection {
                 }
             }
         }
-        self.token_expires = expires;
+        self.grant = Some(grant);
         // Both encodings and all compressions are supported: take the client's first choice.
         let encoding = hello
             .encodings
@@ -495,37 +510,67 @@ impl Connection {
     /// The tenant this `Hello` may act for, and when its token expires. Without
     /// tokens: the one it names (or `default`). With tokens: the token's (from the
     /// headers or `Hello.token`, which must agree); a `Hello.tenant` must then match it.
-    fn authenticate(&self, hello: &Hello) -> Result<Authenticated, (Refusal, &'static str)> {
+    fn authenticate(&self, hello: &Hello) -> Result<Grant, (Refusal, &'static str)> {
         let Some(tokens) = &self.ctx.security.tokens else {
-            return Ok((hello.tenant.as_deref().unwrap_or("default").into(), None));
+            return Ok(Grant::unauthenticated(
+                hello.tenant.as_deref().unwrap_or("default").into(),
+            ));
         };
         let unauthorized = |why| Err((Refusal::Unauthorized, why));
         let from_hello = match hello.token.as_deref() {
             None => None,
             Some(t) => match tokens.check(t, SystemTime::now()) {
-                TokenCheck::Valid { tenant, expires } => Some((tenant, expires)),
                 TokenCheck::Expired(_) => return Err((Refusal::TokenExpired, "token expired")),
                 TokenCheck::Unknown => return unauthorized("invalid token"),
+                valid => valid.grant(),
             },
         };
-        let (tenant, expires) = match (self.header_tenant.clone(), from_hello) {
-            (Some((h, _)), Some((t, _))) if h != t => {
-                return unauthorized(
-                    "the token in Hello is for another tenant than the header token",
-                )
-            }
-            (Some((t, a)), Some((_, b))) => (t, a.into_iter().chain(b).min()),
+        let grant = match (self.header_tenant.clone(), from_hello) {
+            (Some(h), Some(t)) => match h.with(t) {
+                Some(both) => both,
+                None => {
+                    return unauthorized(
+                        "the token in Hello is for another tenant than the header token",
+                    )
+                }
+            },
             (Some(found), None) | (None, Some(found)) => found,
             (None, None) => return unauthorized(
                 "a token is required (Authorization: Bearer, a `bearer.<token>` subprotocol, or Hello.token)",
             ),
         };
         match hello.tenant.as_deref() {
-            Some(named) if *named != *tenant => {
+            Some(named) if *named != *grant.tenant => {
                 unauthorized("Hello.tenant does not match the token's tenant")
             }
-            _ => Ok((tenant, expires)),
+            _ => Ok(grant),
         }
+    }
+
+    /// After a tokens reload: whether the tokens this connection authenticated
+    /// with still hold. `false` when one was removed, moved to another tenant or
+    /// expired; the connection has then been told (`Error{Unauthorized}`, 1008).
+    async fn recheck_grant(&mut self) -> bool {
+        let (Some(store), Some(grant)) = (&self.ctx.security.tokens, &mut self.grant) else {
+            return true;
+        };
+        let (kind, why) = match store.recheck(grant, SystemTime::now()) {
+            Ok(expires) => {
+                grant.expires = expires;
+                return true;
+            }
+            Err(Revoked::Removed) => (Refusal::TokenRevoked, "token revoked"),
+            Err(Revoked::Expired) => (Refusal::TokenExpired, "token expired"),
+        };
+        self.engine.metrics.refused(kind);
+        tracing::info!(conn = self.id, tenant = %grant.tenant, reason = why, "tokens reloaded: closing");
+        self.send_error(None, ErrorCode::Unauthorized, why).await;
+        let _ = self
+            .shared
+            .out
+            .send(Outbound::Close(CloseCode::Policy, why))
+            .await;
+        false
     }
 
     /// Failed authentication: `Error{Unauthorized}`, then close with 1008.

@@ -8,7 +8,7 @@
 
 use super::{connection, ServerContext, Transport};
 use crate::metrics::Refusal;
-use crate::security::{Slot, TokenCheck};
+use crate::security::{Grant, Slot, TokenCheck};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -27,8 +27,8 @@ const MAX_HEADERS: usize = 32;
 /// the header-authenticated tenant and the connection slots it holds (given back
 /// when the connection ends).
 pub(super) struct Admitted {
-    /// The tenant of a valid token in the headers, with the token's expiry.
-    pub tenant: Option<(Arc<str>, Option<SystemTime>)>,
+    /// The tenant of the valid tokens in the headers, with their expiry.
+    pub tenant: Option<Grant>,
     /// The source address's slot, when `max_connections_per_ip` is set.
     pub ip_slot: Option<Slot<IpAddr>>,
     /// The tenant's slot, when `max_connections_per_tenant` is set and the tenant
@@ -192,8 +192,8 @@ const VOXTERM_PROTOCOL: &str = "voxterm";
 enum HeaderAuth {
     /// No token in the headers.
     None,
-    /// Every token presented is valid and names this tenant (earliest expiry).
-    Tenant(Arc<str>, Option<SystemTime>),
+    /// Every token presented is valid and names this tenant.
+    Tenant(Grant),
     /// A token was presented (or an `Authorization` header sent) that is not
     /// valid: the refusal kind and why, for the log.
     Refused(Refusal, &'static str),
@@ -225,28 +225,32 @@ fn header_auth(ctx: &ServerContext, head: &Head) -> HeaderAuth {
     }
     presented.extend(offered_protocols(head).filter_map(|p| p.strip_prefix(BEARER_PROTOCOL)));
     let now = SystemTime::now();
-    let mut found: Option<(Arc<str>, Option<SystemTime>)> = None;
+    let mut found: Option<Grant> = None;
     for token in presented {
-        match (tokens.check(token, now), &found) {
-            (TokenCheck::Unknown, _) => {
+        let grant = match tokens.check(token, now) {
+            TokenCheck::Unknown => {
                 return HeaderAuth::Refused(Refusal::Unauthorized, "unknown token")
             }
-            (TokenCheck::Expired(_), _) => {
+            TokenCheck::Expired(_) => {
                 return HeaderAuth::Refused(Refusal::TokenExpired, "token expired")
             }
-            (TokenCheck::Valid { tenant, .. }, Some((prev, _))) if tenant != *prev => {
-                return HeaderAuth::Refused(Refusal::Unauthorized, "tokens of different tenants")
-            }
-            (TokenCheck::Valid { tenant, expires }, prev) => {
-                let earliest = match (prev.as_ref().and_then(|p| p.1), expires) {
-                    (Some(a), Some(b)) => Some(a.min(b)),
-                    (a, b) => a.or(b),
-                };
-                found = Some((tenant, earliest));
-            }
-        }
+            valid => valid.grant(),
+        };
+        found = match (found, grant) {
+            (None, g) => g,
+            (Some(prev), Some(g)) => match prev.with(g) {
+                Some(both) => Some(both),
+                None => {
+                    return HeaderAuth::Refused(
+                        Refusal::Unauthorized,
+                        "tokens of different tenants",
+                    )
+                }
+            },
+            (prev, None) => prev,
+        };
     }
-    found.map_or(HeaderAuth::None, |(t, e)| HeaderAuth::Tenant(t, e))
+    found.map_or(HeaderAuth::None, HeaderAuth::Tenant)
 }
 
 fn offered_protocols(head: &Head) -> impl Iterator<Item = &str> {
@@ -348,13 +352,13 @@ fn upgrade(ctx: &ServerContext, head: &Head, peer: SocketAddr) -> Reply {
         },
     };
     let tenant = match header_auth(ctx, head) {
-        HeaderAuth::Tenant(t, expires) => Some((t, expires)),
+        HeaderAuth::Tenant(grant) => Some(grant),
         HeaderAuth::None if security.tokens.is_none() || engine.config().auth.hello_token => None,
         HeaderAuth::None => return unauthorized(ctx, Refusal::Unauthorized, "no token", peer),
         HeaderAuth::Refused(kind, why) => return unauthorized(ctx, kind, why, peer),
     };
     let tenant_slot = match (&security.tenant_connections, &tenant) {
-        (Some(slots), Some((t, _))) => match slots.acquire(t) {
+        (Some(slots), Some(Grant { tenant: t, .. })) => match slots.acquire(t) {
             Some(slot) => Some(slot),
             None => {
                 engine.metrics.refused(Refusal::TenantConnections);

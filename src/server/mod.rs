@@ -99,6 +99,12 @@ impl Server {
         &self.engine
     }
 
+    /// Tokens, origins, policy and limits in force: an embedding program
+    /// reloads the tokens file through it (`security().tokens`), as SIGHUP does.
+    pub fn security(&self) -> &Arc<Security> {
+        &self.ctx.security
+    }
+
     /// Serves until `signal` completes, then drains and shuts down.
     pub async fn run(self, signal: impl Future<Output = ()>) {
         let Server {
@@ -109,6 +115,12 @@ impl Server {
         let reaper_stop = CancellationToken::new();
         engine.sessions.spawn_reaper(reaper_stop.clone());
         engine.spawn_model_saver(reaper_stop.clone());
+        if ctx.security.tokens.is_some() {
+            tokio::spawn(reload_tokens_on_hangup(
+                ctx.security.clone(),
+                reaper_stop.clone(),
+            ));
+        }
         tokio::pin!(signal);
         loop {
             tokio::select! {
@@ -144,6 +156,38 @@ impl Server {
         reaper_stop.cancel();
         engine.save_model().await;
         tracing::info!("shutdown complete");
+    }
+}
+
+/// Reloads the tokens file on every SIGHUP until `stop`: the usual way to
+/// rotate a daemon's credentials (`kill -HUP`, `systemctl reload`) without
+/// dropping the connections whose tokens stay. Installed only when a tokens file
+/// is configured; otherwise SIGHUP keeps its default meaning.
+async fn reload_tokens_on_hangup(security: Arc<Security>, stop: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Some(store) = &security.tokens else {
+        return;
+    };
+    let mut hangup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot install the SIGHUP handler: tokens reload needs a restart");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            got = hangup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                match store.reload() {
+                    Ok(n) => tracing::info!(tokens = n, "tokens file reloaded"),
+                    Err(e) => tracing::error!(error = %e, "tokens file not reloaded: the tokens in force stay"),
+                }
+            }
+        }
     }
 }
 

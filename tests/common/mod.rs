@@ -29,6 +29,8 @@ pub struct TestServer {
     pub url: String,
     /// The session root (each test has its own, canonicalized).
     pub root: PathBuf,
+    /// The server's security state (tokens reload, limits).
+    pub security: std::sync::Arc<voxterm::security::Security>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
 }
@@ -65,6 +67,7 @@ impl TestServer {
         tweak(&mut config);
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr().expect("local_addr");
+        let security = server.security().clone();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(server.run(async move {
             let _ = stop_rx.await;
@@ -73,6 +76,7 @@ impl TestServer {
             addr,
             url: format!("ws://{addr}/ws"),
             root,
+            security,
             stop: Some(stop_tx),
             handle: Some(handle),
         }
