@@ -14,15 +14,21 @@
 //! cell, spawns (the child is born inside, before it runs a single instruction),
 //! and moves back, synchronously, with no `.await` in between, so no other task
 //! runs on that thread meanwhile. Cells are reused (mkdir/rmdir of a memory
-//! cgroup costs ~100 µs; a move in and out ~15–40 µs per hierarchy).
+//! cgroup costs ~100 µs; a move in and out ~15–40 µs per hierarchy), and so are
+//! the cell's control files: each cell keeps `tasks`, `pids.max` and
+//! `pids.current` open, as the server keeps its own `tasks`, so a command costs
+//! positioned reads and writes, not a path walk through cgroupfs per file.
+//! `cgroup.procs` alone is opened for every read: v1 caches a pid list per open
+//! file (for about a second), so a kept descriptor would show stale members.
 //!
 //! Killing a cell first sets its `pids.max` to 0, so a fork storm cannot refill it
 //! while it is being emptied. Pids are read from `cgroup.procs` and killed by
 //! number: a pid could only be recycled between the read and the kill after the
 //! whole pid space wrapped around, within microseconds.
 
-use std::fs;
+use std::fs::{self, File};
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -58,8 +64,8 @@ static NEXT_SET: AtomicU64 = AtomicU64::new(0);
 /// spawning thread returns to.
 #[derive(Debug)]
 struct Hierarchy {
-    /// `tasks` of the server's own cgroup in this hierarchy.
-    origin_tasks: PathBuf,
+    /// `tasks` of the server's own cgroup in this hierarchy, open for writing.
+    origin_tasks: Control,
     /// `voxterm-<pid>-<n>`, the parent of this engine's cells.
     parent: PathBuf,
 }
@@ -76,12 +82,67 @@ pub(crate) struct Cgroups {
     me: i32,
 }
 
-/// A cell's directories; `dirty` when its `pids.max` was lowered to kill it.
+/// A cell's directories and open control files; `dirty` when its `pids.max`
+/// was lowered to kill it.
 #[derive(Debug)]
 struct CellDirs {
     pids: PathBuf,
     memory: Option<PathBuf>,
     dirty: bool,
+    /// `pids/<cell>/tasks`: the spawning thread enters the cell through it.
+    tasks: Control,
+    /// `memory/<cell>/tasks`, when the memory hierarchy is used.
+    memory_tasks: Option<Control>,
+    /// `pids.max`: the fork cap, 0 while the cell is being emptied.
+    pids_max: Control,
+    /// `pids.current`: tasks counted, zombies included.
+    pids_current: Control,
+}
+
+/// A cgroup control file kept open: read and written at offset 0 each time
+/// (cgroupfs files start over at offset 0, which `pread`/`pwrite` give without
+/// a shared file position, so threads may share one).
+#[derive(Debug)]
+struct Control {
+    file: File,
+    path: PathBuf,
+}
+
+impl Control {
+    fn open(path: PathBuf, write: bool) -> Result<Control, ContainError> {
+        let file = fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .open(&path)
+            .map_err(|e| io_err(&path, e))?;
+        Ok(Control { file, path })
+    }
+
+    /// Writes `value` in one `pwrite` (cgroupfs takes one value per write).
+    fn put(&self, value: &str) -> Result<(), ContainError> {
+        match self.file.write_at(value.as_bytes(), 0) {
+            Ok(n) if n == value.len() => Ok(()),
+            Ok(_) => Err(io_err(
+                &self.path,
+                io::Error::new(io::ErrorKind::WriteZero, "short write"),
+            )),
+            Err(e) => Err(io_err(&self.path, e)),
+        }
+    }
+
+    /// The whole current content.
+    fn read(&self) -> io::Result<String> {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = self.file.read_at(&mut chunk, out.len() as u64)?;
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8(out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
 }
 
 /// Where the v1 hierarchies are mounted and which cgroup this process is in.
@@ -151,18 +212,29 @@ fn write(path: &Path, value: &str) -> Result<(), ContainError> {
     fs::write(path, value).map_err(|e| io_err(path, e))
 }
 
-/// Pids listed in `dir/cgroup.procs` (live members; zombies are not listed).
+/// Pids listed in a `cgroup.procs` text (live members; zombies are not listed).
+fn parse_members(text: &str) -> Vec<i32> {
+    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
+}
+
+/// Pids listed in `dir/cgroup.procs`.
 fn members(dir: &Path) -> io::Result<Vec<i32>> {
-    let text = fs::read_to_string(dir.join("cgroup.procs"))?;
-    Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
+    Ok(parse_members(&fs::read_to_string(
+        dir.join("cgroup.procs"),
+    )?))
 }
 
 /// Sends `sig` to every member of `dir` but `me`; returns how many were listed.
 fn signal_members(dir: &Path, sig: Signal, me: i32) -> usize {
-    let Ok(pids) = members(dir) else {
-        return 0;
-    };
-    for &pid in &pids {
+    match members(dir) {
+        Ok(pids) => signal_pids(&pids, sig, me),
+        Err(_) => 0,
+    }
+}
+
+/// Sends `sig` to every pid but `me` (and init); returns how many were not `me`.
+fn signal_pids(pids: &[i32], sig: Signal, me: i32) -> usize {
+    for &pid in pids {
         if pid == me || pid <= 1 {
             continue;
         }
@@ -243,10 +315,11 @@ impl Cgroups {
         let name = format!("voxterm-{me}-{}", NEXT_SET.fetch_add(1, Ordering::Relaxed));
         let make = |origin: PathBuf| -> Result<Hierarchy, ContainError> {
             clean_stale(&origin, me);
+            let origin_tasks = Control::open(origin.join("tasks"), true)?;
             let parent = origin.join(&name);
             fs::create_dir(&parent).map_err(|e| io_err(&parent, e))?;
             Ok(Hierarchy {
-                origin_tasks: origin.join("tasks"),
+                origin_tasks,
                 parent,
             })
         };
@@ -305,7 +378,7 @@ impl Cgroups {
         let dirs = match reused {
             Some(mut dirs) => {
                 if dirs.dirty {
-                    self.set_pids_max(&dirs.pids)?;
+                    self.set_pids_max(&dirs.pids_max)?;
                     dirs.dirty = false;
                 }
                 dirs
@@ -319,49 +392,53 @@ impl Cgroups {
         })
     }
 
-    fn set_pids_max(&self, dir: &Path) -> Result<(), ContainError> {
+    fn set_pids_max(&self, pids_max: &Control) -> Result<(), ContainError> {
         let value = match self.pids_max {
             0 => "max".to_owned(),
             n => n.to_string(),
         };
-        write(&dir.join("pids.max"), &value)
+        pids_max.put(&value)
     }
 
     fn make_cell(&self) -> Result<CellDirs, ContainError> {
         let id = format!("c{}", self.next_cell.fetch_add(1, Ordering::Relaxed));
         let pids = self.pids.parent.join(&id);
         fs::create_dir(&pids).map_err(|e| io_err(&pids, e))?;
-        let mut dirs = CellDirs {
-            pids,
-            memory: None,
-            dirty: false,
-        };
-        let configured = self.set_pids_max(&dirs.pids).and_then(|()| {
-            if let Some(h) = &self.memory {
-                let dir = h.parent.join(&id);
-                fs::create_dir(&dir).map_err(|e| io_err(&dir, e))?;
-                dirs.memory = Some(dir.clone());
+        let memory = self.memory.as_ref().map(|h| h.parent.join(&id));
+        let made = (|| {
+            if let Some(dir) = &memory {
+                fs::create_dir(dir).map_err(|e| io_err(dir, e))?;
                 write(
                     &dir.join("memory.limit_in_bytes"),
                     &self.memory_max.to_string(),
                 )?;
             }
-            Ok(())
-        });
-        match configured {
-            Ok(()) => Ok(dirs),
-            Err(e) => {
-                remove_cell(&dirs);
-                Err(e)
-            }
+            let dirs = CellDirs {
+                tasks: Control::open(pids.join("tasks"), true)?,
+                memory_tasks: match &memory {
+                    Some(dir) => Some(Control::open(dir.join("tasks"), true)?),
+                    None => None,
+                },
+                pids_max: Control::open(pids.join("pids.max"), true)?,
+                pids_current: Control::open(pids.join("pids.current"), false)?,
+                pids: pids.clone(),
+                memory: memory.clone(),
+                dirty: false,
+            };
+            self.set_pids_max(&dirs.pids_max)?;
+            Ok(dirs)
+        })();
+        if made.is_err() {
+            remove_dirs(&pids, memory.as_deref());
         }
+        made
     }
 
     /// Returns an emptied cell to the idle list, or removes it when the list is
     /// full or the cell still counts tasks (zombies not yet reaped by their new
     /// parent would count against the next command's `pids.max`).
     fn release(&self, dirs: CellDirs) {
-        let current = fs::read_to_string(dirs.pids.join("pids.current"));
+        let current = dirs.pids_current.read();
         let idle = current.is_ok_and(|c| c.trim() == "0");
         if idle {
             let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
@@ -370,12 +447,18 @@ impl Cgroups {
                 return;
             }
         }
-        remove_cell(&dirs);
+        remove_cell(dirs);
     }
 }
 
-fn remove_cell(dirs: &CellDirs) {
-    for dir in std::iter::once(&dirs.pids).chain(dirs.memory.as_ref()) {
+/// Closes a cell's control files, then removes its directories.
+fn remove_cell(dirs: CellDirs) {
+    let CellDirs { pids, memory, .. } = dirs;
+    remove_dirs(&pids, memory.as_deref());
+}
+
+fn remove_dirs(pids: &Path, memory: Option<&Path>) {
+    for dir in std::iter::once(pids).chain(memory) {
         if let Err(e) = fs::remove_dir(dir) {
             if e.kind() != io::ErrorKind::NotFound {
                 tracing::debug!(dir = %dir.display(), error = %e, "cannot remove cgroup cell");
@@ -389,7 +472,7 @@ impl Drop for Cgroups {
     /// empty cells and the parents are left.
     fn drop(&mut self) {
         let free = std::mem::take(self.free.get_mut().unwrap_or_else(|e| e.into_inner()));
-        for dirs in &free {
+        for dirs in free {
             remove_cell(dirs);
         }
         for h in std::iter::once(&self.pids).chain(self.memory.as_ref()) {
@@ -419,10 +502,10 @@ impl Cell {
         let tid = gettid().as_raw().to_string();
         let set = &self.set;
         let mut entered: Vec<&Hierarchy> = Vec::with_capacity(2);
-        let targets = std::iter::once((&set.pids, &dirs.pids))
-            .chain(set.memory.as_ref().zip(dirs.memory.as_ref()));
-        for (h, dir) in targets {
-            if let Err(e) = write(&dir.join("tasks"), &tid) {
+        let targets = std::iter::once((&set.pids, &dirs.tasks))
+            .chain(set.memory.as_ref().zip(dirs.memory_tasks.as_ref()));
+        for (h, tasks) in targets {
+            if let Err(e) = tasks.put(&tid) {
                 leave(&entered, &tid);
                 return Err(e);
             }
@@ -468,11 +551,11 @@ impl Cell {
             }
             if !dirs.dirty {
                 dirs.dirty = true;
-                if let Err(e) = write(&dirs.pids.join("pids.max"), "0") {
+                if let Err(e) = dirs.pids_max.put("0") {
                     tracing::debug!(error = %e, "cannot freeze forks of a cell");
                 }
             }
-            signal_members(&dirs.pids, Signal::SIGKILL, self.set.me);
+            signal_pids(&pids, Signal::SIGKILL, self.set.me);
             tokio::time::sleep(Duration::from_millis((attempt + 1).min(100))).await;
         }
         tracing::warn!(cell = %dirs.pids.display(), "cgroup cell not empty after kill");
@@ -482,7 +565,7 @@ impl Cell {
 /// Moves thread `tid` back to the server's own cgroup in each hierarchy.
 fn leave(entered: &[&Hierarchy], tid: &str) {
     for h in entered {
-        if let Err(e) = write(&h.origin_tasks, tid) {
+        if let Err(e) = h.origin_tasks.put(tid) {
             // Should never happen (our own cgroup exists); a thread left in a cell
             // is never killed (`me` is skipped), but its next spawns land there.
             tracing::error!(error = %e, "cannot move the spawning thread out of its cell");
@@ -503,7 +586,7 @@ impl Drop for Cell {
         // and finish on a helper thread if members are still dying.
         if !dirs.dirty {
             dirs.dirty = true;
-            let _ = write(&dirs.pids.join("pids.max"), "0");
+            let _ = dirs.pids_max.put("0");
         }
         if signal_members(&dirs.pids, Signal::SIGKILL, self.set.me) == 0 {
             self.set.release(dirs);
