@@ -453,7 +453,16 @@ impl Cgroups {
 
 /// Closes a cell's control files, then removes its directories.
 fn remove_cell(dirs: CellDirs) {
-    let CellDirs { pids, memory, .. } = dirs;
+    let CellDirs {
+        pids,
+        memory,
+        tasks,
+        memory_tasks,
+        pids_max,
+        pids_current,
+        dirty: _,
+    } = dirs;
+    drop((tasks, memory_tasks, pids_max, pids_current));
     remove_dirs(&pids, memory.as_deref());
 }
 
