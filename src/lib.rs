@@ -18,10 +18,12 @@ pub mod security;
 pub mod server;
 pub mod session;
 
-/// The allocator the binaries that serve (`voxterm`, the load tester's
-/// `__serve`) install as `#[global_allocator]`: jemalloc returns freed pages to
-/// the OS after a short decay, so a server's RSS comes back down after a burst
-/// of connections instead of staying at its high-water mark as with glibc's
-/// malloc (see the chaos scenario's memory figures in the README).
-#[cfg(not(target_env = "msvc"))]
-pub use tikv_jemallocator::Jemalloc as Allocator;
+/// jemalloc is the global allocator of every program built with this library
+/// (feature `jemalloc`, on by default): it returns freed pages to the OS after
+/// a short decay, so the server's RSS comes back down after a burst of
+/// connections instead of staying at its high-water mark as with glibc's malloc
+/// (see the chaos figures in the README), and its statistics separate live
+/// bytes from retained ones ([`metrics::heap`]).
+#[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -102,6 +102,12 @@ pub struct Retained {
     pub cache_bytes_before: u64,
     /// … and after.
     pub cache_bytes_after: u64,
+    /// The server's live heap bytes before the storm (jemalloc's `allocated`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_allocated_before: Option<u64>,
+    /// … and at the end of the hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_allocated_after: Option<u64>,
 }
 
 /// Largest acceptable server RSS after the storm, % above the RSS before it

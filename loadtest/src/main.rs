@@ -26,11 +26,6 @@ use std::time::Duration;
 use voxterm::scorecard::{ids, Grade, Targets};
 use voxterm_protocol::{Compression, Encoding};
 
-// The same allocator as the `voxterm` binary: `__serve` is the server under test.
-#[cfg(not(target_env = "msvc"))]
-#[global_allocator]
-static GLOBAL: voxterm::Allocator = voxterm::Allocator;
-
 /// voxterm load tester, scorecard and pre-deploy gate.
 #[derive(Debug, Parser)]
 #[command(version, about, args_conflicts_with_subcommands = true)]

@@ -144,6 +144,11 @@ pub struct ServerSample {
     /// to tell apart from a leak. None in older reports.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_bytes: Option<u64>,
+    /// Bytes in the server's live heap allocations (jemalloc's `allocated`):
+    /// a leak grows it, pages the allocator keeps for reuse do not. None when
+    /// the server does not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_allocated_bytes: Option<u64>,
 }
 
 /// One step of the capacity search.
@@ -455,6 +460,10 @@ pub struct HoldMemory {
     /// Bytes the cache tiers held at `from` and at `to`: growth they explain is
     /// bounded by `l1_bytes` and `l2_bytes`, not a leak, but it still counts.
     pub cache_bytes: Option<(u64, u64)>,
+    /// The server's live heap bytes at `from` and at `to`: RSS growth that this
+    /// does not show is the allocator's, not the program's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heap_allocated_bytes: Option<(u64, u64)>,
 }
 
 impl HoldMemory {
@@ -477,6 +486,7 @@ impl HoldMemory {
             growth_pct: (to.rss_bytes as f64 - from.rss_bytes as f64) / from.rss_bytes as f64
                 * 100.0,
             cache_bytes: from.cache_bytes.zip(to.cache_bytes),
+            heap_allocated_bytes: from.heap_allocated_bytes.zip(to.heap_allocated_bytes),
         })
     }
 
@@ -493,10 +503,13 @@ impl HoldMemory {
 
     fn describe(&self) -> String {
         let mib = |b: u64| b as f64 / 1048576.0;
-        let cache = match self.cache_bytes {
+        let mut cache = match self.cache_bytes {
             Some((a, b)) => format!(" · cache tiers {:.1} → {:.1} MiB", mib(a), mib(b)),
             None => String::new(),
         };
+        if let Some((a, b)) = self.heap_allocated_bytes {
+            cache.push_str(&format!(" · live heap {:.1} → {:.1} MiB", mib(a), mib(b)));
+        }
         format!(
             "{:.1} MiB at {:.0} s → {:.1} MiB at {:.0} s{cache}",
             mib(self.from_rss_bytes),
@@ -886,9 +899,13 @@ impl Report {
                 );
             }
             if let Some(r) = &c.retained {
+                let heap = match (r.heap_allocated_before, r.heap_allocated_after) {
+                    (Some(a), Some(b)) => format!(" · live heap {:.1} → {:.1} MiB", mib(a), mib(b)),
+                    _ => String::new(),
+                };
                 let _ = writeln!(
                     out,
-                    "chaos: kept by design, before → after the storm: sessions {} → {} · cache tiers {:.1} → {:.1} MiB",
+                    "chaos: kept by design, before → after the storm: sessions {} → {} · cache tiers {:.1} → {:.1} MiB{heap}",
                     r.sessions_before,
                     r.sessions_after,
                     mib(r.cache_bytes_before),

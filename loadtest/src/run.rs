@@ -120,6 +120,11 @@ fn sample(s: &voxterm_protocol::Stats, t0: Instant) -> ServerSample {
             .iter()
             .any(|c| c.name.starts_with("cache_bytes_"))
             .then(|| cache_bytes(s)),
+        heap_allocated_bytes: s
+            .counters
+            .iter()
+            .find(|c| c.name == "heap_allocated_bytes")
+            .map(|c| c.value),
     }
 }
 
@@ -184,6 +189,8 @@ fn judge_storm(
         sessions_after: post.sessions,
         cache_bytes_before: pre.cache_bytes.unwrap_or(0),
         cache_bytes_after: post.cache_bytes.unwrap_or(0),
+        heap_allocated_before: pre.heap_allocated_bytes,
+        heap_allocated_after: post.heap_allocated_bytes,
     });
 }
 

@@ -40,6 +40,14 @@ fn smoke_scenario_loses_no_responses() {
         .as_str()
         .unwrap_or("")
         .is_empty());
+    // The server reports its live heap (jemalloc, the library's allocator).
+    let samples = report["server_samples"].as_array().expect("samples");
+    assert!(
+        samples
+            .iter()
+            .all(|x| x["heap_allocated_bytes"].as_u64().is_some_and(|b| b > 0)),
+        "{samples:?}"
+    );
     let page = std::fs::read_to_string(&html).expect("html written");
     assert!(page.contains("<svg") && !page.contains("http://") && !page.contains("https://"));
     assert!(stdout.contains("grade:"), "{stdout}");

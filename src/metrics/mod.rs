@@ -11,7 +11,7 @@ mod process;
 
 pub use cache::{CacheMetrics, L3Failure, Tier};
 pub use predict::{PredictMetrics, SKIP_REASONS};
-pub use process::{children_cpu_time, cpu_time, io_syscalls, resident_bytes};
+pub use process::{children_cpu_time, cpu_time, heap, io_syscalls, resident_bytes, Heap};
 
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram as Hdr;
@@ -137,6 +137,8 @@ pub struct Metrics {
     queue_depth: Gauge,
     busy_workers: Gauge,
     rss: Gauge,
+    heap_allocated: Gauge,
+    heap_resident: Gauge,
     cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     bytes_in: Counter,
     bytes_out: Counter,
@@ -176,6 +178,8 @@ impl Metrics {
             queue_depth: Gauge::default(),
             busy_workers: Gauge::default(),
             rss: Gauge::default(),
+            heap_allocated: Gauge::default(),
+            heap_resident: Gauge::default(),
             cpu_seconds: Gauge::default(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
@@ -234,6 +238,16 @@ impl Metrics {
             "process_resident_memory_bytes",
             "Resident set size",
             m.rss.clone(),
+        );
+        registry.register(
+            "heap_allocated_bytes",
+            "Bytes in live heap allocations (jemalloc; 0 when it is not the allocator)",
+            m.heap_allocated.clone(),
+        );
+        registry.register(
+            "heap_resident_bytes",
+            "Bytes of heap pages resident, freed ones not yet returned included (jemalloc)",
+            m.heap_resident.clone(),
         );
         registry.register(
             "process_cpu_seconds",
@@ -350,6 +364,10 @@ impl Metrics {
         self.queue_depth.set(s.queue_depth as i64);
         self.busy_workers.set(s.busy_workers as i64);
         self.rss.set(resident_bytes() as i64);
+        if let Some(h) = heap() {
+            self.heap_allocated.set(h.allocated as i64);
+            self.heap_resident.set(h.resident as i64);
+        }
         self.cpu_seconds.set(cpu_time().as_secs_f64());
         self.cache.sample();
     }
@@ -410,6 +428,16 @@ impl Metrics {
             name: "cpu_children_us".into(),
             value: children_cpu_time().as_micros() as u64,
         });
+        if let Some(h) = heap() {
+            counters.push(StatCounter {
+                name: "heap_allocated_bytes".into(),
+                value: h.allocated,
+            });
+            counters.push(StatCounter {
+                name: "heap_resident_bytes".into(),
+                value: h.resident,
+            });
+        }
         let (syscr, syscw) = io_syscalls();
         counters.push(StatCounter {
             name: "syscalls_read".into(),

@@ -20,6 +20,36 @@ pub fn resident_bytes() -> u64 {
     pages * page
 }
 
+/// What the heap holds, from jemalloc's statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heap {
+    /// Bytes in live allocations: what the program itself holds. A leak grows
+    /// this; memory the allocator keeps for reuse does not.
+    pub allocated: u64,
+    /// Bytes of pages jemalloc has resident (allocations, its metadata, and
+    /// freed pages not yet given back).
+    pub resident: u64,
+}
+
+/// The heap figures, when jemalloc is the global allocator (feature
+/// `jemalloc`, the default); None without it.
+pub fn heap() -> Option<Heap> {
+    #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+    {
+        use tikv_jemalloc_ctl::{epoch, stats};
+        // The statistics are a snapshot taken when the epoch advances.
+        epoch::advance().ok()?;
+        Some(Heap {
+            allocated: stats::allocated::read().ok()? as u64,
+            resident: stats::resident::read().ok()? as u64,
+        })
+    }
+    #[cfg(not(all(feature = "jemalloc", not(target_env = "msvc"))))]
+    {
+        None
+    }
+}
+
 /// User plus system CPU time consumed by this process so far.
 pub fn cpu_time() -> Duration {
     usage(nix::sys::resource::UsageWho::RUSAGE_SELF)
@@ -54,4 +84,26 @@ pub fn io_syscalls() -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("syscr:"), field("syscw:"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+    #[test]
+    fn heap_figures_follow_live_allocations() {
+        let before = heap().expect("jemalloc is the allocator").allocated;
+        // Large against whatever the tests running beside this one allocate.
+        let block = vec![1u8; 256 << 20];
+        let during = heap().expect("figures").allocated;
+        assert!(
+            during >= before + (192 << 20),
+            "{before} -> {during} with 256 MiB live"
+        );
+        drop(block);
+        let after = heap().expect("figures");
+        assert!(after.allocated + (192 << 20) <= during, "{after:?}");
+        assert!(after.resident > 0);
+    }
 }
