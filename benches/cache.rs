@@ -500,5 +500,37 @@ fn validate(c: &mut Criterion) {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-criterion_group!(benches, hits, l2_two_threads, hit_rates, validate, l3, e2e);
+/// The command policy's check of a line: parsed (a line not seen before) vs
+/// remembered (voice clients repeat their lines).
+fn policy_check(c: &mut Criterion) {
+    let policy = voxterm::security::CommandPolicy::new(&voxterm::config::PolicyConfig {
+        deny: vec!["rm".into(), "git push".into(), "curl".into()],
+        allow: Vec::new(),
+    })
+    .expect("valid")
+    .expect("a policy");
+    let line = "git status --short && grep -rn TODO src | head -20";
+    let mut g = c.benchmark_group("policy_check");
+    let mut n = 0u64;
+    g.bench_function("parsed", |b| {
+        b.iter(|| {
+            n += 1;
+            // A new line each time (the comment is parsed, then ignored).
+            policy.check(black_box(&format!("{line} # {n}")))
+        })
+    });
+    g.bench_function("remembered", |b| b.iter(|| policy.check(black_box(line))));
+    g.finish();
+}
+
+criterion_group!(
+    benches,
+    hits,
+    l2_two_threads,
+    hit_rates,
+    validate,
+    policy_check,
+    l3,
+    e2e
+);
 criterion_main!(benches);

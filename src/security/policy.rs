@@ -77,11 +77,27 @@ impl Rule {
     }
 }
 
-/// Compiled allow and deny lists.
-#[derive(Debug, Clone)]
+/// Lines whose verdict is remembered: a check is a full shell parse, and voice
+/// clients repeat their lines.
+const CHECK_MEMO: usize = 4096;
+/// Longer lines are checked every time (rare, and they would crowd the memo).
+const CHECK_MEMO_MAX_LINE: usize = 512;
+
+/// Compiled allow and deny lists, with the verdicts of recent lines.
 pub struct CommandPolicy {
     deny: Vec<Rule>,
     allow: Vec<Rule>,
+    memo: quick_cache::sync::Cache<String, Result<(), String>>,
+}
+
+impl std::fmt::Debug for CommandPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandPolicy")
+            .field("deny", &self.deny)
+            .field("allow", &self.allow)
+            .field("remembered", &self.memo.len())
+            .finish()
+    }
 }
 
 impl CommandPolicy {
@@ -93,13 +109,27 @@ impl CommandPolicy {
         let policy = CommandPolicy {
             deny: compile(&config.deny)?,
             allow: compile(&config.allow)?,
+            memo: quick_cache::sync::Cache::new(CHECK_MEMO),
         };
         Ok((!policy.deny.is_empty() || !policy.allow.is_empty()).then_some(policy))
     }
 
     /// `Ok` when every command of the line may run; otherwise why not, naming
-    /// the refused part.
+    /// the refused part. The verdict depends on the line alone, so it is
+    /// remembered for short lines.
     pub fn check(&self, line: &str) -> Result<(), String> {
+        if line.len() > CHECK_MEMO_MAX_LINE {
+            return self.check_parsed(line);
+        }
+        if let Some(v) = self.memo.get(line) {
+            return v;
+        }
+        let v = self.check_parsed(line);
+        self.memo.insert(line.to_owned(), v.clone());
+        v
+    }
+
+    fn check_parsed(&self, line: &str) -> Result<(), String> {
         let mut check = Check {
             policy: self,
             denied: None,
@@ -335,6 +365,21 @@ mod tests {
         })
         .unwrap()
         .unwrap()
+    }
+
+    #[test]
+    fn verdicts_are_remembered_per_line_and_long_lines_still_checked() {
+        let p = policy(&["rm"], &[]);
+        for _ in 0..3 {
+            assert!(p.check("ls -la").is_ok());
+            assert!(p.check("ls && rm -rf x").is_err());
+        }
+        assert_eq!(p.memo.len(), 2);
+        let long = format!("echo {} && rm x", "a".repeat(CHECK_MEMO_MAX_LINE));
+        assert!(p.check(&long).is_err());
+        assert_eq!(p.memo.len(), 2, "long lines are not remembered");
+        // Another policy has its own verdicts.
+        assert!(policy(&["ls"], &[]).check("ls -la").is_err());
     }
 
     #[test]
