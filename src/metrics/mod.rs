@@ -11,7 +11,9 @@ mod process;
 
 pub use cache::{CacheMetrics, L3Failure, Tier};
 pub use predict::{PredictMetrics, SKIP_REASONS};
-pub use process::{children_cpu_time, cpu_time, heap, io_syscalls, resident_bytes, Heap};
+pub use process::{
+    children_cpu_time, cpu_time, heap, io_syscalls, purge_in_background, resident_bytes, Heap,
+};
 
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram as Hdr;

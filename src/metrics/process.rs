@@ -50,6 +50,17 @@ pub fn heap() -> Option<Heap> {
     }
 }
 
+/// Lets jemalloc purge freed pages from a background thread: without one, an
+/// arena purges only when it is used, so the pages of an arena that went quiet
+/// after a burst (a reconnect storm, its threads gone) stayed resident. Called
+/// when a server binds; without jemalloc it does nothing.
+pub fn purge_in_background() {
+    #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
+    if let Err(e) = tikv_jemalloc_ctl::background_thread::write(true) {
+        tracing::debug!(error = %e, "jemalloc background purging not available");
+    }
+}
+
 /// User plus system CPU time consumed by this process so far.
 pub fn cpu_time() -> Duration {
     usage(nix::sys::resource::UsageWho::RUSAGE_SELF)

@@ -72,6 +72,7 @@ impl Server {
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         let listener = socket.listen(config.server.backlog)?;
+        crate::metrics::purge_in_background();
         let kill = CancellationToken::new();
         let engine = Engine::new(config, kill);
         engine.load_model().await;
