@@ -212,16 +212,10 @@ fn write(path: &Path, value: &str) -> Result<(), ContainError> {
     fs::write(path, value).map_err(|e| io_err(path, e))
 }
 
-/// Pids listed in a `cgroup.procs` text (live members; zombies are not listed).
-fn parse_members(text: &str) -> Vec<i32> {
-    text.lines().filter_map(|l| l.trim().parse().ok()).collect()
-}
-
-/// Pids listed in `dir/cgroup.procs`.
+/// Pids listed in `dir/cgroup.procs` (live members; zombies are not listed).
 fn members(dir: &Path) -> io::Result<Vec<i32>> {
-    Ok(parse_members(&fs::read_to_string(
-        dir.join("cgroup.procs"),
-    )?))
+    let text = fs::read_to_string(dir.join("cgroup.procs"))?;
+    Ok(text.lines().filter_map(|l| l.trim().parse().ok()).collect())
 }
 
 /// Sends `sig` to every member of `dir` but `me`; returns how many were listed.
