@@ -149,6 +149,11 @@ pub struct ServerSample {
     /// the server does not report it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_allocated_bytes: Option<u64>,
+    /// The anonymous part of RSS (heap, stacks, the allocator's pages); the rest
+    /// is mostly the binary's code, paged in as paths first run. None when the
+    /// server does not report it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_anon_bytes: Option<u64>,
 }
 
 /// One step of the capacity search.
@@ -464,6 +469,10 @@ pub struct HoldMemory {
     /// does not show is the allocator's, not the program's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heap_allocated_bytes: Option<(u64, u64)>,
+    /// The anonymous part of RSS at `from` and at `to`: growth of RSS beyond
+    /// it is file-backed (code paged in).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_anon_bytes: Option<(u64, u64)>,
 }
 
 impl HoldMemory {
@@ -487,6 +496,7 @@ impl HoldMemory {
                 * 100.0,
             cache_bytes: from.cache_bytes.zip(to.cache_bytes),
             heap_allocated_bytes: from.heap_allocated_bytes.zip(to.heap_allocated_bytes),
+            rss_anon_bytes: from.rss_anon_bytes.zip(to.rss_anon_bytes),
         })
     }
 
@@ -509,6 +519,9 @@ impl HoldMemory {
         };
         if let Some((a, b)) = self.heap_allocated_bytes {
             cache.push_str(&format!(" · live heap {:.1} → {:.1} MiB", mib(a), mib(b)));
+        }
+        if let Some((a, b)) = self.rss_anon_bytes {
+            cache.push_str(&format!(" · anonymous {:.1} → {:.1} MiB", mib(a), mib(b)));
         }
         format!(
             "{:.1} MiB at {:.0} s → {:.1} MiB at {:.0} s{cache}",

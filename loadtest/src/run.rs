@@ -125,6 +125,11 @@ fn sample(s: &voxterm_protocol::Stats, t0: Instant) -> ServerSample {
             .iter()
             .find(|c| c.name == "heap_allocated_bytes")
             .map(|c| c.value),
+        rss_anon_bytes: s
+            .counters
+            .iter()
+            .find(|c| c.name == "rss_anon_bytes")
+            .map(|c| c.value),
     }
 }
 

@@ -12,7 +12,8 @@ mod process;
 pub use cache::{CacheMetrics, L3Failure, Tier};
 pub use predict::{PredictMetrics, SKIP_REASONS};
 pub use process::{
-    children_cpu_time, cpu_time, heap, io_syscalls, purge_in_background, resident_bytes, Heap,
+    children_cpu_time, cpu_time, heap, io_syscalls, purge_in_background, resident_bytes,
+    resident_split, Heap, ResidentSplit,
 };
 
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
@@ -139,6 +140,7 @@ pub struct Metrics {
     queue_depth: Gauge,
     busy_workers: Gauge,
     rss: Gauge,
+    rss_anon: Gauge,
     heap_allocated: Gauge,
     heap_resident: Gauge,
     cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
@@ -180,6 +182,7 @@ impl Metrics {
             queue_depth: Gauge::default(),
             busy_workers: Gauge::default(),
             rss: Gauge::default(),
+            rss_anon: Gauge::default(),
             heap_allocated: Gauge::default(),
             heap_resident: Gauge::default(),
             cpu_seconds: Gauge::default(),
@@ -240,6 +243,11 @@ impl Metrics {
             "process_resident_memory_bytes",
             "Resident set size",
             m.rss.clone(),
+        );
+        registry.register(
+            "process_resident_anon_bytes",
+            "Anonymous part of the resident set (heap, stacks; not the binary's code pages)",
+            m.rss_anon.clone(),
         );
         registry.register(
             "heap_allocated_bytes",
@@ -366,6 +374,9 @@ impl Metrics {
         self.queue_depth.set(s.queue_depth as i64);
         self.busy_workers.set(s.busy_workers as i64);
         self.rss.set(resident_bytes() as i64);
+        if let Some(r) = resident_split() {
+            self.rss_anon.set(r.anon as i64);
+        }
         if let Some(h) = heap() {
             self.heap_allocated.set(h.allocated as i64);
             self.heap_resident.set(h.resident as i64);
@@ -438,6 +449,20 @@ impl Metrics {
             counters.push(StatCounter {
                 name: "heap_resident_bytes".into(),
                 value: h.resident,
+            });
+            counters.push(StatCounter {
+                name: "heap_metadata_bytes".into(),
+                value: h.metadata,
+            });
+        }
+        if let Some(r) = resident_split() {
+            counters.push(StatCounter {
+                name: "rss_anon_bytes".into(),
+                value: r.anon,
+            });
+            counters.push(StatCounter {
+                name: "rss_file_bytes".into(),
+                value: r.file,
             });
         }
         let (syscr, syscw) = io_syscalls();

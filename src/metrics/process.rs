@@ -20,6 +20,42 @@ pub fn resident_bytes() -> u64 {
     pages * page
 }
 
+/// Resident memory split by what backs it (RssAnon and RssFile of
+/// /proc/self/status), in bytes; None where /proc is unavailable.
+///
+/// The split tells a leak from paging: anonymous pages are the heap, stacks and
+/// the allocator's own; file-backed ones are mostly the binary's code, read in
+/// as paths run for the first time and bounded by its size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResidentSplit {
+    /// Anonymous resident bytes.
+    pub anon: u64,
+    /// File-backed resident bytes (the executable, shared libraries).
+    pub file: u64,
+}
+
+/// [`ResidentSplit`] of this process.
+pub fn resident_split() -> Option<ResidentSplit> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(name)?
+                    .trim()
+                    .strip_suffix("kB")?
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|k| k * 1024)
+    };
+    Some(ResidentSplit {
+        anon: kib("RssAnon:")?,
+        file: kib("RssFile:")?,
+    })
+}
+
 /// What the heap holds, from jemalloc's statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Heap {
@@ -29,6 +65,8 @@ pub struct Heap {
     /// Bytes of pages jemalloc has resident (allocations, its metadata, and
     /// freed pages not yet given back).
     pub resident: u64,
+    /// Bytes of jemalloc's own bookkeeping (part of `resident`).
+    pub metadata: u64,
 }
 
 /// The heap figures, when jemalloc is the global allocator (feature
@@ -42,6 +80,7 @@ pub fn heap() -> Option<Heap> {
         Some(Heap {
             allocated: stats::allocated::read().ok()? as u64,
             resident: stats::resident::read().ok()? as u64,
+            metadata: stats::metadata::read().ok()? as u64,
         })
     }
     #[cfg(not(all(feature = "jemalloc", not(target_env = "msvc"))))]
@@ -116,5 +155,19 @@ mod tests {
         let after = heap().expect("figures");
         assert!(after.allocated + (192 << 20) <= during, "{after:?}");
         assert!(after.resident > 0);
+        assert!(after.metadata > 0 && after.metadata < after.resident);
+    }
+
+    #[test]
+    fn resident_split_adds_up_to_the_resident_set() {
+        let split = resident_split().expect("/proc/self/status");
+        assert!(split.anon > 0 && split.file > 0, "{split:?}");
+        // Shared memory (RssShmem) is the third part; this process has little.
+        let rss = resident_bytes();
+        let sum = split.anon + split.file;
+        assert!(
+            sum <= rss + (4 << 20) && sum + (4 << 20) >= rss,
+            "{split:?} vs {rss}"
+        );
     }
 }
