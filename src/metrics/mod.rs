@@ -143,6 +143,7 @@ pub struct Metrics {
     rss_anon: Gauge,
     heap_allocated: Gauge,
     heap_resident: Gauge,
+    heap_active: Gauge,
     cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     bytes_in: Counter,
     bytes_out: Counter,
@@ -185,6 +186,7 @@ impl Metrics {
             rss_anon: Gauge::default(),
             heap_allocated: Gauge::default(),
             heap_resident: Gauge::default(),
+            heap_active: Gauge::default(),
             cpu_seconds: Gauge::default(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
@@ -258,6 +260,11 @@ impl Metrics {
             "heap_resident_bytes",
             "Bytes of heap pages resident, freed ones not yet returned included (jemalloc)",
             m.heap_resident.clone(),
+        );
+        registry.register(
+            "heap_active_bytes",
+            "Bytes of heap pages holding live allocations; above allocated is fragmentation (jemalloc)",
+            m.heap_active.clone(),
         );
         registry.register(
             "process_cpu_seconds",
@@ -380,6 +387,7 @@ impl Metrics {
         if let Some(h) = heap() {
             self.heap_allocated.set(h.allocated as i64);
             self.heap_resident.set(h.resident as i64);
+            self.heap_active.set(h.active as i64);
         }
         self.cpu_seconds.set(cpu_time().as_secs_f64());
         self.cache.sample();
@@ -449,6 +457,10 @@ impl Metrics {
             counters.push(StatCounter {
                 name: "heap_resident_bytes".into(),
                 value: h.resident,
+            });
+            counters.push(StatCounter {
+                name: "heap_active_bytes".into(),
+                value: h.active,
             });
             counters.push(StatCounter {
                 name: "heap_metadata_bytes".into(),

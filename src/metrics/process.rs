@@ -65,6 +65,9 @@ pub struct Heap {
     /// Bytes of pages jemalloc has resident (allocations, its metadata, and
     /// freed pages not yet given back).
     pub resident: u64,
+    /// Bytes in pages holding live allocations: `active - allocated` is
+    /// fragmentation (free slots in partly used slabs), which no purge returns.
+    pub active: u64,
     /// Bytes of jemalloc's own bookkeeping (part of `resident`).
     pub metadata: u64,
 }
@@ -80,6 +83,7 @@ pub fn heap() -> Option<Heap> {
         Some(Heap {
             allocated: stats::allocated::read().ok()? as u64,
             resident: stats::resident::read().ok()? as u64,
+            active: stats::active::read().ok()? as u64,
             metadata: stats::metadata::read().ok()? as u64,
         })
     }
@@ -156,6 +160,7 @@ mod tests {
         assert!(after.allocated + (192 << 20) <= during, "{after:?}");
         assert!(after.resident > 0);
         assert!(after.metadata > 0 && after.metadata < after.resident);
+        assert!(after.active >= after.allocated && after.active <= after.resident);
     }
 
     #[test]
