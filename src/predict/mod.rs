@@ -123,6 +123,12 @@ impl Predictor {
         lock(self.shard(tenant)).contains(tenant)
     }
 
+    /// Whether anything was learned since the last [`Predictor::take_dirty`].
+    pub fn has_changes(&self) -> bool {
+        self.global_dirty.load(std::sync::atomic::Ordering::Relaxed)
+            || !lock(&self.dirty).is_empty()
+    }
+
     /// Snapshot of the global prior and of the tenants learned from since the last
     /// call (all tenants when `all`), for the store.
     pub fn take_dirty(&self, all: bool) -> Snapshot {

@@ -133,16 +133,14 @@ impl Store {
             Store::Memory => 0,
             Store::File(path) => {
                 // The file holds everything, so any change rewrites all of it.
-                let probe = p.take_dirty(false);
-                if probe.is_empty() {
+                if !p.has_changes() {
                     return 0;
                 }
                 let snap = p.take_dirty(true);
                 let n = snap.tenants.len();
                 let path = path.clone();
-                let bytes = snap.encode();
                 let written =
-                    tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await;
+                    tokio::task::spawn_blocking(move || write_atomically(&path, &snap)).await;
                 match written {
                     Ok(Ok(())) => n,
                     Ok(Err(e)) => {
@@ -153,12 +151,12 @@ impl Store {
                 }
             }
             Store::Redis(l3) => {
-                let snap = p.take_dirty(false);
+                let mut snap = p.take_dirty(false);
                 let mut n = 0;
                 if !snap.global.is_empty() {
                     let g = Snapshot {
                         version: SNAPSHOT_VERSION,
-                        global: snap.global.clone(),
+                        global: std::mem::take(&mut snap.global),
                         tenants: Vec::new(),
                     };
                     l3.put_blob("predict:global", g.encode(), REDIS_TTL).await;
@@ -180,14 +178,20 @@ impl Store {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a crash
-/// mid-write leaves the previous model, not half of a new one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Writes `snap` to `path` through a temporary file and a rename, so a crash
+/// mid-write leaves the previous model, not half of a new one. Encoded straight
+/// into the file: the whole encoding in memory was megabytes every save.
+fn write_atomically(path: &Path, snap: &Snapshot) -> std::io::Result<()> {
+    use std::io::Write;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
     let tmp = path.with_extension("bin.tmp");
-    std::fs::write(&tmp, bytes)?;
+    let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
+    bincode::encode_into_std_write(snap, &mut w, bincode::config::standard())
+        .map_err(std::io::Error::other)?;
+    w.flush()?;
+    drop(w);
     std::fs::rename(&tmp, path)
 }
 
