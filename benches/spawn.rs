@@ -44,7 +44,7 @@ fn job_in(command: &str, containment: Arc<Containment>) -> Job {
     Job {
         command: command.to_owned(),
         cwd: PathBuf::from("/tmp"),
-        env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())],
+        env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())].into(),
         timeout: Duration::from_secs(10),
         kill_grace: Duration::from_millis(100),
         output_cap: 1 << 20,

@@ -39,6 +39,8 @@ async fn cd_and_export_persist_across_reconnects_per_tenant() {
     assert_eq!(exit.code, Some(0));
     assert_eq!(exit.served_from, ServedFrom::Builtin);
     assert!(done.stdout.is_empty() && done.stderr.is_empty());
+    // A child started before the export does not see it; the next one must.
+    assert_eq!(run(&mut c, 5, "printenv A").await.stdout, b"");
     let done = run(&mut c, 5, "export A=1").await;
     assert_eq!(exit_of(&done).code, Some(0));
     // A child sees both.

@@ -47,7 +47,9 @@ pub struct Job {
     pub cwd: PathBuf,
     /// The COMPLETE child environment: the caller scrubs it; `run` clears the
     /// inherited environment and sets exactly these (plus `PWD` = `cwd`).
-    pub env: Vec<(String, String)>,
+    /// Shared: a session's environment changes rarely and is reused by every
+    /// command it runs.
+    pub env: Arc<[(String, String)]>,
     /// Wall-clock limit from spawn; then the group is terminated.
     pub timeout: Duration,
     /// SIGTERM → wait this long → SIGKILL, so well-behaved programs can clean up.

@@ -16,7 +16,7 @@ fn job(command: &str) -> Job {
     Job {
         command: command.to_owned(),
         cwd: PathBuf::from("/tmp"),
-        env: vec![("PATH".into(), PATH.into()), ("HOME".into(), "/tmp".into())],
+        env: vec![("PATH".into(), PATH.into()), ("HOME".into(), "/tmp".into())].into(),
         timeout: Duration::from_secs(30),
         kill_grace: Duration::from_millis(200),
         output_cap: 64 << 20,
@@ -328,7 +328,9 @@ async fn env_is_exactly_the_job_env_and_cwd_is_set() {
     let dir = dir.canonicalize().expect("canonical");
     let mut j = job("env");
     j.cwd = dir.clone();
-    j.env.push(("VOXTERM_X".into(), "a b".into()));
+    let mut env = j.env.to_vec();
+    env.push(("VOXTERM_X".into(), "a b".into()));
+    j.env = env.into();
     let (o, s) = exec(&j).await;
     assert_eq!(o, exited(0));
     let got: BTreeSet<String> = String::from_utf8_lossy(&s.out)

@@ -68,7 +68,7 @@ impl Builtin {
                 let mut state = session.lock();
                 for name in args {
                     if valid_name(name) {
-                        state.env.remove(name);
+                        state.remove_var(name);
                     } else {
                         fail(&mut out, format!("unset: `{name}': not a valid identifier"));
                     }
@@ -91,10 +91,7 @@ impl Builtin {
             state.cwd = root.to_owned();
             state.prev_cwd = None;
         }
-        state
-            .env
-            .entry("HOME".to_owned())
-            .or_insert_with(|| root.display().to_string());
+        state.default_var("HOME", || root.display().to_string());
     }
 }
 
@@ -152,7 +149,7 @@ fn export(session: &Session, args: &[String], out: &mut BuiltinOutput) {
     let mut state = session.lock();
     if args.is_empty() {
         let mut listing = String::new();
-        for (k, v) in &state.env {
+        for (k, v) in state.vars() {
             let _ = writeln!(listing, "export {k}={}", shell_words::quote(v));
         }
         out.stdout = listing.into_bytes();
@@ -168,7 +165,7 @@ fn export(session: &Session, args: &[String], out: &mut BuiltinOutput) {
             continue;
         }
         if let Some(value) = value {
-            state.env.insert(name.to_owned(), value.to_owned());
+            state.set_var(name, value);
         }
     }
 }

@@ -6,6 +6,10 @@
 
 use crate::config::SessionConfig;
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A child's complete environment, shared by the commands that start from it.
+pub type ChildEnv = Arc<[(String, String)]>;
 
 /// The scrubbed base environment, computed once at startup.
 #[derive(Debug, Clone)]
@@ -28,7 +32,7 @@ impl BaseEnv {
     }
 
     /// The child environment: base variables the session does not override, then the session's.
-    pub fn compose(&self, session: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    pub fn compose(&self, session: &BTreeMap<String, String>) -> ChildEnv {
         let mut env: Vec<(String, String)> = self
             .vars
             .iter()
@@ -36,7 +40,7 @@ impl BaseEnv {
             .cloned()
             .collect();
         env.extend(session.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env
+        env.into()
     }
 
     /// A base variable's value.

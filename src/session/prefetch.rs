@@ -76,7 +76,7 @@ impl Prefetcher {
 struct Planned {
     tenant: Arc<str>,
     cwd: PathBuf,
-    env: Vec<(String, String)>,
+    env: super::env::ChildEnv,
     lines: Vec<Arc<str>>,
 }
 
@@ -112,11 +112,11 @@ impl Engine {
         if !predictor.knows(&tenant) && matches!(*self.model_store, crate::predict::Store::Redis(_))
         {
             let me = self.clone();
-            let (cwd, env) = session.snapshot();
+            let (cwd, env) = session.launch(&self.base_env);
             tokio::spawn(async move {
                 me.model_store.load_tenant(&predictor, &tenant).await;
                 let dist = predictor.predict(&tenant, NONE, START);
-                me.spawn_prefetch(tenant, cwd, me.base_env.compose(&env), &dist);
+                me.spawn_prefetch(tenant, cwd, env, &dist);
             });
             return;
         }
@@ -128,20 +128,15 @@ impl Engine {
         if self.prefetcher.is_none() {
             return;
         }
-        let (cwd, env) = session.snapshot();
-        self.spawn_prefetch(
-            session.tenant().clone(),
-            cwd,
-            self.base_env.compose(&env),
-            dist,
-        );
+        let (cwd, env) = session.launch(&self.base_env);
+        self.spawn_prefetch(session.tenant().clone(), cwd, env, dist);
     }
 
     fn spawn_prefetch(
         &self,
         tenant: Arc<str>,
         cwd: PathBuf,
-        env: Vec<(String, String)>,
+        env: super::env::ChildEnv,
         dist: &crate::predict::Distribution,
     ) {
         let Some(pf) = &self.prefetcher else { return };

@@ -241,11 +241,11 @@ impl Engine {
             };
         }
 
-        let (cwd, env) = session.snapshot();
+        let (cwd, env) = session.launch(&self.base_env);
         let job = Job {
             command: command.to_owned(),
             cwd,
-            env: self.base_env.compose(&env),
+            env,
             timeout: self.timeout_for(exec),
             kill_grace: self.config.exec.kill_grace,
             output_cap: self.config.exec.output_cap,

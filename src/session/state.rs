@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::env::{BaseEnv, ChildEnv};
 use crate::predict::{CmdId, NONE, START};
 
 /// A named terminal session of a tenant. Cheap to share: the mutable part is behind
@@ -26,7 +27,13 @@ pub struct Session {
 pub(super) struct State {
     pub cwd: PathBuf,
     pub prev_cwd: Option<PathBuf>,
-    pub env: BTreeMap<String, String>,
+    /// The session's own variables; changed only through [`State::set_var`] and
+    /// its siblings, which drop `child_env`.
+    env: BTreeMap<String, String>,
+    /// `env` over the base environment, as children get it: built on the first
+    /// command after a change, so a command costs an `Arc` clone rather than a
+    /// copy of every variable (~20 allocations each, heaptrack).
+    child_env: Option<ChildEnv>,
     pub history: VecDeque<Box<str>>,
     /// The tenant's working root when `tenant_roots` is on: `cd` stays inside it.
     pub root: Option<PathBuf>,
@@ -45,6 +52,7 @@ impl Session {
                 cwd,
                 prev_cwd: None,
                 env: BTreeMap::new(),
+                child_env: None,
                 history: VecDeque::new(),
                 root: None,
                 context: (NONE, START),
@@ -123,10 +131,19 @@ impl Session {
         }
     }
 
-    /// cwd and env as they are now, for a child to start from.
-    pub(super) fn snapshot(&self) -> (PathBuf, BTreeMap<String, String>) {
-        let s = self.lock();
-        (s.cwd.clone(), s.env.clone())
+    /// cwd and the complete environment as they are now, for a child to start
+    /// from (`base` is the engine's, the same for every call).
+    pub(super) fn launch(&self, base: &BaseEnv) -> (PathBuf, ChildEnv) {
+        let mut s = self.lock();
+        let env = match &s.child_env {
+            Some(env) => env.clone(),
+            None => {
+                let env = base.compose(&s.env);
+                s.child_env = Some(env.clone());
+                env
+            }
+        };
+        (s.cwd.clone(), env)
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
@@ -143,5 +160,33 @@ impl Session {
 
     pub(super) fn touch(&self, now_ms: u64) {
         self.last_used_ms.store(now_ms, Ordering::Relaxed);
+    }
+}
+
+impl State {
+    /// The session's own variables.
+    pub fn vars(&self) -> &BTreeMap<String, String> {
+        &self.env
+    }
+
+    /// Sets a session variable.
+    pub fn set_var(&mut self, name: &str, value: &str) {
+        self.env.insert(name.to_owned(), value.to_owned());
+        self.child_env = None;
+    }
+
+    /// Removes a session variable.
+    pub fn remove_var(&mut self, name: &str) {
+        if self.env.remove(name).is_some() {
+            self.child_env = None;
+        }
+    }
+
+    /// Sets `name` unless the session already has it.
+    pub fn default_var(&mut self, name: &str, value: impl FnOnce() -> String) {
+        if !self.env.contains_key(name) {
+            self.env.insert(name.to_owned(), value());
+            self.child_env = None;
+        }
     }
 }
