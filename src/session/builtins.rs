@@ -42,6 +42,14 @@ impl Builtin {
         if line.contains(SHELL_OPERATORS) {
             return None;
         }
+        // Most lines are not builtins: tell from the first word, when it has no
+        // quoting, without splitting the whole line (an allocation per word, on
+        // every request and every predicted line).
+        let first = line.split_ascii_whitespace().next()?;
+        if !first.contains(['\'', '"', '\\']) && !matches!(first, "cd" | "pwd" | "export" | "unset")
+        {
+            return None;
+        }
         let mut words = shell_words::split(line).ok()?.into_iter();
         let name = words.next()?;
         let args: Vec<String> = words.collect();
@@ -202,6 +210,36 @@ mod tests {
         assert_eq!(Builtin::parse("pwd > f"), None);
         assert_eq!(Builtin::parse("ls"), None);
         assert_eq!(Builtin::parse("cd 'unterminated"), None);
+        assert_eq!(
+            Builtin::parse("'cd' /tmp"),
+            Some(Builtin::Cd(vec!["/tmp".into()]))
+        );
+    }
+
+    proptest::proptest! {
+        /// The first-word shortcut answers as splitting the whole line would.
+        #[test]
+        fn the_shortcut_agrees_with_a_full_split(
+            line in proptest::string::string_regex("(cd|pwd|export|unset|ls|c|'|\"|\\\\| |\t|\r|\x0c|#|=|a){0,8}").expect("regex")
+        ) {
+            let full = if line.contains(SHELL_OPERATORS) {
+                None
+            } else {
+                shell_words::split(&line).ok().and_then(|w| {
+                    let mut w = w.into_iter();
+                    let name = w.next()?;
+                    let args: Vec<String> = w.collect();
+                    Some(match name.as_str() {
+                        "cd" => Builtin::Cd(args),
+                        "pwd" => Builtin::Pwd,
+                        "export" => Builtin::Export(args),
+                        "unset" => Builtin::Unset(args),
+                        _ => return None,
+                    })
+                })
+            };
+            proptest::prop_assert_eq!(Builtin::parse(&line), full, "{:?}", line);
+        }
     }
 
     #[test]
