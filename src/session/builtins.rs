@@ -50,7 +50,12 @@ impl Builtin {
         {
             return None;
         }
-        let mut words = shell_words::split(line).ok()?.into_iter();
+        Builtin::from_words(shell_words::split(line).ok()?)
+    }
+
+    /// The builtin a split line calls, if its first word names one.
+    fn from_words(words: Vec<String>) -> Option<Builtin> {
+        let mut words = words.into_iter();
         let name = words.next()?;
         let args: Vec<String> = words.collect();
         Some(match name.as_str() {
@@ -225,18 +230,7 @@ mod tests {
             let full = if line.contains(SHELL_OPERATORS) {
                 None
             } else {
-                shell_words::split(&line).ok().and_then(|w| {
-                    let mut w = w.into_iter();
-                    let name = w.next()?;
-                    let args: Vec<String> = w.collect();
-                    Some(match name.as_str() {
-                        "cd" => Builtin::Cd(args),
-                        "pwd" => Builtin::Pwd,
-                        "export" => Builtin::Export(args),
-                        "unset" => Builtin::Unset(args),
-                        _ => return None,
-                    })
-                })
+                shell_words::split(&line).ok().and_then(Builtin::from_words)
             };
             proptest::prop_assert_eq!(Builtin::parse(&line), full, "{:?}", line);
         }
