@@ -87,12 +87,12 @@ impl Monitor {
 /// CPU the server spent, µs: its own plus that of the commands it ran (reported by
 /// the server as the `cpu_children_us` counter), which is most of an exec-heavy load.
 fn server_cpu_us(s: &voxterm_protocol::Stats) -> u64 {
-    let children = s
-        .counters
-        .iter()
-        .find(|c| c.name == "cpu_children_us")
-        .map_or(0, |c| c.value);
-    s.cpu_us + children
+    s.cpu_us + counter(s, "cpu_children_us").unwrap_or(0)
+}
+
+/// The server's counter `name`, when it reports one.
+fn counter(s: &voxterm_protocol::Stats, name: &str) -> Option<u64> {
+    s.counters.iter().find(|c| c.name == name).map(|c| c.value)
 }
 
 /// Bytes held by the server's cache tiers (its `cache_bytes_*` gauges).
@@ -120,16 +120,8 @@ fn sample(s: &voxterm_protocol::Stats, t0: Instant) -> ServerSample {
             .iter()
             .any(|c| c.name.starts_with("cache_bytes_"))
             .then(|| cache_bytes(s)),
-        heap_allocated_bytes: s
-            .counters
-            .iter()
-            .find(|c| c.name == "heap_allocated_bytes")
-            .map(|c| c.value),
-        rss_anon_bytes: s
-            .counters
-            .iter()
-            .find(|c| c.name == "rss_anon_bytes")
-            .map(|c| c.value),
+        heap_allocated_bytes: counter(s, "heap_allocated_bytes"),
+        rss_anon_bytes: counter(s, "rss_anon_bytes"),
     }
 }
 
