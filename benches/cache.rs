@@ -505,7 +505,7 @@ fn validate(c: &mut Criterion) {
 fn policy_check(c: &mut Criterion) {
     let policy = voxterm::security::CommandPolicy::new(&voxterm::config::PolicyConfig {
         deny: vec!["rm".into(), "git push".into(), "curl".into()],
-        allow: Vec::new(),
+        ..Default::default()
     })
     .expect("valid")
     .expect("a policy");

@@ -17,6 +17,7 @@ pub mod scorecard;
 pub mod security;
 pub mod server;
 pub mod session;
+pub mod shell;
 
 /// jemalloc is the global allocator of every program built with this library
 /// (feature `jemalloc`, on by default): it returns freed pages to the OS after

@@ -6,10 +6,10 @@ use proptest::prelude::*;
 use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
-use voxterm::cache::policy::{walk, Visitor};
 use voxterm::cache::{Class, Policy};
 use voxterm::config::PolicyConfig;
 use voxterm::security::CommandPolicy;
+use voxterm::shell::{walk, Fact, Visitor};
 
 /// The stack of a tokio worker, where both parsers run in the server.
 const WORKER_STACK: usize = 2 << 20;
@@ -35,7 +35,7 @@ fn command_policy() -> &'static CommandPolicy {
     P.get_or_init(|| {
         CommandPolicy::new(&PolicyConfig {
             deny: vec!["rm".into(), "git push".into()],
-            allow: vec![],
+            ..PolicyConfig::default()
         })
         .unwrap()
         .unwrap()
@@ -156,7 +156,8 @@ impl Visitor for Count {
     fn simple(&mut self, _program: &str, _args: &[&str]) {
         self.0 += 1;
     }
-    fn opaque(&mut self) {}
+    fn fact(&mut self, _fact: Fact<'_>) {}
+    fn opaque(&mut self, _why: &'static str) {}
 }
 
 fn parser_panics(line: &str) -> bool {

@@ -1,9 +1,12 @@
 //! Cache keys: a hash of a versioned canonical form of everything that decides a
 //! command's output.
 //!
-//! The recipe follows the Bazel action cache: the command, its environment and,
-//! by class, the tenant, the cwd, the host and the tenant's generation, each field
-//! length-prefixed so that no two different inputs share an encoding. BLAKE3 (not
+//! The recipe follows the Bazel action cache: the command, its environment, the
+//! tenant and the cwd (`$PWD`, which every child sees) in every key; by class, the
+//! host and the tenant's generation; each field length-prefixed so that no two
+//! different inputs share an encoding. The tenant is in every key, pure lines
+//! included: no tenant ever receives, or learns of, another tenant's answer
+//! (identical large outputs still share their bytes, invisibly: `blobs`). BLAKE3 (not
 //! xxh3) because keys of different tenants share one key space: with a
 //! non-cryptographic hash a tenant could craft a collision and plant its output
 //! in another tenant's entry. It costs well under a microsecond for these inputs.
@@ -12,7 +15,7 @@ use super::policy::Class;
 use std::path::Path;
 
 /// Bumped whenever the recipe changes, so a new build never reads old entries.
-pub const KEY_FORMAT: u32 = 2;
+pub const KEY_FORMAT: u32 = 3;
 
 /// A cache key: 128 bits of a BLAKE3 digest.
 pub type Key = u128;
@@ -30,7 +33,7 @@ pub struct KeyParts<'a> {
     pub env: &'a [(String, String)],
     /// The tenant.
     pub tenant: &'a str,
-    /// The session's cwd.
+    /// The session's cwd (the child's `$PWD`).
     pub cwd: &'a Path,
     /// This machine's name (`hostname`, `uname -n` differ between instances).
     pub host: &'a str,
@@ -61,16 +64,12 @@ impl KeyParts<'_> {
             field(k.as_bytes());
             field(v.as_bytes());
         }
+        field(self.tenant.as_bytes());
+        field(self.cwd.as_os_str().as_encoded_bytes());
         match self.class {
             Class::Pure => {}
-            Class::Session => {
-                field(self.tenant.as_bytes());
-                field(self.cwd.as_os_str().as_encoded_bytes());
-                field(self.host.as_bytes());
-            }
+            Class::Session => field(self.host.as_bytes()),
             _ => {
-                field(self.tenant.as_bytes());
-                field(self.cwd.as_os_str().as_encoded_bytes());
                 field(self.host.as_bytes());
                 if self.validated {
                     field(b"validated");
@@ -107,18 +106,13 @@ mod tests {
     fn scope_by_class() {
         let env = vec![("A".to_owned(), "1".to_owned())];
         let env2 = vec![("A".to_owned(), "2".to_owned())];
-        // Pure: shared across tenants, but not across env values.
-        assert_eq!(
-            parts(Class::Pure, &env, "a").key(),
-            parts(Class::Pure, &env, "b").key()
-        );
-        assert_ne!(
-            parts(Class::Pure, &env, "a").key(),
-            parts(Class::Pure, &env2, "a").key()
-        );
-        // Session and fs-read: per tenant.
-        for c in [Class::Session, Class::FsRead] {
+        // Every class: per tenant, per cwd ($PWD) and per env value.
+        for c in [Class::Pure, Class::Session, Class::FsRead] {
             assert_ne!(parts(c, &env, "a").key(), parts(c, &env, "b").key());
+            assert_ne!(parts(c, &env, "a").key(), parts(c, &env2, "a").key());
+            let mut elsewhere = parts(c, &env, "a");
+            elsewhere.cwd = Path::new("/tmp/docs");
+            assert_ne!(parts(c, &env, "a").key(), elsewhere.key());
         }
         let mut g = parts(Class::FsRead, &env, "a");
         let k0 = g.key();

@@ -8,8 +8,9 @@
 //!   [`L3`] (Redis, shared by instances) hold [`Entry`]s; a lower-tier hit is
 //!   promoted to the upper tiers.
 //! * Generations: a mutating command bumps its tenant's generation, which is part
-//!   of every fs-read key, so every tier's fs-read entries of that tenant become
-//!   unreachable at once, on every instance when L3 is on (INCR in Redis).
+//!   of every unvalidated fs-read key (those exist only with the opt-in blind
+//!   TTL), so every tier's such entries of that tenant become unreachable at
+//!   once, on every instance when L3 is on (INCR in Redis).
 //! * [`flight`] coalesces identical concurrent misses into one run.
 //! * [`blobs`] keeps identical outputs of different keys (every tenant's
 //!   `cat logs/app.log`) in one allocation.
@@ -150,7 +151,21 @@ impl Cache {
                 v.inputs = Inputs::of(&argv).map(Arc::new);
             }
         }
+        if v.class == Class::FsRead {
+            let how = match (&v.inputs, v.ttl.is_zero()) {
+                (Some(_), _) => "served while a stamp of its inputs is unchanged",
+                (None, true) => "its inputs cannot be stamped, so it runs every time",
+                (None, false) => "its inputs cannot be stamped: served for the opt-in blind TTL",
+            };
+            v.reason = format!("{}; {how}", v.reason).into();
+        }
         v
+    }
+
+    /// False when answers of lines run in `cwd` must never be reused: inside
+    /// `/proc`, `/sys` or `/dev` every relative name is a kernel file or device.
+    pub fn cacheable_in(cwd: &Path) -> bool {
+        !["/proc", "/sys", "/dev"].iter().any(|d| cwd.starts_with(d))
     }
 
     /// What an answer of this line, about to run in `cwd` under the tenant's

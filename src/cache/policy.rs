@@ -1,16 +1,17 @@
-//! What may be cached: a command line is parsed with a real shell parser
-//! (`brush-parser`) and every simple command in it is looked up in the class table.
+//! What may be cached: the class table, and the classifier that maps the facts
+//! of the one shell walk (`crate::shell`) to a class.
 //!
-//! The walk is deliberately pessimistic. Anything it cannot place (a parse error,
-//! a function definition, `[[ ]]`, arithmetic, a program word built from
-//! expansions, a background job) is [`Class::Unknown`], and a line takes the most
-//! restrictive class of its parts, so a mistake can only cost a cache hit, never
-//! serve a wrong answer.
+//! The classifier is pessimistic. Anything the walk does not fully understand
+//! (a parse error, an expansion it cannot see into, a function definition,
+//! `[[ ]]`, a program word built from expansions, a background job) is
+//! [`Class::Unknown`], and a line takes the most restrictive class of its parts,
+//! so a mistake can only cost a cache hit, never serve a wrong answer. Reading a
+//! device, a kernel file (`/dev`, `/proc`, `/sys`) or a variable the shell sets
+//! anew on every run (`$RANDOM`, `$$`) makes a line volatile: never cached.
 
 use super::error::CacheError;
 use super::inputs::Inputs;
-use brush_parser::ast;
-use brush_parser::word::{WordPiece, WordPieceWithSource};
+use crate::shell::{self, Fact};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -20,33 +21,37 @@ use std::time::Duration;
 /// The table that ships with voxterm, used when no `[cache] policy_file` is set.
 pub const DEFAULT_POLICY: &str = include_str!("cache-policy.toml");
 
-/// How far `$(...)` nesting is followed before the line is declared unknown; it
-/// bounds the work an adversarial line can cause.
-const MAX_DEPTH: u32 = 8;
-
-/// Most openers (see [`nesting_bound`]) a line may hold before it is declared
-/// unknown without being parsed: `brush-parser` recurses once per nesting level on
-/// the caller's stack, and about 600 nested `(` overflowed a 2 MiB tokio worker
-/// stack (found while fuzzing; a stack overflow aborts the whole process).
-const MAX_NESTING: usize = 64;
-
-/// Most `$((` a line may hold before it is declared unknown without being parsed:
-/// brush-parser tries each as arithmetic and then as `$( (`, so the work doubles
-/// with every one (found by fuzzing: 20 of them took 5 s, 24 over 20 s).
-const MAX_ARITHMETIC: usize = 8;
+/// Variables the shell (or bash) sets anew on every run: a line that expands
+/// one prints something else each time.
+const VOLATILE_VARS: &[&str] = &[
+    "$",
+    "!",
+    "RANDOM",
+    "SRANDOM",
+    "SECONDS",
+    "BASHPID",
+    "EPOCHSECONDS",
+    "EPOCHREALTIME",
+    "PPID",
+    "LINENO",
+    "HISTCMD",
+    "BASH_COMMAND",
+];
 
 /// The cacheability class of a command, ordered from least to most restrictive so
 /// that a compound line is the `max` of its parts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Class {
-    /// Output depends on the line and its environment only: shared by all tenants.
+    /// Output depends on the line, its environment and the cwd only (still
+    /// keyed per tenant: no tenant learns what another ran).
     Pure,
     /// Output depends on the tenant, its cwd and this host.
     Session,
-    /// Output depends on the tenant's files: keyed by the tenant's generation.
+    /// Output depends on the tenant's files: served only while a stamp of its
+    /// inputs is unchanged (or, opt-in, for a blind TTL under the generation).
     FsRead,
-    /// Output changes between runs (cached only if its TTL is configured above 0).
+    /// Output changes between runs: never cached.
     Volatile,
     /// Not in the table: never cached, and treated as possibly writing files.
     Unknown,
@@ -79,15 +84,21 @@ pub struct Verdict {
     /// inputs, so that an answer can be validated against them (see
     /// [`super::inputs`]) and live for `[ttl] fs-read-validated` instead of `ttl`.
     pub inputs: Option<Arc<Inputs>>,
+    /// Why the line has its class, for a person (debug logs, `voxterm exec
+    /// --stats`): the part that decided it.
+    pub reason: Arc<str>,
 }
 
 impl Verdict {
-    /// True when a clean result of this line may be stored and served.
+    /// True when a clean result of this line may be stored and served: pure and
+    /// session lines for their TTL, fs-read lines only when their inputs can be
+    /// validated or an operator opted into a blind TTL.
     pub fn cacheable(&self) -> bool {
-        matches!(
-            self.class,
-            Class::Pure | Class::Session | Class::FsRead | Class::Volatile
-        ) && !self.ttl.is_zero()
+        match self.class {
+            Class::Pure | Class::Session => !self.ttl.is_zero(),
+            Class::FsRead => self.inputs.is_some() || !self.ttl.is_zero(),
+            Class::Volatile | Class::Unknown | Class::Mutating => false,
+        }
     }
 }
 
@@ -99,14 +110,22 @@ struct TtlTable {
     pure: Duration,
     #[serde(with = "humantime_serde")]
     session: Duration,
-    #[serde(rename = "fs-read", with = "humantime_serde")]
-    fs_read: Duration,
-    #[serde(with = "humantime_serde", default)]
-    volatile: Duration,
+    /// Opt-in: how long an fs-read answer that cannot be validated is served
+    /// anyway (absent or 0: such lines run every time). It serves answers up to
+    /// this old after a file changed outside voxterm.
+    #[serde(rename = "fs-read-blind", with = "humantime_serde", default)]
+    fs_read_blind: Duration,
     /// Entries of fs-read lines validated against their input files (absent: 0,
-    /// no validation, every fs-read line lives `fs-read`).
+    /// no validation).
     #[serde(rename = "fs-read-validated", with = "humantime_serde", default)]
     fs_read_validated: Duration,
+    /// The key of earlier versions (a blind TTL that was on by default):
+    /// refused with a message that says what replaced it.
+    #[serde(rename = "fs-read", default)]
+    legacy_fs_read: Option<toml::Value>,
+    /// Volatile lines are never cached; a non-zero value is refused.
+    #[serde(with = "humantime_serde", default)]
+    volatile: Duration,
 }
 
 /// A finer rule for one program or "program subcommand".
@@ -168,9 +187,10 @@ impl Policy {
             ttl: TtlTable {
                 pure: Duration::ZERO,
                 session: Duration::ZERO,
-                fs_read: Duration::ZERO,
-                volatile: Duration::ZERO,
+                fs_read_blind: Duration::ZERO,
                 fs_read_validated: Duration::ZERO,
+                legacy_fs_read: None,
+                volatile: Duration::ZERO,
             },
             rules: HashMap::new(),
             has_sub: HashMap::new(),
@@ -193,6 +213,21 @@ impl Policy {
     pub fn parse(text: &str) -> Result<Policy, CacheError> {
         let file: PolicyFile =
             toml::from_str(text).map_err(|e| CacheError::Policy(e.to_string()))?;
+        if file.ttl.legacy_fs_read.is_some() {
+            return Err(CacheError::Policy(
+                "[ttl] fs-read is gone: fs-read answers are served only while their inputs \
+                 are validated (fs-read-validated); a blind TTL for the others is the opt-in \
+                 fs-read-blind (it may serve answers that are out of date)"
+                    .into(),
+            ));
+        }
+        if !file.ttl.volatile.is_zero() {
+            return Err(CacheError::Policy(
+                "[ttl] volatile must be 0: volatile lines print something new on every run \
+                 and are never cached"
+                    .into(),
+            ));
+        }
         let mut rules: HashMap<String, Rule> = HashMap::new();
         let mut has_sub = HashMap::new();
         let norm = |p: &str| p.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -234,9 +269,8 @@ impl Policy {
         match class {
             Class::Pure => self.ttl.pure,
             Class::Session => self.ttl.session,
-            Class::FsRead => self.ttl.fs_read,
-            Class::Volatile => self.ttl.volatile,
-            Class::Unknown | Class::Mutating => Duration::ZERO,
+            Class::FsRead => self.ttl.fs_read_blind,
+            Class::Volatile | Class::Unknown | Class::Mutating => Duration::ZERO,
         }
     }
 
@@ -246,22 +280,25 @@ impl Policy {
             policy: self,
             class: Class::Pure,
             ttl: None,
+            reason: None,
         };
-        // The parser is third-party code fed with untrusted input: a panic in it
-        // must cost a cache hit, not a request.
-        let (class, ttl) = if walk(line, &mut c) {
-            (c.class, c.ttl)
-        } else {
-            (Class::Unknown, None)
+        if !shell::walk(line, &mut c) {
+            c.join(Class::Unknown, || {
+                "the shell parser failed on the line".into()
+            });
+        }
+        let ttl = match c.class {
+            Class::Pure | Class::Session | Class::FsRead => c.ttl.unwrap_or(self.ttl.pure),
+            _ => Duration::ZERO,
         };
-        let ttl = match class {
-            Class::Unknown | Class::Mutating => Duration::ZERO,
-            _ => ttl.unwrap_or(self.ttl.pure),
-        };
+        let reason = c
+            .reason
+            .unwrap_or_else(|| "nothing runs (assignments only)".into());
         Verdict {
-            class,
+            class: c.class,
             ttl,
             inputs: None,
+            reason: reason.into(),
         }
     }
 
@@ -307,490 +344,80 @@ impl Policy {
     }
 }
 
-/// What a walk of a command line reports, part by part. The classifier is one
-/// visitor; the command policy (`crate::security`) is another.
-pub trait Visitor {
-    /// One simple command: its program word and argument words as written
-    /// (quotes and expansions included). Assignment-only commands are not reported.
-    fn simple(&mut self, program: &str, args: &[&str]);
-    /// A cacheability fact about a part of the line (a glob, a redirection, a
-    /// volatile variable, a background job...).
-    fn class(&mut self, _class: Class) {}
-    /// Part of the line could not be analysed (a parse error, nesting deeper than
-    /// the walk follows, a NUL, `[[ ]]`, arithmetic): commands may hide there.
-    fn opaque(&mut self);
-    /// Whether function bodies are walked (the classifier stops at the definition).
-    fn function_bodies(&self) -> bool {
-        false
-    }
-}
-
-/// Walks every simple command of `line`, in pipelines, lists, subshells, groups,
-/// loops, conditionals, redirections and command substitutions (to a bounded
-/// depth), reporting to `visitor`. Returns false when the parser panicked (the
-/// visitor then saw only part of the line).
-pub fn walk<V: Visitor>(line: &str, visitor: &mut V) -> bool {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        Walk { v: visitor }.line(line, 0)
-    }))
-    .is_ok()
-}
-
-/// One classification in progress: the running max class and min TTL.
+/// One classification in progress: the running max class, min TTL, and the
+/// reason of the part that decided the class.
 struct Classify<'a> {
     policy: &'a Policy,
     class: Class,
     /// Shortest TTL of the parts seen so far (None: no part yet).
     ttl: Option<Duration>,
+    reason: Option<String>,
 }
 
 impl Classify<'_> {
     /// A part of the line has this class and the class's TTL.
-    fn join(&mut self, class: Class) {
-        self.join_ttl(class, self.policy.class_ttl(class));
+    fn join(&mut self, class: Class, reason: impl FnOnce() -> String) {
+        self.join_ttl(class, self.policy.class_ttl(class), reason);
     }
 
-    fn join_ttl(&mut self, class: Class, ttl: Duration) {
+    fn join_ttl(&mut self, class: Class, ttl: Duration, reason: impl FnOnce() -> String) {
+        if self.reason.is_none() || class > self.class {
+            self.reason = Some(reason());
+        }
         self.class = self.class.max(class);
         self.ttl = Some(self.ttl.map_or(ttl, |old| old.min(ttl)));
     }
 }
 
-impl Visitor for Classify<'_> {
+impl shell::Visitor for Classify<'_> {
     fn simple(&mut self, program: &str, args: &[&str]) {
-        let Some(name) = program_name(program) else {
-            return self.join(Class::Unknown);
+        let Some(name) = shell::program_name(program) else {
+            return self.join(Class::Unknown, || {
+                format!("the program word `{program}` is computed, quoted or a path")
+            });
         };
         let (class, ttl) = self.policy.lookup(name, args);
-        self.join_ttl(class, ttl.unwrap_or_else(|| self.policy.class_ttl(class)));
-    }
-
-    fn class(&mut self, class: Class) {
-        self.join(class);
-    }
-
-    fn opaque(&mut self) {
-        self.join(Class::Unknown);
-    }
-}
-
-/// The traversal itself, shared by every visitor.
-struct Walk<'v, V> {
-    v: &'v mut V,
-}
-
-fn parser_options() -> brush_parser::ParserOptions {
-    brush_parser::ParserOptions {
-        enable_extended_globbing: false,
-        posix_mode: true,
-        sh_mode: true,
-        tilde_expansion: true,
-    }
-}
-
-/// Shell variables whose value changes from one run to the next.
-const VOLATILE_VARS: &[&str] = &[
-    "$$",
-    "$!",
-    "${!}",
-    "${$}",
-    "$RANDOM",
-    "${RANDOM",
-    "$SRANDOM",
-    "${SRANDOM",
-    "$SECONDS",
-    "${SECONDS",
-    "$BASHPID",
-    "${BASHPID",
-    "$EPOCH",
-    "${EPOCH",
-    "$PPID",
-    "${PPID",
-    "$LINENO",
-];
-
-impl<V: Visitor> Walk<'_, V> {
-    fn join(&mut self, class: Class) {
-        self.v.class(class);
-    }
-
-    fn line(&mut self, line: &str, depth: u32) {
-        if depth > MAX_DEPTH
-            || line.contains('\0')
-            || nesting_bound(line) > MAX_NESTING
-            || huge_io_number(line)
-            || arithmetic_openers(line) > MAX_ARITHMETIC
-            || empty_here_tag(line)
-        {
-            return self.v.opaque();
-        }
-        let mut parser = brush_parser::Parser::new(
-            std::io::Cursor::new(line.as_bytes()),
-            &parser_options(),
-            &brush_parser::SourceInfo::default(),
-        );
-        match parser.parse_program() {
-            Ok(program) => {
-                for cc in &program.complete_commands {
-                    self.list(cc, depth);
-                }
-            }
-            Err(_) => self.v.opaque(),
-        }
-    }
-
-    fn list(&mut self, list: &ast::CompoundList, depth: u32) {
-        for ast::CompoundListItem(and_or, sep) in &list.0 {
-            if matches!(sep, ast::SeparatorOperator::Async) {
-                // A background job outlives the answer: not something to replay.
-                self.join(Class::Unknown);
-            }
-            self.pipeline(&and_or.first, depth);
-            for next in &and_or.additional {
-                match next {
-                    ast::AndOr::And(p) | ast::AndOr::Or(p) => self.pipeline(p, depth),
-                }
+        let ttl = ttl.unwrap_or_else(|| self.policy.class_ttl(class));
+        if class < Class::Volatile {
+            if let Some(a) = args.iter().find(|a| shell::touches_kernel_files(a)) {
+                return self.join(Class::Volatile, || {
+                    format!("`{name}` reads `{a}`: devices and kernel files change on every read")
+                });
             }
         }
+        self.join_ttl(class, ttl, || match class {
+            Class::Unknown => format!("`{name}` is not in the class table"),
+            c => format!("`{name}` is {} in the class table", c.as_str()),
+        });
     }
 
-    fn pipeline(&mut self, p: &ast::Pipeline, depth: u32) {
-        if p.timed.is_some() {
-            self.join(Class::Volatile);
-        }
-        for c in &p.seq {
-            self.command(c, depth);
-        }
-    }
-
-    fn command(&mut self, c: &ast::Command, depth: u32) {
-        match c {
-            ast::Command::Simple(s) => self.simple(s, depth),
-            ast::Command::Compound(cc, redirects) => {
-                self.compound(cc, depth);
-                if let Some(r) = redirects {
-                    for io in &r.0 {
-                        self.redirect(io, depth);
-                    }
-                }
-            }
-            ast::Command::Function(f) => {
-                self.join(Class::Unknown);
-                if self.v.function_bodies() {
-                    self.compound(&f.body.0, depth);
-                    for io in f.body.1.iter().flat_map(|r| r.0.iter()) {
-                        self.redirect(io, depth);
-                    }
-                }
-            }
-            ast::Command::ExtendedTest(_) => self.v.opaque(),
+    fn fact(&mut self, fact: Fact<'_>) {
+        match fact {
+            Fact::Glob(g) | Fact::Reads(g) if shell::touches_kernel_files(g) => self
+                .join(Class::Volatile, || {
+                    format!("reads `{g}`: devices and kernel files change on every read")
+                }),
+            Fact::Glob(g) => self.join(Class::FsRead, || {
+                format!("the glob `{g}` depends on the directory")
+            }),
+            Fact::Reads(f) => self.join(Class::FsRead, || format!("reads `{f}`")),
+            Fact::Writes(f) => self.join(Class::Mutating, || format!("writes `{f}`")),
+            Fact::Background => self.join(Class::Unknown, || {
+                "runs a job in the background (`&`)".into()
+            }),
+            Fact::Timed => self.join(Class::Volatile, || "`time` prints timings".into()),
+            Fact::Expands(v) if VOLATILE_VARS.contains(&v) => self.join(Class::Volatile, || {
+                format!("expands `${v}`, which changes on every run")
+            }),
+            Fact::Function => self.join(Class::Unknown, || "defines a function".into()),
+            // The child's environment and cwd (hence `$PWD`) are in every key.
+            Fact::Expands(_) | Fact::Assigns(_) => {}
         }
     }
 
-    fn compound(&mut self, cc: &ast::CompoundCommand, depth: u32) {
-        match cc {
-            ast::CompoundCommand::BraceGroup(ast::BraceGroupCommand(l))
-            | ast::CompoundCommand::Subshell(ast::SubshellCommand(l)) => self.list(l, depth),
-            ast::CompoundCommand::ForClause(f) => {
-                for w in f.values.iter().flatten() {
-                    self.word(w, depth);
-                }
-                self.list(&f.body.0, depth);
-            }
-            ast::CompoundCommand::CaseClause(c) => {
-                self.word(&c.value, depth);
-                for item in &c.cases {
-                    for w in &item.patterns {
-                        self.word(w, depth);
-                    }
-                    if let Some(l) = &item.cmd {
-                        self.list(l, depth);
-                    }
-                }
-            }
-            ast::CompoundCommand::IfClause(i) => {
-                self.list(&i.condition, depth);
-                self.list(&i.then, depth);
-                for e in i.elses.iter().flatten() {
-                    if let Some(c) = &e.condition {
-                        self.list(c, depth);
-                    }
-                    self.list(&e.body, depth);
-                }
-            }
-            ast::CompoundCommand::WhileClause(w) | ast::CompoundCommand::UntilClause(w) => {
-                self.list(&w.0, depth);
-                self.list(&w.1 .0, depth);
-            }
-            ast::CompoundCommand::Arithmetic(_) | ast::CompoundCommand::ArithmeticForClause(_) => {
-                self.v.opaque()
-            }
-        }
+    fn opaque(&mut self, why: &'static str) {
+        self.join(Class::Unknown, || why.to_owned());
     }
-
-    fn item(&mut self, item: &ast::CommandPrefixOrSuffixItem, depth: u32) {
-        match item {
-            ast::CommandPrefixOrSuffixItem::IoRedirect(io) => self.redirect(io, depth),
-            ast::CommandPrefixOrSuffixItem::Word(w) => self.word(w, depth),
-            ast::CommandPrefixOrSuffixItem::AssignmentWord(_, w) => self.word(w, depth),
-            ast::CommandPrefixOrSuffixItem::ProcessSubstitution(_, s) => self.list(&s.0, depth),
-        }
-    }
-
-    fn simple(&mut self, s: &ast::SimpleCommand, depth: u32) {
-        for item in s.prefix.iter().flat_map(|p| p.0.iter()) {
-            self.item(item, depth);
-        }
-        let mut args: Vec<&str> = Vec::new();
-        for item in s.suffix.iter().flat_map(|p| p.0.iter()) {
-            self.item(item, depth);
-            if let ast::CommandPrefixOrSuffixItem::Word(w) = item {
-                args.push(&w.value);
-            }
-        }
-        let Some(program) = &s.word_or_name else {
-            // Only assignments and redirections: nothing runs.
-            return;
-        };
-        self.word(program, depth);
-        self.v.simple(&program.value, &args);
-    }
-
-    fn redirect(&mut self, io: &ast::IoRedirect, depth: u32) {
-        use ast::{IoFileRedirectKind as K, IoFileRedirectTarget as T};
-        match io {
-            ast::IoRedirect::File(_, kind, target) => {
-                match target {
-                    T::Filename(w) | T::Duplicate(w) => self.word(w, depth),
-                    T::ProcessSubstitution(_, s) => self.list(&s.0, depth),
-                    T::Fd(_) => {}
-                }
-                match (kind, target) {
-                    (K::Read, _) => self.join(Class::FsRead),
-                    (K::DuplicateInput | K::DuplicateOutput, T::Fd(_)) => {}
-                    (K::DuplicateInput | K::DuplicateOutput, T::Duplicate(w))
-                        if w.value == "-" || w.value.bytes().all(|b| b.is_ascii_digit()) => {}
-                    (_, T::Filename(w)) if w.value == "/dev/null" => {}
-                    _ => self.join(Class::Mutating),
-                }
-            }
-            ast::IoRedirect::HereDocument(_, doc) => {
-                // The body never went through the tokenizer, and brush-parser's
-                // word parser backtracks exponentially on unbalanced `$((`
-                // (found by fuzzing: 46 bytes ran for minutes).
-                if doc.requires_expansion {
-                    let body = doc.doc.value.as_str();
-                    if (body.contains("$(") || body.contains("${")) && !balanced(body) {
-                        self.v.opaque();
-                    } else {
-                        self.word(&doc.doc, depth);
-                    }
-                }
-            }
-            ast::IoRedirect::HereString(_, w) => self.word(w, depth),
-            ast::IoRedirect::OutputAndError(w, _) => {
-                self.word(w, depth);
-                if w.value != "/dev/null" {
-                    self.join(Class::Mutating);
-                }
-            }
-        }
-    }
-
-    /// Looks inside a word for what the table cannot see: command substitutions
-    /// (classified recursively), globs (the answer depends on the directory) and
-    /// variables that change every run.
-    fn word(&mut self, w: &ast::Word, depth: u32) {
-        let text = w.value.as_str();
-        if VOLATILE_VARS.iter().any(|v| text.contains(v)) {
-            self.join(Class::Volatile);
-        }
-        if !text
-            .bytes()
-            .any(|b| matches!(b, b'$' | b'`' | b'*' | b'?' | b'['))
-        {
-            return;
-        }
-        match brush_parser::word::parse(text, &parser_options()) {
-            Ok(pieces) => self.pieces(&pieces, depth),
-            Err(_) => self.v.opaque(),
-        }
-    }
-
-    fn pieces(&mut self, pieces: &[WordPieceWithSource], depth: u32) {
-        for p in pieces {
-            match &p.piece {
-                WordPiece::Text(t) if t.bytes().any(|b| matches!(b, b'*' | b'?' | b'[')) => {
-                    self.join(Class::FsRead)
-                }
-                WordPiece::DoubleQuotedSequence(inner)
-                | WordPiece::GettextDoubleQuotedSequence(inner) => self.pieces(inner, depth),
-                WordPiece::CommandSubstitution(cmd)
-                | WordPiece::BackquotedCommandSubstitution(cmd) => self.line(cmd, depth + 1),
-                WordPiece::ArithmeticExpression(e) if e.value.contains("$(") => self.v.opaque(),
-                _ => {}
-            }
-        }
-    }
-}
-
-/// An upper bound of the nesting depth the parser can reach on `line`: every byte
-/// and reserved word that can open a level counts, whether or not it does (quotes,
-/// escapes and closers are ignored, so the bound never underestimates). Backslashes
-/// and newlines are skipped inside words so that `i\<newline>f` counts as `if`.
-fn nesting_bound(line: &str) -> usize {
-    let mut count = 0;
-    let mut word = [0u8; 6];
-    let mut len = 0;
-    for b in line.bytes().chain([b' ']) {
-        match b {
-            b'\\' | b'\n' => continue,
-            b'a'..=b'z' => {
-                if let Some(slot) = word.get_mut(len) {
-                    *slot = b;
-                }
-                len += 1;
-                continue;
-            }
-            b'(' | b'{' | b'`' => count += 1,
-            _ => {}
-        }
-        if matches!(
-            word.get(..len),
-            Some(b"if" | b"for" | b"case" | b"while" | b"until" | b"select")
-        ) {
-            count += 1;
-        }
-        len = 0;
-    }
-    count
-}
-
-/// How many `$((` the line holds, line continuations (and any backslash or
-/// newline) between the three bytes included.
-fn arithmetic_openers(line: &str) -> usize {
-    let mut last = [0u8; 2];
-    let mut count = 0;
-    for b in line.bytes().filter(|b| !matches!(b, b'\\' | b'\n')) {
-        if b == b'(' && last == [b'$', b'('] {
-            count += 1;
-        }
-        last = [last[1], b];
-    }
-    count
-}
-
-/// True when `(`/`)` and `{`/`}` pair up in order (quotes are not considered, so
-/// some balanced text is refused: that only costs a verdict).
-fn balanced(text: &str) -> bool {
-    let (mut paren, mut brace) = (0usize, 0usize);
-    for b in text.bytes() {
-        let depth = match b {
-            b'(' => {
-                paren += 1;
-                continue;
-            }
-            b'{' => {
-                brace += 1;
-                continue;
-            }
-            b')' => &mut paren,
-            b'}' => &mut brace,
-            _ => continue,
-        };
-        match depth.checked_sub(1) {
-            Some(d) => *depth = d,
-            None => return false,
-        }
-    }
-    paren == 0 && brace == 0
-}
-
-/// True when a here-document delimiter may be empty once unquoted: `<<` (or
-/// `<<-`) followed by a word of quotes only, as `''`, `""` or `"'"`. brush-parser
-/// 0.2's tokenizer loops on such a tag when the line ends, without a newline, on
-/// an empty token (`cat <<'' ` with a trailing blank): at the end of input it
-/// finds the empty tag at the end of the empty token, ends the body, files that
-/// (as the state is still "next line is the here-document") as a token pending
-/// after the tag, and goes round again, pushing to a `Vec` forever (found by the
-/// bracket-soup property test: a 400-byte line took 16 GB before it was killed;
-/// minimized by hand to `''<<"" `). Also reached through `$(...)` and backquotes.
-/// Every empty delimiter is refused, with a newline or not (rare in practice: the
-/// body then ends at the first empty line). Conservative: backslashes and
-/// newlines between `<`, `<`, `-` and the tag are skipped, as line continuations
-/// would be, quotes are not paired, and a backslash counts as a quote.
-fn empty_here_tag(line: &str) -> bool {
-    let b = line.as_bytes();
-    let skip = |mut i: usize, blanks: bool| {
-        while let Some(&c) = b.get(i) {
-            if !(matches!(c, b'\\' | b'\n') || blanks && matches!(c, b' ' | b'\t')) {
-                break;
-            }
-            i += 1;
-        }
-        i
-    };
-    for (at, _) in line.match_indices('<') {
-        let mut i = skip(at + 1, false);
-        if b.get(i) != Some(&b'<') {
-            continue;
-        }
-        i = skip(i + 1, false);
-        if b.get(i) == Some(&b'-') {
-            i += 1;
-        }
-        i = skip(i, true);
-        let start = i;
-        while matches!(b.get(i), Some(b'\'' | b'"' | b'\\')) {
-            i += 1;
-        }
-        let word = &b[start..i];
-        // The tag word ends here (at the end of the line or an operator byte).
-        let ends = !matches!(b.get(i), Some(c) if !matches!(
-            c,
-            b' ' | b'\t' | b'\n' | b';' | b'&' | b'|' | b'<' | b'>' | b'(' | b')' | b'`'
-        ));
-        if ends && word.iter().any(|c| matches!(c, b'\'' | b'"')) {
-            return true;
-        }
-    }
-    false
-}
-
-/// True when 10 or more digits stand right before a `<` or `>`: brush-parser 0.2
-/// unwraps such a redirection's fd number as a `u32` and panics (found by
-/// fuzzing). Backslashes and newlines inside the run are skipped, as line
-/// continuations would join it.
-fn huge_io_number(line: &str) -> bool {
-    let mut digits = 0;
-    for b in line.bytes() {
-        match b {
-            b'0'..=b'9' => digits += 1,
-            b'\\' | b'\n' => {}
-            b'<' | b'>' if digits >= 10 => return true,
-            _ => digits = 0,
-        }
-    }
-    false
-}
-
-/// The program a command word names, when it names one plainly: quoted or
-/// expanded program words are not guessed at. `/bin/ls` and `/usr/bin/ls` are
-/// `ls`; any other path (`./script`) is a program the table cannot know.
-fn program_name(word: &str) -> Option<&str> {
-    if word.is_empty()
-        || word
-            .bytes()
-            .any(|b| matches!(b, b'$' | b'`' | b'"' | b'\'' | b'\\' | b'*' | b'?' | b'['))
-    {
-        return None;
-    }
-    for dir in ["/bin/", "/usr/bin/", "/usr/local/bin/"] {
-        if let Some(rest) = word.strip_prefix(dir) {
-            return (!rest.contains('/')).then_some(rest);
-        }
-    }
-    (!word.contains('/')).then_some(word)
 }
 
 #[cfg(test)]
@@ -830,6 +457,9 @@ mod tests {
             ("{ echo a; ls; }", FsRead),
             ("echo $(ls)", FsRead),
             ("echo `date`", Volatile),
+            ("echo ${X:-$(ls)}", FsRead),
+            ("ls ${X:-$(rm x)}", Mutating),
+            ("ls ${X#$(id)}", FsRead),
             ("echo \"$(date)\"", Volatile),
             ("echo $(echo $(rm x))", Mutating),
             ("git status", FsRead),
@@ -889,40 +519,88 @@ mod tests {
     }
 
     #[test]
-    fn empty_here_tags_are_spotted() {
-        for line in [
-            "cat <<'' ",
-            "cat <<\"\"",
-            "cat <<-\"'\" x",
-            "cat << \\\n''\"\";",
-            "cat <\\\n<''",
-            "echo $(cat <<'')",
-            "cat <<''\nbody\n\n",
-        ] {
-            assert!(empty_here_tag(line), "{line:?}");
-        }
-        for line in [
-            "cat <<E ",
-            "cat <<'E'\nx\nE\n",
-            "cat <<''E",
-            "cat <<$'' ",
-            "cat << -'' ",
-            "echo a < '' b",
-            "echo $((1 << 2))",
-        ] {
-            assert!(!empty_here_tag(line), "{line:?}");
-        }
-    }
-
-    #[test]
     fn ttl_is_the_shortest_part() {
         let p = Policy::builtin();
         assert_eq!(p.classify("echo hi").ttl, Duration::from_secs(3600));
-        assert_eq!(p.classify("echo hi; ls").ttl, Duration::from_secs(5));
-        assert_eq!(p.classify("git log").ttl, Duration::from_secs(10));
+        assert_eq!(p.classify("echo hi; whoami").ttl, Duration::from_secs(600));
         assert!(!p.classify("date").cacheable());
         assert!(!p.classify("touch x").cacheable());
-        assert!(p.classify("ls").cacheable());
+        // fs-read: no blind TTL by default; cacheable only once the cache finds
+        // inputs to validate (see `Cache::classify`).
+        assert_eq!(p.classify("ls").ttl, Duration::ZERO);
+        assert!(!p.classify("git status").cacheable());
+        let blind = Policy::parse(
+            "[ttl]\npure=\"1h\"\nsession=\"1m\"\nfs-read-blind=\"5s\"\n[classes]\nfs-read=[\"ls\"]\n",
+        )
+        .expect("opt-in blind TTL");
+        assert_eq!(blind.classify("ls -R").ttl, Duration::from_secs(5));
+        assert!(blind.classify("ls -R").cacheable());
+    }
+
+    #[test]
+    fn old_and_unsafe_ttl_keys_are_refused_with_a_reason() {
+        let old = Policy::parse("[ttl]\npure=\"1h\"\nsession=\"1m\"\nfs-read=\"5s\"\n");
+        assert!(matches!(old, Err(CacheError::Policy(m)) if m.contains("fs-read-blind")));
+        let vol = Policy::parse("[ttl]\npure=\"1h\"\nsession=\"1m\"\nvolatile=\"1s\"\n");
+        assert!(matches!(vol, Err(CacheError::Policy(m)) if m.contains("never cached")));
+    }
+
+    /// Issue 18's and 19's lines: devices, kernel files, shell-set variables
+    /// and expansions the walk used to skip. Each must be volatile or unknown
+    /// (never cached), with a reason that names the part that decided it.
+    #[test]
+    fn lines_that_print_something_new_are_never_cached() {
+        use Class::*;
+        let p = Policy::builtin();
+        for (line, want, says) in [
+            ("head -c 12 /dev/urandom | base64", Volatile, "/dev/urandom"),
+            ("cat /proc/uptime", Volatile, "/proc/uptime"),
+            ("cat < /proc/loadavg", Volatile, "/proc/loadavg"),
+            ("ls /sys/class", Volatile, "/sys/class"),
+            ("cat ../../proc/uptime", Volatile, "proc"),
+            ("echo /dev/*", Volatile, "/dev/*"),
+            ("wc -c --files0-from=/dev/stdin", Volatile, "/dev/stdin"),
+            ("echo $RANDOM", Volatile, "RANDOM"),
+            ("echo ${RANDOM}", Volatile, "RANDOM"),
+            ("echo \"$$\"", Volatile, "$$"),
+            ("echo $PPID", Volatile, "PPID"),
+            ("echo ${SECONDS:-0}", Volatile, "SECONDS"),
+            ("echo ${X:-$(date)}", Volatile, "date"),
+            ("echo ${X:-$(cat secret.txt)}", FsRead, "cat"),
+            ("echo ${X:=$(touch y)}", Mutating, "touch"),
+            ("printf '%s\\n' \"${MOTD:-$(cat motd.txt)}\"", FsRead, "cat"),
+            ("echo \"${X:-'$(cat f)'}\"", Unknown, "quotes"),
+            ("cat <<EOF\n'$(id)'\nEOF", Unknown, "here-document"),
+            ("cat <<EOF\n${X:-$(rm x)}\nEOF", Mutating, "rm"),
+            ("echo $((1 + $(cat n)))", Unknown, "arithmetic"),
+            ("echo $((x))", Unknown, "arithmetic"),
+            ("echo ${!X}", Unknown, "not recognised"),
+            ("echo ${X[0]}", Unknown, "not recognised"),
+            ("echo ${X/a/b}", Unknown, "not recognised"),
+            ("echo `echo \\`id\\``", Session, "id"),
+            ("echo `\\\\rm x`", Unknown, "backquotes"),
+            ("cat <<< x", Unknown, "parse"),
+        ] {
+            let v = p.classify(line);
+            assert_eq!(v.class, want, "classify({line:?}): {}", v.reason);
+            assert!(want < Volatile || !v.cacheable(), "{line:?}");
+            assert!(v.reason.contains(says), "{line:?}: {}", v.reason);
+        }
+        // What stays pure: the key holds the cwd ($PWD), env and tenant.
+        for line in [
+            "echo $PWD",
+            "basename \"$PWD\"",
+            "echo $((1 + 2))",
+            "echo ${#HOME}",
+            "echo ${HOME%/*}",
+        ] {
+            assert_eq!(
+                p.classify(line).class,
+                Pure,
+                "{line:?}: {}",
+                p.classify(line).reason
+            );
+        }
     }
 
     #[test]

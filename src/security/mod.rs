@@ -12,9 +12,10 @@ mod policy;
 mod roots;
 pub mod tls;
 mod tokens;
+mod wrappers;
 
 pub use limits::{OutputBudget, RateLimiter, Slot, Slots};
-pub use policy::CommandPolicy;
+pub use policy::{CommandPolicy, DEFAULT_DENY_VARIABLES};
 pub use roots::{tenant_root, valid_tenant};
 pub use tokens::{AuthError, Grant, Revoked, TokenCheck, TokenId, TokenStore, Tokens};
 

@@ -25,7 +25,7 @@
 use super::builtins::Builtin;
 use super::runner::{Engine, MissRun};
 use super::state::Session;
-use crate::cache::Class;
+use crate::cache::{Cache, Class};
 use crate::config::Config;
 use crate::exec::Job;
 use crate::predict::{Gate, Refused, NONE, START};
@@ -202,7 +202,11 @@ impl PrefetchTask {
         }
         let verdict = self.cache.classify(line);
         let allowed = matches!(verdict.class, Class::Pure | Class::Session | Class::FsRead);
-        if !allowed || !verdict.cacheable() || self.cache.invalidates(&verdict) {
+        if !allowed
+            || !verdict.cacheable()
+            || self.cache.invalidates(&verdict)
+            || !Cache::cacheable_in(&plan.cwd)
+        {
             return Err("not_cacheable");
         }
         let generation = match verdict.class {

@@ -254,8 +254,15 @@ impl Engine {
         let tenant = session.tenant();
         let verdict = self.cache.as_ref().map(|c| (c, c.classify(command)));
         let invalidating = matches!(&verdict, Some((c, v)) if c.invalidates(v));
-        let lookup = verdict
-            .filter(|(_, v)| !invalidating && v.cacheable() && exec.cache != CacheMode::Bypass);
+        if let Some((_, v)) = &verdict {
+            tracing::debug!(command, class = v.class.as_str(), reason = %v.reason, "classified");
+        }
+        let lookup = verdict.filter(|(_, v)| {
+            !invalidating
+                && v.cacheable()
+                && exec.cache != CacheMode::Bypass
+                && Cache::cacheable_in(&job.cwd)
+        });
         let Some((cache, verdict)) = lookup else {
             // Not served from cache. A command that may write bumps the tenant's
             // generation before it runs and again after, so no fs-read result taken
