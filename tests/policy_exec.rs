@@ -161,8 +161,23 @@ fn generated_policies() -> Vec<Policy> {
             "allow readers and wrappers",
             &[],
             &[
-                "ls", "cat", "echo", "head", "wc", "env", "timeout", "nice", "stdbuf", "xargs",
-                "flock", "taskset", "setsid", "nohup", "sh", "bash",
+                "ls",
+                "cat",
+                "echo",
+                "head",
+                "wc",
+                "env",
+                "timeout",
+                "nice",
+                "stdbuf",
+                "xargs",
+                "flock",
+                "taskset",
+                "setsid",
+                "nohup",
+                "sh",
+                "bash",
+                "git status",
             ],
         ),
         Policy::new("deny probes", &["rm", "id", "touch", "mkdir", "uname"], &[]),
@@ -274,6 +289,10 @@ fn fill_scratch(dir: &Path, git: bool) {
 }
 
 fn run_traced(line: &str) -> Run {
+    run_traced_for(line, LINE_TIMEOUT)
+}
+
+fn run_traced_for(line: &str, timeout: Duration) -> Run {
     let top = tempfile::tempdir().unwrap();
     // The trace and the output live beside the scratch directory, not in it.
     let scratch = top.path().join("work");
@@ -298,7 +317,7 @@ fn run_traced(line: &str) -> Run {
         .process_group(0)
         .spawn()
         .expect("strace");
-    let deadline = Instant::now() + LINE_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let mut timed_out = false;
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -635,8 +654,8 @@ fn trace_sees_what_runs() {
     );
     assert!(!run.timed_out);
     let started = Instant::now();
-    let run = run_traced("sleep 30");
-    assert!(run.timed_out && started.elapsed() < Duration::from_secs(10));
+    let run = run_traced_for("sleep 30", Duration::from_millis(300));
+    assert!(run.timed_out && started.elapsed() < Duration::from_secs(5));
 }
 
 #[test]
@@ -713,6 +732,7 @@ const ALLOWED_LEAVES: &[&str] = &[
     "echo hi",
     "head -n 1 f1",
     "wc -l f1",
+    "git status --short",
 ];
 const FORBIDDEN_LEAVES: &[&str] = &[
     "id", "rm x", "rm -f f2", "touch t", "mkdir m", "uname -a", "uname",
@@ -831,8 +851,9 @@ const WRAPPERS: &[&str] = &[
     "nice -n 5 @",
     "stdbuf -o L @",
     "stdbuf -oL -e0 @",
-    "flock F @",
-    "flock -w 1 F @",
+    // Shared locks: nested exclusive ones on F would wait for each other.
+    "flock -s F @",
+    "flock --shared -w 1 F @",
     "taskset 0x1 @",
     "taskset -c 0 @",
     "setsid @",
@@ -848,6 +869,8 @@ const WRAPPERS: &[&str] = &[
     "echo @ | xargs",
     "echo @ | xargs env",
     "X=1 @",
+    "GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=core.fsmonitor GIT_CONFIG_VALUE_0=uname @",
+    "export GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=core.fsmonitor GIT_CONFIG_VALUE_0=uname; @",
     "PATH=.:$PATH @",
     "export PATH=.:$PATH; @",
     "@ >/dev/null",
