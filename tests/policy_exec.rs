@@ -561,6 +561,15 @@ const BYPASSES: &[&str] = &[
     "cat /dev/null $(( `sh -c \"id >&2; echo 0\"` ))",
     // ... and with deny = ["rm"].
     "ls ${X:-$(rm x)}",
+    // Found by the generated lines. Inside backquotes `\\` and `\$` lose their
+    // backslash before the inner line runs:
+    "echo `\\\\rm x`",
+    "ls `ls \"\\$(id)\"`",
+    "echo `echo \"\\$(rm x)\"`",
+    // `"$'…'"` inside `"$(…)"` hides the substitution from the walk:
+    "ls \"$(sh -c \"$'id'\")\"",
+    "ls \"$(id \"$'x'\")\"",
+    "echo \"$(timeout 5 rm x \"$'x'\")\"",
     // 4. Assignments, exports and redirections under allow = ["ls", "git status"].
     "GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=core.fsmonitor GIT_CONFIG_VALUE_0='id >&2; false' git status --short",
     // The two steps, with the files `ls -d` names made by redirections
