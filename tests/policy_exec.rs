@@ -7,9 +7,9 @@
 //! trojan `./ls` that runs `id`, a git repository for lines that use git), with
 //! the environment cleared to `PATH=/usr/bin:/bin:/usr/sbin:/sbin` (the sbin
 //! directories so that `chroot` or `runuser` run by name, as a tenant that puts
-//! them on PATH can) and `HOME=<scratch>`, stdin
-//! from /dev/null and a 5 s limit. Every successful `execve` is compared with
-//! each admitting policy:
+//! them on PATH can) and `HOME=<scratch>`, stdin from /dev/null and a 5 s
+//! limit (the process group is killed). Every successful `execve` is compared
+//! with each admitting policy:
 //!
 //! - allow list: apart from the outer `/bin/sh` (the first `execve`), only
 //!   programs of the list may have run, by base name and from a standard
