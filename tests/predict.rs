@@ -40,12 +40,22 @@ async fn wait_metric(srv: &TestServer, sample: &str, at_least: f64) -> f64 {
 async fn a_predicted_fs_read_is_prefetched_and_served_from_prefetch() {
     let srv = TestServer::start("predict-hit").await;
     let mut c = srv.client("p1").await;
-    // `touch` invalidates the tenant's fs-read entries, so the `ls` that always
-    // follows it is never in the cache: only a prefetch can have it ready.
-    train(&mut c, &["touch a", "ls"], 4).await;
-    // The last training prefetch may still be counting when its `ls` returned
+    let file = srv.root.join("notes.txt");
+    // `notes.txt` changes outside the engine before every `true`, so the
+    // `cat notes.txt` that always follows is never answered by its earlier
+    // entry (the stamp differs): only a prefetch made after `true` can have it
+    // ready. Each change is older than the racy window when `true` runs, so the
+    // prefetched answer can be validated (an answer of a file changed within it
+    // is never stored: `cache::inputs::RACY`).
+    let settle = voxterm::cache::inputs::RACY + Duration::from_millis(100);
+    for round in 0..4 {
+        std::fs::write(&file, format!("v{round}\n")).unwrap();
+        tokio::time::sleep(settle).await;
+        train(&mut c, &["true", "cat notes.txt"], 1).await;
+    }
+    // The last training prefetch may still be counting when its line returned
     // (a request that joined it is answered before the counter moves): wait until
-    // every prefetch started has stored, so that the next one is ours.
+    // every prefetch started has ended, so that the next one is ours.
     let start = Instant::now();
     let before = loop {
         let started = metric(srv.addr, "voxterm_prefetch_started_total").await;
@@ -56,13 +66,24 @@ async fn a_predicted_fs_read_is_prefetched_and_served_from_prefetch() {
         assert!(start.elapsed() < STEP, "started {started}, stored {stored}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    assert!(before >= 1.0, "the training itself prefetched `ls`");
-    exit_of(&run(&mut c, 0, "touch a").await);
+    assert!(
+        before >= 1.0,
+        "the training itself prefetched `cat notes.txt`"
+    );
+    std::fs::write(&file, "v9\n").unwrap();
+    tokio::time::sleep(settle).await;
+    exit_of(&run(&mut c, 0, "true").await);
     wait_metric(&srv, "voxterm_prefetch_stored_total", before + 1.0).await;
-    let ls = run(&mut c, 0, "ls").await;
-    assert_eq!(exit_of(&ls).served_from, ServedFrom::Prefetch);
-    assert_eq!(String::from_utf8_lossy(&ls.stdout), "a\n");
+    let cat = run(&mut c, 0, "cat notes.txt").await;
+    assert_eq!(exit_of(&cat).served_from, ServedFrom::Prefetch);
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "v9\n");
     assert!(metric(srv.addr, "voxterm_prefetch_hits_total").await >= 1.0);
+    // A prefetched answer obeys the cache's rule: once the file changed after
+    // the prefetch, it is read again.
+    std::fs::write(&file, "v8\n").unwrap();
+    let cat = run(&mut c, 0, "cat notes.txt").await;
+    assert_eq!(exit_of(&cat).served_from, ServedFrom::Exec);
+    assert_eq!(String::from_utf8_lossy(&cat.stdout), "v8\n");
     // The sequence is deterministic: once each transition was seen, every
     // prediction was right (the first three commands had none to check).
     let checked = metric(srv.addr, "voxterm_predict_checked_total").await;

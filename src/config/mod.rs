@@ -166,9 +166,9 @@ pub struct PolicyConfig {
     pub deny: Vec<String>,
     /// When not empty, only these may run (and a program word that is computed,
     /// like `$CMD`, or a path outside /bin, /usr/bin, /usr/local/bin never may).
-    /// An allow list also refuses output redirections and assignments of the
-    /// variables that change what programs run (see `allow_redirections`,
-    /// `allow_variables`).
+    /// An allow list also refuses output redirections (see
+    /// `allow_redirections`); any policy refuses assignments of the variables
+    /// that change what programs run (see `allow_variables`).
     #[serde(default)]
     pub allow: Vec<String>,
     /// Under an allow list, let lines redirect output to files (`>`, `>>`,
@@ -176,13 +176,13 @@ pub struct PolicyConfig {
     /// of `.git/config` or `~/.profile`.
     #[serde(default)]
     pub allow_redirections: bool,
-    /// Under an allow list, variables that may be assigned, exported or unset
-    /// although they are in the default-deny set (`PATH`, `LD_*`, `GIT_*`,
-    /// `BASH_ENV`, ...). A trailing `*` matches a prefix.
+    /// Variables a line may assign, export or unset under a policy although
+    /// they are in the default-deny set (`PATH`, `LD_*`, `GIT_*`, `BASH_ENV`,
+    /// ...). A trailing `*` matches a prefix.
     #[serde(default)]
     pub allow_variables: Vec<String>,
-    /// Under an allow list, more variables to refuse besides the default-deny set.
-    /// A trailing `*` matches a prefix.
+    /// More variables to refuse under a policy besides the default-deny set. A
+    /// trailing `*` matches a prefix.
     #[serde(default)]
     pub deny_variables: Vec<String>,
 }

@@ -47,7 +47,7 @@ const SETS_VARIABLES: &[&str] = &[
     "export", "unset", "readonly", "local", "declare", "typeset", "read", "getopts",
 ];
 
-/// Variables an allow list refuses to let a line assign, export or unset unless
+/// Variables a policy refuses to let a line assign, export or unset unless
 /// `allow_variables` names them: each changes which programs run, what they
 /// load, or how the shell reads the line. A trailing `*` matches a prefix.
 pub const DEFAULT_DENY_VARIABLES: &[&str] = &[
@@ -259,7 +259,7 @@ impl Visitor for Check<'_> {
     }
 
     fn fact(&mut self, fact: Fact<'_>) {
-        if self.denied.is_some() || !self.restricted() {
+        if self.denied.is_some() {
             return;
         }
         match fact {
@@ -311,11 +311,9 @@ impl Check<'_> {
         }
     }
 
-    /// A variable the line sets, exports or unsets, checked under an allow list.
+    /// A variable the line sets, exports or unsets. Checked under any policy: a
+    /// `PATH` or `GIT_CONFIG_*` of the line's choosing defeats a deny list too.
     fn variable(&mut self, name: &str) {
-        if !self.restricted() {
-            return;
-        }
         let p = self.policy;
         if matches_variable(&p.deny_variables, name) && !matches_variable(&p.allow_variables, name)
         {
@@ -605,9 +603,6 @@ impl Check<'_> {
 
     /// `export`, `unset`, `read` and the like: the variables they set.
     fn sets_variables(&mut self, base: &str, args: &[Option<String>]) {
-        if !self.restricted() {
-            return;
-        }
         for a in args {
             match a.as_deref() {
                 None => {
@@ -794,6 +789,105 @@ mod tests {
         ] {
             assert!(p.check(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Issue 19, "Found" 1, 4 and 5: the exact lines that got past a policy.
+    #[test]
+    fn issue_19_bypasses_are_refused() {
+        let readers = policy(&[], &["ls", "cat"]);
+        for line in [
+            "ls ${X:-$(id)}",
+            "ls ${X:=$(id)}",
+            "ls ${X#$(id)}",
+            "ls \"${X:-$(id)}\"",
+            ": ${X:=$(id)}",
+            "cat <<EOF\n${X:-$(id)}\nEOF",
+            "cat <<EOF\n'$(id)'\nEOF",
+            "cat /dev/null $(( `sh -c \"id >&2; echo 0\"` ))",
+            "ls \"${X:-'$(id)'}\"",
+            "ls `ls \"\\$(id)\"`",
+            "ls \"$(id \"$'x'\")\"",
+            "ls > out",
+            "cat f >> .profile",
+            "PATH=.:$PATH ls",
+            "export PATH=.:$PATH",
+            "unset PATH",
+            "LD_PRELOAD=x.so ls",
+            "for PATH in .; do ls; done",
+            "ls ${PATH:=.}",
+        ] {
+            assert!(readers.check(line).is_err(), "{line:?} was admitted");
+        }
+        let git = policy(&[], &["ls", "git status"]);
+        for line in [
+            "GIT_CONFIG_COUNT=1 GIT_CONFIG_KEY_0=core.fsmonitor GIT_CONFIG_VALUE_0='id >&2; false' git status --short",
+            "ls -d '[core]' 'fsmonitor = touch X' >> .git/config",
+            "export GIT_DIR=/tmp/x",
+        ] {
+            assert!(git.check(line).is_err(), "{line:?} was admitted");
+        }
+        let no_rm = policy(&["rm"], &[]);
+        for line in [
+            "ls ${X:-$(rm x)}",
+            "sh -c -- 'rm x'",
+            "bash -c -- 'rm x'",
+            "sh -ec 'rm x'",
+            "env -u FOO rm x",
+            "env -S 'rm x'",
+            "env -C . rm x",
+            "xargs -I {} rm {}",
+            "echo rm x | xargs env",
+            "timeout -s KILL 5 rm x",
+            "stdbuf -o L rm x",
+            "flock F rm x",
+            "flock F -c 'rm x'",
+            "su -c 'rm x'",
+            "taskset 0x1 rm x",
+            "strace -o /dev/null rm x",
+            "alias r=rm\nr x",
+            "trap 'rm x' EXIT",
+            "sudo -u root rm x",
+            "chroot / rm x",
+            "runuser -u root -- rm x",
+            "busybox rm x",
+            "watch -n 1 rm x",
+            "echo rm x | sh",
+            "sh script.sh",
+            ". ./script.sh",
+            "command -p rm x",
+            "exec -a ls rm x",
+            "echo `\\\\rm x`",
+        ] {
+            assert!(no_rm.check(line).is_err(), "{line:?} was admitted");
+        }
+        // What stays admitted: the policy is not a wall against ordinary lines.
+        for line in [
+            "ls -la",
+            "ls ${X:-.}",
+            "echo ${HOME%/*}",
+            "timeout 5 ls",
+            "env LANG=C ls",
+            "xargs -n 1 echo < list",
+            "command -v rm",
+            "trap - EXIT",
+            "export EDITOR_THEME=dark",
+            "sh -c 'ls | wc -l'",
+        ] {
+            assert_eq!(no_rm.check(line), Ok(()), "{line:?}");
+        }
+        assert_eq!(readers.check("ls 2>/dev/null"), Ok(()));
+        assert_eq!(readers.check("cat f 2>&1"), Ok(()));
+        let writers = CommandPolicy::new(&PolicyConfig {
+            allow: vec!["ls".into()],
+            allow_redirections: true,
+            allow_variables: vec!["GIT_*".into()],
+            ..PolicyConfig::default()
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(writers.check("ls > out"), Ok(()));
+        assert_eq!(writers.check("GIT_PAGER=cat ls"), Ok(()));
+        assert!(writers.check("PATH=. ls").is_err());
     }
 
     proptest::proptest! {
