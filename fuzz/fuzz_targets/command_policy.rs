@@ -20,7 +20,11 @@ fn policies() -> Vec<CommandPolicy> {
     ]
     .into_iter()
     .filter_map(|(deny, allow)| {
-        CommandPolicy::new(&PolicyConfig { deny, allow })
+        CommandPolicy::new(&PolicyConfig {
+            deny,
+            allow,
+            ..PolicyConfig::default()
+        })
             .ok()
             .flatten()
     })
