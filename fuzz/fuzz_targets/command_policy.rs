@@ -25,8 +25,8 @@ fn policies() -> Vec<CommandPolicy> {
             allow,
             ..PolicyConfig::default()
         })
-            .ok()
-            .flatten()
+        .ok()
+        .flatten()
     })
     .collect()
 }
