@@ -261,7 +261,8 @@ const UNSTAMPED: &[&str] = &[
     "git describe --tags",
     "git shortlog -sn HEAD",
     "git remote -v",
-    "git blame a.txt",
+    // At HEAD: blaming the worktree prints the current time for uncommitted lines.
+    "git blame HEAD -- a.txt",
     "git stash list",
     // Other readers.
     "diff a.txt b.txt",
