@@ -920,7 +920,6 @@ impl Oracle {
         o
     }
 
-    /// A fresh workspace named `name`, the session moved into it.
     /// A fresh workspace named `name`, and a new user working in it.
     async fn new_workspace(&mut self, name: &str) {
         let parent = self.ws.dir.parent().expect("parent").to_owned();
@@ -1675,6 +1674,13 @@ async fn random_interleavings() {
         o.new_workspace(&format!("ws-{}", n + 1)).await;
         run_case(&mut o, &corpus, &case, n, cases).await;
         ran += case.steps.len();
+        if (n + 1) % 25 == 0 {
+            eprintln!(
+                "… {} interleavings, {ran} steps, {} findings so far",
+                n + 1,
+                o.findings.len()
+            );
+        }
     }
 
     eprint!("{}", o.warnings());
