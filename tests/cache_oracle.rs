@@ -52,6 +52,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
+use voxterm::cache::inputs::RACY;
 use voxterm::client::{Client, Completed};
 use voxterm_protocol::{CacheMode, ServedFrom};
 
@@ -1276,10 +1277,8 @@ async fn fixed_scenario_one_step_per_issue_bullet() {
     // Control: a validated reader whose stamp is trusted (inputs older than the
     // racy window) sees a same-size edit at once, on today's code too.
     step(&mut o, "control: validated readers, stamp trusted");
-    tokio::time::sleep(
-        (made + Duration::from_millis(1100)).saturating_duration_since(Instant::now()),
-    )
-    .await;
+    let trusted = made + RACY + Duration::from_millis(100);
+    tokio::time::sleep(trusted.saturating_duration_since(Instant::now())).await;
     targeted(
         &mut o,
         &["cat a.txt", "md5sum c.txt", "wc -l b.txt"],
@@ -1588,8 +1587,13 @@ fn step_strategy() -> impl Strategy<Value = Step> {
         10 => any::<Index>().prop_map(Step::Run),
         5 => outside_strategy().prop_map(Step::Outside),
         1 => engine_strategy().prop_map(Step::Engine),
-        // Time passing: within the racy second, across it, and a moment.
-        2 => prop_oneof![3 => Just(20u64), 2 => Just(250), 1 => Just(1050)].prop_map(Step::Sleep),
+        // Time passing: a moment, within the racy window, and across it.
+        2 => prop_oneof![
+            3 => Just(20u64),
+            2 => Just(250),
+            1 => Just(RACY.as_millis() as u64 + 50),
+        ]
+        .prop_map(Step::Sleep),
         2 => proptest::option::of(outside_strategy()).prop_map(Step::Routine),
     ]
 }
