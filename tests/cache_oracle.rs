@@ -830,18 +830,17 @@ fn cache_tier(s: ServedFrom) -> bool {
     )
 }
 
-/// The bullet of issue 18 a wrong answer belongs to.
+/// The bullet of issue 18 a wrong answer belongs to (a nondeterministic line is
+/// one whatever the tier: the summary shows which).
 fn bullet(kind: Kind, served: ServedFrom) -> &'static str {
-    if served == ServedFrom::Prefetch {
-        return "4. a prefetched answer served stale";
-    }
     match kind {
         Kind::Device => "1. /dev/urandom readers served from cache",
         Kind::Kernel => "2. /proc and /sys readers served from cache",
+        Kind::Clock => "6. volatile shell values ($$, $RANDOM) and the clock served from cache",
+        _ if served == ServedFrom::Prefetch => "4. a prefetched answer served stale",
         Kind::Unstamped => "3. unstampable fs-read lines served stale (blind 5 s TTL)",
         Kind::Validated => "5. validated readers served stale (racy stamp, blind TTL)",
         Kind::ShellVar => "6. shell-set variables ($PWD...) keyed without the cwd",
-        Kind::Clock => "6. volatile shell values ($$, $RANDOM) and the clock served from cache",
         Kind::Pure | Kind::Session => "-. not named in issue 18",
     }
 }
