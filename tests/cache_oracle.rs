@@ -1326,7 +1326,13 @@ async fn fixed_scenario_one_step_per_issue_bullet() {
 
     step(&mut o, "4 prefetched answers after an outside change");
     o.new_user("fixed-prefetch").await;
-    prefetched_then_changed(&mut o, files("README.md"), files("src/lib.rs")).await;
+    prefetched_then_changed(
+        &mut o,
+        files("README.md"),
+        files("src/lib.rs"),
+        files("notes.md"),
+    )
+    .await;
 
     step(
         &mut o,
@@ -1441,8 +1447,8 @@ async fn targeted_engine(o: &mut Oracle, lines: &[&str], builtin: &str) {
 
 /// Trains the predictor on `touch .markN` → target, lets it prefetch the target
 /// once more, changes what the target prints from outside, and checks it.
-async fn prefetched_then_changed(o: &mut Oracle, readme: usize, lib: usize) {
-    let routines: [(&str, &str, Outside); 3] = [
+async fn prefetched_then_changed(o: &mut Oracle, readme: usize, lib: usize, notes: usize) {
+    let routines: [(&str, &str, Outside); 4] = [
         (
             "touch .mark1",
             "git status --short",
@@ -1454,6 +1460,11 @@ async fn prefetched_then_changed(o: &mut Oracle, readme: usize, lib: usize) {
             "git ls-files -m",
             Outside::EditSameSize(lib),
         ),
+        // A validated reader: prefetchable even where the lines above run every
+        // time. Its trained answer stays valid through the marks (they are not
+        // its input), so nothing would be prefetched: it is edited once after
+        // the training, and given time to be stamped again.
+        ("touch .mark4", "cat notes.md", Outside::EditSameSize(notes)),
     ];
     // The mark files are ignored by git: the marks change nothing a target prints.
     for _ in 0..3 {
@@ -1462,7 +1473,12 @@ async fn prefetched_then_changed(o: &mut Oracle, readme: usize, lib: usize) {
             o.run(target, CacheMode::Default).await;
         }
     }
+    o.outside(&Outside::EditSameSize(notes)).await;
+    let stampable = Instant::now() + RACY + Duration::from_millis(100);
     for (trigger, target, change) in &routines {
+        if *target == "cat notes.md" {
+            tokio::time::sleep(stampable.saturating_duration_since(Instant::now())).await;
+        }
         // Nothing left over from the training: every prefetch counted below is
         // the trigger's.
         o.quiesce().await;
