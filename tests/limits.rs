@@ -563,7 +563,10 @@ async fn under_a_1024_descriptor_limit_a_half_open_flood_leaves_healthz_and_clie
     let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let log2 = log.clone();
     std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
             log2.lock().unwrap().push(line);
         }
     });
@@ -573,7 +576,11 @@ async fn under_a_1024_descriptor_limit_a_half_open_flood_leaves_healthz_and_clie
     })
     .await;
     let limits = std::fs::read_to_string(format!("/proc/{}/limits", child.0.id())).unwrap();
-    let nofile = limits.lines().find(|l| l.starts_with("Max open files")).unwrap().to_owned();
+    let nofile = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_owned();
     assert!(nofile.split_whitespace().any(|w| w == "1024"), "{nofile}");
 
     // 1,500 half-sent heads from 50 addresses (30 each, under the per-address
@@ -651,7 +658,10 @@ async fn an_over_long_command_line_is_refused_before_it_is_parsed() {
     assert_eq!(refusals(&server, "policy_denied").await, 0);
     // Under the bound, the policy decides as before; and a long line it admits runs.
     let done = run(&mut c, 0, "echo hi").await;
-    assert_eq!(done.error.as_ref().map(|e| e.code), Some(ErrorCode::PolicyDenied));
+    assert_eq!(
+        done.error.as_ref().map(|e| e.code),
+        Some(ErrorCode::PolicyDenied)
+    );
     let fine = format!(": {}", "a".repeat(100 << 10));
     let done = run(&mut c, 0, &fine).await;
     assert_eq!(exit_of(&done).code, Some(0));
@@ -718,18 +728,26 @@ async fn failed_authentications_make_the_address_wait_and_are_counted() {
     let (status, _) = upgrade(&server, "").await;
     assert_eq!(status, 429, "no token: refused too");
     early
-        .send(WsMessage::Binary(encode(&[hello(None, Some(ALICE))]).into()))
+        .send(WsMessage::Binary(
+            encode(&[hello(None, Some(ALICE))]).into(),
+        ))
         .await
         .unwrap();
     match next(&mut early).await {
         Ok(Message::Error(e)) => {
             assert_eq!(e.code, ErrorCode::RateLimited, "{e:?}");
-            assert!(e.message.contains("too many failed authentications"), "{e:?}");
+            assert!(
+                e.message.contains("too many failed authentications"),
+                "{e:?}"
+            );
         }
         other => panic!("expected RateLimited, got {other:?}"),
     }
     assert_eq!(next(&mut early).await.unwrap_err(), Some(1008));
-    assert_eq!(metric(server.addr, "voxterm_auth_failures_total").await, 4.0);
+    assert_eq!(
+        metric(server.addr, "voxterm_auth_failures_total").await,
+        4.0
+    );
     assert_eq!(refusals(&server, "auth_throttled").await, 3);
     // The wait served, the right token works; the next wrong one doubles it.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -796,7 +814,9 @@ async fn stats_show_a_tenant_its_own_figures_and_an_admin_everything() {
     assert!(matches!(next(&mut bob).await, Ok(Message::Welcome(_))));
     // alice runs something, so that server-wide figures differ from bob's.
     alice
-        .send(WsMessage::Binary(encode(&[exec_msg(1, 0, "echo a", 0)]).into()))
+        .send(WsMessage::Binary(
+            encode(&[exec_msg(1, 0, "echo a", 0)]).into(),
+        ))
         .await
         .unwrap();
     loop {
@@ -805,15 +825,24 @@ async fn stats_show_a_tenant_its_own_figures_and_an_admin_everything() {
         }
     }
     let own = stats_of(&mut bob).await;
-    assert!(own.counters.iter().any(|c| c.name == "scope_tenant"), "{own:?}");
+    assert!(
+        own.counters.iter().any(|c| c.name == "scope_tenant"),
+        "{own:?}"
+    );
     assert_eq!((own.connections, own.sessions, own.requests), (1, 0, 0));
     assert_eq!((own.rss_bytes, own.cpu_us, own.queue_depth), (0, 0, 0));
     assert!(own.backend_histogram.is_empty());
     assert!(!own.counters.iter().any(|c| c.name.starts_with("refused_")));
     let all = stats_of(&mut alice).await;
     assert!(!all.counters.iter().any(|c| c.name == "scope_tenant"));
-    assert!(all.rss_bytes > 0 && all.connections >= 2 && all.requests >= 1, "{all:?}");
-    assert!(all.counters.iter().any(|c| c.name == "refused_unauthorized"));
+    assert!(
+        all.rss_bytes > 0 && all.connections >= 2 && all.requests >= 1,
+        "{all:?}"
+    );
+    assert!(all
+        .counters
+        .iter()
+        .any(|c| c.name == "refused_unauthorized"));
 }
 
 /// Sends a `StatsRequest` and returns the `Stats`.

@@ -82,6 +82,9 @@ pub enum Refusal {
     Host,
     /// A command line longer than `limits.max_command_bytes`, refused unparsed.
     CommandTooLong,
+    /// A command refused because its session's cwd no longer resolves inside
+    /// the tenant's root (replaced by a symlink after the `cd`).
+    CwdOutsideRoot,
 }
 
 impl Refusal {
@@ -106,11 +109,12 @@ impl Refusal {
             Refusal::AuthThrottled => "auth_throttled",
             Refusal::Host => "host",
             Refusal::CommandTooLong => "command_too_long",
+            Refusal::CwdOutsideRoot => "cwd_outside_root",
         }
     }
 
     /// Every kind, in the order the `Stats` counters list them.
-    pub const ALL: [Refusal; 18] = [
+    pub const ALL: [Refusal; 19] = [
         Refusal::Unauthorized,
         Refusal::Origin,
         Refusal::Policy,
@@ -129,6 +133,7 @@ impl Refusal {
         Refusal::AuthThrottled,
         Refusal::Host,
         Refusal::CommandTooLong,
+        Refusal::CwdOutsideRoot,
     ];
 }
 

@@ -15,7 +15,7 @@ mod tokens;
 
 pub use limits::{AuthThrottle, OutputBudget, RateLimiter, Slot, Slots};
 pub use policy::CommandPolicy;
-pub use roots::{tenant_root, valid_tenant};
+pub use roots::{open_inside, tenant_root, valid_tenant, CwdError};
 pub use tokens::{
     entropy_bits, AuthError, Grant, Revoked, TokenCheck, TokenId, TokenStore, Tokens,
 };
