@@ -858,3 +858,187 @@ async fn stats_of(ws: &mut Ws) -> Box<voxterm_protocol::Stats> {
         }
     }
 }
+
+/// Issue 19 item 7: the server is non-dumpable, so the commands it runs (as
+/// its own user) cannot read its `/proc/<pid>/environ` or `maps`. Root reads
+/// any process regardless (CAP_SYS_PTRACE), so when the tests run as root the
+/// server binary is started as `nobody` and its commands run as `nobody` too:
+/// the same-user case the flag is for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_cannot_read_the_servers_environ_or_memory_maps() {
+    use std::os::unix::process::CommandExt;
+    const NOBODY: u32 = 65534;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root_user = unsafe { nix::libc::geteuid() } == 0;
+    let mut _in_process = None;
+    let mut _child = None;
+    let (url, server_pid) = if root_user {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let home = temp_root("nondumpable-home");
+        std::os::unix::fs::chown(&home, Some(NOBODY), Some(NOBODY)).unwrap();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_voxterm"));
+        cmd.args(["serve", "--preset", "development", "--listen"])
+            .arg(format!("127.0.0.1:{port}"))
+            .env_remove("VOXTERM_CONFIG")
+            .env_remove("VOXTERM_TOKENS")
+            .env("HOME", &home)
+            .env("XDG_DATA_HOME", &home)
+            .env("VOXTERM_TEST_SECRET", "s3cr3t-in-the-servers-environment")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .uid(NOBODY)
+            .gid(NOBODY);
+        let child = cmd.spawn().expect("voxterm serve starts as nobody");
+        let pid = child.id();
+        struct Kill(std::process::Child);
+        impl Drop for Kill {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
+        _child = Some(Kill(child));
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        eventually("server up", || async {
+            TcpStream::connect(addr).await.is_ok()
+        })
+        .await;
+        (format!("ws://{addr}/ws"), pid)
+    } else {
+        let server = TestServer::start("nondumpable").await;
+        assert!(
+            !nix::sys::prctl::get_dumpable().unwrap(),
+            "the server process is non-dumpable"
+        );
+        let url = server.url.clone();
+        _in_process = Some(server);
+        (url, std::process::id())
+    };
+    let mut c = tokio::time::timeout(
+        STEP,
+        voxterm::client::Client::connect(&url, Default::default()),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect");
+    // Control: the command can read its own shell's environment, and the
+    // server is its parent.
+    let done = run(&mut c, 0, "cat /proc/$$/environ >/dev/null && echo $PPID").await;
+    assert_eq!(exit_of(&done).code, Some(0), "{done:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&done.stdout).trim(),
+        server_pid.to_string()
+    );
+    for file in ["environ", "maps", "mem"] {
+        for line in [
+            format!("cat /proc/{server_pid}/{file}"),
+            format!("cat /proc/$PPID/{file}"),
+        ] {
+            let done = run(&mut c, 0, &line).await;
+            let exit = exit_of(&done);
+            assert_ne!(exit.code, Some(0), "`{line}` succeeded");
+            assert!(
+                String::from_utf8_lossy(&done.stderr).contains("Permission denied"),
+                "`{line}`: {:?}",
+                String::from_utf8_lossy(&done.stderr)
+            );
+            assert!(!String::from_utf8_lossy(&done.stdout).contains("s3cr3t"));
+        }
+    }
+}
+
+/// The log lines a `voxterm serve` with `args` writes up to "voxterm listening".
+fn startup_log(args: &[&str]) -> String {
+    use std::io::BufRead;
+    let home = temp_root("startup-log-home");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_voxterm"))
+        .args([
+            "serve",
+            "--preset",
+            "development",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(args)
+        .env_remove("VOXTERM_CONFIG")
+        .env_remove("VOXTERM_TOKENS")
+        .env_remove("VOXTERM_REDIS_URL")
+        .env("HOME", &home)
+        .env("XDG_DATA_HOME", &home)
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("voxterm serve starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut log = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            log.push_str(&line);
+            log.push('\n');
+            if line.contains("voxterm listening") {
+                break;
+            }
+        }
+        let _ = tx.send(log);
+    });
+    let log = rx.recv_timeout(STEP).expect("the server starts in time");
+    let _ = child.kill();
+    let _ = child.wait();
+    log
+}
+
+#[test]
+fn startup_warns_about_weak_tokens_readable_secrets_and_a_redis_password_in_argv() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_root("startup-secrets");
+    let weak = dir.join("weak.toml");
+    std::fs::write(
+        &weak,
+        format!("[tokens]\n\"{ALICE}\" = \"alice\"\n\"9f2c0d4e6a8b1c3d5e7f\" = \"bob\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&weak, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let weak_s = weak.display().to_string();
+    let log = startup_log(&[
+        "--tokens",
+        &weak_s,
+        "--redis-url",
+        "redis://:hunter2hunter2@127.0.0.1:1/",
+    ]);
+    assert!(
+        log.contains("a token of tenant bob has about 80 bits of entropy"),
+        "{log}"
+    );
+    assert!(!log.contains("tenant alice has"), "{log}");
+    assert!(
+        !log.contains("9f2c0d4e6a8b1c3d5e7f"),
+        "a token in the log: {log}"
+    );
+    assert!(log.contains("readable by other users: chmod 600"), "{log}");
+    assert!(log.contains("can read the tokens file"), "{log}");
+    assert!(
+        log.contains("--redis-url carries a password on the command line"),
+        "{log}"
+    );
+    assert!(!log.contains("hunter2"), "the password in the log: {log}");
+
+    // The same URL from a file: no warning about the command line, L3 on.
+    let url_file = dir.join("redis-url");
+    std::fs::write(&url_file, "redis://:hunter2hunter2@127.0.0.1:1/\n").unwrap();
+    std::fs::set_permissions(&weak, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let url_file_s = url_file.display().to_string();
+    let log = startup_log(&["--tokens", &weak_s, "--redis-url-file", &url_file_s]);
+    assert!(!log.contains("carries a password"), "{log}");
+    assert!(!log.contains("readable by other users"), "{log}");
+    assert!(log.contains("L3 (Redis)"), "{log}");
+    assert!(!log.contains("hunter2"), "the password in the log: {log}");
+}
