@@ -616,6 +616,10 @@ async fn under_a_1024_descriptor_limit_a_half_open_flood_leaves_healthz_and_clie
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
     assert!(evicted > 100, "fd_reserve refusals: {evicted}");
+    eprintln!(
+        "flood: {} connections made, {evicted} closed by the open-files budget, /healthz and a client served",
+        flood.len()
+    );
     drop(flood);
     let _ = child.0.kill();
     let _ = child.0.wait();
@@ -713,7 +717,18 @@ async fn failed_authentications_make_the_address_wait_and_are_counted() {
     let (mut early, _) = tokio_tungstenite::connect_async(server.url.as_str())
         .await
         .expect("upgrade");
-    for _ in 0..4 {
+    // An unknown token in Hello counts like one in the headers.
+    let mut ws = raw_connect(
+        &server,
+        &[],
+        hello(None, Some("wrong-token-0123456789abcdef")),
+    )
+    .await;
+    match next(&mut ws).await {
+        Ok(Message::Error(e)) => assert_eq!(e.code, ErrorCode::Unauthorized, "{e:?}"),
+        other => panic!("expected Unauthorized, got {other:?}"),
+    }
+    for _ in 0..3 {
         assert_eq!(upgrade(&server, wrong).await.0, 401);
     }
     // The fourth failure made 127.0.0.1 wait 1 s: even the right token is

@@ -129,7 +129,7 @@ impl Security {
         name.parse::<IpAddr>().is_ok()
             || name == "localhost"
             || name.ends_with(".localhost")
-            || self.hosts.iter().any(|h| *h == name)
+            || self.hosts.contains(&name)
     }
 
     /// Whether a grant sees server-wide figures in `Stats`: an admin token's,

@@ -259,7 +259,7 @@ impl AcceptBackoff {
         let pause = self.pause.map_or(Self::FIRST, |p| (p * 2).min(Self::MAX));
         self.pause = Some(pause);
         self.unlogged += 1;
-        if self.last_log.is_none_or(|t| t.elapsed() >= Self::LOG_EVERY) {
+        if !self.last_log.is_some_and(|t| t.elapsed() < Self::LOG_EVERY) {
             let hint = match e.raw_os_error() {
                 Some(nix::libc::EMFILE | nix::libc::ENFILE) => {
                     "out of file descriptors: raise the open-files limit (systemd LimitNOFILE=, ulimit -n) or set [limits] max_connections_per_ip"
