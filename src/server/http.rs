@@ -109,7 +109,10 @@ pub(super) async fn serve_tcp(
         }
         Err(_) => return timed_out(),
     };
-    match route(&ctx, &head, peer, ticket, ip_slot) {
+    // Held here until the response is written: a plain HTTP answer keeps its
+    // place in the budget while its descriptor is open; an upgrade takes it.
+    let mut ticket = Some(ticket);
+    match route(&ctx, &head, peer, &mut ticket, ip_slot) {
         Reply::Upgrade {
             accept,
             leftover,
@@ -322,7 +325,7 @@ fn route(
     ctx: &ServerContext,
     head: &Head,
     peer: SocketAddr,
-    ticket: Ticket,
+    ticket: &mut Option<Ticket>,
     ip_slot: Option<Slot<IpAddr>>,
 ) -> Reply {
     let path = head.path.split('?').next().unwrap_or("");
@@ -349,7 +352,10 @@ fn route(
             String::new(),
             engine.metrics.render_prometheus(engine.sampled()),
         ),
-        "/ws" => upgrade(ctx, head, peer, ticket, ip_slot),
+        "/ws" => match ticket.take() {
+            Some(ticket) => upgrade(ctx, head, peer, ticket, ip_slot),
+            None => text((500, "Internal Server Error")),
+        },
         _ => text((404, "Not Found")),
     }
 }
