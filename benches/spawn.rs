@@ -49,6 +49,7 @@ fn job_in(command: &str, containment: Arc<Containment>) -> Job {
         kill_grace: Duration::from_millis(100),
         output_cap: 1 << 20,
         containment,
+        dir: None,
     }
 }
 

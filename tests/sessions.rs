@@ -158,3 +158,64 @@ async fn session_names_and_limits_are_checked() {
     }
     assert_eq!(run(&mut c, 1, "echo a").await.stdout, b"a\n");
 }
+
+/// Issue 19, finding 6: a session `cd d`; another session of the tenant
+/// replaces `d` with a symlink to `/`; the first session's commands must not
+/// run in `/`. The cwd is re-checked at every command and the child started in
+/// the directory that was checked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cwd_swapped_for_a_symlink_out_of_the_root_refuses_commands() {
+    let server = TestServer::start_with("cd-swap", |c| {
+        c.session.tenant_roots = format!("{}/tenants/{{tenant}}", c.session.root.display());
+        c.cache.enabled = false;
+    })
+    .await;
+    let root = server.root.join("tenants/alice");
+    let mut c = server.client("alice").await;
+    assert_eq!(exit_of(&run(&mut c, 0, "mkdir d").await).code, Some(0));
+    assert_eq!(exit_of(&run(&mut c, 0, "cd d").await).code, Some(0));
+    let done = run(
+        &mut c,
+        0,
+        "printf '#!/bin/sh\\necho script\\n' > x.sh; chmod +x x.sh; /bin/pwd; ./x.sh",
+    )
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&done.stdout),
+        format!("{}\nscript\n", display(&root.join("d")))
+    );
+
+    // Another session of the tenant swaps d for a symlink to /.
+    let mut other = server.client("alice").await;
+    open(&mut other, 1, "other").await;
+    let done = run(&mut other, 1, "mv d d.old && ln -s / d && ls -ld d").await;
+    assert_eq!(exit_of(&done).code, Some(0), "{:?}", done);
+
+    for line in ["/bin/pwd", "ls", "echo hi"] {
+        let done = run(&mut c, 0, line).await;
+        let e = done
+            .error
+            .as_ref()
+            .unwrap_or_else(|| panic!("`{line}` ran: {:?}", String::from_utf8_lossy(&done.stdout)));
+        assert_eq!(e.code, ErrorCode::PolicyDenied, "{e:?}");
+        assert!(
+            e.message.contains("now resolves to /,")
+                && e.message.contains("outside this tenant's root"),
+            "{e:?}"
+        );
+        assert!(done.stdout.is_empty());
+    }
+    // `cd` back into the root makes the session usable again.
+    assert_eq!(exit_of(&run(&mut c, 0, "cd ~").await).code, Some(0));
+    let done = run(&mut c, 0, "/bin/pwd").await;
+    assert_eq!(String::from_utf8_lossy(&done.stdout).trim(), display(&root));
+    // And a cwd that is still inside (swapped for a symlink within the root) is fine.
+    assert_eq!(
+        exit_of(&run(&mut c, 0, "rm d && ln -s d.old d && cd d").await).code,
+        Some(0)
+    );
+    let done = run(&mut c, 0, "cd d").await;
+    assert_eq!(exit_of(&done).code, Some(0));
+    let done = run(&mut c, 0, "./x.sh").await;
+    assert_eq!(done.stdout, b"script\n");
+}

@@ -30,8 +30,14 @@ pub struct ServeArgs {
     workers: Option<usize>,
     /// Redis for the shared L3 cache tier (e.g. redis://127.0.0.1:6379); without
     /// it the cache runs on L1/L2 alone.
+    /// A password in it is visible to every process of the server's user (its
+    /// command line, in /proc): prefer VOXTERM_REDIS_URL or --redis-url-file.
     #[arg(long, env = "VOXTERM_REDIS_URL")]
     redis_url: Option<String>,
+    /// A file whose first line is the Redis URL (keeps a password off the
+    /// command line); --redis-url wins when both are given.
+    #[arg(long, env = "VOXTERM_REDIS_URL_FILE", value_name = "FILE")]
+    redis_url_file: Option<PathBuf>,
     /// Turn every cache tier off (the baseline for comparisons).
     #[arg(long)]
     no_cache: bool,
@@ -86,8 +92,14 @@ pub fn run(args: ServeArgs) -> ExitCode {
     if let Some(workers) = args.workers {
         config.exec.workers = workers;
     }
+    let password_on_command_line = args.redis_url.as_deref().is_some_and(|url| {
+        has_password(url) && std::env::var("VOXTERM_REDIS_URL").ok().as_deref() != Some(url)
+    });
     if let Some(url) = args.redis_url.filter(|u| !u.is_empty()) {
         config.cache.redis_url = Some(url);
+    }
+    if let Some(file) = args.redis_url_file {
+        config.cache.redis_url_file = Some(file);
     }
     if args.no_cache {
         config.cache.enabled = false;
@@ -125,6 +137,12 @@ pub fn run(args: ServeArgs) -> ExitCode {
         }
     };
     runtime.block_on(async move {
+        if password_on_command_line {
+            tracing::warn!(
+                "--redis-url carries a password on the command line, where every process of this user can read it (/proc/<pid>/cmdline); \
+                 pass it in VOXTERM_REDIS_URL or --redis-url-file instead"
+            );
+        }
         let server = match Server::bind(config.clone()).await {
             Ok(s) => s,
             Err(e) => {
@@ -149,6 +167,17 @@ pub fn run(args: ServeArgs) -> ExitCode {
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Whether a `redis://` URL carries a password (`redis://[user]:password@host`).
+fn has_password(url: &str) -> bool {
+    let Some((_, rest)) = url.split_once("://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
 }
 
 fn init_tracing() {

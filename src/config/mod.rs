@@ -187,34 +187,61 @@ pub struct PolicyConfig {
     pub deny_variables: Vec<String>,
 }
 
-/// Per-tenant limits; 0 means unlimited.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// Per-tenant and per-address limits; 0 means unlimited. The defaults bound
+/// what one client can cost before anyone configured anything (issue 19).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
     /// Token-bucket refill rate of `Exec`s per second, per tenant (0: off).
-    #[serde(default)]
     pub commands_per_second: f64,
     /// Bucket size: commands a tenant may send at once after being idle
     /// (0: the same as `commands_per_second`, at least 1).
-    #[serde(default)]
     pub burst: u32,
-    /// Live sessions one tenant may have (0: unlimited).
-    #[serde(default)]
+    /// Live sessions one tenant may have (0: unlimited). Default 64: the number
+    /// of session handles one connection may hold (`server.max_sessions`), so a
+    /// client that uses one connection never meets it, while rebinding handles
+    /// to fresh names cannot pile up sessions that outlive the connection.
     pub max_sessions_per_tenant: u32,
     /// Output bytes per second one tenant's commands may stream, over all its
     /// connections (0: unlimited). Over budget, output is delayed, never dropped:
     /// the child's pipe fills and the child slows down.
-    #[serde(default)]
     pub output_bytes_per_second: u64,
     /// Output bytes a tenant may send at once after being quiet (0: one second's worth).
-    #[serde(default)]
     pub output_burst: u64,
     /// WebSocket connections one tenant may hold at once (0: unlimited).
-    #[serde(default)]
     pub max_connections_per_tenant: u32,
-    /// WebSocket connections one source IP address may hold at once (0: unlimited).
-    #[serde(default)]
+    /// TCP connections one source IP address may hold at once, counted from
+    /// `accept` (0: unlimited).
     pub max_connections_per_ip: u32,
+    /// Connections one source address may have open that have not yet sent a
+    /// complete request head (0: unlimited). Counted from `accept`, so a flood of
+    /// half-sent heads from one address is bounded whatever the other caps say.
+    pub max_pending_per_ip: u32,
+    /// Longest command line accepted, in bytes (0: unlimited). Checked before
+    /// anything parses the line: a long line costs the shell parser time and heap
+    /// and would fail at `execve` (E2BIG) anyway.
+    pub max_command_bytes: u32,
+    /// Failed authentications (unknown tokens) one address may make before it is
+    /// made to wait: 1 s after the next failure, doubling with each further one
+    /// up to 10 minutes (0: off).
+    pub auth_failures_per_ip: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            commands_per_second: 0.0,
+            burst: 0,
+            max_sessions_per_tenant: 64,
+            output_bytes_per_second: 0,
+            output_burst: 0,
+            max_connections_per_tenant: 0,
+            max_connections_per_ip: 0,
+            max_pending_per_ip: 64,
+            max_command_bytes: 128 << 10,
+            auth_failures_per_ip: 10,
+        }
+    }
 }
 
 /// Network, protocol and connection limits.
@@ -282,6 +309,17 @@ pub struct ServerConfig {
     /// a request with one is refused with 403 unless it is listed here.
     #[serde(default)]
     pub allowed_origins: Vec<String>,
+    /// Host names (without port) `/healthz` and `/metrics` answer to besides
+    /// `localhost` and IP literals: a DNS-rebinding page reaches a local server
+    /// under its own host name, which is refused with 421.
+    #[serde(default)]
+    pub allowed_hosts: Vec<String>,
+    /// File descriptors kept free for `/healthz`, children's pipes and the
+    /// cache: near the open-files limit new WebSocket connections are refused
+    /// (503) and the oldest half-open connections closed. 0: automatic
+    /// (64 + 4 per worker, at most a quarter of the limit).
+    #[serde(default)]
+    pub fd_reserve: u32,
 }
 
 /// Session lifetime and environment.
@@ -383,6 +421,11 @@ pub struct CacheConfig {
     /// Redis for L3 (`redis://host:port/db`); absent means L1/L2 only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// A file holding the Redis URL (first line), so a password need not be on
+    /// the command line (`/proc/<pid>/cmdline` is readable by the same user);
+    /// `redis_url` wins when both are set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_url_file: Option<PathBuf>,
     /// An L3 lookup slower than this counts as a miss.
     #[serde(with = "humantime_serde")]
     pub l3_deadline: Duration,
@@ -454,6 +497,39 @@ impl Config {
         let config: Config = toml::Value::Table(merged).try_into().map_err(parse_err)?;
         config.validate()?;
         Ok(config)
+    }
+
+    /// Reads the secrets that are kept in files of their own
+    /// (`cache.redis_url_file`) into the configuration. A URL given directly
+    /// wins over the file.
+    pub fn read_secret_files(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.cache.redis_url_file else {
+            return Ok(());
+        };
+        if self
+            .cache
+            .redis_url
+            .as_deref()
+            .is_some_and(|u| !u.is_empty())
+        {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let url = text.lines().next().unwrap_or("").trim();
+        if url.is_empty() {
+            return Err(ConfigError::Invalid(format!(
+                "cache.redis_url_file {} is empty (expected a redis:// URL on its first line)",
+                path.display()
+            )));
+        }
+        crate::cache::check_url(url).map_err(|e| {
+            ConfigError::Invalid(format!("cache.redis_url_file {}: {e}", path.display()))
+        })?;
+        self.cache.redis_url = Some(url.to_owned());
+        Ok(())
     }
 
     /// Rejects values that would make the server misbehave rather than fail.

@@ -75,6 +75,8 @@ impl Preset {
                 tls_cert: None,
                 tls_key: None,
                 allowed_origins: Vec::new(),
+                allowed_hosts: Vec::new(),
+                fd_reserve: 0,
             },
             session: SessionConfig {
                 idle_ttl: Duration::from_secs(600),
@@ -110,6 +112,7 @@ impl Preset {
                 l2_bytes: l2,
                 max_entry_bytes: 256 << 10,
                 redis_url: None,
+                redis_url_file: None,
                 l3_deadline: Duration::from_millis(5),
                 l3_write_timeout: Duration::from_millis(50),
                 l3_compress_threshold: 1024,
@@ -125,9 +128,19 @@ impl Preset {
                 hello_token: true,
             },
             policy: PolicyConfig::default(),
-            // Off in every preset: without tokens the tenant is client-chosen, so
-            // per-tenant limits only mean something with `--tokens` (see README).
-            limits: LimitsConfig::default(),
+            // Rates and connection caps are off in every preset: without tokens
+            // the tenant is client-chosen, so they only mean something with
+            // `--tokens` (see README). What bounds one client's cost whoever it
+            // is (sessions, command length, half-open connections, failed
+            // authentications) is on in all of them.
+            limits: LimitsConfig {
+                // Load tests open connection storms from one address.
+                max_pending_per_ip: match self {
+                    Preset::HighPerformance => 256,
+                    _ => 64,
+                },
+                ..LimitsConfig::default()
+            },
             predict: PredictConfig::default(),
         }
     }

@@ -58,6 +58,23 @@ pub struct Job {
     pub output_cap: u64,
     /// The engine's limits and cgroups; [`Containment::none`] for a bare child.
     pub containment: Arc<Containment>,
+    /// `cwd`, opened and checked against the tenant's root when the command
+    /// started (`security::open_inside`): the child is started in this
+    /// directory (through `/proc/self/fd/N`), not in whatever the path names
+    /// by then. `None`: started in `cwd` (no tenant root).
+    pub dir: Option<Arc<std::os::fd::OwnedFd>>,
+}
+
+impl Job {
+    /// The directory the child starts in: the held descriptor when there is
+    /// one, else `cwd`.
+    fn spawn_dir(&self) -> std::borrow::Cow<'_, Path> {
+        use std::os::fd::AsRawFd;
+        match &self.dir {
+            Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())).into(),
+            None => self.cwd.as_path().into(),
+        }
+    }
 }
 
 /// Where `run` delivers output.
@@ -107,6 +124,7 @@ pub async fn run<S: OutputSink>(
     sink: &mut S,
     stop: &Stop,
 ) -> Result<Outcome, ExecError> {
+    let dir = job.spawn_dir();
     let mut cmd = match plan(&job.command)? {
         Plan::Shell => {
             let mut c = Command::new("/bin/sh");
@@ -118,8 +136,15 @@ pub async fn run<S: OutputSink>(
             // Resolving here (not in std) keeps the program path absolute: std falls
             // back from posix_spawn to fork+exec when PATH is overridden for a bare
             // name, which costs tens of ms in a large parent.
-            match lookup(prog, &job.cwd, env_path(&job.env)) {
+            match lookup(prog, &dir, env_path(&job.env)) {
                 Lookup::Found(path) => {
+                    // Found under the held directory: named relative to it (the
+                    // child starts there), not through /proc/self/fd/N, which a
+                    // script's interpreter could no longer open after exec.
+                    let path = match (&job.dir, path.strip_prefix(&*dir)) {
+                        (Some(_), Ok(rel)) => Path::new(".").join(rel),
+                        _ => path,
+                    };
                     let mut c = Command::new(path);
                     c.arg0(prog).args(&argv[1..]);
                     c
@@ -132,7 +157,7 @@ pub async fn run<S: OutputSink>(
     cmd.env_clear()
         .envs(job.env.iter().map(|(k, v)| (k, v)))
         .env("PWD", &job.cwd)
-        .current_dir(&job.cwd)
+        .current_dir(&*dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -21,6 +21,7 @@ fn job(command: &str) -> Job {
         kill_grace: Duration::from_millis(200),
         output_cap: 64 << 20,
         containment: std::sync::Arc::new(super::Containment::none()),
+        dir: None,
     }
 }
 

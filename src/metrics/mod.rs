@@ -69,6 +69,22 @@ pub enum Refusal {
     /// An open connection closed (1008) because a tokens reload removed its
     /// token or gave it to another tenant.
     TokenRevoked,
+    /// A connection closed at `accept`: its address already has
+    /// `max_pending_per_ip` connections that have not sent their request head.
+    PendingPerIp,
+    /// Near the open-files limit: a WebSocket refused with 503, a half-open
+    /// connection closed to make room, or a connection closed at `accept`.
+    FdReserve,
+    /// An authentication attempt refused unchecked (429, or `RateLimited` and
+    /// close 1008 at `Hello`) while its address waits after failed ones.
+    AuthThrottled,
+    /// `/healthz` or `/metrics` asked for under a `Host` not allowed (421).
+    Host,
+    /// A command line longer than `limits.max_command_bytes`, refused unparsed.
+    CommandTooLong,
+    /// A command refused because its session's cwd no longer resolves inside
+    /// the tenant's root (replaced by a symlink after the `cd`).
+    CwdOutsideRoot,
 }
 
 impl Refusal {
@@ -88,11 +104,17 @@ impl Refusal {
             Refusal::DeadPeer => "keepalive_timeout",
             Refusal::OutputThrottled => "output_throttled",
             Refusal::TokenRevoked => "token_revoked",
+            Refusal::PendingPerIp => "pending_per_ip",
+            Refusal::FdReserve => "fd_reserve",
+            Refusal::AuthThrottled => "auth_throttled",
+            Refusal::Host => "host",
+            Refusal::CommandTooLong => "command_too_long",
+            Refusal::CwdOutsideRoot => "cwd_outside_root",
         }
     }
 
     /// Every kind, in the order the `Stats` counters list them.
-    pub const ALL: [Refusal; 13] = [
+    pub const ALL: [Refusal; 19] = [
         Refusal::Unauthorized,
         Refusal::Origin,
         Refusal::Policy,
@@ -106,6 +128,12 @@ impl Refusal {
         Refusal::DeadPeer,
         Refusal::OutputThrottled,
         Refusal::TokenRevoked,
+        Refusal::PendingPerIp,
+        Refusal::FdReserve,
+        Refusal::AuthThrottled,
+        Refusal::Host,
+        Refusal::CommandTooLong,
+        Refusal::CwdOutsideRoot,
     ];
 }
 
@@ -147,6 +175,7 @@ pub struct Metrics {
     cpu_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     bytes_in: Counter,
     bytes_out: Counter,
+    auth_failures: Counter,
     requests: AtomicU64,
     error_count: AtomicU64,
     hdr: Mutex<Hdr<u64>>,
@@ -190,6 +219,7 @@ impl Metrics {
             cpu_seconds: Gauge::default(),
             bytes_in: Counter::default(),
             bytes_out: Counter::default(),
+            auth_failures: Counter::default(),
             requests: AtomicU64::new(0),
             error_count: AtomicU64::new(0),
             hdr: Mutex::new(
@@ -281,6 +311,11 @@ impl Metrics {
             "WebSocket payload bytes sent",
             m.bytes_out.clone(),
         );
+        registry.register(
+            "auth_failures",
+            "Authentication attempts with an unknown token (what a guesser produces), before any throttling",
+            m.auth_failures.clone(),
+        );
         m.cache.register(&mut registry);
         m.predict.register(&mut registry);
         Metrics { registry, ..m }
@@ -323,6 +358,16 @@ impl Metrics {
                 code: format!("{code:?}"),
             })
             .inc();
+    }
+
+    /// An unknown token was presented (counted whether or not it leads to a wait).
+    pub fn auth_failed(&self) {
+        self.auth_failures.inc();
+    }
+
+    /// Unknown tokens presented since start.
+    pub fn auth_failures(&self) -> u64 {
+        self.auth_failures.get()
     }
 
     /// The security layer refused a connection or a command.
@@ -445,6 +490,10 @@ impl Metrics {
                 value: self.refusals(kind),
             });
         }
+        counters.push(StatCounter {
+            name: "auth_failures".into(),
+            value: self.auth_failures(),
+        });
         counters.push(StatCounter {
             name: "cpu_children_us".into(),
             value: children_cpu_time().as_micros() as u64,

@@ -14,13 +14,14 @@ struct ReasonLabel {
 }
 
 /// Why a predicted line was not prefetched (the `reason` label).
-pub const SKIP_REASONS: [&str; 6] = [
+pub const SKIP_REASONS: [&str; 7] = [
     "busy",
     "budget",
     "cpu_share",
     "cached",
     "in_flight",
     "not_cacheable",
+    "cwd_outside_root",
 ];
 
 /// The predictor's counters.

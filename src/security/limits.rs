@@ -151,6 +151,16 @@ impl<K: Eq + Hash + Clone> Slots<K> {
         })
     }
 
+    /// Slots without a maximum: a count of what is held per key.
+    pub fn unbounded() -> Slots<K> {
+        Slots {
+            inner: Arc::new(SlotsInner {
+                max: u32::MAX,
+                held: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
     /// The configured maximum, for messages.
     pub fn max(&self) -> u32 {
         self.inner.max
@@ -186,6 +196,80 @@ impl<K: Eq + Hash + Clone> Drop for Slot<K> {
                 held.remove(&self.key);
             }
         }
+    }
+}
+
+/// Failed authentications per source address, with exponential back-off:
+/// after `free` failures each further one makes the address wait, 1 s and then
+/// twice as long per failure (at most [`MAX_BACKOFF`]). While it waits, every
+/// attempt from it is refused unchecked, right tokens included (they cannot be
+/// told from a lucky guess). A quiet address is forgotten after [`FORGET_AFTER`].
+/// Guessing a token through the server is then a few per 10 minutes.
+#[derive(Debug)]
+pub struct AuthThrottle {
+    free: u32,
+    failures: Mutex<HashMap<std::net::IpAddr, Failures>>,
+}
+
+/// Longest wait imposed on an address.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(600);
+/// An address without failures for this long starts again from zero.
+pub const FORGET_AFTER: Duration = Duration::from_secs(900);
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+    until: Option<Instant>,
+}
+
+impl AuthThrottle {
+    /// `None` when `free` is 0 (no throttling).
+    pub fn new(free: u32) -> Option<AuthThrottle> {
+        (free > 0).then(|| AuthThrottle {
+            free,
+            failures: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// How long `ip` must still wait before it may try again, if it must.
+    pub fn check(&self, ip: std::net::IpAddr, now: Instant) -> Result<(), Duration> {
+        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get(&ip).and_then(|f| f.until) {
+            Some(until) if until > now => Err(until - now),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a failed authentication from `ip`; returns the wait it now has
+    /// to serve, if the failure took it past its free ones.
+    pub fn failed(&self, ip: std::net::IpAddr, now: Instant) -> Option<Duration> {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= PRUNE_AT && !map.contains_key(&ip) {
+            map.retain(|_, f| {
+                f.until.is_some_and(|u| u > now)
+                    || now.saturating_duration_since(f.last) < FORGET_AFTER
+            });
+            if map.len() >= PRUNE_AT {
+                // A spread-out flood: keep only the addresses that are waiting.
+                map.retain(|_, f| f.until.is_some_and(|u| u > now));
+            }
+        }
+        let f = map.entry(ip).or_insert(Failures {
+            count: 0,
+            last: now,
+            until: None,
+        });
+        if now.saturating_duration_since(f.last) >= FORGET_AFTER {
+            f.count = 0;
+            f.until = None;
+        }
+        f.count = f.count.saturating_add(1);
+        f.last = now;
+        let over = f.count.checked_sub(self.free).filter(|&n| n > 0)?;
+        let wait = Duration::from_secs(1u64 << (over - 1).min(10)).min(MAX_BACKOFF);
+        f.until = Some(now + wait);
+        Some(wait)
     }
 }
 
@@ -236,6 +320,36 @@ mod tests {
         assert!(b.take(&"other".into(), 500, t0).is_zero());
         // After the debt is paid, within budget again.
         assert!(b.take(&a, 100, t0 + Duration::from_millis(350)).is_zero());
+    }
+
+    #[test]
+    fn failed_authentications_back_off_exponentially_per_address() {
+        assert!(AuthThrottle::new(0).is_none());
+        let t = AuthThrottle::new(3).unwrap();
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert_eq!(t.failed(a, t0), None, "the first three are free");
+            assert!(t.check(a, t0).is_ok());
+        }
+        assert_eq!(t.failed(a, t0), Some(Duration::from_secs(1)));
+        assert!(t.check(a, t0).is_err());
+        assert!(t.check(b, t0).is_ok(), "addresses are separate");
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(t.check(a, t1).is_ok(), "the wait is served");
+        assert_eq!(t.failed(a, t1), Some(Duration::from_secs(2)));
+        assert_eq!(t.failed(a, t1), Some(Duration::from_secs(4)));
+        let wait = t.check(a, t1).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(4));
+        for _ in 0..20 {
+            t.failed(a, t1);
+        }
+        assert_eq!(t.check(a, t1).unwrap_err(), MAX_BACKOFF, "capped");
+        // Quiet long enough: forgotten.
+        let later = t1 + MAX_BACKOFF + FORGET_AFTER;
+        assert!(t.check(a, later).is_ok());
+        assert_eq!(t.failed(a, later), None);
     }
 
     #[test]

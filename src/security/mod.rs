@@ -14,10 +14,12 @@ pub mod tls;
 mod tokens;
 mod wrappers;
 
-pub use limits::{OutputBudget, RateLimiter, Slot, Slots};
+pub use limits::{AuthThrottle, OutputBudget, RateLimiter, Slot, Slots};
 pub use policy::{CommandPolicy, DEFAULT_DENY_VARIABLES};
-pub use roots::{tenant_root, valid_tenant};
-pub use tokens::{AuthError, Grant, Revoked, TokenCheck, TokenId, TokenStore, Tokens};
+pub use roots::{open_inside, tenant_root, valid_tenant, CwdError};
+pub use tokens::{
+    entropy_bits, AuthError, Grant, Revoked, TokenCheck, TokenId, TokenStore, Tokens,
+};
 
 use crate::config::Config;
 use std::net::IpAddr;
@@ -36,10 +38,20 @@ pub struct Security {
     pub origins: Vec<String>,
     /// Per-tenant output bytes/s; `None` when unlimited.
     pub output: Option<OutputBudget>,
-    /// WebSocket connections per source address; `None` when unlimited.
+    /// TCP connections per source address, from `accept`; `None` when unlimited.
     pub ip_connections: Option<Slots<IpAddr>>,
+    /// Connections per source address still sending their request head;
+    /// `None` when unlimited.
+    pub ip_pending: Option<Slots<IpAddr>>,
+    /// Failed authentications per source address; `None` when not throttled.
+    pub auth_throttle: Option<AuthThrottle>,
+    /// Host names `/healthz` and `/metrics` answer to besides `localhost` and
+    /// IP literals, lowercase.
+    pub hosts: Vec<String>,
     /// WebSocket connections per tenant; `None` when unlimited.
     pub tenant_connections: Option<Slots<Arc<str>>>,
+    /// Open connections per tenant, always counted (a tenant's own `Stats`).
+    pub tenant_open: Slots<Arc<str>>,
     /// TLS for every connection of the port; `None` serves plain TCP.
     pub tls: Option<Arc<tls::ServerConfig>>,
 }
@@ -71,7 +83,16 @@ impl Security {
             policy,
             output: OutputBudget::new(limits.output_bytes_per_second, limits.output_burst),
             ip_connections: Slots::new(limits.max_connections_per_ip),
+            ip_pending: Slots::new(limits.max_pending_per_ip),
+            auth_throttle: AuthThrottle::new(limits.auth_failures_per_ip),
+            hosts: config
+                .server
+                .allowed_hosts
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .collect(),
             tenant_connections: Slots::new(limits.max_connections_per_tenant),
+            tenant_open: Slots::unbounded(),
             tls,
             rate: RateLimiter::new(config.limits.commands_per_second, config.limits.burst),
             origins: config
@@ -95,6 +116,46 @@ impl Security {
             }
         }
     }
+
+    /// Whether `/healthz` and `/metrics` answer a request with this `Host`
+    /// header: IP literals, `localhost` (and `*.localhost`) and the configured
+    /// `allowed_hosts`, with any port. A DNS-rebinding page reaches a local
+    /// server under a host name of its own, which is refused; a request without
+    /// `Host` (HTTP/1.0 tools) does not come from a browser and is let through.
+    pub fn host_allowed(&self, host: Option<&str>) -> bool {
+        let Some(host) = host else {
+            return true;
+        };
+        let name = host_name(host);
+        name.parse::<IpAddr>().is_ok()
+            || name == "localhost"
+            || name.ends_with(".localhost")
+            || self.hosts.contains(&name)
+    }
+
+    /// Whether a grant sees server-wide figures in `Stats`: an admin token's,
+    /// or any connection of a server without tokens (there the tenant is
+    /// whatever the client names, so there is nothing to keep apart).
+    pub fn sees_everything(&self, grant: Option<&Grant>) -> bool {
+        self.tokens.is_none() || grant.is_some_and(|g| g.admin)
+    }
+}
+
+/// The name part of a `Host` header value, lowercase: without the port, and
+/// without the brackets of an IPv6 literal.
+pub fn host_name(host: &str) -> String {
+    let host = host.trim();
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(name, port)| {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                name
+            } else {
+                host
+            }
+        }),
+    };
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
 
 fn normalize_origin(origin: &str) -> String {
@@ -145,5 +206,36 @@ mod tests {
         assert!(s.origin_allowed(Some("https://app.example.com")));
         assert!(!s.origin_allowed(Some("https://evil.example.com")));
         assert!(!s.origin_allowed(Some("null")));
+    }
+
+    #[test]
+    fn hosts_are_ip_literals_localhost_or_listed() {
+        let mut c = Preset::Development.config();
+        c.server.allowed_hosts = vec!["Term.Example.com".into()];
+        let s = Security::from_config(&c).unwrap();
+        for ok in [
+            None,
+            Some("localhost"),
+            Some("LOCALHOST:7878"),
+            Some("127.0.0.1"),
+            Some("127.0.0.1:7878"),
+            Some("[::1]:7878"),
+            Some("[::1]"),
+            Some("10.1.2.3:80"),
+            Some("term.example.com:7878"),
+            Some("term.example.com."),
+            Some("app.localhost:3000"),
+        ] {
+            assert!(s.host_allowed(ok), "{ok:?}");
+        }
+        for bad in [
+            Some("evil.example"),
+            Some("evil.example:7878"),
+            Some("localhost.evil.example"),
+            Some("127.0.0.1.nip.io"),
+            Some(""),
+        ] {
+            assert!(!s.host_allowed(bad), "{bad:?}");
+        }
     }
 }

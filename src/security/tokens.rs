@@ -8,6 +8,9 @@
 //! [tokens."5e6f7a8b9c0d1e2f3a4b"]
 //! tenant = "carol"
 //! expires = 2026-06-30            # a date alone: 00:00 UTC that day
+//! [tokens."c4f1...64 hex digits"]
+//! tenant = "ops"
+//! admin = true                    # sees server-wide figures in `Stats`
 //! ```
 //!
 //! Tokens are kept only as BLAKE3 digests and a presented token is compared with
@@ -31,6 +34,10 @@ use tokio::sync::watch;
 
 /// Shortest token accepted in the file (guessing must be hopeless).
 pub const MIN_TOKEN_LEN: usize = 16;
+
+/// Estimated entropy below which a token is warned about at load: 128 bits is
+/// what `openssl rand -hex 32` (256) or a UUIDv4 (122) are judged against.
+pub const WEAK_TOKEN_BITS: u32 = 128;
 
 /// Why the security configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +100,10 @@ struct Entry {
     tenant: Arc<str>,
     /// Not accepted from this moment on; `None`: never expires.
     expires: Option<SystemTime>,
+    /// May see server-wide figures (`Stats`), not only its tenant's.
+    admin: bool,
+    /// Estimated entropy of the token, in bits (the token itself is not kept).
+    bits: u32,
 }
 
 /// What a presented token turned out to be. Expired and unknown tokens are both
@@ -108,6 +119,8 @@ pub enum TokenCheck {
         expires: Option<SystemTime>,
         /// Which token it was, to re-check after a reload.
         id: TokenId,
+        /// An operator's token (`admin = true`).
+        admin: bool,
     },
     /// A configured token past its expiry (its tenant, for the log).
     Expired(Arc<str>),
@@ -149,7 +162,11 @@ impl Tokens {
         for (n, (token, value)) in file.tokens.into_iter().enumerate() {
             // Never echo a token into an error message: name it by position.
             let n = n + 1;
-            let (tenant, expires) = entry_value(value).map_err(|e| format!("token #{n}: {e}"))?;
+            let EntryValue {
+                tenant,
+                expires,
+                admin,
+            } = entry_value(value).map_err(|e| format!("token #{n}: {e}"))?;
             if token.len() < MIN_TOKEN_LEN {
                 return Err(format!(
                     "token #{n} (tenant {tenant}) is shorter than {MIN_TOKEN_LEN} characters"
@@ -169,6 +186,8 @@ impl Tokens {
                 digest: digest(&token),
                 tenant: Arc::from(tenant),
                 expires,
+                admin,
+                bits: entropy_bits(&token),
             });
         }
         Ok(Tokens { entries })
@@ -198,7 +217,32 @@ impl Tokens {
                 tenant: e.tenant.clone(),
                 expires: e.expires,
                 id,
+                admin: e.admin,
             },
+        }
+    }
+
+    /// The tenants of tokens whose estimated entropy is below
+    /// [`WEAK_TOKEN_BITS`], with the estimate: a short or low-variety token can
+    /// be guessed by whoever may try (see the auth throttle).
+    pub fn weak(&self) -> Vec<(Arc<str>, u32)> {
+        self.entries
+            .iter()
+            .filter(|e| e.bits < WEAK_TOKEN_BITS)
+            .map(|e| (e.tenant.clone(), e.bits))
+            .collect()
+    }
+
+    /// Logs one warning per weak token, naming its tenant (never the token).
+    fn warn_weak(&self, path: &Path) {
+        for (tenant, bits) in self.weak() {
+            tracing::warn!(
+                %tenant,
+                estimated_bits = bits,
+                file = %path.display(),
+                "a token of tenant {tenant} has about {bits} bits of entropy, less than {WEAK_TOKEN_BITS}: \
+                 it could be guessed; replace it with e.g. `openssl rand -hex 32`"
+            );
         }
     }
 
@@ -231,6 +275,9 @@ pub struct Grant {
     pub expires: Option<SystemTime>,
     /// The tokens, to re-check after a reload (empty without authentication).
     pub tokens: Vec<TokenId>,
+    /// One of the tokens is an operator's (`admin = true`): `Stats` shows it
+    /// server-wide figures. Set when the connection authenticates.
+    pub admin: bool,
 }
 
 impl Grant {
@@ -240,6 +287,7 @@ impl Grant {
             tenant,
             expires: None,
             tokens: Vec::new(),
+            admin: false,
         }
     }
 
@@ -250,6 +298,7 @@ impl Grant {
         }
         self.expires = self.expires.into_iter().chain(other.expires).min();
         self.tokens.extend(other.tokens);
+        self.admin |= other.admin;
         Some(self)
     }
 }
@@ -262,10 +311,12 @@ impl TokenCheck {
                 tenant,
                 expires,
                 id,
+                admin,
             } => Some(Grant {
                 tenant,
                 expires,
                 tokens: vec![id],
+                admin,
             }),
             TokenCheck::Expired(_) | TokenCheck::Unknown => None,
         }
@@ -302,12 +353,20 @@ impl std::fmt::Debug for TokenStore {
 
 impl TokenStore {
     /// Reads the tokens file.
+    /// Weak tokens are warned about (by tenant), here and at every reload.
     pub fn load(path: &Path) -> Result<TokenStore, AuthError> {
+        let tokens = Tokens::load(path)?;
+        tokens.warn_weak(path);
         Ok(TokenStore {
             path: path.to_owned(),
-            current: RwLock::new(Arc::new(Tokens::load(path)?)),
+            current: RwLock::new(Arc::new(tokens)),
             reloads: watch::Sender::new(0),
         })
+    }
+
+    /// The tokens file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The tokens in force.
@@ -328,6 +387,7 @@ impl TokenStore {
     /// invalid file leaves the tokens in force as they were.
     pub fn reload(&self) -> Result<usize, AuthError> {
         let fresh = Arc::new(Tokens::load(&self.path)?);
+        fresh.warn_weak(&self.path);
         let n = fresh.len();
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
         self.reloads.send_modify(|r| *r += 1);
@@ -359,10 +419,21 @@ impl TokenStore {
     }
 }
 
-/// A `[tokens]` value: `"tenant"` or `{ tenant = "..", expires = <datetime> }`.
-fn entry_value(value: toml::Value) -> Result<(String, Option<SystemTime>), String> {
+/// What a `[tokens]` value says about its token.
+struct EntryValue {
+    tenant: String,
+    expires: Option<SystemTime>,
+    admin: bool,
+}
+
+/// A `[tokens]` value: `"tenant"` or `{ tenant = "..", expires = <datetime>, admin = true }`.
+fn entry_value(value: toml::Value) -> Result<EntryValue, String> {
     match value {
-        toml::Value::String(tenant) => Ok((tenant, None)),
+        toml::Value::String(tenant) => Ok(EntryValue {
+            tenant,
+            expires: None,
+            admin: false,
+        }),
         toml::Value::Table(mut table) => {
             let tenant = match table.remove("tenant") {
                 Some(toml::Value::String(t)) => t,
@@ -378,15 +449,50 @@ fn entry_value(value: toml::Value) -> Result<(String, Option<SystemTime>), Strin
                     )
                 }
             };
+            let admin = match table.remove("admin") {
+                None => false,
+                Some(toml::Value::Boolean(b)) => b,
+                Some(_) => return Err("`admin` must be true or false".into()),
+            };
             if let Some(key) = table.keys().next() {
                 return Err(format!(
-                    "unknown key `{key}` (expected `tenant` and `expires`)"
+                    "unknown key `{key}` (expected `tenant`, `expires` and `admin`)"
                 ));
             }
-            Ok((tenant, expires))
+            Ok(EntryValue {
+                tenant,
+                expires,
+                admin,
+            })
         }
-        _ => Err("the value must be a tenant name or a table { tenant, expires }".into()),
+        _ => Err("the value must be a tenant name or a table { tenant, expires, admin }".into()),
     }
+}
+
+/// A rough upper bound on a token's entropy: its length times the bits of the
+/// alphabet it draws from (16 symbols for hex, else the character classes it
+/// uses: digits, lower case, upper case, punctuation). It cannot see that a
+/// token is a word or a pattern, so it only ever errs towards "strong enough";
+/// a token it calls weak is weak.
+pub fn entropy_bits(token: &str) -> u32 {
+    let bytes = token.as_bytes();
+    let hex = bytes
+        .iter()
+        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
+        || bytes
+            .iter()
+            .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(b));
+    let alphabet: u32 = if hex {
+        16
+    } else {
+        let class = |f: fn(&u8) -> bool, size: u32| if bytes.iter().any(f) { size } else { 0 };
+        class(u8::is_ascii_digit, 10)
+            + class(u8::is_ascii_lowercase, 26)
+            + class(u8::is_ascii_uppercase, 26)
+            + class(u8::is_ascii_punctuation, 32)
+    };
+    let bits = bytes.len() as f64 * f64::from(alphabet.max(1)).log2();
+    bits.min(f64::from(u32::MAX)) as u32
 }
 
 /// An offset date-time, or a date alone (00:00 UTC that day). A local date-time
@@ -478,6 +584,7 @@ mod tests {
                     tenant: tenant.into(),
                     expires: Some(at),
                     id: TokenId::of(token),
+                    admin: false,
                 },
                 "{token}"
             );
@@ -489,6 +596,7 @@ mod tests {
                 tenant: "alice".into(),
                 expires: None,
                 id: TokenId::of("aaaaaaaaaaaaaaaa1"),
+                admin: false,
             }
         );
         assert_eq!(t.check("zzzzzzzzzzzzzzzz9", before), TokenCheck::Unknown);
@@ -578,5 +686,44 @@ mod tests {
         assert!(g("aaaaaaaaaaaaaaaa1")
             .with(g("bbbbbbbbbbbbbbbb1"))
             .is_none());
+    }
+
+    #[test]
+    fn admin_tokens_are_marked_and_their_grants_say_so() {
+        let t = Tokens::parse(concat!(
+            "[tokens]\n",
+            "\"aaaaaaaaaaaaaaaa1\" = { tenant = \"ops\", admin = true }\n",
+            "\"aaaaaaaaaaaaaaaa2\" = \"ops\"\n",
+        ))
+        .unwrap();
+        let now = SystemTime::now();
+        let admin = t.check("aaaaaaaaaaaaaaaa1", now).grant().unwrap();
+        let plain = t.check("aaaaaaaaaaaaaaaa2", now).grant().unwrap();
+        assert!(admin.admin && !plain.admin);
+        assert!(plain.with(admin).unwrap().admin);
+        assert!(
+            Tokens::parse("[tokens]\n\"aaaaaaaaaaaaaaaa1\" = { tenant = \"a\", admin = 1 }\n")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn entropy_estimate_flags_short_and_low_variety_tokens() {
+        // 16 hex digits: 64 bits; 32: 128; 64: 256.
+        assert_eq!(entropy_bits(&"a".repeat(16)), 64);
+        assert_eq!(entropy_bits("0123456789abcdef0123456789abcdef"), 128);
+        assert_eq!(entropy_bits(&"f".repeat(64)), 256);
+        // Lower case and digits: ~5.17 bits each.
+        assert!(entropy_bits("alice-token-0123456789abcdef") >= 128);
+        assert!(entropy_bits("aaaaaaaaaaaaaaaa1") < 128);
+        let t = Tokens::parse(concat!(
+            "[tokens]\n",
+            "\"9f2c0d4e6a8b1c3d5e7f\" = \"alice\"\n",
+            "\"3b9d6f1c8a2e7d4b0f5c9a1e6d3b8f2c7a4e0d9b1f6c3a8e\" = \"bob\"\n",
+        ))
+        .unwrap();
+        let weak = t.weak();
+        assert_eq!(weak.len(), 1);
+        assert_eq!((&*weak[0].0, weak[0].1), ("alice", 80));
     }
 }

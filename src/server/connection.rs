@@ -56,11 +56,21 @@ pub(super) struct Shared {
     born: Instant,
     /// Milliseconds after `born` when the last request ended (for the idle timeout).
     last_end_ms: AtomicU64,
+    /// Requests this connection had accepted (a tenant's own `Stats`).
+    requests: AtomicU64,
+    /// Requests of this connection that ended with an `Error`, and `Error`
+    /// frames about no request (a tenant's own `Stats`).
+    errors: AtomicU64,
 }
 
 impl Shared {
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<RequestId, CancellationToken>> {
         self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts an `Error` frame sent on this connection.
+    pub fn errored(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Removes a finished request.
@@ -96,6 +106,12 @@ struct Connection {
     /// Connection slots held until the connection ends.
     _ip_slot: Option<Slot<IpAddr>>,
     tenant_slot: Option<Slot<Arc<str>>>,
+    /// The tenant's count of open connections (every tenant, for its `Stats`).
+    tenant_open: Option<Slot<Arc<str>>>,
+    /// The connection's place in the open-files budget.
+    _ticket: super::gate::Ticket,
+    /// The client's address (failed authentications are throttled per address).
+    peer: SocketAddr,
     sessions: HashMap<SessionId, Arc<SessionHandle>>,
     draining: bool,
     /// Set when the connection must end (failed authentication): a close frame is queued.
@@ -153,6 +169,8 @@ pub(super) async fn run(
             idle: Notify::new(),
             born: Instant::now(),
             last_end_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
         }),
         codec: Codec::new(settings),
         tenant: None,
@@ -160,6 +178,9 @@ pub(super) async fn run(
         grant: None,
         _ip_slot: admitted.ip_slot,
         tenant_slot: admitted.tenant_slot,
+        tenant_open: None,
+        _ticket: admitted.ticket,
+        peer,
         sessions: HashMap::new(),
         draining: false,
         closing: false,
@@ -336,6 +357,7 @@ impl Connection {
         message: impl Into<String>,
     ) {
         self.engine.metrics.error(code);
+        self.shared.errored();
         self.send(Message::Error(Error {
             request,
             code,
@@ -402,7 +424,11 @@ impl Connection {
             Message::Ping(p) => self.send(Message::Pong(Pong { nonce: p.nonce })).await,
             Message::Pong(_) => {}
             Message::StatsRequest(r) => {
-                let stats = self.engine.metrics.stats(r.nonce, self.engine.sampled());
+                let stats = if self.ctx.security.sees_everything(self.grant.as_ref()) {
+                    self.engine.metrics.stats(r.nonce, self.engine.sampled())
+                } else {
+                    self.tenant_stats(r.nonce)
+                };
                 self.send(Message::Stats(Box::new(stats))).await;
             }
             other => {
@@ -416,6 +442,42 @@ impl Connection {
                 )
                 .await
             }
+        }
+    }
+
+    /// `Stats` for a tenant that is not an admin: its own figures only. The
+    /// server-wide ones (other tenants' connections, sessions, requests, the
+    /// load, the process's memory and CPU, the latency histogram, the cache's
+    /// and refusals' counters) are zero or empty; the counter `scope_tenant`
+    /// says so. `connections` and `sessions` are the tenant's; `requests`,
+    /// `in_flight` and `errors` this connection's.
+    fn tenant_stats(&self, nonce: u64) -> voxterm_protocol::Stats {
+        let (connections, sessions) = match &self.tenant {
+            Some(t) => (
+                u64::from(self.ctx.security.tenant_open.held(t)),
+                self.engine.sessions.count_of(t) as u64,
+            ),
+            None => (0, 0),
+        };
+        voxterm_protocol::Stats {
+            nonce,
+            uptime_ms: self.engine.metrics.uptime().as_millis() as u64,
+            connections,
+            sessions,
+            requests: self.shared.requests.load(Ordering::Relaxed),
+            in_flight: self.shared.in_flight().len() as u64,
+            errors: self.shared.errors.load(Ordering::Relaxed),
+            queue_depth: 0,
+            busy_workers: 0,
+            rss_bytes: 0,
+            cpu_us: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            backend_histogram: Vec::new(),
+            counters: vec![voxterm_protocol::Counter {
+                name: "scope_tenant".into(),
+                value: 1,
+            }],
         }
     }
 
@@ -438,9 +500,37 @@ impl Connection {
                 )
                 .await;
         }
+        let ip = self.peer.ip().to_canonical();
+        let security = self.ctx.security.clone();
+        if let (Some(throttle), Some(_)) = (&security.auth_throttle, &security.tokens) {
+            if let Err(wait) = throttle.check(ip, Instant::now()) {
+                self.engine.metrics.refused(Refusal::AuthThrottled);
+                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+                let message = format!(
+                    "too many failed authentications from {ip}: retry in {secs} s (retry_after_ms={})",
+                    secs * 1000
+                );
+                self.send_error(None, ErrorCode::RateLimited, message).await;
+                let _ = self
+                    .shared
+                    .out
+                    .send(Outbound::Close(
+                        CloseCode::Policy,
+                        "too many failed authentications",
+                    ))
+                    .await;
+                self.closing = true;
+                return;
+            }
+        }
         let grant = match self.authenticate(&hello) {
             Ok(g) => g,
-            Err((kind, why)) => return self.refuse_auth(kind, why).await,
+            Err((kind, why)) => {
+                if why == HELLO_UNKNOWN_TOKEN {
+                    super::http::auth_failed(&self.ctx, ip);
+                }
+                return self.refuse_auth(kind, why).await;
+            }
         };
         let tenant = grant.tenant.clone();
         if !valid_name(&tenant) {
@@ -475,6 +565,7 @@ impl Connection {
                 }
             }
         }
+        self.tenant_open = self.ctx.security.tenant_open.acquire(&tenant);
         self.grant = Some(grant);
         // Both encodings and all compressions are supported: take the client's first choice.
         let encoding = hello
@@ -521,7 +612,7 @@ impl Connection {
             None => None,
             Some(t) => match tokens.check(t, SystemTime::now()) {
                 TokenCheck::Expired(_) => return Err((Refusal::TokenExpired, "token expired")),
-                TokenCheck::Unknown => return unauthorized("invalid token"),
+                TokenCheck::Unknown => return unauthorized(HELLO_UNKNOWN_TOKEN),
                 valid => valid.grant(),
             },
         };
@@ -681,9 +772,21 @@ impl Connection {
         Ok(handle)
     }
 
-    /// The tenant's rate limit and the command policy, before anything of the
-    /// line runs (builtins and cache hits included).
+    /// The line's length, the tenant's rate limit and the command policy,
+    /// before anything of the line runs (builtins and cache hits included).
+    /// The length comes first: nothing parses a line over the bound.
     fn screen(&self, exec: &Exec) -> Result<(), (ErrorCode, String)> {
+        let max = self.engine.config().limits.max_command_bytes as usize;
+        if max > 0 && exec.command.len() > max {
+            self.engine.metrics.refused(Refusal::CommandTooLong);
+            return Err((
+                ErrorCode::InvalidCommand,
+                format!(
+                    "the command line is {} bytes long; at most {max} are accepted ([limits] max_command_bytes): put long input in a file",
+                    exec.command.len()
+                ),
+            ));
+        }
         let security = &self.ctx.security;
         if let (Some(rate), Some(tenant)) = (&security.rate, &self.tenant) {
             if let Err(wait) = rate.take(tenant, Instant::now()) {
@@ -750,6 +853,7 @@ impl Connection {
         };
         let token = self.shared.cancel_all.child_token();
         self.shared.in_flight().insert(exec.request, token.clone());
+        self.shared.requests.fetch_add(1, Ordering::Relaxed);
         self.engine.metrics.request_started();
         Some((session, token))
     }
@@ -818,6 +922,9 @@ impl Connection {
         }
     }
 }
+
+/// The refusal reason of an unknown `Hello.token` (counted by the auth throttle).
+const HELLO_UNKNOWN_TOKEN: &str = "invalid token";
 
 /// Tenant and session names: short, printable, safe in logs and keys.
 fn valid_name(name: &str) -> bool {

@@ -6,6 +6,7 @@
 //! before a callback could answer it), and the bytes read past the head are handed
 //! to the WebSocket with `from_partially_read` instead of through a replay wrapper.
 
+use super::gate::Ticket;
 use super::{connection, ServerContext, Transport};
 use crate::metrics::Refusal;
 use crate::security::{Grant, Slot, TokenCheck};
@@ -23,10 +24,22 @@ use tokio_tungstenite::WebSocketStream;
 const MAX_HEAD: usize = 8 * 1024;
 const MAX_HEADERS: usize = 32;
 
+/// What a connection holds from `accept` on: its place in the open-files
+/// budget, its address's half-open slot (until the head is in) and its
+/// address's connection slot (when `max_connections_per_ip` is set and the
+/// address was under it).
+pub(super) struct Accepted {
+    pub ticket: Ticket,
+    pub pending: Option<Slot<IpAddr>>,
+    pub ip_slot: Option<Slot<IpAddr>>,
+}
+
 /// What the upgrade decided about the connection before it became a WebSocket:
 /// the header-authenticated tenant and the connection slots it holds (given back
 /// when the connection ends).
 pub(super) struct Admitted {
+    /// The connection's place in the open-files budget.
+    pub ticket: Ticket,
     /// The tenant of the valid tokens in the headers, with their expiry.
     pub tenant: Option<Grant>,
     /// The source address's slot, when `max_connections_per_ip` is set.
@@ -38,19 +51,37 @@ pub(super) struct Admitted {
 
 /// Serves one TCP connection from its first byte to its close. The TLS handshake
 /// (when configured) and the request head share one `handshake_timeout`, so a
-/// client that connects and sends nothing, or trickles, is cut off.
-pub(super) async fn serve_tcp(ctx: Arc<ServerContext>, tcp: TcpStream, peer: SocketAddr) {
+/// client that connects and sends nothing, or trickles, is cut off; until the
+/// head is in, the connection may also be closed to make room for newer ones
+/// when open files run short (see `gate`).
+pub(super) async fn serve_tcp(
+    ctx: Arc<ServerContext>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    accepted: Accepted,
+) {
     let _ = tcp.set_nodelay(true);
+    let Accepted {
+        ticket,
+        pending,
+        ip_slot,
+    } = accepted;
     let deadline = Instant::now() + ctx.engine.config().server.handshake_timeout;
     let timed_out = || {
         ctx.engine.metrics.refused(Refusal::HandshakeTimeout);
         tracing::debug!(%peer, "handshake timed out");
     };
+    let evicted = ticket.evicted().clone();
     let mut stream = match &ctx.security.tls {
         None => Transport::Plain(tcp),
         Some(config) => {
             let acceptor = tokio_rustls::TlsAcceptor::from(config.clone());
-            match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
+            let handshake = tokio::time::timeout_at(deadline, acceptor.accept(tcp));
+            let done = tokio::select! {
+                done = handshake => done,
+                _ = evicted.cancelled() => return,
+            };
+            match done {
                 Ok(Ok(tls)) => Transport::Tls(Box::new(tls.into())),
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -60,7 +91,17 @@ pub(super) async fn serve_tcp(ctx: Arc<ServerContext>, tcp: TcpStream, peer: Soc
             }
         }
     };
-    let head = match tokio::time::timeout_at(deadline, read_head(&mut stream)).await {
+    let read = tokio::time::timeout_at(deadline, read_head(&mut stream));
+    let read = tokio::select! {
+        read = read => read,
+        _ = evicted.cancelled() => {
+            tracing::debug!(%peer, "half-open connection closed to make room (open-files budget)");
+            return;
+        }
+    };
+    ticket.head_done();
+    drop(pending);
+    let head = match read {
         Ok(Ok(head)) => head,
         Ok(Err(status)) => {
             let _ = respond(&mut stream, status, "text/plain", "", status.1).await;
@@ -68,7 +109,10 @@ pub(super) async fn serve_tcp(ctx: Arc<ServerContext>, tcp: TcpStream, peer: Soc
         }
         Err(_) => return timed_out(),
     };
-    match route(&ctx, &head, peer) {
+    // Held here until the response is written: a plain HTTP answer keeps its
+    // place in the budget while its descriptor is open; an upgrade takes it.
+    let mut ticket = Some(ticket);
+    match route(&ctx, &head, peer, &mut ticket, ip_slot) {
         Reply::Upgrade {
             accept,
             leftover,
@@ -229,7 +273,7 @@ fn header_auth(ctx: &ServerContext, head: &Head) -> HeaderAuth {
     for token in presented {
         let grant = match tokens.check(token, now) {
             TokenCheck::Unknown => {
-                return HeaderAuth::Refused(Refusal::Unauthorized, "unknown token")
+                return HeaderAuth::Refused(Refusal::Unauthorized, UNKNOWN_TOKEN)
             }
             TokenCheck::Expired(_) => {
                 return HeaderAuth::Refused(Refusal::TokenExpired, "token expired")
@@ -277,12 +321,24 @@ fn chosen_protocol(head: &Head) -> Option<String> {
     bearer
 }
 
-fn route(ctx: &ServerContext, head: &Head, peer: SocketAddr) -> Reply {
+fn route(
+    ctx: &ServerContext,
+    head: &Head,
+    peer: SocketAddr,
+    ticket: &mut Option<Ticket>,
+    ip_slot: Option<Slot<IpAddr>>,
+) -> Reply {
     let path = head.path.split('?').next().unwrap_or("");
     if head.method != "GET" {
         return text((405, "Method Not Allowed"));
     }
     let engine = &ctx.engine;
+    if matches!(path, "/healthz" | "/metrics") {
+        let host = head.header("host").map(String::from_utf8_lossy);
+        if !ctx.security.host_allowed(host.as_deref()) {
+            return misdirected(ctx, host.as_deref().unwrap_or(""), path);
+        }
+    }
     match path {
         "/healthz" => Reply::Http(
             (200, "OK"),
@@ -296,7 +352,10 @@ fn route(ctx: &ServerContext, head: &Head, peer: SocketAddr) -> Reply {
             String::new(),
             engine.metrics.render_prometheus(engine.sampled()),
         ),
-        "/ws" => upgrade(ctx, head, peer),
+        "/ws" => match ticket.take() {
+            Some(ticket) => upgrade(ctx, head, peer, ticket, ip_slot),
+            None => text((500, "Internal Server Error")),
+        },
         _ => text((404, "Not Found")),
     }
 }
@@ -316,7 +375,13 @@ fn health_json(ctx: &ServerContext) -> String {
 /// The `/ws` route: protocol checks, then origin, the source address's
 /// connection cap, authentication and the tenant's connection cap, each refused
 /// with its own status before the upgrade.
-fn upgrade(ctx: &ServerContext, head: &Head, peer: SocketAddr) -> Reply {
+fn upgrade(
+    ctx: &ServerContext,
+    head: &Head,
+    peer: SocketAddr,
+    ticket: Ticket,
+    ip_slot: Option<Slot<IpAddr>>,
+) -> Reply {
     let engine = &ctx.engine;
     let upgrade = head.header_has_token("upgrade", "websocket")
         && head.header_has_token("connection", "upgrade");
@@ -336,26 +401,43 @@ fn upgrade(ctx: &ServerContext, head: &Head, peer: SocketAddr) -> Reply {
         tracing::debug!(origin = ?origin, "origin not allowed");
         return text((403, "Forbidden"));
     }
+    if !ctx.gate.room_for_websocket() {
+        engine.metrics.refused(Refusal::FdReserve);
+        tracing::warn!(%peer, connections = ctx.gate.soft_cap(), "upgrade refused (503): the server is near its open-files limit");
+        return Reply::Http(
+            (503, "Service Unavailable"),
+            "text/plain",
+            "Retry-After: 5\r\n".into(),
+            format!(
+                "the server is near its open-files limit ({} connections): try again later\n",
+                ctx.gate.soft_cap()
+            ),
+        );
+    }
     let ip = peer.ip().to_canonical();
-    let ip_slot = match &security.ip_connections {
-        None => None,
-        Some(slots) => match slots.acquire(&ip) {
-            Some(slot) => Some(slot),
-            None => {
-                engine.metrics.refused(Refusal::IpConnections);
-                tracing::info!(%ip, max = slots.max(), "connection refused: per-address cap");
-                return too_many(format!(
-                    "too many connections from {ip}: at most {} at once",
-                    slots.max()
-                ));
-            }
-        },
-    };
+    if let (Some(slots), None) = (&security.ip_connections, &ip_slot) {
+        engine.metrics.refused(Refusal::IpConnections);
+        tracing::info!(%ip, max = slots.max(), "connection refused: per-address cap");
+        return too_many(format!(
+            "too many connections from {ip}: at most {} at once",
+            slots.max()
+        ));
+    }
+    if let (Some(throttle), Some(_)) = (&security.auth_throttle, &security.tokens) {
+        if let Err(wait) = throttle.check(ip, std::time::Instant::now()) {
+            return throttled(ctx, ip, wait);
+        }
+    }
     let tenant = match header_auth(ctx, head) {
         HeaderAuth::Tenant(grant) => Some(grant),
         HeaderAuth::None if security.tokens.is_none() || engine.config().auth.hello_token => None,
         HeaderAuth::None => return unauthorized(ctx, Refusal::Unauthorized, "no token", peer),
-        HeaderAuth::Refused(kind, why) => return unauthorized(ctx, kind, why, peer),
+        HeaderAuth::Refused(kind, why) => {
+            if why == UNKNOWN_TOKEN {
+                auth_failed(ctx, ip);
+            }
+            return unauthorized(ctx, kind, why, peer);
+        }
     };
     let tenant_slot = match (&security.tenant_connections, &tenant) {
         (Some(slots), Some(Grant { tenant: t, .. })) => match slots.acquire(t) {
@@ -376,6 +458,7 @@ fn upgrade(ctx: &ServerContext, head: &Head, peer: SocketAddr) -> Reply {
         leftover: head.leftover.clone(),
         protocol: chosen_protocol(head),
         admitted: Admitted {
+            ticket,
             tenant,
             ip_slot,
             tenant_slot,
@@ -403,6 +486,51 @@ fn unauthorized(ctx: &ServerContext, kind: Refusal, why: &'static str, peer: Soc
         "text/plain",
         challenge.into(),
         body.into(),
+    )
+}
+
+/// The refusal reason of a token that is not configured: what a guesser gets,
+/// and what the auth throttle counts.
+const UNKNOWN_TOKEN: &str = "unknown token";
+
+/// Counts an unknown token from `ip` against its address; logs when the
+/// address starts to wait.
+pub(super) fn auth_failed(ctx: &ServerContext, ip: IpAddr) {
+    ctx.engine.metrics.auth_failed();
+    if let Some(throttle) = &ctx.security.auth_throttle {
+        if let Some(wait) = throttle.failed(ip, std::time::Instant::now()) {
+            tracing::warn!(%ip, wait_s = wait.as_secs(), "repeated failed authentications: this address must wait before it may try again");
+        }
+    }
+}
+
+/// 429 for an address that must wait after failed authentications.
+fn throttled(ctx: &ServerContext, ip: IpAddr, wait: std::time::Duration) -> Reply {
+    ctx.engine.metrics.refused(Refusal::AuthThrottled);
+    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    tracing::debug!(%ip, secs, "upgrade refused: address waiting after failed authentications");
+    Reply::Http(
+        (429, "Too Many Requests"),
+        "text/plain",
+        format!("Retry-After: {secs}\r\n"),
+        format!("too many failed authentications from {ip}: retry in {secs} s\n"),
+    )
+}
+
+/// 421 for `/healthz` or `/metrics` under a `Host` that is not allowed: the
+/// body says which host and how to allow it.
+fn misdirected(ctx: &ServerContext, host: &str, path: &str) -> Reply {
+    ctx.engine.metrics.refused(Refusal::Host);
+    let name = crate::security::host_name(host);
+    tracing::debug!(host, path, "refused: Host not allowed");
+    Reply::Http(
+        (421, "Misdirected Request"),
+        "text/plain",
+        String::new(),
+        format!(
+            "{path} does not answer to Host {host:?}: only localhost, IP addresses and the names in [server] allowed_hosts \
+             (a defence against DNS rebinding). To allow it, add allowed_hosts = [\"{name}\"] to the [server] section of the config file.\n"
+        ),
     )
 }
 

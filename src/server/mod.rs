@@ -12,6 +12,7 @@
 //! requests end with `Exit { killed: Shutdown }`, and connections close with 1001.
 
 mod connection;
+mod gate;
 mod http;
 mod request;
 mod writer;
@@ -47,6 +48,8 @@ pub(crate) struct ServerContext {
     pub drain: CancellationToken,
     /// Tracks connection and request tasks so shutdown can wait for them.
     pub tracker: TaskTracker,
+    /// Open connections against the open-files budget.
+    pub gate: Arc<gate::Gate>,
     next_connection: AtomicU64,
 }
 
@@ -60,9 +63,19 @@ impl Server {
     /// Binds the configured address with a large accept backlog. Refuses
     /// (`InvalidInput`) a non-loopback address without tokens unless
     /// `auth.insecure_no_auth`, and an unreadable tokens file or bad policy.
-    pub async fn bind(config: Config) -> std::io::Result<Server> {
-        let security = Security::from_config(&config)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    ///
+    /// Also hardens the process: its soft open-files limit is raised to the
+    /// hard one, and it is made non-dumpable, so that the commands it runs (as
+    /// the same user) cannot read its `/proc/<pid>/environ`, `cmdline` or
+    /// memory, nor attach a debugger to it.
+    pub async fn bind(mut config: Config) -> std::io::Result<Server> {
+        let invalid = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+        config
+            .read_secret_files()
+            .map_err(|e| invalid(e.to_string()))?;
+        let security = Security::from_config(&config).map_err(|e| invalid(e.to_string()))?;
+        harden_process();
+        warn_about_secrets(&config);
         let addr = config.server.listen;
         let socket = if addr.is_ipv4() {
             TcpSocket::new_v4()?
@@ -72,6 +85,17 @@ impl Server {
         socket.set_reuseaddr(true)?;
         socket.bind(addr)?;
         let listener = socket.listen(config.server.backlog)?;
+        let (soft, hard) = gate::raise_nofile();
+        let budget = gate::Budget::measure(config.server.fd_reserve, config.exec.workers);
+        let gate = gate::Gate::new(budget);
+        tracing::info!(
+            soft,
+            hard,
+            in_use = budget.baseline,
+            reserve = budget.reserve,
+            connections = gate.soft_cap(),
+            "open-files budget: past `connections` open connections the oldest half-open ones are closed and upgrades refused (503)"
+        );
         crate::metrics::purge_in_background();
         let kill = CancellationToken::new();
         let engine = Engine::new(config, kill);
@@ -81,6 +105,7 @@ impl Server {
             security,
             drain: CancellationToken::new(),
             tracker: TaskTracker::new(),
+            gate,
             next_connection: AtomicU64::new(0),
         });
         Ok(Server {
@@ -123,18 +148,29 @@ impl Server {
             ));
         }
         tokio::pin!(signal);
+        let mut backoff = AcceptBackoff::default();
         loop {
             tokio::select! {
                 _ = &mut signal => break,
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        let ctx2 = ctx.clone();
-                        ctx.tracker.spawn(async move { http::serve_tcp(ctx2, stream, peer).await });
+                        backoff.succeeded();
+                        if let Some(accepted) = admit(&ctx, peer) {
+                            let ctx2 = ctx.clone();
+                            ctx.tracker.spawn(async move { http::serve_tcp(ctx2, stream, peer, accepted).await });
+                        }
                     }
                     Err(e) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        // EMFILE and friends: make room, back off instead of
+                        // spinning, and say so once in a while, not per failure.
+                        if matches!(e.raw_os_error(), Some(nix::libc::EMFILE | nix::libc::ENFILE)) {
+                            ctx.gate.evict_oldest();
+                        }
+                        let pause = backoff.failed(&e);
+                        tokio::select! {
+                            _ = &mut signal => break,
+                            _ = tokio::time::sleep(pause) => {}
+                        }
                     }
                 },
             }
@@ -157,6 +193,122 @@ impl Server {
         reaper_stop.cancel();
         engine.save_model().await;
         tracing::info!("shutdown complete");
+    }
+}
+
+/// Counts a connection just accepted against the open-files budget and its
+/// address's caps (both from `accept`, so a connection that never sends its
+/// head holds its place like any other). `None`: closed at once.
+fn admit(ctx: &ServerContext, peer: SocketAddr) -> Option<http::Accepted> {
+    let metrics = &ctx.engine.metrics;
+    let (ticket, evicted) = ctx.gate.admit();
+    if evicted {
+        metrics.refused(crate::metrics::Refusal::FdReserve);
+    }
+    let Some(ticket) = ticket else {
+        metrics.refused(crate::metrics::Refusal::FdReserve);
+        tracing::debug!(%peer, "connection closed at accept: open-files budget exhausted");
+        return None;
+    };
+    let ip = peer.ip().to_canonical();
+    let security = &ctx.security;
+    let pending = match &security.ip_pending {
+        None => None,
+        Some(slots) => match slots.acquire(&ip) {
+            Some(slot) => Some(slot),
+            None => {
+                metrics.refused(crate::metrics::Refusal::PendingPerIp);
+                tracing::debug!(%ip, max = slots.max(), "connection closed at accept: too many half-open connections from this address");
+                return None;
+            }
+        },
+    };
+    // Over the per-address cap the connection may still ask for /healthz or
+    // /metrics (bounded by `pending`); an upgrade gets 429.
+    let ip_slot = security
+        .ip_connections
+        .as_ref()
+        .and_then(|s| s.acquire(&ip));
+    Some(http::Accepted {
+        ticket,
+        pending,
+        ip_slot,
+    })
+}
+
+/// Exponential back-off of the accept loop after errors (10 ms doubling to
+/// 1 s), with one warning per 10 s at most, that counts what it did not log.
+#[derive(Default)]
+struct AcceptBackoff {
+    pause: Option<Duration>,
+    last_log: Option<std::time::Instant>,
+    unlogged: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+    const LOG_EVERY: Duration = Duration::from_secs(10);
+
+    fn succeeded(&mut self) {
+        self.pause = None;
+    }
+
+    /// The pause before the next `accept`.
+    fn failed(&mut self, e: &std::io::Error) -> Duration {
+        let pause = self.pause.map_or(Self::FIRST, |p| (p * 2).min(Self::MAX));
+        self.pause = Some(pause);
+        self.unlogged += 1;
+        if !self.last_log.is_some_and(|t| t.elapsed() < Self::LOG_EVERY) {
+            let hint = match e.raw_os_error() {
+                Some(nix::libc::EMFILE | nix::libc::ENFILE) => {
+                    "out of file descriptors: raise the open-files limit (systemd LimitNOFILE=, ulimit -n) or set [limits] max_connections_per_ip"
+                }
+                _ => "",
+            };
+            tracing::warn!(
+                error = %e,
+                failures = self.unlogged,
+                pause_ms = pause.as_millis() as u64,
+                "accept failed ({} time(s) since the last report); pausing accepts. {hint}",
+                self.unlogged
+            );
+            self.last_log = Some(std::time::Instant::now());
+            self.unlogged = 0;
+        }
+        pause
+    }
+}
+
+/// Makes the process non-dumpable: same-user processes (the commands it
+/// runs) can then no longer read `/proc/<pid>/environ`, `cmdline`, `mem` or
+/// `maps`, nor ptrace it; core dumps are off too. Children get their own
+/// dumpable flag back at `execve`.
+fn harden_process() {
+    if let Err(e) = nix::sys::prctl::set_dumpable(false) {
+        tracing::warn!(error = %e, "cannot mark the server non-dumpable: commands can read its /proc/<pid>/environ and memory");
+    }
+}
+
+/// Warnings about secrets the commands could read: children run as the
+/// server's user, so whatever that user can read, every tenant's commands can.
+fn warn_about_secrets(config: &Config) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(path) = &config.auth.tokens_file {
+        let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
+        if let Ok(mode) = mode {
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    file = %path.display(),
+                    mode = format!("{mode:o}"),
+                    "the tokens file is readable by other users: chmod 600 it"
+                );
+            }
+        }
+        tracing::warn!(
+            file = %path.display(),
+            "commands run as the server's own user and can read the tokens file (and so take any tenant's token): run the server under a user of its own and give commands no way to read its files (see README, Containing children)"
+        );
     }
 }
 

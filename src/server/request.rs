@@ -143,6 +143,7 @@ pub(super) async fn finish_request(
         }
         Finish::Error { code, message } => {
             engine.metrics.request_failed(code, backend_us);
+            shared.errored();
             Message::Error(Error {
                 request: Some(request),
                 code,

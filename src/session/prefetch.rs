@@ -76,6 +76,8 @@ impl Prefetcher {
 struct Planned {
     tenant: Arc<str>,
     cwd: PathBuf,
+    /// The tenant's root, when the session is confined to one.
+    root: Option<PathBuf>,
     env: super::env::ChildEnv,
     lines: Vec<Arc<str>>,
 }
@@ -113,10 +115,11 @@ impl Engine {
         {
             let me = self.clone();
             let (cwd, env) = session.launch(&self.base_env);
+            let root = session.root();
             tokio::spawn(async move {
                 me.model_store.load_tenant(&predictor, &tenant).await;
                 let dist = predictor.predict(&tenant, NONE, START);
-                me.spawn_prefetch(tenant, cwd, env, &dist);
+                me.spawn_prefetch(tenant, cwd, root, env, &dist);
             });
             return;
         }
@@ -129,13 +132,14 @@ impl Engine {
             return;
         }
         let (cwd, env) = session.launch(&self.base_env);
-        self.spawn_prefetch(session.tenant().clone(), cwd, env, dist);
+        self.spawn_prefetch(session.tenant().clone(), cwd, session.root(), env, dist);
     }
 
     fn spawn_prefetch(
         &self,
         tenant: Arc<str>,
         cwd: PathBuf,
+        root: Option<PathBuf>,
         env: super::env::ChildEnv,
         dist: &crate::predict::Distribution,
     ) {
@@ -152,6 +156,7 @@ impl Engine {
         let plan = Planned {
             tenant,
             cwd,
+            root,
             env,
             lines,
         };
@@ -225,6 +230,13 @@ impl PrefetchTask {
         if self.cache.holds(key, &fresh) {
             return Err("cached");
         }
+        // Like a request: only in a cwd that still lies inside the tenant's root.
+        let dir = match &plan.root {
+            Some(root) => Some(Arc::new(
+                crate::security::open_inside(&plan.cwd, root).map_err(|_| "cwd_outside_root")?,
+            )),
+            None => None,
+        };
         let pool = &self.workers.pool;
         let permit = self
             .gate
@@ -254,6 +266,7 @@ impl PrefetchTask {
                 kill_grace: self.kill_grace,
                 output_cap: self.output_cap,
                 containment: self.containment.clone(),
+                dir,
             },
             key,
             verdict,

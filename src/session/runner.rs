@@ -242,6 +242,21 @@ impl Engine {
         }
 
         let (cwd, env) = session.launch(&self.base_env);
+        // With a tenant root, the cwd is re-checked now, at the command, not
+        // only when `cd` ran: another session may have replaced a directory on
+        // the way with a symlink since. The child starts in what was checked.
+        let dir = match session.root() {
+            Some(root) => match crate::security::open_inside(&cwd, &root) {
+                Ok(fd) => Some(Arc::new(fd)),
+                Err(e) => {
+                    tracing::info!(tenant = %session.tenant(), error = %e, "command refused: cwd outside the tenant's root");
+                    self.metrics
+                        .refused(crate::metrics::Refusal::CwdOutsideRoot);
+                    return Finish::error(ErrorCode::PolicyDenied, e.to_string());
+                }
+            },
+            None => None,
+        };
         let job = Job {
             command: command.to_owned(),
             cwd,
@@ -250,6 +265,7 @@ impl Engine {
             kill_grace: self.config.exec.kill_grace,
             output_cap: self.config.exec.output_cap,
             containment: Arc::clone(&self.containment),
+            dir,
         };
         let tenant = session.tenant();
         let verdict = self.cache.as_ref().map(|c| (c, c.classify(command)));

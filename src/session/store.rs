@@ -106,6 +106,11 @@ impl SessionStore {
         ))
     }
 
+    /// Live sessions of one tenant.
+    pub fn count_of(&self, tenant: &str) -> usize {
+        self.map().keys().filter(|(t, _)| &**t == tenant).count()
+    }
+
     /// Live sessions.
     pub fn len(&self) -> usize {
         self.map().len()
