@@ -48,17 +48,7 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 use voxterm::config::PolicyConfig;
-use voxterm::security::CommandPolicy;
-
-/// What an allow list may name by bare name (mirrors the policy's rule: a path
-/// outside these never matches an allow-list entry).
-const STD_DIRS: &[&str] = &[
-    "/bin/",
-    "/usr/bin/",
-    "/usr/local/bin/",
-    "/sbin/",
-    "/usr/sbin/",
-];
+use voxterm::security::{CommandPolicy, STD_DIRS};
 const PATH: &str = "/usr/bin:/bin:/usr/sbin:/sbin";
 const LINE_TIMEOUT: Duration = Duration::from_secs(5);
 const CI_CASES: u32 = 256;

@@ -15,7 +15,7 @@ mod tokens;
 mod wrappers;
 
 pub use limits::{AuthThrottle, OutputBudget, RateLimiter, Slot, Slots};
-pub use policy::{CommandPolicy, DEFAULT_DENY_VARIABLES};
+pub use policy::{CommandPolicy, DEFAULT_DENY_VARIABLES, STD_DIRS};
 pub use roots::{open_inside, tenant_root, valid_tenant, CwdError};
 pub use tokens::{
     entropy_bits, AuthError, Grant, Revoked, TokenCheck, TokenId, TokenStore, Tokens,

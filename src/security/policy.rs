@@ -94,8 +94,9 @@ pub const DEFAULT_DENY_VARIABLES: &[&str] = &[
     "FPATH",
 ];
 
-/// Directories whose programs an allow list may name by their bare name.
-const STD_DIRS: &[&str] = &[
+/// Directories whose programs an allow list may name by their bare name (a path
+/// elsewhere never matches an allow-list entry).
+pub const STD_DIRS: &[&str] = &[
     "/bin/",
     "/usr/bin/",
     "/usr/local/bin/",
