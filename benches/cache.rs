@@ -481,9 +481,9 @@ fn validate(c: &mut Criterion) {
     for line in ["cat file07.txt", "ls -l"] {
         let argv: Vec<String> = line.split(' ').map(str::to_owned).collect();
         let inputs = Inputs::of(&argv).expect("validated line");
-        assert!(inputs.stamp(&dir, life).is_some(), "{line} is stampable");
+        assert!(inputs.stamp(&dir, &[], life).is_some(), "{line} is stampable");
         g.bench_function(format!("stamp `{line}`"), |b| {
-            b.iter(|| black_box(inputs.stamp(&dir, life)))
+            b.iter(|| black_box(inputs.stamp(&dir, &[], life)))
         });
         g.bench_function(format!("spawn `{line}`"), |b| {
             b.iter(|| {
