@@ -481,7 +481,10 @@ fn validate(c: &mut Criterion) {
     for line in ["cat file07.txt", "ls -l"] {
         let argv: Vec<String> = line.split(' ').map(str::to_owned).collect();
         let inputs = Inputs::of(&argv).expect("validated line");
-        assert!(inputs.stamp(&dir, &[], life).is_some(), "{line} is stampable");
+        assert!(
+            inputs.stamp(&dir, &[], life).is_some(),
+            "{line} is stampable"
+        );
         g.bench_function(format!("stamp `{line}`"), |b| {
             b.iter(|| black_box(inputs.stamp(&dir, &[], life)))
         });

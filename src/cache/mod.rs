@@ -408,11 +408,10 @@ impl Freshness<'_> {
             Validity::Always => true,
             Validity::Generation(g) => g == self.generation,
             Validity::Stamp(stored) => {
-                let now = self
-                    .now
-                    .get_or_init(|| self
-                        .inputs
-                        .and_then(|i| i.restamp(self.cwd, self.env, self.life)));
+                let now = self.now.get_or_init(|| {
+                    self.inputs
+                        .and_then(|i| i.restamp(self.cwd, self.env, self.life))
+                });
                 *now == Some(stored)
             }
         }

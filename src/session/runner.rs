@@ -428,9 +428,9 @@ impl MissRun {
             ServedFrom::Exec
         };
         if !self.refresh {
-            let fresh = self
-                .cache
-                .freshness(&self.verdict, &self.job.cwd, &self.job.env, self.generation);
+            let fresh =
+                self.cache
+                    .freshness(&self.verdict, &self.job.cwd, &self.job.env, self.generation);
             if let Some(entry) = self.cache.get_remote(self.key, &fresh).await {
                 for (stream, bytes) in entry.segments() {
                     publisher.push(stream, bytes);
@@ -454,9 +454,9 @@ impl MissRun {
         };
         // Taken before the command reads its inputs: a change made while it runs
         // makes the stamp differ at the next lookup.
-        let validity = self
-            .cache
-            .validity(&self.verdict, &self.job.cwd, &self.job.env, self.generation);
+        let validity =
+            self.cache
+                .validity(&self.verdict, &self.job.cwd, &self.job.env, self.generation);
         let mut tee = Tee {
             publisher: &mut publisher,
             chunks: Vec::new(),

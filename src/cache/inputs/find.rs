@@ -130,7 +130,10 @@ fn pruned(expr: &[String]) -> Vec<&str> {
         ["(", inner @ .., ")"] => inner,
         one => one,
     };
-    for (n, alt) in alternatives.split(|w| *w == "-o" || *w == "-or").enumerate() {
+    for (n, alt) in alternatives
+        .split(|w| *w == "-o" || *w == "-or")
+        .enumerate()
+    {
         match alt {
             [op, p] if (*op == "-path" || *op == "-wholename") && literal(p) => out.push(*p),
             _ => return Vec::new(),

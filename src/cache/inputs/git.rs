@@ -5,21 +5,19 @@
 use super::stamp::{Stamper, Walk};
 use std::path::{Path, PathBuf};
 
-/// What a git line's answer depends on beyond the repository (HEAD, refs,
-/// objects, config: always stamped).
+/// What a git line's answer depends on beyond the repository (HEAD, the index,
+/// refs, objects, config: always stamped, the index as one of the git
+/// directory's top entries).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Git {
-    /// The index (`status`, `diff`, `ls-files`, and diffs, whose attributes
-    /// fall back to staged `.gitattributes`).
-    index: bool,
-    worktree: Worktree,
+    pub(super) worktree: Worktree,
     /// Operands that git tells apart as revision or path by whether a file of
     /// that name exists (`git log main`, `git diff src`): their `lstat` in the cwd.
-    names: Box<[Box<str>]>,
+    pub(super) names: Box<[Box<str>]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Worktree {
+pub(super) enum Worktree {
     /// Not read.
     No,
     /// Every entry (diffs read `.gitattributes` anywhere, ignored or not).
@@ -115,7 +113,6 @@ pub(super) fn parse(args: &[String]) -> Option<Git> {
     // subcommand must be the first word.
     let (sub, rest) = args.split_first()?;
     let mut g = Git {
-        index: false,
         worktree: Worktree::No,
         names: Box::default(),
     };
@@ -268,13 +265,8 @@ pub(super) fn parse(args: &[String]) -> Option<Git> {
     match sub.as_str() {
         "branch" | "tag" | "remote" if operands > 0 => return None,
         "config" if operands > 1 => return None,
-        "status" => {
-            g.index = true;
-            g.worktree = Worktree::Tracked;
-        }
-        "ls-files" => g.index = true,
+        "status" => g.worktree = Worktree::Tracked,
         "diff" => {
-            g.index = true;
             // Only the worktree against the index is about tracked paths alone;
             // a commit's paths may lie in an ignored directory.
             g.worktree = if cached || !names.is_empty() {
@@ -283,8 +275,8 @@ pub(super) fn parse(args: &[String]) -> Option<Git> {
                 Worktree::Tracked
             };
         }
+        // Diffs of commits read `.gitattributes` from the worktree (and the index).
         "log" | "show" if contents || (sub == "show" && !names_only) => {
-            g.index = true;
             g.worktree = Worktree::Full;
         }
         _ => {}
@@ -343,8 +335,7 @@ fn format(w: &str) -> Option<bool> {
 fn revision(w: &str) -> Option<()> {
     let ok = !w.is_empty()
         && !w.starts_with('-')
-        && w
-            .bytes()
+        && w.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_./~^-".contains(&b));
     ok.then_some(())
 }
@@ -356,8 +347,7 @@ fn pathspec(w: &str) -> Option<()> {
 
 fn config_name(w: &str) -> Option<()> {
     let ok = w.contains('.')
-        && w
-            .bytes()
+        && w.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     ok.then_some(())
 }
@@ -394,7 +384,12 @@ const CONFIG_REFUSED: &[&str] = &[
 
 impl Git {
     /// Stamps the repository `cwd` is in (see the module docs), or None.
-    pub(super) fn stamp(&self, s: &mut Stamper, cwd: &Path, env: &[(String, String)]) -> Option<()> {
+    pub(super) fn stamp(
+        &self,
+        s: &mut Stamper,
+        cwd: &Path,
+        env: &[(String, String)],
+    ) -> Option<()> {
         // GIT_DIR, GIT_INDEX_FILE, GIT_CONFIG_*, GIT_CEILING_DIRECTORIES… move
         // what git reads: not followed here.
         if env.iter().any(|(k, _)| k.starts_with("GIT_")) {

@@ -195,7 +195,8 @@ impl Stamper {
                 return None; // a nested repository: its own state is not stamped
             }
             let ft = m.file_type();
-            if w.reads && (ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket())
+            if w.reads
+                && (ft.is_block_device() || ft.is_char_device() || ft.is_fifo() || ft.is_socket())
             {
                 return None;
             }
