@@ -364,9 +364,10 @@ struct Repo {
 /// stamp does not cover: other files (`include`, `excludesFile`,
 /// `attributesFile`, `mailmap.file`), the passing time (`log.date = relative`,
 /// `human`, relative placeholders in `pretty.*`), signatures, or a worktree
-/// elsewhere (`core.worktree`).
+/// elsewhere (`core.worktree`), refs outside `refs/` (reftable).
 const CONFIG_REFUSED: &[&str] = &[
     "include",
+    "refstorage",
     "relative",
     "human",
     "mailmap",

@@ -81,9 +81,15 @@
 //! (`log.date = relative`, `include`, `core.excludesFile`…: see `git.rs`).
 //!
 //! Not seen: writes through a shared `mmap` before the kernel updates the times,
-//! a clock stepped backwards, the programs themselves (an upgraded `git`), and
+//! a clock stepped backwards, the programs themselves (an upgraded `git`),
 //! system files such as the locale, the time zone or `/etc/passwd` (owner names
-//! in `ls -l`), which the session class trusts as well.
+//! in `ls -l`), which the session class trusts as well, and `git status`'s
+//! advice that enumerating untracked files took over two seconds (a line that
+//! depends on the run's speed; the entry bound keeps a stamped worktree far
+//! below that on a local filesystem). Git's global config is found from the
+//! child's `HOME` and `XDG_CONFIG_HOME` (the environment the line runs with,
+//! which is also in its key); its system config at `/etc/gitconfig` and
+//! `/usr/local/etc/gitconfig` (the two prefixes git is built with in practice).
 
 mod find;
 mod git;

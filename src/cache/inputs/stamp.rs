@@ -189,10 +189,15 @@ impl Stamper {
                     continue;
                 }
             };
-            self.meta(&m)?;
             let is_git = w.git && name == ".git";
             if is_git && level > 1 {
                 return None; // a nested repository: its own state is not stamped
+            }
+            if is_git {
+                // The git directory is stamped on its own (see `entries`).
+                self.ident_of(&m);
+            } else {
+                self.meta(&m)?;
             }
             let ft = m.file_type();
             if w.reads
@@ -222,8 +227,19 @@ impl Stamper {
     }
 
     /// A listing of one directory's entries (no descent): for git's own
-    /// directories, where a new file (`MERGE_HEAD`, `index.lock`) matters.
+    /// directories, where a new file (`MERGE_HEAD`, `rebase-merge/`) matters.
+    /// Every name is read, so the directory's own times add nothing, and they
+    /// would change on every `git status` (it creates and removes `index.lock`
+    /// even when it writes nothing): only its identity is stamped.
     pub fn entries(&mut self, path: &Path) -> Option<()> {
+        let m = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) => return self.error(&e),
+        };
+        self.ident_of(&m);
+        if !m.is_dir() {
+            return None;
+        }
         let w = Walk {
             depth: 1,
             parent: false,
@@ -231,7 +247,7 @@ impl Stamper {
             git: false,
             prune: &|_| false,
         };
-        self.walk(path, "", &w)
+        self.dir(&mut path.to_owned(), &mut String::new(), m.dev(), 1, &w)
     }
 
     pub fn meta(&mut self, m: &Metadata) -> Option<()> {

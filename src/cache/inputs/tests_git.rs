@@ -365,4 +365,14 @@ fn git_stamps_are_racy_after_a_change_and_stable_after() {
         .stamp(&r.root, &r.env(), LIFE)
         .expect("stampable once settled");
     assert_eq!(log.restamp(&r.root, &r.env(), LIFE), Some(s));
+    // Running `git status` takes and drops `index.lock` (and may refresh the
+    // index once): once settled, running it again leaves its stamp alone, so
+    // its answer can be served.
+    let status = of("git status").unwrap();
+    r.git(&["status"]);
+    std::thread::sleep(RACY + Duration::from_millis(50));
+    let s = status.stamp(&r.root, &r.env(), LIFE).expect("stampable");
+    r.git(&["status"]);
+    r.git(&["diff"]);
+    assert_eq!(status.restamp(&r.root, &r.env(), LIFE), Some(s));
 }
