@@ -1,6 +1,7 @@
 //! Cache tiers: L1/L2 hit latency, L2 candidates' gets/s with 2 threads, L3 hit vs
 //! a raw Redis GET, LRU vs quick_cache hit rate on a Zipf stream at equal memory,
-//! the input stamp a validated fs-read hit takes (vs spawning the command), and
+//! the input stamp a validated fs-read hit takes (vs spawning the command: readers,
+//! trees, git), and
 //! `echo hi` end to end from cache vs exec.
 //!
 //! `cargo bench --bench cache`. L3 needs `redis-server` on PATH (or REDIS_URL);
@@ -466,7 +467,8 @@ fn e2e(c: &mut Criterion) {
 }
 
 /// What a validated fs-read hit adds (one input stamp) next to what it saves
-/// (running the command), in the same run.
+/// (running the command), in the same run: readers and listings, trees, and
+/// git in a project like the load tester's (an ignored `users/` of 200 dirs).
 fn validate(c: &mut Criterion) {
     use voxterm::cache::Inputs;
     let dir = std::env::temp_dir().join(format!("voxterm-bench-validate-{}", std::process::id()));
@@ -474,27 +476,87 @@ fn validate(c: &mut Criterion) {
     for i in 0..20 {
         std::fs::write(dir.join(format!("file{i:02}.txt")), "line\n".repeat(i + 1)).expect("write");
     }
-    // Stamps refuse times under a second old.
+    let fixture = "mkdir -p src docs users && printf 'users/\\n' > .gitignore \
+        && printf 'fn main() {}\\n' > src/main.rs && printf 'pub fn a() {}\\n' > src/lib.rs \
+        && seq 1 400 | sed 's/^/guide line /' > docs/guide.md \
+        && git init -q . && git add -A \
+        && git -c user.name=b -c user.email=b@x commit -qm one \
+        && for i in 1 2 3 4 5 6; do echo $i >> src/lib.rs; \
+           git -c user.name=b -c user.email=b@x commit -qam c$i; done \
+        && echo x >> src/lib.rs && seq 0 199 | sed 's|^|users/u|' | xargs mkdir -p";
+    let git_ok = std::process::Command::new("sh")
+        .args(["-c", fixture])
+        .current_dir(&dir)
+        .output()
+        .is_ok_and(|o| o.status.success());
+    // Stamps refuse times under a second old. `git status` refreshes the index
+    // once the files are no longer racy for git either; the spawns below then
+    // leave it alone, so the stamps measured stay valid.
     std::thread::sleep(voxterm::cache::inputs::RACY + Duration::from_millis(100));
+    if git_ok {
+        let _ = std::process::Command::new("git")
+            .arg("status")
+            .current_dir(&dir)
+            .output();
+        std::thread::sleep(voxterm::cache::inputs::RACY + Duration::from_millis(100));
+    }
+    let env: Vec<(String, String)> = std::env::var("HOME")
+        .map(|h| vec![("HOME".to_owned(), h)])
+        .unwrap_or_default();
     let life = Duration::from_secs(600);
     let mut g = c.benchmark_group("validate");
-    for line in ["cat file07.txt", "ls -l"] {
-        let argv: Vec<String> = line.split(' ').map(str::to_owned).collect();
+    g.warm_up_time(Duration::from_secs(1));
+    g.measurement_time(Duration::from_secs(3));
+    let mut lines = vec![
+        "cat file07.txt",
+        "ls -l",
+        "ls -R src",
+        "grep -rn 'line 1' docs",
+        "find . -path ./users -prune -o -name '*.rs' -print",
+        "find . \\( -path ./users -o -path ./.git \\) -prune -o -type f -print",
+        "du -s src",
+        "tree src",
+    ];
+    if git_ok {
+        lines.extend([
+            "git status",
+            "git status --short",
+            "git diff",
+            "git log --oneline -20",
+            "git log --stat -5",
+            "git branch",
+            "git rev-parse HEAD",
+        ]);
+    } else {
+        println!("# validate: git lines skipped (no git)");
+    }
+    for line in lines {
+        let argv = shell_words::split(line).expect("words");
         let inputs = Inputs::of(&argv).expect("validated line");
-        assert!(inputs.stamp(&dir, life).is_some(), "{line} is stampable");
+        if inputs.stamp(&dir, &env, life).is_none() {
+            println!("# validate: `{line}` is not stampable here, skipped");
+            continue;
+        }
+        let spawn = || {
+            std::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .current_dir(&dir)
+                .output()
+        };
+        if spawn().is_err() {
+            println!(
+                "# validate: `{}` is not installed, `{line}` skipped",
+                argv[0]
+            );
+            continue;
+        }
         g.bench_function(format!("stamp `{line}`"), |b| {
-            b.iter(|| black_box(inputs.stamp(&dir, life)))
+            b.iter(|| black_box(inputs.stamp(&dir, &env, life)))
         });
-        g.bench_function(format!("spawn `{line}`"), |b| {
-            b.iter(|| {
-                black_box(
-                    std::process::Command::new(&argv[0])
-                        .args(&argv[1..])
-                        .current_dir(&dir)
-                        .output(),
-                )
-            })
-        });
+        g.bench_function(format!("spawn `{line}`"), |b| b.iter(|| black_box(spawn())));
+        if inputs.stamp(&dir, &env, life).is_none() {
+            println!("# validate: running `{line}` changed its inputs: later stamps are void");
+        }
     }
     g.finish();
     let _ = std::fs::remove_dir_all(&dir);

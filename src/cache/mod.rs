@@ -14,9 +14,10 @@
 //! * [`flight`] coalesces identical concurrent misses into one run.
 //! * [`blobs`] keeps identical outputs of different keys (every tenant's
 //!   `cat logs/app.log`) in one allocation.
-//! * [`inputs`] validates fs-read answers against their input files, so that
-//!   those of simple readers (`cat F`, `ls -la D`) may live for minutes and are
-//!   still never stale.
+//! * [`inputs`] validates fs-read answers against their inputs, so that those
+//!   of readers, listings, small trees and git's read-only subcommands (`cat F`,
+//!   `ls -la D`, `find`, `git status`) may live for minutes and are still never
+//!   stale.
 //!
 //! The engine (`session::runner`) drives these; nothing here ever fails a request:
 //! a cache problem is a miss.
@@ -168,13 +169,20 @@ impl Cache {
         !["/proc", "/sys", "/dev"].iter().any(|d| cwd.starts_with(d))
     }
 
-    /// What an answer of this line, about to run in `cwd` under the tenant's
-    /// `generation`, will depend on: for a validated line, the stamp of its inputs
-    /// (taken now, before it runs), or the generation when they cannot be stamped.
-    pub fn validity(&self, v: &Verdict, cwd: &Path, generation: u64) -> Validity {
+    /// What an answer of this line, about to run in `cwd` with the environment
+    /// `env` under the tenant's `generation`, will depend on: for a validated
+    /// line, the stamp of its inputs (taken now, before it runs), or the
+    /// generation when they cannot be stamped.
+    pub fn validity(
+        &self,
+        v: &Verdict,
+        cwd: &Path,
+        env: &[(String, String)],
+        generation: u64,
+    ) -> Validity {
         match &v.inputs {
             None => Validity::Always,
-            Some(i) => match i.stamp(cwd, self.policy.validated_ttl()) {
+            Some(i) => match i.stamp(cwd, env, self.policy.validated_ttl()) {
                 Some(s) => Validity::Stamp(s),
                 None => Validity::Generation(generation),
             },
@@ -190,11 +198,19 @@ impl Cache {
     }
 
     /// What decides whether a stored answer may be served to a request for this
-    /// line in `cwd`, the tenant's generation being `generation`.
-    pub fn freshness<'a>(&self, v: &'a Verdict, cwd: &'a Path, generation: u64) -> Freshness<'a> {
+    /// line in `cwd` with the child's environment `env`, the tenant's generation
+    /// being `generation`.
+    pub fn freshness<'a>(
+        &self,
+        v: &'a Verdict,
+        cwd: &'a Path,
+        env: &'a [(String, String)],
+        generation: u64,
+    ) -> Freshness<'a> {
         Freshness {
             inputs: v.inputs.as_deref(),
             cwd,
+            env,
             life: self.policy.validated_ttl(),
             generation,
             now: OnceLock::new(),
@@ -379,6 +395,7 @@ impl Cache {
 pub struct Freshness<'a> {
     inputs: Option<&'a Inputs>,
     cwd: &'a Path,
+    env: &'a [(String, String)],
     life: Duration,
     generation: u64,
     now: OnceLock<Option<u128>>,
@@ -391,9 +408,10 @@ impl Freshness<'_> {
             Validity::Always => true,
             Validity::Generation(g) => g == self.generation,
             Validity::Stamp(stored) => {
-                let now = self
-                    .now
-                    .get_or_init(|| self.inputs.and_then(|i| i.restamp(self.cwd, self.life)));
+                let now = self.now.get_or_init(|| {
+                    self.inputs
+                        .and_then(|i| i.restamp(self.cwd, self.env, self.life))
+                });
                 *now == Some(stored)
             }
         }

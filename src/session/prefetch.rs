@@ -226,7 +226,9 @@ impl PrefetchTask {
             &plan.cwd,
             generation,
         );
-        let fresh = self.cache.freshness(&verdict, &plan.cwd, generation);
+        let fresh = self
+            .cache
+            .freshness(&verdict, &plan.cwd, &plan.env, generation);
         if self.cache.holds(key, &fresh) {
             return Err("cached");
         }

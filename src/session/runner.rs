@@ -304,7 +304,7 @@ impl Engine {
         };
         let key = cache.key(&verdict, command, &job.env, tenant, &job.cwd, generation);
         if exec.cache == CacheMode::Default {
-            let fresh = cache.freshness(&verdict, &job.cwd, generation);
+            let fresh = cache.freshness(&verdict, &job.cwd, &job.env, generation);
             if let Some((entry, tier)) = cache.get_local(key, &fresh) {
                 let from_prefetch = entry.use_prefetched();
                 if let Some(first) = from_prefetch {
@@ -444,9 +444,9 @@ impl MissRun {
             ServedFrom::Exec
         };
         if !self.refresh {
-            let fresh = self
-                .cache
-                .freshness(&self.verdict, &self.job.cwd, self.generation);
+            let fresh =
+                self.cache
+                    .freshness(&self.verdict, &self.job.cwd, &self.job.env, self.generation);
             if let Some(entry) = self.cache.get_remote(self.key, &fresh).await {
                 for (stream, bytes) in entry.segments() {
                     publisher.push(stream, bytes);
@@ -470,9 +470,9 @@ impl MissRun {
         };
         // Taken before the command reads its inputs: a change made while it runs
         // makes the stamp differ at the next lookup.
-        let validity = self
-            .cache
-            .validity(&self.verdict, &self.job.cwd, self.generation);
+        let validity =
+            self.cache
+                .validity(&self.verdict, &self.job.cwd, &self.job.env, self.generation);
         let mut tee = Tee {
             publisher: &mut publisher,
             chunks: Vec::new(),

@@ -1,0 +1,310 @@
+//! Readers, listings and trees: grammars, stamps, refusals.
+
+use super::*;
+use std::fs;
+
+pub(super) fn of(line: &str) -> Option<Inputs> {
+    let argv = shell_words::split(line).ok()?;
+    Inputs::of(&argv)
+}
+
+fn paths(line: &str) -> Option<Vec<String>> {
+    let ps = match of(line)?.0 {
+        What::Read(p) => p,
+        What::Walk(t) => t.paths,
+        What::Git(_) => return None,
+    };
+    Some(ps.iter().map(|p| p.to_string()).collect())
+}
+
+fn tree(line: &str) -> Tree {
+    match of(line) {
+        Some(Inputs(What::Walk(t))) => t,
+        other => panic!("{line}: {other:?}"),
+    }
+}
+
+pub(super) const LIFE: Duration = Duration::from_secs(600);
+
+/// A stamp that refuses nothing as racy: what the metadata alone tells apart
+/// (the times of a change just made are exact, only a later equal change
+/// within one clock tick could hide behind them).
+pub(super) fn exact(i: &Inputs, cwd: &Path, env: &[(String, String)]) -> Option<u128> {
+    i.take(cwd, env, LIFE, true, Duration::ZERO)
+}
+
+#[test]
+fn operands_are_told_from_options() {
+    assert_eq!(paths("cat README.md").unwrap(), ["README.md"]);
+    assert_eq!(paths("head -20 docs/guide.md").unwrap(), ["docs/guide.md"]);
+    assert_eq!(paths("head -n 5 a b").unwrap(), ["a", "b"]);
+    assert_eq!(paths("tail -n5 a").unwrap(), ["a"]);
+    assert_eq!(paths("wc -l src/main.rs src/lib.rs").unwrap().len(), 2);
+    assert_eq!(paths("grep -n fn src/lib.rs").unwrap(), ["src/lib.rs"]);
+    assert_eq!(paths("grep -c -e fn -e x a b").unwrap(), ["a", "b"]);
+    assert_eq!(paths("grep -A 3 fn a").unwrap(), ["a"]);
+    assert_eq!(paths("cat -- -n").unwrap(), ["-n"]);
+    assert_eq!(paths("ls").unwrap(), ["."]);
+    assert_eq!(paths("ls -la src").unwrap(), ["src"]);
+    assert!(matches!(of("cat a"), Some(Inputs(What::Read(_)))));
+    let ls = tree("ls -la");
+    assert_eq!((ls.depth, ls.parent, ls.dates), (1, true, true));
+}
+
+#[test]
+fn trees_are_told_apart() {
+    let t = tree("ls -R");
+    assert_eq!((t.depth, &*t.paths[0]), (u32::MAX, "."));
+    let t = tree("grep -rn 'line 1' docs");
+    assert_eq!((t.depth, t.reads, &*t.paths[0]), (u32::MAX, true, "docs"));
+    assert_eq!(&*tree("grep -r fn").paths[0], ".");
+    assert_eq!(tree("du -sh src").paths.len(), 1);
+    assert_eq!(&*tree("du").paths[0], ".");
+    assert_eq!(tree("du --apparent-size -s").depth, u32::MAX);
+    assert_eq!(tree("tree -L 2 docs").depth, 2);
+    assert_eq!(tree("tree -a --noreport").depth, u32::MAX);
+    let f = tree("find . -path ./users -prune -o -name '*.rs' -print");
+    assert_eq!(
+        (&*f.paths[0], &*f.prune),
+        (".", &[Box::from("./users")][..])
+    );
+    let f = tree("find . \\( -path ./users -o -path ./.git \\) -prune -o -type f -print");
+    assert_eq!(f.prune.len(), 2);
+    let f = tree("find src docs -maxdepth 1 -type f -name x");
+    assert_eq!((f.paths.len(), f.depth), (2, 1));
+    assert_eq!(&*tree("find -P -name x").paths[0], ".");
+    assert_eq!(
+        tree("find . -size +1k ! -empty -perm -u+x -links 1").depth,
+        u32::MAX
+    );
+    // Prunes that find would not (or might not) do are not honoured.
+    for line in [
+        "find . -depth -path ./users -prune -o -print",
+        "find . -mindepth 1 -path ./users -prune -o -print",
+        "find . -path './u*' -prune -o -print",
+        "find . -name users -prune -o -print",
+        "find . -print -o -path ./users -prune",
+        "find . -not -path ./users -prune -o -print",
+    ] {
+        assert!(tree(line).prune.is_empty(), "{line}");
+    }
+}
+
+#[test]
+fn what_cannot_be_told_is_refused() {
+    for line in [
+        "cat",             // stdin
+        "cat -",           // stdin
+        "grep fn",         // stdin
+        "ls -lu",          // access times change on every read
+        "ls --color=auto", // long options
+        "tail -f log",     // follows
+        "grep -R fn .",    // follows every symlink
+        "grep -f pats a",  // reads another file
+        "sort -R a",       // random
+        "cat a -n",        // option after operand
+        "head -n",         // value missing
+        "stat a",          // shows the access time
+        "du -L",           // follows
+        "du --time",       // shows times
+        "tree -D",         // dates
+        "tree -l",         // follows
+        "tree -o out",     // writes
+        "find -L .",
+        "find -H . -name x",
+        "find . -follow",
+        "find . -mtime -1",
+        "find . -mmin 5",
+        "find . -newer a",
+        "find . -anewer a",
+        "find . -used 1",
+        "find . -exec cat {} ;",
+        "find . -printf %p",
+        "find . -fprint out",
+        "find . -delete",
+        "find . -ls",
+        "find . -name",
+        "find . -maxdepth x",
+    ] {
+        assert_eq!(of(line), None, "{line}");
+    }
+    let many = format!("cat {}", "a ".repeat(MAX_OPERANDS + 1));
+    assert_eq!(of(&many), None);
+}
+
+fn dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("a"), "one\n").unwrap();
+    fs::create_dir(d.path().join("sub")).unwrap();
+    d
+}
+
+#[test]
+fn fresh_changes_are_racy_and_refused() {
+    let d = dir();
+    // Everything was just written: ctime is now, so nothing can be stamped.
+    assert_eq!(of("cat a").unwrap().stamp(d.path(), &[], LIFE), None);
+    assert_eq!(of("ls -la").unwrap().stamp(d.path(), &[], LIFE), None);
+    assert_eq!(of("find .").unwrap().stamp(d.path(), &[], LIFE), None);
+    assert!(exact(&of("find .").unwrap(), d.path(), &[]).is_some());
+}
+
+#[test]
+fn a_stamp_changes_with_what_it_covers() {
+    let d = dir();
+    // ctime cannot be set back: wait out the racy window instead.
+    std::thread::sleep(RACY + Duration::from_millis(50));
+    let cat = of("cat a").unwrap();
+    let ls = of("ls").unwrap();
+    let ls_sub = of("ls -la sub").unwrap();
+    let s_cat = cat.stamp(d.path(), &[], LIFE).expect("stampable");
+    let s_ls = ls.stamp(d.path(), &[], LIFE).expect("stampable");
+    let s_sub = ls_sub.stamp(d.path(), &[], LIFE).expect("stampable");
+    assert_eq!(cat.stamp(d.path(), &[], LIFE), Some(s_cat), "stable");
+    assert_eq!(ls.stamp(d.path(), &[], LIFE), Some(s_ls), "stable");
+    // The lookup's cheaper restamp agrees with the stamp stored.
+    assert_eq!(cat.restamp(d.path(), &[], LIFE), Some(s_cat));
+    assert_eq!(ls_sub.restamp(d.path(), &[], LIFE), Some(s_sub));
+    // Same length, other content: the times tell (and the stamp is racy now).
+    fs::write(d.path().join("a"), "two\n").unwrap();
+    assert_ne!(cat.stamp(d.path(), &[], LIFE), Some(s_cat));
+    // A listing sees a changed entry (its size and times in `ls -l`)...
+    assert_ne!(ls.stamp(d.path(), &[], LIFE), Some(s_ls));
+    // ...and `ls -la sub` a change of its parent (`..`): a new entry there
+    // (`ls sub` does not show `..`, so it need not care).
+    let ls_sub_names = of("ls sub").unwrap();
+    let s_sub_names = ls_sub_names.stamp(d.path(), &[], LIFE);
+    assert!(s_sub_names.is_some());
+    assert_eq!(ls_sub.stamp(d.path(), &[], LIFE), Some(s_sub), "not yet");
+    fs::write(d.path().join("b"), "").unwrap();
+    assert_ne!(ls_sub.stamp(d.path(), &[], LIFE), Some(s_sub));
+    assert_eq!(ls_sub_names.stamp(d.path(), &[], LIFE), s_sub_names);
+}
+
+/// A small project with a large ignored scratch directory.
+fn project() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    fs::create_dir_all(p.join("src/deep/er")).unwrap();
+    fs::create_dir_all(p.join("users/u1")).unwrap();
+    fs::create_dir_all(p.join("docs")).unwrap();
+    fs::write(p.join("src/lib.rs"), "fn a() {}\n").unwrap();
+    fs::write(p.join("src/deep/er/x.rs"), "fn x() {}\n").unwrap();
+    fs::write(p.join("docs/guide.md"), "line 1\n").unwrap();
+    fs::write(p.join("users/u1/notes"), "n\n").unwrap();
+    d
+}
+
+#[test]
+fn tree_stamps_see_deep_changes_and_keep_out_of_pruned_directories() {
+    let d = project();
+    let p = d.path();
+    let lines = [
+        "find .",
+        "find . -path ./users -prune -o -name '*.rs' -print",
+        "find . \\( -path ./users -o -path ./.git \\) -prune -o -type f -print",
+        "du -s",
+        "tree",
+        "ls -R",
+        "grep -rn fn src",
+    ];
+    let ins: Vec<Inputs> = lines.iter().map(|l| of(l).expect(l)).collect();
+    let all =
+        |ins: &[Inputs]| -> Vec<Option<u128>> { ins.iter().map(|i| exact(i, p, &[])).collect() };
+    let before = all(&ins);
+    assert!(before.iter().all(Option::is_some), "{before:?}");
+    assert_eq!(all(&ins), before, "stable");
+    // A new file deep in a tree.
+    fs::write(p.join("src/deep/er/y.rs"), "").unwrap();
+    let after = all(&ins);
+    for (l, (b, a)) in lines.iter().zip(before.iter().zip(&after)) {
+        assert_ne!(a, b, "{l}: new deep file");
+    }
+    // A same-size edit deep down: ctime tells.
+    let before = after;
+    fs::write(p.join("src/deep/er/x.rs"), "fn z() {}\n").unwrap();
+    let after = all(&ins);
+    assert_ne!(after[6], before[6], "grep -r sees an edit");
+    assert_ne!(after[0], before[0], "find sees it (sizes, -newer-free)");
+    // Under the pruned directory: only the lines that enter it see it.
+    let before = after;
+    fs::write(p.join("users/u1/more"), "").unwrap();
+    let after = all(&ins);
+    assert_ne!(after[0], before[0], "find . enters users");
+    assert_eq!(after[1], before[1], "-path ./users -prune keeps out");
+    assert_eq!(
+        after[2], before[2],
+        "\\( -path ./users -o -path ./.git \\) -prune"
+    );
+    assert_eq!(after[6], before[6], "grep -r src does not look there");
+    // A depth bound: `find -maxdepth 1` does not see a deep change.
+    let shallow = of("find . -maxdepth 1").unwrap();
+    let s = exact(&shallow, p, &[]);
+    fs::write(p.join("src/deep/er/z.rs"), "").unwrap();
+    assert_eq!(exact(&shallow, p, &[]), s);
+}
+
+#[test]
+fn trees_over_the_bound_and_symlinks_are_handled_soundly() {
+    let d = project();
+    let p = d.path();
+    for i in 0..=MAX_TREE_ENTRIES {
+        fs::write(p.join(format!("users/u1/f{i}")), "").unwrap();
+    }
+    let pruned = of("find . -path ./users -prune -o -print").unwrap();
+    assert!(
+        exact(&pruned, p, &[]).is_some(),
+        "the big directory is pruned"
+    );
+    assert_eq!(
+        exact(&of("find .").unwrap(), p, &[]),
+        None,
+        "over the bound"
+    );
+    assert_eq!(
+        exact(&of("du -sh").unwrap(), p, &[]),
+        None,
+        "over the bound"
+    );
+    // A symlink inside the tree is not followed: its target's contents are
+    // not the program's inputs, but the target's kind is stamped (`-F`).
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), p.join("src/link")).unwrap();
+    let src = of("ls -RF src").unwrap();
+    let s = exact(&src, p, &[]);
+    assert!(s.is_some());
+    fs::write(outside.path().join("new"), "").unwrap();
+    assert_eq!(exact(&src, p, &[]), s);
+    // grep -r refuses devices and FIFOs it would meet.
+    nix::unistd::mkfifo(&p.join("src/fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    assert_eq!(exact(&of("grep -r x src").unwrap(), p, &[]), None);
+    assert!(exact(&of("find src").unwrap(), p, &[]).is_some());
+}
+
+proptest::proptest! {
+    /// Any argv: an answer, never a panic; stdin (`-`) is never an input.
+    #[test]
+    fn any_argv_is_handled(
+        program in proptest::sample::select(vec!["cat", "head", "grep", "ls", "sort", "cut", "find", "du", "tree", "git"]),
+        words in proptest::collection::vec("-?-?[a-zA-Z0-9+.()!]{0,4}", 0..6),
+    ) {
+        let mut argv = vec![program.to_owned()];
+        argv.extend(words);
+        if let Some(Inputs(What::Read(p) | What::Walk(Tree { paths: p, .. }))) = Inputs::of(&argv) {
+            proptest::prop_assert!(!p.is_empty());
+            proptest::prop_assert!(p.iter().all(|p| &**p != "-"));
+        }
+    }
+}
+
+#[test]
+fn non_regular_and_pseudo_files_are_refused() {
+    let d = dir();
+    let stamp = |l: &str| of(l).unwrap().stamp(d.path(), &[], LIFE);
+    assert_eq!(stamp("cat /dev/null"), None);
+    assert_eq!(stamp("cat /proc/loadavg"), None);
+    assert_eq!(stamp("ls /proc"), None);
+    assert_eq!(stamp("cat sub"), None);
+    assert_eq!(stamp("find /proc/self"), None);
+    assert_eq!(stamp("grep -r x /dev/null"), None);
+}
