@@ -56,8 +56,16 @@ async fn raw_connect(server: &TestServer, headers: &[(&'static str, &str)], hell
     ws
 }
 
-/// The next WebSocket message: a decoded frame, or the close code.
+/// The first frame of the next WebSocket message, or the close code (for
+/// replies that come alone: `Welcome`, an `Error` before anything else).
 async fn next(ws: &mut Ws) -> Result<Message, Option<u16>> {
+    next_all(ws).await.map(|mut frames| frames.remove(0))
+}
+
+/// Every frame of the next WebSocket message (the writer coalesces frames that
+/// are ready together, such as a command's last `Output` and its `Exit`), or
+/// the close code.
+async fn next_all(ws: &mut Ws) -> Result<Vec<Message>, Option<u16>> {
     loop {
         let msg = tokio::time::timeout(STEP, ws.next())
             .await
@@ -65,7 +73,9 @@ async fn next(ws: &mut Ws) -> Result<Message, Option<u16>> {
         match msg {
             Some(Ok(WsMessage::Binary(b))) => {
                 let mut codec = Codec::new(CodecSettings::default());
-                return Ok(codec.decode(&b).next().expect("a frame").expect("decodes"));
+                let frames: Vec<Message> = codec.decode(&b).map(|f| f.expect("decodes")).collect();
+                assert!(!frames.is_empty(), "a message without frames");
+                return Ok(frames);
             }
             Some(Ok(WsMessage::Close(f))) => return Err(f.map(|f| u16::from(f.code))),
             Some(Ok(_)) => continue,
@@ -835,8 +845,14 @@ async fn stats_show_a_tenant_its_own_figures_and_an_admin_everything() {
         .await
         .unwrap();
     loop {
-        if let Ok(Message::Exit(_)) = next(&mut alice).await {
+        let frames = next_all(&mut alice)
+            .await
+            .expect("alice's connection stays");
+        if frames.iter().any(|f| matches!(f, Message::Exit(_))) {
             break;
+        }
+        if let Some(e) = frames.iter().find(|f| matches!(f, Message::Error(_))) {
+            panic!("`echo a` failed: {e:?}");
         }
     }
     let own = stats_of(&mut bob).await;
@@ -868,7 +884,9 @@ async fn stats_of(ws: &mut Ws) -> Box<voxterm_protocol::Stats> {
     .await
     .unwrap();
     loop {
-        if let Ok(Message::Stats(s)) = next(ws).await {
+        let frames = next_all(ws).await.expect("the connection stays");
+        if let Some(Message::Stats(s)) = frames.into_iter().find(|f| matches!(f, Message::Stats(_)))
+        {
             return s;
         }
     }
