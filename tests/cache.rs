@@ -215,18 +215,20 @@ async fn tenants_keep_their_entries_but_share_identical_output_bytes() {
 async fn fs_read_entries_expire_by_ttl() {
     let redis = Redis::start();
     let dir = TempDir::new("ttl");
-    let cfg = short_fs_read_ttl(&dir, &redis, "400ms");
+    let cfg = short_fs_read_ttl(&dir, &redis, "2s");
     let srv = TestServer::start(cfg).await;
     let mut c = srv.client(&format!("ttl-{}", nonce())).await;
-    assert_eq!(out(&run(&mut c, "cat f").await), "one");
-    let hit = run(&mut c, "cat f").await;
+    // A pipeline's inputs are not stamped: with the opt-in blind TTL, its
+    // answer is served until the TTL ends, whatever happens to `f` meanwhile.
+    assert_eq!(out(&run(&mut c, "cat f | cat").await), "one");
+    let hit = run(&mut c, "cat f | cat").await;
     assert!(cached(served(&hit)));
-    // Changed outside the engine. `f` was written a moment ago, too recently for
-    // a stamp to be trusted (cache::inputs::RACY), so this entry is not validated:
-    // with the opt-in blind TTL only the TTL can notice.
     std::fs::write(dir.path().join("f"), "two").unwrap();
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let after = run(&mut c, "cat f").await;
+    let stale = run(&mut c, "cat f | cat").await;
+    assert!(cached(served(&stale)), "the risk the opt-in accepts");
+    assert_eq!(out(&stale), "one");
+    tokio::time::sleep(Duration::from_millis(2200)).await;
+    let after = run(&mut c, "cat f | cat").await;
     assert_eq!(served(&after), ServedFrom::Exec);
     assert_eq!(out(&after), "two");
     srv.shutdown().await;
@@ -287,13 +289,13 @@ async fn validated_fs_read_outlives_its_ttl_and_sees_outside_changes_at_once() {
     assert_eq!(out(&cat), "two");
     // `ls` saw its directory change.
     assert_eq!(out(&run(&mut c, "ls").await), "f\ng\nother\npolicy.toml\n");
-    // A line whose input is too fresh to stamp depends on the generation instead
-    // (with the opt-in blind TTL of this config).
+    // A line whose inputs cannot be stamped (a pipeline) depends on the
+    // generation instead, with the opt-in blind TTL of this config.
     std::fs::write(dir.path().join("h"), "fresh").unwrap();
-    assert_eq!(served(&run(&mut c, "cat h").await), ServedFrom::Exec);
-    assert!(cached(served(&run(&mut c, "cat h").await)));
+    assert_eq!(served(&run(&mut c, "cat h | cat").await), ServedFrom::Exec);
+    assert!(cached(served(&run(&mut c, "cat h | cat").await)));
     run(&mut c, "touch other").await;
-    assert_eq!(served(&run(&mut c, "cat h").await), ServedFrom::Exec);
+    assert_eq!(served(&run(&mut c, "cat h | cat").await), ServedFrom::Exec);
 
     // Through Redis: a restarted server gets the validated entry from L3 while
     // the file is unchanged, and not after it changed.

@@ -20,8 +20,9 @@
 //! entries (a name added, removed, renamed) sets the directory's mtime and
 //! ctime. Timestamps come from a coarse clock, though, so two changes within one
 //! tick can leave every time equal: as git does for "racily clean" index
-//! entries, a stamp is refused when any time in it is within [`RACY`] of the
-//! moment it is taken. The stamp is taken before the command runs, so a change
+//! entries, a stamp is refused when any time in it is within [`RACY_FINE`]
+//! (times with nanoseconds) or [`RACY`] (whole seconds) of the moment it is
+//! taken. The stamp is taken before the command runs, so a change
 //! made while it runs shows at the next lookup. Values that are compared as
 //! they are (the text of a `.git` file, a symlink target's inode and type)
 //! need no racy check.
@@ -100,8 +101,19 @@ use stamp::{Stamper, Walk};
 use std::path::Path;
 use std::time::Duration;
 
-/// A stamp is refused when a time in it is this close to the moment it is taken.
+/// A stamp is refused when a time in it is this close to the moment it is
+/// taken: the window for times kept to the second (ext4 with 128-byte inodes).
 pub const RACY: Duration = Duration::from_secs(1);
+
+/// The window for times with a sub-second part. The trusted filesystems keep
+/// nanoseconds, set from the kernel's coarse clock, which lags the real clock
+/// by at most one tick (1–10 ms). A change made after a stamp taken at `T`
+/// gets a ctime of at least `T` minus one tick; if every ctime in the stamp is
+/// older than that, the change shows. 100 ms is ten ticks at the coarsest
+/// `HZ`, so "save in the editor, then ask" is validated a moment later instead
+/// of a second later. A ctime whose nanoseconds are 0 may come from a
+/// second-granular filesystem and keeps the [`RACY`] window.
+pub const RACY_FINE: Duration = Duration::from_millis(100);
 
 /// Largest directory a listing stamp reads (every entry costs an `lstat` per hit).
 pub const MAX_ENTRIES: usize = 256;
@@ -175,7 +187,7 @@ impl Inputs {
     /// change (see the module docs). `life` is how long an entry stamped now may
     /// be served.
     pub fn stamp(&self, cwd: &Path, env: &[(String, String)], life: Duration) -> Option<u128> {
-        self.take(cwd, env, life, true, RACY)
+        self.take(cwd, env, life, true, RACY, RACY_FINE)
     }
 
     /// The stamp again, to compare with one [`Inputs::stamp`] took: the same,
@@ -184,7 +196,7 @@ impl Inputs {
     /// another filesystem, or an edited config, cannot match). This is the
     /// cheaper half on the hit path.
     pub fn restamp(&self, cwd: &Path, env: &[(String, String)], life: Duration) -> Option<u128> {
-        self.take(cwd, env, life, false, RACY)
+        self.take(cwd, env, life, false, RACY, RACY_FINE)
     }
 
     fn take(
@@ -194,8 +206,9 @@ impl Inputs {
         life: Duration,
         check_fs: bool,
         racy: Duration,
+        racy_fine: Duration,
     ) -> Option<u128> {
-        let mut s = Stamper::new(life, check_fs, racy)?;
+        let mut s = Stamper::new(life, check_fs, racy, racy_fine)?;
         match &self.0 {
             What::Read(paths) => {
                 for p in paths.iter() {

@@ -32,8 +32,10 @@ pub(super) struct Walk<'a> {
 /// One stamp being taken.
 pub(super) struct Stamper {
     hash: blake3::Hasher,
-    /// Times after this (seconds since the epoch) are racy.
+    /// Times after this (seconds since the epoch) are racy, when kept to the second.
     racy_after: f64,
+    /// Times after this are racy, when they have a sub-second part.
+    fine_after: f64,
     six_months: f64,
     margin: f64,
     /// The output shows `ls -l` dates: refuse those about to change format.
@@ -48,13 +50,15 @@ pub(super) struct Stamper {
 }
 
 impl Stamper {
-    /// A stamp refusing times within `racy` of now (`super::RACY`; tests pass
-    /// zero to see what the metadata alone tells apart).
-    pub fn new(life: Duration, check_fs: bool, racy: Duration) -> Option<Stamper> {
+    /// A stamp refusing times within `racy` of now, or `fine` for times with a
+    /// sub-second part (`super::RACY`, `super::RACY_FINE`; tests pass zero to
+    /// see what the metadata alone tells apart).
+    pub fn new(life: Duration, check_fs: bool, racy: Duration, fine: Duration) -> Option<Stamper> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
         Some(Stamper {
             hash: blake3::Hasher::new(),
             racy_after: now.saturating_sub(racy).as_secs_f64(),
+            fine_after: now.saturating_sub(fine.min(racy)).as_secs_f64(),
             // `ls -l` dates within this window of "six months ago" may change format.
             six_months: (now.as_secs().saturating_sub(SIX_MONTHS)) as f64,
             margin: (life + racy).as_secs_f64(),
@@ -254,7 +258,14 @@ impl Stamper {
         let time = |s: i64, ns: i64| s as f64 + ns as f64 * 1e-9;
         let ctime = time(m.ctime(), m.ctime_nsec());
         let mtime = time(m.mtime(), m.mtime_nsec());
-        if ctime >= self.racy_after || mtime >= self.racy_after {
+        // Nanoseconds in the ctime (set by the kernel, never by a user): the
+        // filesystem keeps fine times, and the narrow window is enough.
+        let after = if m.ctime_nsec() != 0 {
+            self.fine_after
+        } else {
+            self.racy_after
+        };
+        if ctime >= after || mtime >= after {
             return None;
         }
         if self.dates && (mtime - self.six_months).abs() <= self.margin {

@@ -2,6 +2,7 @@
 
 use super::*;
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 
 pub(super) fn of(line: &str) -> Option<Inputs> {
     let argv = shell_words::split(line).ok()?;
@@ -30,7 +31,15 @@ pub(super) const LIFE: Duration = Duration::from_secs(600);
 /// (the times of a change just made are exact, only a later equal change
 /// within one clock tick could hide behind them).
 pub(super) fn exact(i: &Inputs, cwd: &Path, env: &[(String, String)]) -> Option<u128> {
-    i.take(cwd, env, LIFE, true, Duration::ZERO)
+    i.take(cwd, env, LIFE, true, Duration::ZERO, Duration::ZERO)
+}
+
+/// A stamp with the whole-second window for every time: what "just changed"
+/// tests assert with, so that a loaded machine taking more than
+/// [`super::RACY_FINE`] between a write and the stamp cannot make them pass by
+/// accident or fail.
+pub(super) fn strict(i: &Inputs, cwd: &Path, env: &[(String, String)]) -> Option<u128> {
+    i.take(cwd, env, LIFE, true, RACY, RACY)
 }
 
 #[test]
@@ -143,10 +152,40 @@ fn dir() -> tempfile::TempDir {
 fn fresh_changes_are_racy_and_refused() {
     let d = dir();
     // Everything was just written: ctime is now, so nothing can be stamped.
-    assert_eq!(of("cat a").unwrap().stamp(d.path(), &[], LIFE), None);
-    assert_eq!(of("ls -la").unwrap().stamp(d.path(), &[], LIFE), None);
-    assert_eq!(of("find .").unwrap().stamp(d.path(), &[], LIFE), None);
+    assert_eq!(strict(&of("cat a").unwrap(), d.path(), &[]), None);
+    assert_eq!(strict(&of("ls -la").unwrap(), d.path(), &[]), None);
+    assert_eq!(strict(&of("find .").unwrap(), d.path(), &[]), None);
     assert!(exact(&of("find .").unwrap(), d.path(), &[]).is_some());
+}
+
+/// The sub-second window: a file a little older than `RACY_FINE` is stamped
+/// (where the filesystem keeps nanoseconds), and a same-size edit made after
+/// that stamp still shows, the soundness `RACY_FINE` rests on.
+#[test]
+fn fine_times_are_trusted_after_the_short_window_and_still_see_changes() {
+    let d = dir();
+    let cat = of("cat a").unwrap();
+    let written = std::time::Instant::now();
+    std::thread::sleep(super::RACY_FINE + Duration::from_millis(50));
+    let fine = fs::metadata(d.path().join("a")).unwrap().ctime_nsec() != 0;
+    let s = cat.stamp(d.path(), &[], LIFE);
+    if !fine {
+        return; // a second-granular filesystem: the whole-second window applies
+    }
+    let s = s.expect("older than RACY_FINE with nanosecond times: stampable");
+    if written.elapsed() < RACY - Duration::from_millis(200) {
+        assert_eq!(
+            strict(&cat, d.path(), &[]),
+            None,
+            "the whole-second window refuses it"
+        );
+    }
+    fs::write(d.path().join("a"), "two\n").unwrap();
+    assert_ne!(
+        exact(&cat, d.path(), &[]),
+        Some(s),
+        "a same-size edit shows"
+    );
 }
 
 #[test]
