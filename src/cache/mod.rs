@@ -163,10 +163,14 @@ impl Cache {
         v
     }
 
-    /// False when answers of lines run in `cwd` must never be reused: inside
-    /// `/proc`, `/sys` or `/dev` every relative name is a kernel file or device.
-    pub fn cacheable_in(cwd: &Path) -> bool {
-        !["/proc", "/sys", "/dev"].iter().any(|d| cwd.starts_with(d))
+    /// Whether a request for this line, run in `cwd`, may be answered from
+    /// the cache and its answer stored (a prefetch asks the same): a cacheable
+    /// class, not a line that invalidates, and not a cwd inside `/proc`, `/sys`
+    /// or `/dev`, where every relative name is a kernel file or device.
+    pub fn serves(&self, v: &Verdict, cwd: &Path) -> bool {
+        v.cacheable()
+            && !self.invalidates(v)
+            && !["/proc", "/sys", "/dev"].iter().any(|d| cwd.starts_with(d))
     }
 
     /// What an answer of this line, about to run in `cwd` with the environment

@@ -25,7 +25,7 @@
 use super::builtins::Builtin;
 use super::runner::{Engine, MissRun};
 use super::state::Session;
-use crate::cache::{Cache, Class};
+use crate::cache::Class;
 use crate::config::Config;
 use crate::exec::Job;
 use crate::predict::{Gate, Refused, NONE, START};
@@ -206,12 +206,9 @@ impl PrefetchTask {
             policy.check(line).map_err(|_| "not_cacheable")?;
         }
         let verdict = self.cache.classify(line);
-        let allowed = matches!(verdict.class, Class::Pure | Class::Session | Class::FsRead);
-        if !allowed
-            || !verdict.cacheable()
-            || self.cache.invalidates(&verdict)
-            || !Cache::cacheable_in(&plan.cwd)
-        {
+        // Only what a request could be answered with from the cache: pure,
+        // session and validated fs-read lines (never one that writes).
+        if !self.cache.serves(&verdict, &plan.cwd) {
             return Err("not_cacheable");
         }
         let generation = match verdict.class {

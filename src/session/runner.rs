@@ -273,12 +273,8 @@ impl Engine {
         if let Some((_, v)) = &verdict {
             tracing::debug!(command, class = v.class.as_str(), reason = %v.reason, "classified");
         }
-        let lookup = verdict.filter(|(_, v)| {
-            !invalidating
-                && v.cacheable()
-                && exec.cache != CacheMode::Bypass
-                && Cache::cacheable_in(&job.cwd)
-        });
+        let lookup =
+            verdict.filter(|(c, v)| exec.cache != CacheMode::Bypass && c.serves(v, &job.cwd));
         let Some((cache, verdict)) = lookup else {
             // Not served from cache. A command that may write bumps the tenant's
             // generation before it runs and again after, so no fs-read result taken
