@@ -3,6 +3,9 @@
 //! cost of containment: the same runs with rlimits (prlimit after spawn), with a
 //! per-command cgroup (pids + memory, cells reused), and with both.
 //!
+//! As root, the `+run_as` rows run the same lines as `nobody` (`[exec] run_as`:
+//! `setpriv` in front, and `prlimit` with rlimits).
+//!
 //! Run: `cargo bench --bench spawn -- --warm-up-time 1 --measurement-time 5`
 //! (the cgroup rows need a writable cgroup v1 `pids` and `memory`, e.g. root;
 //! elsewhere they are skipped with a note).
@@ -19,7 +22,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use voxterm::config::{ExecConfig, Preset};
 use voxterm::exec::{
-    run, CgroupMode, Containment, Job, OutputSink, Pool, PoolConfig, SinkClosed, Stop,
+    run, CgroupMode, Containment, Identity, Job, OutputSink, Pool, PoolConfig, RunAs, SinkClosed,
+    Stop,
 };
 use voxterm_protocol::{Priority, StreamKind};
 
@@ -40,6 +44,9 @@ fn job(command: &str) -> Job {
     job_in(command, Arc::new(Containment::none()))
 }
 
+/// A variant: its containment, and the user its commands run as (`run_as`).
+type Variant = (String, Arc<Containment>, Option<Arc<Identity>>);
+
 fn job_in(command: &str, containment: Arc<Containment>) -> Job {
     Job {
         command: command.to_owned(),
@@ -50,6 +57,7 @@ fn job_in(command: &str, containment: Arc<Containment>) -> Job {
         output_cap: 1 << 20,
         containment,
         dir: None,
+        user: None,
     }
 }
 
@@ -110,6 +118,7 @@ fn spawn(c: &mut Criterion) {
         c.cgroup = CgroupMode::Off;
         c
     };
+    let rlimits_for_run_as = rlimits_only.clone();
     let strip = |c: &mut ExecConfig| {
         c.rlimit_cpu = 0;
         c.rlimit_fsize_bytes = 0;
@@ -133,7 +142,7 @@ fn spawn(c: &mut Criterion) {
         c.cgroup = CgroupMode::Required;
         c
     };
-    let mut variants = vec![("none", Arc::new(Containment::none()))];
+    let mut variants: Vec<Variant> = vec![("none".into(), Arc::new(Containment::none()), None)];
     for (tag, cfg) in [
         ("rlimits", rlimits_only),
         ("cgroup_pids", cgroup_pids),
@@ -145,7 +154,7 @@ fn spawn(c: &mut Criterion) {
             continue;
         }
         let containment = Arc::new(Containment::new(&cfg));
-        variants.push((tag, Arc::clone(&containment)));
+        variants.push((tag.into(), Arc::clone(&containment), None));
         for (name, line) in [
             ("exec_run_bin_true_direct", "/bin/true"),
             ("exec_run_echo_hi_shell", "echo hi;"),
@@ -158,6 +167,41 @@ fn spawn(c: &mut Criterion) {
                 })
             });
         }
+    }
+    // Commands as another user (`run_as`): `setpriv` in front, and with
+    // rlimits `prlimit` before it (set in the child, not after spawn).
+    match RunAs::check("nobody").and_then(|()| RunAs::new("nobody")) {
+        Ok(Some(run_as)) => {
+            let user = run_as.for_tenant("").expect("nobody resolves");
+            let mut with_limits = rlimits_for_run_as.clone();
+            with_limits.run_as = "nobody".into();
+            for (tag, containment) in [
+                ("run_as", Arc::new(Containment::none())),
+                ("run_as+rlimits", Arc::new(Containment::new(&with_limits))),
+            ] {
+                variants.push((
+                    tag.into(),
+                    Arc::clone(&containment),
+                    Some(Arc::clone(&user)),
+                ));
+                for (name, line) in [
+                    ("exec_run_bin_true_direct", "/bin/true"),
+                    ("exec_run_echo_hi_shell", "echo hi;"),
+                ] {
+                    let mut j = job_in(line, Arc::clone(&containment));
+                    j.user = Some(Arc::clone(&user));
+                    g.bench_function(format!("{name}+{tag}"), |b| {
+                        b.to_async(&rt).iter(|| async {
+                            let _slot =
+                                pool.acquire("bench", Priority::Normal).await.expect("slot");
+                            run(&j, &mut Discard, &stop).await.expect("run")
+                        })
+                    });
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => eprintln!("skipping run_as: {e}"),
     }
     g.finish();
     if let Some(rounds) = std::env::var("VOXTERM_SPAWN_INTERLEAVED")
@@ -176,12 +220,16 @@ fn interleaved(
     pool: &Pool,
     stop: &Stop,
     line: &str,
-    variants: &[(&str, Arc<Containment>)],
+    variants: &[Variant],
     rounds: usize,
 ) {
     let jobs: Vec<Job> = variants
         .iter()
-        .map(|(_, c)| job_in(line, Arc::clone(c)))
+        .map(|(_, c, user)| {
+            let mut j = job_in(line, Arc::clone(c));
+            j.user = user.clone();
+            j
+        })
         .collect();
     let mut samples = vec![Vec::with_capacity(rounds); jobs.len()];
     rt.block_on(async {
@@ -199,7 +247,7 @@ fn interleaved(
         v[v.len() / 2]
     };
     let base = median(&mut samples[0]);
-    for ((tag, _), s) in variants.iter().zip(samples.iter_mut()) {
+    for ((tag, _, _), s) in variants.iter().zip(samples.iter_mut()) {
         let m = median(s);
         println!(
             "interleaved {line:?} {tag:<24} median {:>8.1} us  x{:.3}",

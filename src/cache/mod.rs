@@ -75,6 +75,11 @@ pub struct Cache {
     generation_refresh: Duration,
     unknown_invalidates: bool,
     max_entry: usize,
+    /// Where and as whom lines run: the hostname, and the `run_as` user when
+    /// commands run as another user. In the key of every class whose output
+    /// depends on the machine (session, fs-read): a file the server's user may
+    /// read and the command user may not must never be answered from an entry
+    /// one of them stored (L3 outlives a change of `run_as`).
     host: String,
     metrics: Arc<Metrics>,
 }
@@ -118,6 +123,15 @@ impl Cache {
                 .unwrap_or_default(),
             metrics,
         })
+    }
+
+    /// Scopes machine-dependent entries to the user commands run as
+    /// (`[exec] run_as`; empty: the server's own).
+    pub fn run_as(mut self, run_as: &str) -> Cache {
+        if !run_as.is_empty() {
+            self.host = format!("{}\0run_as={run_as}", self.host);
+        }
+        self
     }
 
     /// The Redis tier, when configured.

@@ -404,6 +404,13 @@ pub struct ExecConfig {
     /// reclaims, then OOM-kills inside that cgroup only.
     #[serde(default)]
     pub cgroup_memory_max_bytes: u64,
+    /// The user commands run as, so they cannot read what the server can (its
+    /// tokens file, its `/proc` entries): a user name, or a template with
+    /// `{tenant}` for a user per tenant (`"vt-{tenant}"`). Empty: the server's
+    /// own user. Needs a root server (or the capabilities README "Containing
+    /// children" lists) and util-linux's `setpriv`.
+    #[serde(default)]
+    pub run_as: String,
 }
 
 /// The result cache (DESIGN §4).
@@ -572,6 +579,8 @@ impl Config {
         crate::security::check_bind(self).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         crate::exec::Containment::check(&self.exec)
             .map_err(|e| ConfigError::Invalid(format!("exec.cgroup: {e}")))?;
+        crate::exec::RunAs::check(&self.exec.run_as)
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if let Some(p) = &self.cache.policy_file {
             crate::cache::Policy::load(p).map_err(|e| ConfigError::Invalid(e.to_string()))?;
         }

@@ -105,6 +105,7 @@ impl Preset {
                 cgroup: crate::exec::CgroupMode::Auto,
                 cgroup_pids_max: containment.pids,
                 cgroup_memory_max_bytes: containment.memory,
+                run_as: String::new(),
             },
             cache: CacheConfig {
                 enabled: true,

@@ -21,9 +21,15 @@ pub struct Containment {
     cgroups: Option<Arc<Cgroups>>,
     /// `cgroup = "required"` but setup failed: every command is refused with this.
     refuse: Option<String>,
+    /// With `run_as` and rlimits: `prlimit <limits>`, run in front of the
+    /// user switch (see [`Containment::chain`]).
+    chain: Vec<std::ffi::OsString>,
     summary: String,
     status: ContainmentStatus,
 }
+
+/// Where util-linux installs `prlimit`.
+const PRLIMIT: [&str; 2] = ["/usr/bin/prlimit", "/bin/prlimit"];
 
 /// What confines children, as `/healthz` shows it: an operator checking a
 /// deployment should see at a glance whether commands are capped and contained,
@@ -88,6 +94,25 @@ impl Containment {
             ),
             (None, None) => "no cgroup".to_owned(),
         };
+        // As another user, the rlimits are set by the child on itself, before
+        // it switches: a server lacking CAP_SYS_RESOURCE (root in many
+        // containers) may not prlimit another user's process, and limits in
+        // place before the command's first instruction leave no window.
+        let mut refuse = refuse;
+        let mut chain = Vec::new();
+        if !cfg.run_as.is_empty() && !rlimits.is_empty() {
+            match PRLIMIT.iter().find(|p| std::path::Path::new(p).is_file()) {
+                Some(prlimit) => {
+                    chain.push((*prlimit).into());
+                    chain.extend(rlimits.as_options());
+                }
+                None => {
+                    let why = "exec.run_as with rlimits needs util-linux's prlimit (/usr/bin/prlimit), which is not installed";
+                    tracing::error!("{why}: every command will be refused");
+                    refuse = Some(why.to_owned());
+                }
+            }
+        }
         let summary = format!("{cg}; rlimits {}; process groups", rlimits.describe());
         let configured = [
             ("cpu", cfg.rlimit_cpu),
@@ -108,15 +133,16 @@ impl Containment {
             summary: summary.clone(),
         };
         tracing::info!(containment = %summary, "children are contained");
-        if rlimits.has_nproc() && super::limits::is_root() {
+        if rlimits.has_nproc() && super::limits::is_root() && cfg.run_as.is_empty() {
             tracing::warn!(
-                "exec.rlimit_nproc has no effect: the server runs as root (use the pids cgroup)"
+                "exec.rlimit_nproc has no effect: the server runs as root and so do its commands (set exec.run_as, or use the pids cgroup)"
             );
         }
         Containment {
             rlimits,
             cgroups,
             refuse,
+            chain,
             summary,
             status,
         }
@@ -128,6 +154,7 @@ impl Containment {
             rlimits: Rlimits::default(),
             cgroups: None,
             refuse: None,
+            chain: Vec::new(),
             summary: "none".to_owned(),
             status: ContainmentStatus {
                 rlimits_active: false,
@@ -151,11 +178,26 @@ impl Containment {
     /// Fails when `cfg` requires cgroups that this machine cannot provide, so a
     /// server refuses to start rather than refusing every command later.
     pub fn check(cfg: &ExecConfig) -> Result<(), ContainError> {
+        if !cfg.run_as.is_empty()
+            && !Rlimits::from_config(cfg).is_empty()
+            && !PRLIMIT.iter().any(|p| std::path::Path::new(p).is_file())
+        {
+            return Err(ContainError::Required(
+                "exec.run_as with rlimits needs util-linux's prlimit (/usr/bin/prlimit)".into(),
+            ));
+        }
         if cfg.cgroup != CgroupMode::Required {
             return Ok(());
         }
         Cgroups::probe(cfg.cgroup_memory_max_bytes > 0)
             .map_err(|e| ContainError::Required(e.to_string()))
+    }
+
+    /// What a child that switches users (`run_as`) runs in front of the
+    /// switch: `prlimit` with the rlimits, or nothing. Such a child is not
+    /// limited after spawn ([`Containment::limit`]): it already is.
+    pub(crate) fn chain(&self) -> &[std::ffi::OsString] {
+        &self.chain
     }
 
     /// One line for logs and health output: what confines children.

@@ -71,6 +71,26 @@ pub enum ContainError {
     Rlimit(std::io::Error),
 }
 
+/// Why commands cannot run as the configured `[exec] run_as` user.
+#[derive(Debug, Clone, Error)]
+pub enum IdentityError {
+    /// The user database has no such user.
+    #[error("exec.run_as: there is no user {0:?} on this machine (create it, e.g. `useradd --system --no-create-home {0}`)")]
+    NoSuchUser(String),
+    /// Looking the user up failed.
+    #[error("exec.run_as: cannot look up user {0:?}: {1}")]
+    Lookup(String, String),
+    /// `run_as` names root.
+    #[error("exec.run_as: {0:?} is root; commands would keep every privilege (name an unprivileged user)")]
+    Root(String),
+    /// util-linux's `setpriv` is not installed.
+    #[error("exec.run_as needs util-linux's setpriv (/usr/bin/setpriv), which is not installed")]
+    NoSetpriv,
+    /// A trial run as the user failed.
+    #[error("exec.run_as: cannot run commands as {0:?}: {1} (the server must run as root, or hold CAP_SETUID, CAP_SETGID and CAP_KILL as ambient capabilities)")]
+    Probe(String, String),
+}
+
 /// The output receiver is gone (client disconnected or request dropped).
 ///
 /// Returned by [`OutputSink::chunk`](super::OutputSink::chunk); `run` reacts by

@@ -107,6 +107,16 @@ impl Rlimits {
         parts.join(" ")
     }
 
+    /// The limits as util-linux `prlimit` options (`--nofile=64:64`), for a
+    /// child that sets them on itself before it switches users (see
+    /// [`Containment::chain`](super::Containment)).
+    pub(crate) fn as_options(&self) -> Vec<std::ffi::OsString> {
+        self.limits
+            .iter()
+            .map(|l| format!("--{}={}:{}", l.name, l.soft, l.hard).into())
+            .collect()
+    }
+
     /// Sets every limit on `pid`. A child that already exited is fine.
     pub(crate) fn apply(&self, pid: Pid) -> io::Result<()> {
         for l in &self.limits {

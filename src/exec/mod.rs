@@ -20,6 +20,10 @@
 //! absolute program paths): from a large server process a fork+exec costs tens of
 //! milliseconds, a `posix_spawn` well under one.
 //!
+//! Commands may run as another user than the server (`[exec] run_as`,
+//! [`RunAs`]): spawned through util-linux's `setpriv`, still by `posix_spawn`,
+//! the server still their parent (see [`identity`]).
+//!
 //! Containment ([`Containment`], README "Containing children"): rlimits are set
 //! with `prlimit` right after spawn ([`limits`]), and when cgroup v1 is writable
 //! each command is born in its own cgroup ([`cgroup`]) that caps its pids and
@@ -29,6 +33,7 @@ mod cgroup;
 mod contain;
 mod error;
 mod group;
+mod identity;
 mod limits;
 mod plan;
 mod pool;
@@ -39,7 +44,8 @@ mod tests;
 
 pub use cgroup::CgroupMode;
 pub use contain::{CgroupStatus, Containment, ContainmentStatus};
-pub use error::{ContainError, ExecError, PlanError, PoolError, SinkClosed};
+pub use error::{ContainError, ExecError, IdentityError, PlanError, PoolError, SinkClosed};
+pub use identity::{Identity, RunAs};
 pub use plan::{plan, Plan};
 pub use pool::{Pool, PoolConfig, Slot};
 pub use run::{run, Job, Outcome, OutputSink, Stop};

@@ -23,6 +23,7 @@ use voxterm_protocol::{KillReason, StreamKind};
 use super::contain::Containment;
 use super::error::{ExecError, SinkClosed};
 use super::group::{signal_group, GroupGuard};
+use super::identity::Identity;
 use super::plan::{plan, Plan};
 
 /// First read size: small so the first bytes reach the client at once.
@@ -63,6 +64,8 @@ pub struct Job {
     /// directory (through `/proc/self/fd/N`), not in whatever the path names
     /// by then. `None`: started in `cwd` (no tenant root).
     pub dir: Option<Arc<std::os::fd::OwnedFd>>,
+    /// The user the command runs as (`[exec] run_as`); `None`: the server's own.
+    pub user: Option<Arc<Identity>>,
 }
 
 impl Job {
@@ -125,18 +128,32 @@ pub async fn run<S: OutputSink>(
     stop: &Stop,
 ) -> Result<Outcome, ExecError> {
     let dir = job.spawn_dir();
+    let user = job.user.as_deref();
+    // As another user: `[prlimit <limits>] setpriv <ids> --` in front.
+    let chain: Vec<&std::ffi::OsStr> = match user {
+        Some(user) => job
+            .containment
+            .chain()
+            .iter()
+            .chain(user.prefix())
+            .map(|a| a.as_os_str())
+            .collect(),
+        None => Vec::new(),
+    };
     let mut cmd = match plan(&job.command)? {
-        Plan::Shell => {
-            let mut c = Command::new("/bin/sh");
-            c.arg("-c").arg(&job.command);
-            c
-        }
+        Plan::Shell => spawnable(&chain, Path::new("/bin/sh"), None, ["-c", &job.command]),
         Plan::Direct(argv) => {
             let prog = argv.first().map(String::as_str).unwrap_or_default();
             // Resolving here (not in std) keeps the program path absolute: std falls
             // back from posix_spawn to fork+exec when PATH is overridden for a bare
             // name, which costs tens of ms in a large parent.
             match lookup(prog, &dir, env_path(&job.env)) {
+                // As another user, `setpriv` finds the program the same way
+                // (`execvp` over the same PATH from the same cwd) and gives it
+                // the argv[0] a shell would.
+                Lookup::Found(_) if user.is_some() => {
+                    spawnable(&chain, Path::new(prog), None, &argv[1..])
+                }
                 Lookup::Found(path) => {
                     // Found under the held directory: named relative to it (the
                     // child starts there), not through /proc/self/fd/N, which a
@@ -145,9 +162,7 @@ pub async fn run<S: OutputSink>(
                         (Some(_), Ok(rel)) => Path::new(".").join(rel),
                         _ => path,
                     };
-                    let mut c = Command::new(path);
-                    c.arg0(prog).args(&argv[1..]);
-                    c
+                    spawnable(&[], &path, Some(prog), &argv[1..])
                 }
                 Lookup::NotExecutable => return cannot_run(sink, stop, prog, 126).await,
                 Lookup::Missing => return cannot_run(sink, stop, prog, 127).await,
@@ -186,7 +201,12 @@ pub async fn run<S: OutputSink>(
         )));
     };
     let mut guard = GroupGuard::new(pgid);
-    if let Err(e) = job.containment.limit(pgid, cell.as_ref()) {
+    // A child that switches users set its limits on itself (the chain).
+    let limited = match user {
+        Some(_) => Ok(()),
+        None => job.containment.limit(pgid, cell.as_ref()),
+    };
+    if let Err(e) = limited {
         // Fail closed: a child that could not be limited does not keep running.
         signal_group(pgid, Signal::SIGKILL);
         if let Some(cell) = cell.as_mut() {
@@ -307,6 +327,34 @@ pub async fn run<S: OutputSink>(
         truncated,
         killed,
     })
+}
+
+/// The `Command` that runs `program` with `args`: directly (with `arg0` as its
+/// argv[0] when given), or, with a `run_as` user, at the end of `chain`
+/// (`[prlimit …] setpriv … --`, see [`identity`](super::identity)). Either way
+/// an absolute program path, so std keeps its `posix_spawn` path.
+fn spawnable<A: AsRef<std::ffi::OsStr>>(
+    chain: &[&std::ffi::OsStr],
+    program: &Path,
+    arg0: Option<&str>,
+    args: impl IntoIterator<Item = A>,
+) -> Command {
+    let mut c = match chain {
+        [first, rest @ ..] => {
+            let mut c = Command::new(first);
+            c.args(rest).arg(program);
+            c
+        }
+        [] => {
+            let mut c = Command::new(program);
+            if let Some(arg0) = arg0 {
+                c.arg0(arg0);
+            }
+            c
+        }
+    };
+    c.args(args);
+    c
 }
 
 enum Event {

@@ -22,6 +22,7 @@ fn job(command: &str) -> Job {
         output_cap: 64 << 20,
         containment: std::sync::Arc::new(super::Containment::none()),
         dir: None,
+        user: None,
     }
 }
 

@@ -72,9 +72,14 @@ pub fn valid_tenant(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// The tenant's working root, created (mode 0700) on first use and returned
-/// canonical; `None` when `tenant_roots` is off.
-pub fn tenant_root(config: &SessionConfig, tenant: &str) -> std::io::Result<Option<PathBuf>> {
+/// The tenant's working root, created (mode 0700, owned by `owner` when
+/// commands run as another user) on first use and returned canonical; `None`
+/// when `tenant_roots` is off.
+pub fn tenant_root(
+    config: &SessionConfig,
+    tenant: &str,
+    owner: Option<(u32, u32)>,
+) -> std::io::Result<Option<PathBuf>> {
     if config.tenant_roots.is_empty() {
         return Ok(None);
     }
@@ -87,10 +92,21 @@ pub fn tenant_root(config: &SessionConfig, tenant: &str) -> std::io::Result<Opti
     let dir = PathBuf::from(config.tenant_roots.replace("{tenant}", tenant));
     if !dir.is_dir() {
         use std::os::unix::fs::DirBuilderExt;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
+        // The directories above with the usual mode (a command user must be
+        // able to pass through them), the root itself private.
+        if let Some(parent) = dir.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => {}
+            // Another session of the tenant created it meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && dir.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+        // Only the root itself: the directories above it are the operator's.
+        if let Some((uid, gid)) = owner {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid))?;
+        }
     }
     std::fs::canonicalize(dir).map(Some)
 }

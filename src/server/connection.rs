@@ -700,7 +700,11 @@ impl Connection {
                 format!("tenant {tenant} already has its maximum of {max} sessions"),
             ));
         };
-        match crate::security::tenant_root(&cfg.session, &tenant) {
+        let owner = match self.engine.user_for(&tenant) {
+            Ok(user) => user.map(|u| (u.uid(), u.gid())),
+            Err(e) => return Err((ErrorCode::Internal, e.to_string())),
+        };
+        match crate::security::tenant_root(&cfg.session, &tenant, owner) {
             Ok(Some(root)) => Builtin::confine(&handle, &root),
             Ok(None) => {}
             Err(e) => {

@@ -290,25 +290,60 @@ fn harden_process() {
     }
 }
 
-/// Warnings about secrets the commands could read: children run as the
-/// server's user, so whatever that user can read, every tenant's commands can.
+/// Warnings about secrets the commands could read: without `[exec] run_as`
+/// children run as the server's user, so whatever that user can read, every
+/// tenant's commands can; with it, whatever the command user can read.
 fn warn_about_secrets(config: &Config) {
     use std::os::unix::fs::PermissionsExt;
+    let run_as = crate::exec::RunAs::new(&config.exec.run_as).ok().flatten();
+    // The fixed command user, when there is one (a per-tenant template has no
+    // single user to check: the mode bits for "others" stand in for it).
+    let user = run_as
+        .as_ref()
+        .filter(|r| !r.per_tenant())
+        .and_then(|r| r.for_tenant("").ok());
     if let Some(path) = &config.auth.tokens_file {
-        let mode = std::fs::metadata(path).map(|m| m.permissions().mode() & 0o777);
-        if let Ok(mode) = mode {
-            if mode & 0o077 != 0 {
-                tracing::warn!(
-                    file = %path.display(),
-                    mode = format!("{mode:o}"),
-                    "the tokens file is readable by other users: chmod 600 it"
-                );
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format!("{mode:o}"),
+                "the tokens file is readable by other users: chmod 600 it"
+            );
+        }
+        match (&run_as, &user) {
+            (None, _) => tracing::warn!(
+                file = %path.display(),
+                "commands run as the server's own user and can read the tokens file (and so take any tenant's token): set [exec] run_as to an unprivileged user (see README, Containing children)"
+            ),
+            (Some(_), Some(user)) if user.may(&meta, 4) => tracing::warn!(
+                file = %path.display(),
+                user = user.name(),
+                "the command user can read the tokens file (and so take any tenant's token): chmod 600 it, owned by the server's user"
+            ),
+            (Some(_), None) if mode & 0o004 != 0 => tracing::warn!(
+                file = %path.display(),
+                "the tenants' command users can read the tokens file: chmod 600 it"
+            ),
+            _ => {}
+        }
+    }
+    if let Some(user) = &user {
+        let start = &config.session.root;
+        if !start.as_os_str().is_empty() && config.session.tenant_roots.is_empty() {
+            if let Ok(meta) = std::fs::metadata(start) {
+                if !user.may(&meta, 5) {
+                    tracing::warn!(
+                        dir = %start.display(),
+                        user = user.name(),
+                        "the command user cannot enter the sessions' starting directory: commands will fail with \"Permission denied\" (choose a session.root it may read)"
+                    );
+                }
             }
         }
-        tracing::warn!(
-            file = %path.display(),
-            "commands run as the server's own user and can read the tokens file (and so take any tenant's token): run the server under a user of its own and give commands no way to read its files (see README, Containing children)"
-        );
     }
 }
 

@@ -79,6 +79,8 @@ struct Planned {
     /// The tenant's root, when the session is confined to one.
     root: Option<PathBuf>,
     env: super::env::ChildEnv,
+    /// The user the tenant's commands run as (`[exec] run_as`).
+    user: Option<Arc<crate::exec::Identity>>,
     lines: Vec<Arc<str>>,
 }
 
@@ -153,11 +155,17 @@ impl Engine {
         if lines.is_empty() {
             return;
         }
+        // No user to run as (a misconfigured per-tenant user): no prefetch; the
+        // request itself reports why.
+        let Ok(user) = self.user_for(&tenant) else {
+            return;
+        };
         let plan = Planned {
             tenant,
             cwd,
             root,
             env,
+            user,
             lines,
         };
         let task = PrefetchTask {
@@ -266,6 +274,7 @@ impl PrefetchTask {
                 output_cap: self.output_cap,
                 containment: self.containment.clone(),
                 dir,
+                user: plan.user.clone(),
             },
             key,
             verdict,

@@ -80,6 +80,10 @@ pub struct Engine {
     home: PathBuf,
     /// Limits and cgroups of every child (exec owns it; built from `[exec]`).
     pub(super) containment: Arc<exec::Containment>,
+    /// The users commands run as (`[exec] run_as`); `Ok(None)`: the server's
+    /// own. An `Err` (the user vanished since the start-up check) refuses every
+    /// command: containment fails closed.
+    pub(super) run_as: Result<Option<Arc<exec::RunAs>>, exec::IdentityError>,
     /// Next-command model (None with `--no-predict`).
     pub predictor: Option<Arc<Predictor>>,
     /// Where the model is kept between runs.
@@ -108,6 +112,14 @@ impl Engine {
         let metrics = Arc::new(Metrics::new());
         let cache = build_cache(&config, &metrics);
         let containment = Arc::new(exec::Containment::new(&config.exec));
+        let run_as = exec::RunAs::new(&config.exec.run_as).map(|r| r.map(Arc::new));
+        match &run_as {
+            Ok(Some(r)) => {
+                tracing::info!(run_as = %config.exec.run_as, per_tenant = r.per_tenant(), "commands run as another user")
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "every command will be refused"),
+        }
         let workers = Workers {
             pool,
             kill,
@@ -139,6 +151,7 @@ impl Engine {
             base_env,
             home,
             containment,
+            run_as,
             predictor,
             model_store,
             prefetcher,
@@ -153,6 +166,18 @@ impl Engine {
     /// What confines this engine's children (shown by `/healthz`).
     pub fn containment(&self) -> &exec::Containment {
         &self.containment
+    }
+
+    /// The user `tenant`'s commands run as (None: the server's own user).
+    pub fn user_for(
+        &self,
+        tenant: &str,
+    ) -> Result<Option<Arc<exec::Identity>>, exec::IdentityError> {
+        match &self.run_as {
+            Ok(Some(r)) => r.for_tenant(tenant).map(Some),
+            Ok(None) => Ok(None),
+            Err(e) => Err(e.clone()),
+        }
     }
 
     /// The configuration the engine runs with.
@@ -257,6 +282,13 @@ impl Engine {
             },
             None => None,
         };
+        let user = match self.user_for(session.tenant()) {
+            Ok(user) => user,
+            Err(e) => {
+                tracing::error!(tenant = %session.tenant(), error = %e, "command refused: no user to run it as");
+                return Finish::error(ErrorCode::SpawnFailed, e.to_string());
+            }
+        };
         let job = Job {
             command: command.to_owned(),
             cwd,
@@ -266,6 +298,7 @@ impl Engine {
             output_cap: self.config.exec.output_cap,
             containment: Arc::clone(&self.containment),
             dir,
+            user,
         };
         let tenant = session.tenant();
         let verdict = self.cache.as_ref().map(|c| (c, c.classify(command)));
@@ -346,7 +379,7 @@ fn build_cache(config: &Config, metrics: &Arc<Metrics>) -> Option<Arc<Cache>> {
         tracing::info!("cache disabled (--no-cache): every command runs");
         return None;
     }
-    match Cache::new(&config.cache, metrics.clone()) {
+    match Cache::new(&config.cache, metrics.clone()).map(|c| c.run_as(&config.exec.run_as)) {
         Ok(c) => {
             match config.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
                 Some(url) => tracing::info!(
