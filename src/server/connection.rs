@@ -65,7 +65,7 @@ pub(super) struct Shared {
 
 impl Shared {
     fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<RequestId, CancellationToken>> {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+        super::lock::lock(&self.in_flight)
     }
 
     /// Counts an `Error` frame sent on this connection.

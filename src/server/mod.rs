@@ -14,6 +14,7 @@
 mod connection;
 mod gate;
 mod http;
+mod lock;
 mod request;
 mod writer;
 
