@@ -16,10 +16,10 @@
 //! the timers, a tokens reload (SIGHUP) makes the reader re-check the tokens it
 //! authenticated with: revoked (1008, `token_revoked`) or a new expiry.
 
+use super::context::{ServerContext, Transport};
 use super::http::Admitted;
 use super::request;
 use super::writer::{self, Outbound};
-use super::{ServerContext, Transport};
 use crate::metrics::Refusal;
 use crate::security::{Grant, Revoked, Slot, TokenCheck};
 use crate::session::{Builtin, Engine, SessionHandle};

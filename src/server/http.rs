@@ -6,8 +6,9 @@
 //! before a callback could answer it), and the bytes read past the head are handed
 //! to the WebSocket with `from_partially_read` instead of through a replay wrapper.
 
+use super::connection;
+use super::context::{ServerContext, Transport};
 use super::gate::Ticket;
-use super::{connection, ServerContext, Transport};
 use crate::metrics::Refusal;
 use crate::security::{Grant, Slot, TokenCheck};
 use std::net::{IpAddr, SocketAddr};
