@@ -16,9 +16,11 @@
 //! the timers, a tokens reload (SIGHUP) makes the reader re-check the tokens it
 //! authenticated with: revoked (1008, `token_revoked`) or a new expiry.
 
+use super::auth;
 use super::context::{ServerContext, Transport};
-use super::http::Admitted;
+use super::gate::Ticket;
 use super::request;
+use super::shared::Shared;
 use super::writer::{self, Outbound};
 use crate::metrics::Refusal;
 use crate::security::{Grant, Revoked, Slot, TokenCheck};
@@ -26,10 +28,9 @@ use crate::session::{Builtin, Engine, SessionHandle};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -41,53 +42,19 @@ use voxterm_protocol::{
     Welcome, PROTOCOL_VERSION,
 };
 
-/// What the reader and the connection's request tasks share.
-pub(super) struct Shared {
-    /// The writer's queue.
-    pub out: mpsc::Sender<Outbound>,
-    /// Limits the request tasks apply (the tenant's output budget).
-    pub security: Arc<crate::security::Security>,
-    in_flight: Mutex<HashMap<RequestId, CancellationToken>>,
-    /// Parent of every request's cancel token: fires when the connection ends.
-    cancel_all: CancellationToken,
-    /// Signalled when `in_flight` becomes empty (the drain waits on it).
-    idle: Notify,
-    /// When the connection started; `last_end_ms` counts from here.
-    born: Instant,
-    /// Milliseconds after `born` when the last request ended (for the idle timeout).
-    last_end_ms: AtomicU64,
-    /// Requests this connection had accepted (a tenant's own `Stats`).
-    requests: AtomicU64,
-    /// Requests of this connection that ended with an `Error`, and `Error`
-    /// frames about no request (a tenant's own `Stats`).
-    errors: AtomicU64,
-}
-
-impl Shared {
-    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<RequestId, CancellationToken>> {
-        super::lock::lock(&self.in_flight)
-    }
-
-    /// Counts an `Error` frame sent on this connection.
-    pub fn errored(&self) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Removes a finished request.
-    pub fn forget(&self, request: RequestId) {
-        let mut map = self.in_flight();
-        map.remove(&request);
-        if map.is_empty() {
-            self.idle.notify_one();
-            let ms = self.born.elapsed().as_millis() as u64;
-            self.last_end_ms.store(ms, Ordering::Relaxed);
-        }
-    }
-
-    /// When the last request ended (the connection's start if none has).
-    fn last_end(&self) -> Instant {
-        self.born + Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed))
-    }
+/// What the upgrade decided about the connection before it became a WebSocket:
+/// the header-authenticated tenant and the connection slots it holds (given back
+/// when the connection ends).
+pub(super) struct Admitted {
+    /// The connection's place in the open-files budget.
+    pub ticket: Ticket,
+    /// The tenant of the valid tokens in the headers, with their expiry.
+    pub tenant: Option<Grant>,
+    /// The source address's slot, when `max_connections_per_ip` is set.
+    pub ip_slot: Option<Slot<IpAddr>>,
+    /// The tenant's slot, when `max_connections_per_tenant` is set and the tenant
+    /// is known from the headers (otherwise it is taken at `Hello`).
+    pub tenant_slot: Option<Slot<Arc<str>>>,
 }
 
 /// Per-connection state owned by the reader.
@@ -109,7 +76,7 @@ struct Connection {
     /// The tenant's count of open connections (every tenant, for its `Stats`).
     tenant_open: Option<Slot<Arc<str>>>,
     /// The connection's place in the open-files budget.
-    _ticket: super::gate::Ticket,
+    _ticket: Ticket,
     /// The client's address (failed authentications are throttled per address).
     peer: SocketAddr,
     sessions: HashMap<SessionId, Arc<SessionHandle>>,
@@ -161,17 +128,7 @@ pub(super) async fn run(
         id: ctx.connection_id(),
         ctx: ctx.clone(),
         engine: engine.clone(),
-        shared: Arc::new(Shared {
-            out,
-            security: ctx.security.clone(),
-            in_flight: Mutex::new(HashMap::new()),
-            cancel_all: CancellationToken::new(),
-            idle: Notify::new(),
-            born: Instant::now(),
-            last_end_ms: AtomicU64::new(0),
-            requests: AtomicU64::new(0),
-            errors: AtomicU64::new(0),
-        }),
+        shared: Arc::new(Shared::new(out, ctx.security.clone())),
         codec: Codec::new(settings),
         tenant: None,
         header_tenant: admitted.tenant,
@@ -283,7 +240,7 @@ pub(super) async fn run(
                 last_ping = Some(Instant::now());
             }
             _ = ctx.drain.cancelled(), if !conn.draining => conn.draining = true,
-            _ = conn.shared.idle.notified(), if conn.draining => {},
+            _ = conn.shared.emptied().notified(), if conn.draining => {},
             msg = stream.next() => match msg {
                 Some(Ok(WsMessage::Binary(bytes))) => {
                     engine.metrics.add_bytes_in(bytes.len());
@@ -325,7 +282,7 @@ pub(super) async fn run(
     }
 
     // Whatever ended the connection, its commands die with it.
-    conn.shared.cancel_all.cancel();
+    conn.shared.cancel_all();
     let Connection {
         shared, sessions, ..
     } = conn;
@@ -459,14 +416,15 @@ impl Connection {
             ),
             None => (0, 0),
         };
+        let (requests, errors) = self.shared.counts();
         voxterm_protocol::Stats {
             nonce,
             uptime_ms: self.engine.metrics.uptime().as_millis() as u64,
             connections,
             sessions,
-            requests: self.shared.requests.load(Ordering::Relaxed),
+            requests,
             in_flight: self.shared.in_flight().len() as u64,
-            errors: self.shared.errors.load(Ordering::Relaxed),
+            errors,
             queue_depth: 0,
             busy_workers: 0,
             rss_bytes: 0,
@@ -501,33 +459,30 @@ impl Connection {
                 .await;
         }
         let ip = self.peer.ip().to_canonical();
-        let security = self.ctx.security.clone();
-        if let (Some(throttle), Some(_)) = (&security.auth_throttle, &security.tokens) {
-            if let Err(wait) = throttle.check(ip, Instant::now()) {
-                self.engine.metrics.refused(Refusal::AuthThrottled);
-                let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
-                let message = format!(
-                    "too many failed authentications from {ip}: retry in {secs} s (retry_after_ms={})",
-                    secs * 1000
-                );
-                self.send_error(None, ErrorCode::RateLimited, message).await;
-                let _ = self
-                    .shared
-                    .out
-                    .send(Outbound::Close(
-                        CloseCode::Policy,
-                        "too many failed authentications",
-                    ))
-                    .await;
-                self.closing = true;
-                return;
-            }
+        if let Some(wait) = auth::must_wait(&self.ctx, ip) {
+            self.engine.metrics.refused(Refusal::AuthThrottled);
+            let secs = auth::retry_secs(wait);
+            let message = format!(
+                "too many failed authentications from {ip}: retry in {secs} s (retry_after_ms={})",
+                secs * 1000
+            );
+            self.send_error(None, ErrorCode::RateLimited, message).await;
+            let _ = self
+                .shared
+                .out
+                .send(Outbound::Close(
+                    CloseCode::Policy,
+                    "too many failed authentications",
+                ))
+                .await;
+            self.closing = true;
+            return;
         }
         let grant = match self.authenticate(&hello) {
             Ok(g) => g,
             Err((kind, why)) => {
                 if why == HELLO_UNKNOWN_TOKEN {
-                    super::http::auth_failed(&self.ctx, ip);
+                    auth::failed(&self.ctx, ip);
                 }
                 return self.refuse_auth(kind, why).await;
             }
@@ -851,9 +806,7 @@ impl Connection {
                 return None;
             }
         };
-        let token = self.shared.cancel_all.child_token();
-        self.shared.in_flight().insert(exec.request, token.clone());
-        self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        let token = self.shared.register(exec.request);
         self.engine.metrics.request_started();
         Some((session, token))
     }

@@ -8,13 +8,28 @@
 //! (`request`), so one slow command never holds up the others on the same
 //! connection.
 //!
-//! `context` holds what every task shares (`ServerContext`, `Transport`), so
-//! the modules below the listener need not reach back into this one.
+//! The modules depend on each other one way only, from the port down to one
+//! request; nothing below points back up:
+//!
+//! ```text
+//! listener   → http, process              the port, the accept loop, shutdown
+//! http       → connection                 one TCP connection until the upgrade
+//! connection → request, shared, writer    one WebSocket: the reader task
+//! request    → shared, writer             one command's task
+//! shared     → writer                     what the reader and requests share
+//! writer                                  the socket's write half
+//! ```
+//!
+//! Leaves any of them may use: `context` (`ServerContext` and
+//! `Transport`), `gate` (the open-files budget), `auth` (failed
+//! authentications, shared by the upgrade and `Hello`) and `lock` (taking a
+//! mutex whatever a panic did to it).
 //!
 //! Shutdown: on the signal the listener closes, connections stop accepting new
 //! commands and drain; after `drain_timeout` the remaining children are killed, their
 //! requests end with `Exit { killed: Shutdown }`, and connections close with 1001.
 
+mod auth;
 mod connection;
 mod context;
 mod gate;
@@ -23,6 +38,7 @@ mod listener;
 mod lock;
 mod process;
 mod request;
+mod shared;
 mod writer;
 
 pub use listener::Server;
