@@ -12,6 +12,7 @@
 //! connection is closed at once. A client that sends its head at once (a
 //! health check, a real client) is through before it can be the oldest.
 
+use super::lock::lock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -99,7 +100,7 @@ impl Gate {
     }
 
     fn pending(&self) -> MutexGuard<'_, BTreeMap<u64, CancellationToken>> {
-        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.pending)
     }
 
     /// Counts a connection just accepted. Past the soft cap the oldest

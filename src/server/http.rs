@@ -5,9 +5,15 @@
 //! parse of the head serves every route (tungstenite rejects a non-upgrade GET
 //! before a callback could answer it), and the bytes read past the head are handed
 //! to the WebSocket with `from_partially_read` instead of through a replay wrapper.
+//!
+//! After a successful upgrade the connection is `connection`'s: this module
+//! hands it over ([`connection::run`]) with what the upgrade decided
+//! ([`Admitted`]), and nothing in `connection` calls back here.
 
+use super::auth;
+use super::connection::{self, Admitted};
+use super::context::{ServerContext, Transport};
 use super::gate::Ticket;
-use super::{connection, ServerContext, Transport};
 use crate::metrics::Refusal;
 use crate::security::{Grant, Slot, TokenCheck};
 use std::net::{IpAddr, SocketAddr};
@@ -32,21 +38,6 @@ pub(super) struct Accepted {
     pub ticket: Ticket,
     pub pending: Option<Slot<IpAddr>>,
     pub ip_slot: Option<Slot<IpAddr>>,
-}
-
-/// What the upgrade decided about the connection before it became a WebSocket:
-/// the header-authenticated tenant and the connection slots it holds (given back
-/// when the connection ends).
-pub(super) struct Admitted {
-    /// The connection's place in the open-files budget.
-    pub ticket: Ticket,
-    /// The tenant of the valid tokens in the headers, with their expiry.
-    pub tenant: Option<Grant>,
-    /// The source address's slot, when `max_connections_per_ip` is set.
-    pub ip_slot: Option<Slot<IpAddr>>,
-    /// The tenant's slot, when `max_connections_per_tenant` is set and the tenant
-    /// is known from the headers (otherwise it is taken at `Hello`).
-    pub tenant_slot: Option<Slot<Arc<str>>>,
 }
 
 /// Serves one TCP connection from its first byte to its close. The TLS handshake
@@ -423,10 +414,8 @@ fn upgrade(
             slots.max()
         ));
     }
-    if let (Some(throttle), Some(_)) = (&security.auth_throttle, &security.tokens) {
-        if let Err(wait) = throttle.check(ip, std::time::Instant::now()) {
-            return throttled(ctx, ip, wait);
-        }
+    if let Some(wait) = auth::must_wait(ctx, ip) {
+        return throttled(ctx, ip, wait);
     }
     let tenant = match header_auth(ctx, head) {
         HeaderAuth::Tenant(grant) => Some(grant),
@@ -434,7 +423,7 @@ fn upgrade(
         HeaderAuth::None => return unauthorized(ctx, Refusal::Unauthorized, "no token", peer),
         HeaderAuth::Refused(kind, why) => {
             if why == UNKNOWN_TOKEN {
-                auth_failed(ctx, ip);
+                auth::failed(ctx, ip);
             }
             return unauthorized(ctx, kind, why, peer);
         }
@@ -493,21 +482,10 @@ fn unauthorized(ctx: &ServerContext, kind: Refusal, why: &'static str, peer: Soc
 /// and what the auth throttle counts.
 const UNKNOWN_TOKEN: &str = "unknown token";
 
-/// Counts an unknown token from `ip` against its address; logs when the
-/// address starts to wait.
-pub(super) fn auth_failed(ctx: &ServerContext, ip: IpAddr) {
-    ctx.engine.metrics.auth_failed();
-    if let Some(throttle) = &ctx.security.auth_throttle {
-        if let Some(wait) = throttle.failed(ip, std::time::Instant::now()) {
-            tracing::warn!(%ip, wait_s = wait.as_secs(), "repeated failed authentications: this address must wait before it may try again");
-        }
-    }
-}
-
 /// 429 for an address that must wait after failed authentications.
 fn throttled(ctx: &ServerContext, ip: IpAddr, wait: std::time::Duration) -> Reply {
     ctx.engine.metrics.refused(Refusal::AuthThrottled);
-    let secs = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let secs = auth::retry_secs(wait);
     tracing::debug!(%ip, secs, "upgrade refused: address waiting after failed authentications");
     Reply::Http(
         (429, "Too Many Requests"),

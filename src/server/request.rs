@@ -1,7 +1,7 @@
 //! One request's task: run it through the engine, stream its output as `Output`
 //! frames, and end it with exactly one `Exit` or `Error`.
 
-use super::connection::Shared;
+use super::shared::Shared;
 use super::writer::Outbound;
 use crate::exec::{OutputSink, SinkClosed};
 use crate::metrics::Refusal;

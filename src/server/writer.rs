@@ -8,6 +8,7 @@
 //! in front of it is bounded, so a client that stops reading fills only its own
 //! queue and blocks only its own commands' output.
 
+use super::context::Transport;
 use crate::metrics::Metrics;
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
@@ -33,7 +34,7 @@ pub(super) enum Outbound {
     Ping,
 }
 
-pub(super) type Sink = SplitSink<WebSocketStream<super::Transport>, WsMessage>;
+pub(super) type Sink = SplitSink<WebSocketStream<Transport>, WsMessage>;
 
 /// How the writer batches frames into WebSocket messages.
 #[derive(Debug, Clone, Copy)]

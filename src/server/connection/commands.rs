@@ -1,0 +1,172 @@
+//! `Exec` and `Batch`: admission, then a request task per command.
+//!
+//! Admission happens here, in the reader, so that refusals come back in the
+//! order the commands were sent and nothing of a refused line runs. Its checks,
+//! in order: shutdown, a duplicate id, the in-flight cap, then `screen` (the
+//! line's length, the tenant's rate, the command policy) and the session the
+//! `Exec` names. An admitted command is registered in flight before its task
+//! starts (`Shared::register`); the task ends it (`request`).
+
+use super::Connection;
+use crate::metrics::Refusal;
+use crate::server::request;
+use crate::session::{Finish, SessionHandle};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+use voxterm_protocol::{Batch, BatchMode, ErrorCode, Exec};
+
+impl Connection {
+    /// `Exec`: admitted, then run in a task of its own, so one slow command
+    /// never holds up the others on the connection.
+    pub(super) async fn on_exec(&mut self, exec: Exec, received: Instant) {
+        let Some((session, cancel)) = self.admit(&exec).await else {
+            return;
+        };
+        let (shared, engine) = (self.shared.clone(), self.engine.clone());
+        self.ctx.tracker.spawn(request::run(
+            shared, engine, session, exec, received, cancel,
+        ));
+    }
+
+    /// `Batch`: parallel, each step is an `Exec` of its own; sequential, the
+    /// steps run one after the other in one task, and after the first failure
+    /// the rest end with `Skipped`.
+    pub(super) async fn on_batch(&mut self, batch: Batch, received: Instant) {
+        match batch.mode {
+            BatchMode::Parallel => {
+                for exec in batch.execs {
+                    self.on_exec(exec, received).await;
+                }
+            }
+            BatchMode::Sequential => {
+                // Admit every step now (so each id is answered exactly once), but a
+                // step refused at admission counts as a failure for the ones after it.
+                let mut steps = Vec::with_capacity(batch.execs.len());
+                for exec in batch.execs {
+                    let admitted = self.admit(&exec).await;
+                    steps.push(admitted.map(|(session, cancel)| (exec, session, cancel)));
+                }
+                let (shared, engine) = (self.shared.clone(), self.engine.clone());
+                self.ctx.tracker.spawn(async move {
+                    let mut failed = false;
+                    for step in steps {
+                        let Some((exec, session, cancel)) = step else {
+                            failed = true;
+                            continue;
+                        };
+                        if failed {
+                            let finish = Finish::Error {
+                                code: ErrorCode::Skipped,
+                                message: "an earlier command of the sequential batch failed".into(),
+                            };
+                            request::finish_request(
+                                &shared,
+                                &engine,
+                                exec.request,
+                                finish,
+                                received,
+                            )
+                            .await;
+                            continue;
+                        }
+                        let ok = request::run(
+                            shared.clone(),
+                            engine.clone(),
+                            session,
+                            exec,
+                            received,
+                            cancel,
+                        )
+                        .await;
+                        failed = !ok;
+                    }
+                });
+            }
+        }
+    }
+
+    /// Admission: checks an `Exec` and registers it in flight. `None` means an
+    /// `Error` was already sent for it.
+    async fn admit(&mut self, exec: &Exec) -> Option<(Arc<SessionHandle>, CancellationToken)> {
+        let refuse = if self.draining {
+            Some((
+                Some(exec.request),
+                ErrorCode::ShuttingDown,
+                "server is shutting down".to_owned(),
+            ))
+        } else if self.shared.in_flight().contains_key(&exec.request) {
+            // Not accepted, so it must not look like the in-flight request's end.
+            Some((
+                None,
+                ErrorCode::DuplicateRequest,
+                format!("request {} is already in flight", exec.request),
+            ))
+        } else if self.shared.in_flight().len() >= self.limits.max_in_flight as usize {
+            Some((
+                Some(exec.request),
+                ErrorCode::TooManyRequests,
+                format!(
+                    "at most {} requests in flight per connection",
+                    self.limits.max_in_flight
+                ),
+            ))
+        } else {
+            None
+        };
+        if let Some((request, code, message)) = refuse {
+            self.send_error(request, code, message).await;
+            return None;
+        }
+        let screened = self.screen(exec);
+        let session = screened.and_then(|()| self.session(exec.session));
+        let session = match session {
+            Ok(s) => s,
+            Err((code, message)) => {
+                self.send_error(Some(exec.request), code, message).await;
+                return None;
+            }
+        };
+        let cancel = self.shared.register(exec.request);
+        self.engine.metrics.request_started();
+        Some((session, cancel))
+    }
+
+    /// The line's length, the tenant's rate limit and the command policy,
+    /// before anything of the line runs (builtins and cache hits included).
+    /// The length comes first: nothing parses a line over the bound.
+    fn screen(&self, exec: &Exec) -> Result<(), (ErrorCode, String)> {
+        let max = self.engine.config().limits.max_command_bytes as usize;
+        if max > 0 && exec.command.len() > max {
+            self.engine.metrics.refused(Refusal::CommandTooLong);
+            return Err((
+                ErrorCode::InvalidCommand,
+                format!(
+                    "the command line is {} bytes long; at most {max} are accepted ([limits] max_command_bytes): put long input in a file",
+                    exec.command.len()
+                ),
+            ));
+        }
+        let security = &self.ctx.security;
+        if let (Some(rate), Some(tenant)) = (&security.rate, &self.tenant) {
+            if let Err(wait) = rate.take(tenant, Instant::now()) {
+                self.engine.metrics.refused(Refusal::RateLimited);
+                let ms = wait.as_millis().max(1);
+                return Err((
+                    ErrorCode::RateLimited,
+                    format!(
+                        "tenant {tenant} is over its rate of {} commands/s; retry after {ms} ms (retry_after_ms={ms})",
+                        rate.rate()
+                    ),
+                ));
+            }
+        }
+        if let Some(policy) = &security.policy {
+            if let Err(why) = policy.check(&exec.command) {
+                self.engine.metrics.refused(Refusal::Policy);
+                return Err((ErrorCode::PolicyDenied, format!("refused: {why}")));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,283 @@
+//! One WebSocket connection: the reader task that decodes frames and dispatches
+//! them, from the upgrade to the close.
+//!
+//! This file is the reader's frame: its state ([`Connection`]), its loop
+//! ([`run`]) and its teardown. What the reader does with each thing that can
+//! happen lives next to it, one concern per file:
+//!
+//! - `timers`: the Hello deadline, the token's expiry, the idle timeout and
+//!   keepalive;
+//! - `dispatch`: a WebSocket message → its frames → one handler per frame kind;
+//! - `hello`: the handshake (version, authentication, the tenant's connection
+//!   cap, `Welcome`) and the re-check of the tokens after a reload;
+//! - `sessions`: `OpenSession`, `CloseSession` and the session an `Exec` names;
+//! - `commands`: admission of `Exec` and `Batch`, and starting their requests;
+//! - `stats`: `StatsRequest`.
+//!
+//! Invariants these files keep:
+//! - every accepted `Exec` is registered in flight (`Shared::register`) before
+//!   its task starts and leaves it exactly once, when its terminal frame is
+//!   queued (`request`);
+//! - bad input (undecodable frames, text messages, wrong order) gets an `Error`
+//!   frame and the connection stays usable; only an oversized message closes it (1009);
+//! - when the connection ends for any reason, every request's process group is killed.
+//!
+//! Besides the timers and the socket, the reader watches two things: the
+//! server's drain (on shutdown it stops taking commands and closes with 1001
+//! once none is in flight) and tokens reloads (SIGHUP), after which it
+//! re-checks the tokens it authenticated with: revoked (1008,
+//! `token_revoked`) or a new expiry.
+
+mod commands;
+mod dispatch;
+mod hello;
+mod sessions;
+mod stats;
+mod timers;
+
+use super::context::{ServerContext, Transport};
+use super::gate::Ticket;
+use super::shared::Shared;
+use super::writer::{self, Outbound};
+use crate::config::Config;
+use crate::security::{Grant, Slot};
+use crate::session::{Engine, SessionHandle};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Duration;
+use timers::Timers;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::WebSocketStream;
+use voxterm_protocol::{
+    Codec, CodecSettings, Compression, Encoding, Error, ErrorCode, Limits, Message, RequestId,
+    SessionId,
+};
+
+/// What the upgrade decided about the connection before it became a WebSocket:
+/// the header-authenticated tenant and the connection slots it holds (given back
+/// when the connection ends).
+pub(super) struct Admitted {
+    /// The connection's place in the open-files budget.
+    pub ticket: Ticket,
+    /// The tenant of the valid tokens in the headers, with their expiry.
+    pub tenant: Option<Grant>,
+    /// The source address's slot, when `max_connections_per_ip` is set.
+    pub ip_slot: Option<Slot<IpAddr>>,
+    /// The tenant's slot, when `max_connections_per_tenant` is set and the tenant
+    /// is known from the headers (otherwise it is taken at `Hello`).
+    pub tenant_slot: Option<Slot<Arc<str>>>,
+}
+
+/// Per-connection state owned by the reader.
+struct Connection {
+    id: u64,
+    ctx: Arc<ServerContext>,
+    engine: Arc<Engine>,
+    shared: Arc<Shared>,
+    codec: Codec,
+    /// Set by an accepted `Hello`; until then only `Hello` is answered.
+    tenant: Option<Arc<str>>,
+    /// The tenant of the valid tokens in the upgrade request's headers.
+    header_tenant: Option<Grant>,
+    /// What the connection authenticated as (after `Hello`): the tokens are
+    /// re-checked on every reload, the earliest expiry ends the connection.
+    grant: Option<Grant>,
+    /// Connection slots held until the connection ends.
+    _ip_slot: Option<Slot<IpAddr>>,
+    tenant_slot: Option<Slot<Arc<str>>>,
+    /// The tenant's count of open connections (every tenant, for its `Stats`).
+    tenant_open: Option<Slot<Arc<str>>>,
+    /// The connection's place in the open-files budget.
+    _ticket: Ticket,
+    /// The client's address (failed authentications are throttled per address).
+    peer: SocketAddr,
+    sessions: HashMap<SessionId, Arc<SessionHandle>>,
+    /// Shutdown has begun: no new commands; close once none is in flight.
+    draining: bool,
+    /// Set when the connection must end (failed authentication): a close frame is queued.
+    closing: bool,
+    /// What `Welcome` announces and admission enforces.
+    limits: Limits,
+}
+
+/// Why the reader loop ended, when that changes how the connection is torn down.
+#[derive(PartialEq, Eq)]
+enum Ending {
+    /// Close frame queued (or the peer closed): let the writer finish.
+    Orderly,
+    /// The peer stopped answering: its socket may never drain, so the writer
+    /// gets a moment for the close frame and is then dropped.
+    DeadPeer,
+}
+
+/// What each handler of the reader loop tells it: go on, or end the
+/// connection this way.
+type Step = ControlFlow<Ending>;
+
+/// Drives a WebSocket connection until it closes.
+pub(super) async fn run(
+    ctx: Arc<ServerContext>,
+    ws: WebSocketStream<Transport>,
+    peer: SocketAddr,
+    admitted: Admitted,
+) {
+    let engine = ctx.engine.clone();
+    let cfg = engine.config().clone();
+    let (sink, mut stream) = ws.split();
+    let (out, rx) = mpsc::channel(cfg.server.write_queue);
+    // Every connection starts in bincode without compression; `Hello` may
+    // switch both (the writer is told with `Outbound::Configure`).
+    let settings = CodecSettings {
+        encoding: Encoding::Bincode,
+        compression: Compression::None,
+        max_frame_bytes: cfg.server.max_frame_bytes,
+        compress_threshold: cfg.server.compress_threshold,
+    };
+    let mut writer = tokio::spawn(writer::run(
+        sink,
+        rx,
+        Codec::new(settings.clone()),
+        engine.metrics.clone(),
+        writer::Coalesce {
+            enabled: cfg.server.coalesce,
+            max_bytes: cfg.server.coalesce_bytes,
+            delay: cfg.server.coalesce_delay,
+        },
+    ));
+    let shared = Arc::new(Shared::new(out, ctx.security.clone()));
+    let mut conn = Connection::new(&ctx, &cfg, shared, Codec::new(settings), peer, admitted);
+    engine.metrics.connection_opened();
+    tracing::debug!(conn = conn.id, %peer, "connected");
+    let mut timers = Timers::start(&cfg.server);
+    // Tokens reloads (SIGHUP): re-check this connection's tokens. Without
+    // authentication the sender never changes and the branch never fires.
+    let mut token_reloads = match &ctx.security.tokens {
+        Some(store) => store.reloads(),
+        None => tokio::sync::watch::channel(0u64).1,
+    };
+
+    let ending = loop {
+        timers.arm_expiry(conn.grant.as_ref().and_then(|g| g.expires));
+        let step = tokio::select! {
+            ring = timers.next(conn.tenant.is_none()) => conn.on_timer(ring, &mut timers).await,
+            Ok(()) = token_reloads.changed(), if conn.grant.as_ref().is_some_and(|g| !g.tokens.is_empty()) => {
+                conn.on_tokens_reloaded(&mut timers).await
+            }
+            _ = ctx.drain.cancelled(), if !conn.draining => {
+                conn.draining = true;
+                Step::Continue(())
+            }
+            _ = conn.shared.emptied().notified(), if conn.draining => Step::Continue(()),
+            msg = stream.next() => conn.on_socket(msg, &mut timers).await,
+        };
+        if let Step::Break(ending) = step {
+            break ending;
+        }
+        if conn.draining && conn.shared.in_flight().is_empty() {
+            conn.close(CloseCode::Away, "server shutting down").await;
+            break Ending::Orderly;
+        }
+    };
+
+    // Whatever ended the connection, its commands die with it.
+    conn.shared.cancel_all();
+    // The writer ends when every sender of its queue is gone: the reader's
+    // now, the request tasks' as they finish. The slots and the ticket stay
+    // held (in `conn`) until the writer is done and the socket closed.
+    let Connection {
+        shared, sessions, ..
+    } = conn;
+    drop(sessions);
+    drop(shared);
+    if ending == Ending::DeadPeer {
+        if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+            .await
+            .is_err()
+        {
+            writer.abort();
+        }
+    } else {
+        let _ = writer.await;
+    }
+    engine.metrics.connection_closed();
+    tracing::debug!(%peer, "disconnected");
+}
+
+impl Connection {
+    /// The reader's state for a connection just upgraded.
+    fn new(
+        ctx: &Arc<ServerContext>,
+        cfg: &Config,
+        shared: Arc<Shared>,
+        codec: Codec,
+        peer: SocketAddr,
+        admitted: Admitted,
+    ) -> Connection {
+        Connection {
+            id: ctx.connection_id(),
+            ctx: ctx.clone(),
+            engine: ctx.engine.clone(),
+            shared,
+            codec,
+            tenant: None,
+            header_tenant: admitted.tenant,
+            grant: None,
+            _ip_slot: admitted.ip_slot,
+            tenant_slot: admitted.tenant_slot,
+            tenant_open: None,
+            _ticket: admitted.ticket,
+            peer,
+            sessions: HashMap::new(),
+            draining: false,
+            closing: false,
+            limits: Limits {
+                max_message_bytes: cfg.server.max_message_bytes,
+                max_frame_bytes: cfg.server.max_frame_bytes,
+                max_in_flight: cfg.server.max_in_flight,
+                max_sessions: cfg.server.max_sessions,
+                default_timeout_ms: cfg.exec.default_timeout.as_millis().min(u32::MAX as u128)
+                    as u32,
+                output_cap_bytes: cfg.exec.output_cap,
+            },
+        }
+    }
+
+    /// Queues a frame for the writer. A closed queue means the writer (and
+    /// so the client) is gone: there is nobody left to tell.
+    async fn send(&self, msg: Message) {
+        let _ = self.shared.out.send(Outbound::Frame(msg)).await;
+    }
+
+    /// Sends an `Error` frame, counted in the metrics and the connection's
+    /// own `Stats`.
+    async fn send_error(
+        &self,
+        request: Option<RequestId>,
+        code: ErrorCode,
+        message: impl Into<String>,
+    ) {
+        self.engine.metrics.error(code);
+        self.shared.errored();
+        self.send(Message::Error(Error {
+            request,
+            code,
+            message: message.into(),
+        }))
+        .await;
+    }
+
+    /// Queues a close frame; the writer sends it after every frame queued
+    /// before it.
+    async fn close(&self, code: CloseCode, reason: &'static str) {
+        let _ = self.shared.out.send(Outbound::Close(code, reason)).await;
+    }
+}
+
+/// Tenant and session names: short, printable, safe in logs and keys.
+fn valid_name(name: &str) -> bool {
+    crate::security::valid_tenant(name)
+}

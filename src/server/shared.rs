@@ -1,0 +1,116 @@
+//! What one connection's reader and its request tasks share: the writer's
+//! queue, the requests in flight and the connection's own counters.
+//!
+//! The reader registers a request here before its task starts; the task
+//! removes it when it queues the request's terminal frame. It is its own
+//! module so that `request` can use it without depending on `connection`,
+//! which starts the requests.
+
+use super::lock::lock;
+use super::writer::Outbound;
+use crate::security::Security;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use voxterm_protocol::RequestId;
+
+/// What the reader and the connection's request tasks share.
+pub(super) struct Shared {
+    /// The writer's queue.
+    pub out: mpsc::Sender<Outbound>,
+    /// Limits the request tasks apply (the tenant's output budget).
+    pub security: Arc<Security>,
+    /// Each request in flight and the token that cancels it.
+    in_flight: Mutex<HashMap<RequestId, CancellationToken>>,
+    /// Parent of every request's cancel token: fires when the connection ends.
+    cancel_all: CancellationToken,
+    /// Signalled when `in_flight` becomes empty (the drain waits on it).
+    emptied: Notify,
+    /// When the connection started; `last_end_ms` counts from here.
+    born: Instant,
+    /// Milliseconds after `born` when the last request ended (for the idle
+    /// timeout). An atomic rather than an `Instant` behind a lock: request
+    /// tasks store it on every end, the reader reads it only when its idle
+    /// timer fires.
+    last_end_ms: AtomicU64,
+    /// Requests this connection had accepted (a tenant's own `Stats`).
+    requests: AtomicU64,
+    /// Requests of this connection that ended with an `Error`, and `Error`
+    /// frames about no request (a tenant's own `Stats`).
+    errors: AtomicU64,
+}
+
+impl Shared {
+    /// The state of a connection just opened, whose writer reads `out`.
+    pub fn new(out: mpsc::Sender<Outbound>, security: Arc<Security>) -> Self {
+        Shared {
+            out,
+            security,
+            in_flight: Mutex::new(HashMap::new()),
+            cancel_all: CancellationToken::new(),
+            emptied: Notify::new(),
+            born: Instant::now(),
+            last_end_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+        }
+    }
+
+    /// The requests in flight. Hold the guard briefly: request tasks take it
+    /// to finish.
+    pub fn in_flight(&self) -> MutexGuard<'_, HashMap<RequestId, CancellationToken>> {
+        lock(&self.in_flight)
+    }
+
+    /// Registers an accepted request and gives the token that cancels it
+    /// (which also fires when the connection ends).
+    pub fn register(&self, request: RequestId) -> CancellationToken {
+        let token = self.cancel_all.child_token();
+        self.in_flight().insert(request, token.clone());
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        token
+    }
+
+    /// Counts an `Error` frame sent on this connection.
+    pub fn errored(&self) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Removes a finished request.
+    pub fn forget(&self, request: RequestId) {
+        let mut map = self.in_flight();
+        map.remove(&request);
+        if map.is_empty() {
+            self.emptied.notify_one();
+            let ms = self.born.elapsed().as_millis() as u64;
+            self.last_end_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// Notified each time the last request in flight ends (the drain waits
+    /// on it).
+    pub fn emptied(&self) -> &Notify {
+        &self.emptied
+    }
+
+    /// When the last request ended (the connection's start if none has).
+    pub fn last_end(&self) -> Instant {
+        self.born + Duration::from_millis(self.last_end_ms.load(Ordering::Relaxed))
+    }
+
+    /// Requests accepted and `Error` frames sent so far (a tenant's own `Stats`).
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.requests.load(Ordering::Relaxed),
+            self.errors.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Cancels every request of the connection: it has ended.
+    pub fn cancel_all(&self) {
+        self.cancel_all.cancel();
+    }
+}
