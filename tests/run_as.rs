@@ -212,9 +212,11 @@ async fn a_user_per_tenant_owns_its_root_and_cannot_read_another_tenants_files()
 fn a_server_refuses_to_start_when_commands_cannot_run_as_the_user() {
     let mut cfg = voxterm::config::Preset::Development.config();
     cfg.exec.run_as = "no-such-user-xyz".into();
-    let e = cfg.validate().expect_err("no such user").to_string();
+    let e = voxterm::server::check(&cfg)
+        .expect_err("no such user")
+        .to_string();
     assert!(e.contains("there is no user \"no-such-user-xyz\""), "{e}");
     cfg.exec.run_as = "root".into();
-    let e = cfg.validate().expect_err("root").to_string();
+    let e = voxterm::server::check(&cfg).expect_err("root").to_string();
     assert!(e.contains("is root"), "{e}");
 }

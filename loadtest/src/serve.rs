@@ -124,7 +124,7 @@ pub fn config_from_args(listen: SocketAddr, args: &[String]) -> anyhow::Result<C
     if let Some(b) = l2_bytes {
         config.cache.l2_bytes = b;
     }
-    config.validate()?;
+    voxterm::server::check(&config)?;
     Ok(config)
 }
 

@@ -122,7 +122,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
     if let Some(key) = args.tls_key {
         config.server.tls_key = Some(key);
     }
-    if let Err(e) = config.validate() {
+    if let Err(e) = voxterm::server::check(&config) {
         eprintln!("voxterm: {e}");
         return ExitCode::from(2);
     }

@@ -102,7 +102,7 @@ impl Preset {
                 rlimit_fsize_bytes: containment.fsize,
                 rlimit_nofile: 1024,
                 rlimit_nproc: containment.nproc,
-                cgroup: crate::exec::CgroupMode::Auto,
+                cgroup: super::CgroupMode::Auto,
                 cgroup_pids_max: containment.pids,
                 cgroup_memory_max_bytes: containment.memory,
                 run_as: String::new(),

@@ -37,23 +37,10 @@ use std::time::Duration;
 use nix::errno::Errno;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::{gettid, Pid};
-use serde::{Deserialize, Serialize};
 
 use super::error::ContainError;
 
-/// Whether commands run in their own cgroup (`[exec] cgroup`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CgroupMode {
-    /// Never: rlimits and the process group only.
-    Off,
-    /// When the cgroup v1 `pids` hierarchy is writable (root, or a delegated
-    /// subtree); otherwise the server starts without and says so in its log.
-    #[default]
-    Auto,
-    /// Always: a server that cannot confine commands refuses to run them.
-    Required,
-}
+pub use crate::config::CgroupMode;
 
 /// Cells kept for reuse; more idle cells than this are removed.
 const MAX_FREE: usize = 256;

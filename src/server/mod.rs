@@ -20,7 +20,8 @@
 //! writer                                  the socket's write half
 //! ```
 //!
-//! Leaves any of them may use: `context` (`ServerContext` and
+//! `check` is the whole configuration checked before start (each part asked
+//! about its own section). Leaves any of them may use: `context` (`ServerContext` and
 //! `Transport`), `gate` (the open-files budget), `auth` (failed
 //! authentications, shared by the upgrade and `Hello`) and `lock` (taking a
 //! mutex whatever a panic did to it).
@@ -30,6 +31,7 @@
 //! requests end with `Exit { killed: Shutdown }`, and connections close with 1001.
 
 mod auth;
+mod check;
 mod connection;
 mod context;
 mod gate;
@@ -41,5 +43,6 @@ mod request;
 mod shared;
 mod writer;
 
+pub use check::check;
 pub use listener::Server;
 pub use process::shutdown_signal;
