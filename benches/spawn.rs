@@ -21,10 +21,8 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use voxterm::config::{ExecConfig, Preset};
-use voxterm::exec::{
-    run, CgroupMode, Containment, Identity, Job, OutputSink, Pool, PoolConfig, RunAs, SinkClosed,
-    Stop,
-};
+use voxterm::exec::{run, CgroupMode, Containment, Identity, Job, Pool, PoolConfig, RunAs, Stop};
+use voxterm::output::{OutputSink, SinkClosed};
 use voxterm_protocol::{Priority, StreamKind};
 
 /// Drops output: we measure spawn/stream/reap, not a client.

@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod exec;
 pub mod metrics;
+pub mod output;
 pub mod predict;
 pub mod scorecard;
 pub mod security;

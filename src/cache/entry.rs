@@ -3,7 +3,7 @@
 
 use super::blobs::{Blobs, Bytes};
 use super::error::CacheError;
-use crate::exec::{OutputSink, SinkClosed};
+use crate::output::{OutputSink, SinkClosed};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

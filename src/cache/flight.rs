@@ -10,7 +10,7 @@
 
 use super::key::Key;
 use super::l1::KeyHash;
-use crate::exec::{OutputSink, SinkClosed};
+use crate::output::{OutputSink, SinkClosed};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;

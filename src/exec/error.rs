@@ -90,11 +90,3 @@ pub enum IdentityError {
     #[error("exec.run_as: cannot run commands as {0:?}: {1} (the server must run as root, or hold CAP_SETUID, CAP_SETGID and CAP_KILL as ambient capabilities)")]
     Probe(String, String),
 }
-
-/// The output receiver is gone (client disconnected or request dropped).
-///
-/// Returned by [`OutputSink::chunk`](super::OutputSink::chunk); `run` reacts by
-/// killing the process group.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[error("output sink closed")]
-pub struct SinkClosed;

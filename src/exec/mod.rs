@@ -10,7 +10,7 @@
 //! 2. [`run`] plans the line ([`plan`]: the program itself when there is no shell
 //!    syntax, else `/bin/sh -c <line>`), spawns it in its own process group with
 //!    the caller's scrubbed environment, stdin from `/dev/null`, in the session's
-//!    cwd, and streams stdout/stderr to an [`OutputSink`] in adaptive chunks
+//!    cwd, and streams stdout/stderr to an [`OutputSink`](crate::output::OutputSink) in adaptive chunks
 //!    (4 KiB first for a fast first byte, doubling up to 64 KiB under load).
 //! 3. Timeout, cancel, shutdown, output cap, a closed sink or a dropped future all
 //!    end in killing the whole group (SIGTERM, `kill_grace`, SIGKILL) and reaping
@@ -44,8 +44,8 @@ mod tests;
 
 pub use cgroup::CgroupMode;
 pub use contain::{CgroupStatus, Containment, ContainmentStatus};
-pub use error::{ContainError, ExecError, IdentityError, PlanError, PoolError, SinkClosed};
+pub use error::{ContainError, ExecError, IdentityError, PlanError, PoolError};
 pub use identity::{Identity, RunAs};
 pub use plan::{plan, Plan};
 pub use pool::{Pool, PoolConfig, Slot};
-pub use run::{run, Job, Outcome, OutputSink, Stop};
+pub use run::{run, Job, Outcome, Stop};

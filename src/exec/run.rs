@@ -1,6 +1,5 @@
 //! Running one job: spawn, stream both pipes, enforce timeout / cap / cancel, reap.
 
-use std::future::Future;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
@@ -21,10 +20,11 @@ use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{KillReason, StreamKind};
 
 use super::contain::Containment;
-use super::error::{ExecError, SinkClosed};
+use super::error::ExecError;
 use super::group::{signal_group, GroupGuard};
 use super::identity::Identity;
 use super::plan::{plan, Plan};
+use crate::output::{OutputSink, SinkClosed};
 
 /// First read size: small so the first bytes reach the client at once.
 const FIRST_CHUNK: usize = 4 * 1024;
@@ -78,17 +78,6 @@ impl Job {
             None => self.cwd.as_path().into(),
         }
     }
-}
-
-/// Where `run` delivers output.
-pub trait OutputSink: Send {
-    /// Deliver one chunk; awaiting here is the back-pressure path (a slow client
-    /// slows only its own command). Err = receiver gone.
-    fn chunk(
-        &mut self,
-        stream: StreamKind,
-        data: &[u8],
-    ) -> impl Future<Output = Result<(), SinkClosed>> + Send;
 }
 
 /// The two ways a running command can be stopped from outside, kept apart so the

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use voxterm_protocol::{KillReason, Priority, StreamKind};
 
 use super::*;
+use crate::output::{OutputSink, SinkClosed};
 
 const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 

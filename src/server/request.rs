@@ -3,8 +3,8 @@
 
 use super::shared::Shared;
 use super::writer::Outbound;
-use crate::exec::{OutputSink, SinkClosed};
 use crate::metrics::Refusal;
+use crate::output::{OutputSink, SinkClosed};
 use crate::session::{Engine, Finish, SessionHandle};
 use std::sync::Arc;
 use std::time::Instant;

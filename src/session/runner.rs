@@ -17,8 +17,9 @@ use super::store::SessionStore;
 use crate::cache::flight::{Flights, Follower, Publisher, Stopped};
 use crate::cache::{Cache, Class, Entry, Key, Verdict};
 use crate::config::Config;
-use crate::exec::{self, ExecError, Job, OutputSink, Pool, PoolConfig, PoolError, Slot, Stop};
+use crate::exec::{self, ExecError, Job, Pool, PoolConfig, PoolError, Slot, Stop};
 use crate::metrics::{Metrics, Sampled, Tier};
+use crate::output::{OutputSink, SinkClosed};
 use crate::predict::{Predictor, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -566,7 +567,7 @@ struct Tee<'a> {
 }
 
 impl OutputSink for Tee<'_> {
-    async fn chunk(&mut self, stream: StreamKind, data: &[u8]) -> Result<(), exec::SinkClosed> {
+    async fn chunk(&mut self, stream: StreamKind, data: &[u8]) -> Result<(), SinkClosed> {
         self.publisher.push(stream, data);
         self.bytes = self.bytes.saturating_add(data.len());
         if self.bytes <= self.limit {
