@@ -102,26 +102,7 @@ pub(super) fn ramp(
             conns.lock().push(conn.clone());
             for u in first_user..last_user {
                 let session = (u - first_user) as u32 + 1;
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                let ok = conn.open_session(session, &format!("u{u}"))
-                    && conn.exec(
-                        session,
-                        format!("cd {}", shell_quote(&root)),
-                        0,
-                        Pending {
-                            due: Instant::now(),
-                            profile: 0,
-                            class: CommandClass::Session,
-                            step: None,
-                            measured: false,
-                            notify: Some(tx),
-                        },
-                    );
-                let ready = ok
-                    && matches!(
-                        tokio::time::timeout(Duration::from_secs(30), rx).await,
-                        Ok(Ok(crate::record::End::Exit(Some(0), _)))
-                    );
+                let ready = enter_fixture(&conn, session, u, &root).await;
                 if !ready {
                     rec.users_failed.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -140,25 +121,7 @@ pub(super) fn ramp(
                 let profiles = profiles.clone();
                 let rec = rec.clone();
                 let stop = stop.clone();
-                tokio::spawn(async move {
-                    let mean = 60.0 / profiles.list[user.profile].commands_per_minute / time_scale;
-                    let mut rng = fastrand::Rng::with_seed(user.idx as u64 ^ 0x5eed);
-                    // First command at a random point of one think time: no thundering herd.
-                    let mut due = Instant::now() + Duration::from_secs_f64(rng.f64() * mean);
-                    loop {
-                        if due >= end || stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        sleep_until(due).await;
-                        if stop.load(Ordering::Relaxed) {
-                            break;
-                        }
-                        if !user.send(&profiles, due, None, &rec) {
-                            break;
-                        }
-                        due += think(&mut rng, mean);
-                    }
-                });
+                tokio::spawn(commands(user, profiles, rec, stop, time_scale, end));
             }
         }));
     }
@@ -170,6 +133,59 @@ pub(super) fn ramp(
         per_conn: k,
         stop: stop_users,
         join,
+    }
+}
+
+/// Opens user `u`'s session `session` on `conn` and moves it into the fixture
+/// project; true once that `cd` succeeded (within 30 s).
+async fn enter_fixture(conn: &Conn, session: u32, u: usize, root: &str) -> bool {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ok = conn.open_session(session, &format!("u{u}"))
+        && conn.exec(
+            session,
+            format!("cd {}", shell_quote(root)),
+            0,
+            Pending {
+                due: Instant::now(),
+                profile: 0,
+                class: CommandClass::Session,
+                step: None,
+                measured: false,
+                notify: Some(tx),
+            },
+        );
+    ok && matches!(
+        tokio::time::timeout(Duration::from_secs(30), rx).await,
+        Ok(Ok(crate::record::End::Exit(Some(0), _)))
+    )
+}
+
+/// A user's own commands: its profile's pace (divided by `time_scale`), with
+/// exponential think times, until `end` or the stop switch.
+async fn commands(
+    user: Arc<User>,
+    profiles: Arc<Profiles>,
+    rec: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+    time_scale: f64,
+    end: Instant,
+) {
+    let mean = 60.0 / profiles.list[user.profile].commands_per_minute / time_scale;
+    let mut rng = fastrand::Rng::with_seed(user.idx as u64 ^ 0x5eed);
+    // First command at a random point of one think time: no thundering herd.
+    let mut due = Instant::now() + Duration::from_secs_f64(rng.f64() * mean);
+    loop {
+        if due >= end || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        sleep_until(due).await;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if !user.send(&profiles, due, None, &rec) {
+            break;
+        }
+        due += think(&mut rng, mean);
     }
 }
 
