@@ -39,6 +39,48 @@ fn sets_cache_bounds(args: &[String]) -> bool {
     })
 }
 
+/// L1 bytes per worker thread and L2 bytes of a started server.
+type CacheBounds = (usize, u64);
+
+/// The started server's flags: `--server-arg`s, then its Redis (`--with-redis`)
+/// and, for a scenario judged on memory, cache bounds small enough to fill
+/// early (unless the flags choose them); also those bounds, for the report.
+fn server_args(
+    a: &RunArgs,
+    sc: &scenario::Scenario,
+    redis: Option<&redis::RedisServer>,
+) -> anyhow::Result<(Vec<String>, Option<CacheBounds>)> {
+    let mut server_args = a.server_args.clone();
+    if let Some(r) = redis {
+        anyhow::ensure!(
+            !server_args.iter().any(|x| x.starts_with("--redis-url")),
+            "--with-redis and --server-arg=--redis-url both name the server's Redis"
+        );
+        server_args.push(format!("--redis-url={}", r.url()));
+    }
+    let steady = a.url.is_none() && !sets_cache_bounds(&server_args);
+    let steady = steady.then(|| sc.steady_cache()).flatten();
+    if let Some((l1, l2)) = steady {
+        server_args.push(format!("--l1-bytes={l1}"));
+        server_args.push(format!("--l2-bytes={l2}"));
+    }
+    Ok((server_args, steady))
+}
+
+/// The body encoding and compression the users ask for.
+fn wire_format(a: &RunArgs) -> (Encoding, Compression) {
+    let encoding = match a.encoding {
+        Enc::Bincode => Encoding::Bincode,
+        Enc::Json => Encoding::Json,
+    };
+    let compression = match a.compression {
+        Comp::None => Compression::None,
+        Comp::Deflate => Compression::Deflate,
+        Comp::Brotli => Compression::Brotli,
+    };
+    (encoding, compression)
+}
+
 /// Runs one scenario and returns the report (starting and stopping a server when
 /// no URL is given).
 pub(crate) async fn execute(a: &RunArgs) -> anyhow::Result<report::Report> {
@@ -58,20 +100,7 @@ pub(crate) async fn execute(a: &RunArgs) -> anyhow::Result<report::Report> {
         true => Some(redis::RedisServer::start().await?),
         false => None,
     };
-    let mut server_args = a.server_args.clone();
-    if let Some(r) = &redis {
-        anyhow::ensure!(
-            !server_args.iter().any(|x| x.starts_with("--redis-url")),
-            "--with-redis and --server-arg=--redis-url both name the server's Redis"
-        );
-        server_args.push(format!("--redis-url={}", r.url()));
-    }
-    let steady = a.url.is_none() && !sets_cache_bounds(&server_args);
-    let steady = steady.then(|| sc.steady_cache()).flatten();
-    if let Some((l1, l2)) = steady {
-        server_args.push(format!("--l1-bytes={l1}"));
-        server_args.push(format!("--l2-bytes={l2}"));
-    }
+    let (server_args, steady) = server_args(a, &sc, redis.as_ref())?;
     let redis = redis.map(|r| std::sync::Arc::new(tokio::sync::Mutex::new(r)));
     let mut child = match &a.url {
         Some(_) => None,
@@ -85,15 +114,7 @@ pub(crate) async fn execute(a: &RunArgs) -> anyhow::Result<report::Report> {
         (None, Some(c)) => c.url.clone(),
         (None, None) => unreachable!("a server was started"),
     };
-    let encoding = match a.encoding {
-        Enc::Bincode => Encoding::Bincode,
-        Enc::Json => Encoding::Json,
-    };
-    let compression = match a.compression {
-        Comp::None => Compression::None,
-        Comp::Deflate => Compression::Deflate,
-        Comp::Brotli => Compression::Brotli,
-    };
+    let (encoding, compression) = wire_format(a);
     let opts = run::RunOptions {
         target: conn::Target::parse(&url, encoding, compression)?,
         profiles,
