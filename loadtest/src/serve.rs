@@ -4,6 +4,8 @@
 //! and the open-files hard limit here is 20,000 per process), and that process is
 //! this binary again, re-executed with the hidden `__serve` subcommand: the engine
 //! comes from the voxterm library, so no `voxterm` binary has to be built first.
+//! Its flags (`--server-arg`) are `voxterm serve`'s, parsed by the library's own
+//! definition ([`voxterm::cli::ServeArgs`]), plus the cache bounds.
 
 use anyhow::{bail, Context};
 use clap::error::{ContextKind, ErrorKind};
