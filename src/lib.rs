@@ -4,10 +4,12 @@
 //! `server` → `session` → (`cache`, `exec`) → protocol; `security` (tokens, origin,
 //! tenant roots, command policy, rate limits) is consulted by `server` and
 //! `session`; `metrics`, `config` and `scorecard` are leaves. `client` is the protocol's client side, used by the CLI,
-//! the tests and the load tester.
+//! the tests and the load tester. `cli` is the `voxterm` binary's command line,
+//! here so that the load tester's server parses the same `serve` options.
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod exec;

@@ -4,107 +4,127 @@
 //! and the open-files hard limit here is 20,000 per process), and that process is
 //! this binary again, re-executed with the hidden `__serve` subcommand: the engine
 //! comes from the voxterm library, so no `voxterm` binary has to be built first.
+//! Its flags (`--server-arg`) are `voxterm serve`'s, parsed by the library's own
+//! definition ([`voxterm::cli::ServeArgs`]), plus the cache bounds.
 
 use anyhow::{bail, Context};
+use clap::error::{ContextKind, ErrorKind};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-use voxterm::config::{Config, Preset};
+use voxterm::cli::ServeArgs;
+use voxterm::config::Config;
 
-/// Flags `__serve` understands (what `--server-arg` may pass), and what they do.
-pub const SUPPORTED_FLAGS: &[(&str, &str)] = &[
-    (
-        "--preset P",
-        "development | production | high-performance (default high-performance)",
-    ),
-    ("--workers N", "children that may run at once"),
-    ("--config FILE", "TOML merged over the preset"),
-    (
-        "--no-batch",
-        "one WebSocket message and flush per frame (writer coalescing off; alias --no-coalesce)",
-    ),
-    ("--no-coalesce", "same as --no-batch"),
-    ("--no-predict", "next-command prediction and prefetch off"),
-    ("--no-cache", "every cache tier off (the baseline)"),
-    ("--redis-url URL", "turn the L3 cache tier (Redis) on"),
-    ("--l1-bytes N", "L1 cache bound per worker thread, bytes"),
-    ("--l2-bytes N", "L2 cache bound, bytes"),
-];
+/// What `--server-arg` may pass: the options of `voxterm serve`, from the same
+/// clap definition (a flag that works there works here), plus the cache bounds
+/// the load tester sizes for a steady-state memory reading.
+#[derive(Debug, Parser)]
+#[command(name = "loadtest __serve")]
+struct ChildArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// L1 cache bound per worker thread, bytes.
+    #[arg(long, value_name = "N")]
+    l1_bytes: Option<usize>,
+    /// L2 cache bound, bytes.
+    #[arg(long, value_name = "N")]
+    l2_bytes: Option<u64>,
+}
+
+/// `voxterm serve` options the child refuses: the load tester picks the listen
+/// address, and its users present no token and speak plain `ws://`.
+const REFUSED: &[&str] = &["listen", "tokens", "tls_cert", "tls_key"];
+
+/// The child's parser: `voxterm serve`'s, with what differs for a server under
+/// test (preset `high-performance` by default, no `VOXTERM_*` environment).
+fn command() -> clap::Command {
+    let mut cmd = ChildArgs::command()
+        // A repeated flag's last value wins (`--server-arg` lists are appended to).
+        .args_override_self(true)
+        // Only the flags count, not the environment of whoever runs the load tester.
+        .mut_args(|a| a.env(None))
+        .mut_arg("preset", |a| a.default_value("high-performance"))
+        .mut_arg("no_batch", |a| a.visible_alias("no-coalesce"));
+    for id in REFUSED {
+        cmd = cmd.mut_arg(id, |a| a.hide(true));
+    }
+    cmd
+}
+
+/// The flags `__serve` supports, as `--flag VALUE`, for error messages.
+fn supported() -> Vec<String> {
+    command()
+        .get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .filter_map(|a| {
+            let long = a.get_long()?;
+            if !a.get_action().takes_values() {
+                return Some(format!("--{long}"));
+            }
+            let value = a
+                .get_value_names()
+                .and_then(|v| v.first())
+                .map_or_else(|| a.get_id().as_str().to_uppercase(), |v| v.to_string());
+            Some(format!("--{long} {value}"))
+        })
+        .collect()
+}
 
 /// Whether `flag` (e.g. `--no-cache`) is one `__serve` supports.
 pub fn supports(flag: &str) -> bool {
-    SUPPORTED_FLAGS
+    let Some(name) = flag.strip_prefix("--") else {
+        return false;
+    };
+    command()
+        .get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .any(|a| {
+            a.get_long() == Some(name) || a.get_all_aliases().unwrap_or_default().contains(&name)
+        })
+}
+
+/// Parses `__serve` arguments; `--help` prints the child's help and exits.
+fn parse(args: &[String]) -> anyhow::Result<ChildArgs> {
+    let argv = std::iter::once("__serve".to_owned()).chain(args.iter().cloned());
+    let matches = match command().try_get_matches_from(argv) {
+        Ok(m) => m,
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) if e.kind() == ErrorKind::UnknownArgument => {
+            let flag = e
+                .get(ContextKind::InvalidArg)
+                .map_or_else(|| "?".to_owned(), |v| v.to_string());
+            bail!(
+                "server flag {flag} is not supported by this server build (supported: {})",
+                supported().join(", ")
+            )
+        }
+        Err(e) => {
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            bail!("{}", first.trim_start_matches("error: "))
+        }
+    };
+    if let Some(id) = REFUSED
         .iter()
-        .any(|(f, _)| f.split_whitespace().next() == Some(flag))
+        .find(|id| matches.value_source(id) == Some(ValueSource::CommandLine))
+    {
+        bail!(
+            "server flag --{} is not for the load tester's server: it picks the listen address itself, and its users present no token and speak plain ws://",
+            id.replace('_', "-")
+        );
+    }
+    Ok(ChildArgs::from_arg_matches(&matches)?)
 }
 
 /// Builds the configuration from `__serve` arguments.
 pub fn config_from_args(listen: SocketAddr, args: &[String]) -> anyhow::Result<Config> {
-    let mut preset = Preset::HighPerformance;
-    let mut file: Option<PathBuf> = None;
-    let mut workers = None;
-    let mut no_coalesce = false;
-    let mut no_cache = false;
-    let mut no_predict = false;
-    let mut redis_url = None;
-    let mut l1_bytes: Option<usize> = None;
-    let mut l2_bytes: Option<u64> = None;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let (flag, inline) = match a.split_once('=') {
-            Some((f, v)) => (f, Some(v.to_owned())),
-            None => (a.as_str(), None),
-        };
-        let mut value = || -> anyhow::Result<String> {
-            match &inline {
-                Some(v) => Ok(v.clone()),
-                None => it
-                    .next()
-                    .cloned()
-                    .with_context(|| format!("{flag} needs a value")),
-            }
-        };
-        match flag {
-            "--preset" => {
-                preset = match value()?.as_str() {
-                    "development" => Preset::Development,
-                    "production" => Preset::Production,
-                    "high-performance" => Preset::HighPerformance,
-                    other => bail!("unknown preset {other}"),
-                }
-            }
-            "--workers" => workers = Some(value()?.parse().context("--workers needs a number")?),
-            "--config" => file = Some(PathBuf::from(value()?)),
-            "--no-batch" | "--no-coalesce" => no_coalesce = true,
-            "--no-predict" => no_predict = true,
-            "--no-cache" => no_cache = true,
-            "--redis-url" => redis_url = Some(value()?),
-            "--l1-bytes" => l1_bytes = Some(value()?.parse().context("--l1-bytes needs bytes")?),
-            "--l2-bytes" => l2_bytes = Some(value()?.parse().context("--l2-bytes needs bytes")?),
-            other => bail!(
-                "server flag {other} is not supported by this server build (supported: {})",
-                SUPPORTED_FLAGS
-                    .iter()
-                    .map(|(f, _)| *f)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }
-    }
-    let mut config = Config::load(preset, file.as_deref())?;
+    let args = parse(args)?;
+    let mut config = args.serve.load_config()?;
     config.server.listen = listen;
-    if let Some(w) = workers {
-        config.exec.workers = w;
-    }
-    if no_coalesce {
-        config.server.coalesce = false;
-    }
-    if no_predict {
-        config.predict.enabled = false;
-    }
     if config.predict.data_dir.is_none() {
         // Every run starts with a cold model (runs stay comparable) and leaves
         // nothing in the user's ~/.local/share.
@@ -112,16 +132,10 @@ pub fn config_from_args(listen: SocketAddr, args: &[String]) -> anyhow::Result<C
             std::env::temp_dir().join(format!("voxterm-loadtest-model-{}", std::process::id())),
         );
     }
-    if no_cache {
-        config.cache.enabled = false;
-    }
-    if redis_url.is_some() {
-        config.cache.redis_url = redis_url;
-    }
-    if let Some(b) = l1_bytes {
+    if let Some(b) = args.l1_bytes {
         config.cache.l1_bytes = b;
     }
-    if let Some(b) = l2_bytes {
+    if let Some(b) = args.l2_bytes {
         config.cache.l2_bytes = b;
     }
     voxterm::server::check(&config)?;
@@ -233,8 +247,76 @@ mod tests {
 
         let e =
             config_from_args(listen(), &["--l2-bytes=8MiB".to_owned()]).expect_err("bytes only");
-        assert!(format!("{e:#}").contains("--l2-bytes needs bytes"), "{e:#}");
+        assert!(format!("{e:#}").contains("'8MiB' for '--l2-bytes"), "{e:#}");
         let e = config_from_args(listen(), &["--l9".to_owned()]).expect_err("unknown flag");
-        assert!(format!("{e:#}").contains("--l1-bytes N"), "{e:#}");
+        assert!(
+            format!("{e:#}").contains("--l9") && format!("{e:#}").contains("--l1-bytes N"),
+            "{e:#}"
+        );
+    }
+
+    #[test]
+    fn the_flags_of_voxterm_serve_apply_over_the_high_performance_preset() {
+        use voxterm::config::Preset;
+        let c = config_from_args(listen(), &[]).expect("no flags");
+        let hp = Preset::HighPerformance.config();
+        assert_eq!(
+            (c.exec.workers, c.cache.l2_bytes, c.server.listen),
+            (hp.exec.workers, hp.cache.l2_bytes, listen())
+        );
+        assert!(c.predict.data_dir.is_some(), "a model directory of its own");
+
+        let args = [
+            "--preset=development",
+            "--workers",
+            "3",
+            "--no-coalesce",
+            "--no-predict",
+            "--no-cache",
+            "--redis-url=redis://127.0.0.1:1",
+        ]
+        .map(String::from);
+        let c = config_from_args(listen(), &args).expect("valid flags");
+        assert_eq!(c.exec.workers, 3);
+        assert!(!c.server.coalesce && !c.predict.enabled && !c.cache.enabled);
+        assert_eq!(c.cache.redis_url.as_deref(), Some("redis://127.0.0.1:1"));
+        assert_eq!(
+            c.cache.l2_bytes,
+            Preset::Development.config().cache.l2_bytes
+        );
+
+        // As the hand-written parser before: the last of a repeated flag wins.
+        let args = [
+            "--workers=2",
+            "--no-batch",
+            "--workers",
+            "5",
+            "--no-coalesce",
+        ]
+        .map(String::from);
+        let c = config_from_args(listen(), &args).expect("repeated flags");
+        assert_eq!((c.exec.workers, c.server.coalesce), (5, false));
+    }
+
+    #[test]
+    fn what_the_load_tester_owns_is_refused_and_the_environment_is_ignored() {
+        for flag in ["--listen=127.0.0.1:1", "--tokens=t.toml"] {
+            let e = config_from_args(listen(), &[flag.to_owned()]).expect_err(flag);
+            assert!(
+                format!("{e:#}").contains("not for the load tester"),
+                "{e:#}"
+            );
+        }
+        assert!(command().get_arguments().all(|a| a.get_env().is_none()));
+        for flag in [
+            "--no-cache",
+            "--no-predict",
+            "--no-batch",
+            "--no-coalesce",
+            "--l2-bytes",
+        ] {
+            assert!(supports(flag), "{flag}");
+        }
+        assert!(!supports("--tokens") && !supports("--l9") && !supports("no-cache"));
     }
 }

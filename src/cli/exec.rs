@@ -1,12 +1,12 @@
 //! `voxterm exec`: run one command on a server, like ssh runs one on a host.
 
 use super::{client_runtime, DEFAULT_URL};
+use crate::client::{Client, ClientOptions};
 use clap::Args;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use voxterm::client::{Client, ClientOptions};
 use voxterm_protocol::{CacheMode, Exec, Message, OpenSession, Priority, StreamKind};
 
 /// Exit status when the server refused or could not run the command.

@@ -1,13 +1,13 @@
 //! `voxterm health`: a fast liveness check for scripts and pre-commit hooks.
 
 use super::{client_runtime, DEFAULT_URL};
+use crate::security::tls::{self, MaybeTls};
 use anyhow::Context;
 use clap::Args;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use voxterm::security::tls::{self, MaybeTls};
 
 /// Options of `voxterm health`.
 #[derive(Debug, Args)]

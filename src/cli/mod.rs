@@ -1,8 +1,12 @@
-//! Command-line interface. Each subcommand lives in its own file.
+//! Command-line interface of the `voxterm` binary. Each subcommand lives in its
+//! own file. It is part of the library, not of the binary, so that the load
+//! tester's server child parses the very same `serve` options ([`ServeArgs`]).
 
 mod exec;
 mod health;
 mod serve;
+
+pub use serve::ServeArgs;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -18,13 +22,13 @@ pub struct Cli {
     command: Option<Command>,
     /// `voxterm` with no subcommand serves, with these options.
     #[command(flatten)]
-    serve: serve::ServeArgs,
+    serve: ServeArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (the default when no subcommand is given).
-    Serve(serve::ServeArgs),
+    Serve(ServeArgs),
     /// Run one command on a server and stream its output.
     Exec(exec::ExecArgs),
     /// Exit 0 when the server answers /healthz with status ok.

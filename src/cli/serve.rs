@@ -1,11 +1,12 @@
-//! `voxterm serve`.
+//! `voxterm serve`: its options ([`ServeArgs`], public: the load tester's server
+//! child parses the same ones) and the server's start.
 
+use crate::config::{Config, ConfigError, Preset};
+use crate::server::{shutdown_signal, Server};
 use clap::Args;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use voxterm::config::{Config, Preset};
-use voxterm::server::{shutdown_signal, Server};
 
 /// Options of `voxterm serve`. Precedence: flags and `VOXTERM_*` env over the
 /// `--config` file over the preset.
@@ -13,7 +14,7 @@ use voxterm::server::{shutdown_signal, Server};
 pub struct ServeArgs {
     /// TOML configuration file merged over the preset.
     #[arg(long, env = "VOXTERM_CONFIG")]
-    config: Option<PathBuf>,
+    pub config: Option<PathBuf>,
     /// Starting configuration.
     #[arg(
         long,
@@ -21,42 +22,42 @@ pub struct ServeArgs {
         env = "VOXTERM_PRESET",
         default_value = "development"
     )]
-    preset: Preset,
+    pub preset: Preset,
     /// Address to listen on (default 127.0.0.1:7878).
     #[arg(long, env = "VOXTERM_LISTEN")]
-    listen: Option<SocketAddr>,
+    pub listen: Option<SocketAddr>,
     /// Children that may run at once.
     #[arg(long, env = "VOXTERM_WORKERS")]
-    workers: Option<usize>,
+    pub workers: Option<usize>,
     /// Redis for the shared L3 cache tier (e.g. redis://127.0.0.1:6379); without
     /// it the cache runs on L1/L2 alone.
     /// A password in it is visible to every process of the server's user (its
     /// command line, in /proc): prefer VOXTERM_REDIS_URL or --redis-url-file.
     #[arg(long, env = "VOXTERM_REDIS_URL")]
-    redis_url: Option<String>,
+    pub redis_url: Option<String>,
     /// A file whose first line is the Redis URL (keeps a password off the
     /// command line); --redis-url wins when both are given.
     #[arg(long, env = "VOXTERM_REDIS_URL_FILE", value_name = "FILE")]
-    redis_url_file: Option<PathBuf>,
+    pub redis_url_file: Option<PathBuf>,
     /// Turn every cache tier off (the baseline for comparisons).
     #[arg(long)]
-    no_cache: bool,
+    pub no_cache: bool,
     /// Turn next-command prediction and prefetch off (the baseline for comparisons).
     #[arg(long)]
-    no_predict: bool,
+    pub no_predict: bool,
     /// Send every frame as its own WebSocket message with its own flush instead of
     /// coalescing (the baseline for comparisons).
     #[arg(long)]
-    no_batch: bool,
+    pub no_batch: bool,
     /// TOML file with a `[tokens]` table mapping each token to its tenant; clients
     /// must then present a token (Authorization: Bearer, a `bearer.<token>`
     /// subprotocol, or Hello.token) and act as its tenant.
     #[arg(long, env = "VOXTERM_TOKENS")]
-    tokens: Option<PathBuf>,
+    pub tokens: Option<PathBuf>,
     /// Allow listening beyond loopback without --tokens. Anyone who can reach the
     /// port can then run commands as any tenant: trusted networks only.
     #[arg(long)]
-    insecure_no_auth: bool,
+    pub insecure_no_auth: bool,
     /// PEM certificate chain: with --tls-key, the port speaks TLS only (wss://,
     /// https://), so pages served over https can connect.
     #[arg(
@@ -65,7 +66,7 @@ pub struct ServeArgs {
         value_name = "FILE",
         requires = "tls_key"
     )]
-    tls_cert: Option<PathBuf>,
+    pub tls_cert: Option<PathBuf>,
     /// PEM private key of --tls-cert.
     #[arg(
         long,
@@ -73,56 +74,67 @@ pub struct ServeArgs {
         value_name = "FILE",
         requires = "tls_cert"
     )]
-    tls_key: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    /// The configuration these options ask for: the preset, the `--config` file
+    /// over it, the flags over both. Not validated yet, so that a caller can set
+    /// fields of its own first (the load tester's server sets its listen address
+    /// and cache bounds) and then call [`server::check`](crate::server::check).
+    pub fn load_config(&self) -> Result<Config, ConfigError> {
+        let mut config = Config::load(self.preset, self.config.as_deref())?;
+        if let Some(listen) = self.listen {
+            config.server.listen = listen;
+        }
+        if let Some(workers) = self.workers {
+            config.exec.workers = workers;
+        }
+        if let Some(url) = self.redis_url.as_ref().filter(|u| !u.is_empty()) {
+            config.cache.redis_url = Some(url.clone());
+        }
+        if let Some(file) = &self.redis_url_file {
+            config.cache.redis_url_file = Some(file.clone());
+        }
+        if self.no_cache {
+            config.cache.enabled = false;
+        }
+        if self.no_predict {
+            config.predict.enabled = false;
+        }
+        if self.no_batch {
+            config.server.coalesce = false;
+        }
+        if let Some(tokens) = &self.tokens {
+            config.auth.tokens_file = Some(tokens.clone());
+        }
+        if self.insecure_no_auth {
+            config.auth.insecure_no_auth = true;
+        }
+        if let Some(cert) = &self.tls_cert {
+            config.server.tls_cert = Some(cert.clone());
+        }
+        if let Some(key) = &self.tls_key {
+            config.server.tls_key = Some(key.clone());
+        }
+        Ok(config)
+    }
 }
 
 /// Loads the configuration, starts the runtime and serves until SIGINT/SIGTERM.
 pub fn run(args: ServeArgs) -> ExitCode {
     init_tracing();
-    let mut config = match Config::load(args.preset, args.config.as_deref()) {
+    let config = match args.load_config() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("voxterm: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Some(listen) = args.listen {
-        config.server.listen = listen;
-    }
-    if let Some(workers) = args.workers {
-        config.exec.workers = workers;
-    }
     let password_on_command_line = args.redis_url.as_deref().is_some_and(|url| {
         has_password(url) && std::env::var("VOXTERM_REDIS_URL").ok().as_deref() != Some(url)
     });
-    if let Some(url) = args.redis_url.filter(|u| !u.is_empty()) {
-        config.cache.redis_url = Some(url);
-    }
-    if let Some(file) = args.redis_url_file {
-        config.cache.redis_url_file = Some(file);
-    }
-    if args.no_cache {
-        config.cache.enabled = false;
-    }
-    if args.no_predict {
-        config.predict.enabled = false;
-    }
-    if args.no_batch {
-        config.server.coalesce = false;
-    }
-    if let Some(tokens) = args.tokens {
-        config.auth.tokens_file = Some(tokens);
-    }
-    if args.insecure_no_auth {
-        config.auth.insecure_no_auth = true;
-    }
-    if let Some(cert) = args.tls_cert {
-        config.server.tls_cert = Some(cert);
-    }
-    if let Some(key) = args.tls_key {
-        config.server.tls_key = Some(key);
-    }
-    if let Err(e) = voxterm::server::check(&config) {
+    if let Err(e) = crate::server::check(&config) {
         eprintln!("voxterm: {e}");
         return ExitCode::from(2);
     }

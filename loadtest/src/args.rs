@@ -1,0 +1,193 @@
+//! The load tester's options, subcommand by subcommand (the `Cli` that
+//! dispatches them is in `main.rs`).
+
+use clap::{Args, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use voxterm::scorecard::Grade;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Enc {
+    Bincode,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Comp {
+    None,
+    Deflate,
+    Brotli,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Scenario: smoke, quick, sustained, burst, ramp, soak, chaos, enterprise.
+    #[arg(long, default_value = "quick")]
+    pub scenario: String,
+    /// Server to test (ws://HOST:PORT/ws); without it a server is started.
+    #[arg(long, env = "VOXTERM_URL")]
+    pub url: Option<String>,
+    /// Flag for the started server (repeatable), e.g. `--server-arg=--workers=64`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+    /// Simulated users.
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// Time all users stay connected after the ramp-up (e.g. 30s, 5m).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Time over which users connect.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub ramp_up: Option<Duration>,
+    /// Divide think times by this (10 = ten times the pace of real users).
+    #[arg(long)]
+    pub time_scale: Option<f64>,
+    /// Users sharing one WebSocket connection (each with its own session).
+    #[arg(long, default_value_t = 1)]
+    pub users_per_connection: usize,
+    /// Profiles TOML (default: built-in Light/Medium/Heavy/Power).
+    #[arg(long)]
+    pub profiles: Option<PathBuf>,
+    /// Targets TOML merged over the DESIGN §5 defaults.
+    #[arg(long)]
+    pub targets: Option<PathBuf>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write the HTML report here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Write the CSV report here.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+    /// Compare with a previous JSON report.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// A metric this much worse than the baseline (%) is a regression.
+    #[arg(long, default_value_t = 10.0)]
+    pub regression_threshold: f64,
+    /// Exit non-zero on a regression.
+    #[arg(long)]
+    pub fail_on_regression: bool,
+    /// Lowest passing grade.
+    #[arg(long, default_value = "D")]
+    pub min_grade: Grade,
+    /// Body encoding the users ask for.
+    #[arg(long, value_enum, default_value = "bincode")]
+    pub encoding: Enc,
+    /// Compression the users ask for.
+    #[arg(long, value_enum, default_value = "deflate")]
+    pub compression: Comp,
+    /// How long to wait for outstanding answers after the end before counting them lost.
+    #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+    pub grace: Duration,
+    /// No live progress.
+    #[arg(long)]
+    pub quiet: bool,
+    /// Start a `redis-server` of our own on a free loopback port and give it to
+    /// the started server as its L3 (`--redis-url`); the chaos scenario kills
+    /// and restarts it mid-run. Not with `--url`.
+    #[arg(long, conflicts_with = "url")]
+    pub with_redis: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The deployed server.
+    #[arg(long, env = "VOXTERM_URL")]
+    pub url: String,
+    /// Lowest passing grade.
+    #[arg(long, default_value = "B")]
+    pub min_grade: Grade,
+    /// Previous JSON report; a regression fails the gate.
+    #[arg(long)]
+    pub baseline: Option<PathBuf>,
+    /// Regression threshold, %.
+    #[arg(long, default_value_t = 10.0)]
+    pub regression_threshold: f64,
+    /// Targets TOML.
+    #[arg(long)]
+    pub targets: Option<PathBuf>,
+    /// Users (default: the validation scenario's 200).
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// Hold time.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// JSON report.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// HTML report.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct HealthArgs {
+    /// The server.
+    #[arg(long, env = "VOXTERM_URL", default_value = "ws://127.0.0.1:7878/ws")]
+    pub url: String,
+    /// Give up after this long.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Scenario to run twice.
+    #[arg(long, default_value = "quick")]
+    pub scenario: String,
+    /// Users.
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// Hold time.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Time scale.
+    #[arg(long)]
+    pub time_scale: Option<f64>,
+    /// Turn off only this optimization in the OFF run (same encoding both
+    /// times), to measure it alone: `predict` (prediction and prefetch),
+    /// `batch` (frame coalescing), `cache`. Default: everything at once.
+    #[arg(long, value_enum)]
+    pub only: Option<Only>,
+    /// Pass this flag to both servers (repeatable), e.g. `--server-arg=--workers=8`.
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+}
+
+/// One optimization to compare alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Only {
+    /// `--no-predict`.
+    Predict,
+    /// `--no-batch`.
+    Batch,
+    /// `--no-cache`.
+    Cache,
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// JSON reports.
+    #[arg(required = true)]
+    pub reports: Vec<PathBuf>,
+    /// Merged JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Merged HTML.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+    /// Merged CSV.
+    #[arg(long)]
+    pub csv: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeChildArgs {
+    #[arg(long)]
+    pub listen: SocketAddr,
+    #[arg(last = true, allow_hyphen_values = true)]
+    pub args: Vec<String>,
+}

@@ -1,0 +1,245 @@
+//! The text rendering, printed at the end of every run: the run in figures,
+//! section by section, then the scorecard, notes and regressions.
+
+use super::{Report, MAX_SOAK_GROWTH_PCT};
+use crate::chaos::ChaosSummary;
+use crate::scenario::Shape;
+use std::fmt::Write as _;
+use voxterm::scorecard::{render_text, Scorecard};
+
+impl Report {
+    /// The text report.
+    pub fn text(&self) -> String {
+        let mut out = String::new();
+        self.write_run(&mut out);
+        self.write_server_figures(&mut out);
+        self.write_breakdowns(&mut out);
+        if let Some(c) = &self.chaos {
+            write_chaos(c, &mut out);
+        }
+        self.write_memory(&mut out);
+        let _ = writeln!(
+            out,
+            "load tester: peak RSS {:.1} MiB · {:.1} KiB per user · CPU {:.1}% of a core ({:.1}% of the machine)",
+            self.client.rss_peak_bytes as f64 / 1048576.0,
+            self.client.rss_per_user_bytes / 1024.0,
+            self.client.cpu_pct_of_core,
+            self.client.cpu_share_pct
+        );
+        let _ = writeln!(out);
+        let card = Scorecard {
+            metrics: self.metrics.clone(),
+            categories: self.categories.clone(),
+            score: self.score,
+            grade: self.grade,
+            critical_failures: self.critical_failures.clone(),
+            recommendations: self.recommendations.clone(),
+        };
+        out.push_str(&render_text(&card));
+        for n in &self.notes {
+            let _ = writeln!(out, "note: {n}");
+        }
+        if !self.regressions.is_empty() {
+            let _ = writeln!(out, "\nregressions against the baseline:");
+            for r in &self.regressions {
+                let _ = writeln!(
+                    out,
+                    "  REGRESSION {}: {:.3} → {:.3} ({:.1}% worse)",
+                    r.metric, r.baseline, r.current, r.worse_pct
+                );
+            }
+        }
+        out
+    }
+
+    /// The scenario as run, the requests and their end-to-end latency.
+    fn write_run(&self, out: &mut String) {
+        let s = &self.scenario;
+        let _ = writeln!(
+            out,
+            "voxterm loadtest: scenario {} · {} users · ramp-up {:.0}s · hold {:.0}s · time scale {}× · {}",
+            s.name,
+            s.users,
+            s.ramp_up.as_secs_f64(),
+            s.duration.as_secs_f64(),
+            s.time_scale,
+            self.url
+        );
+        let r = &self.raw;
+        let _ = writeln!(
+            out,
+            "requests {} · answered {} · errors {} · lost {} · non-zero exits {} · users ready {} (failed {}) · held {}",
+            self.requests, r.completed, self.errors, self.lost_responses, r.nonzero_exits,
+            r.users_connected, r.users_failed, r.users_held
+        );
+        if let Some(e) = self.latency.get("e2e") {
+            let _ = writeln!(
+                out,
+                "end-to-end ms: p50 {:.2} · p95 {:.2} · p99 {:.2} · p99.9 {:.2} · max {:.2}",
+                e.p50_ms, e.p95_ms, e.p99_ms, e.p999_ms, e.max_ms
+            );
+        }
+        if let Some(b) = self.latency.get("backend") {
+            let _ = writeln!(
+                out,
+                "backend ms:    p50 {:.2} · p95 {:.2} · p99 {:.2} · max {:.2}",
+                b.p50_ms, b.p95_ms, b.p99_ms, b.max_ms
+            );
+        }
+        let served: Vec<String> = self
+            .served_from
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        let _ = writeln!(out, "served from: {}", served.join(" · "));
+    }
+
+    /// What the server counted: prediction, prefetch, write syscalls.
+    fn write_server_figures(&self, out: &mut String) {
+        let c = |k: &str| self.raw.server_counters.get(k).copied().unwrap_or(0);
+        if c("predict_checked") > 0 || c("prefetch_started") > 0 {
+            let pct = |a, b| self.raw.server_ratio(a, b).map_or(0.0, |r| r * 100.0);
+            let _ = writeln!(
+                out,
+                "prediction: top-1 {:.1}% · top-3 {:.1}% of {} · prefetch: started {} · stored {} · used {} · wasted {} · worker time {:.1} s",
+                pct("predict_top1", "predict_checked"),
+                pct("predict_top3", "predict_checked"),
+                c("predict_checked"),
+                c("prefetch_started"),
+                c("prefetch_stored"),
+                c("prefetch_hits"),
+                c("prefetch_wasted"),
+                c("prefetch_worker_us") as f64 / 1e6,
+            );
+        }
+        if let Some(w) = self.raw.server_ratio("syscalls_write", "requests") {
+            let _ = writeln!(out, "server write syscalls per request: {w:.2}");
+        }
+    }
+
+    /// Errors by code, latency by profile and class, the capacity steps.
+    fn write_breakdowns(&self, out: &mut String) {
+        if !self.errors_by_code.is_empty() {
+            let e: Vec<String> = self
+                .errors_by_code
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect();
+            let _ = writeln!(out, "errors by code: {}", e.join(" · "));
+        }
+        for (k, v) in &self.latency {
+            if k.starts_with("profile:") || k.starts_with("class:") {
+                let _ = writeln!(
+                    out,
+                    "  {k:<18} n={:<8} p50 {:>8.2} ms  p95 {:>8.2} ms",
+                    v.count, v.p50_ms, v.p95_ms
+                );
+            }
+        }
+        for st in &self.capacity_steps {
+            let _ = writeln!(
+                out,
+                "  capacity step {:>7.0}/s: answered {:>7} · p95 {:>8.2} ms · errors {} · {}",
+                st.offered_per_s,
+                st.answered,
+                st.p95_ms,
+                st.errors,
+                if st.within_target {
+                    "within target"
+                } else {
+                    "MISSED"
+                }
+            );
+        }
+    }
+
+    /// The server's memory trend, and its growth over the hold.
+    fn write_memory(&self, out: &mut String) {
+        if let Some(g) = self.server_rss_growth_bytes_per_min {
+            let _ = writeln!(
+                out,
+                "server RSS growth (second half): {:.1} KiB/min",
+                g / 1024.0
+            );
+        }
+        if let Some(m) = &self.server_rss_over_hold {
+            let judged = match self.scenario.shape {
+                Shape::Soak => format!("judged, limit +{MAX_SOAK_GROWTH_PCT}%"),
+                _ => "not judged in this scenario".to_owned(),
+            };
+            let _ = writeln!(
+                out,
+                "server RSS over the hold, from a third in to its end: {} ({:+.1}%, {judged})",
+                m.describe(),
+                m.growth_pct
+            );
+        }
+    }
+}
+
+/// What the chaos agent did, and the server's memory around the storm.
+fn write_chaos(c: &ChaosSummary, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "chaos: {} abrupt disconnects · {} malformed ({} answered) · {} slow readers · {} storms ({} conns, {} failed)",
+        c.abrupt_disconnects, c.malformed_sent, c.malformed_answered, c.slow_readers,
+        c.reconnect_storms, c.storm_connections, c.storm_failures
+    );
+    if c.redis_restarts > 0 {
+        let _ = writeln!(
+            out,
+            "chaos: Redis killed and restarted {} time(s), down {} ms; server reconnected to it: {}",
+            c.redis_restarts,
+            c.redis_down_ms.unwrap_or(0),
+            match c.redis_reconnected {
+                Some(true) => "yes",
+                Some(false) => "NO (nothing stored in it afterwards)",
+                None => "not checked",
+            }
+        );
+    }
+    let mib = |v: u64| v as f64 / 1048576.0;
+    if let (Some((from, until)), Some(b), Some(p), Some(a)) = (
+        c.storm_window_s,
+        c.rss_pre_storm_bytes,
+        c.rss_peak_bytes,
+        c.rss_post_storm_bytes,
+    ) {
+        let _ = writeln!(
+            out,
+            "chaos: faults from {from:.0} s to {until:.0} s; server RSS with the users connected: before the storm {:.1} MiB · peak {:.1} MiB · end of the hold {:.1} MiB ({}, {} of the growth given back)",
+            mib(b),
+            mib(p),
+            mib(a),
+            c.rss_post_vs_pre_pct
+                .map_or("n/a".to_owned(), |x| format!("{x:+.1}% vs before")),
+            c.rss_recovered_pct
+                .map_or("n/a".to_owned(), |x| format!("{x:.0}%")),
+        );
+    }
+    if let Some(r) = &c.retained {
+        let heap = match (r.heap_allocated_before, r.heap_allocated_after) {
+            (Some(a), Some(b)) => format!(" · live heap {:.1} → {:.1} MiB", mib(a), mib(b)),
+            _ => String::new(),
+        };
+        let _ = writeln!(
+            out,
+            "chaos: kept by design, before → after the storm: sessions {} → {} · cache tiers {:.1} → {:.1} MiB{heap}",
+            r.sessions_before,
+            r.sessions_after,
+            mib(r.cache_bytes_before),
+            mib(r.cache_bytes_after),
+        );
+    }
+    if let (Some(b), Some(a)) = (c.rss_idle_before_bytes, c.rss_idle_after_bytes) {
+        let _ = writeln!(
+            out,
+            "chaos: server RSS idle, before the users came {:.1} MiB · after they all left {:.1} MiB (not judged: their sessions and cache entries stay by design)",
+            mib(b),
+            mib(a),
+        );
+    }
+    for sk in &c.skipped {
+        let _ = writeln!(out, "chaos skipped: {sk}");
+    }
+}

@@ -1,0 +1,145 @@
+//! The run's raw data for the report, put together from what the phases
+//! gathered: the recorder's counts and histograms, the server's figures at the
+//! marks of the hold, the capacity steps and the chaos summary.
+
+use super::drain::Drained;
+use super::hold::Observed;
+use super::monitor::{counter_delta, own_cpu, server_cpu_us};
+use super::setup::Setup;
+use super::RunOptions;
+use crate::hist::{self, Hist};
+use crate::record::Recorder;
+use crate::report::{Raw, RunData};
+use crate::scenario::Scenario;
+use std::sync::atomic::Ordering;
+
+/// The run's [`RunData`].
+pub(super) fn collect(
+    sc: &Scenario,
+    opts: &RunOptions,
+    rec: &Recorder,
+    setup: Setup,
+    obs: Observed,
+    drained: Drained,
+) -> RunData {
+    let Setup {
+        started_unix_ms,
+        wall0,
+        cpu0,
+        own_rss_before,
+        s_before,
+        backend_before,
+        ..
+    } = setup;
+    let Observed {
+        timeline,
+        samples,
+        rss_peak_hold,
+        own_rss_peak,
+        s_hold_start,
+        s_hold_end,
+        bytes_hold_start,
+        bytes_hold_end,
+        users_held,
+        server_alive,
+        steps,
+    } = obs;
+    let Drained {
+        lost,
+        s_end,
+        chaos: chaos_summary,
+    } = drained;
+    let s_hold_end = s_hold_end.or_else(|| s_end.clone());
+    let backend_hold = s_hold_end
+        .as_ref()
+        .and_then(|s| hist::decode_bytes(&s.backend_histogram).ok())
+        .map(|mut h| {
+            // Only what the server did during this run's profile load.
+            let _ = h.subtract(&backend_before);
+            h
+        });
+    let (hold_s, server_cpu_hold_s) = match (&s_hold_start, &s_hold_end) {
+        (Some(a), Some(b)) if b.uptime_ms > a.uptime_ms => (
+            (b.uptime_ms - a.uptime_ms) as f64 / 1000.0,
+            Some(server_cpu_us(b).saturating_sub(server_cpu_us(a)) as f64 / 1e6),
+        ),
+        _ => (0.0, None),
+    };
+    let tables = rec.tables.lock();
+    let served = tables
+        .served
+        .iter()
+        .map(|(k, v)| (k.to_string(), *v))
+        .collect();
+    let per_profile: Vec<(String, Hist)> = opts
+        .profiles
+        .list
+        .iter()
+        .zip(&tables.per_profile)
+        .map(|(p, h)| (p.name.clone(), h.clone()))
+        .collect();
+    let capacity_cps = sc.capacity.then(|| {
+        steps
+            .iter()
+            .filter(|s| s.within_target)
+            .map(|s| s.offered_per_s)
+            .fold(0.0, f64::max)
+    });
+    let wall_s = wall0.elapsed().as_secs_f64();
+    let own_cpu_s = (own_cpu() - cpu0).as_secs_f64();
+    let raw = Raw {
+        users: sc.users as u64,
+        offered: rec.sent.load(Ordering::Relaxed),
+        completed: rec.completed.load(Ordering::Relaxed),
+        errors: rec.errors.load(Ordering::Relaxed),
+        send_failures: rec.send_failures.load(Ordering::Relaxed),
+        lost,
+        nonzero_exits: rec.nonzero_exits.load(Ordering::Relaxed),
+        cacheable: rec.cacheable.load(Ordering::Relaxed),
+        cache_hits: rec.cache_hits.load(Ordering::Relaxed),
+        on_time: rec.on_time.load(Ordering::Relaxed),
+        users_connected: rec.users_connected.load(Ordering::Relaxed),
+        users_held,
+        users_failed: rec.users_failed.load(Ordering::Relaxed),
+        hold_s,
+        client_bytes_hold: bytes_hold_end.saturating_sub(bytes_hold_start),
+        client_bytes_total: rec.bytes_in.load(Ordering::Relaxed)
+            + rec.bytes_out.load(Ordering::Relaxed),
+        server_rss_before: Some(s_before.rss_bytes),
+        server_rss_peak: Some(rss_peak_hold),
+        server_cpu_hold_s,
+        capacity_cps,
+        capacity: sc.capacity,
+        server_alive,
+        wall_s,
+        client_rss_before: own_rss_before,
+        client_rss_peak: own_rss_peak,
+        client_cpu_s: own_cpu_s,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as u64,
+        time_scale: sc.time_scale,
+        server_counters: counter_delta(&s_before, s_end.as_ref()),
+    };
+    RunData {
+        started_unix_ms,
+        raw,
+        e2e: tables.e2e.clone(),
+        backend: backend_hold,
+        per_profile,
+        per_class: tables
+            .per_class
+            .iter()
+            .map(|(c, h)| (c.as_str().to_owned(), h.clone()))
+            .collect(),
+        per_served: tables
+            .per_served
+            .iter()
+            .map(|(c, h)| (c.to_string(), h.clone()))
+            .collect(),
+        served,
+        errors_by_code: tables.errors_by_code.clone(),
+        timeline,
+        samples,
+        capacity: steps,
+        chaos: chaos_summary,
+    }
+}

@@ -1,0 +1,152 @@
+//! One run of a scenario: fixture, users on their profiles (open model), the
+//! server's figures polled during the run, an optional capacity search, and the
+//! raw results the report is built from.
+//!
+//! [`run`] goes through the phases in order, one file each: `setup` (monitor
+//! connection, fixture, the server's starting figures), `users` (the ramp-up:
+//! connections on their schedule, each user's commands), `storm` (the chaos
+//! agent, when the scenario has one), `hold` (the once-a-second loop: figures,
+//! timeline, progress, `capacity` search), `drain` (stop, grace, lost answers)
+//! and `collect` (the raw data); `monitor` is the `Stats` connection they share.
+
+mod capacity;
+mod collect;
+mod drain;
+mod hold;
+mod monitor;
+mod setup;
+mod storm;
+mod users;
+
+use crate::chaos;
+use crate::conn::Target;
+use crate::profile::Profiles;
+use crate::record::Recorder;
+use crate::report::RunData;
+use crate::scenario::Scenario;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Everything a run needs besides the scenario.
+pub struct RunOptions {
+    /// Where the server is.
+    pub target: Target,
+    /// Profiles.
+    pub profiles: Profiles,
+    /// Users sharing one connection.
+    pub users_per_connection: usize,
+    /// Requests answered within this are on time, µs.
+    pub on_time_us: u64,
+    /// p95 target for the capacity search, ms.
+    pub p95_target_ms: f64,
+    /// Whether a progress bar may be drawn.
+    pub progress: bool,
+    /// Time to wait for outstanding answers after the end.
+    pub grace: Duration,
+    /// The server's Redis when the load tester started it (`--with-redis`):
+    /// the chaos scenario restarts it mid-run.
+    pub redis: Option<chaos::SharedRedis>,
+}
+
+/// The run's schedule, from the moment the first user may connect.
+#[derive(Clone, Copy)]
+struct Clock {
+    /// The first user's time; report times are seconds from it.
+    t0: Instant,
+    /// The ramp-up's length.
+    ramp: Duration,
+    /// Every user connected (but a burst's).
+    hold_start: Instant,
+    /// The end of the hold; the capacity search follows it.
+    hold_end: Instant,
+    /// The end of the load.
+    end: Instant,
+}
+
+impl Clock {
+    /// The schedule of `sc`, starting now.
+    fn start(sc: &Scenario) -> Clock {
+        let t0 = Instant::now();
+        let ramp = sc.ramp_up;
+        let hold_start = t0 + ramp;
+        let hold_end = hold_start + sc.duration;
+        let end = hold_end
+            + if sc.capacity {
+                sc.capacity_step * sc.capacity_rates.len() as u32
+            } else {
+                Duration::ZERO
+            };
+        Clock {
+            t0,
+            ramp,
+            hold_start,
+            hold_end,
+            end,
+        }
+    }
+
+    /// `i` in seconds from the start.
+    fn at(&self, i: Instant) -> f64 {
+        i.duration_since(self.t0).as_secs_f64()
+    }
+}
+
+/// Runs the scenario and returns the raw data of the report.
+pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
+    let rec = Arc::new(Recorder::new(opts.profiles.list.len(), opts.on_time_us));
+    let (mut mon, setup) = setup::setup(sc, opts).await?;
+    let clock = Clock::start(sc);
+    let fleet = users::ramp(
+        sc,
+        &opts.target,
+        opts.profiles.clone(),
+        opts.users_per_connection,
+        &clock,
+        &rec,
+        &setup.root,
+    );
+    let (storm_window, chaos_agent) = match storm::start(sc, opts, &clock, &setup.root, &fleet.stop)
+    {
+        Some(s) => (Some(s.window), Some(s.agent)),
+        None => (None, None),
+    };
+    let bar = hold::progress_bar(opts.progress);
+    let mut obs = hold::hold(
+        sc,
+        opts,
+        &clock,
+        &rec,
+        &fleet,
+        &mut mon,
+        &setup.s_before,
+        bar.as_ref(),
+    )
+    .await;
+    let mut drained = drain::drain(
+        opts,
+        &fleet,
+        chaos_agent,
+        &mut mon,
+        &mut obs,
+        clock.t0,
+        bar.as_ref(),
+    )
+    .await;
+    if let (Some(summary), Some((from, until))) = (drained.chaos.as_mut(), storm_window) {
+        storm::judge_storm(
+            summary,
+            &obs.samples,
+            clock.at(from),
+            clock.at(until),
+            clock.at(clock.hold_end),
+        );
+    }
+    if let (Some(summary), true) = (drained.chaos.as_mut(), obs.server_alive) {
+        storm::settle(summary, &mut mon, &mut obs, &setup.s_before, clock.t0).await;
+    }
+    if obs.server_alive {
+        setup::remove_fixture(&mut mon, &setup.root).await;
+    }
+    Ok(collect::collect(sc, opts, &rec, setup, obs, drained))
+}

@@ -1,0 +1,89 @@
+//! Before the first user: the load tester's own starting figures, the fixture
+//! project the users work in (built on the server's host), and the server's
+//! figures that the run's are taken relative to.
+
+use super::monitor::{own_cpu, own_rss, Monitor};
+use super::RunOptions;
+use crate::hist::{self, Hist};
+use crate::profile::{fixture_script, shell_quote};
+use crate::scenario::Scenario;
+use anyhow::Context;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What was known before the first user.
+pub(super) struct Setup {
+    /// Start, ms since the epoch.
+    pub(super) started_unix_ms: u64,
+    /// Start, for the wall time of the run.
+    pub(super) wall0: Instant,
+    /// The load tester's CPU time then.
+    pub(super) cpu0: Duration,
+    /// The load tester's RSS then.
+    pub(super) own_rss_before: u64,
+    /// The fixture project's directory on the server's host.
+    pub(super) root: String,
+    /// The server's figures then.
+    pub(super) s_before: voxterm_protocol::Stats,
+    /// The server's backend histogram then (the run's is the difference).
+    pub(super) backend_before: Hist,
+}
+
+/// Connects the monitor, builds the fixture for `sc.users` users and takes
+/// the server's figures.
+pub(super) async fn setup(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<(Monitor, Setup)> {
+    let started_unix_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let wall0 = Instant::now();
+    let cpu0 = own_cpu();
+    let own_rss_before = own_rss();
+
+    // Fixture, on the server's host.
+    let mut mon = Monitor::connect(&opts.target).await?;
+    let root = format!(
+        "/tmp/voxterm-loadtest-{}-{}",
+        std::process::id(),
+        started_unix_ms
+    );
+    let fx = mon
+        .client
+        .run(0, &fixture_script(&root, sc.users), 300_000)
+        .await
+        .context("fixture")?;
+    if fx.exit.as_ref().and_then(|e| e.code) != Some(0) {
+        anyhow::bail!(
+            "could not build the fixture project on the server: {}{}",
+            String::from_utf8_lossy(&fx.stderr),
+            fx.error.map(|e| e.message).unwrap_or_default()
+        );
+    }
+    let s_before = mon
+        .stats()
+        .await
+        .context("server does not answer StatsRequest")?;
+    let backend_before =
+        hist::decode_bytes(&s_before.backend_histogram).unwrap_or_else(|_| hist::new_hist());
+    Ok((
+        mon,
+        Setup {
+            started_unix_ms,
+            wall0,
+            cpu0,
+            own_rss_before,
+            root,
+            s_before,
+            backend_before,
+        },
+    ))
+}
+
+/// Removes the fixture (best effort: the server may be gone).
+pub(super) async fn remove_fixture(mon: &mut Monitor, root: &str) {
+    let _ = tokio::time::timeout(
+        Duration::from_secs(60),
+        mon.client
+            .run(0, &format!("rm -rf {}", shell_quote(root)), 60_000),
+    )
+    .await;
+}

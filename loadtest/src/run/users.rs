@@ -1,0 +1,256 @@
+//! The users: the connection schedule of the ramp-up (or the burst), each
+//! user's session set up in the fixture, and its own commands on its
+//! profile's schedule until the end of the run.
+
+use super::Clock;
+use crate::conn::{Conn, Pending, Target};
+use crate::profile::{shell_quote, CommandClass, Profiles};
+use crate::record::Recorder;
+use crate::scenario::{Scenario, Shape};
+use parking_lot::Mutex;
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::{sleep_until, Instant};
+
+/// The users and their connections as they come, and the switch that stops them.
+pub(super) struct Fleet {
+    /// Users ready so far (the capacity search sends on their behalf too).
+    pub(super) users: Arc<Mutex<Vec<Arc<User>>>>,
+    /// Connections opened so far.
+    pub(super) conns: Arc<Mutex<Vec<Arc<Conn>>>>,
+    /// The profiles, shared by every user task.
+    pub(super) profiles: Arc<Profiles>,
+    /// Users sharing one connection.
+    pub(super) per_conn: usize,
+    /// Set at the end: no user sends again.
+    pub(super) stop: Arc<AtomicBool>,
+    /// The connection tasks (aborted at the end, whether connected or not).
+    pub(super) join: Vec<JoinHandle<()>>,
+}
+
+impl Fleet {
+    /// Requests sent and not answered yet, over every connection.
+    pub(super) fn outstanding(&self) -> u64 {
+        self.conns.lock().iter().map(|c| c.outstanding()).sum()
+    }
+}
+
+/// Spawns one task per connection, each waiting for its time on the schedule
+/// (spread over the ramp-up; for a burst, a tenth first and the rest at once a
+/// third into the hold), then opening its users' sessions in the fixture and
+/// running each user's commands until `clock.end`.
+pub(super) fn ramp(
+    sc: &Scenario,
+    target: &Target,
+    profiles: Profiles,
+    per_conn: usize,
+    clock: &Clock,
+    rec: &Arc<Recorder>,
+    root: &str,
+) -> Fleet {
+    let (t0, ramp, hold_start, end) = (clock.t0, clock.ramp, clock.hold_start, clock.end);
+    let users: Arc<Mutex<Vec<Arc<User>>>> = Arc::default();
+    let conns: Arc<Mutex<Vec<Arc<Conn>>>> = Arc::default();
+    let profiles = Arc::new(profiles);
+    let k = per_conn.max(1);
+    let nconns = sc.users.div_ceil(k);
+    let stop_users = Arc::new(AtomicBool::new(false));
+
+    // Connection schedule.
+    let connect_at = |c: usize| -> Instant {
+        let frac = c as f64 / nconns.max(1) as f64;
+        match sc.shape {
+            Shape::Burst => {
+                let base = (nconns / 10).max(1);
+                if c < base {
+                    t0 + ramp.mul_f64(c as f64 / base as f64)
+                } else {
+                    hold_start + sc.duration / 3 + Duration::from_millis((c - base) as u64 % 1000)
+                }
+            }
+            _ => t0 + ramp.mul_f64(frac),
+        }
+    };
+    let mut join = Vec::with_capacity(nconns);
+    for c in 0..nconns {
+        let at = connect_at(c);
+        let target = target.clone();
+        let rec = rec.clone();
+        let profiles = profiles.clone();
+        let users = users.clone();
+        let conns = conns.clone();
+        let root = root.to_owned();
+        let stop = stop_users.clone();
+        let time_scale = sc.time_scale;
+        let first_user = c * k;
+        let last_user = ((c + 1) * k).min(sc.users);
+        join.push(tokio::spawn(async move {
+            sleep_until(at).await;
+            let source = source_for(&target, c, nconns);
+            let conn = match Conn::open(&target, &format!("lt-c{c}"), source, rec.clone()).await {
+                Ok(conn) => Arc::new(conn),
+                Err(e) => {
+                    tracing::debug!(error = %e, "connect failed");
+                    rec.users_failed
+                        .fetch_add((last_user - first_user) as u64, Ordering::Relaxed);
+                    return;
+                }
+            };
+            conns.lock().push(conn.clone());
+            for u in first_user..last_user {
+                let session = (u - first_user) as u32 + 1;
+                let ready = enter_fixture(&conn, session, u, &root).await;
+                if !ready {
+                    rec.users_failed.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                rec.users_connected.fetch_add(1, Ordering::Relaxed);
+                let profile = profiles.for_user(u);
+                let start_state = profiles.list[profile].start;
+                let user = Arc::new(User {
+                    idx: u,
+                    profile,
+                    state: Mutex::new((start_state, fastrand::Rng::with_seed(u as u64 * 31 + 7))),
+                    session,
+                    conn: conn.clone(),
+                });
+                users.lock().push(user.clone());
+                let profiles = profiles.clone();
+                let rec = rec.clone();
+                let stop = stop.clone();
+                tokio::spawn(commands(user, profiles, rec, stop, time_scale, end));
+            }
+        }));
+    }
+
+    Fleet {
+        users,
+        conns,
+        profiles,
+        per_conn: k,
+        stop: stop_users,
+        join,
+    }
+}
+
+/// Opens user `u`'s session `session` on `conn` and moves it into the fixture
+/// project; true once that `cd` succeeded (within 30 s).
+async fn enter_fixture(conn: &Conn, session: u32, u: usize, root: &str) -> bool {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ok = conn.open_session(session, &format!("u{u}"))
+        && conn.exec(
+            session,
+            format!("cd {}", shell_quote(root)),
+            0,
+            Pending {
+                due: Instant::now(),
+                profile: 0,
+                class: CommandClass::Session,
+                step: None,
+                measured: false,
+                notify: Some(tx),
+            },
+        );
+    ok && matches!(
+        tokio::time::timeout(Duration::from_secs(30), rx).await,
+        Ok(Ok(crate::record::End::Exit(Some(0), _)))
+    )
+}
+
+/// A user's own commands: its profile's pace (divided by `time_scale`), with
+/// exponential think times, until `end` or the stop switch.
+async fn commands(
+    user: Arc<User>,
+    profiles: Arc<Profiles>,
+    rec: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+    time_scale: f64,
+    end: Instant,
+) {
+    let mean = 60.0 / profiles.list[user.profile].commands_per_minute / time_scale;
+    let mut rng = fastrand::Rng::with_seed(user.idx as u64 ^ 0x5eed);
+    // First command at a random point of one think time: no thundering herd.
+    let mut due = Instant::now() + Duration::from_secs_f64(rng.f64() * mean);
+    loop {
+        if due >= end || stop.load(Ordering::Relaxed) {
+            break;
+        }
+        sleep_until(due).await;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        if !user.send(&profiles, due, None, &rec) {
+            break;
+        }
+        due += think(&mut rng, mean);
+    }
+}
+
+/// Per-user state shared by the user's own schedule and the capacity generator.
+pub(super) struct User {
+    idx: usize,
+    profile: usize,
+    state: Mutex<(usize, fastrand::Rng)>,
+    session: u32,
+    conn: Arc<Conn>,
+}
+
+impl User {
+    fn next_command(&self, profiles: &Profiles) -> (String, CommandClass) {
+        let p = &profiles.list[self.profile];
+        let mut st = self.state.lock();
+        let (state, rng) = &mut *st;
+        let cur = *state;
+        *state = p.step(cur, rng);
+        (
+            p.command(cur, &format!("users/u{}", self.idx)),
+            p.states[cur].class,
+        )
+    }
+
+    pub(super) fn send(
+        &self,
+        profiles: &Profiles,
+        due: Instant,
+        step: Option<u16>,
+        rec: &Recorder,
+    ) -> bool {
+        let (cmd, class) = self.next_command(profiles);
+        rec.sent.fetch_add(1, Ordering::Relaxed);
+        let ok = self.conn.exec(
+            self.session,
+            cmd,
+            0,
+            Pending {
+                due,
+                profile: self.profile as u8,
+                class,
+                step,
+                measured: true,
+                notify: None,
+            },
+        );
+        if !ok {
+            rec.send_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+}
+
+/// Exponential think time with mean `mean_s` seconds.
+fn think(rng: &mut fastrand::Rng, mean_s: f64) -> Duration {
+    let u = rng.f64().max(1e-12);
+    Duration::from_secs_f64((-u.ln() * mean_s).min(mean_s * 20.0))
+}
+
+/// Source address for connection `i`: 127.0.0.x past 25,000 connections on loopback.
+fn source_for(t: &Target, i: usize, conns: usize) -> Option<IpAddr> {
+    if conns <= 25_000 || !t.addr.ip().is_loopback() || !t.addr.is_ipv4() {
+        return None;
+    }
+    let x = 2 + (i / 20_000) as u8;
+    Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, x)))
+}
