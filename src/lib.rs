@@ -12,6 +12,7 @@ pub mod cache;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod engine;
 pub mod exec;
 pub mod metrics;
 pub mod output;

@@ -30,8 +30,6 @@ use std::sync::Arc;
 pub struct Security {
     /// Tokens → tenants, reloadable; `None` runs without authentication (loopback only).
     pub tokens: Option<TokenStore>,
-    /// Allow/deny lists; `None` when both are empty.
-    pub policy: Option<CommandPolicy>,
     /// Per-tenant `Exec` rate; `None` when unlimited.
     pub rate: Option<RateLimiter>,
     /// Allowed `Origin`s for `/ws`, normalized (lowercase, no trailing `/`).
@@ -58,14 +56,13 @@ pub struct Security {
 
 impl Security {
     /// Builds it from the configuration: checks the bind address, reads the
-    /// tokens file, compiles the policy.
+    /// tokens file (the command policy is the engine's: `engine::admit`).
     pub fn from_config(config: &Config) -> Result<Arc<Security>, AuthError> {
         check_bind(config)?;
         let tokens = match &config.auth.tokens_file {
             Some(path) => Some(TokenStore::load(path)?),
             None => None,
         };
-        let policy = CommandPolicy::new(&config.policy).map_err(AuthError::Policy)?;
         let tls = match (&config.server.tls_cert, &config.server.tls_key) {
             (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
             (None, None) => None,
@@ -80,7 +77,6 @@ impl Security {
         let limits = &config.limits;
         Ok(Arc::new(Security {
             tokens,
-            policy,
             output: OutputBudget::new(limits.output_bytes_per_second, limits.output_burst),
             ip_connections: Slots::new(limits.max_connections_per_ip),
             ip_pending: Slots::new(limits.max_pending_per_ip),

@@ -58,9 +58,6 @@ pub enum AuthError {
         /// What is wrong.
         message: String,
     },
-    /// The command policy is malformed.
-    #[error("invalid command policy: {0}")]
-    Policy(String),
     /// The TLS certificate or key cannot be used.
     #[error(transparent)]
     Tls(#[from] super::tls::TlsError),

@@ -6,8 +6,8 @@
 //! [`ServerContext`], and every connection task holds an `Arc` of it.
 
 use super::gate::Gate;
+use crate::engine::Engine;
 use crate::security::Security;
-use crate::session::Engine;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;

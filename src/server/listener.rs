@@ -11,8 +11,8 @@
 use super::context::ServerContext;
 use super::{gate, http, process};
 use crate::config::Config;
+use crate::engine::Engine;
 use crate::security::Security;
-use crate::session::Engine;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -66,7 +66,7 @@ impl Server {
         );
         crate::metrics::purge_in_background();
         let kill = CancellationToken::new();
-        let engine = Engine::new(config, kill);
+        let engine = Engine::new(config, kill).map_err(|e| invalid(e.to_string()))?;
         engine.load_model().await;
         let ctx = Arc::new(ServerContext::new(engine.clone(), security, gate));
         Ok(Server {

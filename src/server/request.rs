@@ -3,9 +3,10 @@
 
 use super::shared::Shared;
 use super::writer::Outbound;
+use crate::engine::{Engine, Finish};
 use crate::metrics::Refusal;
 use crate::output::{OutputSink, SinkClosed};
-use crate::session::{Engine, Finish, SessionHandle};
+use crate::session::SessionHandle;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;

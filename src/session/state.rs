@@ -95,7 +95,7 @@ impl Session {
     }
 
     /// Remembers a command, dropping the oldest beyond the limit.
-    pub(super) fn record(&self, command: &str) {
+    pub(crate) fn record(&self, command: &str) {
         if self.history_limit == 0 {
             return;
         }
@@ -108,7 +108,7 @@ impl Session {
 
     /// Moves the predictor's context on to `next`. Returns the context `next`
     /// followed and, when a prediction had been made for it, `next`'s rank in it.
-    pub(super) fn advance(&self, next: CmdId) -> ((CmdId, CmdId), Option<Option<usize>>) {
+    pub(crate) fn advance(&self, next: CmdId) -> ((CmdId, CmdId), Option<Option<usize>>) {
         let mut s = self.lock();
         let ctx = s.context;
         let rank = (s.predicted[0] != NONE).then(|| s.predicted.iter().position(|&p| p == next));
@@ -118,13 +118,13 @@ impl Session {
     }
 
     /// The predictor's context now (previous-but-one, previous).
-    pub(super) fn context(&self) -> (CmdId, CmdId) {
+    pub(crate) fn context(&self) -> (CmdId, CmdId) {
         self.lock().context
     }
 
     /// Remembers what the predictor expects next, if the context is still
     /// `after` (another command of the session may have started meanwhile).
-    pub(super) fn set_predicted(&self, after: CmdId, ids: [CmdId; 3]) {
+    pub(crate) fn set_predicted(&self, after: CmdId, ids: [CmdId; 3]) {
         let mut s = self.lock();
         if s.context.1 == after {
             s.predicted = ids;
@@ -133,7 +133,7 @@ impl Session {
 
     /// cwd and the complete environment as they are now, for a child to start
     /// from (`base` is the engine's, the same for every call).
-    pub(super) fn launch(&self, base: &BaseEnv) -> (PathBuf, ChildEnv) {
+    pub(crate) fn launch(&self, base: &BaseEnv) -> (PathBuf, ChildEnv) {
         let mut s = self.lock();
         let env = match &s.child_env {
             Some(env) => env.clone(),

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use voxterm::client::{Client, ClientOptions, Completed};
 use voxterm::config::{Config, Preset};
-use voxterm::session::Engine;
+use voxterm::engine::Engine;
 use voxterm_protocol::{CacheMode, Exec, Message, Priority, ServedFrom, StreamKind};
 
 const INSTALL_HINT: &str = "these tests need Redis: install redis-server \

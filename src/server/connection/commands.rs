@@ -8,9 +8,10 @@
 //! starts (`Shared::register`); the task ends it (`request`).
 
 use super::Connection;
+use crate::engine::Finish;
 use crate::metrics::Refusal;
 use crate::server::request;
-use crate::session::{Finish, SessionHandle};
+use crate::session::SessionHandle;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -161,11 +162,9 @@ impl Connection {
                 ));
             }
         }
-        if let Some(policy) = &security.policy {
-            if let Err(why) = policy.check(&exec.command) {
-                self.engine.metrics.refused(Refusal::Policy);
-                return Err((ErrorCode::PolicyDenied, format!("refused: {why}")));
-            }
+        if let Err(why) = self.engine.admit(&exec.command) {
+            self.engine.metrics.refused(Refusal::Policy);
+            return Err((ErrorCode::PolicyDenied, format!("refused: {why}")));
         }
         Ok(())
     }

@@ -22,14 +22,14 @@
 //! `served_from = prefetch`. Invalidation is the cache's: a prefetched fs-read
 //! entry carries the tenant's generation like any other.
 
-use super::builtins::Builtin;
-use super::runner::{Engine, MissRun};
-use super::state::Session;
+use super::miss::MissRun;
+use super::Engine;
 use crate::cache::Class;
 use crate::config::Config;
 use crate::exec::Job;
 use crate::predict::{Gate, Refused, NONE, START};
 use crate::security::CommandPolicy;
+use crate::session::{Builtin, Session};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,19 +49,17 @@ pub(crate) struct Prefetcher {
 }
 
 impl Prefetcher {
-    /// None unless prediction, the cache and `predict.prefetch` are all on (and
-    /// the command policy, if any, builds: without it nothing may be prefetched).
-    pub(super) fn build(config: &Config, predicting: bool, caching: bool) -> Option<Prefetcher> {
+    /// None unless prediction, the cache and `predict.prefetch` are all on.
+    /// `policy` is the engine's own: a prefetch is admitted like a request.
+    pub(super) fn build(
+        config: &Config,
+        predicting: bool,
+        caching: bool,
+        policy: Option<Arc<CommandPolicy>>,
+    ) -> Option<Prefetcher> {
         if !(predicting && caching && config.predict.prefetch) {
             return None;
         }
-        let policy = match CommandPolicy::new(&config.policy) {
-            Ok(p) => p.map(Arc::new),
-            Err(e) => {
-                tracing::warn!(error = %e, "command policy invalid: prefetch off");
-                return None;
-            }
-        };
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Some(Prefetcher {
             gate: Gate::new(&config.predict, cores),
@@ -78,7 +76,7 @@ struct Planned {
     cwd: PathBuf,
     /// The tenant's root, when the session is confined to one.
     root: Option<PathBuf>,
-    env: super::env::ChildEnv,
+    env: crate::session::ChildEnv,
     /// The user the tenant's commands run as (`[exec] run_as`).
     user: Option<Arc<crate::exec::Identity>>,
     lines: Vec<Arc<str>>,
@@ -142,7 +140,7 @@ impl Engine {
         tenant: Arc<str>,
         cwd: PathBuf,
         root: Option<PathBuf>,
-        env: super::env::ChildEnv,
+        env: crate::session::ChildEnv,
         dist: &crate::predict::Distribution,
     ) {
         let Some(pf) = &self.prefetcher else { return };
@@ -189,8 +187,8 @@ impl Engine {
 /// The engine parts a prefetch runs with (cloned handles, so it owns them).
 struct PrefetchTask {
     cache: Arc<crate::cache::Cache>,
-    workers: super::runner::Workers,
-    flights: crate::cache::flight::Flights<super::runner::Finish>,
+    workers: super::workers::Workers,
+    flights: crate::cache::flight::Flights<super::Finish>,
     metrics: Arc<crate::metrics::Metrics>,
     gate: Arc<Gate>,
     policy: Option<Arc<CommandPolicy>>,

@@ -1,0 +1,233 @@
+//! A request's way: builtin, classify, L1 → L2, then the single flight of its
+//! key (whose one run is a [`MissRun`](super::miss::MissRun)) or a worker.
+
+use super::miss::MissRun;
+use super::{cancelled, Engine, Finish};
+use crate::cache::flight::{Follower, Stopped};
+use crate::cache::{Class, Entry};
+use crate::exec::Job;
+use crate::metrics::Tier;
+use crate::output::OutputSink;
+use crate::session::{Builtin, Session};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use voxterm_protocol::{CacheMode, ErrorCode, Exec, KillReason, ServedFrom, StreamKind};
+
+impl Engine {
+    /// Runs one request in `session`, streaming output into `sink`. Always returns
+    /// exactly one `Finish`; `cancel` fires on `Cancel` or when the connection goes.
+    ///
+    /// With prediction on, the line is learned as the successor of the session's
+    /// last two, and when it ends the likely next lines are predicted (and may be
+    /// prefetched, off this request's path).
+    pub async fn execute<S: OutputSink>(
+        &self,
+        session: &Session,
+        exec: &Exec,
+        sink: &mut S,
+        cancel: CancellationToken,
+    ) -> Finish {
+        let command = exec.command.trim();
+        if command.is_empty() {
+            return Finish::error(ErrorCode::InvalidCommand, "empty command");
+        }
+        session.record(command);
+        let Some(predictor) = &self.predictor else {
+            return self.answer(session, command, exec, sink, cancel).await;
+        };
+        let id = crate::predict::id_of(command);
+        let ((prev2, prev1), rank) = session.advance(id);
+        if let Some(rank) = rank {
+            self.metrics.predict.checked(rank);
+        }
+        predictor.learn(session.tenant(), prev2, prev1, id, command);
+        let finish = self.answer(session, command, exec, sink, cancel).await;
+        self.predict_next(session, id);
+        finish
+    }
+
+    /// Answers one line: builtin, cache or a worker.
+    async fn answer<S: OutputSink>(
+        &self,
+        session: &Session,
+        command: &str,
+        exec: &Exec,
+        sink: &mut S,
+        cancel: CancellationToken,
+    ) -> Finish {
+        if let Some(builtin) = Builtin::parse(command) {
+            // With per-tenant roots (resolved once, when the session was attached),
+            // `cd` stays inside the tenant's root and `~` is it.
+            let jail = session.root();
+            let home = jail.as_deref().unwrap_or(&self.home);
+            let out = builtin.run(session, home, jail.as_deref());
+            for (stream, data) in [
+                (StreamKind::Stdout, out.stdout),
+                (StreamKind::Stderr, out.stderr),
+            ] {
+                if !data.is_empty() && sink.chunk(stream, &data).await.is_err() {
+                    break;
+                }
+            }
+            return Finish::Exit {
+                code: Some(out.code),
+                signal: None,
+                truncated: false,
+                killed: KillReason::None,
+                served_from: ServedFrom::Builtin,
+            };
+        }
+
+        let (cwd, env) = session.launch(&self.base_env);
+        // With a tenant root, the cwd is re-checked now, at the command, not
+        // only when `cd` ran: another session may have replaced a directory on
+        // the way with a symlink since. The child starts in what was checked.
+        let dir = match session.root() {
+            Some(root) => match crate::security::open_inside(&cwd, &root) {
+                Ok(fd) => Some(Arc::new(fd)),
+                Err(e) => {
+                    tracing::info!(tenant = %session.tenant(), error = %e, "command refused: cwd outside the tenant's root");
+                    self.metrics
+                        .refused(crate::metrics::Refusal::CwdOutsideRoot);
+                    return Finish::error(ErrorCode::PolicyDenied, e.to_string());
+                }
+            },
+            None => None,
+        };
+        let user = match self.user_for(session.tenant()) {
+            Ok(user) => user,
+            Err(e) => {
+                tracing::error!(tenant = %session.tenant(), error = %e, "command refused: no user to run it as");
+                return Finish::error(ErrorCode::SpawnFailed, e.to_string());
+            }
+        };
+        let job = Job {
+            command: command.to_owned(),
+            cwd,
+            env,
+            timeout: self.timeout_for(exec),
+            kill_grace: self.config.exec.kill_grace,
+            output_cap: self.config.exec.output_cap,
+            containment: Arc::clone(&self.containment),
+            dir,
+            user,
+        };
+        let tenant = session.tenant();
+        let verdict = self.cache.as_ref().map(|c| (c, c.classify(command)));
+        let invalidating = matches!(&verdict, Some((c, v)) if c.invalidates(v));
+        if let Some((_, v)) = &verdict {
+            tracing::debug!(command, class = v.class.as_str(), reason = %v.reason, "classified");
+        }
+        let lookup =
+            verdict.filter(|(c, v)| exec.cache != CacheMode::Bypass && c.serves(v, &job.cwd));
+        let Some((cache, verdict)) = lookup else {
+            // Not served from cache. A command that may write bumps the tenant's
+            // generation before it runs and again after, so no fs-read result taken
+            // while it ran can be stored under the new generation.
+            let cache = self.cache.as_ref().filter(|_| invalidating);
+            if let Some(cache) = cache {
+                cache.bump(tenant).await;
+            }
+            let finish = self
+                .workers
+                .run(tenant, exec.priority, &job, sink, cancel)
+                .await;
+            if let Some(cache) = cache {
+                cache.bump(tenant).await;
+            }
+            return finish;
+        };
+
+        self.metrics.cache.cacheable();
+        let generation = match verdict.class {
+            Class::Pure | Class::Session => 0,
+            _ => cache.generation(tenant).await,
+        };
+        let key = cache.key(&verdict, command, &job.env, tenant, &job.cwd, generation);
+        if exec.cache == CacheMode::Default {
+            let fresh = cache.freshness(&verdict, &job.cwd, &job.env, generation);
+            if let Some((entry, tier)) = cache.get_local(key, &fresh) {
+                let from_prefetch = entry.use_prefetched();
+                if let Some(first) = from_prefetch {
+                    self.metrics.predict.served(first);
+                }
+                return replay(&entry, tier, from_prefetch.is_some(), sink).await;
+            }
+        } else {
+            cache.refreshing();
+        }
+
+        // A refresh must not join (or be joined by) a run that may answer from L3.
+        let flight_key = match exec.cache {
+            CacheMode::Refresh => key ^ 1,
+            _ => key,
+        };
+        let (mut follower, publisher) = self.flights.join(flight_key);
+        if let Some(publisher) = publisher {
+            let run = MissRun {
+                cache: cache.clone(),
+                workers: self.workers.clone(),
+                tenant: tenant.clone(),
+                priority: exec.priority,
+                job,
+                key,
+                verdict,
+                generation,
+                refresh: exec.cache == CacheMode::Refresh,
+                prefetch: None,
+            };
+            tokio::spawn(run.run(publisher));
+        } else {
+            self.metrics.cache.joined();
+        }
+        follow(&mut follower, sink, &cancel, &self.workers.kill).await
+    }
+}
+
+/// Answers from a cached entry (`prefetched`: the prefetcher stored it).
+async fn replay<S: OutputSink>(
+    entry: &Entry,
+    tier: Tier,
+    prefetched: bool,
+    sink: &mut S,
+) -> Finish {
+    let killed = match entry.replay(sink).await {
+        Ok(()) => KillReason::None,
+        Err(_) => KillReason::Cancelled,
+    };
+    Finish::Exit {
+        code: Some(0),
+        signal: None,
+        truncated: false,
+        killed,
+        served_from: match tier {
+            _ if prefetched => ServedFrom::Prefetch,
+            Tier::L1 => ServedFrom::L1,
+            Tier::L2 => ServedFrom::L2,
+            Tier::L3 => ServedFrom::L3,
+        },
+    }
+}
+
+/// Follows a flight to its end, or stops following on cancel / shutdown (the
+/// run itself goes on while other requests follow it).
+async fn follow<S: OutputSink>(
+    follower: &mut Follower<Finish>,
+    sink: &mut S,
+    cancel: &CancellationToken,
+    kill: &CancellationToken,
+) -> Finish {
+    let never = CancellationToken::new();
+    let stopped = tokio::select! {
+        r = follower.follow(sink, &never) => r,
+        _ = cancel.cancelled() => Err(Stopped::Cancelled),
+        _ = kill.cancelled() => return cancelled(KillReason::Shutdown),
+    };
+    match stopped {
+        Ok(finish) => finish,
+        Err(Stopped::Cancelled | Stopped::SinkClosed) => cancelled(KillReason::Cancelled),
+        Err(Stopped::Abandoned) => {
+            Finish::error(ErrorCode::Internal, "the shared run ended without a result")
+        }
+    }
+}

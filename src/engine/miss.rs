@@ -1,0 +1,145 @@
+//! The one run of a cacheable miss, shared by every request that joined its
+//! flight: L3 first, then a worker; a clean result is stored in every tier.
+
+use super::workers::Workers;
+use super::Finish;
+use crate::cache::flight::Publisher;
+use crate::cache::{Cache, Entry, Key, Verdict};
+use crate::exec::{Job, Slot};
+use crate::output::{OutputSink, SinkClosed};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use voxterm_protocol::{KillReason, Priority, ServedFrom, StreamKind};
+
+/// One run for a cacheable miss, shared by every request that joined its flight.
+/// A prefetch is one too: it comes with its slot already taken (idle capacity
+/// only), is not stopped when nobody follows it, and marks what it stores.
+pub(super) struct MissRun {
+    pub(super) cache: Arc<Cache>,
+    pub(super) workers: Workers,
+    pub(super) tenant: Arc<str>,
+    pub(super) priority: Priority,
+    pub(super) job: Job,
+    pub(super) key: Key,
+    pub(super) verdict: Verdict,
+    /// The tenant's generation the key was made under.
+    pub(super) generation: u64,
+    pub(super) refresh: bool,
+    /// Set for a prefetch: the worker slot it was admitted with.
+    pub(super) prefetch: Option<Slot>,
+}
+
+impl MissRun {
+    /// Runs the miss and ends the flight. Returns whether a result was stored.
+    pub(super) async fn run(mut self, mut publisher: Publisher<Finish>) -> bool {
+        let prefetch = self.prefetch.take();
+        let served_from = if prefetch.is_some() {
+            ServedFrom::Prefetch
+        } else {
+            ServedFrom::Exec
+        };
+        if !self.refresh {
+            let fresh =
+                self.cache
+                    .freshness(&self.verdict, &self.job.cwd, &self.job.env, self.generation);
+            if let Some(entry) = self.cache.get_remote(self.key, &fresh).await {
+                for (stream, bytes) in entry.segments() {
+                    publisher.push(stream, bytes);
+                }
+                publisher.finish(Finish::Exit {
+                    code: Some(0),
+                    signal: None,
+                    truncated: false,
+                    killed: KillReason::None,
+                    served_from: ServedFrom::L3,
+                });
+                return false;
+            }
+        }
+        // A request's run stops when its last follower leaves; a prefetch has
+        // none to begin with and runs to its end (or shutdown).
+        let cancel = if prefetch.is_some() {
+            CancellationToken::new()
+        } else {
+            publisher.cancelled()
+        };
+        // Taken before the command reads its inputs: a change made while it runs
+        // makes the stamp differ at the next lookup.
+        let validity =
+            self.cache
+                .validity(&self.verdict, &self.job.cwd, &self.job.env, self.generation);
+        let mut tee = Tee {
+            publisher: &mut publisher,
+            chunks: Vec::new(),
+            bytes: 0,
+            limit: self.cache.max_entry(),
+        };
+        let finish = match prefetch {
+            Some(slot) => {
+                self.workers
+                    .exec(slot, &self.job, &mut tee, cancel, served_from)
+                    .await
+            }
+            None => {
+                self.workers
+                    .run(&self.tenant, self.priority, &self.job, &mut tee, cancel)
+                    .await
+            }
+        };
+        let Tee {
+            chunks,
+            bytes,
+            limit,
+            ..
+        } = tee;
+        let clean = matches!(
+            finish,
+            Finish::Exit {
+                code: Some(0),
+                signal: None,
+                truncated: false,
+                killed: KillReason::None,
+                ..
+            }
+        );
+        let stored = clean && bytes <= limit;
+        if stored {
+            let mut entry = Entry::from_chunks(
+                chunks.iter().map(|(s, d)| (*s, d.as_slice())),
+                self.cache.ttl(&self.verdict, validity),
+            )
+            .valid_while(validity);
+            if served_from == ServedFrom::Prefetch {
+                entry = entry.prefetched();
+            }
+            self.cache.store(self.key, entry);
+            if self.refresh {
+                self.cache.refreshing();
+            }
+        }
+        publisher.finish(finish);
+        stored
+    }
+}
+
+/// Publishes output to the flight's followers and keeps a copy for the cache,
+/// until it grows past the largest storable entry.
+struct Tee<'a> {
+    publisher: &'a mut Publisher<Finish>,
+    chunks: Vec<(StreamKind, Vec<u8>)>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl OutputSink for Tee<'_> {
+    async fn chunk(&mut self, stream: StreamKind, data: &[u8]) -> Result<(), SinkClosed> {
+        self.publisher.push(stream, data);
+        self.bytes = self.bytes.saturating_add(data.len());
+        if self.bytes <= self.limit {
+            self.chunks.push((stream, data.to_vec()));
+        } else {
+            self.chunks = Vec::new();
+        }
+        Ok(())
+    }
+}
