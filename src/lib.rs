@@ -22,6 +22,7 @@ pub mod security;
 pub mod server;
 pub mod session;
 pub mod shell;
+mod sync;
 
 /// jemalloc is the global allocator of every program built with this library
 /// (feature `jemalloc`, on by default): it returns freed pages to the OS after

@@ -235,7 +235,19 @@ pub struct Output {
 }
 
 /// Where a result came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    strum::VariantArray,
+)]
 pub enum ServedFrom {
     /// A child process ran it.
     Exec,
@@ -252,15 +264,9 @@ pub enum ServedFrom {
 }
 
 impl ServedFrom {
-    /// Every variant, for metrics and reports.
-    pub const ALL: [ServedFrom; 6] = [
-        ServedFrom::Exec,
-        ServedFrom::Builtin,
-        ServedFrom::L1,
-        ServedFrom::L2,
-        ServedFrom::L3,
-        ServedFrom::Prefetch,
-    ];
+    /// Every variant, for metrics and reports (derived: a new variant is
+    /// listed without anyone remembering to).
+    pub const ALL: &'static [ServedFrom] = <ServedFrom as strum::VariantArray>::VARIANTS;
 
     /// Stable lowercase name used in metrics labels and CLI output.
     pub fn as_str(self) -> &'static str {
@@ -313,7 +319,19 @@ pub struct Exit {
 }
 
 /// Typed error codes. Stable numbers: clients may switch on them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    strum::VariantArray,
+)]
 pub enum ErrorCode {
     /// A frame could not be decoded (bad header, bad body, bad flags).
     Malformed,
@@ -358,32 +376,9 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
-    /// Every code, in variant-index (wire) order.
-    pub const ALL: [ErrorCode; 20] = {
-        use ErrorCode::*;
-        [
-            Malformed,
-            UnknownType,
-            UnsupportedVersion,
-            TextFrame,
-            FrameTooLarge,
-            UnexpectedMessage,
-            HelloRequired,
-            DuplicateRequest,
-            UnknownSession,
-            TooManyRequests,
-            TooManySessions,
-            InvalidCommand,
-            SpawnFailed,
-            Skipped,
-            ShuttingDown,
-            Unauthorized,
-            PolicyDenied,
-            RateLimited,
-            QuotaExceeded,
-            Internal,
-        ]
-    };
+    /// Every code, in variant-index (wire) order (derived: a new code is
+    /// listed without anyone remembering to).
+    pub const ALL: &'static [ErrorCode] = <ErrorCode as strum::VariantArray>::VARIANTS;
 }
 
 /// A typed error. With `request` set it is that request's terminal frame.

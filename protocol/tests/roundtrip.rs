@@ -116,4 +116,9 @@ fn error_code_all_is_in_wire_order() {
         let bytes = bincode::encode_to_vec(code, bincode::config::standard()).unwrap();
         assert_eq!(bytes, vec![i as u8], "{code:?}");
     }
+    // And no code is missing: the next index is not a code.
+    let next = [voxterm_protocol::ErrorCode::ALL.len() as u8];
+    let decoded: Result<(voxterm_protocol::ErrorCode, usize), _> =
+        bincode::decode_from_slice(&next, bincode::config::standard());
+    assert!(decoded.is_err(), "{decoded:?}");
 }

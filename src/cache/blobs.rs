@@ -45,7 +45,7 @@ impl Blobs {
         let hash = u128::from_le_bytes(h);
         // A poisoned lock only means another thread panicked mid-insert: the map
         // holds weak pointers and is still consistent.
-        let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut t = crate::sync::lock(&self.inner);
         if let Some(held) = t.map.get(&hash).and_then(Weak::upgrade) {
             if held[..] == data[..] {
                 return held;
@@ -63,7 +63,7 @@ impl Blobs {
 
     /// Distinct outputs held (for tests and metrics).
     pub fn len(&self) -> usize {
-        let t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let t = crate::sync::lock(&self.inner);
         t.map.values().filter(|w| w.strong_count() > 0).count()
     }
 

@@ -33,7 +33,7 @@ struct Flight<T> {
 impl<T> Flight<T> {
     fn lock(&self) -> MutexGuard<'_, State<T>> {
         // Every mutation is a push or an assignment: a poisoned state is consistent.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 }
 
@@ -61,7 +61,7 @@ impl<T> Default for Flights<T> {
 }
 
 fn lock_map<T>(map: &Map<T>) -> MutexGuard<'_, HashMap<Key, Arc<Flight<T>>, KeyHash>> {
-    map.lock().unwrap_or_else(|p| p.into_inner())
+    crate::sync::lock(map)
 }
 
 /// Why following stopped before the end.

@@ -251,7 +251,7 @@ impl Cache {
 
     fn gens(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Gen>> {
         // Values only grow by assignment: a poisoned map is still consistent.
-        self.gens.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.gens)
     }
 
     /// The tenant's current generation. With L3, Redis is asked at most once per

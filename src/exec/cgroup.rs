@@ -355,7 +355,7 @@ impl Cgroups {
 
     /// An empty cell for one command: an idle one, or a new one.
     pub(crate) fn take(self: &Arc<Self>) -> Result<Cell, ContainError> {
-        let reused = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let reused = crate::sync::lock(&self.free).pop();
         let dirs = match reused {
             Some(mut dirs) => {
                 if dirs.dirty {
@@ -422,7 +422,7 @@ impl Cgroups {
         let current = dirs.pids_current.read();
         let idle = current.is_ok_and(|c| c.trim() == "0");
         if idle {
-            let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+            let mut free = crate::sync::lock(&self.free);
             if free.len() < MAX_FREE {
                 free.push(dirs);
                 return;

@@ -33,7 +33,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use nix::unistd::{getgrouplist, Gid, User};
 
@@ -180,7 +180,7 @@ impl RunAs {
     /// The user `tenant`'s commands run as.
     pub fn for_tenant(&self, tenant: &str) -> Result<Arc<Identity>, IdentityError> {
         let name = self.template.replace("{tenant}", tenant);
-        let mut resolved = self.resolved.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut resolved = crate::sync::lock(&self.resolved);
         if let Some(id) = resolved.get(&name) {
             return Ok(Arc::clone(id));
         }

@@ -225,7 +225,7 @@ impl fmt::Debug for Pool {
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding the lock; recover rather than cascade if it ever did.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     fn release(&self, tenant: &str) {

@@ -26,7 +26,7 @@ use crate::config::PredictConfig;
 use lru::LruCache;
 use std::collections::HashSet;
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 /// Shards of the tenant map: learning takes one shard's lock for about a
 /// microsecond, so 16 keep two cores' worth of requests from queueing on it.
@@ -47,10 +47,7 @@ pub struct Predictor {
     top_k: usize,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Models stay consistent between statements: a poisoned lock is still usable.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+use crate::sync::lock;
 
 impl Predictor {
     /// An empty predictor keeping at most `cfg.max_tenants` tenant models.

@@ -49,7 +49,7 @@ impl RateLimiter {
 
     /// Takes one token from the tenant's bucket, or says how long until one is there.
     pub fn take(&self, tenant: &Arc<str>, now: Instant) -> Result<(), Duration> {
-        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(&self.buckets);
         if map.len() >= PRUNE_AT && !map.contains_key(tenant) {
             let (rate, burst) = (self.rate, self.burst);
             map.retain(|_, b| refill(b, now, rate, burst) < burst);
@@ -100,7 +100,7 @@ impl OutputBudget {
     /// Charges `bytes` to the tenant and says how long the caller must wait
     /// before sending them (zero while the tenant is within its budget).
     pub fn take(&self, tenant: &Arc<str>, bytes: usize, now: Instant) -> Duration {
-        let mut map = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(&self.buckets);
         if map.len() >= PRUNE_AT && !map.contains_key(tenant) {
             let (rate, burst) = (self.rate, self.burst);
             map.retain(|_, b| refill(b, now, rate, burst) < burst);
@@ -168,7 +168,7 @@ impl<K: Eq + Hash + Clone> Slots<K> {
 
     /// A slot for `key`, or `None` when `key` already holds the maximum.
     pub fn acquire(&self, key: &K) -> Option<Slot<K>> {
-        let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = crate::sync::lock(&self.inner.held);
         let n = held.entry(key.clone()).or_insert(0);
         if *n >= self.inner.max {
             return None;
@@ -182,14 +182,14 @@ impl<K: Eq + Hash + Clone> Slots<K> {
 
     /// Slots `key` holds now.
     pub fn held(&self, key: &K) -> u32 {
-        let held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        let held = crate::sync::lock(&self.inner.held);
         held.get(key).copied().unwrap_or(0)
     }
 }
 
 impl<K: Eq + Hash + Clone> Drop for Slot<K> {
     fn drop(&mut self) {
-        let mut held = self.inner.held.lock().unwrap_or_else(|p| p.into_inner());
+        let mut held = crate::sync::lock(&self.inner.held);
         if let Some(n) = held.get_mut(&self.key) {
             *n = n.saturating_sub(1);
             if *n == 0 {
@@ -234,7 +234,7 @@ impl AuthThrottle {
 
     /// How long `ip` must still wait before it may try again, if it must.
     pub fn check(&self, ip: std::net::IpAddr, now: Instant) -> Result<(), Duration> {
-        let map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let map = crate::sync::lock(&self.failures);
         match map.get(&ip).and_then(|f| f.until) {
             Some(until) if until > now => Err(until - now),
             _ => Ok(()),
@@ -244,7 +244,7 @@ impl AuthThrottle {
     /// Records a failed authentication from `ip`; returns the wait it now has
     /// to serve, if the failure took it past its free ones.
     pub fn failed(&self, ip: std::net::IpAddr, now: Instant) -> Option<Duration> {
-        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let mut map = crate::sync::lock(&self.failures);
         if map.len() >= PRUNE_AT && !map.contains_key(&ip) {
             map.retain(|_, f| {
                 f.until.is_some_and(|u| u > now)

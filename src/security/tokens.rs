@@ -28,7 +28,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
@@ -368,10 +368,7 @@ impl TokenStore {
 
     /// The tokens in force.
     pub fn current(&self) -> Arc<Tokens> {
-        self.current
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        crate::sync::read(&self.current).clone()
     }
 
     /// [`Tokens::check`] against the tokens in force.
@@ -386,7 +383,7 @@ impl TokenStore {
         let fresh = Arc::new(Tokens::load(&self.path)?);
         fresh.warn_weak(&self.path);
         let n = fresh.len();
-        *self.current.write().unwrap_or_else(PoisonError::into_inner) = fresh;
+        *crate::sync::write(&self.current) = fresh;
         self.reloads.send_modify(|r| *r += 1);
         Ok(n)
     }

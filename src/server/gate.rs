@@ -12,7 +12,7 @@
 //! connection is closed at once. A client that sends its head at once (a
 //! health check, a real client) is through before it can be the oldest.
 
-use super::lock::lock;
+use crate::sync::lock;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

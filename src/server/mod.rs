@@ -23,8 +23,8 @@
 //! `check` is the whole configuration checked before start (each part asked
 //! about its own section). Leaves any of them may use: `context` (`ServerContext` and
 //! `Transport`), `gate` (the open-files budget), `auth` (failed
-//! authentications, shared by the upgrade and `Hello`) and `lock` (taking a
-//! mutex whatever a panic did to it).
+//! authentications, shared by the upgrade and `Hello`) (and `crate::sync` for
+//! taking a mutex whatever a panic did to it).
 //!
 //! Shutdown: on the signal the listener closes, connections stop accepting new
 //! commands and drain; after `drain_timeout` the remaining children are killed, their
@@ -37,7 +37,6 @@ mod context;
 mod gate;
 mod http;
 mod listener;
-mod lock;
 mod process;
 mod request;
 mod shared;

@@ -6,9 +6,9 @@
 //! module so that `request` can use it without depending on `connection`,
 //! which starts the requests.
 
-use super::lock::lock;
 use super::writer::Outbound;
 use crate::security::Security;
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -149,7 +149,7 @@ impl Session {
     pub(super) fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock cannot leave the state half-written (every
         // mutation is a single assignment), so a poisoned lock is still usable.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     pub(super) fn set_cwd(&self, dir: &Path) {

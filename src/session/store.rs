@@ -58,7 +58,7 @@ impl SessionStore {
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Arc<Session>>> {
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.sessions)
     }
 
     /// Attaches to the tenant's session `name`, creating it if needed. The bool is
