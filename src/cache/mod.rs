@@ -19,7 +19,7 @@
 //!   `ls -la D`, `find`, `git status`) may live for minutes and are still never
 //!   stale.
 //!
-//! The engine (`session::runner`) drives these; nothing here ever fails a request:
+//! The engine (`engine::execute`, `engine::miss`) drives these; nothing here ever fails a request:
 //! a cache problem is a miss.
 
 pub mod blobs;

@@ -93,10 +93,7 @@ mod tests {
             "[limitz]\nburst = 1\n",
         ] {
             std::fs::write(&file, bad).unwrap();
-            assert!(
-                load_checked(&file).is_err(),
-                "{bad}"
-            );
+            assert!(load_checked(&file).is_err(), "{bad}");
         }
         std::fs::write(
             &file,
@@ -134,13 +131,9 @@ mod tests {
             "[server]\ntls_cert = \"/nonexistent/c.pem\"\ntls_key = \"/nonexistent/k.pem\"\n",
         ] {
             std::fs::write(&file, bad).unwrap();
-            assert!(
-                load_checked(&file).is_err(),
-                "{bad}"
-            );
+            assert!(load_checked(&file).is_err(), "{bad}");
         }
     }
-
 
     #[test]
     fn a_public_bind_without_tokens_is_refused_before_start() {
