@@ -67,7 +67,7 @@ async fn untrusted_certificates_and_plain_clients_are_refused() {
     let (wrong_ca, _) = self_signed(&other);
     let url = format!("wss://127.0.0.1:{port}/ws");
     match tokio::time::timeout(STEP, Client::connect(&url, options(Some(&wrong_ca)))).await {
-        Ok(Err(ClientError::TlsHandshake { source, .. })) => {
+        Ok(Err(ClientError::TlsHandshake { error: source, .. })) => {
             let text = source.to_string().to_lowercase();
             assert!(text.contains("certificate"), "{text}");
         }

@@ -65,11 +65,6 @@ impl Target {
             compression,
         })
     }
-
-    /// host:port of the HTTP endpoints.
-    pub fn authority(&self) -> String {
-        self.addr.to_string()
-    }
 }
 
 /// Opens the TCP connection (from `source` when given, to spread source addresses

@@ -8,9 +8,11 @@ use voxterm_protocol::{Compression, Encoding};
 
 pub(crate) async fn health(h: HealthArgs) -> anyhow::Result<ExitCode> {
     let check = async {
-        let t = conn::Target::parse(&h.url, Encoding::Bincode, Compression::None)?;
+        conn::Target::parse(&h.url, Encoding::Bincode, Compression::None)?;
         let started = std::time::Instant::now();
-        let body = http_get(&t.authority(), "/healthz").await?;
+        let reply = voxterm::client::http_get(&h.url, "/healthz", None).await?;
+        anyhow::ensure!(reply.status == 200, "{}", reply.status_line);
+        let body = reply.body;
         let v: serde_json::Value = serde_json::from_str(&body).context("healthz is not JSON")?;
         anyhow::ensure!(v["status"] == "ok", "healthz status is {}", v["status"]);
         let healthz_ms = started.elapsed().as_secs_f64() * 1000.0;
@@ -40,26 +42,4 @@ pub(crate) async fn health(h: HealthArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
-}
-
-async fn http_get(authority: &str, path: &str) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(authority)
-        .await
-        .with_context(|| format!("cannot connect to {authority}"))?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).await?;
-    let (head, body) = resp
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.1 200"),
-        "{}",
-        head.lines().next().unwrap_or("")
-    );
-    Ok(body.to_owned())
 }

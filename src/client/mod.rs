@@ -6,6 +6,9 @@
 //! convenience of one command from `Exec` to its terminal frame. Multiplexing many
 //! requests is done by the caller with `send` and `recv`.
 
+mod http;
+pub use http::{http_get, HttpReply};
+
 use crate::security::tls::{self, MaybeTls, TlsError};
 use futures_util::{SinkExt, StreamExt};
 use std::collections::VecDeque;
@@ -38,23 +41,24 @@ pub enum ClientError {
     #[error("protocol: {0}")]
     Protocol(String),
     /// The TCP connection could not be made.
-    #[error("cannot connect to {addr}: {source}")]
+    #[error("cannot connect to {addr}: {error}")]
     Connect {
         /// host:port.
         addr: String,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message; not a `source`, so that a report
+        /// of the error chain does not say it twice).
+        error: std::io::Error,
     },
     /// TLS could not be set up or the handshake failed (e.g. an untrusted certificate).
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
     /// The TLS handshake with the server failed.
-    #[error("tls handshake with {addr}: {source}")]
+    #[error("tls handshake with {addr}: {error}")]
     TlsHandshake {
         /// host:port.
         addr: String,
-        /// What rustls reported.
-        source: std::io::Error,
+        /// What rustls reported (in the message, not a `source`).
+        error: std::io::Error,
     },
 }
 
@@ -149,15 +153,32 @@ async fn transport(
     request: &tokio_tungstenite::tungstenite::handshake::client::Request,
     ca_cert: Option<&std::path::Path>,
 ) -> Result<MaybeTls, ClientError> {
-    let uri = request.uri();
-    let secure = match uri.scheme_str() {
-        Some("ws") => false,
-        Some("wss") => true,
-        other => {
-            return Err(ClientError::Protocol(format!(
-                "unsupported URL scheme {other:?}: use ws:// or wss://"
-            )))
-        }
+    open(request.uri(), &["ws"], &["wss"], ca_cert).await
+}
+
+/// A TCP connection to `uri`'s host and port, TLS-wrapped when its scheme is
+/// one of `secure` (a scheme in neither list is refused).
+async fn open(
+    uri: &tokio_tungstenite::tungstenite::http::Uri,
+    plain: &[&str],
+    secure: &[&str],
+    ca_cert: Option<&std::path::Path>,
+) -> Result<MaybeTls, ClientError> {
+    let scheme = uri.scheme_str().unwrap_or_default();
+    let secure = if plain.contains(&scheme) {
+        false
+    } else if secure.contains(&scheme) {
+        true
+    } else {
+        let all: Vec<String> = plain
+            .iter()
+            .chain(secure)
+            .map(|s| format!("{s}://"))
+            .collect();
+        return Err(ClientError::Protocol(format!(
+            "unsupported URL scheme {scheme:?}: use {}",
+            all.join(" or ")
+        )));
     };
     let host = uri
         .host()
@@ -171,9 +192,9 @@ async fn transport(
     let addr = format!("{host}:{port}");
     let tcp = TcpStream::connect((host.as_str(), port))
         .await
-        .map_err(|source| ClientError::Connect {
+        .map_err(|error| ClientError::Connect {
             addr: addr.clone(),
-            source,
+            error,
         })?;
     let _ = tcp.set_nodelay(true);
     if !secure {
@@ -185,7 +206,7 @@ async fn transport(
     let tls = tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
-        .map_err(|source| ClientError::TlsHandshake { addr, source })?;
+        .map_err(|error| ClientError::TlsHandshake { addr, error })?;
     Ok(MaybeTls::Tls(Box::new(tls.into())))
 }
 
