@@ -1,19 +1,48 @@
-//! `voxterm exec`: run one command on a server, like ssh runs one on a host.
+//! `voxterm exec`: run one command on a server, like ssh runs one on a host,
+//! and say in one line what happened whenever it was not the command itself
+//! that decided how it ended (a timeout, the output cap, a cancel, a shutdown,
+//! a server that cannot be reached).
 
 use super::{client_runtime, DEFAULT_URL};
-use crate::client::{Client, ClientOptions};
+use crate::client::{Client, ClientError, ClientOptions};
 use clap::Args;
-use std::io::Write;
+use std::io::{ErrorKind, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
-use voxterm_protocol::{CacheMode, Exec, Message, OpenSession, Priority, StreamKind};
+use voxterm_protocol::{
+    CacheMode, Exec, Exit, KillReason, Message, OpenSession, Priority, StreamKind, Welcome,
+};
 
-/// Exit status when the server refused or could not run the command.
-const SERVER_ERROR: u8 = 125;
+/// The exit statuses of `voxterm exec` that are not the command's own (see
+/// `--help` and the README): a script can tell them apart.
+pub mod status {
+    /// The server cut the output at its output cap and stopped the command.
+    pub const OUTPUT_CAP: u8 = 123;
+    /// The command ran past its timeout and the server killed it (as GNU `timeout`).
+    pub const TIMEOUT: u8 = 124;
+    /// The server refused the command, could not run it, could not be reached
+    /// or shut down before it finished.
+    pub const SERVER: u8 = 125;
+    /// The command was cancelled (128 + SIGINT, as after Ctrl-C).
+    pub const CANCELLED: u8 = 130;
+    /// Local standard output was closed (`voxterm exec … | head`): 128 +
+    /// SIGPIPE, quietly, as a local command ends.
+    pub const BROKEN_PIPE: u8 = 141;
+}
 
 /// Options of `voxterm exec`.
 #[derive(Debug, Args)]
+#[command(after_help = "\
+Exit status: the command's own; 128+N when it died of signal N; 123 when the \
+server cut its output at the output cap; 124 when it ran past its timeout; 125 \
+when the server refused it, could not run it, could not be reached or shut \
+down; 130 when it was cancelled; 141 when local output was closed (| head).
+
+The command runs under /bin/sh on the server when it has shell syntax. Several \
+arguments are joined with spaces, so their quoting is lost (as with ssh): quote \
+the whole line (-- 'printf \"%s\\n\" \"a b\"'), or pass it verbatim with -f FILE \
+or --stdin-line.")]
 pub struct ExecArgs {
     /// Server WebSocket URL (`ws://`, or `wss://` for a server with TLS).
     #[arg(long, env = "VOXTERM_URL", default_value = DEFAULT_URL)]
@@ -31,44 +60,98 @@ pub struct ExecArgs {
     /// Authentication token.
     #[arg(long, env = "VOXTERM_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Command timeout, e.g. `5s` or `250ms` (default: the server's).
+    /// Command timeout, e.g. `5s` or `250ms`; 0 or absent: the server's default.
     #[arg(long, value_parser = humantime::parse_duration)]
     timeout: Option<Duration>,
     /// Print `voxterm-stats served_from=.. backend_us=.. e2e_us=..` as the last stderr line.
     #[arg(long)]
     stats: bool,
-    /// The command. One argument is taken verbatim (`-- 'ls | wc -l'`); several are joined with spaces.
-    #[arg(last = true, required = true, num_args = 1..)]
+    /// Read the command line from FILE, verbatim (a script: several lines, any quoting).
+    #[arg(short = 'f', long = "file", value_name = "FILE", conflicts_with_all = ["command", "stdin_line"])]
+    file: Option<PathBuf>,
+    /// Read the command line from standard input, verbatim.
+    #[arg(long, conflicts_with = "command")]
+    stdin_line: bool,
+    /// The command (`--` before it is optional). One argument is taken verbatim
+    /// (`-- 'ls | wc -l'`); several are joined with spaces.
+    #[arg(
+        trailing_var_arg = true,
+        allow_hyphen_values = true,
+        num_args = 1..,
+        required_unless_present_any = ["file", "stdin_line"]
+    )]
     command: Vec<String>,
 }
 
-/// Runs the command; exits with its status (128+signal when killed, 125 on a server error).
+/// Runs the command; exits with its status or one of [`status`].
 pub fn run(args: ExecArgs) -> ExitCode {
     let runtime = match client_runtime() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("voxterm: {e}");
-            return ExitCode::from(SERVER_ERROR);
+            eprintln!("voxterm: cannot start: {e}");
+            return ExitCode::from(status::SERVER);
         }
     };
     match runtime.block_on(exec(args)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
-            eprintln!("voxterm: {e:#}");
-            ExitCode::from(SERVER_ERROR)
+            eprintln!("voxterm: {e}");
+            ExitCode::from(status::SERVER)
         }
     }
 }
 
+/// The command line to send: from the arguments, a file or standard input.
+fn command_line(args: &ExecArgs) -> anyhow::Result<String> {
+    if let Some(path) = &args.file {
+        return std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()));
+    }
+    if args.stdin_line {
+        let mut line = String::new();
+        std::io::stdin().read_to_string(&mut line).map_err(|e| {
+            anyhow::anyhow!("cannot read the command line from standard input: {e}")
+        })?;
+        return Ok(line);
+    }
+    Ok(args.command.join(" "))
+}
+
+/// A connection error in the words a user can act on: the URL, the cause
+/// once, and what to do.
+fn explain_connect(url: &str, e: &ClientError) -> String {
+    use tokio_tungstenite::tungstenite::Error as Ws;
+    let hint = match e {
+        ClientError::Connect { .. } => {
+            "; is the server running? start it with: voxterm serve".to_owned()
+        }
+        ClientError::Ws(Ws::Http(response)) if response.status() == 404 => {
+            return format!(
+                "{url}: the server answered 404 Not Found: the WebSocket endpoint is /ws (e.g. {DEFAULT_URL})"
+            )
+        }
+        ClientError::Ws(Ws::Http(response)) => {
+            return format!("{url}: the server refused the WebSocket upgrade with {}", response.status())
+        }
+        ClientError::Protocol(m) if m.contains("unsupported URL scheme") && url.starts_with("http") => {
+            return format!("{url}: use ws:// (or wss://), not http:// (e.g. {DEFAULT_URL})")
+        }
+        _ => String::new(),
+    };
+    format!("{url}: {e}{hint}")
+}
+
 async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
-    let command = args.command.join(" ");
+    let command = command_line(&args)?;
     let opts = ClientOptions {
-        tenant: args.tenant,
-        token: args.token,
-        ca_cert: args.ca_cert,
+        tenant: args.tenant.clone(),
+        token: args.token.clone(),
+        ca_cert: args.ca_cert.clone(),
         ..ClientOptions::default()
     };
-    let mut client = Client::connect(&args.url, opts).await?;
+    let mut client = Client::connect(&args.url, opts)
+        .await
+        .map_err(|e| anyhow::anyhow!(explain_connect(&args.url, &e)))?;
     let session = if args.session == "default" {
         0
     } else {
@@ -80,13 +163,21 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
             .await?;
         match client.recv().await? {
             Message::SessionOpened(_) => 1,
-            Message::Error(e) => anyhow::bail!("cannot open session: {:?}: {}", e.code, e.message),
+            Message::Error(e) => {
+                anyhow::bail!(
+                    "cannot open session {:?}: {:?}: {}",
+                    args.session,
+                    e.code,
+                    e.message
+                )
+            }
             other => anyhow::bail!("unexpected frame 0x{:02x}", other.kind()),
         }
     };
+    // 0 is the protocol's "the server's default".
     let timeout_ms = args
         .timeout
-        .map_or(0, |t| t.as_millis().clamp(1, u128::from(u32::MAX)) as u32);
+        .map_or(0, |t| t.as_millis().min(u128::from(u32::MAX)) as u32);
     let request = client.next_request_id();
     let started = Instant::now();
     client
@@ -101,45 +192,103 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
         .await?;
     let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
     loop {
-        match client.recv().await? {
-            Message::Output(o) if o.request == request => match o.stream {
-                StreamKind::Stdout => {
-                    stdout.write_all(&o.data)?;
-                    stdout.flush()?;
+        let message = match client.recv().await {
+            Ok(m) => m,
+            Err(e) => anyhow::bail!("the connection to {} ended: {e}", args.url),
+        };
+        match message {
+            Message::Output(o) if o.request == request => {
+                let written = match o.stream {
+                    StreamKind::Stdout => stdout.write_all(&o.data).and_then(|()| stdout.flush()),
+                    StreamKind::Stderr => stderr.write_all(&o.data).and_then(|()| stderr.flush()),
+                };
+                match written {
+                    Ok(()) => {}
+                    // `voxterm exec … | head`: the reader is gone; end as a
+                    // local command would (closing the connection stops the
+                    // command on the server).
+                    Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(status::BROKEN_PIPE),
+                    Err(e) => return Err(e.into()),
                 }
-                StreamKind::Stderr => {
-                    stderr.write_all(&o.data)?;
-                    stderr.flush()?;
-                }
-            },
+            }
             Message::Exit(exit) if exit.request == request => {
-                let e2e = started.elapsed();
                 if args.stats {
-                    writeln!(
+                    let _ = writeln!(
                         stderr,
                         "voxterm-stats served_from={} backend_us={} e2e_us={}",
                         exit.served_from.as_str(),
                         exit.backend_us,
-                        e2e.as_micros()
-                    )?;
+                        started.elapsed().as_micros()
+                    );
                 }
-                return Ok(match (exit.code, exit.signal) {
-                    (Some(code), _) => (code & 0xff) as u8,
-                    (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
-                    (None, None) => {
-                        writeln!(
-                            stderr,
-                            "voxterm: command stopped before it ran ({:?})",
-                            exit.killed
-                        )?;
-                        SERVER_ERROR
-                    }
-                });
+                let (code, said) = ending(&exit, client.welcome(), args.timeout);
+                if let Some(said) = said {
+                    let _ = writeln!(stderr, "voxterm: {said}");
+                }
+                return Ok(code);
             }
             Message::Error(e) if e.request == Some(request) || e.request.is_none() => {
                 anyhow::bail!("{:?}: {}", e.code, e.message)
             }
             _ => {}
         }
+    }
+}
+
+/// The exit status for a finished command, and the line to print when the
+/// server, not the command, decided how it ended.
+fn ending(exit: &Exit, welcome: &Welcome, asked: Option<Duration>) -> (u8, Option<String>) {
+    let own = match (exit.code, exit.signal) {
+        (Some(code), _) => (code & 0xff) as u8,
+        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+        (None, None) => status::SERVER,
+    };
+    match exit.killed {
+        KillReason::None if exit.truncated => (
+            status::OUTPUT_CAP,
+            Some(format!(
+                "output cut at {} (the server's output cap); the command was stopped",
+                bytes(welcome.limits.output_cap_bytes)
+            )),
+        ),
+        KillReason::None => (own, None),
+        KillReason::Timeout => {
+            let after = match asked.filter(|t| !t.is_zero()) {
+                Some(t) => t,
+                None => Duration::from_millis(u64::from(welcome.limits.default_timeout_ms)),
+            };
+            (
+                status::TIMEOUT,
+                Some(format!(
+                    "killed after {} (timeout); give it longer with --timeout",
+                    humantime::format_duration(after)
+                )),
+            )
+        }
+        KillReason::OutputLimit => (
+            status::OUTPUT_CAP,
+            Some(format!(
+                "output cut at {} (the server's output cap); the command was stopped",
+                bytes(welcome.limits.output_cap_bytes)
+            )),
+        ),
+        KillReason::Cancelled => (status::CANCELLED, Some("cancelled".to_owned())),
+        KillReason::Shutdown => (
+            status::SERVER,
+            Some("the server shut down before the command finished".to_owned()),
+        ),
+    }
+}
+
+/// `8388608` → `8 MiB`, for messages.
+fn bytes(n: u64) -> String {
+    const MIB: u64 = 1 << 20;
+    const KIB: u64 = 1 << 10;
+    if n >= MIB && n % MIB == 0 {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n % KIB == 0 {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{n} bytes")
     }
 }

@@ -23,8 +23,9 @@ pub struct ServeArgs {
         default_value = "development"
     )]
     pub preset: Preset,
-    /// Address to listen on (default 127.0.0.1:7878).
-    #[arg(long, env = "VOXTERM_LISTEN")]
+    /// Address to listen on: `host:port` with an IP or a name (`localhost:7999`);
+    /// default 127.0.0.1:7878.
+    #[arg(long, env = "VOXTERM_LISTEN", value_parser = listen_address)]
     pub listen: Option<SocketAddr>,
     /// Children that may run at once.
     #[arg(long, env = "VOXTERM_WORKERS")]
@@ -199,4 +200,19 @@ fn init_tracing() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// `--listen`: an IP address and port, or a host name and port resolved once
+/// (its first address, as `bind` would take).
+fn listen_address(text: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    if let Ok(addr) = text.parse() {
+        return Ok(addr);
+    }
+    let mut addrs = text.to_socket_addrs().map_err(|e| {
+        format!("{text:?} is not host:port (e.g. 127.0.0.1:7878 or localhost:7878): {e}")
+    })?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{text:?} resolves to no address"))
 }

@@ -1,0 +1,168 @@
+//! `voxterm exec` as an ssh user runs it (issue 14, item 4): the real binary
+//! against a real server, every message and exit status in one table, the
+//! timeout and the output cap told apart, a closed pipe ending quietly.
+
+mod common;
+
+use common::*;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::AsyncBufReadExt;
+
+/// What one `voxterm exec` printed and how it ended.
+struct Ran {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+}
+
+async fn vx(url: &str, args: &[&str], stdin: Option<&str>) -> Ran {
+    use tokio::io::AsyncWriteExt;
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxterm"));
+    cmd.arg("exec")
+        .arg("--url")
+        .arg(url)
+        .args(args)
+        .env_remove("VOXTERM_URL")
+        .env_remove("VOXTERM_TOKEN")
+        .env_remove("VOXTERM_TENANT")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("voxterm exec starts");
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes()).await.expect("write stdin");
+    }
+    let out = tokio::time::timeout(STEP, child.wait_with_output())
+        .await
+        .expect("voxterm exec ends in time")
+        .expect("wait");
+    Ran {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_ending_has_its_status_and_its_words() {
+    let s = TestServer::start_with("cli", |c| {
+        c.exec.output_cap = 100_000;
+        c.cache.enabled = false;
+    })
+    .await;
+    let script = s.root.join("euro.sh");
+    std::fs::write(&script, "printf '\\342\\202\\254 %s\\n' \"a  b\"\n").unwrap();
+    let script = display(&script);
+    let url = s.url.clone();
+    // (args, stdin, exit status, stdout, a piece of stderr or "" for none)
+    let table: Vec<(Vec<&str>, Option<&str>, i32, &str, &str)> = vec![
+        (vec!["--", "echo hi"], None, 0, "hi\n", ""),
+        (vec!["echo", "hi"], None, 0, "hi\n", ""),
+        (vec!["--", "exit 3"], None, 3, "", ""),
+        (vec!["--", "kill -TERM $$"], None, 143, "", ""),
+        (
+            vec!["--timeout", "300ms", "--", "sleep 5"],
+            None,
+            124,
+            "",
+            "voxterm: killed after 300ms (timeout)",
+        ),
+        (
+            vec!["--", "seq 1 100000"],
+            None,
+            123,
+            "",
+            "voxterm: output cut at 100000 bytes (the server's output cap)",
+        ),
+        (
+            vec!["--timeout", "0", "--", "sleep 0.2; echo slept"],
+            None,
+            0,
+            "slept\n",
+            "",
+        ),
+        (vec!["-f", &script], None, 0, "€ a  b\n", ""),
+        (
+            vec!["--stdin-line"],
+            Some("echo 'x  y' | tr x z"),
+            0,
+            "z  y\n",
+            "",
+        ),
+    ];
+    for (args, stdin, code, stdout, said) in table {
+        let ran = vx(&url, &args, stdin).await;
+        assert_eq!(ran.code, Some(code), "{args:?}: {}", ran.stderr);
+        if args.contains(&"seq 1 100000") {
+            // Cut at the cap exactly: what came before it arrives whole.
+            assert_eq!(ran.stdout.len(), 100_000, "{args:?}");
+        } else {
+            assert_eq!(ran.stdout, stdout, "{args:?}");
+        }
+        if said.is_empty() {
+            assert_eq!(ran.stderr, "", "{args:?}");
+        } else {
+            assert!(ran.stderr.contains(said), "{args:?}: {:?}", ran.stderr);
+            assert_eq!(ran.stderr.lines().count(), 1, "one line: {:?}", ran.stderr);
+        }
+    }
+
+    // Connection errors: the URL, the cause once, what to do; status 125.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let refused = format!("ws://127.0.0.1:{port}/ws");
+    let http = url.replace("ws://", "http://");
+    let wrong_path = url.replace("/ws", "/nope");
+    for (url, said) in [
+        (
+            refused.as_str(),
+            "is the server running? start it with: voxterm serve",
+        ),
+        (http.as_str(), "use ws:// (or wss://), not http://"),
+        (wrong_path.as_str(), "the WebSocket endpoint is /ws"),
+    ] {
+        let ran = vx(url, &["--", "true"], None).await;
+        assert_eq!(ran.code, Some(125), "{url}: {}", ran.stderr);
+        assert!(ran.stderr.contains(said), "{url}: {:?}", ran.stderr);
+        assert!(ran.stderr.contains(url), "names the URL: {:?}", ran.stderr);
+        assert_eq!(ran.stderr.lines().count(), 1, "{:?}", ran.stderr);
+        let first = ran
+            .stderr
+            .find("refused")
+            .map(|_| ran.stderr.matches("Connection refused").count());
+        assert!(first.unwrap_or(1) <= 1, "the cause once: {:?}", ran.stderr);
+    }
+}
+
+/// `voxterm exec -- seq 1 1000000 | head -2`: the reader goes away; voxterm
+/// ends quietly with 141, as a local command would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_pipe_ends_quietly_with_141() {
+    let s = TestServer::start_with("cli-pipe", |c| c.cache.enabled = false).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxterm"))
+        .args(["exec", "--url", &s.url, "--", "seq 1 1000000"])
+        .env_remove("VOXTERM_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let first = lines.next_line().await.expect("read").expect("a line");
+    assert_eq!(first, "1");
+    drop(lines);
+    let out = tokio::time::timeout(Duration::from_secs(10), child.wait_with_output())
+        .await
+        .expect("ends in time")
+        .expect("wait");
+    assert_eq!(out.status.code(), Some(141));
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
