@@ -9,6 +9,10 @@ use std::process::Stdio;
 use std::time::Duration;
 use tokio::io::AsyncBufReadExt;
 
+/// One row: the arguments, stdin, the exit status, stdout, and a piece of the
+/// one stderr line ("" for none).
+type Row<'a> = (Vec<&'a str>, Option<&'a str>, i32, &'a str, &'a str);
+
 /// What one `voxterm exec` printed and how it ended.
 struct Ran {
     code: Option<i32>,
@@ -59,8 +63,7 @@ async fn every_ending_has_its_status_and_its_words() {
     std::fs::write(&script, "printf '\\342\\202\\254 %s\\n' \"a  b\"\n").unwrap();
     let script = display(&script);
     let url = s.url.clone();
-    // (args, stdin, exit status, stdout, a piece of stderr or "" for none)
-    let table: Vec<(Vec<&str>, Option<&str>, i32, &str, &str)> = vec![
+    let table: Vec<Row> = vec![
         (vec!["--", "echo hi"], None, 0, "hi\n", ""),
         (vec!["echo", "hi"], None, 0, "hi\n", ""),
         (vec!["--", "exit 3"], None, 3, "", ""),
