@@ -169,3 +169,44 @@ async fn a_closed_pipe_ends_quietly_with_141() {
     assert_eq!(out.status.code(), Some(141));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
 }
+
+/// Programs that would wait for a terminal are told there is none: `git
+/// commit` without `-m` fails at once naming the editor instead of hanging
+/// until the timeout in an invisible `vi`; pagers print straight through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn programs_that_want_a_terminal_do_not_hang() {
+    let s = TestServer::start_with("cli-tty", |c| c.cache.enabled = false).await;
+    let started = std::time::Instant::now();
+    let ran = vx(
+        &s.url,
+        &[
+            "--timeout",
+            "20s",
+            "--",
+            "git init -q r && cd r && git -c user.email=a@b.c -c user.name=a commit -q --allow-empty",
+        ],
+        None,
+    )
+    .await;
+    assert_ne!(ran.code, Some(0), "{}", ran.stderr);
+    assert_ne!(
+        ran.code,
+        Some(124),
+        "it waited for the timeout: {}",
+        ran.stderr
+    );
+    assert!(ran.stderr.contains("editor"), "{:?}", ran.stderr);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let ran = vx(
+        &s.url,
+        &["--", "echo $PAGER $GIT_PAGER $TERM $GIT_TERMINAL_PROMPT"],
+        None,
+    )
+    .await;
+    assert_eq!(ran.stdout, "cat cat dumb 0\n");
+    // A session may ask for colour.
+    let ran = vx(&s.url, &["--", "export TERM=xterm-256color"], None).await;
+    assert_eq!(ran.code, Some(0), "{}", ran.stderr);
+    let ran = vx(&s.url, &["--", "echo $TERM"], None).await;
+    assert_eq!(ran.stdout, "xterm-256color\n");
+}

@@ -3,10 +3,32 @@
 //! Children never inherit the server's environment wholesale (it may hold tokens
 //! and credentials): they get a short allowlist of the server's variables, a fixed
 //! PATH, and then the session's own variables on top.
+//!
+//! Commands run without a terminal (stdin is `/dev/null`, output is a pipe),
+//! so the base also says so to the programs that would otherwise wait for
+//! one: [`NON_INTERACTIVE`].
 
 use crate::config::SessionConfig;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+/// Defaults for programs that would wait for a terminal that never comes: a
+/// pager prints straight through (`cat`), an editor fails at once (`false`:
+/// `git commit` without `-m` says "There was a problem with the editor
+/// 'false'" instead of hanging until the timeout in an invisible `vi`), and
+/// git never prompts for credentials. `TERM=dumb` tells programs not to send
+/// colours or cursor movement; a session may `export TERM=xterm-256color`
+/// (or a command may pass `--color=always`) to get colour. The session's own
+/// variables override any of them.
+pub const NON_INTERACTIVE: [(&str, &str); 7] = [
+    ("TERM", "dumb"),
+    ("PAGER", "cat"),
+    ("GIT_PAGER", "cat"),
+    ("EDITOR", "false"),
+    ("VISUAL", "false"),
+    ("GIT_EDITOR", "false"),
+    ("GIT_TERMINAL_PROMPT", "0"),
+];
 
 /// A child's complete environment, shared by the commands that start from it.
 pub type ChildEnv = Arc<[(String, String)]>;
@@ -18,7 +40,7 @@ pub struct BaseEnv {
 }
 
 impl BaseEnv {
-    /// Allowlisted server variables plus PATH, SHELL and TERM.
+    /// Allowlisted server variables plus PATH, SHELL and [`NON_INTERACTIVE`].
     pub fn from_config(cfg: &SessionConfig) -> Self {
         let mut vars: Vec<(String, String)> = cfg
             .env_passthrough
@@ -27,7 +49,11 @@ impl BaseEnv {
             .collect();
         vars.push(("PATH".into(), cfg.path.clone()));
         vars.push(("SHELL".into(), "/bin/sh".into()));
-        vars.push(("TERM".into(), "dumb".into()));
+        vars.extend(
+            NON_INTERACTIVE
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+        );
         BaseEnv { vars }
     }
 
