@@ -283,7 +283,7 @@ impl Policy {
             ttl: None,
             reason: None,
         };
-        if !shell::walk(&line.as_line(), &mut c) {
+        if !shell::walk(line, &mut c) {
             c.join(Class::Unknown, || {
                 "the shell parser failed on the line".into()
             });

@@ -1,9 +1,9 @@
 //! The walk: every part of a command line that can run something, expand
 //! something or touch a file is reported to a [`Visitor`], or the line is
 //! declared not understood. It is done once, when the line is parsed
-//! ([`Line::parse`]), and what it found is kept with the line and replayed to
-//! each visitor ([`walk`]): no visitor parses the line, its words or its
-//! command substitutions again.
+//! ([`Line::parse`](super::Line::parse)), and what it found is kept with the
+//! line and replayed to each visitor ([`walk`]): no visitor parses the line,
+//! its words or its command substitutions again.
 //!
 //! It fails closed. Each construct the walk understands is listed in a `match`
 //! below; everything else (and every parse error) is [`Visitor::opaque`]. An
@@ -16,7 +16,7 @@
 //! does not), the text is not understood rather than guessed at.
 
 use super::guards;
-use super::Line;
+use super::AsLine;
 use brush_parser::ast;
 use brush_parser::word::{
     Parameter, ParameterExpr, SpecialParameter, WordPiece, WordPieceWithSource,
@@ -70,10 +70,11 @@ pub trait Visitor {
 }
 
 /// Walks every part of `line`, reporting to `visitor`: the walk done when the
-/// line was parsed, replayed (nothing is parsed again). Returns false when the
-/// parser panicked (the visitor then saw only part of the line and must treat
-/// it as not understood).
-pub fn walk<V: Visitor>(line: &Line, visitor: &mut V) -> bool {
+/// line was parsed, replayed (a [`Line`](super::Line) is not parsed again;
+/// text is parsed now). Returns false when the parser panicked (the visitor
+/// then saw only part of the line and must treat it as not understood).
+pub fn walk<L: AsLine + ?Sized, V: Visitor>(line: &L, visitor: &mut V) -> bool {
+    let line = line.as_line();
     let walked = line.walked();
     // A visitor's panic costs a verdict, as a parser's does.
     let replayed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
