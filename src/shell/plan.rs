@@ -175,12 +175,15 @@ mod tests {
     use super::*;
     use crate::shell::Line;
 
-    const SHELL: Result<Option<Vec<String>>, PlanError> = Ok(None);
+    /// A plan, owned: `Some(argv)` for a direct one.
+    type Planned = Result<Option<Vec<String>>, PlanError>;
+
+    const SHELL: Planned = Ok(None);
 
     #[test]
     fn plan_table() {
         let direct = |v: &[&str]| Ok(Some(v.iter().map(|s| s.to_string()).collect()));
-        let cases: &[(&str, Result<Option<Vec<String>>, PlanError>)] = &[
+        let cases: &[(&str, Planned)] = &[
             ("ls -la", direct(&["ls", "-la"])),
             ("  git   status  ", direct(&["git", "status"])),
             ("cat 'a b.txt'", direct(&["cat", "a b.txt"])),
@@ -249,8 +252,8 @@ mod tests {
         }
     }
 
-    /// The plan of `line`, owned: `Some(argv)` for a direct one.
-    fn plan(line: &str) -> Result<Option<Vec<String>>, PlanError> {
+    /// The plan of `line`, owned.
+    fn plan(line: &str) -> Planned {
         let line = Line::parse(line);
         line.plan().map(|p| match p {
             Plan::Direct(argv) => Some(argv.to_vec()),
