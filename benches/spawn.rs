@@ -47,7 +47,7 @@ type Variant = (String, Arc<Containment>, Option<Arc<Identity>>);
 
 fn job_in(command: &str, containment: Arc<Containment>) -> Job {
     Job {
-        command: command.to_owned(),
+        line: Arc::new(voxterm::shell::Line::parse(command)),
         cwd: PathBuf::from("/tmp"),
         env: vec![("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into())].into(),
         timeout: Duration::from_secs(10),

@@ -1,8 +1,11 @@
 //! The tiered result cache (DESIGN §4): policy, keys, L1 → L2 → L3, generations.
 //!
-//! * [`policy`] decides from the parsed command line whether an answer may be
-//!   reused (pure, session, fs-read) and with which TTL, and which lines
-//!   invalidate (mutating, and unknown ones, which may write files too).
+//! * [`policy`] decides from the parsed command line (a `shell::Line`, parsed
+//!   once by the engine) whether an answer may be reused (pure, session,
+//!   fs-read) and with which TTL, and which lines invalidate (mutating, and
+//!   unknown ones, which may write files too). The inputs to stamp come from
+//!   the same line's direct argv. Verdicts are not remembered here: the engine
+//!   keeps each with its parsed line.
 //! * [`key`] hashes everything that decides the output into a 128-bit key.
 //! * [`L1`] (per worker thread, lock-free hit path), [`L2`] (process-wide) and
 //!   [`L3`] (Redis, shared by instances) hold [`Entry`]s; a lower-tier hit is
@@ -43,17 +46,12 @@ pub use l3::{check_url, redact, L3Config, L3, NAMESPACE};
 pub use policy::{Class, Policy, Verdict};
 
 use crate::config::CacheConfig;
-use crate::exec::Plan;
 use crate::metrics::{Metrics, Tier};
+use crate::shell::Line;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
-
-/// Classifications remembered (parsing is the costliest step of a hit).
-const VERDICT_MEMO: usize = 4096;
-/// Longest line whose classification is remembered.
-const VERDICT_MEMO_MAX_LINE: usize = 512;
 
 /// A tenant's generation as this instance knows it.
 #[derive(Debug, Clone, Copy, Default)]
@@ -66,7 +64,6 @@ struct Gen {
 /// The cache of one engine.
 pub struct Cache {
     policy: Policy,
-    memo: quick_cache::sync::Cache<String, Verdict>,
     l1: L1,
     l2: L2,
     l3: Option<Arc<L3>>,
@@ -109,7 +106,6 @@ impl Cache {
         };
         Ok(Cache {
             policy,
-            memo: quick_cache::sync::Cache::new(VERDICT_MEMO),
             l1: L1::new(cfg.l1_bytes, metrics.clone()),
             l2: L2::new(cfg.l2_bytes, metrics.clone()),
             l3,
@@ -144,26 +140,14 @@ impl Cache {
         self.max_entry
     }
 
-    /// The policy's verdict on a line (remembered for short lines), with the
-    /// line's input files when its answers can be validated against them.
-    pub fn classify(&self, line: &str) -> Verdict {
-        if line.len() > VERDICT_MEMO_MAX_LINE {
-            return self.verdict(line);
-        }
-        if let Some(v) = self.memo.get(line) {
-            return v;
-        }
-        let v = self.verdict(line);
-        self.memo.insert(line.to_owned(), v.clone());
-        v
-    }
-
-    fn verdict(&self, line: &str) -> Verdict {
+    /// The policy's verdict on a parsed line, with the line's input files when
+    /// its answers can be validated against them.
+    pub fn classify(&self, line: &Line) -> Verdict {
         let mut v = self.policy.classify(line);
         if v.class == Class::FsRead && !self.policy.validated_ttl().is_zero() {
             // Only a line run without a shell has words that are all literal.
-            if let Ok(Plan::Direct(argv)) = crate::exec::plan(line) {
-                v.inputs = Inputs::of(&argv).map(Arc::new);
+            if let Some(argv) = line.direct_argv() {
+                v.inputs = Inputs::of(argv).map(Arc::new);
             }
         }
         if v.class == Class::FsRead {

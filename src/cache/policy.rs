@@ -1,5 +1,5 @@
 //! What may be cached: the class table, and the classifier that maps the facts
-//! of the one shell walk (`crate::shell`) to a class.
+//! of the one shell walk of a parsed line (`crate::shell::Line`) to a class.
 //!
 //! The classifier is pessimistic. Anything the walk does not fully understand
 //! (a parse error, an expansion it cannot see into, a function definition,
@@ -11,7 +11,7 @@
 
 use super::error::CacheError;
 use super::inputs::Inputs;
-use crate::shell::{self, Fact};
+use crate::shell::{self, AsLine, Fact};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -274,8 +274,9 @@ impl Policy {
         }
     }
 
-    /// Classifies a command line. Never panics, whatever the input.
-    pub fn classify(&self, line: &str) -> Verdict {
+    /// Classifies a command line (parsed already, or text parsed now). Never
+    /// panics, whatever the input.
+    pub fn classify<L: AsLine + ?Sized>(&self, line: &L) -> Verdict {
         let mut c = Classify {
             policy: self,
             class: Class::Pure,

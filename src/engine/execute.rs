@@ -1,6 +1,8 @@
 //! A request's way: builtin, classify, L1 → L2, then the single flight of its
 //! key (whose one run is a [`MissRun`](super::miss::MissRun)) or a worker.
+//! Every step reads the line parsed at admission; none parses it again.
 
+use super::lines::Parsed;
 use super::miss::MissRun;
 use super::{cancelled, Engine, Finish};
 use crate::cache::flight::{Follower, Stopped};
@@ -16,6 +18,7 @@ use voxterm_protocol::{CacheMode, ErrorCode, Exec, KillReason, ServedFrom, Strea
 impl Engine {
     /// Runs one request in `session`, streaming output into `sink`. Always returns
     /// exactly one `Finish`; `cancel` fires on `Cancel` or when the connection goes.
+    /// `line` is the request's command as [`Engine::parse`] parsed it at admission.
     ///
     /// With prediction on, the line is learned as the successor of the session's
     /// last two, and when it ends the likely next lines are predicted (and may be
@@ -24,16 +27,17 @@ impl Engine {
         &self,
         session: &Session,
         exec: &Exec,
+        line: &Parsed,
         sink: &mut S,
         cancel: CancellationToken,
     ) -> Finish {
-        let command = exec.command.trim();
+        let command = line.line().text();
         if command.is_empty() {
             return Finish::error(ErrorCode::InvalidCommand, "empty command");
         }
         session.record(command);
         let Some(predictor) = &self.predictor else {
-            return self.answer(session, command, exec, sink, cancel).await;
+            return self.answer(session, line, exec, sink, cancel).await;
         };
         let id = crate::predict::id_of(command);
         let ((prev2, prev1), rank) = session.advance(id);
@@ -41,7 +45,7 @@ impl Engine {
             self.metrics.predict.checked(rank);
         }
         predictor.learn(session.tenant(), prev2, prev1, id, command);
-        let finish = self.answer(session, command, exec, sink, cancel).await;
+        let finish = self.answer(session, line, exec, sink, cancel).await;
         self.predict_next(session, id);
         finish
     }
@@ -50,12 +54,13 @@ impl Engine {
     async fn answer<S: OutputSink>(
         &self,
         session: &Session,
-        command: &str,
+        line: &Parsed,
         exec: &Exec,
         sink: &mut S,
         cancel: CancellationToken,
     ) -> Finish {
-        if let Some(builtin) = Builtin::parse(command) {
+        let command = line.line().text();
+        if let Some(builtin) = Builtin::from_line(line.line()) {
             // With per-tenant roots (resolved once, when the session was attached),
             // `cd` stays inside the tenant's root and `~` is it.
             let jail = session.root();
@@ -102,7 +107,7 @@ impl Engine {
             }
         };
         let job = Job {
-            command: command.to_owned(),
+            line: line.line().clone(),
             cwd,
             env,
             timeout: self.timeout_for(exec),
@@ -113,7 +118,7 @@ impl Engine {
             user,
         };
         let tenant = session.tenant();
-        let verdict = self.cache.as_ref().map(|c| (c, c.classify(command)));
+        let verdict = self.cache.as_ref().map(|c| (c, line.verdict(c).clone()));
         let invalidating = matches!(&verdict, Some((c, v)) if c.invalidates(v));
         if let Some((_, v)) = &verdict {
             tracing::debug!(command, class = v.class.as_str(), reason = %v.reason, "classified");

@@ -9,8 +9,11 @@
 //!   then a worker; stores a clean result in every tier);
 //! - `workers`: a worker slot and the exec path;
 //! - `prefetch`: predicted lines run ahead of time, on idle workers only;
-//! - `admit`: the command policy, built once, asked the same way for requests
-//!   and prefetches.
+//! - `admit`: a request's line parsed once, and the command policy, built
+//!   once, asked the same way for requests and prefetches;
+//! - `lines`: the one memo of parsed lines (`shell::Line`), each with the
+//!   policy's and the cache's verdict on it, so that a line is parsed once per
+//!   request (and a repeated line not at all).
 //!
 //! Cache step (DESIGN §2 step 3, §4): the line is classified; a mutating (or
 //! unknown) line bumps its tenant's generation before it runs and again after it
@@ -34,10 +37,13 @@ use voxterm_protocol::{ErrorCode, Exec, KillReason, ServedFrom};
 
 mod admit;
 mod execute;
+mod lines;
 mod miss;
 mod prefetch;
 mod workers;
 
+use lines::Lines;
+pub use lines::Parsed;
 use prefetch::Prefetcher;
 use workers::Workers;
 
@@ -107,6 +113,8 @@ pub struct Engine {
     prefetcher: Option<Prefetcher>,
     /// The command policy (None: no allow or deny list), see `admit`.
     policy: Option<Arc<crate::security::CommandPolicy>>,
+    /// Parsed lines and their verdicts.
+    lines: Lines,
 }
 
 /// Why an engine cannot be built from a configuration.
@@ -191,6 +199,7 @@ impl Engine {
             model_store,
             prefetcher,
             policy,
+            lines: Lines::new(),
         }))
     }
 

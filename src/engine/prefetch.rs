@@ -17,11 +17,16 @@
 //! 5. a worker is free right now (prefetch never queues) — `busy`;
 //! 6. nobody runs the same key already — `in_flight`.
 //!
+//! A predicted line is one the tenant ran before, so it is usually in the
+//! engine's memo of parsed lines, verdicts included: prefetching it parses
+//! nothing.
+//!
 //! It then runs like a cache miss (single flight, L3 first, clean results stored
 //! in every tier) with its entry marked, so a request answered from it reports
 //! `served_from = prefetch`. Invalidation is the cache's: a prefetched fs-read
 //! entry carries the tenant's generation like any other.
 
+use super::lines::Parsed;
 use super::miss::MissRun;
 use super::Engine;
 use crate::cache::Class;
@@ -79,7 +84,7 @@ struct Planned {
     env: crate::session::ChildEnv,
     /// The user the tenant's commands run as (`[exec] run_as`).
     user: Option<Arc<crate::exec::Identity>>,
-    lines: Vec<Arc<str>>,
+    lines: Vec<Arc<Parsed>>,
 }
 
 impl Engine {
@@ -144,11 +149,12 @@ impl Engine {
         dist: &crate::predict::Distribution,
     ) {
         let Some(pf) = &self.prefetcher else { return };
-        let lines: Vec<Arc<str>> = dist
+        let lines: Vec<Arc<Parsed>> = dist
             .iter()
             .take(pf.per_command)
-            .filter(|p| p.own && p.p >= pf.threshold && Builtin::parse(&p.line).is_none())
-            .map(|p| p.line.clone())
+            .filter(|p| p.own && p.p >= pf.threshold)
+            .map(|p| self.lines.get(&p.line))
+            .filter(|line| Builtin::from_line(line.line()).is_none())
             .collect();
         if lines.is_empty() {
             return;
@@ -207,11 +213,14 @@ impl PrefetchTask {
     }
 
     /// Prefetches one line, or says why not.
-    async fn one(&self, plan: &Planned, line: &Arc<str>) -> Result<(), &'static str> {
+    async fn one(&self, plan: &Planned, line: &Parsed) -> Result<(), &'static str> {
         if let Some(policy) = &self.policy {
-            policy.check(line).map_err(|_| "not_cacheable")?;
+            if line.admitted(policy).is_err() {
+                return Err("not_cacheable");
+            }
         }
-        let verdict = self.cache.classify(line);
+        let verdict = line.verdict(&self.cache).clone();
+        let text = line.line().text();
         // Only what a request could be answered with from the cache: pure,
         // session and validated fs-read lines (never one that writes).
         if !self.cache.serves(&verdict, &plan.cwd) {
@@ -223,7 +232,7 @@ impl PrefetchTask {
         };
         let key = self.cache.key(
             &verdict,
-            line,
+            text,
             &plan.env,
             &plan.tenant,
             &plan.cwd,
@@ -264,7 +273,7 @@ impl PrefetchTask {
             tenant: plan.tenant.clone(),
             priority: Priority::Prefetch,
             job: Job {
-                command: line.to_string(),
+                line: line.line().clone(),
                 cwd: plan.cwd.clone(),
                 env: plan.env.clone(),
                 timeout: PREFETCH_TIMEOUT,

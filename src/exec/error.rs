@@ -1,19 +1,7 @@
 //! Error types of the exec module.
 
+pub use crate::shell::PlanError;
 use thiserror::Error;
-
-/// Why a command line could not be turned into something to spawn.
-///
-/// These are the caller's input errors: they are reported to the client, never retried.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-pub enum PlanError {
-    /// Nothing to run: the line is empty or only whitespace.
-    #[error("empty command")]
-    Empty,
-    /// The line has an unterminated single or double quote.
-    #[error("unbalanced quotes in command")]
-    Unbalanced,
-}
 
 /// Why a worker slot could not be obtained.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]

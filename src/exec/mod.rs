@@ -7,8 +7,9 @@
 //!    `workers` children at once, queued by [`Priority`](voxterm_protocol::Priority)
 //!    (high → normal → prefetch, FIFO within a class), with a per-tenant cap so
 //!    one user cannot take every worker.
-//! 2. [`run`] plans the line ([`plan`]: the program itself when there is no shell
-//!    syntax, else `/bin/sh -c <line>`), spawns it in its own process group with
+//! 2. [`run`] starts the job's parsed line as it was planned when it was parsed
+//!    ([`Line::plan`](crate::shell::Line::plan): the program itself when there
+//!    is no shell syntax, else `/bin/sh -c <line>`; nothing is split again here), spawns it in its own process group with
 //!    the caller's scrubbed environment, stdin from `/dev/null`, in the session's
 //!    cwd, and streams stdout/stderr to an [`OutputSink`](crate::output::OutputSink) in adaptive chunks
 //!    (4 KiB first for a fast first byte, doubling up to 64 KiB under load).
@@ -35,7 +36,6 @@ mod error;
 mod group;
 mod identity;
 mod limits;
-mod plan;
 mod pool;
 mod run;
 
@@ -46,6 +46,5 @@ pub use cgroup::CgroupMode;
 pub use contain::{CgroupStatus, Containment, ContainmentStatus};
 pub use error::{ContainError, ExecError, IdentityError, PlanError, PoolError};
 pub use identity::{Identity, RunAs};
-pub use plan::{plan, Plan};
 pub use pool::{Pool, PoolConfig, Slot};
 pub use run::{run, Job, Outcome, Stop};

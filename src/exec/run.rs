@@ -23,8 +23,8 @@ use super::contain::Containment;
 use super::error::ExecError;
 use super::group::{signal_group, GroupGuard};
 use super::identity::Identity;
-use super::plan::{plan, Plan};
 use crate::output::{OutputSink, SinkClosed};
+use crate::shell::{Line, Plan};
 
 /// First read size: small so the first bytes reach the client at once.
 const FIRST_CHUNK: usize = 4 * 1024;
@@ -42,8 +42,9 @@ const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 /// Everything needed to run one command; built by the session from its state.
 #[derive(Debug, Clone)]
 pub struct Job {
-    /// The user's command line, verbatim.
-    pub command: String,
+    /// The user's command line, parsed once by whoever built the job: its text
+    /// runs verbatim under `/bin/sh -c`, or its argv directly.
+    pub line: Arc<Line>,
     /// Working directory of the child (the session's cwd).
     pub cwd: PathBuf,
     /// The COMPLETE child environment: the caller scrubs it; `run` clears the
@@ -129,8 +130,8 @@ pub async fn run<S: OutputSink>(
             .collect(),
         None => Vec::new(),
     };
-    let mut cmd = match plan(&job.command)? {
-        Plan::Shell => spawnable(&chain, Path::new("/bin/sh"), None, ["-c", &job.command]),
+    let mut cmd = match job.line.plan()? {
+        Plan::Shell => spawnable(&chain, Path::new("/bin/sh"), None, ["-c", job.line.text()]),
         Plan::Direct(argv) => {
             let prog = argv.first().map(String::as_str).unwrap_or_default();
             // Resolving here (not in std) keeps the program path absolute: std falls
@@ -553,15 +554,15 @@ async fn spawn_failed<S: OutputSink>(
             format!("working directory {}: {e}", job.cwd.display()),
         )));
     }
-    let prog = match plan(&job.command) {
-        Ok(Plan::Direct(argv)) => argv.into_iter().next().unwrap_or_default(),
-        _ => "/bin/sh".to_owned(),
+    let prog = match job.line.direct_argv() {
+        Some(argv) => argv.first().map_or("", String::as_str),
+        None => "/bin/sh",
     };
     match e.kind() {
-        io::ErrorKind::NotFound => cannot_run(sink, stop, &prog, 127).await,
-        io::ErrorKind::PermissionDenied => cannot_run(sink, stop, &prog, 126).await,
+        io::ErrorKind::NotFound => cannot_run(sink, stop, prog, 127).await,
+        io::ErrorKind::PermissionDenied => cannot_run(sink, stop, prog, 126).await,
         _ if e.raw_os_error() == Some(nix::libc::ENOEXEC) => {
-            cannot_run(sink, stop, &prog, 126).await
+            cannot_run(sink, stop, prog, 126).await
         }
         _ => Err(ExecError::Spawn(e)),
     }

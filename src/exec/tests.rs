@@ -15,7 +15,7 @@ const PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 fn job(command: &str) -> Job {
     Job {
-        command: command.to_owned(),
+        line: std::sync::Arc::new(crate::shell::Line::parse(command)),
         cwd: PathBuf::from("/tmp"),
         env: vec![("PATH".into(), PATH.into()), ("HOME".into(), "/tmp".into())].into(),
         timeout: Duration::from_secs(30),
@@ -131,80 +131,6 @@ fn temp_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).expect("temp dir");
     d
-}
-
-// ---------------------------------------------------------------- plan
-
-#[test]
-fn plan_table() {
-    let direct = |v: &[&str]| Ok(Plan::Direct(v.iter().map(|s| s.to_string()).collect()));
-    let cases: &[(&str, Result<Plan, PlanError>)] = &[
-        ("ls -la", direct(&["ls", "-la"])),
-        ("  git   status  ", direct(&["git", "status"])),
-        ("cat 'a b.txt'", direct(&["cat", "a b.txt"])),
-        ("echo \"hello world\"", direct(&["echo", "hello world"])),
-        ("grep 'a|b' file", direct(&["grep", "a|b", "file"])),
-        ("echo 'it''s'", direct(&["echo", "its"])),
-        ("echo '$HOME'", direct(&["echo", "$HOME"])),
-        ("echo \"a*b\"", direct(&["echo", "a*b"])),
-        (
-            "env A=1 printenv A",
-            direct(&["env", "A=1", "printenv", "A"]),
-        ),
-        ("/bin/true", direct(&["/bin/true"])),
-        ("echo a=b", direct(&["echo", "a=b"])),
-        ("echo \"$HOME\"", Ok(Plan::Shell)),
-        ("echo \"a\\\"b\"", Ok(Plan::Shell)),
-        ("VAR=x cmd", Ok(Plan::Shell)),
-        ("_V1=x cmd", Ok(Plan::Shell)),
-        ("ls | wc -l", Ok(Plan::Shell)),
-        ("true && false", Ok(Plan::Shell)),
-        ("sleep 1 &", Ok(Plan::Shell)),
-        ("a; b", Ok(Plan::Shell)),
-        ("echo hi > f", Ok(Plan::Shell)),
-        ("wc < f", Ok(Plan::Shell)),
-        ("(cd /)", Ok(Plan::Shell)),
-        ("echo $HOME", Ok(Plan::Shell)),
-        ("echo `id`", Ok(Plan::Shell)),
-        ("echo a\\ b", Ok(Plan::Shell)),
-        ("ls *.rs", Ok(Plan::Shell)),
-        ("ls ?.rs", Ok(Plan::Shell)),
-        ("ls [ab].rs", Ok(Plan::Shell)),
-        ("echo {a,b}", Ok(Plan::Shell)),
-        ("ls ~", Ok(Plan::Shell)),
-        ("echo hi # note", Ok(Plan::Shell)),
-        ("! true", Ok(Plan::Shell)),
-        ("echo a\necho b", Ok(Plan::Shell)),
-        ("echo a\rb", Ok(Plan::Shell)),
-        ("if true; then echo; fi", Ok(Plan::Shell)),
-        ("for x in a b", Ok(Plan::Shell)),
-        ("while true", Ok(Plan::Shell)),
-        ("exit 3", Ok(Plan::Shell)),
-        ("set -e", Ok(Plan::Shell)),
-        (". ./env.sh", Ok(Plan::Shell)),
-        ("source x", Ok(Plan::Shell)),
-        ("eval ls", Ok(Plan::Shell)),
-        ("exec ls", Ok(Plan::Shell)),
-        ("alias x=y", Ok(Plan::Shell)),
-        ("ulimit -n", Ok(Plan::Shell)),
-        ("umask", Ok(Plan::Shell)),
-        ("read x", Ok(Plan::Shell)),
-        ("trap '' INT", Ok(Plan::Shell)),
-        ("wait", Ok(Plan::Shell)),
-        ("command -v ls", Ok(Plan::Shell)),
-        ("type ls", Ok(Plan::Shell)),
-        (": nothing", Ok(Plan::Shell)),
-        ("cd /tmp", Ok(Plan::Shell)),
-        ("# only a comment", Ok(Plan::Shell)),
-        ("", Err(PlanError::Empty)),
-        ("  \t \n ", Err(PlanError::Empty)),
-        ("echo 'oops", Err(PlanError::Unbalanced)),
-        ("echo \"oops", Err(PlanError::Unbalanced)),
-        ("ls | echo 'oops", Err(PlanError::Unbalanced)),
-    ];
-    for (line, want) in cases {
-        assert_eq!(&plan(line), want, "plan({line:?})");
-    }
 }
 
 // ---------------------------------------------------------------- run: results
@@ -350,7 +276,7 @@ async fn env_is_exactly_the_job_env_and_cwd_is_set() {
     .collect();
     assert_eq!(got, want);
 
-    j.command = "pwd".into();
+    j.line = std::sync::Arc::new(crate::shell::Line::parse("pwd"));
     let (_, s) = exec(&j).await;
     assert_eq!(
         String::from_utf8_lossy(&s.out).trim_end(),
@@ -358,7 +284,7 @@ async fn env_is_exactly_the_job_env_and_cwd_is_set() {
     );
 
     // stdin is /dev/null: cat ends at once.
-    j.command = "cat".into();
+    j.line = std::sync::Arc::new(crate::shell::Line::parse("cat"));
     let (o, s) = exec(&j).await;
     assert_eq!(o, exited(0));
     assert!(s.out.is_empty());
@@ -398,7 +324,7 @@ async fn output_cap_truncates_and_kills() {
     assert_eq!(s.out, &want.as_bytes()[..1000]);
 
     // Exactly at the cap is not truncated.
-    j.command = "printf abc".into();
+    j.line = std::sync::Arc::new(crate::shell::Line::parse("printf abc"));
     j.output_cap = 3;
     let (o, s) = exec(&j).await;
     assert_eq!(o, exited(0));

@@ -1,15 +1,17 @@
 //! The command policy: allow and deny lists checked on every simple command of a
 //! line before anything of it runs.
 //!
-//! The line is walked with the one shell walk (`crate::shell`), which fails
-//! closed: pipelines, lists, subshells, groups, loops, conditionals, command
+//! The check reads a line parsed once (`crate::shell::Line`, which the engine
+//! remembers, with this check's verdict, in its one memo of lines) through the
+//! one shell walk, which fails closed: pipelines, lists, subshells, groups, loops, conditionals, command
 //! substitutions, parameter-expansion operands, here-document bodies and
 //! function bodies are all seen, and whatever the walk cannot see through (a
 //! parse error, a computed program word, `[[ ]]`, arithmetic over variables,
 //! quotes mixed with expansions inside `${…}`) refuses the line. On top of that
 //! the check reads wrappers with their option grammars (`env -u A rm`, `timeout
 //! -s KILL 5 rm`, `xargs -I {} rm {}`: see `wrappers`), walks the strings that
-//! `sh -c`, `eval`, `trap`, `flock -c` and `watch` run, and refuses what it
+//! `sh -c`, `eval`, `trap`, `flock -c` and `watch` run (each such string is a
+//! line of its own, parsed when it is met), and refuses what it
 //! cannot follow (`source`, a shell reading a script, `alias` definitions,
 //! `sudo` and other privilege or namespace changers).
 //!
@@ -21,7 +23,7 @@
 
 use super::wrappers;
 use crate::config::PolicyConfig;
-use crate::shell::{self, dequote, Fact, Visitor};
+use crate::shell::{self, dequote, AsLine, Fact, Line, Visitor};
 
 /// Nesting of `sh -c` / `eval` strings followed before the line is refused.
 const MAX_NESTING: u32 = 4;
@@ -139,13 +141,7 @@ impl Rule {
     }
 }
 
-/// Lines whose verdict is remembered: a check is a full shell parse, and voice
-/// clients repeat their lines.
-const CHECK_MEMO: usize = 4096;
-/// Longer lines are checked every time (rare, and they would crowd the memo).
-const CHECK_MEMO_MAX_LINE: usize = 512;
-
-/// Compiled allow and deny lists, with the verdicts of recent lines.
+/// Compiled allow and deny lists.
 pub struct CommandPolicy {
     deny: Vec<Rule>,
     allow: Vec<Rule>,
@@ -154,7 +150,6 @@ pub struct CommandPolicy {
     deny_variables: Vec<String>,
     /// Exceptions to `deny_variables`.
     allow_variables: Vec<String>,
-    memo: quick_cache::sync::Cache<String, Result<(), String>>,
 }
 
 impl std::fmt::Debug for CommandPolicy {
@@ -164,7 +159,6 @@ impl std::fmt::Debug for CommandPolicy {
             .field("allow", &self.allow)
             .field("allow_redirections", &self.allow_redirections)
             .field("allow_variables", &self.allow_variables)
-            .field("remembered", &self.memo.len())
             .finish()
     }
 }
@@ -196,33 +190,20 @@ impl CommandPolicy {
                 .chain(config.deny_variables.iter().cloned())
                 .collect(),
             allow_variables: config.allow_variables.clone(),
-            memo: quick_cache::sync::Cache::new(CHECK_MEMO),
         };
         Ok((!policy.deny.is_empty() || !policy.allow.is_empty()).then_some(policy))
     }
 
     /// `Ok` when every command of the line may run; otherwise why not, naming
-    /// the refused part. The verdict depends on the line alone, so it is
-    /// remembered for short lines.
-    pub fn check(&self, line: &str) -> Result<(), String> {
-        if line.len() > CHECK_MEMO_MAX_LINE {
-            return self.check_parsed(line);
-        }
-        if let Some(v) = self.memo.get(line) {
-            return v;
-        }
-        let v = self.check_parsed(line);
-        self.memo.insert(line.to_owned(), v.clone());
-        v
-    }
-
-    fn check_parsed(&self, line: &str) -> Result<(), String> {
+    /// the refused part. The verdict depends on the line alone: the engine
+    /// remembers it with the parsed line.
+    pub fn check<L: AsLine + ?Sized>(&self, line: &L) -> Result<(), String> {
         let mut check = Check {
             policy: self,
             denied: None,
             nesting: 0,
         };
-        check.line(line);
+        check.walk(&line.as_line());
         match check.denied {
             Some(why) => Err(why),
             None => Ok(()),
@@ -291,15 +272,32 @@ impl Check<'_> {
         !self.policy.allow.is_empty()
     }
 
-    fn line(&mut self, line: &str) {
-        if self.nesting > MAX_NESTING {
-            return self.deny("`sh -c` / `eval` nesting is too deep to check".into());
+    /// A string run as a command line (`sh -c`, `eval`, `trap`…): a line of
+    /// its own, parsed here.
+    fn line(&mut self, text: &str) {
+        if self.too_deep() {
+            return;
+        }
+        self.walk(&Line::parse(text));
+    }
+
+    fn walk(&mut self, line: &Line) {
+        if self.too_deep() {
+            return;
         }
         self.nesting += 1;
         if !shell::walk(line, self) {
             self.deny("the line cannot be analysed".into());
         }
         self.nesting -= 1;
+    }
+
+    fn too_deep(&mut self) -> bool {
+        let deep = self.nesting > MAX_NESTING;
+        if deep {
+            self.deny("`sh -c` / `eval` nesting is too deep to check".into());
+        }
+        deep
     }
 
     /// An output to a file, refused under an allow list unless redirections are.
@@ -677,18 +675,22 @@ mod tests {
     }
 
     #[test]
-    fn verdicts_are_remembered_per_line_and_long_lines_still_checked() {
+    fn a_parsed_line_is_checked_as_its_text() {
         let p = policy(&["rm"], &[]);
-        for _ in 0..3 {
-            assert!(p.check("ls -la").is_ok());
-            assert!(p.check("ls && rm -rf x").is_err());
+        for text in [
+            "ls -la",
+            "ls && rm -rf x",
+            "sh -c 'ls; rm x'",
+            "f() { rm x; }",
+        ] {
+            let line = Line::parse(text);
+            assert_eq!(p.check(&line), p.check(text), "{text}");
+            assert_eq!(p.check(&line), p.check(&line), "{text}");
         }
-        assert_eq!(p.memo.len(), 2);
-        let long = format!("echo {} && rm x", "a".repeat(CHECK_MEMO_MAX_LINE));
-        assert!(p.check(&long).is_err());
-        assert_eq!(p.memo.len(), 2, "long lines are not remembered");
-        // Another policy has its own verdicts.
-        assert!(policy(&["ls"], &[]).check("ls -la").is_err());
+        // Another policy, another verdict on the same parsed line.
+        let line = Line::parse("ls -la");
+        assert!(p.check(&line).is_ok());
+        assert!(policy(&["ls"], &[]).check(&line).is_err());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use super::shared::Shared;
 use super::writer::Outbound;
-use crate::engine::{Engine, Finish};
+use crate::engine::{Engine, Finish, Parsed};
 use crate::metrics::Refusal;
 use crate::output::{OutputSink, SinkClosed};
 use crate::session::SessionHandle;
@@ -82,12 +82,14 @@ impl OutputSink for FrameSink {
     }
 }
 
-/// Runs `exec` and sends its terminal frame. Returns how it ended (for batches).
+/// Runs `exec` (its `line` parsed at admission) and sends its terminal frame.
+/// Returns how it ended (for batches).
 pub(super) async fn run(
     shared: Arc<Shared>,
     engine: Arc<Engine>,
     session: Arc<SessionHandle>,
     exec: Exec,
+    line: Arc<Parsed>,
     received: Instant,
     cancel: CancellationToken,
 ) -> bool {
@@ -106,7 +108,9 @@ pub(super) async fn run(
             cancel: cancel.clone(),
         }),
     };
-    let finish = engine.execute(&session, &exec, &mut sink, cancel).await;
+    let finish = engine
+        .execute(&session, &exec, &line, &mut sink, cancel)
+        .await;
     let ok = finish.succeeded();
     finish_request(&shared, &engine, exec.request, finish, received).await;
     ok

@@ -6,6 +6,7 @@
 //! it behaves as in any shell but does not persist (documented in the README).
 
 use super::state::Session;
+use crate::shell::Line;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
@@ -37,20 +38,27 @@ pub struct BuiltinOutput {
 const SHELL_OPERATORS: &[char] = &['|', '&', ';', '<', '>', '(', ')', '`', '$', '\n'];
 
 impl Builtin {
-    /// Recognizes a line that is exactly one builtin invocation.
+    /// Recognizes a parsed line that is exactly one builtin invocation, from
+    /// the words it was split into when it was parsed.
+    pub fn from_line(line: &Line) -> Option<Builtin> {
+        if line.text().contains(SHELL_OPERATORS) {
+            return None;
+        }
+        let words = line.words()?;
+        // Most lines are not builtins: tell from the first word before copying any.
+        if !matches!(
+            words.first().map(String::as_str),
+            Some("cd" | "pwd" | "export" | "unset")
+        ) {
+            return None;
+        }
+        Builtin::from_words(words.to_vec())
+    }
+
+    /// Recognizes a line of text (parsing it) that is exactly one builtin
+    /// invocation; the engine asks [`Builtin::from_line`] with the line it parsed.
     pub fn parse(line: &str) -> Option<Builtin> {
-        if line.contains(SHELL_OPERATORS) {
-            return None;
-        }
-        // Most lines are not builtins: tell from the first word, when it has no
-        // quoting, without splitting the whole line (an allocation per word, on
-        // every request and every predicted line).
-        let first = line.split_ascii_whitespace().next()?;
-        if !first.contains(['\'', '"', '\\']) && !matches!(first, "cd" | "pwd" | "export" | "unset")
-        {
-            return None;
-        }
-        Builtin::from_words(shell_words::split(line).ok()?)
+        Builtin::from_line(&Line::parse(line))
     }
 
     /// The builtin a split line calls, if its first word names one.
@@ -222,7 +230,7 @@ mod tests {
     }
 
     proptest::proptest! {
-        /// The first-word shortcut answers as splitting the whole line would.
+        /// Recognition from a parsed line answers as splitting the whole line would.
         #[test]
         fn the_shortcut_agrees_with_a_full_split(
             line in proptest::string::string_regex("(cd|pwd|export|unset|ls|c|'|\"|\\\\| |\t|\r|\x0c|#|=|a){0,8}").expect("regex")

@@ -1,6 +1,9 @@
 //! The walk: every part of a command line that can run something, expand
 //! something or touch a file is reported to a [`Visitor`], or the line is
-//! declared not understood.
+//! declared not understood. It is done once, when the line is parsed
+//! ([`Line::parse`](super::Line::parse)), and what it found is kept with the
+//! line and replayed to each visitor ([`walk`]): no visitor parses the line,
+//! its words or its command substitutions again.
 //!
 //! It fails closed. Each construct the walk understands is listed in a `match`
 //! below; everything else (and every parse error) is [`Visitor::opaque`]. An
@@ -13,6 +16,7 @@
 //! does not), the text is not understood rather than guessed at.
 
 use super::guards;
+use super::AsLine;
 use brush_parser::ast;
 use brush_parser::word::{
     Parameter, ParameterExpr, SpecialParameter, WordPiece, WordPieceWithSource,
@@ -65,16 +69,163 @@ pub trait Visitor {
     }
 }
 
-/// Walks every part of `line`, reporting to `visitor`. Returns false when the
-/// parser panicked (the visitor then saw only part of the line and must treat
-/// it as not understood).
-pub fn walk<V: Visitor>(line: &str, visitor: &mut V) -> bool {
-    // The parser is third-party code fed with untrusted input: a panic in it
-    // must cost a verdict, not a request.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        Walk { v: visitor }.line(line, 0)
-    }))
-    .is_ok()
+/// Walks every part of `line`, reporting to `visitor`: the walk done when the
+/// line was parsed, replayed (a [`Line`](super::Line) is not parsed again;
+/// text is parsed now). Returns false when the parser panicked (the visitor
+/// then saw only part of the line and must treat it as not understood).
+pub fn walk<L: AsLine + ?Sized, V: Visitor>(line: &L, visitor: &mut V) -> bool {
+    let line = line.as_line();
+    let walked = line.walked();
+    // A visitor's panic costs a verdict, as a parser's does.
+    let replayed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut events = walked.events.iter();
+        while let Some(event) = events.next() {
+            match event {
+                Event::Simple { program, args } => {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    visitor.simple(program, &args);
+                }
+                Event::Fact(fact) => visitor.fact(fact.as_fact()),
+                Event::Opaque(why) => visitor.opaque(why),
+                Event::Body(len) => {
+                    if !visitor.function_bodies() && *len > 0 {
+                        events.nth(len - 1);
+                    }
+                }
+            }
+        }
+    }));
+    replayed.is_ok() && walked.complete
+}
+
+/// What the walk of a line found, in order: kept with the line, replayed to
+/// every visitor.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Walked {
+    events: Vec<Event>,
+    /// False when the parser panicked part way.
+    complete: bool,
+}
+
+impl Walked {
+    /// Walks `line` (parsing it, its words and its command substitutions).
+    pub(super) fn of(line: &str) -> Walked {
+        let mut walked = Walked::default();
+        let mut open = Vec::new();
+        // The parser is third-party code fed with untrusted input: a panic in it
+        // must cost a verdict, not a request.
+        walked.complete = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Walk {
+                v: &mut Record {
+                    events: &mut walked.events,
+                    open: &mut open,
+                },
+            }
+            .line(line, 0)
+        }))
+        .is_ok();
+        // Bodies a panic left open end with what was seen.
+        let end = walked.events.len();
+        for at in open {
+            if let Some(Event::Body(len)) = walked.events.get_mut(at) {
+                *len = end - at - 1;
+            }
+        }
+        walked
+    }
+}
+
+/// One thing the walk found.
+#[derive(Debug, Clone)]
+enum Event {
+    Simple {
+        program: String,
+        args: Vec<String>,
+    },
+    Fact(Found),
+    Opaque(&'static str),
+    /// A function body follows: this many events (skipped by visitors that do
+    /// not walk bodies).
+    Body(usize),
+}
+
+/// A [`Fact`], owned.
+#[derive(Debug, Clone)]
+enum Found {
+    Glob(String),
+    Reads(String),
+    Writes(String),
+    Background,
+    Timed,
+    Expands(String),
+    Assigns(String),
+    Function,
+}
+
+impl Found {
+    fn of(fact: Fact<'_>) -> Found {
+        match fact {
+            Fact::Glob(s) => Found::Glob(s.to_owned()),
+            Fact::Reads(s) => Found::Reads(s.to_owned()),
+            Fact::Writes(s) => Found::Writes(s.to_owned()),
+            Fact::Background => Found::Background,
+            Fact::Timed => Found::Timed,
+            Fact::Expands(s) => Found::Expands(s.to_owned()),
+            Fact::Assigns(s) => Found::Assigns(s.to_owned()),
+            Fact::Function => Found::Function,
+        }
+    }
+
+    fn as_fact(&self) -> Fact<'_> {
+        match self {
+            Found::Glob(s) => Fact::Glob(s),
+            Found::Reads(s) => Fact::Reads(s),
+            Found::Writes(s) => Fact::Writes(s),
+            Found::Background => Fact::Background,
+            Found::Timed => Fact::Timed,
+            Found::Expands(s) => Fact::Expands(s),
+            Found::Assigns(s) => Fact::Assigns(s),
+            Found::Function => Fact::Function,
+        }
+    }
+}
+
+/// The walk's one listener: records what it is told.
+struct Record<'a> {
+    events: &'a mut Vec<Event>,
+    /// Where the function bodies being walked start.
+    open: &'a mut Vec<usize>,
+}
+
+impl Record<'_> {
+    fn simple(&mut self, program: &str, args: &[&str]) {
+        self.events.push(Event::Simple {
+            program: program.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        });
+    }
+
+    fn fact(&mut self, fact: Fact<'_>) {
+        self.events.push(Event::Fact(Found::of(fact)));
+    }
+
+    fn opaque(&mut self, why: &'static str) {
+        self.events.push(Event::Opaque(why));
+    }
+
+    fn body_starts(&mut self) {
+        self.open.push(self.events.len());
+        self.events.push(Event::Body(0));
+    }
+
+    fn body_ends(&mut self) {
+        if let Some(at) = self.open.pop() {
+            let len = self.events.len() - at - 1;
+            if let Some(Event::Body(n)) = self.events.get_mut(at) {
+                *n = len;
+            }
+        }
+    }
 }
 
 /// The options of the one parse: POSIX `sh`, which is what runs the line.
@@ -87,12 +238,12 @@ pub(crate) fn parser_options() -> brush_parser::ParserOptions {
     }
 }
 
-/// The traversal itself, shared by every visitor.
-struct Walk<'v, V> {
-    v: &'v mut V,
+/// The traversal itself, done once per line.
+struct Walk<'v, 'r> {
+    v: &'v mut Record<'r>,
 }
 
-impl<V: Visitor> Walk<'_, V> {
+impl Walk<'_, '_> {
     fn line(&mut self, line: &str, depth: u32) {
         if depth > MAX_DEPTH {
             return self
@@ -153,12 +304,12 @@ impl<V: Visitor> Walk<'_, V> {
             }
             ast::Command::Function(f) => {
                 self.v.fact(Fact::Function);
-                if self.v.function_bodies() {
-                    self.compound(&f.body.0, depth);
-                    for io in f.body.1.iter().flat_map(|r| r.0.iter()) {
-                        self.redirect(io, depth);
-                    }
+                self.v.body_starts();
+                self.compound(&f.body.0, depth);
+                for io in f.body.1.iter().flat_map(|r| r.0.iter()) {
+                    self.redirect(io, depth);
                 }
+                self.v.body_ends();
             }
             ast::Command::ExtendedTest(_) => self.v.opaque("`[[ ]]` is not POSIX sh"),
         }

@@ -169,8 +169,9 @@ impl Tree {
 }
 
 impl Inputs {
-    /// The inputs of a directly executed argv (see `exec::plan`: no shell syntax,
-    /// so every word is literal), or None when they cannot be told for sure.
+    /// The inputs of a directly executed argv (see `shell::Line::direct_argv`:
+    /// no shell syntax, so every word is literal), or None when they cannot be
+    /// told for sure.
     pub fn of(argv: &[String]) -> Option<Inputs> {
         let (program, args) = argv.split_first()?;
         match program.as_str() {

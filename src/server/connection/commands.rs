@@ -4,11 +4,12 @@
 //! order the commands were sent and nothing of a refused line runs. Its checks,
 //! in order: shutdown, a duplicate id, the in-flight cap, then `screen` (the
 //! line's length, the tenant's rate, the command policy) and the session the
-//! `Exec` names. An admitted command is registered in flight before its task
+//! `Exec` names. `screen` has the engine parse the line, once: the parsed
+//! line goes with the admitted command to its task. An admitted command is registered in flight before its task
 //! starts (`Shared::register`); the task ends it (`request`).
 
 use super::Connection;
-use crate::engine::Finish;
+use crate::engine::{Finish, Parsed};
 use crate::metrics::Refusal;
 use crate::server::request;
 use crate::session::SessionHandle;
@@ -21,12 +22,12 @@ impl Connection {
     /// `Exec`: admitted, then run in a task of its own, so one slow command
     /// never holds up the others on the connection.
     pub(super) async fn on_exec(&mut self, exec: Exec, received: Instant) {
-        let Some((session, cancel)) = self.admit(&exec).await else {
+        let Some((session, line, cancel)) = self.admit(&exec).await else {
             return;
         };
         let (shared, engine) = (self.shared.clone(), self.engine.clone());
         self.ctx.tracker.spawn(request::run(
-            shared, engine, session, exec, received, cancel,
+            shared, engine, session, exec, line, received, cancel,
         ));
     }
 
@@ -46,13 +47,15 @@ impl Connection {
                 let mut steps = Vec::with_capacity(batch.execs.len());
                 for exec in batch.execs {
                     let admitted = self.admit(&exec).await;
-                    steps.push(admitted.map(|(session, cancel)| (exec, session, cancel)));
+                    steps.push(
+                        admitted.map(|(session, line, cancel)| (exec, session, line, cancel)),
+                    );
                 }
                 let (shared, engine) = (self.shared.clone(), self.engine.clone());
                 self.ctx.tracker.spawn(async move {
                     let mut failed = false;
                     for step in steps {
-                        let Some((exec, session, cancel)) = step else {
+                        let Some((exec, session, line, cancel)) = step else {
                             failed = true;
                             continue;
                         };
@@ -76,6 +79,7 @@ impl Connection {
                             engine.clone(),
                             session,
                             exec,
+                            line,
                             received,
                             cancel,
                         )
@@ -87,9 +91,12 @@ impl Connection {
         }
     }
 
-    /// Admission: checks an `Exec` and registers it in flight. `None` means an
-    /// `Error` was already sent for it.
-    async fn admit(&mut self, exec: &Exec) -> Option<(Arc<SessionHandle>, CancellationToken)> {
+    /// Admission: checks an `Exec` and registers it in flight, with its line
+    /// parsed. `None` means an `Error` was already sent for it.
+    async fn admit(
+        &mut self,
+        exec: &Exec,
+    ) -> Option<(Arc<SessionHandle>, Arc<Parsed>, CancellationToken)> {
         let refuse = if self.draining {
             Some((
                 Some(exec.request),
@@ -120,8 +127,8 @@ impl Connection {
             return None;
         }
         let screened = self.screen(exec);
-        let session = screened.and_then(|()| self.session(exec.session));
-        let session = match session {
+        let admitted = screened.and_then(|line| Ok((self.session(exec.session)?, line)));
+        let (session, line) = match admitted {
             Ok(s) => s,
             Err((code, message)) => {
                 self.send_error(Some(exec.request), code, message).await;
@@ -130,13 +137,14 @@ impl Connection {
         };
         let cancel = self.shared.register(exec.request);
         self.engine.metrics.request_started();
-        Some((session, cancel))
+        Some((session, line, cancel))
     }
 
     /// The line's length, the tenant's rate limit and the command policy,
-    /// before anything of the line runs (builtins and cache hits included).
-    /// The length comes first: nothing parses a line over the bound.
-    fn screen(&self, exec: &Exec) -> Result<(), (ErrorCode, String)> {
+    /// before anything of the line runs (builtins and cache hits included);
+    /// the line, parsed, when it passes. The length comes first: nothing
+    /// parses a line over the bound.
+    fn screen(&self, exec: &Exec) -> Result<Arc<Parsed>, (ErrorCode, String)> {
         let max = self.engine.config().limits.max_command_bytes as usize;
         if max > 0 && exec.command.len() > max {
             self.engine.metrics.refused(Refusal::CommandTooLong);
@@ -162,10 +170,11 @@ impl Connection {
                 ));
             }
         }
-        if let Err(why) = self.engine.admit(&exec.command) {
+        let line = self.engine.parse(&exec.command);
+        if let Err(why) = self.engine.admit(&line) {
             self.engine.metrics.refused(Refusal::Policy);
             return Err((ErrorCode::PolicyDenied, format!("refused: {why}")));
         }
-        Ok(())
+        Ok(line)
     }
 }
