@@ -5,8 +5,9 @@
 //! in order: shutdown, a duplicate id, the in-flight cap, then `screen` (the
 //! line's length, the tenant's rate, the command policy) and the session the
 //! `Exec` names. `screen` has the engine parse the line, once: the parsed
-//! line goes with the admitted command to its task. An admitted command is registered in flight before its task
-//! starts (`Shared::register`); the task ends it (`request`).
+//! line goes with the admitted command to its task. An admitted command is
+//! registered in flight before its task starts (`Shared::register`); the task
+//! ends it (`request`).
 
 use super::Connection;
 use crate::engine::{Finish, Parsed};
