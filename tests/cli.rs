@@ -210,3 +210,49 @@ async fn programs_that_want_a_terminal_do_not_hang() {
     let ran = vx(&s.url, &["--", "echo $TERM"], None).await;
     assert_eq!(ran.stdout, "xterm-256color\n");
 }
+
+/// `voxterm completions <shell>` prints a script the shell accepts, naming the
+/// subcommands and their flags.
+#[test]
+fn completions_are_printed_for_each_shell() {
+    for (shell, marker) in [
+        ("bash", "_voxterm()"),
+        ("zsh", "#compdef voxterm"),
+        ("fish", "complete -c voxterm"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_voxterm"))
+            .args(["completions", shell])
+            .output()
+            .expect("voxterm completions runs");
+        assert!(out.status.success(), "{shell}: {:?}", out.status);
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(marker), "{shell}: no {marker:?}");
+        assert!(
+            text.contains("stdin-line"),
+            "{shell}: exec's flags are listed"
+        );
+    }
+    // bash itself accepts it.
+    let script = std::process::Command::new(env!("CARGO_BIN_EXE_voxterm"))
+        .args(["completions", "bash"])
+        .output()
+        .expect("runs");
+    let check = std::process::Command::new("bash")
+        .args(["-c", "source /dev/stdin && complete -p voxterm"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            if let Some(mut stdin) = child.stdin.take() {
+                stdin.write_all(&script.stdout)?;
+            }
+            child.wait_with_output()
+        })
+        .expect("bash runs");
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("-F _voxterm voxterm"),
+        "{:?}",
+        check
+    );
+}

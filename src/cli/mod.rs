@@ -33,6 +33,12 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Exit 0 when the server answers /healthz with status ok.
     Health(health::HealthArgs),
+    /// Print a completion script for a shell (e.g. `voxterm completions bash
+    /// > /etc/bash_completion.d/voxterm`, or `source <(voxterm completions bash)`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Dispatches to the subcommand.
@@ -42,6 +48,16 @@ pub fn main(cli: Cli) -> ExitCode {
         Some(Command::Serve(args)) => serve::run(args),
         Some(Command::Exec(args)) => exec::run(args),
         Some(Command::Health(args)) => health::run(args),
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "voxterm",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
     }
 }
 
