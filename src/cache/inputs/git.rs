@@ -383,6 +383,13 @@ const CONFIG_REFUSED: &[&str] = &[
     "%g",
 ];
 
+/// `GIT_*` variables that cannot change what a stamped (read-only) git line
+/// prints: a pager starts only on a terminal (and these lines have none), an
+/// editor and a credential prompt only for commands that write or fetch. The
+/// session environment sets them (`session::env::NON_INTERACTIVE`); their
+/// values are in the cache key like every variable.
+const INERT: [&str; 3] = ["GIT_PAGER", "GIT_EDITOR", "GIT_TERMINAL_PROMPT"];
+
 impl Git {
     /// Stamps the repository `cwd` is in (see the module docs), or None.
     pub(super) fn stamp(
@@ -392,8 +399,12 @@ impl Git {
         env: &[(String, String)],
     ) -> Option<()> {
         // GIT_DIR, GIT_INDEX_FILE, GIT_CONFIG_*, GIT_CEILING_DIRECTORIES… move
-        // what git reads: not followed here.
-        if env.iter().any(|(k, _)| k.starts_with("GIT_")) {
+        // what git reads: not followed here. The engine's own non-interactive
+        // defaults are the exception (see `INERT`).
+        if env
+            .iter()
+            .any(|(k, _)| k.starts_with("GIT_") && !INERT.contains(&k.as_str()))
+        {
             return None;
         }
         let repo = discover(s, cwd)?;

@@ -319,6 +319,15 @@ fn git_stamps_are_refused_where_they_cannot_vouch() {
     assert!(exact(&status, &r.root, &r.env()).is_some());
     // GIT_* in the child's environment moves what git reads.
     let mut env = r.env();
+    // The engine's non-interactive defaults do not (they are in every session).
+    for (k, v) in [
+        ("GIT_PAGER", "cat"),
+        ("GIT_EDITOR", "false"),
+        ("GIT_TERMINAL_PROMPT", "0"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    assert!(exact(&log, &r.root, &env).is_some());
     env.push(("GIT_DIR".into(), "/elsewhere".into()));
     assert_eq!(exact(&log, &r.root, &env), None);
     // Inside the git directory; outside any repository.
