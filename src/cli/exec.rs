@@ -121,24 +121,24 @@ fn command_line(args: &ExecArgs) -> anyhow::Result<String> {
 /// once, and what to do.
 fn explain_connect(url: &str, e: &ClientError) -> String {
     use tokio_tungstenite::tungstenite::Error as Ws;
-    let hint = match e {
+    match e {
         ClientError::Connect { .. } => {
-            "; is the server running? start it with: voxterm serve".to_owned()
+            format!("{url}: {e}; is the server running? start it with: voxterm serve")
         }
-        ClientError::Ws(Ws::Http(response)) if response.status() == 404 => {
-            return format!(
-                "{url}: the server answered 404 Not Found: the WebSocket endpoint is /ws (e.g. {DEFAULT_URL})"
-            )
+        ClientError::Ws(Ws::Http(response)) if response.status() == 404 => format!(
+            "{url}: the server answered 404 Not Found: the WebSocket endpoint is /ws (e.g. {DEFAULT_URL})"
+        ),
+        ClientError::Ws(Ws::Http(response)) => format!(
+            "{url}: the server refused the WebSocket upgrade with {}",
+            response.status()
+        ),
+        ClientError::Protocol(m)
+            if m.contains("unsupported URL scheme") && url.starts_with("http") =>
+        {
+            format!("{url}: use ws:// (or wss://), not http:// (e.g. {DEFAULT_URL})")
         }
-        ClientError::Ws(Ws::Http(response)) => {
-            return format!("{url}: the server refused the WebSocket upgrade with {}", response.status())
-        }
-        ClientError::Protocol(m) if m.contains("unsupported URL scheme") && url.starts_with("http") => {
-            return format!("{url}: use ws:// (or wss://), not http:// (e.g. {DEFAULT_URL})")
-        }
-        _ => String::new(),
-    };
-    format!("{url}: {e}{hint}")
+        _ => format!("{url}: {e}"),
+    }
 }
 
 async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
@@ -243,15 +243,20 @@ fn ending(exit: &Exit, welcome: &Welcome, asked: Option<Duration>) -> (u8, Optio
         (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
         (None, None) => status::SERVER,
     };
-    match exit.killed {
-        KillReason::None if exit.truncated => (
+    // A cut stream is the output cap, whether the kill or the exit came first.
+    let cut = exit.killed == KillReason::OutputLimit
+        || (exit.killed == KillReason::None && exit.truncated);
+    if cut {
+        return (
             status::OUTPUT_CAP,
             Some(format!(
                 "output cut at {} (the server's output cap); the command was stopped",
                 bytes(welcome.limits.output_cap_bytes)
             )),
-        ),
-        KillReason::None => (own, None),
+        );
+    }
+    match exit.killed {
+        KillReason::None | KillReason::OutputLimit => (own, None),
         KillReason::Timeout => {
             let after = match asked.filter(|t| !t.is_zero()) {
                 Some(t) => t,
@@ -265,13 +270,6 @@ fn ending(exit: &Exit, welcome: &Welcome, asked: Option<Duration>) -> (u8, Optio
                 )),
             )
         }
-        KillReason::OutputLimit => (
-            status::OUTPUT_CAP,
-            Some(format!(
-                "output cut at {} (the server's output cap); the command was stopped",
-                bytes(welcome.limits.output_cap_bytes)
-            )),
-        ),
         KillReason::Cancelled => (status::CANCELLED, Some("cancelled".to_owned())),
         KillReason::Shutdown => (
             status::SERVER,

@@ -140,6 +140,9 @@ impl Identity {
 pub struct RunAs {
     template: String,
     setpriv: PathBuf,
+    /// The one user, resolved at start, when the template has no `{tenant}`.
+    fixed: Option<Arc<Identity>>,
+    /// Per tenant (keyed by tenant name, so a hit allocates nothing).
     resolved: Mutex<HashMap<String, Arc<Identity>>>,
 }
 
@@ -161,31 +164,35 @@ impl RunAs {
             .map(PathBuf::from)
             .find(|p| p.is_file())
             .ok_or(IdentityError::NoSetpriv)?;
-        let me = RunAs {
+        let fixed = match run_as.contains("{tenant}") {
+            true => None,
+            false => Some(Arc::new(Identity::resolve(run_as, &setpriv)?)),
+        };
+        Ok(Some(RunAs {
             template: run_as.to_owned(),
             setpriv,
+            fixed,
             resolved: Mutex::new(HashMap::new()),
-        };
-        if !me.per_tenant() {
-            me.for_tenant("")?;
-        }
-        Ok(Some(me))
+        }))
     }
 
     /// True when the template has `{tenant}`: a user per tenant.
     pub fn per_tenant(&self) -> bool {
-        self.template.contains("{tenant}")
+        self.fixed.is_none()
     }
 
-    /// The user `tenant`'s commands run as.
+    /// The user `tenant`'s commands run as (asked once per command).
     pub fn for_tenant(&self, tenant: &str) -> Result<Arc<Identity>, IdentityError> {
-        let name = self.template.replace("{tenant}", tenant);
-        let mut resolved = crate::sync::lock(&self.resolved);
-        if let Some(id) = resolved.get(&name) {
+        if let Some(id) = &self.fixed {
             return Ok(Arc::clone(id));
         }
+        let mut resolved = crate::sync::lock(&self.resolved);
+        if let Some(id) = resolved.get(tenant) {
+            return Ok(Arc::clone(id));
+        }
+        let name = self.template.replace("{tenant}", tenant);
         let id = Arc::new(Identity::resolve(&name, &self.setpriv)?);
-        resolved.insert(name, Arc::clone(&id));
+        resolved.insert(tenant.to_owned(), Arc::clone(&id));
         Ok(id)
     }
 

@@ -32,10 +32,13 @@ pub(super) fn warn_about_secrets(config: &Config) {
         .as_ref()
         .filter(|r| !r.per_tenant())
         .and_then(|r| r.for_tenant("").ok());
-    if let Some(path) = &config.auth.tokens_file {
-        let Ok(meta) = std::fs::metadata(path) else {
-            return;
-        };
+    // (An unreadable tokens file fails the start elsewhere; no warning here.)
+    let tokens = config
+        .auth
+        .tokens_file
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok().map(|m| (p, m)));
+    if let Some((path, meta)) = tokens {
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             tracing::warn!(
