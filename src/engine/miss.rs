@@ -82,7 +82,14 @@ impl MissRun {
             }
             None => {
                 self.workers
-                    .run(&self.tenant, self.priority, &self.job, &mut tee, cancel)
+                    .run(
+                        &self.tenant,
+                        self.priority,
+                        &self.job,
+                        None,
+                        &mut tee,
+                        cancel,
+                    )
                     .await
             }
         };

@@ -1,7 +1,7 @@
 //! The worker side of the engine: a slot from the pool, then the exec path.
 
 use super::{cancelled, Finish};
-use crate::exec::{self, ExecError, Job, Pool, PoolError, Slot, Stop};
+use crate::exec::{self, ExecError, Interactive, Job, Pool, PoolError, Slot, Stop};
 use crate::output::OutputSink;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,12 +18,14 @@ pub(super) struct Workers {
 }
 
 impl Workers {
-    /// Takes a worker slot and runs the job: the exec path, cached or not.
+    /// Takes a worker slot and runs the job: the exec path, cached or not;
+    /// with `io`, a command with live input (never cached).
     pub(super) async fn run<S: OutputSink>(
         &self,
         tenant: &Arc<str>,
         priority: Priority,
         job: &Job,
+        io: Option<Interactive>,
         sink: &mut S,
         cancel: CancellationToken,
     ) -> Finish {
@@ -53,14 +55,28 @@ impl Workers {
             }
         };
 
-        self.exec(slot, job, sink, cancel, ServedFrom::Exec).await
+        self.exec_with(slot, job, io, sink, cancel, ServedFrom::Exec)
+            .await
     }
 
     /// Runs the job on a slot already held (the slot is released at the end).
     pub(super) async fn exec<S: OutputSink>(
         &self,
+        slot: Slot,
+        job: &Job,
+        sink: &mut S,
+        cancel: CancellationToken,
+        served_from: ServedFrom,
+    ) -> Finish {
+        self.exec_with(slot, job, None, sink, cancel, served_from)
+            .await
+    }
+
+    async fn exec_with<S: OutputSink>(
+        &self,
         _slot: Slot,
         job: &Job,
+        io: Option<Interactive>,
         sink: &mut S,
         cancel: CancellationToken,
         served_from: ServedFrom,
@@ -69,7 +85,11 @@ impl Workers {
             cancel,
             shutdown: self.kill.clone(),
         };
-        match exec::run(job, sink, &stop).await {
+        let outcome = match io {
+            Some(io) => exec::run_interactive(job, io, sink, &stop).await,
+            None => exec::run(job, sink, &stop).await,
+        };
+        match outcome {
             Ok(o) => Finish::Exit {
                 code: o.code,
                 signal: o.signal,
