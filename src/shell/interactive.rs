@@ -139,18 +139,18 @@ fn git_opens_editor(args: &[String]) -> bool {
     };
     match args.first().map(String::as_str) {
         Some("commit") => {
-            !has(&[
-                "-m",
-                "--message",
-                "-F",
-                "--file",
-                "-C",
-                "--reuse-message",
-                "--no-edit",
-                "--fixup",
-            ]) && !args
+            // `-m`, `-am`, `-mfix`, `-F file`, `-C commit`: a message is given.
+            let short_message = args[1..]
                 .iter()
-                .any(|a| a.starts_with("-m") || a.starts_with("-F"))
+                .any(|a| a.starts_with('-') && !a.starts_with("--") && a.contains(['m', 'F', 'C']));
+            !short_message
+                && !has(&[
+                    "--message",
+                    "--file",
+                    "--reuse-message",
+                    "--no-edit",
+                    "--fixup",
+                ])
         }
         Some("rebase") => has(&["-i", "--interactive"]),
         Some("add") => has(&["-p", "--patch", "-i", "--interactive"]),
@@ -181,7 +181,7 @@ mod tests {
             "ssh -p 2222 -i key me@example.org",
             "git commit",
             "git commit -a",
-            "git rebase -i HEAD~3",
+            "git rebase -i main",
             "git add -p",
         ] {
             let h = hint(line).unwrap_or_else(|| panic!("{line:?} should need a terminal"));
