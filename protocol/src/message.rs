@@ -406,6 +406,9 @@ pub enum ServedFrom {
     L3,
     /// A cache entry that the prefetcher filled before it was asked for.
     Prefetch,
+    /// It joined an identical request's run (single flight) that started a
+    /// process: it shares that process's output and started none of its own.
+    Joined,
 }
 
 impl ServedFrom {
@@ -422,6 +425,7 @@ impl ServedFrom {
             ServedFrom::L2 => "L2",
             ServedFrom::L3 => "L3",
             ServedFrom::Prefetch => "prefetch",
+            ServedFrom::Joined => "joined",
         }
     }
 }

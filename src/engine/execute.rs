@@ -4,10 +4,12 @@
 
 use super::lines::Parsed;
 use super::miss::MissRun;
+use super::workers::Why;
 use super::{cancelled, Engine, Finish};
 use crate::cache::flight::{Follower, Stopped};
 use crate::cache::{Class, Entry};
 use crate::exec::Job;
+use crate::metrics::Cause;
 use crate::metrics::Tier;
 use crate::output::OutputSink;
 use crate::session::{Builtin, Session};
@@ -70,6 +72,7 @@ impl Engine {
         };
         let tenant = session.tenant();
         let verdict = self.cache.as_ref().map(|c| (c, line.verdict(c).clone()));
+        let class = verdict.as_ref().map_or("none", |(_, v)| v.class.as_str());
         let invalidating = matches!(&verdict, Some((c, v)) if c.invalidates(v));
         if let Some((_, v)) = &verdict {
             tracing::debug!(command, class = v.class.as_str(), reason = %v.reason, "classified");
@@ -81,12 +84,17 @@ impl Engine {
             // generation before it runs and again after, so no fs-read result taken
             // while it ran can be stored under the new generation.
             let cache = self.cache.as_ref().filter(|_| invalidating);
+            let why = Why {
+                cause: Cause::Request,
+                class,
+                cacheable_miss: false,
+            };
             if let Some(cache) = cache {
                 cache.bump(tenant).await;
             }
             let finish = self
                 .workers
-                .run(tenant, exec.priority, &job, None, sink, cancel)
+                .run(tenant, exec.priority, &job, None, why, sink, cancel)
                 .await;
             if let Some(cache) = cache {
                 cache.bump(tenant).await;
@@ -119,6 +127,7 @@ impl Engine {
             _ => key,
         };
         let (mut follower, publisher) = self.flights.join(flight_key);
+        let joined = publisher.is_none();
         if let Some(publisher) = publisher {
             let run = MissRun {
                 cache: cache.clone(),
@@ -136,7 +145,25 @@ impl Engine {
         } else {
             self.metrics.cache.joined();
         }
-        follow(&mut follower, sink, &cancel, &self.workers.kill).await
+        let finish = follow(&mut follower, sink, &cancel, &self.workers.kill).await;
+        match finish {
+            // It shared another request's process and started none: say so,
+            // so that clients (and the load tester) can count spawns exactly.
+            Finish::Exit {
+                served_from: ServedFrom::Exec,
+                code,
+                signal,
+                truncated,
+                killed,
+            } if joined => Finish::Exit {
+                code,
+                signal,
+                truncated,
+                killed,
+                served_from: ServedFrom::Joined,
+            },
+            other => other,
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 //! comes from the client, and on a terminal its environment says so.
 
 use super::lines::Parsed;
+use super::workers::Why;
 use super::{Engine, Finish};
 use crate::exec::{Interactive, PtySize};
+use crate::metrics::Cause;
 use crate::output::OutputSink;
 use crate::session::{on_terminal, Builtin, Session};
 use tokio_util::sync::CancellationToken;
@@ -68,9 +70,17 @@ impl Engine {
             pty: terminal.map(|t| t.size),
         };
         // A person is typing into it: ahead of queued normal work.
+        let why = Why {
+            cause: Cause::Interactive,
+            class: self
+                .cache
+                .as_ref()
+                .map_or("none", |c| line.verdict(c).class.as_str()),
+            cacheable_miss: false,
+        };
         let finish = self
             .workers
-            .run(tenant, Priority::High, &job, Some(io), sink, cancel)
+            .run(tenant, Priority::High, &job, Some(io), why, sink, cancel)
             .await;
         if let Some(cache) = cache {
             cache.bump(tenant).await;

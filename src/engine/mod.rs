@@ -170,6 +170,7 @@ impl Engine {
             pool,
             kill,
             max_queue_wait: config.exec.max_queue_wait,
+            metrics: metrics.clone(),
         };
         let predictor = config
             .predict

@@ -104,6 +104,9 @@ pub struct Outcome {
     pub truncated: bool,
     /// Why the engine killed it, if it did.
     pub killed: KillReason,
+    /// A process was started (false when exec answered for a program it
+    /// could not start, as `sh` would: 127 or 126); what spawns are counted by.
+    pub spawned: bool,
 }
 
 /// Spawns the job and streams its output into `sink` until it ends. Exactly one
@@ -398,6 +401,7 @@ async fn run_with<S: OutputSink>(
         signal: status.signal(),
         truncated,
         killed,
+        spawned: true,
     })
 }
 
@@ -633,6 +637,7 @@ async fn cannot_run<S: OutputSink>(
         signal: None,
         truncated: false,
         killed,
+        spawned: false,
     })
 }
 
