@@ -6,6 +6,12 @@
 //! request is timed from its due time to its terminal frame even while other
 //! requests of the same connection are being sent, and both directions' bytes are
 //! counted on the client (the network metric).
+//!
+//! Two clocks per request, as wrk2 keeps them: the due time (the open model's
+//! schedule: what a user feels, including any lateness of the load tester) and
+//! the actual send (stamped by the writer once the message is on the socket).
+//! Their difference is the send lag, which says whether the load tester kept
+//! its own schedule.
 
 use crate::profile::CommandClass;
 use crate::record::{Done, End, Recorder};
@@ -141,6 +147,8 @@ pub async fn handshake(ws: &mut Ws, t: &Target, tenant: &str) -> anyhow::Result<
 pub struct Pending {
     /// When it was due (the open model's clock).
     pub due: Instant,
+    /// When its message was written to the socket (set by the writer).
+    pub sent: Option<Instant>,
     /// Profile index.
     pub profile: u8,
     /// Class.
@@ -179,13 +187,19 @@ impl Conn {
         let mut wcodec = codec.clone_settings();
         let rec_w = rec.clone();
         let alive_w = alive.clone();
+        let pend_w = pending.clone();
         let writer = tokio::spawn(async move {
+            let mut ids = Vec::new();
             while let Some(first) = rx.recv().await {
                 let mut buf = Vec::with_capacity(128);
                 let mut next = Some(first);
+                ids.clear();
                 while let Some(msg) = next.take() {
                     if wcodec.encode(&msg, &mut buf).is_err() {
                         continue;
+                    }
+                    if let Message::Exec(e) = &msg {
+                        ids.push(e.request);
                     }
                     if buf.len() < 32 << 10 {
                         next = rx.try_recv().ok();
@@ -196,6 +210,15 @@ impl Conn {
                     .fetch_add(buf.len() as u64, Ordering::Relaxed);
                 if sink.send(WsMessage::Binary(buf.into())).await.is_err() {
                     break;
+                }
+                if !ids.is_empty() {
+                    let now = Instant::now();
+                    let mut pending = pend_w.lock();
+                    for id in &ids {
+                        if let Some(p) = pending.get_mut(id) {
+                            p.sent = Some(now);
+                        }
+                    }
                 }
             }
             alive_w.store(false, Ordering::Relaxed);
@@ -227,8 +250,15 @@ impl Conn {
                         continue;
                     };
                     if p.measured {
+                        let us = |d: std::time::Duration| d.as_micros() as u64;
                         rec.record(Done {
-                            latency_us: now.saturating_duration_since(p.due).as_micros() as u64,
+                            latency_us: us(now.saturating_duration_since(p.due)),
+                            sent: p.sent.map(|sent| {
+                                (
+                                    us(sent.saturating_duration_since(p.due)),
+                                    us(now.saturating_duration_since(sent)),
+                                )
+                            }),
                             profile: p.profile,
                             class: p.class,
                             end,

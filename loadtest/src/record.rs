@@ -14,6 +14,11 @@ use voxterm_protocol::ServedFrom;
 pub struct Done {
     /// Due time → terminal frame, µs.
     pub latency_us: u64,
+    /// (due → actual send, actual send → terminal frame), µs; None when the
+    /// answer came before the writer stamped the send (it cannot, for a
+    /// request the server only sees once sent, but a stamp may be missed
+    /// under a race with a dropped connection).
+    pub sent: Option<(u64, u64)>,
     /// Profile index.
     pub profile: u8,
     /// Command class.
@@ -33,10 +38,48 @@ pub enum End {
     Error(voxterm_protocol::ErrorCode),
 }
 
+/// What was answered in one phase of the run: the cold start (ramp-up and
+/// the first third of the hold: every first command of a user misses) or the
+/// steady state (the rest of the hold, caches at their working level).
+#[derive(Debug, Clone)]
+pub struct Phase {
+    /// End to end, from the due time.
+    pub e2e: Hist,
+    /// Answers.
+    pub completed: u64,
+    /// … with `Error`.
+    pub errors: u64,
+    /// Cacheable requests that took the cache path.
+    pub cacheable: u64,
+    /// … served from a cache tier or prefetch.
+    pub hits: u64,
+    /// Answered within the on-time deadline.
+    pub on_time: u64,
+}
+
+impl Default for Phase {
+    fn default() -> Self {
+        Phase {
+            e2e: hist::new_hist(),
+            completed: 0,
+            errors: 0,
+            cacheable: 0,
+            hits: 0,
+            on_time: 0,
+        }
+    }
+}
+
 /// Everything recorded, behind one lock.
 pub struct Tables {
+    /// [cold start, steady state] of the profile load.
+    pub phases: [Phase; 2],
     /// All measured requests.
     pub e2e: Hist,
+    /// Due time → actual send (the load tester's own lateness), profile load.
+    pub send_lag: Hist,
+    /// Actual send → terminal frame, profile load.
+    pub from_send: Hist,
     /// By profile index.
     pub per_profile: Vec<Hist>,
     /// By class.
@@ -59,6 +102,10 @@ pub struct Tables {
 pub struct Recorder {
     /// Histograms and maps.
     pub tables: Mutex<Tables>,
+    /// Set by the hold loop when the steady state begins.
+    pub steady: std::sync::atomic::AtomicBool,
+    /// Measured requests sent in [cold start, steady state].
+    pub sent_by_phase: [AtomicU64; 2],
     /// Measured requests sent.
     pub sent: AtomicU64,
     /// Measured requests answered.
@@ -91,8 +138,13 @@ impl Recorder {
     /// An empty recorder for `profiles` profiles.
     pub fn new(profiles: usize, on_time_us: u64) -> Recorder {
         Recorder {
+            steady: std::sync::atomic::AtomicBool::new(false),
+            sent_by_phase: [AtomicU64::new(0), AtomicU64::new(0)],
             tables: Mutex::new(Tables {
+                phases: [Phase::default(), Phase::default()],
                 e2e: hist::new_hist(),
+                send_lag: hist::new_hist(),
+                from_send: hist::new_hist(),
                 per_profile: (0..profiles).map(|_| hist::new_hist()).collect(),
                 per_class: BTreeMap::new(),
                 per_served: BTreeMap::new(),
@@ -121,9 +173,11 @@ impl Recorder {
     /// Records one answered request.
     pub fn record(&self, d: Done) {
         self.completed.fetch_add(1, Ordering::Relaxed);
-        if d.latency_us <= self.on_time_us {
+        let on_time = d.latency_us <= self.on_time_us;
+        if on_time {
             self.on_time.fetch_add(1, Ordering::Relaxed);
         }
+        let mut hit = None;
         let served = match d.end {
             End::Exit(code, sf) => {
                 if code != Some(0) {
@@ -131,12 +185,14 @@ impl Recorder {
                 }
                 if d.class.cacheable() && sf != ServedFrom::Builtin {
                     self.cacheable.fetch_add(1, Ordering::Relaxed);
-                    if matches!(
+                    let is_hit = matches!(
                         sf,
                         ServedFrom::L1 | ServedFrom::L2 | ServedFrom::L3 | ServedFrom::Prefetch
-                    ) {
+                    );
+                    if is_hit {
                         self.cache_hits.fetch_add(1, Ordering::Relaxed);
                     }
+                    hit = Some(is_hit);
                 }
                 sf.as_str()
             }
@@ -166,6 +222,20 @@ impl Recorder {
             return;
         }
         hist::record(&mut t.e2e, d.latency_us);
+        let phase = &mut t.phases[usize::from(self.steady.load(Ordering::Relaxed))];
+        hist::record(&mut phase.e2e, d.latency_us);
+        phase.completed += 1;
+        phase.errors += u64::from(matches!(d.end, End::Error(_)));
+        phase.on_time += u64::from(on_time);
+        if let Some(is_hit) = hit {
+            phase.cacheable += 1;
+            phase.hits += u64::from(is_hit);
+        }
+        if let Some((lag, from_send)) = d.sent {
+            // A lag of 0 µs is recorded as 1 (the histogram's floor).
+            hist::record(&mut t.send_lag, lag);
+            hist::record(&mut t.from_send, from_send);
+        }
         if let Some(h) = t.per_profile.get_mut(d.profile as usize) {
             hist::record(h, d.latency_us);
         }

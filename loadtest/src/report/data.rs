@@ -190,4 +190,8 @@ pub struct RunData {
     pub capacity: Vec<CapacityStep>,
     /// Chaos.
     pub chaos: Option<ChaosSummary>,
+    /// Send lag, latency from the actual send, the floor.
+    pub timing: super::TimingData,
+    /// The cold start and the steady state (None: a merge).
+    pub phases: Option<super::Phases>,
 }

@@ -25,7 +25,17 @@ impl Report {
         let mut served: BTreeMap<String, u64> = BTreeMap::new();
         let mut errors_by_code: BTreeMap<String, u64> = BTreeMap::new();
         let mut have_backend = false;
+        let mut timing = super::TimingData::default();
         for r in reports {
+            let t = r.timing.data()?;
+            timing.send_lag.add(t.send_lag)?;
+            timing.from_send.add(t.from_send)?;
+            if let Some(f) = t.floor {
+                timing
+                    .floor
+                    .get_or_insert_with(hist::new_hist)
+                    .add(f)?;
+            }
             e2e.add(hist::decode(&r.histograms.e2e)?)?;
             if !r.histograms.backend.is_empty() {
                 backend.add(hist::decode(&r.histograms.backend)?)?;
@@ -101,10 +111,12 @@ impl Report {
             samples: Vec::new(),
             capacity: Vec::new(),
             chaos: None,
+            timing,
+            phases: None,
         };
         let mut merged = Report::build(&scenario, &first.url, &first.targets, d);
         merged.notes.push(format!(
-            "merged from {} reports; server RSS and CPU are the maxima (one server assumed), users, requests and capacity are sums",
+            "merged from {} reports; server RSS and CPU are the maxima (one server assumed), users, requests and capacity are sums; graded over the whole runs (phases are not merged)",
             reports.len()
         ));
         Ok(merged)

@@ -15,14 +15,18 @@ mod csv;
 mod data;
 mod memory;
 mod merge;
+mod phases;
 mod score;
 #[cfg(test)]
 mod tests;
 mod text;
+mod timing;
 
 pub use baseline::Regression;
 pub use data::{CapacityStep, Raw, RunData, ServerSample, Tick};
 pub use memory::{level_at, HoldMemory, MAX_SOAK_GROWTH_PCT};
+pub use phases::{PhaseData, PhaseReport, Phases};
+pub use timing::{Timing, TimingData};
 
 use crate::chaos::ChaosSummary;
 use crate::hist::{self, Hist, Summary};
@@ -124,6 +128,14 @@ pub struct Report {
     pub regressions: Vec<Regression>,
     /// Notes (what was not measured and why, merges, skipped flags).
     pub notes: Vec<String>,
+    /// Whether the tester kept its schedule (send lag), latency from the
+    /// actual send, and the one-connection floor.
+    #[serde(default)]
+    pub timing: Timing,
+    /// The cold start and the steady state apart; the grade is the steady
+    /// state's (None: a merged report, or an older one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phases: Option<PhaseReport>,
 }
 
 pub(super) fn summaries(
@@ -170,7 +182,13 @@ fn client_cost(raw: &Raw) -> ClientCost {
 impl Report {
     /// Grades a run.
     pub fn build(sc: &Scenario, url: &str, targets: &Targets, d: RunData) -> Report {
-        let measured = score::measure(&d.raw, &d.e2e, d.backend.as_ref());
+        // Graded at steady state when the run has one long enough.
+        let graded = d.phases.as_ref().and_then(Phases::graded);
+        let measured = match graded {
+            Some(p) => score::measure(&p.raw(&d.raw), &p.e2e, p.backend.as_ref()),
+            None => score::measure(&d.raw, &d.e2e, d.backend.as_ref()),
+        };
+        let phases = d.phases.as_ref().map(PhaseReport::build);
         let hold_memory = HoldMemory::measure(sc, &d.samples);
         let soak = hold_memory.as_ref().filter(|_| sc.shape == Shape::Soak);
         let card = Scorecard::grade(
@@ -188,7 +206,23 @@ impl Report {
                 ("served", &d.per_served),
             ],
         );
+        let timing = Timing::build(&d.timing, d.per_served.get("L1"));
         let mut notes = Vec::new();
+        if let Some(note) = timing.bottleneck_note() {
+            notes.push(note);
+        }
+        match (&d.phases, graded) {
+            (Some(p), Some(_)) => notes.push(format!(
+                "graded at steady state ({:.0}–{:.0} s: from a third into the hold to its end); the cold start (ramp-up and the first third, when every user's first commands miss) is shown beside it",
+                p.steady.from_s, p.steady.until_s
+            )),
+            (Some(p), None) => notes.push(format!(
+                "the steady state had {} answers (under {}): too short to judge apart, so the whole run is graded; run longer (--duration) for a steady-state grade",
+                p.steady.completed,
+                phases::MIN_STEADY_ANSWERS
+            )),
+            (None, _) => {}
+        }
         if d.backend.is_none() {
             notes.push("backend p95: the server reported no backend histogram".to_owned());
         }
@@ -242,6 +276,8 @@ impl Report {
             raw: d.raw,
             regressions: Vec::new(),
             notes,
+            timing,
+            phases,
         }
     }
 

@@ -38,6 +38,8 @@ fn data(seed: u64, n: u64) -> RunData {
         per_profile: vec![("light".into(), e2e.clone())],
         per_class: [("fs-read".to_owned(), e2e.clone())].into_iter().collect(),
         per_served: [("exec".to_owned(), e2e.clone())].into_iter().collect(),
+        timing: TimingData::default(),
+        phases: None,
         e2e,
         backend: Some(backend),
         served: [("exec".to_owned(), n)].into_iter().collect(),

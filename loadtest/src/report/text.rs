@@ -86,6 +86,63 @@ impl Report {
                 b.p50_ms, b.p95_ms, b.p99_ms, b.max_ms
             );
         }
+        if let Some(p) = &self.phases {
+            for (name, f, graded) in [
+                ("cold start  ", &p.cold_start, !p.graded_steady),
+                ("steady state", &p.steady_state, p.graded_steady),
+            ] {
+                let opt = |v: Option<f64>, unit: &str| {
+                    v.map_or("n/a".to_owned(), |v| format!("{v:.1}{unit}"))
+                };
+                let _ = writeln!(
+                    out,
+                    "{name} {:>5.0}–{:<5.0}s: {} answers · e2e p50 {:.2} · p95 {:.2} · p99 {:.2} ms · backend p95 {} · hit rate {} · errors {}{}",
+                    f.from_s,
+                    f.until_s,
+                    f.requests,
+                    f.e2e.p50_ms,
+                    f.e2e.p95_ms,
+                    f.e2e.p99_ms,
+                    opt(f.backend_p95_ms, " ms"),
+                    opt(f.hit_rate_pct, "%"),
+                    f.error_rate_pct.map_or("n/a".to_owned(), |v| format!("{v:.2}%")),
+                    if graded { "  ← graded" } else { "" }
+                );
+            }
+        }
+        let t = &self.timing;
+        if t.send_lag.count > 0 {
+            let _ = writeln!(
+                out,
+                "from the actual send ms: p50 {:.2} · p95 {:.2} · p99 {:.2} · send lag (due → on the socket) ms: p50 {:.3} · p99 {:.3} · max {:.2}{}",
+                t.from_send.p50_ms,
+                t.from_send.p95_ms,
+                t.from_send.p99_ms,
+                t.send_lag.p50_ms,
+                t.send_lag.p99_ms,
+                t.send_lag.max_ms,
+                if t.tester_bottleneck { " · THE LOAD TESTER WAS THE BOTTLENECK" } else { "" }
+            );
+        }
+        if let Some(f) = &t.floor {
+            let l1 = self
+                .latency
+                .get("served:L1")
+                .zip(t.l1_p50_over_floor)
+                .map(|(l1, r)| {
+                    format!(
+                        "; L1-served end to end under load: p50 {:.0} µs (×{r:.2} the floor)",
+                        l1.p50_ms * 1000.0
+                    )
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "floor (one connection, one cached request at a time, before the load): p50 {:.0} µs · p99 {:.0} µs{l1}",
+                f.p50_ms * 1000.0,
+                f.p99_ms * 1000.0
+            );
+        }
         let served: Vec<String> = self
             .served_from
             .iter()

@@ -9,7 +9,7 @@ use super::setup::Setup;
 use super::RunOptions;
 use crate::hist::{self, Hist};
 use crate::record::Recorder;
-use crate::report::{Raw, RunData};
+use crate::report::{PhaseData, Phases, Raw, RunData};
 use crate::scenario::Scenario;
 use std::sync::atomic::Ordering;
 
@@ -29,6 +29,7 @@ pub(super) fn collect(
         own_rss_before,
         s_before,
         backend_before,
+        floor,
         ..
     } = setup;
     let Observed {
@@ -37,6 +38,7 @@ pub(super) fn collect(
         rss_peak_hold,
         own_rss_peak,
         s_hold_start,
+        s_steady,
         s_hold_end,
         bytes_hold_start,
         bytes_hold_end,
@@ -66,6 +68,8 @@ pub(super) fn collect(
         _ => (0.0, None),
     };
     let tables = rec.tables.lock();
+    let hold_end_s = (sc.ramp_up + sc.duration).as_secs_f64();
+    let phases = phases(rec, &tables, &s_before, s_steady.as_ref(), s_hold_end.as_ref(), hold_end_s);
     let served = tables
         .served
         .iter()
@@ -141,5 +145,55 @@ pub(super) fn collect(
         samples,
         capacity: steps,
         chaos: chaos_summary,
+        phases,
+        timing: crate::report::TimingData {
+            send_lag: tables.send_lag.clone(),
+            from_send: tables.from_send.clone(),
+            floor: floor.clone(),
+        },
     }
+}
+
+/// The cold start and the steady state, split where the hold loop saw the
+/// steady state begin; the server's backend latency split at the same sample.
+fn phases(
+    rec: &Recorder,
+    tables: &crate::record::Tables,
+    s_before: &voxterm_protocol::Stats,
+    s_steady: Option<&(f64, voxterm_protocol::Stats)>,
+    s_hold_end: Option<&voxterm_protocol::Stats>,
+    until: f64,
+) -> Option<Phases> {
+    let (steady_from, s_steady) = s_steady?;
+    let steady_from = *steady_from;
+    let backend = |s: Option<&voxterm_protocol::Stats>| {
+        s.and_then(|s| hist::decode_bytes(&s.backend_histogram).ok())
+    };
+    let between = |a: Option<Hist>, b: Option<Hist>| match (a, b) {
+        (Some(a), Some(mut b)) => {
+            let _ = b.subtract(&a);
+            Some(b)
+        }
+        _ => None,
+    };
+    let at_steady = backend(Some(s_steady));
+    let phase = |i: usize, from_s, until_s, backend| {
+        let p = &tables.phases[i];
+        PhaseData {
+            from_s,
+            until_s,
+            e2e: p.e2e.clone(),
+            backend,
+            offered: rec.sent_by_phase[i].load(Ordering::Relaxed),
+            completed: p.completed,
+            errors: p.errors,
+            cacheable: p.cacheable,
+            hits: p.hits,
+            on_time: p.on_time,
+        }
+    };
+    Some(Phases {
+        cold: phase(0, 0.0, steady_from, between(backend(Some(s_before)), at_steady.clone())),
+        steady: phase(1, steady_from, until, between(at_steady, backend(s_hold_end))),
+    })
 }

@@ -28,6 +28,9 @@ pub(super) struct Observed {
     pub(super) own_rss_peak: u64,
     /// The server's figures when the hold started (a burst: once it is in).
     pub(super) s_hold_start: Option<voxterm_protocol::Stats>,
+    /// When the steady state began (s from the first user), and the
+    /// server's figures then.
+    pub(super) s_steady: Option<(f64, voxterm_protocol::Stats)>,
     /// … and when it ended.
     pub(super) s_hold_end: Option<voxterm_protocol::Stats>,
     /// Client payload bytes (both ways) at the start of the hold.
@@ -70,6 +73,8 @@ pub(super) async fn hold(
     let mut rss_peak_hold = s_before.rss_bytes;
     let mut own_rss_peak = own_rss();
     let mut s_hold_start: Option<voxterm_protocol::Stats> = None;
+    let mut s_steady: Option<(f64, voxterm_protocol::Stats)> = None;
+    let steady_from = super::steady_from(sc, clock);
     let mut s_hold_end: Option<voxterm_protocol::Stats> = None;
     let mut bytes_hold_start = 0u64;
     let mut bytes_hold_end = 0u64;
@@ -100,6 +105,10 @@ pub(super) async fn hold(
                     bytes_hold_start = rec.bytes_in.load(Ordering::Relaxed)
                         + rec.bytes_out.load(Ordering::Relaxed);
                     s_hold_start = Some(s.clone());
+                }
+                if s_steady.is_none() && now >= steady_from {
+                    rec.steady.store(true, Ordering::Relaxed);
+                    s_steady = Some((clock.at(now), s.clone()));
                 }
                 if s_hold_end.is_none() && now >= hold_end {
                     bytes_hold_end = rec.bytes_in.load(Ordering::Relaxed)
@@ -175,6 +184,7 @@ pub(super) async fn hold(
         rss_peak_hold,
         own_rss_peak,
         s_hold_start,
+        s_steady,
         s_hold_end,
         bytes_hold_start,
         bytes_hold_end,

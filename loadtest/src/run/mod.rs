@@ -14,6 +14,7 @@ mod collect;
 mod drain;
 mod hold;
 mod monitor;
+mod schedule;
 mod setup;
 mod storm;
 mod users;
@@ -90,6 +91,13 @@ impl Clock {
     fn at(&self, i: Instant) -> f64 {
         i.duration_since(self.t0).as_secs_f64()
     }
+}
+
+/// When the steady state begins: a third into the hold (every user has
+/// arrived and its first commands, which miss every cache, are behind it;
+/// the soak judges memory from the same mark). A burst's third is its spike.
+fn steady_from(sc: &Scenario, clock: &Clock) -> Instant {
+    clock.hold_start + sc.duration / 3
 }
 
 /// Runs the scenario and returns the raw data of the report.

@@ -27,6 +27,8 @@ pub(super) struct Setup {
     pub(super) s_before: voxterm_protocol::Stats,
     /// The server's backend histogram then (the run's is the difference).
     pub(super) backend_before: Hist,
+    /// One connection, one cached request at a time: the floor of the run.
+    pub(super) floor: Option<Hist>,
 }
 
 /// Connects the monitor, builds the fixture for `sc.users` users and takes
@@ -58,6 +60,7 @@ pub(super) async fn setup(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<(M
             fx.error.map(|e| e.message).unwrap_or_default()
         );
     }
+    let floor = round_trip_floor(&mut mon).await;
     let s_before = mon
         .stats()
         .await
@@ -74,8 +77,31 @@ pub(super) async fn setup(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<(M
             root,
             s_before,
             backend_before,
+            floor,
         },
     ))
+}
+
+/// Round trips measured for the floor.
+const FLOOR_SAMPLES: usize = 400;
+
+/// One connection, one request at a time, a line the cache answers from L1:
+/// the round trip no load can beat, measured on this machine, in this run,
+/// before the users come (issue 17). Only L1-served answers count, so that it
+/// compares with the run's L1-served answers. None if the server caches
+/// nothing.
+async fn round_trip_floor(mon: &mut Monitor) -> Option<Hist> {
+    let line = "echo voxterm-loadtest-floor";
+    let mut h = hist::new_hist();
+    for _ in 0..FLOOR_SAMPLES + 10 {
+        let started = Instant::now();
+        let done = mon.client.run(0, line, 0).await.ok()?;
+        let us = started.elapsed().as_micros() as u64;
+        if done.exit.map(|e| e.served_from) == Some(voxterm_protocol::ServedFrom::L1) {
+            hist::record(&mut h, us);
+        }
+    }
+    (h.len() >= (FLOOR_SAMPLES / 2) as u64).then_some(h)
 }
 
 /// Removes the fixture (best effort: the server may be gone).

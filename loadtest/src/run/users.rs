@@ -1,7 +1,9 @@
 //! The users: the connection schedule of the ramp-up (or the burst), each
 //! user's session set up in the fixture, and its own commands on its
-//! profile's schedule until the end of the run.
+//! profile's schedule until the end of the run (sent on time by the
+//! `schedule` thread).
 
+use super::schedule::Scheduler;
 use super::Clock;
 use crate::conn::{Conn, Pending, Target};
 use crate::profile::{shell_quote, CommandClass, Profiles};
@@ -58,6 +60,12 @@ pub(super) fn ramp(
     let k = per_conn.max(1);
     let nconns = sc.users.div_ceil(k);
     let stop_users = Arc::new(AtomicBool::new(false));
+    let scheduler = Scheduler::start(
+        profiles.clone(),
+        rec.clone(),
+        stop_users.clone(),
+        end,
+    );
 
     // Connection schedule.
     let connect_at = |c: usize| -> Instant {
@@ -83,7 +91,7 @@ pub(super) fn ramp(
         let users = users.clone();
         let conns = conns.clone();
         let root = root.to_owned();
-        let stop = stop_users.clone();
+        let scheduler = scheduler.clone();
         let time_scale = sc.time_scale;
         let first_user = c * k;
         let last_user = ((c + 1) * k).min(sc.users);
@@ -118,10 +126,7 @@ pub(super) fn ramp(
                     conn: conn.clone(),
                 });
                 users.lock().push(user.clone());
-                let profiles = profiles.clone();
-                let rec = rec.clone();
-                let stop = stop.clone();
-                tokio::spawn(commands(user, profiles, rec, stop, time_scale, end));
+                scheduler.add(user, &profiles, time_scale);
             }
         }));
     }
@@ -147,6 +152,7 @@ async fn enter_fixture(conn: &Conn, session: u32, u: usize, root: &str) -> bool 
             0,
             Pending {
                 due: Instant::now(),
+                sent: None,
                 profile: 0,
                 class: CommandClass::Session,
                 step: None,
@@ -160,35 +166,6 @@ async fn enter_fixture(conn: &Conn, session: u32, u: usize, root: &str) -> bool 
     )
 }
 
-/// A user's own commands: its profile's pace (divided by `time_scale`), with
-/// exponential think times, until `end` or the stop switch.
-async fn commands(
-    user: Arc<User>,
-    profiles: Arc<Profiles>,
-    rec: Arc<Recorder>,
-    stop: Arc<AtomicBool>,
-    time_scale: f64,
-    end: Instant,
-) {
-    let mean = 60.0 / profiles.list[user.profile].commands_per_minute / time_scale;
-    let mut rng = fastrand::Rng::with_seed(user.idx as u64 ^ 0x5eed);
-    // First command at a random point of one think time: no thundering herd.
-    let mut due = Instant::now() + Duration::from_secs_f64(rng.f64() * mean);
-    loop {
-        if due >= end || stop.load(Ordering::Relaxed) {
-            break;
-        }
-        sleep_until(due).await;
-        if stop.load(Ordering::Relaxed) {
-            break;
-        }
-        if !user.send(&profiles, due, None, &rec) {
-            break;
-        }
-        due += think(&mut rng, mean);
-    }
-}
-
 /// Per-user state shared by the user's own schedule and the capacity generator.
 pub(super) struct User {
     idx: usize,
@@ -199,6 +176,16 @@ pub(super) struct User {
 }
 
 impl User {
+    /// The user's number in the run.
+    pub(super) fn idx(&self) -> usize {
+        self.idx
+    }
+
+    /// Its profile's index.
+    pub(super) fn profile(&self) -> usize {
+        self.profile
+    }
+
     fn next_command(&self, profiles: &Profiles) -> (String, CommandClass) {
         let p = &profiles.list[self.profile];
         let mut st = self.state.lock();
@@ -220,12 +207,17 @@ impl User {
     ) -> bool {
         let (cmd, class) = self.next_command(profiles);
         rec.sent.fetch_add(1, Ordering::Relaxed);
+        if step.is_none() {
+            let phase = usize::from(rec.steady.load(Ordering::Relaxed));
+            rec.sent_by_phase[phase].fetch_add(1, Ordering::Relaxed);
+        }
         let ok = self.conn.exec(
             self.session,
             cmd,
             0,
             Pending {
                 due,
+                sent: None,
                 profile: self.profile as u8,
                 class,
                 step,
@@ -238,12 +230,6 @@ impl User {
         }
         ok
     }
-}
-
-/// Exponential think time with mean `mean_s` seconds.
-fn think(rng: &mut fastrand::Rng, mean_s: f64) -> Duration {
-    let u = rng.f64().max(1e-12);
-    Duration::from_secs_f64((-u.ln() * mean_s).min(mean_s * 20.0))
 }
 
 /// Source address for connection `i`: 127.0.0.x past 25,000 connections on loopback.

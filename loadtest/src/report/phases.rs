@@ -1,0 +1,133 @@
+//! The cold start and the steady state of a run, judged apart.
+//!
+//! While users arrive, every first command of every user misses every cache,
+//! so latency and hit rate over the whole run mix a start-up transient with
+//! the service a deployment gives once warm (issue 17: p95 728 ms over a
+//! 10,000-user run that settled at 28–66 ms). The grade is the steady
+//! state's; the cold start is printed beside it, never hidden. The steady
+//! state begins a third into the hold (as the soak's memory judgement).
+
+use super::Raw;
+use crate::hist::{self, Hist, Summary};
+use serde::{Deserialize, Serialize};
+
+/// Fewer answers than this in the steady state: it is too short to judge,
+/// and the whole run is graded (with a note).
+pub const MIN_STEADY_ANSWERS: u64 = 100;
+
+/// What one phase of the run produced.
+#[derive(Debug, Clone)]
+pub struct PhaseData {
+    /// Seconds from the first user.
+    pub from_s: f64,
+    /// Seconds from the first user.
+    pub until_s: f64,
+    /// End to end, from the due time.
+    pub e2e: Hist,
+    /// The server's backend latency in the phase (None: not reported).
+    pub backend: Option<Hist>,
+    /// Measured requests sent.
+    pub offered: u64,
+    /// Answers.
+    pub completed: u64,
+    /// … with `Error`.
+    pub errors: u64,
+    /// Cacheable requests that took the cache path.
+    pub cacheable: u64,
+    /// … served from a cache tier or prefetch.
+    pub hits: u64,
+    /// Answered on time.
+    pub on_time: u64,
+}
+
+impl PhaseData {
+    /// The run's raw counts with this phase's requests in place of the whole
+    /// run's (lost answers and send failures stay: they count against the
+    /// phase that is judged).
+    pub fn raw(&self, whole: &Raw) -> Raw {
+        Raw {
+            offered: self.offered,
+            completed: self.completed,
+            errors: self.errors,
+            cacheable: self.cacheable,
+            cache_hits: self.hits,
+            on_time: self.on_time,
+            ..whole.clone()
+        }
+    }
+
+    fn figures(&self) -> PhaseFigures {
+        let pct = |a: u64, b: u64| (b > 0).then(|| a as f64 / b as f64 * 100.0);
+        PhaseFigures {
+            from_s: self.from_s,
+            until_s: self.until_s,
+            requests: self.completed,
+            e2e: hist::summary(&self.e2e),
+            backend_p95_ms: self
+                .backend
+                .as_ref()
+                .filter(|b| !b.is_empty())
+                .map(|b| b.value_at_quantile(0.95) as f64 / 1000.0),
+            hit_rate_pct: pct(self.hits, self.cacheable),
+            error_rate_pct: pct(self.errors, self.completed),
+        }
+    }
+}
+
+/// Both phases of a run.
+#[derive(Debug, Clone)]
+pub struct Phases {
+    /// Ramp-up and the first third of the hold.
+    pub cold: PhaseData,
+    /// The rest of the hold.
+    pub steady: PhaseData,
+}
+
+impl Phases {
+    /// The phase the grade is taken from: the steady state when it has
+    /// enough answers.
+    pub fn graded(&self) -> Option<&PhaseData> {
+        (self.steady.completed >= MIN_STEADY_ANSWERS).then_some(&self.steady)
+    }
+}
+
+/// One phase's figures in the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseFigures {
+    /// Seconds from the first user.
+    pub from_s: f64,
+    /// Seconds from the first user.
+    pub until_s: f64,
+    /// Answers.
+    pub requests: u64,
+    /// End to end.
+    pub e2e: Summary,
+    /// Backend p95, ms.
+    pub backend_p95_ms: Option<f64>,
+    /// Cache hit rate, %.
+    pub hit_rate_pct: Option<f64>,
+    /// Error answers, % of answers.
+    pub error_rate_pct: Option<f64>,
+}
+
+/// The report's section: both phases, and which one was graded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseReport {
+    /// Ramp-up and the first third of the hold.
+    pub cold_start: PhaseFigures,
+    /// The rest of the hold.
+    pub steady_state: PhaseFigures,
+    /// True when the grade is the steady state's.
+    pub graded_steady: bool,
+}
+
+impl PhaseReport {
+    /// The section for `p`.
+    pub fn build(p: &Phases) -> PhaseReport {
+        PhaseReport {
+            cold_start: p.cold.figures(),
+            steady_state: p.steady.figures(),
+            graded_steady: p.graded().is_some(),
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Whether the load tester kept its own schedule, and the floor no load can
+//! beat, so a reader can tell the server's latency from the tester's.
+//!
+//! - The send lag (due time → the message on the socket) is the tester's own
+//!   lateness. Latency is reported from the due time (what a user of an open
+//!   system feels) and from the actual send (what the server and the network
+//!   cost), as wrk2 does. A p99 send lag above 1 ms means the tester was the
+//!   bottleneck: the report says so first (as k6 warns about dropped
+//!   iterations).
+//! - The floor: one connection, one request at a time, a line the cache
+//!   answers, measured in the same run before the users come. L1-served
+//!   answers under load are compared with it.
+
+use crate::hist::{self, Hist, Summary};
+use serde::{Deserialize, Serialize};
+
+/// A p99 send lag above this means the tester, not the server, set the pace.
+pub const MAX_SEND_LAG_P99_US: u64 = 1_000;
+
+/// The timing histograms a run hands to the report.
+#[derive(Debug, Clone)]
+pub struct TimingData {
+    /// Due time → actual send, µs.
+    pub send_lag: Hist,
+    /// Actual send → terminal frame, µs.
+    pub from_send: Hist,
+    /// One connection, one cached request at a time, µs (None: not measured).
+    pub floor: Option<Hist>,
+}
+
+impl Default for TimingData {
+    fn default() -> Self {
+        TimingData {
+            send_lag: hist::new_hist(),
+            from_send: hist::new_hist(),
+            floor: None,
+        }
+    }
+}
+
+/// The timing section of the report.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    /// Due time → actual send.
+    pub send_lag: Summary,
+    /// Actual send → terminal frame.
+    pub from_send: Summary,
+    /// The one-connection cached round trip (None: not measured).
+    pub floor: Option<Summary>,
+    /// L1-served end-to-end p50 over the floor's p50.
+    pub l1_p50_over_floor: Option<f64>,
+    /// The p99 send lag exceeded [`MAX_SEND_LAG_P99_US`].
+    pub tester_bottleneck: bool,
+    /// The histograms, base64 (for merging).
+    pub histograms: TimingHistograms,
+}
+
+/// Serialized timing histograms.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimingHistograms {
+    /// Send lag.
+    pub send_lag: String,
+    /// From send.
+    pub from_send: String,
+    /// Floor (empty: not measured).
+    pub floor: String,
+}
+
+impl Timing {
+    /// The section for `d`, with L1-served answers `l1` (from the due time).
+    pub fn build(d: &TimingData, l1: Option<&Hist>) -> Timing {
+        let floor = d.floor.as_ref().filter(|h| !h.is_empty());
+        let l1_p50_over_floor = match (floor, l1.filter(|h| !h.is_empty())) {
+            (Some(f), Some(l1)) => {
+                Some(l1.value_at_quantile(0.5) as f64 / f.value_at_quantile(0.5).max(1) as f64)
+            }
+            _ => None,
+        };
+        Timing {
+            send_lag: hist::summary(&d.send_lag),
+            from_send: hist::summary(&d.from_send),
+            floor: floor.map(hist::summary),
+            l1_p50_over_floor,
+            tester_bottleneck: !d.send_lag.is_empty()
+                && d.send_lag.value_at_quantile(0.99) > MAX_SEND_LAG_P99_US,
+            histograms: TimingHistograms {
+                send_lag: hist::encode(&d.send_lag),
+                from_send: hist::encode(&d.from_send),
+                floor: floor.map(hist::encode).unwrap_or_default(),
+            },
+        }
+    }
+
+    /// The histograms back (for a merge).
+    pub fn data(&self) -> anyhow::Result<TimingData> {
+        Ok(TimingData {
+            send_lag: hist::decode(&self.histograms.send_lag)?,
+            from_send: hist::decode(&self.histograms.from_send)?,
+            floor: match self.histograms.floor.as_str() {
+                "" => None,
+                s => Some(hist::decode(s)?),
+            },
+        })
+    }
+
+    /// The critical note when the tester was the bottleneck.
+    pub fn bottleneck_note(&self) -> Option<String> {
+        self.tester_bottleneck.then(|| {
+            format!(
+                "the load tester was the bottleneck: its p99 send lag was {:.2} ms (over {} ms), so latencies from the due time include its own lateness; see the latency from the actual send, and give the tester more CPU (or fewer users per process)",
+                self.send_lag.p99_ms,
+                MAX_SEND_LAG_P99_US / 1000
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_late_tester_is_named_and_the_floor_is_compared() {
+        let mut d = TimingData::default();
+        for us in [10, 20, 30, 40, 50] {
+            hist::record(&mut d.send_lag, us);
+        }
+        let mut floor = hist::new_hist();
+        let mut l1 = hist::new_hist();
+        for _ in 0..100 {
+            hist::record(&mut floor, 80);
+            hist::record(&mut l1, 100);
+        }
+        d.floor = Some(floor);
+        let t = Timing::build(&d, Some(&l1));
+        assert!(!t.tester_bottleneck);
+        assert!(t.bottleneck_note().is_none());
+        let ratio = t.l1_p50_over_floor.expect("compared");
+        assert!((ratio - 1.25).abs() < 0.01, "{ratio}");
+        assert_eq!(t.data().expect("decodes").send_lag, d.send_lag);
+
+        for _ in 0..10 {
+            hist::record(&mut d.send_lag, 5_000);
+        }
+        let t = Timing::build(&d, None);
+        assert!(t.tester_bottleneck);
+        assert!(t.bottleneck_note().expect("a note").contains("bottleneck"));
+        assert_eq!(t.l1_p50_over_floor, None);
+    }
+}
