@@ -31,10 +31,7 @@ impl Report {
             timing.send_lag.add(t.send_lag)?;
             timing.from_send.add(t.from_send)?;
             if let Some(f) = t.floor {
-                timing
-                    .floor
-                    .get_or_insert_with(hist::new_hist)
-                    .add(f)?;
+                timing.floor.get_or_insert_with(hist::new_hist).add(f)?;
             }
             e2e.add(hist::decode(&r.histograms.e2e)?)?;
             if !r.histograms.backend.is_empty() {

@@ -69,7 +69,14 @@ pub(super) fn collect(
     };
     let tables = rec.tables.lock();
     let hold_end_s = (sc.ramp_up + sc.duration).as_secs_f64();
-    let phases = phases(rec, &tables, &s_before, s_steady.as_ref(), s_hold_end.as_ref(), hold_end_s);
+    let phases = phases(
+        rec,
+        &tables,
+        &s_before,
+        s_steady.as_ref(),
+        s_hold_end.as_ref(),
+        hold_end_s,
+    );
     let served = tables
         .served
         .iter()
@@ -193,7 +200,17 @@ fn phases(
         }
     };
     Some(Phases {
-        cold: phase(0, 0.0, steady_from, between(backend(Some(s_before)), at_steady.clone())),
-        steady: phase(1, steady_from, until, between(at_steady, backend(s_hold_end))),
+        cold: phase(
+            0,
+            0.0,
+            steady_from,
+            between(backend(Some(s_before)), at_steady.clone()),
+        ),
+        steady: phase(
+            1,
+            steady_from,
+            until,
+            between(at_steady, backend(s_hold_end)),
+        ),
     })
 }

@@ -60,12 +60,7 @@ pub(super) fn ramp(
     let k = per_conn.max(1);
     let nconns = sc.users.div_ceil(k);
     let stop_users = Arc::new(AtomicBool::new(false));
-    let scheduler = Scheduler::start(
-        profiles.clone(),
-        rec.clone(),
-        stop_users.clone(),
-        end,
-    );
+    let scheduler = Scheduler::start(profiles.clone(), rec.clone(), stop_users.clone(), end);
 
     // Connection schedule.
     let connect_at = |c: usize| -> Instant {
