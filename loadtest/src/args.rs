@@ -90,6 +90,11 @@ pub struct RunArgs {
     /// and restarts it mid-run. Not with `--url`.
     #[arg(long, conflicts_with = "url")]
     pub with_redis: bool,
+    /// Abort as soon as a critical target misses over a sliding window
+    /// (default 30s): the error rate from the start, the end-to-end p95 from
+    /// the steady state on. Exits 4 with the partial report.
+    #[arg(long, value_name = "WINDOW", num_args = 0..=1, default_missing_value = "30s", value_parser = humantime::parse_duration)]
+    pub abort_on_fail: Option<Duration>,
 }
 
 #[derive(Debug, Args)]

@@ -32,6 +32,7 @@ pub(crate) async fn compare(c: CompareArgs) -> anyhow::Result<ExitCode> {
         grace: Duration::from_secs(15),
         quiet: false,
         with_redis: false,
+        abort_on_fail: None,
     };
     let mut base = base;
     base.server_args = c.server_args.clone();

@@ -124,6 +124,8 @@ pub(crate) async fn execute(a: &RunArgs) -> anyhow::Result<report::Report> {
         progress: !a.quiet,
         grace: a.grace,
         redis: redis.clone(),
+        abort_window: a.abort_on_fail,
+        error_rate_target_pct: targets.get(ids::ERROR_RATE_PCT).map_or(0.1, |t| t.target),
     };
     let data = run::run(&sc, &opts).await;
     let mut crash = None;
@@ -191,6 +193,10 @@ fn write_outputs(
 }
 
 fn verdict(rep: &report::Report, min: Grade, fail_on_regression: bool) -> ExitCode {
+    if let Some(why) = &rep.aborted {
+        eprintln!("loadtest: FAIL: {why}");
+        return ExitCode::from(4);
+    }
     if !rep.critical_failures.is_empty() {
         eprintln!("loadtest: FAIL: critical failure");
         return ExitCode::from(1);
@@ -238,6 +244,7 @@ pub(crate) async fn validate(v: ValidateArgs) -> anyhow::Result<ExitCode> {
         grace: Duration::from_secs(15),
         quiet: false,
         with_redis: false,
+        abort_on_fail: None,
     };
     run_cmd(a).await
 }

@@ -48,6 +48,27 @@ fn smoke_scenario_loses_no_responses() {
             .all(|x| x["heap_allocated_bytes"].as_u64().is_some_and(|b| b > 0)),
         "{samples:?}"
     );
+    // The timing section: every answer had its send stamped, a floor was
+    // measured, and both phases were reported.
+    assert!(
+        report["timing"]["send_lag"]["count"].as_u64().unwrap_or(0) > 50,
+        "{stdout}"
+    );
+    assert!(
+        report["timing"]["floor"]["count"].as_u64().unwrap_or(0) >= 200,
+        "{stdout}"
+    );
+    assert!(
+        report["phases"]["steady_state"]["requests"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("steady state") && stdout.contains("floor"),
+        "{stdout}"
+    );
     let page = std::fs::read_to_string(&html).expect("html written");
     assert!(page.contains("<svg") && !page.contains("http://") && !page.contains("https://"));
     assert!(stdout.contains("grade:"), "{stdout}");
@@ -170,5 +191,47 @@ fn chaos_with_redis_restarts_it_and_loses_no_responses() {
     assert!(
         std::net::TcpStream::connect(addr).is_err(),
         "redis-server at {addr} still running after the load tester exited"
+    );
+}
+
+/// `--abort-on-fail`: a target no server can meet (p95 under 1 µs) over a
+/// 1 s window stops the run in its steady state, with exit status 4 and a
+/// partial report that says why, before the run's planned end.
+#[test]
+fn abort_on_fail_stops_at_the_first_window_that_misses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("aborted.json");
+    let targets = dir.path().join("targets.toml");
+    std::fs::write(&targets, "[metrics.e2e_p95_ms]\ntarget = 0.001\n").expect("targets");
+    let started = std::time::Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "--scenario",
+            "smoke",
+            "--quiet",
+            "--duration",
+            "30s",
+            "--abort-on-fail=1s",
+        ])
+        .arg("--targets")
+        .arg(&targets)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+    assert!(stderr.contains("aborting at t="), "{stderr}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("valid json");
+    let why = report["aborted"].as_str().unwrap_or("");
+    assert!(why.contains("p95"), "{why}");
+    assert_eq!(report["grade"], "F");
+    assert_eq!(report["lost_responses"], 0, "{stdout}");
+    // A 30 s hold: stopped at its first steady window, long before its end.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30 + 20),
+        "{stdout}"
     );
 }

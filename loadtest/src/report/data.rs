@@ -194,4 +194,6 @@ pub struct RunData {
     pub timing: super::TimingData,
     /// The cold start and the steady state (None: a merge).
     pub phases: Option<super::Phases>,
+    /// Why `--abort-on-fail` stopped the run early.
+    pub aborted: Option<String>,
 }

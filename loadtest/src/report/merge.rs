@@ -110,6 +110,7 @@ impl Report {
             chaos: None,
             timing,
             phases: None,
+            aborted: reports.iter().find_map(|r| r.aborted.clone()),
         };
         let mut merged = Report::build(&scenario, &first.url, &first.targets, d);
         merged.notes.push(format!(

@@ -136,6 +136,9 @@ pub struct Report {
     /// state's (None: a merged report, or an older one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phases: Option<PhaseReport>,
+    /// Why `--abort-on-fail` stopped the run (the report is partial).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted: Option<String>,
 }
 
 pub(super) fn summaries(
@@ -191,11 +194,9 @@ impl Report {
         let phases = d.phases.as_ref().map(PhaseReport::build);
         let hold_memory = HoldMemory::measure(sc, &d.samples);
         let soak = hold_memory.as_ref().filter(|_| sc.shape == Shape::Soak);
-        let card = Scorecard::grade(
-            targets,
-            &measured,
-            score::critical(&d.raw, d.chaos.as_ref(), soak),
-        );
+        let mut critical = score::critical(&d.raw, d.chaos.as_ref(), soak);
+        critical.extend(d.aborted.clone());
+        let card = Scorecard::grade(targets, &measured, critical);
         let per_profile: BTreeMap<String, Hist> = d.per_profile.into_iter().collect();
         let latency = summaries(
             &d.e2e,
@@ -278,6 +279,7 @@ impl Report {
             notes,
             timing,
             phases,
+            aborted: d.aborted,
         }
     }
 

@@ -40,6 +40,7 @@ fn data(seed: u64, n: u64) -> RunData {
         per_served: [("exec".to_owned(), e2e.clone())].into_iter().collect(),
         timing: TimingData::default(),
         phases: None,
+        aborted: None,
         e2e,
         backend: Some(backend),
         served: [("exec".to_owned(), n)].into_iter().collect(),

@@ -45,6 +45,7 @@ pub(super) fn collect(
         users_held,
         server_alive,
         steps,
+        aborted,
     } = obs;
     let Drained {
         lost,
@@ -153,6 +154,7 @@ pub(super) fn collect(
         capacity: steps,
         chaos: chaos_summary,
         phases,
+        aborted,
         timing: crate::report::TimingData {
             send_lag: tables.send_lag.clone(),
             from_send: tables.from_send.clone(),

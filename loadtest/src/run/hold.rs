@@ -44,6 +44,8 @@ pub(super) struct Observed {
     pub(super) server_alive: bool,
     /// The capacity search's steps.
     pub(super) steps: Vec<CapacityStep>,
+    /// Why the window gate stopped the run (`--abort-on-fail`).
+    pub(super) aborted: Option<String>,
 }
 
 /// Ticks once a second from the first user to `clock.end` (or the capacity
@@ -85,6 +87,13 @@ pub(super) async fn hold(
     let mut last_log = Instant::now();
 
     let mut capacity = CapacitySearch::default();
+    let mut gate = super::gate::WindowGate::new(
+        opts.abort_window,
+        opts.p95_target_ms,
+        opts.error_rate_target_pct,
+    );
+    let mut aborted = None;
+    let mut last_errors = 0u64;
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -163,6 +172,26 @@ pub(super) async fn hold(
             eprintln!("loadtest: t={:.0}s {msg}", t.t_s);
             last_log = Instant::now();
         }
+        let errors_now = t.errors + rec.send_failures.load(Ordering::Relaxed);
+        let answers = (cps * dt).round() as u64;
+        let gated = gate.as_mut().and_then(|g| {
+            g.second(
+                &interval,
+                answers,
+                errors_now.saturating_sub(last_errors),
+                rec.steady.load(Ordering::Relaxed),
+            )
+        });
+        last_errors = errors_now;
+        if let Some(why) = gated {
+            eprintln!("loadtest: aborting at t={:.0}s: {why}", t.t_s);
+            aborted = Some(format!(
+                "aborted at t={:.0} s by --abort-on-fail: {why}",
+                t.t_s
+            ));
+            timeline.push(t);
+            break;
+        }
         timeline.push(t);
 
         // Capacity search: one step per `capacity_step`, stop at the first miss.
@@ -191,6 +220,7 @@ pub(super) async fn hold(
         users_held,
         server_alive,
         steps: capacity.steps,
+        aborted,
     }
 }
 

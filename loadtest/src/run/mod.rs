@@ -12,6 +12,7 @@
 mod capacity;
 mod collect;
 mod drain;
+mod gate;
 mod hold;
 mod monitor;
 mod schedule;
@@ -48,6 +49,10 @@ pub struct RunOptions {
     /// The server's Redis when the load tester started it (`--with-redis`):
     /// the chaos scenario restarts it mid-run.
     pub redis: Option<chaos::SharedRedis>,
+    /// `--abort-on-fail`: the sliding window a miss is judged over.
+    pub abort_window: Option<Duration>,
+    /// Error rate target, % (the window gate's).
+    pub error_rate_target_pct: f64,
 }
 
 /// The run's schedule, from the moment the first user may connect.
