@@ -720,6 +720,10 @@ mod tests {
         assert!(cpu.line.measured.is_some(), "{}", cpu.note);
         // Connections averaged over the snapshots: 0 when the metrics were
         // made, 150 when the slot turned, 150 now.
-        assert!(cpu.note.contains("/ 100.0 connections (mean)"), "{}", cpu.note);
+        assert!(
+            cpu.note.contains("/ 100.0 connections (mean)"),
+            "{}",
+            cpu.note
+        );
     }
 }
