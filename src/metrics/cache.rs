@@ -241,6 +241,16 @@ impl CacheMetrics {
         self.stale.inc();
     }
 
+    /// Cacheable requests since start.
+    pub fn cacheable_count(&self) -> u64 {
+        self.cacheable.get()
+    }
+
+    /// Hits (any tier) since start.
+    pub fn hit_count(&self) -> u64 {
+        self.hit_total.load(Ordering::Relaxed)
+    }
+
     /// Hits over cacheable requests (0 when there were none).
     pub fn hit_rate(&self) -> f64 {
         let c = self.cacheable.get();

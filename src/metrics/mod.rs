@@ -2,13 +2,15 @@
 //! of `/healthz`, and the `Stats` frame the load tester polls during a run.
 //!
 //! Counters that the hot path touches are plain atomics or prometheus-client
-//! metrics (atomics too); the one lock is around the HDR histogram of backend
-//! latency, held for a single `record` call.
+//! metrics (atomics too); the one lock is around the HDR histograms of backend
+//! latency (since start, and the rolling window's open slot), held for two
+//! `record` calls.
 
 mod cache;
 mod predict;
 mod process;
 mod spawns;
+mod window;
 
 pub use cache::{CacheMetrics, L3Failure, Tier};
 pub use predict::{PredictMetrics, SKIP_REASONS};
@@ -17,9 +19,9 @@ pub use process::{
     resident_split, Heap, ResidentSplit,
 };
 pub use spawns::{Cause, SpawnMetrics};
+pub use window::{WindowFigures, DEFAULT_WINDOW, MAX_WINDOW, MIN_WINDOW, SLOT as WINDOW_SLOT};
 
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
-use hdrhistogram::Histogram as Hdr;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -27,8 +29,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{Counter as StatCounter, ErrorCode, ServedFrom, Stats};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -180,7 +183,12 @@ pub struct Metrics {
     auth_failures: Counter,
     requests: AtomicU64,
     error_count: AtomicU64,
-    hdr: Mutex<Hdr<u64>>,
+    /// Every `Error` frame, request or not (the rolling window's error rate).
+    errors_total: AtomicU64,
+    /// RSS when the metrics were made, before any connection (the live
+    /// scorecard shows it as the fixed cost).
+    rss_at_start: u64,
+    latency: Mutex<window::Recorder>,
     /// Cache tiers, policy and single-flight figures.
     pub cache: CacheMetrics,
     /// Prediction accuracy and prefetch figures.
@@ -226,9 +234,15 @@ impl Metrics {
             auth_failures: Counter::default(),
             requests: AtomicU64::new(0),
             error_count: AtomicU64::new(0),
-            hdr: Mutex::new(
-                Hdr::new_with_bounds(1, 3_600_000_000, 3).expect("static histogram bounds"),
-            ),
+            errors_total: AtomicU64::new(0),
+            rss_at_start: resident_bytes(),
+            latency: Mutex::new(window::Recorder::new(
+                Instant::now(),
+                window::Counts {
+                    cpu: cpu_time(),
+                    ..Default::default()
+                },
+            )),
             registry: Registry::default(),
             cache: CacheMetrics::new(),
             predict: PredictMetrics::new(),
@@ -359,6 +373,7 @@ impl Metrics {
 
     /// An `Error` frame not tied to a request (malformed frame, text message...).
     pub fn error(&self, code: ErrorCode) {
+        self.errors_total.fetch_add(1, Ordering::Relaxed);
         self.errors
             .get_or_create(&CodeLabel {
                 code: format!("{code:?}"),
@@ -396,9 +411,64 @@ impl Metrics {
 
     fn record_latency(&self, backend_us: u64) {
         self.backend_seconds.observe(backend_us as f64 / 1e6);
-        if let Ok(mut h) = self.hdr.lock() {
-            h.saturating_record(backend_us.max(1));
+        if let Ok(mut r) = self.latency.lock() {
+            r.record(backend_us);
         }
+    }
+
+    /// The cumulative counters the rolling window takes deltas of.
+    fn window_counts(&self) -> window::Counts {
+        window::Counts {
+            errors: self.errors_total.load(Ordering::Relaxed),
+            request_errors: self.error_count.load(Ordering::Relaxed),
+            cacheable: self.cache.cacheable_count(),
+            hits: self.cache.hit_count(),
+            cpu: cpu_time(),
+            connections: self.connections(),
+        }
+    }
+
+    /// Closes the rolling window's open slot at `now` (the ticker's job; public
+    /// for tests that drive time themselves).
+    pub fn rotate_window(&self, now: Instant) {
+        let counts = self.window_counts();
+        crate::sync::lock(&self.latency).rotate(now, counts);
+    }
+
+    /// Turns the rolling window's slots every [`WINDOW_SLOT`] until `stop`;
+    /// the server starts it with its other background tasks.
+    pub fn spawn_window_ticker(self: &Arc<Self>, stop: CancellationToken) {
+        let metrics = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval_at(tokio::time::Instant::now() + window::SLOT, window::SLOT);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tick.tick() => match metrics.upgrade() {
+                        Some(m) => m.rotate_window(Instant::now()),
+                        None => break,
+                    },
+                }
+            }
+        });
+    }
+
+    /// The figures of the last `window` (clamped by the ring to what it holds):
+    /// latency merged from the covered slots, counter deltas, CPU used.
+    pub fn window(&self, window: Duration) -> WindowFigures {
+        let now = Instant::now();
+        let snapshot = crate::sync::lock(&self.latency).snapshot(now, window);
+        // Merged and read after the lock is released: the hot path never waits
+        // on a scrape's merge or its getrusage.
+        let counts = self.window_counts();
+        snapshot.figures(now, counts)
+    }
+
+    /// RSS when the metrics were made, before any connection.
+    pub fn rss_at_start(&self) -> u64 {
+        self.rss_at_start
     }
 
     /// A WebSocket connection was established.
@@ -467,12 +537,14 @@ impl Metrics {
     /// The reply to a `StatsRequest`.
     pub fn stats(&self, nonce: u64, s: Sampled) -> Stats {
         let backend_histogram = self
-            .hdr
+            .latency
             .lock()
             .ok()
-            .and_then(|h| {
+            .and_then(|r| {
                 let mut buf = Vec::new();
-                V2DeflateSerializer::new().serialize(&h, &mut buf).ok()?;
+                V2DeflateSerializer::new()
+                    .serialize(&r.total, &mut buf)
+                    .ok()?;
                 Some(buf)
             })
             .unwrap_or_default();

@@ -7,6 +7,7 @@
 //! run did not measure is absent, and absent metrics are left out of every mean
 //! instead of being guessed.
 
+pub mod live;
 mod render;
 #[cfg(test)]
 mod tests;

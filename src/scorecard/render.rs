@@ -4,7 +4,7 @@ use super::{Category, MetricScore, Scorecard};
 use std::fmt::Write as _;
 
 /// Formats a value with a precision that suits its size.
-fn num(v: f64) -> String {
+pub(super) fn num(v: f64) -> String {
     let a = v.abs();
     if a >= 1000.0 {
         format!("{v:.0}")
@@ -17,7 +17,7 @@ fn num(v: f64) -> String {
     }
 }
 
-fn line(m: &MetricScore) -> String {
+pub(super) fn line(m: &MetricScore) -> String {
     let target = format!("{} {} {}", sign(m), num(m.target), m.unit);
     match (m.measured, m.score) {
         (Some(v), Some(s)) => {

@@ -324,7 +324,7 @@ fn route(
         return text((405, "Method Not Allowed"));
     }
     let engine = &ctx.engine;
-    if matches!(path, "/healthz" | "/metrics") {
+    if matches!(path, "/healthz" | "/metrics" | "/scorecard") {
         let host = head.header("host").map(String::from_utf8_lossy);
         if !ctx.security.host_allowed(host.as_deref()) {
             return misdirected(ctx, host.as_deref().unwrap_or(""), path);
@@ -343,6 +343,13 @@ fn route(
             String::new(),
             engine.metrics.render_prometheus(engine.sampled()),
         ),
+        "/scorecard" => {
+            let query = head.path.split_once('?').map_or("", |(_, q)| q);
+            let accept = head.header("accept");
+            let r =
+                crate::scorecard::live::respond(query, accept, &engine.metrics, engine.sampled());
+            Reply::Http(r.status, r.content_type, String::new(), r.body)
+        }
         "/ws" => match ticket.take() {
             Some(ticket) => upgrade(ctx, head, peer, ticket, ip_slot),
             None => text((500, "Internal Server Error")),
@@ -495,7 +502,7 @@ fn throttled(ctx: &ServerContext, ip: IpAddr, wait: std::time::Duration) -> Repl
     )
 }
 
-/// 421 for `/healthz` or `/metrics` under a `Host` that is not allowed: the
+/// 421 for `/healthz`, `/metrics` or `/scorecard` under a `Host` that is not allowed: the
 /// body says which host and how to allow it.
 fn misdirected(ctx: &ServerContext, host: &str, path: &str) -> Reply {
     ctx.engine.metrics.refused(Refusal::Host);

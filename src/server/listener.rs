@@ -102,6 +102,7 @@ impl Server {
         let reaper_stop = CancellationToken::new();
         engine.sessions.spawn_reaper(reaper_stop.clone());
         engine.spawn_model_saver(reaper_stop.clone());
+        engine.metrics.spawn_window_ticker(reaper_stop.clone());
         if ctx.security.tokens.is_some() {
             tokio::spawn(process::reload_tokens_on_hangup(
                 ctx.security.clone(),
