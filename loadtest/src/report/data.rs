@@ -69,6 +69,14 @@ pub struct Raw {
     /// real pace (users × time scale), since a 10× user does the work of ten.
     #[serde(default = "one")]
     pub time_scale: f64,
+    /// The server's memory per session: the least-squares slope of RSS over
+    /// the sessions it held up to the end of the hold, bytes (None: too few
+    /// sessions to tell it from noise; see `memory::per_session_slope`).
+    #[serde(default)]
+    pub memory_per_session_bytes: Option<f64>,
+    /// … and the intercept: the server's fixed cost, bytes.
+    #[serde(default)]
+    pub memory_fixed_bytes: Option<f64>,
     /// The server's `Stats` counters over the run (end minus start; for the
     /// ratios among them, such as prediction accuracy, see [`Raw::server_ratio`]).
     #[serde(default)]

@@ -167,3 +167,74 @@ mod tests {
         assert!(HoldMemory::measure(&sc, &samples(0)).is_none());
     }
 }
+
+/// Fewer sessions than this at the end of the hold: the per-session slope is
+/// lost in the server's noise and reported as not measured.
+pub const MIN_SESSIONS_FOR_SLOPE: u64 = 100;
+
+/// The server's memory per session as the least-squares slope of RSS over
+/// the sessions it held, sample by sample up to the end of the hold, and the
+/// fixed cost (the intercept) apart: (peak − before) / users divides the
+/// server's fixed growth (code paged in, caches filling) by however few users
+/// a run has (a 20-user run "used" ~150 KB a session). None when too few
+/// sessions or too few distinct session counts make the slope meaningless.
+pub fn per_session_slope(samples: &[ServerSample], until_s: f64) -> Option<(f64, f64)> {
+    let points: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|s| s.t_s <= until_s && s.rss_bytes > 0)
+        .map(|s| (s.sessions as f64, s.rss_bytes as f64))
+        .collect();
+    let most = points.iter().map(|p| p.0).fold(0.0, f64::max);
+    let mut distinct: Vec<u64> = points.iter().map(|p| p.0 as u64).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if most < MIN_SESSIONS_FOR_SLOPE as f64 || distinct.len() < 5 {
+        return None;
+    }
+    let n = points.len() as f64;
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let var: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if var <= 0.0 {
+        return None;
+    }
+    let cov: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let slope = cov / var;
+    Some((slope.max(0.0), my - slope * mx))
+}
+
+#[cfg(test)]
+mod slope_tests {
+    use super::*;
+
+    fn sample(t_s: f64, sessions: u64, rss: u64) -> ServerSample {
+        ServerSample {
+            t_s,
+            sessions,
+            rss_bytes: rss,
+            ..ServerSample::default()
+        }
+    }
+
+    #[test]
+    fn the_slope_is_the_cost_per_session_and_the_fixed_cost_is_apart() {
+        // 40 MB fixed, 30 KB per session, as users arrive; noise of ±200 KB.
+        let samples: Vec<ServerSample> = (0..20)
+            .map(|i| {
+                let sessions = i * 50;
+                let noise = if i % 2 == 0 { 200_000 } else { 0 };
+                sample(i as f64, sessions, 40_000_000 + sessions * 30_000 + noise)
+            })
+            .collect();
+        let (slope, fixed) = per_session_slope(&samples, 100.0).expect("measured");
+        assert!((slope - 30_000.0).abs() < 1_000.0, "{slope}");
+        assert!((fixed - 40_100_000.0).abs() < 500_000.0, "{fixed}");
+        // Twenty users: not measured, whatever the RSS did.
+        let few: Vec<ServerSample> = (0..20)
+            .map(|i| sample(i as f64, i, 40_000_000 + i * 150_000))
+            .collect();
+        assert_eq!(per_session_slope(&few, 100.0), None);
+    }
+}

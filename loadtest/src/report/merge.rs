@@ -66,6 +66,10 @@ impl Report {
             raw.client_bytes_total += x.client_bytes_total;
             raw.server_rss_before = min_opt(raw.server_rss_before, x.server_rss_before);
             raw.server_rss_peak = raw.server_rss_peak.max(x.server_rss_peak);
+            // One server: its slope as the largest any machine saw.
+            raw.memory_per_session_bytes =
+                max_f(raw.memory_per_session_bytes, x.memory_per_session_bytes);
+            raw.memory_fixed_bytes = max_f(raw.memory_fixed_bytes, x.memory_fixed_bytes);
             raw.server_cpu_hold_s = max_f(raw.server_cpu_hold_s, x.server_cpu_hold_s);
             // One server driven from several machines: its counters are the largest.
             for (k, v) in &x.server_counters {

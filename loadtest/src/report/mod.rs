@@ -24,7 +24,7 @@ mod timing;
 
 pub use baseline::Regression;
 pub use data::{CapacityStep, Raw, RunData, ServerSample, Tick};
-pub use memory::{level_at, HoldMemory, MAX_SOAK_GROWTH_PCT};
+pub use memory::{level_at, per_session_slope, HoldMemory, MAX_SOAK_GROWTH_PCT};
 pub use phases::{PhaseData, PhaseReport, Phases};
 pub use timing::{Timing, TimingData};
 
@@ -229,6 +229,17 @@ impl Report {
         }
         if !d.raw.capacity {
             notes.push("commands per second and concurrent users held: not measured (this scenario does not search for capacity; run `--scenario enterprise`); throughput is graded as the share of offered load served on time".to_owned());
+        }
+        match (d.raw.memory_per_session_bytes, d.raw.memory_fixed_bytes) {
+            (Some(per), Some(fixed)) => notes.push(format!(
+                "memory per session: {:.1} KB, the slope of the server's RSS over the sessions it held (least squares over the ramp-up and hold); its fixed cost apart: {:.1} MiB",
+                per / 1024.0,
+                fixed / (1024.0 * 1024.0)
+            )),
+            _ => notes.push(format!(
+                "memory per session: not measured (fewer than {} sessions, or too few distinct session counts, to tell a per-session cost from the server's noise)",
+                memory::MIN_SESSIONS_FOR_SLOPE
+            )),
         }
         if d.raw.time_scale != 1.0 {
             notes.push(format!(

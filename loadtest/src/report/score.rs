@@ -33,13 +33,10 @@ pub fn measure(raw: &Raw, e2e: &Hist, backend: Option<&Hist>) -> Measurements {
         );
     }
     let users = raw.users_held.max(1) as f64;
-    if let (Some(before), Some(peak)) = (raw.server_rss_before, raw.server_rss_peak) {
-        if raw.users_held > 0 {
-            m.insert(
-                ids::MEMORY_PER_SESSION_KB.into(),
-                peak.saturating_sub(before) as f64 / users / 1024.0,
-            );
-        }
+    // The slope of RSS over sessions, not (peak − before) / users, which
+    // charges the server's fixed growth to however few users a run has.
+    if let Some(bytes) = raw.memory_per_session_bytes {
+        m.insert(ids::MEMORY_PER_SESSION_KB.into(), bytes / 1024.0);
     }
     if raw.hold_s > 0.0 && raw.users_held > 0 {
         let real_pace_users = users * raw.time_scale.max(1e-9);

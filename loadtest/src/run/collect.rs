@@ -98,6 +98,8 @@ pub(super) fn collect(
             .fold(0.0, f64::max)
     });
     let wall_s = wall0.elapsed().as_secs_f64();
+    let slope =
+        crate::report::per_session_slope(&samples, (sc.ramp_up + sc.duration).as_secs_f64());
     let own_cpu_s = (own_cpu() - cpu0).as_secs_f64();
     let raw = Raw {
         users: sc.users as u64,
@@ -130,6 +132,8 @@ pub(super) fn collect(
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()) as u64,
         time_scale: sc.time_scale,
         server_counters: counter_delta(&s_before, s_end.as_ref()),
+        memory_per_session_bytes: slope.map(|s| s.0),
+        memory_fixed_bytes: slope.map(|s| s.1),
     };
     RunData {
         started_unix_ms,
