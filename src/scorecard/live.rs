@@ -480,14 +480,7 @@ pub fn render_live_text(card: &LiveCard) -> String {
         }
     }
     let _ = writeln!(out);
-    let cats: Vec<String> = Category::ALL
-        .iter()
-        .map(|c| match card.categories.get(c).copied().flatten() {
-            Some(s) => format!("{c} {s:.1}"),
-            None => format!("{c} not measured"),
-        })
-        .collect();
-    let _ = writeln!(out, "categories: {}", cats.join(" · "));
+    let _ = writeln!(out, "{}", super::render::categories_line(&card.categories));
     match (card.score, card.grade) {
         (Some(s), Some(g)) => {
             let _ = writeln!(out, "overall: {s:.1}   grade: {g}   ({})", card.note);

@@ -65,14 +65,7 @@ pub fn render_text(card: &Scorecard) -> String {
         }
     }
     let _ = writeln!(out);
-    let cats: Vec<String> = Category::ALL
-        .iter()
-        .map(|c| match card.categories.get(c).copied().flatten() {
-            Some(s) => format!("{c} {s:.1}"),
-            None => format!("{c} not measured"),
-        })
-        .collect();
-    let _ = writeln!(out, "categories: {}", cats.join(" · "));
+    let _ = writeln!(out, "{}", categories_line(&card.categories));
     let _ = writeln!(out, "overall: {:.1}   grade: {}", card.score, card.grade);
     for c in &card.critical_failures {
         let _ = writeln!(out, "CRITICAL FAILURE: {c} (grade forced to F)");
@@ -84,4 +77,19 @@ pub fn render_text(card: &Scorecard) -> String {
         }
     }
     out
+}
+
+/// `categories: latency 45.0 · throughput not measured · …`, the same line in
+/// the load tester's report and the server's live card.
+pub(crate) fn categories_line(
+    categories: &std::collections::BTreeMap<Category, Option<f64>>,
+) -> String {
+    let cats: Vec<String> = Category::ALL
+        .iter()
+        .map(|c| match categories.get(c).copied().flatten() {
+            Some(s) => format!("{c} {s:.1}"),
+            None => format!("{c} not measured"),
+        })
+        .collect();
+    format!("categories: {}", cats.join(" · "))
 }
