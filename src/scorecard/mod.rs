@@ -402,6 +402,11 @@ pub enum Grade {
     A,
 }
 
+/// The scoring in one paragraph, for the reports and `--help` (DESIGN §5,
+/// with the default formula; a targets file may change a metric's formula
+/// or the category weights, and the report then lists them).
+pub const SCORING: &str = "Each target scores 90 when met exactly, rises linearly to 100 at 50% better than the target, and loses 10 points per 10% missed (never below 0); a category scores the mean of its measured targets, the overall score is the weighted mean of the measured categories; A is 90 and above, B 80, C 70, D 60, F below 60 or on any critical failure (a lost response, a dead server, a soak that grows, an abort).";
+
 impl Grade {
     /// The grade of an overall score.
     pub fn from_score(score: f64) -> Grade {

@@ -139,6 +139,13 @@ pub struct Report {
     /// Why `--abort-on-fail` stopped the run (the report is partial).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted: Option<String>,
+    /// The load tester's version.
+    #[serde(default)]
+    pub tool_version: String,
+    /// The commit of the tree the load tester ran from (`git rev-parse`), when
+    /// it ran inside one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
 }
 
 pub(super) fn summaries(
@@ -169,6 +176,17 @@ pub(super) fn decode_map(m: &BTreeMap<String, String>) -> anyhow::Result<BTreeMa
     m.iter()
         .map(|(k, s)| Ok((k.clone(), hist::decode(s)?)))
         .collect()
+}
+
+/// The commit of the working tree, if the load tester runs inside one.
+fn commit() -> Option<String> {
+    let out = std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let c = String::from_utf8(out.stdout).ok()?.trim().to_owned();
+    (out.status.success() && !c.is_empty()).then_some(c)
 }
 
 fn client_cost(raw: &Raw) -> ClientCost {
@@ -291,6 +309,8 @@ impl Report {
             timing,
             phases,
             aborted: d.aborted,
+            tool_version: env!("CARGO_PKG_VERSION").to_owned(),
+            commit: commit(),
         }
     }
 
