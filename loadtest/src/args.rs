@@ -21,6 +21,7 @@ pub enum Comp {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(after_help = voxterm::scorecard::SCORING)]
 pub struct RunArgs {
     /// Scenario: smoke, quick, sustained, burst, ramp, soak, chaos, enterprise.
     #[arg(long, default_value = "quick")]

@@ -67,6 +67,7 @@ pub fn render_text(card: &Scorecard) -> String {
     let _ = writeln!(out);
     let _ = writeln!(out, "{}", categories_line(&card.categories));
     let _ = writeln!(out, "overall: {:.1}   grade: {}", card.score, card.grade);
+    let _ = writeln!(out, "scoring: {}", super::SCORING);
     for c in &card.critical_failures {
         let _ = writeln!(out, "CRITICAL FAILURE: {c} (grade forced to F)");
     }
