@@ -289,8 +289,24 @@ fn interleaved(
         })
         .collect();
     let mut samples = vec![Vec::with_capacity(rounds); jobs.len()];
+    // The same program spawned bare in the same rounds (std's posix_spawn,
+    // pipes, wait; no pool, no limits, no streaming): exec's own overhead is
+    // the `none` row over this one (issue 17, part 8).
+    let argv: Vec<String> = match jobs[0].line.direct_argv() {
+        Some(argv) => argv.to_vec(),
+        None => vec!["/bin/sh".into(), "-c".into(), line.into()],
+    };
+    let mut bare = Vec::with_capacity(rounds);
     rt.block_on(async {
         for _ in 0..rounds {
+            let start = std::time::Instant::now();
+            tokio::process::Command::new(&argv[0])
+                .args(&argv[1..])
+                .stdin(std::process::Stdio::null())
+                .output()
+                .await
+                .expect("bare spawn");
+            bare.push(start.elapsed());
             for ((j, out), (_, _, _, io)) in jobs.iter().zip(samples.iter_mut()).zip(variants) {
                 let start = std::time::Instant::now();
                 let _slot = pool.acquire("bench", Priority::Normal).await.expect("slot");
@@ -304,6 +320,14 @@ fn interleaved(
         v[v.len() / 2]
     };
     let base = median(&mut samples[0]);
+    let bare = median(&mut bare);
+    println!(
+        "interleaved {line:?} {:<24} median {:>8.1} us  x{:.3}  (exec's own overhead: none / bare = x{:.3})",
+        "bare tokio spawn+wait",
+        bare.as_secs_f64() * 1e6,
+        bare.as_secs_f64() / base.as_secs_f64(),
+        base.as_secs_f64() / bare.as_secs_f64()
+    );
     for ((tag, _, _, _), s) in variants.iter().zip(samples.iter_mut()) {
         let m = median(s);
         println!(
