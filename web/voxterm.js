@@ -801,6 +801,16 @@ export class VoxtermClient {
             return;
           }
         }
+        // A server without Classify cannot read the frame (UnknownType, no
+        // request): it is the oldest Classify still waiting.
+        if (m.code === 'UnknownType') {
+          const r = [...this.requests.values()].find((q) => q.kind === 'classify');
+          if (r) {
+            this.requests.delete(r.id);
+            r.finish(null, new RequestError(m.code, m.message));
+            return;
+          }
+        }
         // Errors that name no request: an OpenSession's, if one waits.
         if (['UnknownSession', 'TooManySessions', 'QuotaExceeded'].includes(m.code) && this.pendingOpens.length) {
           const p = this.pendingOpens.shift();

@@ -340,6 +340,10 @@ test('client: Classify resolves with the class, or rejects with the Error', asyn
   ws.deliver(encodeFrame('Error', { request: sent[1].msg.request, code: 'UnknownType', message: 'old server' }));
   assert.deepEqual(await p, { class: 'Mutating', detail: 'writes' });
   await assert.rejects(q, (e) => e.code === 'UnknownType');
+  // A server that does not know Classify answers UnknownType without a request.
+  const old = c.classify('ls');
+  ws.deliver(encodeFrame('Error', { request: null, code: 'UnknownType', message: 'type 0x16' }));
+  await assert.rejects(old, (e) => e.code === 'UnknownType');
   c.close();
 });
 
