@@ -208,9 +208,12 @@ function announce(text) {
   $('live').textContent = text;
 }
 
+let blockSeq = 0;
+
 function block(tab, line) {
   const li = document.createElement('li');
   li.className = 'block';
+  li.dataset.n = String(++blockSeq);
   li.dataset.state = 'running';
   li.innerHTML = '<span class="status">running</span><span class="cmd"></span><span class="meta"></span>'
     + '<button type="button" class="stop">stop</button><button type="button" class="copy">copy</button>';
@@ -258,6 +261,7 @@ async function submit(raw) {
   const tab = current;
   const li = block(tab, line);
   const decision = await gate.decide(line, tab.handle);
+  const tRun = performance.now();
   if (!decision.run) {
     const why = decision.class === 'Denied'
       ? `refused by the server's policy${decision.detail ? `: ${decision.detail}` : ''}`
@@ -316,8 +320,12 @@ async function submit(raw) {
   let status;
   let meta;
   let spoken;
+  let servedFrom = null;
+  let backendUs = null;
   try {
     const exit = await req.done;
+    servedFrom = exit.served_from;
+    backendUs = Number(exit.backend_us);
     const ms = req.elapsedMs;
     const dur = ms < 1000 ? `${ms.toFixed(ms < 10 ? 1 : 0)} ms` : `${(ms / 1000).toFixed(2)} s`;
     const how = exit.killed !== 'None' && exit.signal !== null ? ` · signal ${exit.signal}` : '';
@@ -351,7 +359,10 @@ async function submit(raw) {
   // Output painted: everything parsed, then the frame after it.
   await tab.view.flushed();
   requestAnimationFrame(() => {
-    timings.push({ line, ms: performance.now() - t0, backend: null });
+    // total: Enter → painted, with the read-back if there was one; run: from the
+    // decision to run (Classify answered, or "yes" said) → painted.
+    const now = performance.now();
+    timings.push({ line, total: now - t0, run: now - tRun, asked: decision.asked, servedFrom, backendUs });
     if (timings.length > 2000) timings.shift();
   });
   if (/^\s*(cd|pushd|popd)\b/.test(line) && state === 'ok') refreshCwd(tab);

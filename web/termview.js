@@ -7,6 +7,8 @@
 
 export const FRAME_BYTES = 64 * 1024;
 export const MAX_QUEUED = 8 * 1024 * 1024;
+/** Writes up to this size go to xterm at once when nothing is being written. */
+export const SMALL = 16 * 1024;
 
 export class TermView {
   constructor(term, raf = (f) => requestAnimationFrame(f)) {
@@ -38,6 +40,13 @@ export class TermView {
 
   schedule() {
     if (this.scheduled || this.writing) return;
+    // Idle and a small write: hand it to xterm now (it paints on its next
+    // frame); only a backlog waits for frames, so a short answer costs no
+    // extra frame and a flood cannot take more than one chunk per frame.
+    if (this.queued <= SMALL && !this.dropped) {
+      this.pump();
+      return;
+    }
     this.scheduled = true;
     this.raf(() => this.pump());
   }
@@ -76,7 +85,16 @@ export class TermView {
     this.term.write(chunk, () => {
       this.writing = false;
       this.written += n;
-      this.schedule();
+      if (this.queue.length && this.queued <= SMALL && !this.dropped) {
+        // A little more came meanwhile: no reason to wait for a frame.
+        this.pump();
+      } else if (this.queue.length) {
+        // A backlog: the next chunk waits for the next frame.
+        this.scheduled = true;
+        this.raf(() => this.pump());
+      } else {
+        for (const f of this.idle.splice(0)) f();
+      }
     });
   }
 

@@ -19,7 +19,7 @@ struct Asset {
 }
 
 macro_rules! asset {
-    ($path:literal, $file:literal, $type:literal) => {
+    ($path:literal, $file:literal, $type:expr) => {
         Asset {
             path: $path,
             content_type: $type,

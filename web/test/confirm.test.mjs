@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Gate, answer, readBack } from '../confirm.js';
-import { TermView, FRAME_BYTES, MAX_QUEUED } from '../termview.js';
+import { TermView, FRAME_BYTES, MAX_QUEUED, SMALL } from '../termview.js';
 import { RequestError } from '../voxterm.js';
 
 function fakeClient(classes) {
@@ -65,6 +65,25 @@ function fakeTerm() {
   return t;
 }
 
+test('TermView: a small write when idle goes straight to xterm', async () => {
+  const frames = [];
+  const term = fakeTerm();
+  const view = new TermView(term, (f) => frames.push(f));
+  view.write('hello\n');
+  assert.deepEqual(term.writes, [6], 'written without waiting for a frame');
+  view.write('more');
+  assert.deepEqual(term.writes, [6], 'not while xterm is still parsing');
+  term.pending();
+  assert.deepEqual(term.writes, [6, 4], 'a little more goes on at once');
+  assert.equal(frames.length, 0);
+  const done = view.flushed();
+  term.pending();
+  await done;
+  view.write(new Uint8Array(SMALL + 1));
+  assert.equal(term.writes.length, 2, 'a large write waits for a frame');
+  assert.equal(frames.length, 1);
+});
+
 test('TermView: one chunk per frame, after the write callback, bounded queue', async () => {
   const frames = [];
   const term = fakeTerm();
@@ -77,14 +96,14 @@ test('TermView: one chunk per frame, after the write callback, bounded queue', a
   term.pending();
   frames.shift()();
   term.pending();
-  frames.shift()();
+  assert.equal(frames.length, 0, 'the small rest follows at once');
   assert.deepEqual(term.writes, [FRAME_BYTES, FRAME_BYTES, 10]);
   // A flood beyond the bound drops old output and says so.
   for (let i = 0; i < 20; i++) view.write(new Uint8Array(1024 * 1024));
   assert.ok(view.queued <= MAX_QUEUED, `${view.queued}`);
   term.pending();
   frames.shift()();
-  assert.ok(term.writes.length === 4 && view.dropped === 0);
+  assert.ok(term.writes.length === 4 && view.dropped === 0, `${term.writes.length} ${view.dropped}`);
   const done = view.flushed();
   for (let guard = 0; (view.writing || frames.length) && guard < 1000; guard++) {
     if (view.writing) term.pending();
