@@ -126,7 +126,8 @@ impl Security {
         };
         let scheme = if tls { "https" } else { "http" };
         self.host_allowed(Some(host))
-            && normalize_origin(origin) == format!("{scheme}://{}", host.trim().to_ascii_lowercase())
+            && normalize_origin(origin)
+                == format!("{scheme}://{}", host.trim().to_ascii_lowercase())
     }
 
     /// Whether `/healthz` and `/metrics` answer a request with this `Host`
@@ -237,7 +238,10 @@ mod tests {
         // A DNS-rebinding name agrees with its own origin, but is no allowed host.
         let evil = Some("evil.example:7878");
         assert!(!s.origin_allowed_for(Some("http://evil.example:7878"), evil, false));
-        assert!(s.origin_allowed_for(None, evil, false), "non-browser clients");
+        assert!(
+            s.origin_allowed_for(None, evil, false),
+            "non-browser clients"
+        );
     }
 
     #[test]

@@ -60,8 +60,8 @@ pub(super) fn get(path: &str, host: Option<&str>, if_none_match: Option<&str>) -
     let index = ASSETS.iter().position(|a| a.path == path)?;
     let asset = &ASSETS[index];
     let etag = &etags()[index];
-    let fresh = if_none_match
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let fresh =
+        if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     let (status, body) = if fresh {
         ("304 Not Modified", &[][..])
     } else {
@@ -125,7 +125,9 @@ mod tests {
         let r = get("/", Some("127.0.0.1:7878"), None).expect("the page");
         assert!(r.head.starts_with("HTTP/1.1 200 OK\r\n"), "{}", r.head);
         assert!(r.head.contains("Content-Type: text/html; charset=utf-8"));
-        assert!(r.head.contains("connect-src 'self' ws://127.0.0.1:7878 wss://127.0.0.1:7878;"));
+        assert!(r
+            .head
+            .contains("connect-src 'self' ws://127.0.0.1:7878 wss://127.0.0.1:7878;"));
         assert!(r.head.contains("script-src 'self';"));
         assert!(r.head.contains("X-Content-Type-Options: nosniff"));
         assert!(!r.body.is_empty());

@@ -358,7 +358,9 @@ fn route(
             None => text((500, "Internal Server Error")),
         },
         _ => {
-            let host = head.header("host").and_then(|h| std::str::from_utf8(h).ok());
+            let host = head
+                .header("host")
+                .and_then(|h| std::str::from_utf8(h).ok());
             let etag = head
                 .header("if-none-match")
                 .and_then(|h| std::str::from_utf8(h).ok());
@@ -535,7 +537,11 @@ fn misdirected(ctx: &ServerContext, host: &str, path: &str) -> Reply {
 /// which origin and the configuration line that allows it.
 fn forbidden_origin(ctx: &ServerContext, origin: &str, peer: SocketAddr) -> Reply {
     ctx.engine.metrics.refused(Refusal::Origin);
-    let origin: String = origin.chars().filter(|c| !c.is_control()).take(200).collect();
+    let origin: String = origin
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
     let how = format!(
         "only the page's own origin (served at / under localhost, an IP address or a name in [server] allowed_hosts) \
          and the origins in [server] allowed_origins may open /ws. To allow this one, add allowed_origins = [\"{origin}\"] \
