@@ -4,7 +4,9 @@
 //! per-command cgroup (pids + memory, cells reused), and with both.
 //!
 //! As root, the `+run_as` rows run the same lines as `nobody` (`[exec] run_as`:
-//! `setpriv` in front, and `prlimit` with rlimits).
+//! `setpriv` in front, and `prlimit` with rlimits). The `+stdin` and `+pty`
+//! rows run them as a `Spawn` does: stdin a pipe the engine feeds, or a
+//! pseudo-terminal (`setsid --ctty` in front, the output read from the master).
 //!
 //! Run: `cargo bench --bench spawn -- --warm-up-time 1 --measurement-time 5`
 //! (the cgroup rows need a writable cgroup v1 `pids` and `memory`, e.g. root;
@@ -21,7 +23,10 @@ use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use voxterm::config::{ExecConfig, Preset};
-use voxterm::exec::{run, CgroupMode, Containment, Identity, Job, Pool, PoolConfig, RunAs, Stop};
+use voxterm::exec::{
+    run, run_interactive, CgroupMode, Containment, Feed, Identity, Interactive, Job, Pool,
+    PoolConfig, PtySize, RunAs, Stop,
+};
 use voxterm::output::{OutputSink, SinkClosed};
 use voxterm_protocol::{Priority, StreamKind};
 
@@ -42,8 +47,38 @@ fn job(command: &str) -> Job {
     job_in(command, Arc::new(Containment::none()))
 }
 
-/// A variant: its containment, and the user its commands run as (`run_as`).
-type Variant = (String, Arc<Containment>, Option<Arc<Identity>>);
+/// A variant: its containment, the user its commands run as (`run_as`), and
+/// how its stdin is given.
+type Variant = (String, Arc<Containment>, Option<Arc<Identity>>, Io);
+
+/// How a command's stdin (and output) is set up.
+#[derive(Clone, Copy)]
+enum Io {
+    /// `/dev/null`, pipes out: an `Exec`.
+    Null,
+    /// A pipe the engine feeds: a `Spawn` without a terminal.
+    Stdin,
+    /// A pseudo-terminal: a `Spawn` with one.
+    Pty,
+}
+
+/// Runs `j` the way `io` says; the input, if any, ends at once.
+async fn run_io(j: &Job, io: Io, stop: &Stop) {
+    let interactive = |pty| {
+        let (tx, feed) = tokio::sync::mpsc::unbounded_channel();
+        let _ = tx.send(Feed::End);
+        Interactive { feed, pty }
+    };
+    let outcome = match io {
+        Io::Null => run(j, &mut Discard, stop).await,
+        Io::Stdin => run_interactive(j, interactive(None), &mut Discard, stop).await,
+        Io::Pty => {
+            let size = PtySize { rows: 24, cols: 80 };
+            run_interactive(j, interactive(Some(size)), &mut Discard, stop).await
+        }
+    };
+    outcome.expect("run");
+}
 
 fn job_in(command: &str, containment: Arc<Containment>) -> Job {
     Job {
@@ -140,7 +175,30 @@ fn spawn(c: &mut Criterion) {
         c.cgroup = CgroupMode::Required;
         c
     };
-    let mut variants: Vec<Variant> = vec![("none".into(), Arc::new(Containment::none()), None)];
+    let mut variants: Vec<Variant> = vec![
+        ("none".into(), Arc::new(Containment::none()), None, Io::Null),
+        (
+            "stdin".into(),
+            Arc::new(Containment::none()),
+            None,
+            Io::Stdin,
+        ),
+        ("pty".into(), Arc::new(Containment::none()), None, Io::Pty),
+    ];
+    for (tag, io) in [("stdin", Io::Stdin), ("pty", Io::Pty)] {
+        for (name, line) in [
+            ("exec_run_bin_true_direct", "/bin/true"),
+            ("exec_run_echo_hi_shell", "echo hi;"),
+        ] {
+            let j = job(line);
+            g.bench_function(format!("{name}+{tag}"), |b| {
+                b.to_async(&rt).iter(|| async {
+                    let _slot = pool.acquire("bench", Priority::Normal).await.expect("slot");
+                    run_io(&j, io, &stop).await
+                })
+            });
+        }
+    }
     for (tag, cfg) in [
         ("rlimits", rlimits_only),
         ("cgroup_pids", cgroup_pids),
@@ -152,7 +210,7 @@ fn spawn(c: &mut Criterion) {
             continue;
         }
         let containment = Arc::new(Containment::new(&cfg));
-        variants.push((tag.into(), Arc::clone(&containment), None));
+        variants.push((tag.into(), Arc::clone(&containment), None, Io::Null));
         for (name, line) in [
             ("exec_run_bin_true_direct", "/bin/true"),
             ("exec_run_echo_hi_shell", "echo hi;"),
@@ -181,6 +239,7 @@ fn spawn(c: &mut Criterion) {
                     tag.into(),
                     Arc::clone(&containment),
                     Some(Arc::clone(&user)),
+                    Io::Null,
                 ));
                 for (name, line) in [
                     ("exec_run_bin_true_direct", "/bin/true"),
@@ -223,7 +282,7 @@ fn interleaved(
 ) {
     let jobs: Vec<Job> = variants
         .iter()
-        .map(|(_, c, user)| {
+        .map(|(_, c, user, _)| {
             let mut j = job_in(line, Arc::clone(c));
             j.user = user.clone();
             j
@@ -232,10 +291,10 @@ fn interleaved(
     let mut samples = vec![Vec::with_capacity(rounds); jobs.len()];
     rt.block_on(async {
         for _ in 0..rounds {
-            for (j, out) in jobs.iter().zip(samples.iter_mut()) {
+            for ((j, out), (_, _, _, io)) in jobs.iter().zip(samples.iter_mut()).zip(variants) {
                 let start = std::time::Instant::now();
                 let _slot = pool.acquire("bench", Priority::Normal).await.expect("slot");
-                run(j, &mut Discard, stop).await.expect("run");
+                run_io(j, *io, stop).await;
                 out.push(start.elapsed());
             }
         }
@@ -245,7 +304,7 @@ fn interleaved(
         v[v.len() / 2]
     };
     let base = median(&mut samples[0]);
-    for ((tag, _, _), s) in variants.iter().zip(samples.iter_mut()) {
+    for ((tag, _, _, _), s) in variants.iter().zip(samples.iter_mut()) {
         let m = median(s);
         println!(
             "interleaved {line:?} {tag:<24} median {:>8.1} us  x{:.3}",

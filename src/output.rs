@@ -18,6 +18,14 @@ pub trait OutputSink: Send {
         stream: StreamKind,
         data: &[u8],
     ) -> impl Future<Output = Result<(), SinkClosed>> + Send;
+
+    /// `n` bytes of the command's input (a `Spawn`'s) were passed on to it:
+    /// the client may send that many more (`InputCredit`). Only commands with
+    /// live input call it.
+    fn input_consumed(&mut self, n: usize) -> impl Future<Output = Result<(), SinkClosed>> + Send {
+        let _ = n;
+        std::future::ready(Ok(()))
+    }
 }
 
 /// The output receiver is gone (client disconnected or request dropped): the

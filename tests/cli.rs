@@ -63,7 +63,8 @@ async fn every_ending_has_its_status_and_its_words() {
     std::fs::write(&script, "printf '\\342\\202\\254 %s\\n' \"a  b\"\n").unwrap();
     let script = display(&script);
     let url = s.url.clone();
-    let table: Vec<Row> = vec![
+    let table: Vec<Row> =
+        vec![
         (vec!["--", "echo hi"], None, 0, "hi\n", ""),
         (vec!["echo", "hi"], None, 0, "hi\n", ""),
         (vec!["--", "exit 3"], None, 3, "", ""),
@@ -90,6 +91,24 @@ async fn every_ending_has_its_status_and_its_words() {
             "",
         ),
         (vec!["-f", &script], None, 0, "€ a  b\n", ""),
+        // A piped stdin is forwarded (as ssh does); -n keeps /dev/null.
+        (vec!["--", "sort"], Some("b\na\n"), 0, "a\nb\n", ""),
+        (vec!["-n", "--", "cat"], Some("ignored\n"), 0, "", ""),
+        // -t: a terminal on the server, even from a pipe (as ssh -t).
+        (
+            vec!["-t", "--", "python3 -c 'import sys; print(sys.stdin.isatty())'"],
+            None,
+            0,
+            "True\r\n",
+            "",
+        ),
+        (
+            vec!["--timeout", "20m", "--", "true"],
+            None,
+            125,
+            "",
+            "voxterm: a timeout of 20m is above this server's maximum of 10m ([exec] max_timeout)",
+        ),
         (
             vec!["--stdin-line"],
             Some("echo 'x  y' | tr x z"),

@@ -24,7 +24,7 @@ export const Enums = {
   CacheMode: ['Default', 'Bypass', 'Refresh'],
   BatchMode: ['Parallel', 'Sequential'],
   StreamKind: ['Stdout', 'Stderr'],
-  ServedFrom: ['Exec', 'Builtin', 'L1', 'L2', 'L3', 'Prefetch'],
+  ServedFrom: ['Exec', 'Builtin', 'L1', 'L2', 'L3', 'Prefetch', 'Joined'],
   KillReason: ['None', 'Timeout', 'Cancelled', 'OutputLimit', 'Shutdown'],
   NoticeKind: ['NeedsTerminal'],
   LineClass: ['ReadOnly', 'Session', 'Mutating', 'Unknown', 'Denied'],

@@ -30,9 +30,16 @@ pub(crate) fn is_known_kind(k: u8) -> bool {
             | kind::EXEC
             | kind::BATCH
             | kind::CANCEL
+            | kind::SPAWN
+            | kind::INPUT
+            | kind::RESIZE
+            | kind::CLASSIFY
             | kind::OUTPUT
             | kind::EXIT
             | kind::ERROR
+            | kind::INPUT_CREDIT
+            | kind::NOTICE
+            | kind::CLASSIFIED
             | kind::PING
             | kind::PONG
             | kind::STATS_REQUEST
@@ -84,9 +91,16 @@ pub(crate) fn encode_body(msg: &Message, json: bool, out: &mut Vec<u8>) -> Resul
         Message::Exec(m) => put(k, m, json, out),
         Message::Batch(m) => put(k, m, json, out),
         Message::Cancel(m) => put(k, m, json, out),
+        Message::Spawn(m) => put(k, m, json, out),
+        Message::Input(m) => put(k, m, json, out),
+        Message::Resize(m) => put(k, m, json, out),
+        Message::Classify(m) => put(k, m, json, out),
         Message::Output(m) => put(k, m, json, out),
         Message::Exit(m) => put(k, m, json, out),
         Message::Error(m) => put(k, m, json, out),
+        Message::InputCredit(m) => put(k, m, json, out),
+        Message::Notice(m) => put(k, m, json, out),
+        Message::Classified(m) => put(k, m, json, out),
         Message::Ping(m) => put(k, m, json, out),
         Message::Pong(m) => put(k, m, json, out),
         Message::StatsRequest(m) => put(k, m, json, out),
@@ -157,9 +171,16 @@ pub(crate) fn decode_body(
         kind::EXEC => Message::Exec(get(k, body, json, m)?),
         kind::BATCH => Message::Batch(get(k, body, json, m)?),
         kind::CANCEL => Message::Cancel(get(k, body, json, m)?),
+        kind::SPAWN => Message::Spawn(get(k, body, json, m)?),
+        kind::INPUT => Message::Input(get(k, body, json, m)?),
+        kind::RESIZE => Message::Resize(get(k, body, json, m)?),
+        kind::CLASSIFY => Message::Classify(get(k, body, json, m)?),
         kind::OUTPUT => Message::Output(get(k, body, json, m)?),
         kind::EXIT => Message::Exit(get(k, body, json, m)?),
         kind::ERROR => Message::Error(get(k, body, json, m)?),
+        kind::INPUT_CREDIT => Message::InputCredit(get(k, body, json, m)?),
+        kind::NOTICE => Message::Notice(get(k, body, json, m)?),
+        kind::CLASSIFIED => Message::Classified(get(k, body, json, m)?),
         kind::PING => Message::Ping(get(k, body, json, m)?),
         kind::PONG => Message::Pong(get(k, body, json, m)?),
         kind::STATS_REQUEST => Message::StatsRequest(get(k, body, json, m)?),

@@ -212,6 +212,151 @@ pub struct Cancel {
     pub request: RequestId,
 }
 
+/// The terminal a `Spawn` asks for: the command runs on a pseudo-terminal of
+/// this size, so programs that need one (vi, top, less, a REPL) work.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Pty {
+    /// Rows, 1..=1000.
+    pub rows: u16,
+    /// Columns, 1..=1000.
+    pub cols: u16,
+    /// `TERM` for the command; empty means `xterm-256color`.
+    pub term: String,
+}
+
+/// Run one command with a live stdin, and on a terminal when `pty` is set.
+///
+/// Apart from `Exec` because it is a different kind of request: it is never
+/// cached or prefetched (what it prints depends on what the client types), it
+/// cannot be batched, and it is answered with an `InputCredit` before anything
+/// else. The fast, cacheable path stays `Exec`, unchanged on the wire.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Spawn {
+    /// Client-chosen id, in the same space as `Exec.request`.
+    pub request: RequestId,
+    /// Session handle (0 = the `default` session).
+    pub session: SessionId,
+    /// The command line, as a user would type it in a POSIX shell.
+    pub command: String,
+    /// Timeout in milliseconds; 0 means the server default.
+    pub timeout_ms: u32,
+    /// A pseudo-terminal for the command, or none (stdin is then a pipe).
+    pub pty: Option<Pty>,
+}
+
+/// Bytes for a `Spawn`ed command's stdin (or its terminal).
+///
+/// Flow control: a client may have at most the bytes granted by `InputCredit`
+/// outstanding, so the server's buffer per request is bounded without ever
+/// stopping the connection's other requests (no head-of-line blocking).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Input {
+    /// The `Spawn` request the bytes are for.
+    pub request: RequestId,
+    /// The bytes, written to the command unmodified.
+    pub data: Vec<u8>,
+    /// End of input: the command's stdin is closed after `data` (on a
+    /// terminal, the terminal's end-of-file character is sent instead).
+    pub end: bool,
+}
+
+/// A new size for a `Spawn`ed command's terminal; the command gets `SIGWINCH`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Resize {
+    /// The `Spawn` request (it must have asked for a `pty`).
+    pub request: RequestId,
+    /// Rows, 1..=1000.
+    pub rows: u16,
+    /// Columns, 1..=1000.
+    pub cols: u16,
+}
+
+/// Ask what the server makes of a line without running it, so a client can
+/// confirm a line that changes something before it runs (a voice client reads
+/// it back: speech recognition mishears).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Classify {
+    /// Client-chosen id, in the same space as `Exec.request`.
+    pub request: RequestId,
+    /// Session handle (0 = the `default` session).
+    pub session: SessionId,
+    /// The command line.
+    pub command: String,
+}
+
+/// Permission to send more `Input`: the server has passed `bytes` more of the
+/// request's input on to the command (or, first, the initial window).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct InputCredit {
+    /// The `Spawn` request.
+    pub request: RequestId,
+    /// How many more input bytes the client may send.
+    pub bytes: u32,
+}
+
+/// What a `Notice` is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+pub enum NoticeKind {
+    /// The command is a program that waits for a terminal (vi, top, a REPL)
+    /// and was started without one: run it with a `Spawn` that has a `pty`.
+    NeedsTerminal,
+}
+
+/// Something the person should know about a running request, apart from its
+/// output (clients print it on their own stderr or status line). Not terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Notice {
+    /// The request it concerns.
+    pub request: RequestId,
+    /// What it is about, for clients that act on it.
+    pub kind: NoticeKind,
+    /// One line for a person, e.g. "vi needs a terminal: run it with -t".
+    pub message: String,
+}
+
+/// What running a line would do, as the server's own walk of it sees it.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    strum::VariantArray,
+)]
+pub enum LineClass {
+    /// Only reads (the cache may answer it).
+    ReadOnly,
+    /// Changes only the session (`cd`, `export`, `unset`).
+    Session,
+    /// Writes files, changes repositories, talks to the network, or signals.
+    Mutating,
+    /// The server cannot tell (a program it does not know, an expansion).
+    Unknown,
+    /// The command policy refuses it; `detail` says why.
+    Denied,
+}
+
+impl LineClass {
+    /// Every class, in variant-index (wire) order.
+    pub const ALL: &'static [LineClass] = <LineClass as strum::VariantArray>::VARIANTS;
+}
+
+/// The answer to `Classify`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Classified {
+    /// The `Classify` request.
+    pub request: RequestId,
+    /// The line's class.
+    pub class: LineClass,
+    /// One line for a person: what makes it so (e.g. "rm writes files").
+    pub detail: String,
+}
+
 /// Which output stream a chunk came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
 pub enum StreamKind {
@@ -261,6 +406,9 @@ pub enum ServedFrom {
     L3,
     /// A cache entry that the prefetcher filled before it was asked for.
     Prefetch,
+    /// It joined an identical request's run (single flight) that started a
+    /// process: it shares that process's output and started none of its own.
+    Joined,
 }
 
 impl ServedFrom {
@@ -277,6 +425,7 @@ impl ServedFrom {
             ServedFrom::L2 => "L2",
             ServedFrom::L3 => "L3",
             ServedFrom::Prefetch => "prefetch",
+            ServedFrom::Joined => "joined",
         }
     }
 }
@@ -373,6 +522,16 @@ pub enum ErrorCode {
     QuotaExceeded,
     /// A bug or resource failure on the server.
     Internal,
+    /// `Input` or `Resize` names a request that is not in flight.
+    UnknownRequest,
+    /// `Input` the request cannot take: it is an `Exec` (no stdin), its input
+    /// already ended, or it goes past the credit granted.
+    InputRefused,
+    /// `Resize` for a request that has no terminal.
+    NotATerminal,
+    /// A field is out of range: a terminal size, a `TERM`, a timeout above
+    /// the server's maximum.
+    InvalidArgument,
 }
 
 impl ErrorCode {
@@ -461,7 +620,7 @@ pub struct Stats {
 
 /// Every message, each with its frame type byte (see [`Message::kind`]).
 ///
-/// The rare, large bodies (`Hello`, `Welcome`, `Stats`) are boxed so that the enum
+/// The rare, large bodies (`Hello`, `Welcome`, `Spawn`, `Stats`) are boxed so that the enum
 /// stays the size of the hot ones (`Output`, `Exec`, `Exit`): every connection's
 /// writer queue preallocates slots of this size.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -484,12 +643,26 @@ pub enum Message {
     Batch(Batch),
     /// 0x12, client → server.
     Cancel(Cancel),
+    /// 0x13, client → server (boxed: rare, and larger than `Exec`).
+    Spawn(Box<Spawn>),
+    /// 0x14, client → server.
+    Input(Input),
+    /// 0x15, client → server.
+    Resize(Resize),
+    /// 0x16, client → server.
+    Classify(Classify),
     /// 0x20, server → client.
     Output(Output),
     /// 0x21, server → client.
     Exit(Exit),
     /// 0x22, server → client.
     Error(Error),
+    /// 0x23, server → client.
+    InputCredit(InputCredit),
+    /// 0x24, server → client.
+    Notice(Notice),
+    /// 0x25, server → client.
+    Classified(Classified),
     /// 0x30, either way.
     Ping(Ping),
     /// 0x31, either way.
@@ -512,9 +685,16 @@ pub mod kind {
     pub const EXEC: u8 = 0x10;
     pub const BATCH: u8 = 0x11;
     pub const CANCEL: u8 = 0x12;
+    pub const SPAWN: u8 = 0x13;
+    pub const INPUT: u8 = 0x14;
+    pub const RESIZE: u8 = 0x15;
+    pub const CLASSIFY: u8 = 0x16;
     pub const OUTPUT: u8 = 0x20;
     pub const EXIT: u8 = 0x21;
     pub const ERROR: u8 = 0x22;
+    pub const INPUT_CREDIT: u8 = 0x23;
+    pub const NOTICE: u8 = 0x24;
+    pub const CLASSIFIED: u8 = 0x25;
     pub const PING: u8 = 0x30;
     pub const PONG: u8 = 0x31;
     pub const STATS_REQUEST: u8 = 0x40;
@@ -534,9 +714,16 @@ impl Message {
             Message::Exec(_) => kind::EXEC,
             Message::Batch(_) => kind::BATCH,
             Message::Cancel(_) => kind::CANCEL,
+            Message::Spawn(_) => kind::SPAWN,
+            Message::Input(_) => kind::INPUT,
+            Message::Resize(_) => kind::RESIZE,
+            Message::Classify(_) => kind::CLASSIFY,
             Message::Output(_) => kind::OUTPUT,
             Message::Exit(_) => kind::EXIT,
             Message::Error(_) => kind::ERROR,
+            Message::InputCredit(_) => kind::INPUT_CREDIT,
+            Message::Notice(_) => kind::NOTICE,
+            Message::Classified(_) => kind::CLASSIFIED,
             Message::Ping(_) => kind::PING,
             Message::Pong(_) => kind::PONG,
             Message::StatsRequest(_) => kind::STATS_REQUEST,

@@ -85,6 +85,35 @@ fn examples() -> Vec<(&'static str, Message)> {
         ),
         ("cancel", Message::Cancel(Cancel { request: 1 })),
         ("ping", Message::Ping(Ping { nonce: 65_536 })),
+        (
+            "spawn",
+            Message::Spawn(Box::new(Spawn {
+                request: 2,
+                session: 0,
+                command: "vi".into(),
+                timeout_ms: 0,
+                pty: Some(Pty {
+                    rows: 24,
+                    cols: 80,
+                    term: String::new(),
+                }),
+            })),
+        ),
+        (
+            "input_credit",
+            Message::InputCredit(InputCredit {
+                request: 2,
+                bytes: 262_144,
+            }),
+        ),
+        (
+            "input",
+            Message::Input(Input {
+                request: 2,
+                data: b":wq\r".to_vec(),
+                end: false,
+            }),
+        ),
     ]
 }
 

@@ -4,10 +4,12 @@
 
 use super::lines::Parsed;
 use super::miss::MissRun;
+use super::workers::Why;
 use super::{cancelled, Engine, Finish};
 use crate::cache::flight::{Follower, Stopped};
 use crate::cache::{Class, Entry};
 use crate::exec::Job;
+use crate::metrics::Cause;
 use crate::metrics::Tier;
 use crate::output::OutputSink;
 use crate::session::{Builtin, Session};
@@ -61,64 +63,16 @@ impl Engine {
     ) -> Finish {
         let command = line.line().text();
         if let Some(builtin) = Builtin::from_line(line.line()) {
-            // With per-tenant roots (resolved once, when the session was attached),
-            // `cd` stays inside the tenant's root and `~` is it.
-            let jail = session.root();
-            let home = jail.as_deref().unwrap_or(&self.home);
-            let out = builtin.run(session, home, jail.as_deref());
-            for (stream, data) in [
-                (StreamKind::Stdout, out.stdout),
-                (StreamKind::Stderr, out.stderr),
-            ] {
-                if !data.is_empty() && sink.chunk(stream, &data).await.is_err() {
-                    break;
-                }
-            }
-            return Finish::Exit {
-                code: Some(out.code),
-                signal: None,
-                truncated: false,
-                killed: KillReason::None,
-                served_from: ServedFrom::Builtin,
-            };
+            return self.builtin(session, &builtin, sink).await;
         }
 
-        let (cwd, env) = session.launch(&self.base_env);
-        // With a tenant root, the cwd is re-checked now, at the command, not
-        // only when `cd` ran: another session may have replaced a directory on
-        // the way with a symlink since. The child starts in what was checked.
-        let dir = match session.root() {
-            Some(root) => match crate::security::open_inside(&cwd, &root) {
-                Ok(fd) => Some(Arc::new(fd)),
-                Err(e) => {
-                    tracing::info!(tenant = %session.tenant(), error = %e, "command refused: cwd outside the tenant's root");
-                    self.metrics
-                        .refused(crate::metrics::Refusal::CwdOutsideRoot);
-                    return Finish::error(ErrorCode::PolicyDenied, e.to_string());
-                }
-            },
-            None => None,
-        };
-        let user = match self.user_for(session.tenant()) {
-            Ok(user) => user,
-            Err(e) => {
-                tracing::error!(tenant = %session.tenant(), error = %e, "command refused: no user to run it as");
-                return Finish::error(ErrorCode::SpawnFailed, e.to_string());
-            }
-        };
-        let job = Job {
-            line: line.line().clone(),
-            cwd,
-            env,
-            timeout: self.timeout_for(exec),
-            kill_grace: self.config.exec.kill_grace,
-            output_cap: self.config.exec.output_cap,
-            containment: Arc::clone(&self.containment),
-            dir,
-            user,
+        let job = match self.job(session, line, self.timeout_for(exec.timeout_ms)) {
+            Ok(job) => job,
+            Err(refused) => return refused,
         };
         let tenant = session.tenant();
         let verdict = self.cache.as_ref().map(|c| (c, line.verdict(c).clone()));
+        let class = verdict.as_ref().map_or("none", |(_, v)| v.class.as_str());
         let invalidating = matches!(&verdict, Some((c, v)) if c.invalidates(v));
         if let Some((_, v)) = &verdict {
             tracing::debug!(command, class = v.class.as_str(), reason = %v.reason, "classified");
@@ -130,12 +84,17 @@ impl Engine {
             // generation before it runs and again after, so no fs-read result taken
             // while it ran can be stored under the new generation.
             let cache = self.cache.as_ref().filter(|_| invalidating);
+            let why = Why {
+                cause: Cause::Request,
+                class,
+                cacheable_miss: false,
+            };
             if let Some(cache) = cache {
                 cache.bump(tenant).await;
             }
             let finish = self
                 .workers
-                .run(tenant, exec.priority, &job, sink, cancel)
+                .run(tenant, exec.priority, &job, None, why, sink, cancel)
                 .await;
             if let Some(cache) = cache {
                 cache.bump(tenant).await;
@@ -168,6 +127,7 @@ impl Engine {
             _ => key,
         };
         let (mut follower, publisher) = self.flights.join(flight_key);
+        let joined = publisher.is_none();
         if let Some(publisher) = publisher {
             let run = MissRun {
                 cache: cache.clone(),
@@ -185,7 +145,25 @@ impl Engine {
         } else {
             self.metrics.cache.joined();
         }
-        follow(&mut follower, sink, &cancel, &self.workers.kill).await
+        let finish = follow(&mut follower, sink, &cancel, &self.workers.kill).await;
+        match finish {
+            // It shared another request's process and started none: say so,
+            // so that clients (and the load tester) can count spawns exactly.
+            Finish::Exit {
+                served_from: ServedFrom::Exec,
+                code,
+                signal,
+                truncated,
+                killed,
+            } if joined => Finish::Exit {
+                code,
+                signal,
+                truncated,
+                killed,
+                served_from: ServedFrom::Joined,
+            },
+            other => other,
+        }
     }
 }
 
@@ -234,5 +212,81 @@ async fn follow<S: OutputSink>(
         Err(Stopped::Abandoned) => {
             Finish::error(ErrorCode::Internal, "the shared run ended without a result")
         }
+    }
+}
+
+impl Engine {
+    /// Runs a builtin in-process (`cd`, `export`, `unset`, `pwd`).
+    pub(super) async fn builtin<S: OutputSink>(
+        &self,
+        session: &Session,
+        builtin: &Builtin,
+        sink: &mut S,
+    ) -> Finish {
+        // With per-tenant roots (resolved once, when the session was attached),
+        // `cd` stays inside the tenant's root and `~` is it.
+        let jail = session.root();
+        let home = jail.as_deref().unwrap_or(&self.home);
+        let out = builtin.run(session, home, jail.as_deref());
+        for (stream, data) in [
+            (StreamKind::Stdout, out.stdout),
+            (StreamKind::Stderr, out.stderr),
+        ] {
+            if !data.is_empty() && sink.chunk(stream, &data).await.is_err() {
+                break;
+            }
+        }
+        Finish::Exit {
+            code: Some(out.code),
+            signal: None,
+            truncated: false,
+            killed: KillReason::None,
+            served_from: ServedFrom::Builtin,
+        }
+    }
+
+    /// The job that runs `line` in `session`: its cwd (held open and checked
+    /// against the tenant's root), env, limits and user. `Err` is the request's
+    /// end when it may not run.
+    pub(super) fn job(
+        &self,
+        session: &Session,
+        line: &Parsed,
+        timeout: std::time::Duration,
+    ) -> Result<Job, Finish> {
+        let (cwd, env) = session.launch(&self.base_env);
+        // With a tenant root, the cwd is re-checked now, at the command, not
+        // only when `cd` ran: another session may have replaced a directory on
+        // the way with a symlink since. The child starts in what was checked.
+        let dir = match session.root() {
+            Some(root) => match crate::security::open_inside(&cwd, &root) {
+                Ok(fd) => Some(Arc::new(fd)),
+                Err(e) => {
+                    tracing::info!(tenant = %session.tenant(), error = %e, "command refused: cwd outside the tenant's root");
+                    self.metrics
+                        .refused(crate::metrics::Refusal::CwdOutsideRoot);
+                    return Err(Finish::error(ErrorCode::PolicyDenied, e.to_string()));
+                }
+            },
+            None => None,
+        };
+        let user = match self.user_for(session.tenant()) {
+            Ok(user) => user,
+            Err(e) => {
+                tracing::error!(tenant = %session.tenant(), error = %e, "command refused: no user to run it as");
+                return Err(Finish::error(ErrorCode::SpawnFailed, e.to_string()));
+            }
+        };
+        Ok(Job {
+            line: line.line().clone(),
+            cwd,
+            env,
+            timeout,
+            kill_grace: self.config.exec.kill_grace,
+            output_cap: self.config.exec.output_cap,
+            containment: Arc::clone(&self.containment),
+            dir,
+            user,
+        })
     }
 }

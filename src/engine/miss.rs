@@ -1,11 +1,12 @@
 //! The one run of a cacheable miss, shared by every request that joined its
 //! flight: L3 first, then a worker; a clean result is stored in every tier.
 
-use super::workers::Workers;
+use super::workers::{Why, Workers};
 use super::Finish;
 use crate::cache::flight::Publisher;
 use crate::cache::{Cache, Entry, Key, Verdict};
 use crate::exec::{Job, Slot};
+use crate::metrics::Cause;
 use crate::output::{OutputSink, SinkClosed};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -74,15 +75,35 @@ impl MissRun {
             bytes: 0,
             limit: self.cache.max_entry(),
         };
+        let why = |cause| Why {
+            cause,
+            class: self.verdict.class.as_str(),
+            cacheable_miss: true,
+        };
         let finish = match prefetch {
             Some(slot) => {
                 self.workers
-                    .exec(slot, &self.job, &mut tee, cancel, served_from)
+                    .exec(
+                        slot,
+                        &self.job,
+                        why(Cause::Prefetch),
+                        &mut tee,
+                        cancel,
+                        served_from,
+                    )
                     .await
             }
             None => {
                 self.workers
-                    .run(&self.tenant, self.priority, &self.job, &mut tee, cancel)
+                    .run(
+                        &self.tenant,
+                        self.priority,
+                        &self.job,
+                        None,
+                        why(Cause::Request),
+                        &mut tee,
+                        cancel,
+                    )
                     .await
             }
         };

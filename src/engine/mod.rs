@@ -5,6 +5,10 @@
 //! The parts, one file each:
 //!
 //! - `execute`: a request's way (builtin, classify, L1/L2, single flight);
+//! - `interactive`: a `Spawn`, a command with live input (and perhaps a
+//!   terminal): never cached, never prefetched;
+//! - `classify`: what running a line would do, for a client that confirms
+//!   before it runs (`Classify`), from the same verdicts the engine acts on;
 //! - `miss`: the one run of a cacheable miss, shared by every follower (L3,
 //!   then a worker; stores a clean result in every tier);
 //! - `workers`: a worker slot and the exec path;
@@ -33,10 +37,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use voxterm_protocol::{ErrorCode, Exec, KillReason, ServedFrom};
+use voxterm_protocol::{ErrorCode, KillReason, ServedFrom};
 
 mod admit;
+mod classify;
 mod execute;
+mod interactive;
+
+pub use interactive::{Terminal, DEFAULT_TERM};
 mod lines;
 mod miss;
 mod prefetch;
@@ -162,6 +170,7 @@ impl Engine {
             pool,
             kill,
             max_queue_wait: config.exec.max_queue_wait,
+            metrics: metrics.clone(),
         };
         let predictor = config
             .predict
@@ -239,12 +248,29 @@ impl Engine {
         }
     }
 
-    /// The timeout a request gets: its own (capped) or the default.
-    pub fn timeout_for(&self, exec: &Exec) -> Duration {
-        match exec.timeout_ms {
+    /// The timeout a request gets: its own (capped) or the default. The
+    /// connection refuses one above the cap before it gets here
+    /// ([`Engine::check_timeout`]); the cap still holds for any other caller.
+    pub fn timeout_for(&self, timeout_ms: u32) -> Duration {
+        match timeout_ms {
             0 => self.config.exec.default_timeout,
             ms => Duration::from_millis(u64::from(ms)).min(self.config.exec.max_timeout),
         }
+    }
+
+    /// `Err(why)` for a requested timeout above `[exec] max_timeout`: a
+    /// client that asked for 20 minutes is told, not silently given 10.
+    pub fn check_timeout(&self, timeout_ms: u32) -> Result<(), String> {
+        let max = self.config.exec.max_timeout;
+        let asked = Duration::from_millis(u64::from(timeout_ms));
+        if asked > max {
+            return Err(format!(
+                "a timeout of {} is above this server's maximum of {} ([exec] max_timeout)",
+                humantime::format_duration(asked),
+                humantime::format_duration(max)
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -7,13 +7,21 @@
 //! (pid_max can be as low as 32768) could make `killpg` hit a stranger.
 
 use nix::errno::Errno;
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
 /// Sends `sig` to every process in group `pgid`; a group that is already gone is fine.
+///
+/// No such group while its leader is unreaped (callers guarantee that) means
+/// the leader has not made its group yet: a command on a terminal becomes a
+/// group leader by its own `setsid`, a moment after it is spawned. The leader
+/// itself is signalled then (its pid is the pgid), so nothing escapes.
 pub(crate) fn signal_group(pgid: Pid, sig: Signal) {
     match killpg(pgid, sig) {
-        Ok(()) | Err(Errno::ESRCH) => {}
+        Ok(()) => {}
+        Err(Errno::ESRCH) => {
+            let _ = kill(pgid, sig);
+        }
         Err(e) => tracing::warn!(pgid = pgid.as_raw(), ?sig, error = %e, "killpg failed"),
     }
 }

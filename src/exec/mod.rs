@@ -35,8 +35,10 @@ mod contain;
 mod error;
 mod group;
 mod identity;
+mod input;
 mod limits;
 mod pool;
+mod pty;
 mod run;
 
 #[cfg(test)]
@@ -46,5 +48,7 @@ pub use cgroup::CgroupMode;
 pub use contain::{CgroupStatus, Containment, ContainmentStatus};
 pub use error::{ContainError, ExecError, IdentityError, PlanError, PoolError};
 pub use identity::{Identity, RunAs};
+pub use input::{Feed, Interactive};
 pub use pool::{Pool, PoolConfig, Slot};
-pub use run::{run, Job, Outcome, Stop};
+pub use pty::PtySize;
+pub use run::{run, run_interactive, Job, Outcome, Stop};

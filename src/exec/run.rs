@@ -23,6 +23,8 @@ use super::contain::Containment;
 use super::error::ExecError;
 use super::group::{signal_group, GroupGuard};
 use super::identity::Identity;
+use super::input::{self, Input, Interactive};
+use super::pty::{self, Master, Pty};
 use crate::output::{OutputSink, SinkClosed};
 use crate::shell::{Line, Plan};
 
@@ -102,6 +104,9 @@ pub struct Outcome {
     pub truncated: bool,
     /// Why the engine killed it, if it did.
     pub killed: KillReason,
+    /// A process was started (false when exec answered for a program it
+    /// could not start, as `sh` would: 127 or 126); what spawns are counted by.
+    pub spawned: bool,
 }
 
 /// Spawns the job and streams its output into `sink` until it ends. Exactly one
@@ -117,19 +122,55 @@ pub async fn run<S: OutputSink>(
     sink: &mut S,
     stop: &Stop,
 ) -> Result<Outcome, ExecError> {
+    run_with(job, None, sink, stop).await
+}
+
+/// [`run`] for a command with live input (a `Spawn`): its stdin is a pipe fed
+/// from `io.feed`, or, with `io.pty`, stdin, stdout and stderr are a terminal
+/// of that size (output is then one stream, `Stdout`), and the command leads
+/// a session of its own with the terminal as its controlling terminal. Every
+/// other rule of [`run`] holds: limits, cgroup, timeout, output cap, kill.
+pub async fn run_interactive<S: OutputSink>(
+    job: &Job,
+    io: Interactive,
+    sink: &mut S,
+    stop: &Stop,
+) -> Result<Outcome, ExecError> {
+    run_with(job, Some(io), sink, stop).await
+}
+
+async fn run_with<S: OutputSink>(
+    job: &Job,
+    io: Option<Interactive>,
+    sink: &mut S,
+    stop: &Stop,
+) -> Result<Outcome, ExecError> {
     let dir = job.spawn_dir();
     let user = job.user.as_deref();
-    // As another user: `[prlimit <limits>] setpriv <ids> --` in front.
-    let chain: Vec<&std::ffi::OsStr> = match user {
-        Some(user) => job
-            .containment
-            .chain()
-            .iter()
-            .chain(user.prefix())
-            .map(|a| a.as_os_str())
-            .collect(),
-        None => Vec::new(),
+    let (feed, pty) = match io {
+        Some(io) => {
+            let pty = io.pty.map(Pty::open).transpose().map_err(ExecError::Io)?;
+            (Some(io.feed), pty)
+        }
+        None => (None, None),
     };
+    // On a terminal: `setsid --ctty --` first (the command leads a session
+    // whose controlling terminal is its stdin). As another user:
+    // `[prlimit <limits>] setpriv <ids> --` next.
+    let leader = match &pty {
+        Some(_) => Some(pty::session_leader().map_err(ExecError::Spawn)?),
+        None => None,
+    };
+    let mut chain: Vec<&std::ffi::OsStr> = leader.iter().flatten().copied().collect();
+    if let Some(user) = user {
+        chain.extend(
+            job.containment
+                .chain()
+                .iter()
+                .chain(user.prefix())
+                .map(|a| a.as_os_str()),
+        );
+    }
     let mut cmd = match job.line.plan()? {
         Plan::Shell => spawnable(&chain, Path::new("/bin/sh"), None, ["-c", job.line.text()]),
         Plan::Direct(argv) => {
@@ -138,10 +179,10 @@ pub async fn run<S: OutputSink>(
             // back from posix_spawn to fork+exec when PATH is overridden for a bare
             // name, which costs tens of ms in a large parent.
             match lookup(prog, &dir, env_path(&job.env)) {
-                // As another user, `setpriv` finds the program the same way
-                // (`execvp` over the same PATH from the same cwd) and gives it
-                // the argv[0] a shell would.
-                Lookup::Found(_) if user.is_some() => {
+                // Behind a chain, `setpriv` or `setsid` finds the program the
+                // same way (`execvp` over the same PATH from the same cwd) and
+                // gives it the argv[0] a shell would.
+                Lookup::Found(_) if !chain.is_empty() => {
                     spawnable(&chain, Path::new(prog), None, &argv[1..])
                 }
                 Lookup::Found(path) => {
@@ -162,11 +203,26 @@ pub async fn run<S: OutputSink>(
     cmd.env_clear()
         .envs(job.env.iter().map(|(k, v)| (k, v)))
         .env("PWD", &job.cwd)
-        .current_dir(&*dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+        .current_dir(&*dir);
+    match (&pty, &feed) {
+        (Some(pty), _) => {
+            // No process group here: `setsid` makes the child the leader of
+            // a new session and group (pgid = its pid), which it could not be
+            // if it led a group already.
+            let [i, o, e] = pty.stdio().map_err(ExecError::Io)?;
+            cmd.stdin(i).stdout(o).stderr(e);
+        }
+        (None, feed) => {
+            let stdin = match feed {
+                Some(_) => Stdio::piped(),
+                None => Stdio::null(),
+            };
+            cmd.stdin(stdin)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .process_group(0);
+        }
+    }
 
     // Subscribe before the child exists so its SIGCHLD cannot be missed.
     let mut sigchld = signal(SignalKind::child()).map_err(ExecError::Io)?;
@@ -177,6 +233,13 @@ pub async fn run<S: OutputSink>(
         Some(cell) => cell.run_inside(|| cmd.spawn())?,
         None => cmd.spawn(),
     };
+    // The command's copies of the terminal side go with the `Command`: from
+    // now on only the child holds it, so its end is seen as the end of output.
+    drop(cmd);
+    let mut master = pty
+        .map(Pty::into_master)
+        .transpose()
+        .map_err(ExecError::Io)?;
     let mut child = match spawned {
         Ok(c) => c,
         Err(e) => return spawn_failed(e, job, sink, stop).await,
@@ -208,10 +271,21 @@ pub async fn run<S: OutputSink>(
     }
     let deadline = deadline_after(job.timeout);
 
-    let mut streams = [
-        Stream::new(StreamKind::Stdout, child.stdout.take().map(Pipe::Out)),
-        Stream::new(StreamKind::Stderr, child.stderr.take().map(Pipe::Err)),
-    ];
+    let mut streams = match &mut master {
+        Some(m) => [
+            Stream::new(StreamKind::Stdout, m.reader.take().map(Pipe::Pty)),
+            Stream::new(StreamKind::Stderr, None),
+        ],
+        None => [
+            Stream::new(StreamKind::Stdout, child.stdout.take().map(Pipe::Out)),
+            Stream::new(StreamKind::Stderr, child.stderr.take().map(Pipe::Err)),
+        ],
+    };
+    let writer = match &mut master {
+        Some(m) => m.writer.take().map(input::Writer::Pty),
+        None => child.stdin.take().map(input::Writer::Pipe),
+    };
+    let mut input = feed.map(|feed| Input::new(feed, writer));
     // Which stream is polled first: the one that did not deliver last, so a
     // firehose on one pipe cannot starve the other.
     let mut turn = 0;
@@ -243,6 +317,7 @@ pub async fn run<S: OutputSink>(
             () = &mut exit_watch, if !exited_seen => Event::Exited,
             r = read_some(&mut first.pipe, &mut first.buf), if open1 => Event::Read(i1, r),
             r = read_some(&mut second.pipe, &mut second.buf), if open2 => Event::Read(i2, r),
+            step = step_input(&mut input, master.as_ref()), if input.as_ref().is_some_and(Input::active) => Event::Input(step),
         };
         match event {
             Event::Kill(reason) => {
@@ -283,11 +358,21 @@ pub async fn run<S: OutputSink>(
                 failure = Some(e);
                 break;
             }
+            Event::Input(input::Step::Consumed(n)) => {
+                if sink.input_consumed(n).await.is_err() {
+                    killed = KillReason::Cancelled;
+                    break;
+                }
+            }
+            Event::Input(input::Step::Quiet) => {}
+            Event::Input(input::Step::Done) => input = None,
         }
     }
 
     // Closing our ends makes late writers fail (SIGPIPE) instead of blocking.
     drop(streams);
+    drop(input);
+    drop(master);
     if !exited_seen && (killed != KillReason::None || failure.is_some()) {
         signal_group(pgid, Signal::SIGTERM);
         if let Some(cell) = &cell {
@@ -316,6 +401,7 @@ pub async fn run<S: OutputSink>(
         signal: status.signal(),
         truncated,
         killed,
+        spawned: true,
     })
 }
 
@@ -353,6 +439,15 @@ enum Event {
     Linger,
     /// A read finished on `streams[index]`.
     Read(usize, io::Result<usize>),
+    /// The input side made a step.
+    Input(input::Step),
+}
+
+async fn step_input(input: &mut Option<Input>, master: Option<&Master>) -> input::Step {
+    match input {
+        Some(input) => input.step(master).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// One of the child's output pipes; an enum (not a box) keeps both streams in
@@ -360,6 +455,8 @@ enum Event {
 enum Pipe {
     Out(ChildStdout),
     Err(ChildStderr),
+    /// A terminal's controlling side: its output, both streams in one.
+    Pty(tokio::net::unix::pipe::Receiver),
 }
 
 /// Per-stream state: the pipe (None once at EOF or closed), its adaptive read
@@ -429,6 +526,12 @@ async fn read_some(pipe: &mut Option<Pipe>, buf: &mut [u8]) -> io::Result<usize>
     match pipe {
         Some(Pipe::Out(r)) => r.read(buf).await,
         Some(Pipe::Err(r)) => r.read(buf).await,
+        // Once the last holder of the terminal side has closed it, reading
+        // the controlling side fails with EIO: that is its end of file.
+        Some(Pipe::Pty(r)) => match r.read(buf).await {
+            Err(e) if e.raw_os_error() == Some(nix::libc::EIO) => Ok(0),
+            other => other,
+        },
         None => std::future::pending().await,
     }
 }
@@ -534,6 +637,7 @@ async fn cannot_run<S: OutputSink>(
         signal: None,
         truncated: false,
         killed,
+        spawned: false,
     })
 }
 

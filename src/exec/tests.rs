@@ -81,6 +81,16 @@ fn exited(code: i32) -> Outcome {
         signal: None,
         truncated: false,
         killed: KillReason::None,
+        spawned: true,
+    }
+}
+
+/// What exec answers itself, as `sh` would, for a program it cannot start:
+/// no process was started.
+fn not_started(code: i32) -> Outcome {
+    Outcome {
+        spawned: false,
+        ..exited(code)
     }
 }
 
@@ -157,7 +167,8 @@ async fn exit_codes_and_stderr_separation() {
             code: None,
             signal: Some(9),
             truncated: false,
-            killed: KillReason::None
+            killed: KillReason::None,
+            spawned: true,
         }
     );
 }
@@ -228,7 +239,7 @@ async fn a_stdout_firehose_does_not_starve_stderr() {
 #[tokio::test]
 async fn missing_program_is_127_and_unexecutable_is_126() {
     let (o, s) = exec(&job("no-such-program-voxterm --flag")).await;
-    assert_eq!(o, exited(127));
+    assert_eq!(o, not_started(127));
     assert_eq!(
         s.err,
         b"voxterm: no-such-program-voxterm: command not found\n"
@@ -239,7 +250,7 @@ async fn missing_program_is_127_and_unexecutable_is_126() {
     let mut j = job("./script");
     j.cwd = dir.clone();
     let (o, s) = exec(&j).await;
-    assert_eq!(o, exited(126));
+    assert_eq!(o, not_started(126));
     assert_eq!(s.err, b"voxterm: ./script: Permission denied\n");
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -385,7 +396,8 @@ async fn cancel_and_shutdown_kill() {
                 code: None,
                 signal: Some(15),
                 truncated: false,
-                killed: want
+                killed: want,
+                spawned: true,
             }
         );
     }

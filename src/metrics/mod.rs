@@ -8,6 +8,7 @@
 mod cache;
 mod predict;
 mod process;
+mod spawns;
 
 pub use cache::{CacheMetrics, L3Failure, Tier};
 pub use predict::{PredictMetrics, SKIP_REASONS};
@@ -15,6 +16,7 @@ pub use process::{
     children_cpu_time, cpu_time, heap, io_syscalls, purge_in_background, resident_bytes,
     resident_split, Heap, ResidentSplit,
 };
+pub use spawns::{Cause, SpawnMetrics};
 
 use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
 use hdrhistogram::Histogram as Hdr;
@@ -183,6 +185,8 @@ pub struct Metrics {
     pub cache: CacheMetrics,
     /// Prediction accuracy and prefetch figures.
     pub predict: PredictMetrics,
+    /// Processes started, by cause and class.
+    pub spawns: SpawnMetrics,
 }
 
 impl Default for Metrics {
@@ -228,6 +232,7 @@ impl Metrics {
             registry: Registry::default(),
             cache: CacheMetrics::new(),
             predict: PredictMetrics::new(),
+            spawns: SpawnMetrics::default(),
         };
         registry.register(
             "requests",
@@ -318,6 +323,7 @@ impl Metrics {
         );
         m.cache.register(&mut registry);
         m.predict.register(&mut registry);
+        m.spawns.register(&mut registry);
         Metrics { registry, ..m }
     }
 
@@ -484,6 +490,7 @@ impl Metrics {
             .collect();
         counters.extend(self.cache.counters());
         counters.extend(self.predict.counters());
+        counters.extend(self.spawns.counters());
         for kind in Refusal::ALL {
             counters.push(StatCounter {
                 name: format!("refused_{}", kind.as_str()),

@@ -1,17 +1,24 @@
 //! One request's task: run it through the engine, stream its output as `Output`
-//! frames, and end it with exactly one `Exit` or `Error`.
+//! frames, and end it with exactly one `Exit` or `Error`. An `Exec` that
+//! starts a program waiting for a terminal gets a `Notice` first; a `Spawn`'s
+//! sink also gives its input credit back (`InputCredit`).
 
 use super::shared::Shared;
 use super::writer::Outbound;
-use crate::engine::{Engine, Finish, Parsed};
+use crate::engine::{Engine, Finish, Parsed, Terminal};
+use crate::exec::Feed;
 use crate::metrics::Refusal;
 use crate::output::{OutputSink, SinkClosed};
 use crate::session::SessionHandle;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use voxterm_protocol::{Error, Exec, Exit, Message, Output, RequestId, StreamKind};
+use voxterm_protocol::{
+    Error, Exec, Exit, InputCredit, Message, Notice, NoticeKind, Output, RequestId, Spawn,
+    StreamKind,
+};
 
 /// Room a frame body needs besides `Output.data` (request, stream, seq, length).
 const OUTPUT_OVERHEAD: usize = 32;
@@ -30,6 +37,8 @@ pub(super) struct FrameSink {
     out: mpsc::Sender<Outbound>,
     /// The tenant's output budget, when `limits.output_bytes_per_second` is set.
     throttle: Option<Throttle>,
+    /// A `Spawn`'s credit, given back as its command consumes input.
+    credit: Option<Arc<AtomicU64>>,
 }
 
 /// What the sink needs to hold output back to the tenant's bytes/s budget.
@@ -80,6 +89,50 @@ impl OutputSink for FrameSink {
         }
         Ok(())
     }
+
+    async fn input_consumed(&mut self, n: usize) -> Result<(), SinkClosed> {
+        let Some(credit) = &self.credit else {
+            return Ok(());
+        };
+        // At most a window is ever outstanding, so `n` fits a u32.
+        let bytes = u32::try_from(n).unwrap_or(u32::MAX);
+        credit.fetch_add(u64::from(bytes), Ordering::AcqRel);
+        let frame = Message::InputCredit(InputCredit {
+            request: self.request,
+            bytes,
+        });
+        self.out
+            .send(Outbound::Frame(frame))
+            .await
+            .map_err(|_| SinkClosed)
+    }
+}
+
+impl FrameSink {
+    fn new(
+        shared: &Arc<Shared>,
+        engine: &Arc<Engine>,
+        session: &SessionHandle,
+        request: RequestId,
+        cancel: &CancellationToken,
+    ) -> FrameSink {
+        let max_frame = engine.config().server.max_frame_bytes as usize;
+        FrameSink {
+            request,
+            seq: 0,
+            max_data: max_frame
+                .saturating_sub(OUTPUT_OVERHEAD)
+                .clamp(1, MAX_OUTPUT_DATA),
+            out: shared.out.clone(),
+            throttle: shared.security.output.as_ref().map(|_| Throttle {
+                shared: shared.clone(),
+                engine: engine.clone(),
+                tenant: session.tenant().clone(),
+                cancel: cancel.clone(),
+            }),
+            credit: None,
+        }
+    }
 }
 
 /// Runs `exec` (its `line` parsed at admission) and sends its terminal frame.
@@ -93,27 +146,60 @@ pub(super) async fn run(
     received: Instant,
     cancel: CancellationToken,
 ) -> bool {
-    let max_frame = engine.config().server.max_frame_bytes as usize;
-    let mut sink = FrameSink {
-        request: exec.request,
-        seq: 0,
-        max_data: max_frame
-            .saturating_sub(OUTPUT_OVERHEAD)
-            .clamp(1, MAX_OUTPUT_DATA),
-        out: shared.out.clone(),
-        throttle: shared.security.output.as_ref().map(|_| Throttle {
-            shared: shared.clone(),
-            engine: engine.clone(),
-            tenant: session.tenant().clone(),
-            cancel: cancel.clone(),
-        }),
-    };
+    let mut sink = FrameSink::new(&shared, &engine, &session, exec.request, &cancel);
+    // Before it starts: a person waiting on `vi` learns why now, not at the timeout.
+    if let Some(message) = crate::shell::needs_terminal(line.line()) {
+        let notice = Message::Notice(Notice {
+            request: exec.request,
+            kind: NoticeKind::NeedsTerminal,
+            message,
+        });
+        let _ = shared.out.send(Outbound::Frame(notice)).await;
+    }
     let finish = engine
         .execute(&session, &exec, &line, &mut sink, cancel)
         .await;
     let ok = finish.succeeded();
     finish_request(&shared, &engine, exec.request, finish, received).await;
     ok
+}
+
+/// What a `Spawn`'s task needs besides what every request has.
+pub(super) struct Spawned {
+    /// The command's input, fed by the reader (`Input`, `Resize`).
+    pub feed: mpsc::UnboundedReceiver<Feed>,
+    /// The request's credit, shared with its input port.
+    pub credit: Arc<AtomicU64>,
+    /// Its terminal, if it asked for one.
+    pub terminal: Option<Terminal>,
+}
+
+/// Runs a `Spawn` (admitted, its credit sent) and sends its terminal frame.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn run_spawned(
+    shared: Arc<Shared>,
+    engine: Arc<Engine>,
+    session: Arc<SessionHandle>,
+    spawn: Spawn,
+    line: Arc<Parsed>,
+    io: Spawned,
+    received: Instant,
+    cancel: CancellationToken,
+) {
+    let mut sink = FrameSink::new(&shared, &engine, &session, spawn.request, &cancel);
+    sink.credit = Some(io.credit);
+    let finish = engine
+        .spawn(
+            &session,
+            &line,
+            spawn.timeout_ms,
+            io.feed,
+            io.terminal,
+            &mut sink,
+            cancel,
+        )
+        .await;
+    finish_request(&shared, &engine, spawn.request, finish, received).await;
 }
 
 /// Sends the terminal frame of an accepted request and forgets it.

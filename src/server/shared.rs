@@ -7,6 +7,7 @@
 //! which starts the requests.
 
 use super::writer::Outbound;
+use crate::exec::Feed;
 use crate::security::Security;
 use crate::sync::lock;
 use std::collections::HashMap;
@@ -17,14 +18,38 @@ use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use voxterm_protocol::RequestId;
 
+/// One request in flight.
+pub(super) struct InFlight {
+    /// Fires on `Cancel` (and when the connection ends).
+    pub cancel: CancellationToken,
+    /// A `Spawn`'s input; `None` for an `Exec` (its stdin is `/dev/null`).
+    pub input: Option<InputPort>,
+}
+
+/// The reader's end of a `Spawn`'s input: where `Input` and `Resize` frames
+/// go, and how much the client may still send.
+pub(super) struct InputPort {
+    /// To the command's input side (`exec::Feed`), in order.
+    pub feed: mpsc::UnboundedSender<Feed>,
+    /// Bytes the client may still send: the window granted, less what it
+    /// sent, plus what the command consumed since (the request's sink adds
+    /// those as it sends `InputCredit`). The feed never holds more than this.
+    pub credit: Arc<AtomicU64>,
+    /// The request has a terminal (`Resize` is allowed).
+    pub pty: bool,
+    /// `Input { end: true }` came: later input is refused.
+    pub ended: bool,
+}
+
 /// What the reader and the connection's request tasks share.
 pub(super) struct Shared {
     /// The writer's queue.
     pub out: mpsc::Sender<Outbound>,
     /// Limits the request tasks apply (the tenant's output budget).
     pub security: Arc<Security>,
-    /// Each request in flight and the token that cancels it.
-    in_flight: Mutex<HashMap<RequestId, CancellationToken>>,
+    /// Each request in flight: the token that cancels it and, for a
+    /// `Spawn`, where its input goes.
+    in_flight: Mutex<HashMap<RequestId, InFlight>>,
     /// Parent of every request's cancel token: fires when the connection ends.
     cancel_all: CancellationToken,
     /// Signalled when `in_flight` becomes empty (the drain waits on it).
@@ -61,15 +86,19 @@ impl Shared {
 
     /// The requests in flight. Hold the guard briefly: request tasks take it
     /// to finish.
-    pub fn in_flight(&self) -> MutexGuard<'_, HashMap<RequestId, CancellationToken>> {
+    pub fn in_flight(&self) -> MutexGuard<'_, HashMap<RequestId, InFlight>> {
         lock(&self.in_flight)
     }
 
     /// Registers an accepted request and gives the token that cancels it
-    /// (which also fires when the connection ends).
-    pub fn register(&self, request: RequestId) -> CancellationToken {
+    /// (which also fires when the connection ends). `input`: a `Spawn`'s.
+    pub fn register(&self, request: RequestId, input: Option<InputPort>) -> CancellationToken {
         let token = self.cancel_all.child_token();
-        self.in_flight().insert(request, token.clone());
+        let entry = InFlight {
+            cancel: token.clone(),
+            input,
+        };
+        self.in_flight().insert(request, entry);
         self.requests.fetch_add(1, Ordering::Relaxed);
         token
     }

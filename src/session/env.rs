@@ -77,3 +77,16 @@ impl BaseEnv {
             .map(|(_, v)| v.as_str())
     }
 }
+
+/// The environment of a command that runs on a terminal (`Spawn` with a
+/// `pty`): `TERM` is the client's, and the [`NON_INTERACTIVE`] defaults that
+/// stand in for a missing terminal are gone (git then pages with `less` and
+/// edits with `vi`, as on any terminal). A value the session exported itself
+/// stays, unless it equals the default it would replace.
+pub fn on_terminal(env: &[(String, String)], term: &str) -> ChildEnv {
+    env.iter()
+        .filter(|(k, v)| k != "TERM" && !NON_INTERACTIVE.iter().any(|(dk, dv)| k == dk && v == dv))
+        .cloned()
+        .chain(std::iter::once(("TERM".to_owned(), term.to_owned())))
+        .collect()
+}

@@ -11,6 +11,6 @@ mod state;
 mod store;
 
 pub use builtins::Builtin;
-pub use env::{BaseEnv, ChildEnv};
+pub use env::{on_terminal, BaseEnv, ChildEnv};
 pub use state::Session;
 pub use store::{SessionHandle, SessionStore};

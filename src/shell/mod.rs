@@ -18,11 +18,13 @@
 //! request. `shell` depends on nothing else of the engine.
 
 mod guards;
+mod interactive;
 mod line;
 mod plan;
 mod walk;
 mod words;
 
+pub use interactive::needs_terminal;
 pub use line::{parses, AsLine, Line};
 pub use plan::{Plan, PlanError};
 pub use walk::{walk, Fact, Visitor};

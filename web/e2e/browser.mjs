@@ -291,7 +291,7 @@ async function main() {
   const hello = await typeAndRun('echo hello');
   assert.equal(hello.state, 'ok', JSON.stringify(hello));
   assert.equal(hello.status, 'exit 0');
-  assert.match(hello.meta, /\d+(\.\d+)? (ms|s) · (Exec|L1|L2|L3|Prefetch)/, hello.meta);
+  assert.match(hello.meta, /\d+(\.\d+)? (ms|s) · (Exec|Builtin|L1|L2|L3|Prefetch|Joined)/, hello.meta);
   await until('hello in the terminal', `${termText.replace('return ', 'const t = ')}; return /^hello\\s*$/m.test(t) && t;`);
 
   // 3. Spoken: interim shown, final normalised into the editable line; "run" runs it.

@@ -45,6 +45,9 @@ const EXPECTED = {
   error: ['Error', { request: 300, code: 'UnknownSession', message: 'no session 7' }],
   cancel: ['Cancel', { request: 1 }],
   ping: ['Ping', { nonce: 65536 }],
+  spawn: ['Spawn', { request: 2, session: 0, command: 'vi', timeout_ms: 0, pty: { rows: 24, cols: 80, term: '' } }],
+  input_credit: ['InputCredit', { request: 2, bytes: 262144 }],
+  input: ['Input', { request: 2, data: new TextEncoder().encode(':wq\r'), end: false }],
 };
 
 test('every annotated example of PROTOCOL.md decodes and re-encodes byte for byte', async () => {
@@ -193,6 +196,7 @@ test('new frames: hand-computed bytes', async () => {
   assert.equal(typeOf('Classify'), 0x16);
   assert.deepEqual(Enums.ErrorCode.slice(20), ['UnknownRequest', 'InputRefused', 'NotATerminal', 'InvalidArgument']);
   assert.deepEqual(Enums.LineClass, ['ReadOnly', 'Session', 'Mutating', 'Unknown', 'Denied']);
+  assert.equal(Enums.ServedFrom[6], 'Joined');
 });
 
 test('every message round-trips through bincode', async () => {

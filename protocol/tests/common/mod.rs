@@ -240,7 +240,59 @@ pub fn message() -> impl Strategy<Value = Message> {
         any::<u64>().prop_map(|nonce| Message::Pong(Pong { nonce })),
         any::<u64>().prop_map(|nonce| Message::StatsRequest(StatsRequest { nonce })),
         stats().prop_map(|s| Message::Stats(Box::new(s))),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            text(),
+            any::<u32>(),
+            option::of((any::<u16>(), any::<u16>(), text())),
+        )
+            .prop_map(|(request, session, command, timeout_ms, pty)| {
+                Message::Spawn(Box::new(Spawn {
+                    request,
+                    session,
+                    command,
+                    timeout_ms,
+                    pty: pty.map(|(rows, cols, term)| Pty { rows, cols, term }),
+                }))
+            }),
+        (any::<u32>(), data(), any::<bool>())
+            .prop_map(|(request, data, end)| Message::Input(Input { request, data, end })),
+        (any::<u32>(), any::<u16>(), any::<u16>()).prop_map(|(request, rows, cols)| {
+            Message::Resize(Resize {
+                request,
+                rows,
+                cols,
+            })
+        }),
+        (any::<u32>(), any::<u32>(), text()).prop_map(|(request, session, command)| {
+            Message::Classify(Classify {
+                request,
+                session,
+                command,
+            })
+        }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(request, bytes)| Message::InputCredit(InputCredit { request, bytes })),
+        (any::<u32>(), text()).prop_map(|(request, message)| {
+            Message::Notice(Notice {
+                request,
+                kind: NoticeKind::NeedsTerminal,
+                message,
+            })
+        }),
+        (any::<u32>(), line_class(), text()).prop_map(|(request, class, detail)| {
+            Message::Classified(Classified {
+                request,
+                class,
+                detail,
+            })
+        }),
     ]
+}
+
+fn line_class() -> impl Strategy<Value = LineClass> {
+    proptest::sample::select(LineClass::ALL.to_vec())
 }
 
 pub fn codec(encoding: Encoding, compression: Compression) -> Codec {

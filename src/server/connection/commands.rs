@@ -3,7 +3,7 @@
 //! Admission happens here, in the reader, so that refusals come back in the
 //! order the commands were sent and nothing of a refused line runs. Its checks,
 //! in order: shutdown, a duplicate id, the in-flight cap, then `screen` (the
-//! line's length, the tenant's rate, the command policy) and the session the
+//! timeout against the cap, the line's length, the tenant's rate, the command policy) and the session the
 //! `Exec` names. `screen` has the engine parse the line, once: the parsed
 //! line goes with the admitted command to its task. An admitted command is
 //! registered in flight before its task starts (`Shared::register`); the task
@@ -13,17 +13,37 @@ use super::Connection;
 use crate::engine::{Finish, Parsed};
 use crate::metrics::Refusal;
 use crate::server::request;
+use crate::server::shared::InputPort;
 use crate::session::SessionHandle;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
-use voxterm_protocol::{Batch, BatchMode, ErrorCode, Exec};
+use voxterm_protocol::{Batch, BatchMode, ErrorCode, Exec, RequestId, SessionId};
+
+/// The fields admission reads, the same in an `Exec` and a `Spawn`.
+pub(super) struct Ask<'a> {
+    pub request: RequestId,
+    pub session: SessionId,
+    pub command: &'a str,
+    pub timeout_ms: u32,
+}
+
+impl<'a> Ask<'a> {
+    fn of(exec: &'a Exec) -> Ask<'a> {
+        Ask {
+            request: exec.request,
+            session: exec.session,
+            command: &exec.command,
+            timeout_ms: exec.timeout_ms,
+        }
+    }
+}
 
 impl Connection {
     /// `Exec`: admitted, then run in a task of its own, so one slow command
     /// never holds up the others on the connection.
     pub(super) async fn on_exec(&mut self, exec: Exec, received: Instant) {
-        let Some((session, line, cancel)) = self.admit(&exec).await else {
+        let Some((session, line, cancel)) = self.admit(Ask::of(&exec), Ok(()), None).await else {
             return;
         };
         let (shared, engine) = (self.shared.clone(), self.engine.clone());
@@ -47,7 +67,7 @@ impl Connection {
                 // step refused at admission counts as a failure for the ones after it.
                 let mut steps = Vec::with_capacity(batch.execs.len());
                 for exec in batch.execs {
-                    let admitted = self.admit(&exec).await;
+                    let admitted = self.admit(Ask::of(&exec), Ok(()), None).await;
                     steps.push(
                         admitted.map(|(session, line, cancel)| (exec, session, line, cancel)),
                     );
@@ -92,11 +112,16 @@ impl Connection {
         }
     }
 
-    /// Admission: checks an `Exec` and registers it in flight, with its line
-    /// parsed. `None` means an `Error` was already sent for it.
-    async fn admit(
+    /// Admission: checks a request (an `Exec` or a `Spawn`) and registers it
+    /// in flight, with its line parsed. `valid`: the caller's own check of
+    /// the request's fields, applied once the id is known to be free (so that
+    /// its error cannot look like the end of another request). `input`: a
+    /// `Spawn`'s input port. `None` means an `Error` was already sent for it.
+    pub(super) async fn admit(
         &mut self,
-        exec: &Exec,
+        exec: Ask<'_>,
+        valid: Result<(), (ErrorCode, String)>,
+        input: Option<InputPort>,
     ) -> Option<(Arc<SessionHandle>, Arc<Parsed>, CancellationToken)> {
         let refuse = if self.draining {
             Some((
@@ -127,7 +152,7 @@ impl Connection {
             self.send_error(request, code, message).await;
             return None;
         }
-        let screened = self.screen(exec);
+        let screened = valid.and_then(|()| self.screen(&exec));
         let admitted = screened.and_then(|line| Ok((self.session(exec.session)?, line)));
         let (session, line) = match admitted {
             Ok(s) => s,
@@ -136,16 +161,19 @@ impl Connection {
                 return None;
             }
         };
-        let cancel = self.shared.register(exec.request);
+        let cancel = self.shared.register(exec.request, input);
         self.engine.metrics.request_started();
         Some((session, line, cancel))
     }
 
-    /// The line's length, the tenant's rate limit and the command policy,
+    /// The timeout against the cap, the line's length, the tenant's rate limit and the command policy,
     /// before anything of the line runs (builtins and cache hits included);
     /// the line, parsed, when it passes. The length comes first: nothing
     /// parses a line over the bound.
-    fn screen(&self, exec: &Exec) -> Result<Arc<Parsed>, (ErrorCode, String)> {
+    fn screen(&self, exec: &Ask<'_>) -> Result<Arc<Parsed>, (ErrorCode, String)> {
+        self.engine
+            .check_timeout(exec.timeout_ms)
+            .map_err(|why| (ErrorCode::InvalidArgument, why))?;
         let max = self.engine.config().limits.max_command_bytes as usize;
         if max > 0 && exec.command.len() > max {
             self.engine.metrics.refused(Refusal::CommandTooLong);
@@ -171,7 +199,7 @@ impl Connection {
                 ));
             }
         }
-        let line = self.engine.parse(&exec.command);
+        let line = self.engine.parse(exec.command);
         if let Err(why) = self.engine.admit(&line) {
             self.engine.metrics.refused(Refusal::Policy);
             return Err((ErrorCode::PolicyDenied, format!("refused: {why}")));

@@ -87,6 +87,8 @@ impl Connection {
         if self.tenant.is_none() {
             let request = match &msg {
                 Message::Exec(e) => Some(e.request),
+                Message::Spawn(s) => Some(s.request),
+                Message::Classify(c) => Some(c.request),
                 _ => None,
             };
             return self
@@ -97,6 +99,10 @@ impl Connection {
             Message::Exec(exec) => self.on_exec(exec, received).await,
             Message::Batch(batch) => self.on_batch(batch, received).await,
             Message::Cancel(cancel) => self.on_cancel(cancel),
+            Message::Spawn(spawn) => self.on_spawn(*spawn, received).await,
+            Message::Input(input) => self.on_input(input).await,
+            Message::Resize(resize) => self.on_resize(resize).await,
+            Message::Classify(classify) => self.on_classify(classify).await,
             Message::OpenSession(open) => self.on_open(open).await,
             Message::CloseSession(close) => self.on_close_session(close).await,
             Message::Ping(ping) => self.on_ping(ping).await,
@@ -120,8 +126,8 @@ impl Connection {
     /// `Exit { killed: Cancelled }`). A request not in flight (finished, or
     /// never sent) is ignored: the client may race the end.
     fn on_cancel(&self, cancel: Cancel) {
-        if let Some(token) = self.shared.in_flight().get(&cancel.request) {
-            token.cancel();
+        if let Some(entry) = self.shared.in_flight().get(&cancel.request) {
+            entry.cancel.cancel();
         }
     }
 

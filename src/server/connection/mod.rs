@@ -11,7 +11,11 @@
 //! - `hello`: the handshake (version, authentication, the tenant's connection
 //!   cap, `Welcome`) and the re-check of the tokens after a reload;
 //! - `sessions`: `OpenSession`, `CloseSession` and the session an `Exec` names;
-//! - `commands`: admission of `Exec` and `Batch`, and starting their requests;
+//! - `commands`: admission of `Exec` and `Batch` (and of `Spawn`), and
+//!   starting their requests;
+//! - `interactive`: `Spawn`, `Input` and `Resize` (live input, terminals,
+//!   input credit);
+//! - `classify`: `Classify`, answered without running anything;
 //! - `stats`: `StatsRequest`.
 //!
 //! Invariants these files keep:
@@ -28,9 +32,11 @@
 //! re-checks the tokens it authenticated with: revoked (1008,
 //! `token_revoked`) or a new expiry.
 
+mod classify;
 mod commands;
 mod dispatch;
 mod hello;
+mod interactive;
 mod sessions;
 mod stats;
 mod timers;

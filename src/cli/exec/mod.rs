@@ -2,6 +2,15 @@
 //! and say in one line what happened whenever it was not the command itself
 //! that decided how it ended (a timeout, the output cap, a cancel, a shutdown,
 //! a server that cannot be reached).
+//!
+//! Three ways to run, as with ssh: a plain `Exec` (stdin `/dev/null`; the
+//! answer may come from the cache) when local stdin is a terminal or
+//! `/dev/null`, or with `-n`; a `Spawn` that forwards local stdin when it is
+//! a pipe or a file (`stdin`); a `Spawn` on a terminal with `-t`, the local
+//! terminal in raw mode meanwhile (`terminal`).
+
+mod stdin;
+mod terminal;
 
 use super::{client_runtime, DEFAULT_URL};
 use crate::client::{Client, ClientError, ClientOptions};
@@ -10,8 +19,10 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
 use voxterm_protocol::{
-    CacheMode, Exec, Exit, KillReason, Message, OpenSession, Priority, StreamKind, Welcome,
+    CacheMode, Exec, Exit, KillReason, Message, OpenSession, Priority, Pty, Resize, Spawn,
+    StreamKind, Welcome,
 };
 
 /// The exit statuses of `voxterm exec` that are not the command's own (see
@@ -42,7 +53,13 @@ down; 130 when it was cancelled; 141 when local output was closed (| head).
 The command runs under /bin/sh on the server when it has shell syntax. Several \
 arguments are joined with spaces, so their quoting is lost (as with ssh): quote \
 the whole line (-- 'printf \"%s\\n\" \"a b\"'), or pass it verbatim with -f FILE \
-or --stdin-line.")]
+or --stdin-line.
+
+Standard input is forwarded to the command when it is a pipe or a file \
+(echo x | voxterm exec -- cat), as ssh does; such a command is never answered \
+from the cache. -n keeps it /dev/null. Programs that need a terminal (vi, top, \
+less, python3 with no script) need -t; without it the command gets TERM=dumb, \
+PAGER=cat and an EDITOR that fails at once instead of waiting.")]
 pub struct ExecArgs {
     /// Server WebSocket URL (`ws://`, or `wss://` for a server with TLS).
     #[arg(long, env = "VOXTERM_URL", default_value = DEFAULT_URL)]
@@ -72,6 +89,14 @@ pub struct ExecArgs {
     /// Read the command line from standard input, verbatim.
     #[arg(long, conflicts_with = "command")]
     stdin_line: bool,
+    /// Do not forward standard input: the command's stdin is /dev/null (and
+    /// its answer may come from the cache), as `ssh -n`.
+    #[arg(short = 'n', long = "no-stdin")]
+    no_stdin: bool,
+    /// Run the command on a terminal (vi, top, less, a REPL), as `ssh -t`: the
+    /// local terminal is in raw mode until the command ends, and its size follows.
+    #[arg(short = 't', long = "tty")]
+    tty: bool,
     /// The command (`--` before it is optional). One argument is taken verbatim
     /// (`-- 'ls | wc -l'`); several are joined with spaces.
     #[arg(
@@ -179,22 +204,78 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
         .timeout
         .map_or(0, |t| t.as_millis().min(u128::from(u32::MAX)) as u32);
     let request = client.next_request_id();
-    let started = Instant::now();
-    client
-        .send(&Message::Exec(Exec {
+    let forward = !args.no_stdin && !args.stdin_line && stdin::worth_forwarding();
+    let frame = if args.tty || forward {
+        let pty = args.tty.then(|| {
+            let (rows, cols) = terminal::size();
+            Pty {
+                rows,
+                cols,
+                term: std::env::var("TERM").unwrap_or_default(),
+            }
+        });
+        Message::Spawn(Box::new(Spawn {
+            request,
+            session,
+            command,
+            timeout_ms,
+            pty,
+        }))
+    } else {
+        Message::Exec(Exec {
             request,
             session,
             command,
             priority: Priority::High,
             timeout_ms,
             cache: CacheMode::Default,
-        }))
-        .await?;
+        })
+    };
+    let mut feed = match &frame {
+        Message::Spawn(_) if args.no_stdin || args.stdin_line => Some(stdin::Feed::empty(request)),
+        Message::Spawn(_) => Some(stdin::Feed::stdin(request)),
+        _ => None,
+    };
+    let started = Instant::now();
+    client.send(&frame).await?;
+    let mut raw = match args.tty && !args.no_stdin {
+        true => terminal::RawMode::enter()?,
+        false => None,
+    };
+    let mut resized = match args.tty {
+        true => Some(signal(SignalKind::window_change())?),
+        false => None,
+    };
+    let mut ended = Ended::signals()?;
     let (mut stdout, mut stderr) = (std::io::stdout().lock(), std::io::stderr().lock());
     loop {
-        let message = match client.recv().await {
-            Ok(m) => m,
-            Err(e) => anyhow::bail!("the connection to {} ended: {e}", args.url),
+        let message = tokio::select! {
+            m = client.recv() => match m {
+                Ok(m) => m,
+                Err(e) => {
+                    drop(raw.take());
+                    anyhow::bail!("the connection to {} ended: {e}", args.url)
+                }
+            },
+            chunk = next_chunk(&mut feed) => {
+                if let Some(feed) = &mut feed {
+                    feed.take(chunk);
+                    let ready = feed.ready();
+                    client.send_all(&ready).await?;
+                }
+                continue;
+            }
+            Some(()) = next_signal(&mut resized) => {
+                let (rows, cols) = terminal::size();
+                client.send(&Message::Resize(Resize { request, rows, cols })).await?;
+                continue;
+            }
+            signal = ended.next() => {
+                // The command goes with the connection; the terminal is restored
+                // as `raw` drops.
+                drop(raw.take());
+                return Ok(128 + signal);
+            }
         };
         match message {
             Message::Output(o) if o.request == request => {
@@ -211,7 +292,18 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
                     Err(e) => return Err(e.into()),
                 }
             }
+            Message::InputCredit(c) if c.request == request => {
+                if let Some(feed) = &mut feed {
+                    feed.credit(c.bytes);
+                    let ready = feed.ready();
+                    client.send_all(&ready).await?;
+                }
+            }
+            Message::Notice(n) if n.request == request => {
+                let _ = writeln!(stderr, "voxterm: {}", n.message);
+            }
             Message::Exit(exit) if exit.request == request => {
+                drop(raw.take());
                 if args.stats {
                     let _ = writeln!(
                         stderr,
@@ -228,9 +320,62 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
                 return Ok(code);
             }
             Message::Error(e) if e.request == Some(request) || e.request.is_none() => {
-                anyhow::bail!("{:?}: {}", e.code, e.message)
+                drop(raw.take());
+                anyhow::bail!("{}", refusal(&e))
             }
             _ => {}
+        }
+    }
+}
+
+/// An `Error` in words: the message, and the code where the message alone
+/// would not say what kind of refusal it is.
+fn refusal(e: &voxterm_protocol::Error) -> String {
+    use voxterm_protocol::ErrorCode as C;
+    match e.code {
+        C::PolicyDenied | C::InvalidArgument | C::RateLimited | C::InvalidCommand => {
+            e.message.clone()
+        }
+        code => format!("{code:?}: {}", e.message),
+    }
+}
+
+async fn next_chunk(feed: &mut Option<stdin::Feed>) -> Option<Vec<u8>> {
+    match feed {
+        Some(feed) if feed.wants_more() => feed.next().await,
+        _ => std::future::pending().await,
+    }
+}
+
+async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(s) => s.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The signals that end `voxterm exec` early: it returns (restoring the
+/// terminal) with 128 + the signal, and the command ends with the connection.
+struct Ended {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Ended {
+    fn signals() -> std::io::Result<Ended> {
+        Ok(Ended {
+            term: signal(SignalKind::terminate())?,
+            hup: signal(SignalKind::hangup())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn next(&mut self) -> u8 {
+        tokio::select! {
+            _ = self.term.recv() => 15,
+            _ = self.hup.recv() => 1,
+            _ = self.int.recv() => 2,
         }
     }
 }
