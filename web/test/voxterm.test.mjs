@@ -139,8 +139,9 @@ test('frame errors follow the receiving rules: a bad frame does not stop the nex
   assert.equal(big[0].error.code, 'FrameTooLarge');
 });
 
-test('raw-deflate bodies inflate (DecompressionStream), with a size limit', async () => {
-  assert.ok(canInflate(), 'Node 20 has DecompressionStream("deflate-raw")');
+const noInflate = !canInflate() && `this Node (${process.version}) has no DecompressionStream('deflate-raw'); the client then offers only None`;
+
+test('raw-deflate bodies inflate (DecompressionStream), with a size limit', { skip: noInflate }, async () => {
   const data = new TextEncoder().encode('line of output\n'.repeat(500));
   const body = encodeBody('Output', { request: 3, stream: 'Stderr', seq: 9, data });
   const z = deflateRawSync(body);
@@ -270,7 +271,7 @@ test('client: Hello with subprotocols, Exec, Output, Exit, Cancel', async () => 
   const [hello] = await ws.frames();
   assert.equal(hello.name, 'Hello');
   assert.equal(hello.msg.token, null, 'the token goes in the subprotocol, not in Hello');
-  assert.deepEqual(hello.msg.compression, ['Deflate', 'None']);
+  assert.deepEqual(hello.msg.compression, canInflate() ? ['Deflate', 'None'] : ['None']);
   const r = c.exec('echo hi');
   const outs = [];
   r.onOutput = (d, stream) => outs.push([new TextDecoder().decode(d), stream]);
