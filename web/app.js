@@ -144,7 +144,8 @@ function select(tab) {
   safeFit(tab);
   $('cwd').textContent = tab.cwd || '~';
   updateStop();
-  $('line').focus();
+  if (tab.running.size && !tab.term.options.disableStdin) tab.term.focus();
+  else $('line').focus();
 }
 
 function safeFit(tab) {
@@ -247,7 +248,11 @@ function stopCurrent() {
   return any;
 }
 
-async function submit(raw) {
+/**
+ * Runs a line in the current tab. `pty`: as a Spawn on a terminal the size of
+ * the tab's, with the keyboard going to it (Ctrl+Enter, or "in a terminal").
+ */
+async function submit(raw, { pty = false } = {}) {
   const line = raw.trim();
   if (!line) return;
   const t0 = performance.now();
@@ -275,13 +280,28 @@ async function submit(raw) {
   tab.view.write(`\x1b[1;36m❯\x1b[0m \x1b[1m${line}\x1b[0m\n`);
   let req;
   try {
-    req = client.exec(line, { session: tab.handle });
+    req = pty
+      ? client.spawn(line, { session: tab.handle, pty: { rows: tab.term.rows, cols: tab.term.cols, term: '' } })
+      : client.exec(line, { session: tab.handle });
   } catch (e) {
     finishBlock(li, 'error', 'error', e.message);
     return;
   }
   tab.running.add(req);
   updateStop();
+  const detach = pty ? attachTerminal(tab, req) : () => {};
+  let note = '';
+  req.onNotice = (m) => {
+    tab.view.write(`\x1b[33m${m.message}\x1b[0m\n`);
+    announce(m.message);
+    if (m.kind === 'NeedsTerminal' && !pty) {
+      // It would wait for a terminal until its timeout: stop it, and say how.
+      req.stop();
+      needsTerminal = line;
+      note = ' · needs a terminal: Ctrl+Enter runs it on one';
+      speaker.say('That needs a terminal. Press control enter, or say: in a terminal.');
+    }
+  };
   const copy = [];
   let copied = 0;
   let lastOut = '';
@@ -349,6 +369,8 @@ async function submit(raw) {
     meta = e.detail ?? e.message;
     spoken = `Error: ${meta}`;
   }
+  detach();
+  meta += note;
   tab.running.delete(req);
   updateStop();
   finishBlock(li, state, status, meta);
@@ -369,6 +391,26 @@ async function submit(raw) {
 }
 
 $('stop').addEventListener('click', () => stopCurrent());
+
+let needsTerminal = null;
+
+/** While a Spawn runs on a terminal: keys and size go to it; returns the undo. */
+function attachTerminal(tab, req) {
+  tab.term.options.disableStdin = false;
+  tab.term.options.cursorBlink = true;
+  tab.term.focus();
+  const keys = tab.term.onData((d) => req.write(d));
+  const size = tab.term.onResize(({ rows, cols }) => req.resize(rows, cols));
+  $('line').disabled = true;
+  return () => {
+    keys.dispose();
+    size.dispose();
+    tab.term.options.disableStdin = true;
+    tab.term.options.cursorBlink = false;
+    $('line').disabled = false;
+    $('line').focus();
+  };
+}
 
 // ------------------------------------------------------------------ the read-back
 
@@ -417,6 +459,15 @@ function pushHistory(line) {
   histAt = hist.length;
   store?.setItem(HISTORY_KEY, JSON.stringify(hist));
 }
+
+$('line').addEventListener('keydown', (e) => {
+  if (e.key === 'Enter' && e.ctrlKey) {
+    e.preventDefault();
+    const line = $('line').value || needsTerminal || '';
+    needsTerminal = null;
+    submit(line, { pty: true });
+  }
+});
 
 $('prompt').addEventListener('submit', (e) => {
   e.preventDefault();
@@ -496,6 +547,12 @@ function heard(text) {
     if (!stopCurrent()) speaker.say('Nothing is running.');
     return;
   }
+  if (['in a terminal', 'run in a terminal', 'terminal'].includes(word)) {
+    const line = $('line').value || needsTerminal || '';
+    needsTerminal = null;
+    submit(line, { pty: true });
+    return;
+  }
   if (['run', 'run it', 'enter', 'go'].includes(word)) {
     submit($('line').value);
     return;
@@ -551,7 +608,7 @@ $('token-save').addEventListener('click', () => {
 // ------------------------------------------------------------------ start
 
 select(newTab(0, 'default'));
-tabs[0].view.write(`\x1b[2mType a command and press Enter${Recognition ? ', or hold Space (or the talk button) and speak' : ''}. ↑/↓: history · Ctrl-C or "stop": cancel.\x1b[0m\n`);
+tabs[0].view.write(`\x1b[2mType a command and press Enter${Recognition ? ', or hold Space (or the talk button) and speak' : ''}. Ctrl+Enter: run in a terminal (vi, top, REPLs) · ↑/↓: history · Ctrl-C or "stop": cancel.\x1b[0m\n`);
 window.__voxterm = { client, tabs, timings, speaker, voice, normalize: (t) => normalize(t, aliases) };
 client.connect().catch(() => {});
 performance.mark('app-ready');

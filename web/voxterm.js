@@ -448,27 +448,42 @@ export async function inflateRaw(body, limit) {
  */
 export async function decodeMessage(data, { maxFrameBytes = 16 * 1024 * 1024, inflate = inflateRaw } = {}) {
   const buf = data instanceof Uint8Array ? data : new Uint8Array(data);
-  const out = [];
+  // First pass: frame the message and start every inflation at once (they
+  // proceed together); second pass: decode in order.
+  const frames = [];
   let at = 0;
   while (at < buf.length) {
     if (buf.length - at < HEADER_BYTES) {
-      out.push({ error: new ProtocolError('Malformed', 'a cut frame header') });
+      frames.push({ error: new ProtocolError('Malformed', 'a cut frame header') });
       break;
     }
     const len = buf[at + 3] | (buf[at + 4] << 8) | (buf[at + 5] << 16);
     if (at + HEADER_BYTES + len > buf.length) {
-      out.push({ error: new ProtocolError('Malformed', 'frame length runs past the message') });
+      frames.push({ error: new ProtocolError('Malformed', 'frame length runs past the message') });
       break;
     }
-    const [version, type, flags] = [buf[at], buf[at + 1], buf[at + 2]];
-    let body = buf.subarray(at + HEADER_BYTES, at + HEADER_BYTES + len);
+    const f = { version: buf[at], type: buf[at + 1], flags: buf[at + 2], body: buf.subarray(at + HEADER_BYTES, at + HEADER_BYTES + len) };
     at += HEADER_BYTES + len;
+    if (f.version === VERSION && byType.has(f.type) && (f.flags & 0xfb) === FLAG_DEFLATE) {
+      f.inflated = inflate(f.body, maxFrameBytes);
+      f.inflated.catch(() => {});
+    }
+    frames.push(f);
+  }
+  const out = [];
+  for (const f of frames) {
+    if (f.error) {
+      out.push(f);
+      continue;
+    }
+    const { version, type, flags } = f;
+    let body = f.body;
     try {
       if (version !== VERSION) throw new ProtocolError('UnsupportedVersion', `version ${version}`);
       const m = byType.get(type);
       if (!m) throw new ProtocolError('UnknownType', `type 0x${type.toString(16)}`);
       if (flags & 0xf8 || (flags & 3) === 3) throw new ProtocolError('Malformed', `flags 0x${flags.toString(16)}`);
-      if ((flags & 3) === FLAG_DEFLATE) body = await inflate(body, maxFrameBytes);
+      if ((flags & 3) === FLAG_DEFLATE) body = await f.inflated;
       else if ((flags & 3) === FLAG_BROTLI) throw new ProtocolError('Malformed', 'brotli bodies are not supported by this client');
       if (body.length > maxFrameBytes) throw new ProtocolError('FrameTooLarge', `body of ${body.length} bytes`);
       let msg;
@@ -508,7 +523,8 @@ export class RequestError extends Error {
  * One in-flight request. Events arrive through callbacks set on it
  * (`onOutput(data, stream, seq)`, `onNotice(msg)`, `onCredit(bytes)`) or by
  * iterating it (`for await (const ev of req)`: `{type:'output',...}`,
- * `{type:'notice',...}`, then the end). `done` resolves with the Exit message
+ * `{type:'notice',...}`, then the end). Events are kept for an iterator taken
+ * later only while no `onOutput` is set. `done` resolves with the Exit message
  * or rejects with a RequestError.
  */
 export class Request {
@@ -525,6 +541,7 @@ export class Request {
     this.pendingInput = [];
     this.ended = false;
     this.queue = [];
+    this.iterating = false;
     this.waiters = [];
     this.done = new Promise((resolve, reject) => {
       this.resolve = resolve;
@@ -536,7 +553,9 @@ export class Request {
   push(ev) {
     const w = this.waiters.shift();
     if (w) w({ value: ev, done: false });
-    else this.queue.push(ev);
+    // Kept for a later iterator only when nobody takes output by callback:
+    // a flood must not pile up in a queue no one reads.
+    else if (this.iterating || !this.onOutput || ev.type === 'exit' || ev.type === 'error') this.queue.push(ev);
   }
 
   finish(exit, error) {
@@ -550,6 +569,7 @@ export class Request {
   }
 
   [Symbol.asyncIterator]() {
+    this.iterating = true;
     return {
       next: () => {
         if (this.queue.length) {
@@ -716,9 +736,12 @@ export class VoxtermClient {
     };
     ws.onmessage = (ev) => {
       if (typeof ev.data === 'string') return;
-      // Compressed frames decode asynchronously: one chain keeps the order.
-      const data = new Uint8Array(ev.data);
-      this.inbox = this.inbox.then(() => this.receive(data)).catch((e) => console.error(e));
+      // Compressed frames inflate asynchronously: decoding starts now (messages
+      // inflate side by side), one chain dispatches them in order.
+      const max = this.welcome?.limits.max_frame_bytes ?? 16 * 1024 * 1024;
+      const decoded = decodeMessage(new Uint8Array(ev.data), { maxFrameBytes: max });
+      decoded.catch(() => {});
+      this.inbox = this.inbox.then(() => decoded).then((frames) => this.deliver(frames)).catch((e) => console.error(e));
     };
     ws.onclose = (ev) => {
       if (this.ws !== ws) return;
@@ -728,9 +751,8 @@ export class VoxtermClient {
     ws.onerror = () => {};
   }
 
-  async receive(data) {
-    const max = this.welcome?.limits.max_frame_bytes ?? 16 * 1024 * 1024;
-    for (const f of await decodeMessage(data, { maxFrameBytes: max })) {
+  deliver(frames) {
+    for (const f of frames) {
       if (f.error) this.emit('protocolError', f.error);
       else this.dispatch(f.name, f.msg);
     }

@@ -245,11 +245,12 @@ async function blockCount() {
 async function typeAndRun(line, timeoutMs = 20000) {
   const before = await blockCount();
   await type('#line', line + ENTER);
-  await confirmIfAsked(line);
-  return until(`"${line}" to finish`, `const n = arguments[0];
+  const asked = await confirmIfAsked(line);
+  const done = await until(`"${line}" to finish`, `const n = arguments[0];
     const newest = [...document.querySelectorAll('#blocks .block')].at(-1);
     if (!newest || Number(newest.dataset.n) <= n || newest.dataset.state === 'running') return null;
     ${lastBlock}`, timeoutMs, before);
+  return { ...done, asked: asked !== null };
 }
 
 function figure(name, value, unit = '') {
@@ -290,6 +291,7 @@ async function main() {
   // 2. Typed: echo hello.
   const hello = await typeAndRun('echo hello');
   assert.equal(hello.state, 'ok', JSON.stringify(hello));
+  assert.equal(hello.asked, false, 'the server classes echo as read-only: no read-back');
   assert.equal(hello.status, 'exit 0');
   assert.match(hello.meta, /\d+(\.\d+)? (ms|s) · (Exec|Builtin|L1|L2|L3|Prefetch|Joined)/, hello.meta);
   await until('hello in the terminal', `${termText.replace('return ', 'const t = ')}; return /^hello\\s*$/m.test(t) && t;`);
@@ -339,6 +341,52 @@ async function main() {
   await run(`window.__fakeSpeech.say([], 'yes');`);
   await until('rm done', `${lastBlock.replace('return b ?', 'return b && b.dataset.state === "ok" && b.querySelector(".cmd").textContent === "rm -rf build" ?')}`);
   assert.ok(!existsSync(join(server.root, 'build')), 'yes: the directory is gone');
+
+  // A redirection writes a file: read back; "no" (clicked) creates nothing.
+  await type('#line', `echo hi > notes.txt${ENTER}`);
+  await until('the read-back of a redirection', confirmShown);
+  assert.equal(await run(confirmShown), 'echo hi > notes.txt');
+  await click('#confirm-no');
+  await until('not run', `${lastBlock.replace('return b ?', 'return b && b.dataset.state === "refused" ?')}`);
+  assert.ok(!existsSync(join(server.root, 'notes.txt')), 'no: no file');
+
+  // 5b. A terminal: Ctrl+Enter runs `cat` on a pty; keys typed into xterm go to
+  //     it, the terminal echoes, Ctrl-D ends it. `vi` without a terminal gets
+  //     the server's NeedsTerminal notice and is stopped; Ctrl+Enter then runs
+  //     it on one.
+  {
+    const before = await blockCount();
+    await type('#line', 'cat');
+    await type('#line', '\uE009\uE007\uE000');
+    await confirmIfAsked('cat');
+    await until('cat running', `const b = [...document.querySelectorAll('#blocks .block')].at(-1); return b && Number(b.dataset.n) > arguments[0] && b.dataset.state === 'running';`, 10000, before);
+    await sleep(300);
+    await type('.term:not([hidden]) textarea', 'typed into a pty\uE007');
+    await until('the echo and cat\'s copy', `${termText.replace('return ', 'const t = ')}; return (t.match(/typed into a pty/g) || []).length >= 2;`);
+    await type('.term:not([hidden]) textarea', '\uE009d\uE000');
+    const ended = await until('cat to end on Ctrl-D', `${lastBlock.replace('return b ?', 'return b && b.dataset.state !== "running" ?')}`);
+    assert.equal(ended.status, 'exit 0', JSON.stringify(ended));
+    assert.equal(await run(`return document.activeElement === document.getElementById('line');`), true, 'the keyboard is back on the line');
+  }
+  {
+    const before = await blockCount();
+    await type('#line', `vi${ENTER}`);
+    await confirmIfAsked('vi');
+    const stopped = await until('vi stopped with a hint', `const b = [...document.querySelectorAll('#blocks .block')].at(-1);
+      return b && Number(b.dataset.n) > arguments[0] && b.dataset.state !== 'running' && b.querySelector('.meta').textContent;`, 15000, before);
+    assert.match(stopped, /needs a terminal/);
+    await until('the notice in the terminal', `${termText.replace('return ', 'const t = ')}; return /needs a terminal/.test(t);`);
+    await screenshot('03b-needs-terminal');
+    const again = await blockCount();
+    await type('#line', '\uE009\uE007\uE000');
+    await confirmIfAsked('vi');
+    await until('vi running', `const b = [...document.querySelectorAll('#blocks .block')].at(-1); return b && Number(b.dataset.n) > arguments[0] && b.dataset.state === 'running';`, 10000, again);
+    await sleep(800);
+    await screenshot('03c-vi');
+    await type('.term:not([hidden]) textarea', ':q!\uE007');
+    const quit = await until('vi to quit', `${lastBlock.replace('return b ?', 'return b && b.dataset.state !== "running" ?')}`);
+    assert.equal(quit.status, 'exit 0', JSON.stringify(quit));
+  }
 
   // 6. Stop: the button, then the spoken word, end `sleep 30`.
   for (const how of ['button', 'voice', 'ctrl-c']) {

@@ -287,10 +287,21 @@ test('client: Hello with subprotocols, Exec, Output, Exit, Cancel', async () => 
   const exit = await r.done;
   assert.equal(exit.killed, 'Cancelled');
   assert.deepEqual(outs, [['hi\n', 'Stdout']]);
-  // The iterator replays what came, then ends.
+  // Output taken by callback is not also kept for an iterator (a flood would
+  // pile up); the end is.
   const evs = [];
   for await (const ev of r) evs.push(ev.type);
-  assert.deepEqual(evs, ['output', 'exit']);
+  assert.deepEqual(evs, ['exit']);
+  // Without callbacks, a later iterator gets everything.
+  const q = c.exec('echo again');
+  ws.deliver(
+    encodeFrame('Output', { request: q.id, stream: 'Stdout', seq: 0, data: new TextEncoder().encode('again\n') }),
+    encodeFrame('Exit', { request: q.id, code: 0, signal: null, served_from: 'L1', backend_us: 5, truncated: false, killed: 'None' }),
+  );
+  await q.done;
+  const all = [];
+  for await (const ev of q) all.push(ev.type === 'output' ? new TextDecoder().decode(ev.data) : ev.type);
+  assert.deepEqual(all, ['again\n', 'exit']);
   c.close();
 });
 
