@@ -265,7 +265,9 @@ async function submit(raw, { pty = false } = {}) {
   }
   const tab = current;
   const li = block(tab, line);
+  li.dataset.phase = 'classifying';
   const decision = await gate.decide(line, tab.handle);
+  li.dataset.phase = decision.run ? 'running' : 'refused';
   const tRun = performance.now();
   if (!decision.run) {
     const why = decision.class === 'Denied'
@@ -421,6 +423,8 @@ function askConfirm({ line, class: cls, detail, reason }) {
     const box = $('confirm');
     $('confirm-title').textContent = cls === 'Mutating' ? 'This line changes things. Run it?' : 'Run this line?';
     $('confirm-line').textContent = line;
+    const li = [...document.querySelectorAll('#blocks .block')].at(-1);
+    if (li) li.dataset.phase = 'asking';
     $('confirm-reason').textContent = [detail, reason].filter(Boolean).join(' · ');
     box.hidden = false;
     const done = (yes) => {

@@ -219,21 +219,19 @@ const termText = `return [...document.querySelectorAll('.term:not([hidden]) .xte
 
 const confirmShown = `return !document.getElementById('confirm').hidden && document.getElementById('confirm-line').textContent;`;
 
-/** Waits for the read-back if one comes; returns the line it shows, or null. */
-async function confirmIfAsked(expectLine, timeoutMs = 1500) {
-  const t0 = Date.now();
-  while (Date.now() - t0 < timeoutMs) {
-    const shown = await run(confirmShown);
-    if (shown) {
-      assert.equal(shown, expectLine, 'the read-back shows exactly the line');
-      await click('#confirm-yes');
-      return shown;
-    }
-    const b = await run(lastBlock);
-    if (b && b.cmd === expectLine && b.state !== 'running') return null;
-    await sleep(30);
-  }
-  return null;
+/**
+ * Waits until the page has decided about the newest line (the block's phase
+ * leaves 'classifying'); answers a read-back with yes. Returns the line the
+ * read-back showed, or null when the line ran without one.
+ */
+async function confirmIfAsked(expectLine, timeoutMs = 10000) {
+  const phase = await until(`the decision on "${expectLine}"`, `const b = [...document.querySelectorAll('#blocks .block')].at(-1);
+    return b && b.querySelector('.cmd').textContent === arguments[0] && b.dataset.phase !== 'classifying' && b.dataset.phase;`, timeoutMs, expectLine);
+  if (phase !== 'asking') return null;
+  const shown = await run(confirmShown);
+  assert.equal(shown, expectLine, 'the read-back shows exactly the line');
+  await click('#confirm-yes');
+  return shown;
 }
 
 /** The sequence number of the newest block (the list keeps only the last 200). */
@@ -523,6 +521,9 @@ async function main() {
     for (const t of res) (groups[t.servedFrom] ??= []).push(t);
     for (const [from, ts] of Object.entries(groups)) {
       const run = ts.map((t) => t.run);
+      const total = ts.map((t) => t.total);
+      figure(`enter_classify_to_painted_${from}_p50_ms`, pct(total, 50));
+      figure(`enter_classify_to_painted_${from}_p95_ms`, pct(total, 95));
       const backend = ts.map((t) => t.backendUs / 1000);
       figure(`enter_to_painted_${from}_count`, ts.length);
       figure(`enter_to_painted_${from}_p50_ms`, pct(run, 50));
@@ -541,10 +542,30 @@ async function main() {
     await screenshot('06-after-commands');
   }
 
+  // A second tab: its own session, its cwd on the tab; the keyboard answers a
+  // read-back ("n" runs nothing).
+  {
+    await click('#tab-add');
+    await until('the new tab with its cwd', `const t = document.querySelector('#tabs [aria-selected="true"]'); return t && t.id !== 'tab-0' && /root/.test(t.textContent) && t.textContent;`);
+    const inTab = await typeAndRun('mkdir -p sub');
+    assert.equal(inTab.state, 'ok');
+    const cd = await typeAndRun('cd sub');
+    assert.equal(cd.state, 'ok');
+    const label = await until('the tab to show the new cwd', `const t = document.querySelector('#tabs [aria-selected="true"]'); return /sub$/.test(t.textContent) && t.textContent;`);
+    console.log(`tab label: ${label}`);
+    await type('#line', `touch x${ENTER}`);
+    await until('the read-back of touch', confirmShown);
+    await type('#confirm-no', 'n');
+    await until('not run', `${lastBlock.replace('return b ?', 'return b && b.dataset.state === "refused" ?')}`);
+    assert.ok(!existsSync(join(server.root, 'sub', 'x')));
+    await click('#tab-0');
+    assert.match(await run(`return document.getElementById('cwd').textContent;`), /root$/, 'the first tab kept its cwd');
+  }
+
   // 8. Keyboard: ↑ brings back the last line.
   await run(`document.getElementById('line').focus();`);
   await type('#line', '\uE013');
-  assert.equal(await run(`return document.getElementById('line').value;`), 'date +%N');
+  assert.equal(await run(`return document.getElementById('line').value;`), 'touch x');
   await run(`document.getElementById('line').value = '';`);
 
   // 9. A restart: the page reconnects by itself.
