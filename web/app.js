@@ -272,9 +272,9 @@ async function submit(raw, { pty = false } = {}) {
   if (!decision.run) {
     const why = decision.class === 'Denied'
       ? `refused by the server's policy${decision.detail ? `: ${decision.detail}` : ''}`
-      : decision.asked ? 'not run (you said no)' : `not run: ${decision.detail}`;
+      : decision.asked ? 'you said no' : decision.detail;
     finishBlock(li, 'refused', 'not run', why);
-    tab.view.write(`\x1b[2m❯ ${line}\x1b[0m \x1b[33m(${why})\x1b[0m\n`);
+    tab.view.write(`\x1b[2m❯ ${line}\x1b[0m \x1b[33m(not run: ${why})\x1b[0m\n`);
     announce(`${line}: ${why}`);
     if (decision.class === 'Denied') speaker.say(`Refused. ${decision.detail}`);
     return;
@@ -424,7 +424,10 @@ function askConfirm({ line, class: cls, detail, reason }) {
     $('confirm-title').textContent = cls === 'Mutating' ? 'This line changes things. Run it?' : 'Run this line?';
     $('confirm-line').textContent = line;
     const li = [...document.querySelectorAll('#blocks .block')].at(-1);
-    if (li) li.dataset.phase = 'asking';
+    if (li) {
+      li.dataset.phase = 'asking';
+      li.querySelector('.status').textContent = 'asking…';
+    }
     $('confirm-reason').textContent = [detail, reason].filter(Boolean).join(' · ');
     box.hidden = false;
     const done = (yes) => {
