@@ -184,6 +184,12 @@ async function startBrowser() {
 // The SpeechRecognition stand-in: the page constructs it as it would the real
 // one; the test "speaks" through window.__fakeSpeech.
 const FAKE_SPEECH = `(() => {
+  if (location.search.includes('nospeech')) {
+    // A browser without the Web Speech API.
+    delete window.SpeechRecognition;
+    delete window.webkitSpeechRecognition;
+    return;
+  }
   const fake = { started: 0, current: null };
   class FakeRecognition {
     constructor() { this.onresult = null; this.onend = null; this.onerror = null; }
@@ -314,6 +320,12 @@ async function main() {
   assert.equal(await run(`return document.getElementById('line').value;`), 'ls -la');
   await run(`document.getElementById('line').value = '';`);
   await screenshot('02-spoken');
+
+  // Spoken feedback and the screen reader's live region on a failure.
+  const failed = await typeAndRun('false');
+  assert.equal(failed.status, 'exit 1');
+  assert.ok((await run(`return window.__voxterm.speaker.spoken;`)).some((t) => /^Failed, exit 1/.test(t)), 'the failure is spoken');
+  assert.match(await run(`return document.getElementById('live').textContent;`), /^false: exit 1/);
 
   // 4. Colours render: computed style of xterm's red.
   await typeAndRun(`printf '\\033[31mRED-TEXT\\033[0m plain\\n'`);
@@ -579,6 +591,14 @@ async function main() {
   figure('reconnect_after_restart_ms', Date.now() - t0);
   const after = await typeAndRun('echo back');
   assert.equal(after.state, 'ok');
+
+  // Without a speech API: typing works, and the page says why voice is off.
+  await wd('POST', s('/url'), { url: `http://${again.addr}/?nospeech` });
+  await until('the connection without speech', `return document.getElementById('conn').dataset.state === 'open';`);
+  assert.match(await run(`return document.getElementById('voice-note').textContent;`), /Voice is off: this browser has no speech recognition/);
+  assert.equal(await run(`return document.getElementById('mic').disabled;`), true);
+  const typed = await typeAndRun('echo typing works');
+  assert.equal(typed.state, 'ok');
   again.child.kill('SIGTERM');
 
   // 10. A wrong token says so.
