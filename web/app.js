@@ -495,7 +495,7 @@ $('line').addEventListener('keydown', (e) => {
     e.preventDefault();
   } else if (e.key === 'c' && e.ctrlKey && input.selectionStart === input.selectionEnd) {
     if (stopCurrent()) e.preventDefault();
-  } else if (e.key === ' ' && input.value === '' && voice.available) {
+  } else if (e.key === ' ' && input.value === '' && voice.available && voice.mode !== 'handsfree') {
     e.preventDefault();
     if (!spaceHeld) {
       spaceHeld = true;
@@ -585,7 +585,8 @@ if (!voice.available) {
 const mic = $('mic');
 mic.addEventListener('pointerdown', (e) => {
   e.preventDefault();
-  voice.start('ptt');
+  // Hands-free already listens: holding the button changes nothing.
+  if (voice.mode !== 'handsfree') voice.start('ptt');
 });
 for (const ev of ['pointerup', 'pointerleave']) {
   mic.addEventListener(ev, () => voice.mode === 'ptt' && voice.stop());

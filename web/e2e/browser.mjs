@@ -211,6 +211,12 @@ const FAKE_SPEECH = `(() => {
     rec.onresult(result(final, true));
     mic.dispatchEvent(new PointerEvent('pointerup', { bubbles: true }));
   };
+  // Hands-free: results arrive on the running recognizer, no button held.
+  fake.hear = (final) => {
+    const rec = fake.current;
+    if (!rec) throw new Error('nothing is listening');
+    rec.onresult(result(final, true));
+  };
   window.__fakeSpeech = fake;
   window.SpeechRecognition = FakeRecognition;
   window.webkitSpeechRecognition = FakeRecognition;
@@ -326,6 +332,21 @@ async function main() {
   assert.equal(failed.status, 'exit 1');
   assert.ok((await run(`return window.__voxterm.speaker.spoken;`)).some((t) => /^Failed, exit 1/.test(t)), 'the failure is spoken');
   assert.match(await run(`return document.getElementById('live').textContent;`), /^false: exit 1/);
+
+  // Hands-free: the page listens continuously (and again after the recognizer
+  // ends by itself); a phrase and "run" need no key.
+  await click('#hands-free');
+  await until('continuous listening', `return window.__fakeSpeech.current && window.__fakeSpeech.current.continuous === true;`);
+  const handsBefore = await blockCount();
+  await run(`window.__fakeSpeech.hear('echo hands free');`);
+  assert.equal(await run(`return document.getElementById('line').value;`), 'echo hands free');
+  await run(`window.__fakeSpeech.hear('run');`);
+  await until('the hands-free line to run', `const b = [...document.querySelectorAll('#blocks .block')].at(-1);
+    return b && Number(b.dataset.n) > arguments[0] && b.dataset.state === 'ok';`, 10000, handsBefore);
+  await run(`window.__fakeSpeech.current.stop();`);
+  await until('listening again after the recognizer ended', `return window.__fakeSpeech.current && window.__fakeSpeech.current.continuous === true;`);
+  await click('#hands-free');
+  await until('hands-free off', `return window.__fakeSpeech.current === null;`);
 
   // 4. Colours render: computed style of xterm's red.
   await typeAndRun(`printf '\\033[31mRED-TEXT\\033[0m plain\\n'`);
