@@ -11,7 +11,7 @@
 // Prints the measured figures as `figure: name value` lines and screenshots'
 // paths; exits non-zero on the first failed check.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, existsSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, existsSync, mkdirSync, rmSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,9 +24,33 @@ const tmp = mkdtempSync(join(tmpdir(), 'voxterm-e2e-'));
 const shots = process.env.VOXTERM_E2E_SHOTS || join(tmp, 'shots');
 mkdirSync(shots, { recursive: true });
 
+/**
+ * The browser chromedriver started is not our child: ended by its process id,
+ * found by the profile directory that only this run uses.
+ */
+function killBrowser() {
+  const profile = join(tmp, 'profile');
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    let cmd;
+    try {
+      cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch {
+      continue;
+    }
+    if (cmd.includes(`--user-data-dir=${profile}`) && !cmd.includes('--type=')) {
+      try {
+        process.kill(Number(pid), 'SIGTERM');
+      } catch {
+        // already gone
+      }
+    }
+  }
+}
+
 function cleanup() {
+  killBrowser();
   for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
   }
 }
 process.on('exit', cleanup);
@@ -659,6 +683,11 @@ main().then(() => {
     if (sid) await screenshot('failure');
   } catch {
     // no browser left
+  }
+  try {
+    if (sid) await wd('DELETE', `/session/${sid}`);
+  } catch {
+    // the browser is ended by its id below
   }
   cleanup();
   process.exit(1);
