@@ -675,7 +675,11 @@ async function main() {
 
 main().then(() => {
   cleanup();
-  if (!process.env.VOXTERM_E2E_SHOTS) rmSync(join(tmp, 'profile'), { recursive: true, force: true });
+  // Only the screenshots stay (their paths were printed); a failed run keeps everything.
+  for (const entry of readdirSync(tmp)) {
+    if (entry !== 'shots') rmSync(join(tmp, entry), { recursive: true, force: true });
+  }
+  if (process.env.VOXTERM_E2E_SHOTS) rmSync(tmp, { recursive: true, force: true });
   process.exit(0);
 }, async (e) => {
   console.error(`browser e2e FAILED: ${e.stack || e}`);
