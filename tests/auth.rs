@@ -620,3 +620,38 @@ async fn the_binary_reloads_its_tokens_on_sighup() {
     );
     let _ = child.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pages_own_origin_is_accepted_and_a_refusal_says_how() {
+    let s = TestServer::start("auth-own-origin").await;
+    // The page served at / connects from its own origin: same scheme, host, port.
+    let own = format!("Origin: http://{}\r\n", s.addr);
+    let (status, _) = upgrade(&s, &own).await;
+    assert_eq!(status, 101);
+    // Another port on the same host is another origin.
+    let (status, head) = upgrade(&s, "Origin: http://127.0.0.1:1\r\n").await;
+    assert_eq!(status, 403);
+    // The body names the origin and the line that allows it.
+    let (status, _, body) = http_raw(
+        s.addr,
+        &format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: https://app.example.com\r\n\r\n",
+            s.addr
+        ),
+    )
+    .await;
+    assert_eq!(status, 403, "{head}");
+    assert!(body.contains("\"https://app.example.com\""), "{body}");
+    assert!(
+        body.contains("allowed_origins = [\"https://app.example.com\"]"),
+        "{body}"
+    );
+    // A DNS-rebinding page: its origin matches its Host, but the Host is no
+    // allowed one.
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: evil.example:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://evil.example:{port}\r\n\r\n",
+        port = s.addr.port()
+    );
+    let (status, _, _) = http_raw(s.addr, &req).await;
+    assert_eq!(status, 403);
+}

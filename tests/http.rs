@@ -172,3 +172,56 @@ async fn a_request_head_that_never_ends_is_dropped_after_the_handshake_timeout()
     );
     assert!(start.elapsed() >= Duration::from_millis(200));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_voice_terminal_page_is_served_from_the_binary() {
+    let server = TestServer::start("page").await;
+    let (status, head, body) = http_get(server.addr, "/").await;
+    assert_eq!(status, 200, "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(
+        lower.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(lower.contains("x-content-type-options: nosniff"), "{head}");
+    let csp = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Security-Policy: "))
+        .expect("a CSP");
+    assert!(csp.contains("script-src 'self';"), "{csp}");
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(
+        csp.contains(&format!(
+            "connect-src 'self' ws://{0} wss://{0};",
+            server.addr
+        )),
+        "{csp}"
+    );
+    assert!(body.contains("<script type=\"module\" src=\"/app.js\">"));
+    assert!(
+        !body.contains("<script>"),
+        "no inline script: the CSP would block it"
+    );
+    for (path, kind) in [
+        ("/voxterm.js", "text/javascript"),
+        ("/vendor/xterm.mjs", "text/javascript"),
+        ("/style.css", "text/css"),
+    ] {
+        let (status, head, _) = http_get(server.addr, path).await;
+        assert_eq!(status, 200, "{path}: {head}");
+        assert!(head.contains(&format!("Content-Type: {kind}")), "{head}");
+        let etag = head
+            .lines()
+            .find_map(|l| l.strip_prefix("ETag: "))
+            .expect("an ETag");
+        let (status, head, body) = http_raw(
+            server.addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nIf-None-Match: {etag}\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(status, 304, "{head}");
+        assert!(body.is_empty());
+    }
+    let (status, _, _) = http_get(server.addr, "/missing.js").await;
+    assert_eq!(status, 404);
+}

@@ -113,6 +113,23 @@ impl Security {
         }
     }
 
+    /// Whether a browser request with this `Origin` may open `/ws`: a listed
+    /// origin, or the page's own origin (`scheme://Host`, as served by the
+    /// engine at `/`), but only under a `Host` that [`Self::host_allowed`]
+    /// accepts, since a DNS-rebinding page's origin and `Host` agree too.
+    pub fn origin_allowed_for(&self, origin: Option<&str>, host: Option<&str>, tls: bool) -> bool {
+        if self.origin_allowed(origin) {
+            return true;
+        }
+        let (Some(origin), Some(host)) = (origin, host) else {
+            return false;
+        };
+        let scheme = if tls { "https" } else { "http" };
+        self.host_allowed(Some(host))
+            && normalize_origin(origin)
+                == format!("{scheme}://{}", host.trim().to_ascii_lowercase())
+    }
+
     /// Whether `/healthz` and `/metrics` answer a request with this `Host`
     /// header: IP literals, `localhost` (and `*.localhost`) and the configured
     /// `allowed_hosts`, with any port. A DNS-rebinding page reaches a local
@@ -201,6 +218,30 @@ mod tests {
         assert!(s.origin_allowed(Some("https://app.example.com")));
         assert!(!s.origin_allowed(Some("https://evil.example.com")));
         assert!(!s.origin_allowed(Some("null")));
+    }
+
+    #[test]
+    fn the_pages_own_origin_is_allowed_under_an_allowed_host() {
+        let c = Preset::Development.config();
+        let s = Security::from_config(&c).unwrap();
+        let host = Some("127.0.0.1:7878");
+        assert!(s.origin_allowed_for(Some("http://127.0.0.1:7878"), host, false));
+        assert!(s.origin_allowed_for(Some("HTTP://127.0.0.1:7878/"), host, false));
+        assert!(s.origin_allowed_for(Some("http://localhost:7878"), Some("localhost:7878"), false));
+        assert!(s.origin_allowed_for(Some("https://127.0.0.1:7878"), host, true));
+        // Another scheme, port or host is another origin.
+        assert!(!s.origin_allowed_for(Some("https://127.0.0.1:7878"), host, false));
+        assert!(!s.origin_allowed_for(Some("http://127.0.0.1:7879"), host, false));
+        assert!(!s.origin_allowed_for(Some("http://localhost:7878"), host, false));
+        assert!(!s.origin_allowed_for(Some("null"), host, false));
+        assert!(!s.origin_allowed_for(Some("http://127.0.0.1:7878"), None, false));
+        // A DNS-rebinding name agrees with its own origin, but is no allowed host.
+        let evil = Some("evil.example:7878");
+        assert!(!s.origin_allowed_for(Some("http://evil.example:7878"), evil, false));
+        assert!(
+            s.origin_allowed_for(None, evil, false),
+            "non-browser clients"
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! hands it over ([`connection::run`]) with what the upgrade decided
 //! ([`Admitted`]), and nothing in `connection` calls back here.
 
+use super::assets;
 use super::auth;
 use super::connection::{self, Admitted};
 use super::context::{ServerContext, Transport};
@@ -143,6 +144,13 @@ pub(super) async fn serve_tcp(
         Reply::Http(status, content_type, extra, body) => {
             let _ = respond(&mut stream, status, content_type, &extra, &body).await;
         }
+        Reply::Asset(asset) => {
+            if stream.write_all(asset.head.as_bytes()).await.is_ok()
+                && stream.write_all(asset.body).await.is_ok()
+            {
+                let _ = stream.shutdown().await;
+            }
+        }
     }
 }
 
@@ -215,6 +223,8 @@ enum Reply {
     },
     /// Status, content type, extra header lines, body.
     Http(Status, &'static str, String, String),
+    /// A file of the voice terminal's page (`assets`).
+    Asset(assets::Response),
 }
 
 /// Subprotocol carrying a token, for browsers (`new WebSocket(url, ["voxterm",
@@ -354,7 +364,18 @@ fn route(
             Some(ticket) => upgrade(ctx, head, peer, ticket, ip_slot),
             None => text((500, "Internal Server Error")),
         },
-        _ => text((404, "Not Found")),
+        _ => {
+            let host = head
+                .header("host")
+                .and_then(|h| std::str::from_utf8(h).ok());
+            let etag = head
+                .header("if-none-match")
+                .and_then(|h| std::str::from_utf8(h).ok());
+            match assets::get(path, host, etag) {
+                Some(asset) => Reply::Asset(asset),
+                None => text((404, "Not Found")),
+            }
+        }
     }
 }
 
@@ -394,10 +415,10 @@ fn upgrade(
     };
     let security = &ctx.security;
     let origin = head.header("origin").map(String::from_utf8_lossy);
-    if !security.origin_allowed(origin.as_deref()) {
-        engine.metrics.refused(Refusal::Origin);
-        tracing::debug!(origin = ?origin, "origin not allowed");
-        return text((403, "Forbidden"));
+    let host = head.header("host").map(String::from_utf8_lossy);
+    let tls = security.tls.is_some();
+    if !security.origin_allowed_for(origin.as_deref(), host.as_deref(), tls) {
+        return forbidden_origin(ctx, origin.as_deref().unwrap_or(""), peer);
     }
     if !ctx.gate.room_for_websocket() {
         engine.metrics.refused(Refusal::FdReserve);
@@ -516,6 +537,29 @@ fn misdirected(ctx: &ServerContext, host: &str, path: &str) -> Reply {
             "{path} does not answer to Host {host:?}: only localhost, IP addresses and the names in [server] allowed_hosts \
              (a defence against DNS rebinding). To allow it, add allowed_hosts = [\"{name}\"] to the [server] section of the config file.\n"
         ),
+    )
+}
+
+/// 403 for an `Origin` that may not open `/ws`: the body and the log line say
+/// which origin and the configuration line that allows it.
+fn forbidden_origin(ctx: &ServerContext, origin: &str, peer: SocketAddr) -> Reply {
+    ctx.engine.metrics.refused(Refusal::Origin);
+    let origin: String = origin
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
+    let how = format!(
+        "only the page's own origin (served at / under localhost, an IP address or a name in [server] allowed_hosts) \
+         and the origins in [server] allowed_origins may open /ws. To allow this one, add allowed_origins = [\"{origin}\"] \
+         to the [server] section of the config file"
+    );
+    tracing::info!(%peer, origin = %origin, "upgrade refused (403): origin not allowed: {how}");
+    Reply::Http(
+        (403, "Forbidden"),
+        "text/plain",
+        String::new(),
+        format!("Forbidden: origin {origin:?} may not open /ws: {how}.\n"),
     )
 }
 

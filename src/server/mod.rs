@@ -30,6 +30,7 @@
 //! commands and drain; after `drain_timeout` the remaining children are killed, their
 //! requests end with `Exit { killed: Shutdown }`, and connections close with 1001.
 
+mod assets;
 mod auth;
 mod check;
 mod connection;

@@ -1,0 +1,115 @@
+// termview.js: one xterm.js terminal fed without freezing the page. Output is
+// queued and written once per animation frame, at most FRAME_BYTES at a time and
+// only after xterm's write callback says the previous chunk is parsed, so a
+// flood (`seq 1 2000000`) costs the page a bounded slice of each frame. When the
+// queue passes MAX_QUEUED bytes the oldest queued output is dropped with a
+// visible marker: the scrollback could not have kept it anyway.
+
+export const FRAME_BYTES = 64 * 1024;
+export const MAX_QUEUED = 8 * 1024 * 1024;
+/** Writes up to this size go to xterm at once when nothing is being written. */
+export const SMALL = 16 * 1024;
+
+export class TermView {
+  constructor(term, raf = (f) => requestAnimationFrame(f)) {
+    this.term = term;
+    this.raf = raf;
+    this.queue = [];
+    this.queued = 0;
+    this.dropped = 0;
+    this.writing = false;
+    this.scheduled = false;
+    this.written = 0;
+    this.received = 0;
+    this.idle = [];
+  }
+
+  write(data) {
+    if (typeof data === 'string') data = new TextEncoder().encode(data);
+    if (!data.length) return;
+    this.received += data.length;
+    this.queue.push(data);
+    this.queued += data.length;
+    while (this.queued > MAX_QUEUED && this.queue.length > 1) {
+      const old = this.queue.shift();
+      this.queued -= old.length;
+      this.dropped += old.length;
+    }
+    this.schedule();
+  }
+
+  schedule() {
+    if (this.scheduled || this.writing) return;
+    // Idle and a small write: hand it to xterm now (it paints on its next
+    // frame); only a backlog waits for frames, so a short answer costs no
+    // extra frame and a flood cannot take more than one chunk per frame.
+    if (this.queued <= SMALL && !this.dropped) {
+      this.pump();
+      return;
+    }
+    this.scheduled = true;
+    this.raf(() => this.pump());
+  }
+
+  pump() {
+    this.scheduled = false;
+    if (this.writing) return;
+    if (this.dropped) {
+      const note = `\r\n\x1b[33m[… ${this.dropped} bytes of output skipped to keep up …]\x1b[0m\r\n`;
+      this.dropped = 0;
+      this.queue.unshift(new TextEncoder().encode(note));
+      this.queued += this.queue[0].length;
+    }
+    if (!this.queue.length) {
+      for (const f of this.idle.splice(0)) f();
+      return;
+    }
+    let n = 0;
+    const parts = [];
+    while (this.queue.length && n < FRAME_BYTES) {
+      const head = this.queue[0];
+      const take = Math.min(head.length, FRAME_BYTES - n);
+      parts.push(head.subarray(0, take));
+      n += take;
+      if (take === head.length) this.queue.shift();
+      else this.queue[0] = head.subarray(take);
+    }
+    this.queued -= n;
+    const chunk = new Uint8Array(n);
+    let at = 0;
+    for (const p of parts) {
+      chunk.set(p, at);
+      at += p.length;
+    }
+    this.writing = true;
+    this.term.write(chunk, () => {
+      this.writing = false;
+      this.written += n;
+      if (this.queue.length && this.queued <= SMALL && !this.dropped) {
+        // A little more came meanwhile: no reason to wait for a frame.
+        this.pump();
+      } else if (this.queue.length) {
+        // A backlog: the next chunk waits for the next frame.
+        this.scheduled = true;
+        this.raf(() => this.pump());
+      } else {
+        for (const f of this.idle.splice(0)) f();
+      }
+    });
+  }
+
+  /** Drops what is queued and not yet written (a stopped command's backlog); returns its bytes. */
+  discard() {
+    const n = this.queued + this.dropped;
+    this.queue = [];
+    this.queued = 0;
+    this.dropped = 0;
+    return n;
+  }
+
+  /** Resolves once everything queued so far is parsed. */
+  flushed() {
+    if (!this.queue.length && !this.writing) return Promise.resolve();
+    return new Promise((r) => this.idle.push(r));
+  }
+}
