@@ -555,6 +555,8 @@ async fn hello_problems_are_errors_and_hello_can_be_retried() {
         Some(Ok(Message::Welcome(w))) => {
             assert_eq!(w.tenant, "good");
             assert_eq!(w.encoding, voxterm_protocol::Encoding::Json);
+            // Welcome itself is in JSON: a JSON-only client can read it.
+            assert_eq!(b[2] & 0x04, 0x04, "Welcome's flags say JSON");
         }
         other => panic!("{other:?}"),
     }

@@ -149,8 +149,7 @@ impl Connection {
 
     /// Answers an accepted `Hello`. Both encodings and all compressions are
     /// supported, so the client's first choice of each is taken. `Welcome`
-    /// itself still goes out in the connection's first encoding; every frame
-    /// after it, both ways, in the chosen one.
+    /// and every frame after it, both ways, use the chosen one.
     async fn welcome(&mut self, hello: &Hello, tenant: Arc<str>) {
         let encoding = hello
             .encodings
@@ -172,7 +171,10 @@ impl Connection {
             connection: self.id,
         };
         self.tenant = Some(tenant);
-        self.send(Message::Welcome(Box::new(welcome))).await;
+        // Switched before `Welcome`, so that `Welcome` itself goes out in the
+        // chosen encoding: a client that speaks only JSON can read it (every
+        // frame says its own encoding in its flags, so a client that reads
+        // both is not disturbed).
         let _ = self
             .shared
             .out
@@ -180,6 +182,7 @@ impl Connection {
             .await;
         self.codec.set_encoding(encoding);
         self.codec.set_compression(compression);
+        self.send(Message::Welcome(Box::new(welcome))).await;
     }
 
     /// An address still waiting after failed authentications:
