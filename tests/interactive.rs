@@ -501,3 +501,48 @@ async fn bad_input_is_refused_with_typed_errors() {
     assert!(saw_refusal);
     assert_eq!(out, b"kept\n");
 }
+
+/// `Cancel` during a flood: output the server had queued for the request and
+/// not yet sent is dropped, so its `Exit` is not stuck behind megabytes the
+/// client no longer wants (a slow link would take seconds to carry them).
+/// With a deep write queue (64 MiB of frames) and a client that stopped
+/// reading, only what already left the server (the kernel's socket buffers)
+/// still arrives before the `Exit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_drops_the_output_still_queued() {
+    let s = TestServer::start_with("cancel-flood", |c| {
+        c.cache.enabled = false;
+        c.server.write_queue = 4096;
+        c.exec.output_cap = 1 << 30;
+    })
+    .await;
+    let mut client = s.client("default").await;
+    client.send(&exec_msg(1, 0, "yes", 0)).await.unwrap();
+    first_output(&mut client, 1).await;
+    // Stop reading: the socket buffers fill, then the server's queue.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    client
+        .send(&Message::Cancel(voxterm_protocol::Cancel { request: 1 }))
+        .await
+        .unwrap();
+    let mut after = 0usize;
+    let mut seqs = Vec::new();
+    let exit = loop {
+        match recv(&mut client).await {
+            Message::Output(o) => {
+                after += o.data.len();
+                seqs.push(o.seq);
+            }
+            Message::Exit(e) => break e,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(exit.killed, voxterm_protocol::KillReason::Cancelled);
+    assert!(
+        after < 16 << 20,
+        "{} MiB still arrived after the cancel",
+        after >> 20
+    );
+    // What did arrive is in order; the dropped frames leave a gap at the end.
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]));
+}

@@ -6,7 +6,7 @@
 //! module so that `request` can use it without depending on `connection`,
 //! which starts the requests.
 
-use super::writer::Outbound;
+use super::writer::{Cancelled, Outbound};
 use crate::exec::Feed;
 use crate::security::Security;
 use crate::sync::lock;
@@ -47,6 +47,8 @@ pub(super) struct Shared {
     pub out: mpsc::Sender<Outbound>,
     /// Limits the request tasks apply (the tenant's output budget).
     pub security: Arc<Security>,
+    /// Cancelled requests whose queued output the writer drops.
+    pub cancelled: Arc<Cancelled>,
     /// Each request in flight: the token that cancels it and, for a
     /// `Spawn`, where its input goes.
     in_flight: Mutex<HashMap<RequestId, InFlight>>,
@@ -70,10 +72,15 @@ pub(super) struct Shared {
 
 impl Shared {
     /// The state of a connection just opened, whose writer reads `out`.
-    pub fn new(out: mpsc::Sender<Outbound>, security: Arc<Security>) -> Self {
+    pub fn new(
+        out: mpsc::Sender<Outbound>,
+        security: Arc<Security>,
+        cancelled: Arc<Cancelled>,
+    ) -> Self {
         Shared {
             out,
             security,
+            cancelled,
             in_flight: Mutex::new(HashMap::new()),
             cancel_all: CancellationToken::new(),
             emptied: Notify::new(),

@@ -7,19 +7,56 @@
 //! turns many small frames into few syscalls (see [`run`]). The queue
 //! in front of it is bounded, so a client that stops reading fills only its own
 //! queue and blocks only its own commands' output.
+//!
+//! A cancelled request's output that is still queued is dropped here
+//! ([`Cancelled`]): after `Cancel` during a flood, its `Exit` would otherwise
+//! wait behind megabytes of output the client no longer wants.
 
 use super::context::Transport;
 use crate::metrics::Metrics;
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
-use voxterm_protocol::{Codec, Compression, Encoding, Message};
+use voxterm_protocol::{Codec, Compression, Encoding, Message, RequestId};
+
+/// Requests cancelled while their output may still be queued: the reader
+/// adds one on `Cancel`, the writer drops its queued `Output` frames and
+/// forgets it when its terminal frame goes by. Costs one atomic load per
+/// frame while nothing is cancelled.
+#[derive(Default)]
+pub(super) struct Cancelled {
+    count: AtomicUsize,
+    ids: Mutex<HashSet<RequestId>>,
+}
+
+impl Cancelled {
+    /// `request` was cancelled: its queued output may go.
+    pub(super) fn add(&self, request: RequestId) {
+        if crate::sync::lock(&self.ids).insert(request) {
+            self.count.fetch_add(1, Ordering::Release);
+        }
+    }
+
+    /// Whether an `Output` of `request` is to be dropped.
+    fn drops(&self, request: RequestId) -> bool {
+        self.count.load(Ordering::Acquire) > 0 && crate::sync::lock(&self.ids).contains(&request)
+    }
+
+    /// `request` ended (its terminal frame is going out): its id may be reused.
+    fn ended(&self, request: RequestId) {
+        if self.count.load(Ordering::Acquire) > 0 && crate::sync::lock(&self.ids).remove(&request) {
+            self.count.fetch_sub(1, Ordering::Release);
+        }
+    }
+}
 
 /// What the rest of the connection hands the writer.
 #[derive(Debug)]
@@ -63,6 +100,7 @@ pub(super) async fn run(
     mut codec: Codec,
     metrics: Arc<Metrics>,
     coalesce: Coalesce,
+    cancelled: Arc<Cancelled>,
 ) {
     let mut close = None;
     let max_bytes = if coalesce.enabled {
@@ -79,7 +117,17 @@ pub(super) async fn run(
         loop {
             while let Some(item) = next.take() {
                 match item {
+                    Outbound::Frame(Message::Output(o)) if cancelled.drops(o.request) => {}
                     Outbound::Frame(msg) => {
+                        match &msg {
+                            Message::Exit(e) => cancelled.ended(e.request),
+                            Message::Error(e) => {
+                                if let Some(r) = e.request {
+                                    cancelled.ended(r);
+                                }
+                            }
+                            _ => {}
+                        }
                         frames += 1;
                         if let Err(e) = codec.encode(&msg, &mut buf) {
                             tracing::error!(error = %e, kind = msg.kind(), "cannot encode frame");

@@ -128,6 +128,8 @@ impl Connection {
     fn on_cancel(&self, cancel: Cancel) {
         if let Some(entry) = self.shared.in_flight().get(&cancel.request) {
             entry.cancel.cancel();
+            // Output it still has queued goes no further: its Exit comes next.
+            self.shared.cancelled.add(cancel.request);
         }
     }
 

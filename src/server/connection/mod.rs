@@ -144,6 +144,7 @@ pub(super) async fn run(
         max_frame_bytes: cfg.server.max_frame_bytes,
         compress_threshold: cfg.server.compress_threshold,
     };
+    let cancelled = Arc::new(writer::Cancelled::default());
     let mut writer = tokio::spawn(writer::run(
         sink,
         rx,
@@ -154,8 +155,9 @@ pub(super) async fn run(
             max_bytes: cfg.server.coalesce_bytes,
             delay: cfg.server.coalesce_delay,
         },
+        cancelled.clone(),
     ));
-    let shared = Arc::new(Shared::new(out, ctx.security.clone()));
+    let shared = Arc::new(Shared::new(out, ctx.security.clone(), cancelled));
     let mut conn = Connection::new(&ctx, &cfg, shared, Codec::new(settings), peer, admitted);
     engine.metrics.connection_opened();
     tracing::debug!(conn = conn.id, %peer, "connected");
