@@ -212,11 +212,21 @@ async fn a_terminal_is_a_terminal_and_follows_a_resize() {
     );
 
     // Ctrl-C typed on the terminal interrupts the command, as at a keyboard.
+    // Typed once the command runs on the terminal (it said so): before its
+    // session owns the terminal there is no foreground group to signal, and
+    // the terminal discards a Ctrl-C, as a real one would.
     client
-        .send(&spawn(3, "sleep 30", Some((24, 80))))
+        .send(&spawn(3, "echo ready; exec sleep 30", Some((24, 80))))
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut out = Vec::new();
+    while !String::from_utf8_lossy(&out).contains("ready") {
+        match recv(&mut client).await {
+            Message::Output(o) => out.extend_from_slice(&o.data),
+            Message::InputCredit(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
     client.send(&input(3, b"\x03", false)).await.unwrap();
     let started = Instant::now();
     let g = gather(&mut client, 3).await;
