@@ -40,6 +40,7 @@ mod limits;
 mod pool;
 mod pty;
 mod run;
+mod signals;
 
 #[cfg(test)]
 mod tests;

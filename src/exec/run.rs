@@ -25,6 +25,7 @@ use super::group::{signal_group, GroupGuard};
 use super::identity::Identity;
 use super::input::{self, Input, Interactive};
 use super::pty::{self, Master, Pty};
+use super::signals;
 use crate::output::{OutputSink, SinkClosed};
 use crate::shell::{Line, Plan};
 
@@ -145,6 +146,7 @@ async fn run_with<S: OutputSink>(
     sink: &mut S,
     stop: &Stop,
 ) -> Result<Outcome, ExecError> {
+    signals::default_for_children();
     let dir = job.spawn_dir();
     let user = job.user.as_deref();
     let (feed, pty) = match io {
