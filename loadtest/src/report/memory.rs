@@ -177,7 +177,8 @@ pub const MIN_SESSIONS_FOR_SLOPE: u64 = 100;
 /// fixed cost (the intercept) apart: (peak − before) / users divides the
 /// server's fixed growth (code paged in, caches filling) by however few users
 /// a run has (a 20-user run "used" ~150 KB a session). None when too few
-/// sessions or too few distinct session counts make the slope meaningless.
+/// sessions (or fewer than three distinct session counts) make the slope
+/// meaningless.
 pub fn per_session_slope(samples: &[ServerSample], until_s: f64) -> Option<(f64, f64)> {
     let points: Vec<(f64, f64)> = samples
         .iter()
@@ -188,7 +189,7 @@ pub fn per_session_slope(samples: &[ServerSample], until_s: f64) -> Option<(f64,
     let mut distinct: Vec<u64> = points.iter().map(|p| p.0 as u64).collect();
     distinct.sort_unstable();
     distinct.dedup();
-    if most < MIN_SESSIONS_FOR_SLOPE as f64 || distinct.len() < 5 {
+    if most < MIN_SESSIONS_FOR_SLOPE as f64 || distinct.len() < 3 {
         return None;
     }
     let n = points.len() as f64;
