@@ -33,11 +33,10 @@ impl Engine {
         sink: &mut S,
         cancel: CancellationToken,
     ) -> Finish {
-        let command = line.line().text();
-        if command.is_empty() {
-            return Finish::error(ErrorCode::InvalidCommand, "empty command");
-        }
-        session.record(command);
+        let command = match self.begin(session, line) {
+            Ok(command) => command,
+            Err(refused) => return refused,
+        };
         let Some(predictor) = &self.predictor else {
             return self.answer(session, line, exec, sink, cancel).await;
         };
@@ -216,6 +215,17 @@ async fn follow<S: OutputSink>(
 }
 
 impl Engine {
+    /// The start of every request's way (an `Exec` or a `Spawn`): an empty
+    /// line is refused, anything else goes into the session's history.
+    pub(super) fn begin<'l>(&self, session: &Session, line: &'l Parsed) -> Result<&'l str, Finish> {
+        let command = line.line().text();
+        if command.is_empty() {
+            return Err(Finish::error(ErrorCode::InvalidCommand, "empty command"));
+        }
+        session.record(command);
+        Ok(command)
+    }
+
     /// Runs a builtin in-process (`cd`, `export`, `unset`, `pwd`).
     pub(super) async fn builtin<S: OutputSink>(
         &self,

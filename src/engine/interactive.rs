@@ -12,7 +12,7 @@ use crate::metrics::Cause;
 use crate::output::OutputSink;
 use crate::session::{on_terminal, Builtin, Session};
 use tokio_util::sync::CancellationToken;
-use voxterm_protocol::{ErrorCode, Priority};
+use voxterm_protocol::Priority;
 
 /// `TERM` when the client names none.
 pub const DEFAULT_TERM: &str = "xterm-256color";
@@ -40,11 +40,9 @@ impl Engine {
         sink: &mut S,
         cancel: CancellationToken,
     ) -> Finish {
-        let command = line.line().text();
-        if command.is_empty() {
-            return Finish::error(ErrorCode::InvalidCommand, "empty command");
+        if let Err(refused) = self.begin(session, line) {
+            return refused;
         }
-        session.record(command);
         if let Some(builtin) = Builtin::from_line(line.line()) {
             return self.builtin(session, &builtin, sink).await;
         }

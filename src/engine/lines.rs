@@ -20,6 +20,7 @@ pub struct Parsed {
     line: Arc<Line>,
     admitted: OnceLock<Result<(), String>>,
     verdict: OnceLock<Verdict>,
+    terminal_hint: OnceLock<Option<String>>,
 }
 
 impl Parsed {
@@ -28,6 +29,7 @@ impl Parsed {
             line: Arc::new(line),
             admitted: OnceLock::new(),
             verdict: OnceLock::new(),
+            terminal_hint: OnceLock::new(),
         }
     }
 
@@ -39,6 +41,15 @@ impl Parsed {
     /// The command policy's verdict (the engine's one policy).
     pub(super) fn admitted(&self, policy: &CommandPolicy) -> &Result<(), String> {
         self.admitted.get_or_init(|| policy.check(&*self.line))
+    }
+
+    /// What to tell a person who runs this line without a terminal, when it
+    /// starts a program that waits for one (`shell::needs_terminal`): worked
+    /// out once per line, not on every request.
+    pub fn terminal_hint(&self) -> Option<&str> {
+        self.terminal_hint
+            .get_or_init(|| crate::shell::needs_terminal(&self.line))
+            .as_deref()
     }
 
     /// The cache's verdict (the engine's one cache).

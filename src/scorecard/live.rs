@@ -467,11 +467,7 @@ pub fn render_live_text(card: &LiveCard) -> String {
         }
     }
     let _ = writeln!(out);
-    let _ = writeln!(
-        out,
-        "  {:<47} {:>14} {:>12} {:>9} {:>6}",
-        "metric", "measured", "target", "deviation", "score"
-    );
+    let _ = writeln!(out, "{}", super::render::table_header());
     for c in Category::ALL {
         let _ = writeln!(out, "{}", c.as_str().to_uppercase());
         for m in card.metrics.iter().filter(|m| m.line.category == c) {

@@ -53,11 +53,7 @@ fn sign(m: &MetricScore) -> &'static str {
 /// category scores, the overall score and grade, critical failures and advice.
 pub fn render_text(card: &Scorecard) -> String {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "  {:<47} {:>14} {:>12} {:>9} {:>6}",
-        "metric", "measured", "target", "deviation", "score"
-    );
+    let _ = writeln!(out, "{}", table_header());
     for c in Category::ALL {
         let _ = writeln!(out, "{}", c.as_str().to_uppercase());
         for m in card.metrics.iter().filter(|m| m.category == c) {
@@ -78,6 +74,15 @@ pub fn render_text(card: &Scorecard) -> String {
         }
     }
     out
+}
+
+/// The header of the metric table, aligned with [`line`] (the load tester's
+/// report and the server's live card).
+pub(crate) fn table_header() -> String {
+    format!(
+        "  {:<47} {:>14} {:>12} {:>9} {:>6}",
+        "metric", "measured", "target", "deviation", "score"
+    )
 }
 
 /// `categories: latency 45.0 · throughput not measured · …`, the same line in

@@ -148,11 +148,11 @@ pub(super) async fn run(
 ) -> bool {
     let mut sink = FrameSink::new(&shared, &engine, &session, exec.request, &cancel);
     // Before it starts: a person waiting on `vi` learns why now, not at the timeout.
-    if let Some(message) = crate::shell::needs_terminal(line.line()) {
+    if let Some(message) = line.terminal_hint() {
         let notice = Message::Notice(Notice {
             request: exec.request,
             kind: NoticeKind::NeedsTerminal,
-            message,
+            message: message.to_owned(),
         });
         let _ = shared.out.send(Outbound::Frame(notice)).await;
     }
