@@ -8,6 +8,7 @@ import { normalize, loadAliases, saveAliases, parseAliasText, aliasText, DEFAULT
 import { Voice, Speaker, findRecognition } from '/voice.js';
 import { Gate, answer, readBack } from '/confirm.js';
 import { TermView } from '/termview.js';
+import { Chips, pickNumber } from '/suggest.js';
 
 performance.mark('app-start');
 const $ = (id) => document.getElementById(id);
@@ -57,6 +58,7 @@ function makeClient() {
     clientName: 'voxterm-web/1',
     // Debugging aid: localStorage['voxterm.compression'] = 'none' offers no compression.
     compression: store?.getItem('voxterm.compression') === 'none' ? ['None'] : null,
+    suggestions: 3,
   });
   c.on('state', onState);
   c.on('session', (m) => {
@@ -64,6 +66,12 @@ function makeClient() {
     if (tab) setCwd(tab, m.cwd);
   });
   c.on('error', (m) => announce(`server: ${m.code} ${m.message}`));
+  c.on('suggestions', (m) => {
+    const tab = tabs.find((t) => t.handle === m.session);
+    if (!tab) return;
+    tab.suggestions = m.lines;
+    if (tab === current) chips.show(m.lines);
+  });
   return c;
 }
 
@@ -129,7 +137,7 @@ function newTab(handle, name) {
   button.setAttribute('aria-controls', host.id);
   button.addEventListener('click', () => select(tab));
   $('tabs').insertBefore(button, $('tab-add'));
-  const tab = { handle, name, term, fit, view: new TermView(term), host, button, cwd: '', running: new Set() };
+  const tab = { handle, name, term, fit, view: new TermView(term), host, button, cwd: '', running: new Set(), suggestions: [] };
   tabs.push(tab);
   setCwd(tab, '');
   return tab;
@@ -142,6 +150,7 @@ function select(tab) {
     t.button.setAttribute('aria-selected', String(t === tab));
   }
   safeFit(tab);
+  chips.show(tab.suggestions);
   $('cwd').textContent = tab.cwd || '~';
   updateStop();
   if (tab.running.size && !tab.term.options.disableStdin) tab.term.focus();
@@ -203,6 +212,15 @@ $('speak-out').addEventListener('change', (e) => {
 });
 
 const gate = new Gate({ classify: (line, o) => client.classify(line, o) }, askConfirm);
+const chips = new Chips($('chips'), (line) => submit(line));
+// Alt+1…5 runs a suggestion from the keyboard.
+document.addEventListener('keydown', (e) => {
+  if (!e.altKey || e.ctrlKey || e.metaKey || pendingConfirm) return;
+  const line = chips.line(Number(e.key));
+  if (!line) return;
+  e.preventDefault();
+  submit(line);
+});
 const timings = [];
 
 function announce(text) {
@@ -264,6 +282,9 @@ async function submit(raw, { pty = false } = {}) {
     return;
   }
   const tab = current;
+  // The next ones come when this one ends.
+  tab.suggestions = [];
+  chips.show([]);
   const li = block(tab, line);
   li.dataset.phase = 'classifying';
   const decision = await gate.decide(line, tab.handle);
@@ -566,6 +587,11 @@ function heard(text) {
   }
   if (['cancel', 'never mind', 'scratch that'].includes(word)) {
     $('line').value = '';
+    return;
+  }
+  const picked = chips.line(pickNumber(word));
+  if (picked) {
+    submit(picked);
     return;
   }
   const line = normalize(said, aliases);

@@ -28,6 +28,7 @@ export const Enums = {
   KillReason: ['None', 'Timeout', 'Cancelled', 'OutputLimit', 'Shutdown'],
   NoticeKind: ['NeedsTerminal'],
   LineClass: ['ReadOnly', 'Session', 'Mutating', 'Unknown', 'Denied'],
+  Subject: ['Connection', 'Frame', 'Request', 'Session', 'Batch'],
   ErrorCode: [
     'Malformed', 'UnknownType', 'UnsupportedVersion', 'TextFrame', 'FrameTooLarge',
     'UnexpectedMessage', 'HelloRequired', 'DuplicateRequest', 'UnknownSession',
@@ -49,6 +50,12 @@ const ExecFields = [
 ];
 const Pty = ['struct', [['rows', 'u16'], ['cols', 'u16'], ['term', 'string']]];
 const Counter = ['struct', [['name', 'string'], ['value', 'u64']]];
+const Settings = ['struct', [
+  ['handshake_ms', 'u32'], ['idle_ms', 'u32'], ['keepalive_ms', 'u32'], ['drain_ms', 'u32'],
+  ['kill_grace_ms', 'u32'], ['compression_threshold', 'u32'], ['max_output_data', 'u32'],
+  ['coalesce_bytes', 'u32'],
+]];
+const Suggestion = ['struct', [['line', 'string'], ['score', 'u16']]];
 
 /** Every message: type byte, name, fields in wire order. */
 export const Messages = [
@@ -66,6 +73,8 @@ export const Messages = [
   [0x04, 'SessionOpened', [['session', 'u32'], ['cwd', 'string'], ['resumed', 'bool']]],
   [0x05, 'CloseSession', [['session', 'u32']]],
   [0x06, 'SessionClosed', [['session', 'u32']]],
+  [0x07, 'Configure', [['suggestions', 'u8'], ['rejections', 'bool']]],
+  [0x08, 'Configured', [['suggestions', 'u8'], ['rejections', 'bool'], ['settings', Settings]]],
   [0x10, 'Exec', ExecFields],
   [0x11, 'Batch', [['mode', ['enum', 'BatchMode']], ['execs', ['vec', ['struct', ExecFields]]]]],
   [0x12, 'Cancel', [['request', 'u32']]],
@@ -88,6 +97,10 @@ export const Messages = [
   [0x23, 'InputCredit', [['request', 'u32'], ['bytes', 'u32']]],
   [0x24, 'Notice', [['request', 'u32'], ['kind', ['enum', 'NoticeKind']], ['message', 'string']]],
   [0x25, 'Classified', [['request', 'u32'], ['class', ['enum', 'LineClass']], ['detail', 'string']]],
+  [0x26, 'Rejected', [
+    ['about', ['enum', 'Subject']], ['id', 'u32'], ['code', ['enum', 'ErrorCode']], ['message', 'string'],
+  ]],
+  [0x27, 'Suggestions', [['after', 'u32'], ['session', 'u32'], ['lines', ['vec', Suggestion]]]],
   [0x30, 'Ping', [['nonce', 'u64']]],
   [0x31, 'Pong', [['nonce', 'u64']]],
   [0x40, 'StatsRequest', [['nonce', 'u64']]],
@@ -641,13 +654,17 @@ const DEFAULTS = {
   backoffMaxMs: 10000,
   WebSocket: globalThis.WebSocket,
   compression: null, // null: Deflate then None when this runtime can inflate
+  suggestions: 0, // predicted next commands wanted after each Exec ('suggestions' events)
 };
 
 /**
  * A connection to a voxterm server. `url` is the ws:// or wss:// URL of /ws.
  * Listen with `on(event, fn)`: 'state' (connecting | open | reconnecting |
- * closed, detail), 'welcome', 'session' (SessionOpened), 'error' (Errors that
- * name no request), 'protocolError' (frames that did not decode).
+ * closed, detail), 'welcome', 'configured' (what Configure granted, with the
+ * server's timers), 'session' (SessionOpened), 'suggestions' (Suggestions),
+ * 'error' (Errors and Rejections that end no request: `{ code, message }`,
+ * with `about` and `id` when the server named the call), 'protocolError'
+ * (frames that did not decode).
  */
 export class VoxtermClient {
   constructor(url, options = {}) {
@@ -762,8 +779,12 @@ export class VoxtermClient {
     switch (name) {
       case 'Welcome':
         this.welcome = m;
+        this.configured = null;
         this.attempt = 0;
         this.emit('welcome', m);
+        // Rejections name the call they answer, so they can be matched even
+        // with several outstanding; suggestions only when asked for.
+        this.send('Configure', { suggestions: this.opts.suggestions, rejections: true });
         // Rebind the named sessions (cwd and env live on the server).
         for (const [handle, sname] of this.sessions) {
           if (handle !== 0) this.send('OpenSession', { session: handle, name: sname });
@@ -779,6 +800,27 @@ export class VoxtermClient {
       case 'SessionClosed':
         this.emit('sessionClosed', m);
         return;
+      case 'Configured':
+        this.configured = m;
+        this.emit('configured', m);
+        return;
+      case 'Suggestions':
+        this.emit('suggestions', m);
+        return;
+      case 'Rejected': {
+        if (m.about === 'Session') {
+          const i = this.pendingOpens.findIndex((p) => p.session === m.id);
+          if (i >= 0) {
+            const p = this.pendingOpens.splice(i, 1)[0];
+            this.sessions.delete(p.session);
+            p.reject(new RequestError(m.code, m.message));
+          }
+        }
+        // A rejected Input or Resize, or a duplicate id: the request goes on.
+        if (m.about === 'Request') this.requests.get(m.id)?.onRejected?.(m);
+        this.emit('error', { ...m, request: null });
+        return;
+      }
       case 'Output': {
         const r = this.requests.get(m.request);
         if (!r) return;

@@ -27,6 +27,8 @@ pub(crate) fn is_known_kind(k: u8) -> bool {
             | kind::SESSION_OPENED
             | kind::CLOSE_SESSION
             | kind::SESSION_CLOSED
+            | kind::CONFIGURE
+            | kind::CONFIGURED
             | kind::EXEC
             | kind::BATCH
             | kind::CANCEL
@@ -40,6 +42,8 @@ pub(crate) fn is_known_kind(k: u8) -> bool {
             | kind::INPUT_CREDIT
             | kind::NOTICE
             | kind::CLASSIFIED
+            | kind::REJECTED
+            | kind::SUGGESTIONS
             | kind::PING
             | kind::PONG
             | kind::STATS_REQUEST
@@ -88,6 +92,8 @@ pub(crate) fn encode_body(msg: &Message, json: bool, out: &mut Vec<u8>) -> Resul
         Message::SessionOpened(m) => put(k, m, json, out),
         Message::CloseSession(m) => put(k, m, json, out),
         Message::SessionClosed(m) => put(k, m, json, out),
+        Message::Configure(m) => put(k, m, json, out),
+        Message::Configured(m) => put(k, m, json, out),
         Message::Exec(m) => put(k, m, json, out),
         Message::Batch(m) => put(k, m, json, out),
         Message::Cancel(m) => put(k, m, json, out),
@@ -101,6 +107,8 @@ pub(crate) fn encode_body(msg: &Message, json: bool, out: &mut Vec<u8>) -> Resul
         Message::InputCredit(m) => put(k, m, json, out),
         Message::Notice(m) => put(k, m, json, out),
         Message::Classified(m) => put(k, m, json, out),
+        Message::Rejected(m) => put(k, m, json, out),
+        Message::Suggestions(m) => put(k, m, json, out),
         Message::Ping(m) => put(k, m, json, out),
         Message::Pong(m) => put(k, m, json, out),
         Message::StatsRequest(m) => put(k, m, json, out),
@@ -168,6 +176,8 @@ pub(crate) fn decode_body(
         kind::SESSION_OPENED => Message::SessionOpened(get(k, body, json, m)?),
         kind::CLOSE_SESSION => Message::CloseSession(get(k, body, json, m)?),
         kind::SESSION_CLOSED => Message::SessionClosed(get(k, body, json, m)?),
+        kind::CONFIGURE => Message::Configure(get(k, body, json, m)?),
+        kind::CONFIGURED => Message::Configured(get(k, body, json, m)?),
         kind::EXEC => Message::Exec(get(k, body, json, m)?),
         kind::BATCH => Message::Batch(get(k, body, json, m)?),
         kind::CANCEL => Message::Cancel(get(k, body, json, m)?),
@@ -181,6 +191,8 @@ pub(crate) fn decode_body(
         kind::INPUT_CREDIT => Message::InputCredit(get(k, body, json, m)?),
         kind::NOTICE => Message::Notice(get(k, body, json, m)?),
         kind::CLASSIFIED => Message::Classified(get(k, body, json, m)?),
+        kind::REJECTED => Message::Rejected(get(k, body, json, m)?),
+        kind::SUGGESTIONS => Message::Suggestions(get(k, body, json, m)?),
         kind::PING => Message::Ping(get(k, body, json, m)?),
         kind::PONG => Message::Pong(get(k, body, json, m)?),
         kind::STATS_REQUEST => Message::StatsRequest(get(k, body, json, m)?),

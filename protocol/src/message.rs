@@ -127,6 +127,56 @@ pub struct SessionClosed {
     pub session: SessionId,
 }
 
+/// Opt-in additions to version 1, asked for after `Welcome` and answered by
+/// `Configured`. A client that never sends it sees none of the frames it
+/// enables, so every existing client keeps working unchanged. It may be sent
+/// again; the last one counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Configure {
+    /// How many predicted next commands to send after each `Exec` ends, as
+    /// `Suggestions`; 0 sends none.
+    pub suggestions: u8,
+    /// Errors that end no request come as `Rejected`, which names what they
+    /// are about (a request id, a session handle, a frame), instead of as an
+    /// `Error` without a request.
+    pub rejections: bool,
+}
+
+/// The answer to `Configure`: what the server grants, and the timers and
+/// sizes a client needs to pace itself that `Welcome` does not carry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Configured {
+    /// Suggestions per command granted: at most what was asked and what the
+    /// server predicts; 0 when prediction is off.
+    pub suggestions: u8,
+    /// Whether `Rejected` replaces request-less `Error`s from now on.
+    pub rejections: bool,
+    /// The connection's timers and sizes.
+    pub settings: Settings,
+}
+
+/// Timers and sizes of this connection, so a client need not learn them by
+/// failure (all times in milliseconds; 0 means "off").
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Settings {
+    /// Time from the upgrade to an accepted `Hello`.
+    pub handshake_ms: u32,
+    /// A connection that sends nothing this long is closed (1000, "idle").
+    pub idle_ms: u32,
+    /// Interval of the server's WebSocket pings.
+    pub keepalive_ms: u32,
+    /// On shutdown, how long running requests get before they are killed.
+    pub drain_ms: u32,
+    /// After SIGTERM, how long a killed command gets before SIGKILL.
+    pub kill_grace_ms: u32,
+    /// Bodies at least this large are compressed (when compression is on).
+    pub compression_threshold: u32,
+    /// The largest `Output.data` the server sends.
+    pub max_output_data: u32,
+    /// The server coalesces ready frames into one message up to about this size.
+    pub coalesce_bytes: u32,
+}
+
 /// Scheduling class of a request in the worker pool's queue.
 #[derive(
     Debug,
@@ -355,6 +405,79 @@ pub struct Classified {
     pub class: LineClass,
     /// One line for a person: what makes it so (e.g. "rm writes files").
     pub detail: String,
+}
+
+/// What a `Rejected` is about.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    strum::VariantArray,
+)]
+pub enum Subject {
+    /// The connection as a whole (a text message, an expired token); `id` is 0.
+    Connection,
+    /// A frame that could not be decoded or went the wrong way; `id` is its
+    /// type byte (0 when even the header was unreadable).
+    Frame,
+    /// A request id: a duplicate of one in flight (which goes on), or the
+    /// target of an `Input` or `Resize` that was refused.
+    Request,
+    /// A session handle: an `OpenSession` or `CloseSession` that was refused.
+    Session,
+    /// A `Batch` refused as a whole (an empty one); `id` is 0.
+    Batch,
+}
+
+impl Subject {
+    /// Every subject, in variant-index (wire) order.
+    pub const ALL: &'static [Subject] = <Subject as strum::VariantArray>::VARIANTS;
+}
+
+/// An error that ends no request, naming the call it answers. Sent instead of
+/// a request-less `Error` once `Configure.rejections` is granted, so a client
+/// with several calls outstanding knows which one failed. Never terminal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Rejected {
+    /// What kind of thing `id` names.
+    pub about: Subject,
+    /// The request id, session handle or frame type byte; 0 for the others.
+    pub id: u32,
+    /// What went wrong (the codes of `Error`).
+    pub code: ErrorCode,
+    /// Human-readable detail.
+    pub message: String,
+}
+
+/// One predicted next command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Suggestion {
+    /// The line, exactly as this tenant ran it before.
+    pub line: String,
+    /// The model's probability, in thousandths (0–1000).
+    pub score: u16,
+}
+
+/// The likely next commands after a request ended, most likely first (sent
+/// only when `Configure.suggestions` asked for them). Only lines this tenant
+/// itself ran in this context are suggested: another tenant's lines are never
+/// shown. Running one is an ordinary `Exec`; it is answered at once (with
+/// `served_from: Prefetch`) when the server prefetched it meanwhile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Suggestions {
+    /// The request whose end they follow (sent after its terminal frame).
+    pub after: RequestId,
+    /// Its session handle.
+    pub session: SessionId,
+    /// At most the granted number; may be empty (nothing likely follows).
+    pub lines: Vec<Suggestion>,
 }
 
 /// Which output stream a chunk came from.
@@ -637,6 +760,10 @@ pub enum Message {
     CloseSession(CloseSession),
     /// 0x06, server → client.
     SessionClosed(SessionClosed),
+    /// 0x07, client → server.
+    Configure(Configure),
+    /// 0x08, server → client (boxed: rare, and larger than `Exec`).
+    Configured(Box<Configured>),
     /// 0x10, client → server.
     Exec(Exec),
     /// 0x11, client → server.
@@ -663,6 +790,10 @@ pub enum Message {
     Notice(Notice),
     /// 0x25, server → client.
     Classified(Classified),
+    /// 0x26, server → client.
+    Rejected(Rejected),
+    /// 0x27, server → client.
+    Suggestions(Suggestions),
     /// 0x30, either way.
     Ping(Ping),
     /// 0x31, either way.
@@ -682,6 +813,8 @@ pub mod kind {
     pub const SESSION_OPENED: u8 = 0x04;
     pub const CLOSE_SESSION: u8 = 0x05;
     pub const SESSION_CLOSED: u8 = 0x06;
+    pub const CONFIGURE: u8 = 0x07;
+    pub const CONFIGURED: u8 = 0x08;
     pub const EXEC: u8 = 0x10;
     pub const BATCH: u8 = 0x11;
     pub const CANCEL: u8 = 0x12;
@@ -695,6 +828,8 @@ pub mod kind {
     pub const INPUT_CREDIT: u8 = 0x23;
     pub const NOTICE: u8 = 0x24;
     pub const CLASSIFIED: u8 = 0x25;
+    pub const REJECTED: u8 = 0x26;
+    pub const SUGGESTIONS: u8 = 0x27;
     pub const PING: u8 = 0x30;
     pub const PONG: u8 = 0x31;
     pub const STATS_REQUEST: u8 = 0x40;
@@ -711,6 +846,8 @@ impl Message {
             Message::SessionOpened(_) => kind::SESSION_OPENED,
             Message::CloseSession(_) => kind::CLOSE_SESSION,
             Message::SessionClosed(_) => kind::SESSION_CLOSED,
+            Message::Configure(_) => kind::CONFIGURE,
+            Message::Configured(_) => kind::CONFIGURED,
             Message::Exec(_) => kind::EXEC,
             Message::Batch(_) => kind::BATCH,
             Message::Cancel(_) => kind::CANCEL,
@@ -724,6 +861,8 @@ impl Message {
             Message::InputCredit(_) => kind::INPUT_CREDIT,
             Message::Notice(_) => kind::NOTICE,
             Message::Classified(_) => kind::CLASSIFIED,
+            Message::Rejected(_) => kind::REJECTED,
+            Message::Suggestions(_) => kind::SUGGESTIONS,
             Message::Ping(_) => kind::PING,
             Message::Pong(_) => kind::PONG,
             Message::StatsRequest(_) => kind::STATS_REQUEST,

@@ -114,6 +114,33 @@ fn examples() -> Vec<(&'static str, Message)> {
                 end: false,
             }),
         ),
+        (
+            "configure",
+            Message::Configure(Configure {
+                suggestions: 3,
+                rejections: true,
+            }),
+        ),
+        (
+            "suggestions",
+            Message::Suggestions(Suggestions {
+                after: 1,
+                session: 0,
+                lines: vec![Suggestion {
+                    line: "ls".into(),
+                    score: 640,
+                }],
+            }),
+        ),
+        (
+            "rejected",
+            Message::Rejected(Rejected {
+                about: Subject::Request,
+                id: 7,
+                code: ErrorCode::DuplicateRequest,
+                message: "dup".into(),
+            }),
+        ),
     ]
 }
 

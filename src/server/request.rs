@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{
     Error, Exec, Exit, InputCredit, Message, Notice, NoticeKind, Output, RequestId, Spawn,
-    StreamKind,
+    StreamKind, Suggestions,
 };
 
 /// Room a frame body needs besides `Output.data` (request, stream, seq, length).
@@ -120,9 +120,7 @@ impl FrameSink {
         FrameSink {
             request,
             seq: 0,
-            max_data: max_frame
-                .saturating_sub(OUTPUT_OVERHEAD)
-                .clamp(1, MAX_OUTPUT_DATA),
+            max_data: max_output_data(max_frame),
             out: shared.out.clone(),
             throttle: shared.security.output.as_ref().map(|_| Throttle {
                 shared: shared.clone(),
@@ -161,7 +159,41 @@ pub(super) async fn run(
         .await;
     let ok = finish.succeeded();
     finish_request(&shared, &engine, exec.request, finish, received).await;
+    suggest(&shared, &engine, &session, &exec, &line).await;
     ok
+}
+
+/// After an `Exec`'s terminal frame, its likely successors, when the client
+/// asked for them (`Configure.suggestions`). Nothing is sent when another
+/// command of the session started meanwhile: its own end will suggest.
+async fn suggest(
+    shared: &Shared,
+    engine: &Engine,
+    session: &SessionHandle,
+    exec: &Exec,
+    line: &Parsed,
+) {
+    let max = shared.suggestions();
+    if max == 0 {
+        return;
+    }
+    let Some(lines) = engine.suggest(session, line, max) else {
+        return;
+    };
+    let frame = Message::Suggestions(Suggestions {
+        after: exec.request,
+        session: exec.session,
+        lines,
+    });
+    let _ = shared.out.send(Outbound::Frame(frame)).await;
+}
+
+/// The largest `Output.data` on a connection whose frames are at most
+/// `max_frame` bytes (announced in `Configured`).
+pub(super) fn max_output_data(max_frame: usize) -> usize {
+    max_frame
+        .saturating_sub(OUTPUT_OVERHEAD)
+        .clamp(1, MAX_OUTPUT_DATA)
 }
 
 /// What a `Spawn`'s task needs besides what every request has.

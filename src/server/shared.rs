@@ -11,7 +11,7 @@ use crate::exec::Feed;
 use crate::security::Security;
 use crate::sync::lock;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
@@ -68,6 +68,9 @@ pub(super) struct Shared {
     /// Requests of this connection that ended with an `Error`, and `Error`
     /// frames about no request (a tenant's own `Stats`).
     errors: AtomicU64,
+    /// Suggestions to send after each `Exec` (`Configure`, as granted); 0
+    /// sends none. Read by the request tasks as they end.
+    suggestions: AtomicU8,
 }
 
 impl Shared {
@@ -88,6 +91,7 @@ impl Shared {
             last_end_ms: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            suggestions: AtomicU8::new(0),
         }
     }
 
@@ -108,6 +112,16 @@ impl Shared {
         self.in_flight().insert(request, entry);
         self.requests.fetch_add(1, Ordering::Relaxed);
         token
+    }
+
+    /// How many suggestions to send after each `Exec` (0: none).
+    pub fn suggestions(&self) -> usize {
+        usize::from(self.suggestions.load(Ordering::Relaxed))
+    }
+
+    /// Sets what `Configure` granted.
+    pub fn set_suggestions(&self, n: u8) {
+        self.suggestions.store(n, Ordering::Relaxed);
     }
 
     /// Counts an `Error` frame sent on this connection.

@@ -378,6 +378,25 @@ async function main() {
     return spans.length && getComputedStyle(spans[0]).color;`);
   const [r, g, b] = red.match(/\d+/g).map(Number);
   assert.ok(r > 150 && g < 120 && b < 120, `RED-TEXT is red: ${red}`);
+
+  // Suggestions from prediction: after a line this tenant ran before, its
+  // usual successor is chip 1; saying "one" runs it (through the same gate).
+  for (let i = 0; i < 3; i++) {
+    await typeAndRun('echo chip-first');
+    await typeAndRun('echo chip-second');
+  }
+  await typeAndRun('echo chip-first');
+  const chip = await until('the suggestion chips', `const c = document.querySelector('#chips .chip[data-n="1"] code');
+    return !document.getElementById('chips').hidden && c && c.textContent;`);
+  assert.equal(chip, 'echo chip-second', 'chip 1 is the usual next line');
+  await screenshot('04b-suggestions');
+  const chipBefore = await blockCount();
+  await run(`window.__fakeSpeech.say([], 'one');`);
+  const picked = await until('the picked suggestion to run', `const n = arguments[0];
+    const newest = [...document.querySelectorAll('#blocks .block')].at(-1);
+    if (!newest || Number(newest.dataset.n) <= n || newest.dataset.state === 'running') return null;
+    ${lastBlock}`, 10000, chipBefore);
+  assert.deepEqual([picked.cmd, picked.state], ['echo chip-second', 'ok'], 'saying "one" ran chip 1');
   figure('ansi_red_computed', `"${red}"`);
 
   // 5. The read-back: "no" runs nothing, "yes" runs it.

@@ -48,6 +48,9 @@ const EXPECTED = {
   spawn: ['Spawn', { request: 2, session: 0, command: 'vi', timeout_ms: 0, pty: { rows: 24, cols: 80, term: '' } }],
   input_credit: ['InputCredit', { request: 2, bytes: 262144 }],
   input: ['Input', { request: 2, data: new TextEncoder().encode(':wq\r'), end: false }],
+  configure: ['Configure', { suggestions: 3, rejections: true }],
+  suggestions: ['Suggestions', { after: 1, session: 0, lines: [{ line: 'ls', score: 640 }] }],
+  rejected: ['Rejected', { about: 'Request', id: 7, code: 'DuplicateRequest', message: 'dup' }],
 };
 
 test('every annotated example of PROTOCOL.md decodes and re-encodes byte for byte', async () => {
@@ -262,6 +265,11 @@ async function connected(opts = {}) {
   const ws = FakeSocket.all[0];
   ws.deliver(encodeFrame('Welcome', welcome));
   assert.deepEqual(await p, welcome);
+  // Right after Welcome the client asks for the additions; the tests below
+  // count the frames after it.
+  const [, configure] = await ws.frames();
+  assert.deepEqual([configure.name, configure.msg], ['Configure', { suggestions: opts.suggestions ?? 0, rejections: true }]);
+  ws.sent.splice(1, 1);
   return [c, ws];
 }
 
@@ -363,6 +371,42 @@ test('client: Classify resolves with the class, or rejects with the Error', asyn
   c.close();
 });
 
+test('client: Configured, Suggestions and Rejected reach their listeners and calls', async () => {
+  const [c, ws] = await connected({ suggestions: 3 });
+  const seen = { configured: [], suggestions: [], error: [] };
+  for (const ev of Object.keys(seen)) c.on(ev, (m) => seen[ev].push(m));
+  const settings = {
+    handshake_ms: 10000, idle_ms: 600000, keepalive_ms: 30000, drain_ms: 10000, kill_grace_ms: 500,
+    compression_threshold: 1024, max_output_data: 16384, coalesce_bytes: 16384,
+  };
+  ws.deliver(encodeFrame('Configured', { suggestions: 3, rejections: true, settings }));
+  await tick();
+  assert.deepEqual(c.configured.settings, settings);
+  assert.equal(seen.configured.length, 1);
+  ws.deliver(encodeFrame('Suggestions', { after: 4, session: 0, lines: [{ line: 'ls -la', score: 700 }, { line: 'git status', score: 200 }] }));
+  await tick();
+  assert.deepEqual(seen.suggestions[0].lines.map((l) => l.line), ['ls -la', 'git status']);
+  // A refused OpenSession is matched by its handle, whichever is older.
+  const first = c.openSession('one');
+  const second = c.openSession('two');
+  const opens = (await ws.frames()).filter((f) => f.name === 'OpenSession').map((f) => f.msg.session);
+  ws.deliver(encodeFrame('Rejected', { about: 'Session', id: opens[1], code: 'TooManySessions', message: 'at most 1' }));
+  await assert.rejects(second, (e) => e.code === 'TooManySessions');
+  ws.deliver(encodeFrame('SessionOpened', { session: opens[0], cwd: '/w', resumed: false }));
+  assert.equal((await first).cwd, '/w');
+  assert.ok(!c.sessions.has(opens[1]), 'the refused handle is forgotten');
+  // A rejected Input does not end its request.
+  const r = c.spawn('cat');
+  let rejectedInput = null;
+  r.onRejected = (m) => { rejectedInput = m; };
+  ws.deliver(encodeFrame('Rejected', { about: 'Request', id: r.id, code: 'InputRefused', message: 'no credit' }));
+  await tick();
+  assert.equal(rejectedInput.code, 'InputRefused');
+  assert.ok(c.requests.has(r.id), 'the request goes on');
+  assert.deepEqual(seen.error.map((m) => [m.about, m.code]), [['Session', 'TooManySessions'], ['Request', 'InputRefused']]);
+  c.close();
+});
+
 test('client: reconnects with backoff, reopens named sessions, fails in-flight requests', async () => {
   const [c, ws] = await connected();
   const opened = c.openSession('work');
@@ -381,7 +425,7 @@ test('client: reconnects with backoff, reopens named sessions, fails in-flight r
   ws2.deliver(encodeFrame('Welcome', welcome));
   await tick();
   const again = (await ws2.frames()).map((f) => f.name);
-  assert.deepEqual(again, ['Hello', 'OpenSession'], 'session rebound by name');
+  assert.deepEqual(again, ['Hello', 'Configure', 'OpenSession'], 'the additions asked for again, the session rebound by name');
   assert.deepEqual(states, ['reconnecting', 'reconnecting', 'open']);
   assert.throws(() => { ws2.readyState = 3; c.send('Cancel', { request: 1 }); }, RequestError);
   ws2.readyState = 1;

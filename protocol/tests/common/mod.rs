@@ -288,6 +288,59 @@ pub fn message() -> impl Strategy<Value = Message> {
                 detail,
             })
         }),
+        (any::<u8>(), any::<bool>()).prop_map(|(suggestions, rejections)| {
+            Message::Configure(Configure {
+                suggestions,
+                rejections,
+            })
+        }),
+        (any::<u8>(), any::<bool>(), vec(any::<u32>(), 8)).prop_map(
+            |(suggestions, rejections, t)| {
+                Message::Configured(Box::new(Configured {
+                    suggestions,
+                    rejections,
+                    settings: Settings {
+                        handshake_ms: t[0],
+                        idle_ms: t[1],
+                        keepalive_ms: t[2],
+                        drain_ms: t[3],
+                        kill_grace_ms: t[4],
+                        compression_threshold: t[5],
+                        max_output_data: t[6],
+                        coalesce_bytes: t[7],
+                    },
+                }))
+            }
+        ),
+        (
+            proptest::sample::select(Subject::ALL.to_vec()),
+            any::<u32>(),
+            proptest::sample::select(ErrorCode::ALL.to_vec()),
+            text()
+        )
+            .prop_map(|(about, id, code, message)| {
+                Message::Rejected(Rejected {
+                    about,
+                    id,
+                    code,
+                    message,
+                })
+            }),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            vec((text(), any::<u16>()), 0..4)
+        )
+            .prop_map(|(after, session, lines)| {
+                Message::Suggestions(Suggestions {
+                    after,
+                    session,
+                    lines: lines
+                        .into_iter()
+                        .map(|(line, score)| Suggestion { line, score })
+                        .collect(),
+                })
+            }),
     ]
 }
 

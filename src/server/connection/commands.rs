@@ -18,7 +18,7 @@ use crate::session::SessionHandle;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
-use voxterm_protocol::{Batch, BatchMode, ErrorCode, Exec, RequestId, SessionId};
+use voxterm_protocol::{Batch, BatchMode, ErrorCode, Exec, RequestId, SessionId, Subject};
 
 /// The fields admission reads, the same in an `Exec` and a `Spawn`.
 pub(super) struct Ask<'a> {
@@ -56,6 +56,17 @@ impl Connection {
     /// steps run one after the other in one task, and after the first failure
     /// the rest end with `Skipped`.
     pub(super) async fn on_batch(&mut self, batch: Batch, received: Instant) {
+        if batch.execs.is_empty() {
+            // Nothing to answer it with otherwise: a Batch has no id of its own.
+            return self
+                .reject(
+                    Subject::Batch,
+                    0,
+                    ErrorCode::InvalidArgument,
+                    "an empty Batch runs nothing",
+                )
+                .await;
+        }
         match batch.mode {
             BatchMode::Parallel => {
                 for exec in batch.execs {
@@ -123,22 +134,25 @@ impl Connection {
         valid: Result<(), (ErrorCode, String)>,
         input: Option<InputPort>,
     ) -> Option<(Arc<SessionHandle>, Arc<Parsed>, CancellationToken)> {
+        if !self.draining && self.shared.in_flight().contains_key(&exec.request) {
+            // Not accepted, so it must not look like the in-flight request's end.
+            let message = format!("request {} is already in flight", exec.request);
+            self.reject(
+                Subject::Request,
+                exec.request,
+                ErrorCode::DuplicateRequest,
+                message,
+            )
+            .await;
+            return None;
+        }
         let refuse = if self.draining {
             Some((
-                Some(exec.request),
                 ErrorCode::ShuttingDown,
                 "server is shutting down".to_owned(),
             ))
-        } else if self.shared.in_flight().contains_key(&exec.request) {
-            // Not accepted, so it must not look like the in-flight request's end.
-            Some((
-                None,
-                ErrorCode::DuplicateRequest,
-                format!("request {} is already in flight", exec.request),
-            ))
         } else if self.shared.in_flight().len() >= self.limits.max_in_flight as usize {
             Some((
-                Some(exec.request),
                 ErrorCode::TooManyRequests,
                 format!(
                     "at most {} requests in flight per connection",
@@ -148,8 +162,8 @@ impl Connection {
         } else {
             None
         };
-        if let Some((request, code, message)) = refuse {
-            self.send_error(request, code, message).await;
+        if let Some((code, message)) = refuse {
+            self.send_error(Some(exec.request), code, message).await;
             return None;
         }
         let screened = valid.and_then(|()| self.screen(&exec));

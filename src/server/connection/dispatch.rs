@@ -13,7 +13,7 @@ use std::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
-use voxterm_protocol::{Cancel, ErrorCode, Message, Ping, Pong};
+use voxterm_protocol::{Cancel, ErrorCode, Message, Ping, Pong, Subject};
 
 impl Connection {
     /// One item from the socket: a message, an error, or its end (`None`).
@@ -33,8 +33,9 @@ impl Connection {
             }
             Some(Ok(WsMessage::Text(_))) => {
                 timers.heard(true);
-                self.send_error(
-                    None,
+                self.reject(
+                    Subject::Connection,
+                    0,
                     ErrorCode::TextFrame,
                     "only binary messages are accepted",
                 )
@@ -71,8 +72,9 @@ impl Connection {
             match frame {
                 Ok(msg) => self.on_frame(msg, received).await,
                 Err(e) => {
-                    let code = e.code();
-                    self.send_error(None, code, e.to_string()).await;
+                    let kind = e.kind().unwrap_or(0);
+                    self.reject(Subject::Frame, u32::from(kind), e.code(), e.to_string())
+                        .await;
                 }
             }
         }
@@ -108,9 +110,11 @@ impl Connection {
             Message::Ping(ping) => self.on_ping(ping).await,
             Message::Pong(_) => {}
             Message::StatsRequest(r) => self.on_stats(r).await,
+            Message::Configure(configure) => self.on_configure(configure).await,
             other => {
-                self.send_error(
-                    None,
+                self.reject(
+                    Subject::Frame,
+                    u32::from(other.kind()),
                     ErrorCode::UnexpectedMessage,
                     format!(
                         "frame type 0x{:02x} is sent by servers, not clients",

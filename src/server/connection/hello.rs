@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use voxterm_protocol::{
-    Compression, Encoding, ErrorCode, Hello, Message, Welcome, PROTOCOL_VERSION,
+    Compression, Encoding, ErrorCode, Hello, Message, Subject, Welcome, PROTOCOL_VERSION,
 };
 
 /// The refusal reason of an unknown `Hello.token` (counted by the auth throttle).
@@ -33,8 +33,9 @@ impl Connection {
     pub(super) async fn on_hello(&mut self, hello: Hello) {
         if self.tenant.is_some() {
             return self
-                .send_error(
-                    None,
+                .reject(
+                    Subject::Frame,
+                    u32::from(voxterm_protocol::kind::HELLO),
                     ErrorCode::UnexpectedMessage,
                     "Hello was already received",
                 )
@@ -242,7 +243,8 @@ impl Connection {
         };
         self.engine.metrics.refused(kind);
         tracing::info!(conn = self.id, tenant = %grant.tenant, reason = why, "tokens reloaded: closing");
-        self.send_error(None, ErrorCode::Unauthorized, why).await;
+        self.reject(Subject::Connection, 0, ErrorCode::Unauthorized, why)
+            .await;
         self.close(CloseCode::Policy, why).await;
         false
     }

@@ -18,7 +18,7 @@ use crate::server::shared::InputPort;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
-use voxterm_protocol::{ErrorCode, Input, InputCredit, Message, Pty, Resize, Spawn};
+use voxterm_protocol::{ErrorCode, Input, InputCredit, Message, Pty, Resize, Spawn, Subject};
 
 /// The input window of a `Spawn`: what the client may send before the
 /// command has consumed any (PROTOCOL.md §7). Large enough that a fast
@@ -118,7 +118,7 @@ impl Connection {
             }
         };
         if let Some((code, message)) = refused {
-            self.send_error(None, code, message).await;
+            self.reject(Subject::Request, id, code, message).await;
         }
     }
 
@@ -146,7 +146,7 @@ impl Connection {
             }
         };
         if let Some((code, message)) = refused {
-            self.send_error(None, code, message).await;
+            self.reject(Subject::Request, id, code, message).await;
         }
     }
 }

@@ -16,6 +16,8 @@
 //! - `interactive`: `Spawn`, `Input` and `Resize` (live input, terminals,
 //!   input credit);
 //! - `classify`: `Classify`, answered without running anything;
+//! - `configure`: `Configure`, the opt-in additions (suggestions, rejections)
+//!   and the timers and sizes a client paces itself by;
 //! - `stats`: `StatsRequest`.
 //!
 //! Invariants these files keep:
@@ -34,6 +36,7 @@
 
 mod classify;
 mod commands;
+mod configure;
 mod dispatch;
 mod hello;
 mod interactive;
@@ -60,8 +63,8 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::WebSocketStream;
 use voxterm_protocol::{
-    Codec, CodecSettings, Compression, Encoding, Error, ErrorCode, Limits, Message, RequestId,
-    SessionId,
+    Codec, CodecSettings, Compression, Encoding, Error, ErrorCode, Limits, Message, Rejected,
+    RequestId, SessionId, Subject,
 };
 
 /// What the upgrade decided about the connection before it became a WebSocket:
@@ -109,6 +112,8 @@ struct Connection {
     closing: bool,
     /// What `Welcome` announces and admission enforces.
     limits: Limits,
+    /// `Configure.rejections`: errors about no request come as `Rejected`.
+    rejections: bool,
 }
 
 /// Why the reader loop ended, when that changes how the connection is torn down.
@@ -252,6 +257,7 @@ impl Connection {
                     as u32,
                 output_cap_bytes: cfg.exec.output_cap,
             },
+            rejections: false,
         }
     }
 
@@ -273,6 +279,25 @@ impl Connection {
         self.shared.errored();
         self.send(Message::Error(Error {
             request,
+            code,
+            message: message.into(),
+        }))
+        .await;
+    }
+
+    /// Refuses something that is not a request's end: a duplicate id, a
+    /// session call, a frame. As `Rejected` naming it when the client asked
+    /// for that (`Configure.rejections`), otherwise as an `Error` without a
+    /// request. Counted like every `Error`.
+    async fn reject(&self, about: Subject, id: u32, code: ErrorCode, message: impl Into<String>) {
+        if !self.rejections {
+            return self.send_error(None, code, message).await;
+        }
+        self.engine.metrics.error(code);
+        self.shared.errored();
+        self.send(Message::Rejected(Rejected {
+            about,
+            id,
             code,
             message: message.into(),
         }))

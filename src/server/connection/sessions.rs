@@ -12,7 +12,7 @@ use crate::metrics::Refusal;
 use crate::session::{Builtin, SessionHandle};
 use std::sync::Arc;
 use voxterm_protocol::{
-    CloseSession, ErrorCode, Message, OpenSession, SessionClosed, SessionId, SessionOpened,
+    CloseSession, ErrorCode, Message, OpenSession, SessionClosed, SessionId, SessionOpened, Subject,
 };
 
 impl Connection {
@@ -21,8 +21,9 @@ impl Connection {
     pub(super) async fn on_open(&mut self, open: OpenSession) {
         if !valid_name(&open.name) {
             return self
-                .send_error(
-                    None,
+                .reject(
+                    Subject::Session,
+                    open.session,
                     ErrorCode::InvalidCommand,
                     "session names are 1-64 characters of [A-Za-z0-9._-]",
                 )
@@ -32,8 +33,9 @@ impl Connection {
             && self.sessions.len() >= self.limits.max_sessions as usize
         {
             return self
-                .send_error(
-                    None,
+                .reject(
+                    Subject::Session,
+                    open.session,
                     ErrorCode::TooManySessions,
                     format!(
                         "at most {} sessions per connection",
@@ -44,7 +46,11 @@ impl Connection {
         }
         let (handle, resumed) = match self.attach(&open.name) {
             Ok(opened) => opened,
-            Err((code, message)) => return self.send_error(None, code, message).await,
+            Err((code, message)) => {
+                return self
+                    .reject(Subject::Session, open.session, code, message)
+                    .await
+            }
         };
         let cwd = handle.cwd().display().to_string();
         self.sessions.insert(open.session, Arc::new(handle));
@@ -65,8 +71,9 @@ impl Connection {
             }))
             .await;
         } else {
-            self.send_error(
-                None,
+            self.reject(
+                Subject::Session,
+                close.session,
                 ErrorCode::UnknownSession,
                 format!("session {} is not open", close.session),
             )

@@ -17,7 +17,7 @@ use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::time::{Interval, MissedTickBehavior, Sleep};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use voxterm_protocol::ErrorCode;
+use voxterm_protocol::{ErrorCode, Subject};
 
 /// How long a timer that is off sleeps. Its branch is never polled anyway;
 /// this only gives the `Sleep` a deadline.
@@ -182,8 +182,13 @@ impl Connection {
             Ring::Expired => {
                 metrics.refused(Refusal::TokenExpired);
                 tracing::info!(conn = self.id, peer = %self.peer, "token expired: closing");
-                self.send_error(None, ErrorCode::Unauthorized, "token expired")
-                    .await;
+                self.reject(
+                    Subject::Connection,
+                    0,
+                    ErrorCode::Unauthorized,
+                    "token expired",
+                )
+                .await;
                 self.close(CloseCode::Policy, "token expired").await;
                 Step::Break(Ending::Orderly)
             }
