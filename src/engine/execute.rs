@@ -238,6 +238,11 @@ impl Engine {
         let jail = session.root();
         let home = jail.as_deref().unwrap_or(&self.home);
         let out = builtin.run(session, home, jail.as_deref());
+        if builtin.changes_session() {
+            // Kept beyond this process at once: the session may be opened on
+            // another engine next.
+            self.sessions.changed(session);
+        }
         for (stream, data) in [
             (StreamKind::Stdout, out.stdout),
             (StreamKind::Stderr, out.stderr),

@@ -32,7 +32,7 @@ use crate::config::Config;
 use crate::exec::{self, Pool, PoolConfig};
 use crate::metrics::{Metrics, Sampled};
 use crate::predict::{Predictor, Store};
-use crate::session::{BaseEnv, SessionStore};
+use crate::session::{BaseEnv, Durable, SessionStore};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -150,7 +150,6 @@ impl Engine {
         } else {
             config.session.root.clone()
         };
-        let sessions = SessionStore::new(root, config.session.idle_ttl, config.session.history);
         let pool = Pool::new(PoolConfig {
             workers: config.exec.workers,
             tenant_concurrency: config.exec.tenant_concurrency,
@@ -158,6 +157,17 @@ impl Engine {
         });
         let metrics = Arc::new(Metrics::new());
         let cache = build_cache(&config, &metrics);
+        let durable = Durable::choose(
+            cache.as_ref().and_then(|c| c.l3()),
+            config.predict.data_dir().as_deref(),
+        );
+        tracing::info!(store = %durable.describe(), "sessions are kept");
+        let sessions = SessionStore::new(
+            root,
+            config.session.idle_ttl,
+            config.session.history,
+            durable,
+        );
         let containment = Arc::new(exec::Containment::new(&config.exec));
         let run_as = exec::RunAs::new(&config.exec.run_as).map(|r| r.map(Arc::new));
         match &run_as {

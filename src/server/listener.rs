@@ -154,6 +154,7 @@ impl Server {
         engine.kill_all();
         reaper_stop.cancel();
         engine.save_model().await;
+        engine.sessions.save_all().await;
         tracing::info!("shutdown complete");
     }
 }

@@ -101,6 +101,16 @@ impl Builtin {
 }
 
 impl Builtin {
+    /// Whether running it may change the session (its directory or
+    /// variables): such a session is written to the durable store.
+    pub fn changes_session(&self) -> bool {
+        match self {
+            Builtin::Cd(_) | Builtin::Unset(_) => true,
+            Builtin::Export(args) => !args.is_empty(),
+            Builtin::Pwd => false,
+        }
+    }
+
     /// Puts a session inside `root` (canonical): its cwd moves there unless it is
     /// already inside, and `HOME` defaults to it. Idempotent; every connection calls
     /// it when it attaches to a session, before running anything in it, and the

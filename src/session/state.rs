@@ -5,8 +5,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use super::durable::{unix_ms, Saved, SAVED_VERSION};
 use super::env::{BaseEnv, ChildEnv};
 use crate::predict::{CmdId, NONE, START};
+use std::ffi::OsString;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 /// A named terminal session of a tenant. Cheap to share: the mutable part is behind
 /// a short-held lock that is never held across an await.
@@ -41,6 +44,9 @@ pub(super) struct State {
     pub context: (CmdId, CmdId),
     /// What the predictor expected next, best first (for its accuracy figures).
     pub predicted: [CmdId; 3],
+    /// `saved_ms` of the kept copy this state was last written to or read
+    /// from (`durable`): a kept copy newer than it was changed elsewhere.
+    pub synced_ms: u64,
 }
 
 impl Session {
@@ -57,6 +63,7 @@ impl Session {
                 root: None,
                 context: (NONE, START),
                 predicted: [NONE; 3],
+                synced_ms: 0,
             }),
             history_limit,
             attached: AtomicUsize::new(0),
@@ -160,6 +167,50 @@ impl Session {
 
     pub(super) fn touch(&self, now_ms: u64) {
         self.last_used_ms.store(now_ms, Ordering::Relaxed);
+    }
+
+    /// The session as it is kept (`durable`), stamped now.
+    pub(super) fn snapshot(&self) -> Saved {
+        let mut s = self.lock();
+        let saved_ms = unix_ms().max(s.synced_ms + 1);
+        s.synced_ms = saved_ms;
+        Saved {
+            version: SAVED_VERSION,
+            saved_ms,
+            cwd: s.cwd.as_os_str().as_bytes().to_vec(),
+            prev_cwd: s
+                .prev_cwd
+                .as_ref()
+                .map(|p| p.as_os_str().as_bytes().to_vec()),
+            env: s.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            history: s.history.iter().map(|c| c.to_string()).collect(),
+        }
+    }
+
+    /// Takes the kept copy `saved` if it is newer than what this state last
+    /// wrote or read. `cwd_exists`: whether its directory is still there
+    /// (looked up by the caller, outside the lock); if not, the session keeps
+    /// the directory it has.
+    pub(super) fn restore(&self, saved: Saved, cwd_exists: bool) -> bool {
+        let mut s = self.lock();
+        if saved.saved_ms <= s.synced_ms {
+            return false;
+        }
+        s.synced_ms = saved.saved_ms;
+        if cwd_exists {
+            s.cwd = PathBuf::from(OsString::from_vec(saved.cwd));
+            s.prev_cwd = saved.prev_cwd.map(|p| PathBuf::from(OsString::from_vec(p)));
+        }
+        s.env = saved.env.into_iter().collect();
+        s.child_env = None;
+        let skip = saved.history.len().saturating_sub(self.history_limit);
+        s.history = saved
+            .history
+            .into_iter()
+            .skip(skip)
+            .map(String::into_boxed_str)
+            .collect();
+        true
     }
 }
 

@@ -653,6 +653,11 @@ async function main() {
   const t0 = Date.now();
   await until('the reconnection', `return document.getElementById('conn').dataset.state === 'open';`, 20000);
   figure('reconnect_after_restart_ms', Date.now() - t0);
+  // The sessions outlived the server (kept under its data directory): the
+  // second tab is still in the directory it was in.
+  const kept = await until('the second tab to keep its cwd across the restart', `const t = [...document.querySelectorAll('#tabs [role="tab"]')].find((b) => b.id !== 'tab-0');
+    return t && /sub$/.test(t.textContent) && t.textContent;`);
+  console.log(`tab label after the restart: ${kept}`);
   const after = await typeAndRun('echo back');
   assert.equal(after.state, 'ok');
 

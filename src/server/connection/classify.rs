@@ -20,7 +20,7 @@ impl Connection {
         } else if ask.command.trim().is_empty() {
             Some((ErrorCode::InvalidCommand, "empty command".to_owned()))
         } else {
-            self.session(ask.session).err()
+            self.session(ask.session).await.err()
         };
         if let Some((code, message)) = refused {
             return self.send_error(Some(request), code, message).await;

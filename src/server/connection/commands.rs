@@ -167,7 +167,10 @@ impl Connection {
             return None;
         }
         let screened = valid.and_then(|()| self.screen(&exec));
-        let admitted = screened.and_then(|line| Ok((self.session(exec.session)?, line)));
+        let admitted = match screened {
+            Ok(line) => self.session(exec.session).await.map(|s| (s, line)),
+            Err(e) => Err(e),
+        };
         let (session, line) = match admitted {
             Ok(s) => s,
             Err((code, message)) => {

@@ -44,7 +44,7 @@ impl Connection {
                 )
                 .await;
         }
-        let (handle, resumed) = match self.attach(&open.name) {
+        let (handle, resumed) = match self.attach(&open.name).await {
             Ok(opened) => opened,
             Err((code, message)) => {
                 return self
@@ -83,7 +83,7 @@ impl Connection {
 
     /// Attaches to the tenant's session `name`, within the tenant's session quota
     /// and confined to its root when `tenant_roots` is on.
-    fn attach(&self, name: &str) -> Result<(SessionHandle, bool), (ErrorCode, String)> {
+    async fn attach(&self, name: &str) -> Result<(SessionHandle, bool), (ErrorCode, String)> {
         let Some(tenant) = self.tenant.clone() else {
             return Err((ErrorCode::HelloRequired, "send Hello first".into()));
         };
@@ -92,7 +92,8 @@ impl Connection {
             0 => usize::MAX,
             n => n as usize,
         };
-        let Some((handle, resumed)) = self.engine.sessions.open_within(&tenant, name, max) else {
+        let opened = self.engine.sessions.open_within(&tenant, name, max).await;
+        let Some((handle, resumed)) = opened else {
             self.engine.metrics.refused(Refusal::Quota);
             return Err((
                 ErrorCode::QuotaExceeded,
@@ -121,7 +122,7 @@ impl Connection {
     }
 
     /// The session an `Exec` names; handle 0 opens `default` on first use.
-    pub(super) fn session(
+    pub(super) async fn session(
         &mut self,
         id: SessionId,
     ) -> Result<Arc<SessionHandle>, (ErrorCode, String)> {
@@ -134,7 +135,7 @@ impl Connection {
                 format!("session {id} is not open"),
             ));
         }
-        let (handle, _) = self.attach("default")?;
+        let (handle, _) = self.attach("default").await?;
         let handle = Arc::new(handle);
         self.sessions.insert(0, handle.clone());
         Ok(handle)
