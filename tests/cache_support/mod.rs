@@ -190,7 +190,7 @@ pub fn out(c: &Completed) -> String {
     String::from_utf8_lossy(&c.stdout).into_owned()
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     StdListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
