@@ -19,6 +19,7 @@ async fn configure(c: &mut Client, suggestions: u8, rejections: bool) -> Configu
     c.send(&Message::Configure(Configure {
         suggestions,
         rejections,
+        reattach: false,
     }))
     .await
     .unwrap();

@@ -26,7 +26,7 @@ export const Enums = {
   StreamKind: ['Stdout', 'Stderr'],
   ServedFrom: ['Exec', 'Builtin', 'L1', 'L2', 'L3', 'Prefetch', 'Joined'],
   KillReason: ['None', 'Timeout', 'Cancelled', 'OutputLimit', 'Shutdown'],
-  NoticeKind: ['NeedsTerminal'],
+  NoticeKind: ['NeedsTerminal', 'Reattached'],
   LineClass: ['ReadOnly', 'Session', 'Mutating', 'Unknown', 'Denied'],
   Subject: ['Connection', 'Frame', 'Request', 'Session', 'Batch'],
   ErrorCode: [
@@ -35,6 +35,7 @@ export const Enums = {
     'TooManyRequests', 'TooManySessions', 'InvalidCommand', 'SpawnFailed', 'Skipped',
     'ShuttingDown', 'Unauthorized', 'PolicyDenied', 'RateLimited', 'QuotaExceeded',
     'Internal', 'UnknownRequest', 'InputRefused', 'NotATerminal', 'InvalidArgument',
+    'RequestLost',
   ],
 };
 
@@ -73,8 +74,10 @@ export const Messages = [
   [0x04, 'SessionOpened', [['session', 'u32'], ['cwd', 'string'], ['resumed', 'bool']]],
   [0x05, 'CloseSession', [['session', 'u32']]],
   [0x06, 'SessionClosed', [['session', 'u32']]],
-  [0x07, 'Configure', [['suggestions', 'u8'], ['rejections', 'bool']]],
-  [0x08, 'Configured', [['suggestions', 'u8'], ['rejections', 'bool'], ['settings', Settings]]],
+  [0x07, 'Configure', [['suggestions', 'u8'], ['rejections', 'bool'], ['reattach', 'bool']]],
+  [0x08, 'Configured', [
+    ['suggestions', 'u8'], ['rejections', 'bool'], ['reattach_ms', 'u32'], ['settings', Settings],
+  ]],
   [0x10, 'Exec', ExecFields],
   [0x11, 'Batch', [['mode', ['enum', 'BatchMode']], ['execs', ['vec', ['struct', ExecFields]]]]],
   [0x12, 'Cancel', [['request', 'u32']]],
@@ -85,6 +88,7 @@ export const Messages = [
   [0x14, 'Input', [['request', 'u32'], ['data', 'bytes'], ['end', 'bool']]],
   [0x15, 'Resize', [['request', 'u32'], ['rows', 'u16'], ['cols', 'u16']]],
   [0x16, 'Classify', [['request', 'u32'], ['session', 'u32'], ['command', 'string']]],
+  [0x17, 'Attach', [['request', 'u32'], ['connection', 'u64'], ['session', 'u32'], ['after_seq', ['opt', 'u32']]]],
   [0x20, 'Output', [
     ['request', 'u32'], ['stream', ['enum', 'StreamKind']], ['seq', 'u32'], ['data', 'bytes'],
   ]],
@@ -547,6 +551,9 @@ export class Request {
     this.command = command;
     this.kind = kind;
     this.started = now();
+    this.session = 0;
+    // The seq of the last Output received: where a re-attach resumes.
+    this.lastSeq = null;
     this.onOutput = null;
     this.onNotice = null;
     this.onCredit = null;
@@ -622,6 +629,8 @@ export class Request {
   }
 
   flushInput() {
+    // While reconnecting, input waits here (the credit is the server's, kept).
+    if (this.client.ws?.readyState !== 1) return;
     while (this.pendingInput.length && !this.ended) {
       const head = this.pendingInput[0];
       if (head.bytes.length === 0 && !head.end) {
@@ -655,6 +664,7 @@ const DEFAULTS = {
   WebSocket: globalThis.WebSocket,
   compression: null, // null: Deflate then None when this runtime can inflate
   suggestions: 0, // predicted next commands wanted after each Exec ('suggestions' events)
+  reattach: true, // a lost connection's commands are taken over on the next one
 };
 
 /**
@@ -784,11 +794,12 @@ export class VoxtermClient {
         this.emit('welcome', m);
         // Rejections name the call they answer, so they can be matched even
         // with several outstanding; suggestions only when asked for.
-        this.send('Configure', { suggestions: this.opts.suggestions, rejections: true });
+        this.send('Configure', { suggestions: this.opts.suggestions, rejections: true, reattach: this.opts.reattach });
         // Rebind the named sessions (cwd and env live on the server).
         for (const [handle, sname] of this.sessions) {
           if (handle !== 0) this.send('OpenSession', { session: handle, name: sname });
         }
+        this.reattach();
         this.setState('open');
         return;
       case 'SessionOpened': {
@@ -824,6 +835,7 @@ export class VoxtermClient {
       case 'Output': {
         const r = this.requests.get(m.request);
         if (!r) return;
+        r.lastSeq = m.seq;
         r.onOutput?.(m.data, m.stream, m.seq);
         r.push({ type: 'output', data: m.data, stream: m.stream, seq: m.seq });
         return;
@@ -901,10 +913,25 @@ export class VoxtermClient {
 
   lost({ code, reason, opened }) {
     const error = new RequestError('Disconnected', `connection lost (${code}${reason ? ` ${reason}` : ''})`);
-    for (const r of this.requests.values()) r.finish(null, error);
-    this.requests.clear();
+    // With re-attach granted, commands outlive the connection for the grace:
+    // they are kept, and taken over on the next connection (`reattach`).
+    const grace = this.configured?.reattach_ms ?? 0;
+    if (opened && grace > 0 && this.welcome && !this.closing && this.opts.reconnect) {
+      this.held = { connection: this.welcome.connection, until: now() + grace };
+      for (const r of [...this.requests.values()]) {
+        if (r.kind === 'classify') {
+          this.requests.delete(r.id);
+          r.finish(null, error);
+        }
+      }
+    } else if (!this.held || now() > this.held.until || this.closing || !this.opts.reconnect) {
+      this.held = null;
+      for (const r of this.requests.values()) r.finish(null, error);
+      this.requests.clear();
+    }
     for (const p of this.pendingOpens.splice(0)) p.reject(error);
     this.welcome = null;
+    this.configured = null;
     const detail = { code, reason, opened };
     if (this.closing || !this.opts.reconnect) {
       this.setState('closed', detail);
@@ -915,6 +942,26 @@ export class VoxtermClient {
     this.attempt += 1;
     this.setState('reconnecting', { ...detail, delay, attempt: this.attempt });
     this.timer = setTimeout(() => this.open(), delay);
+  }
+
+  /**
+   * On a new connection: takes over the requests a lost one left running
+   * (one Attach each, from the last seq received), or ends them when the
+   * grace is over.
+   */
+  reattach() {
+    const held = this.held;
+    this.held = null;
+    if (!held) return;
+    const late = now() > held.until;
+    for (const r of [...this.requests.values()]) {
+      if (late) {
+        this.requests.delete(r.id);
+        r.finish(null, new RequestError('RequestLost', 'the connection was lost for longer than the server keeps commands'));
+        continue;
+      }
+      this.send('Attach', { request: r.id, connection: held.connection, session: r.session, after_seq: r.lastSeq });
+    }
   }
 
   /** Closes for good (no reconnect). */
@@ -986,6 +1033,7 @@ export class VoxtermClient {
   /** Runs a command line; returns its Request. */
   exec(command, o = {}) {
     const r = this.track(command, 'exec');
+    r.session = o.session ?? 0;
     this.sendOrFail(r, 'Exec', { request: r.id, ...this.execFields(command, o) });
     return r;
   }
@@ -995,6 +1043,7 @@ export class VoxtermClient {
     const reqs = commands.map((c) => this.track(typeof c === 'string' ? c : c.command, 'exec'));
     const execs = reqs.map((r, i) => {
       const c = commands[i];
+      r.session = (typeof c === 'string' ? 0 : c.session) ?? 0;
       return { request: r.id, ...this.execFields(r.command, typeof c === 'string' ? {} : c) };
     });
     try {
@@ -1011,6 +1060,7 @@ export class VoxtermClient {
   /** A command with a live stdin (and a terminal when `pty` is given). */
   spawn(command, o = {}) {
     const r = this.track(command, 'spawn');
+    r.session = o.session ?? 0;
     const pty = o.pty ? { rows: o.pty.rows, cols: o.pty.cols, term: o.pty.term ?? '' } : null;
     this.sendOrFail(r, 'Spawn', {
       request: r.id, session: o.session ?? 0, command, timeout_ms: o.timeout_ms ?? 0, pty,

@@ -36,6 +36,7 @@ pub(crate) fn is_known_kind(k: u8) -> bool {
             | kind::INPUT
             | kind::RESIZE
             | kind::CLASSIFY
+            | kind::ATTACH
             | kind::OUTPUT
             | kind::EXIT
             | kind::ERROR
@@ -101,6 +102,7 @@ pub(crate) fn encode_body(msg: &Message, json: bool, out: &mut Vec<u8>) -> Resul
         Message::Input(m) => put(k, m, json, out),
         Message::Resize(m) => put(k, m, json, out),
         Message::Classify(m) => put(k, m, json, out),
+        Message::Attach(m) => put(k, m, json, out),
         Message::Output(m) => put(k, m, json, out),
         Message::Exit(m) => put(k, m, json, out),
         Message::Error(m) => put(k, m, json, out),
@@ -185,6 +187,7 @@ pub(crate) fn decode_body(
         kind::INPUT => Message::Input(get(k, body, json, m)?),
         kind::RESIZE => Message::Resize(get(k, body, json, m)?),
         kind::CLASSIFY => Message::Classify(get(k, body, json, m)?),
+        kind::ATTACH => Message::Attach(get(k, body, json, m)?),
         kind::OUTPUT => Message::Output(get(k, body, json, m)?),
         kind::EXIT => Message::Exit(get(k, body, json, m)?),
         kind::ERROR => Message::Error(get(k, body, json, m)?),

@@ -140,6 +140,10 @@ pub struct Configure {
     /// are about (a request id, a session handle, a frame), instead of as an
     /// `Error` without a request.
     pub rejections: bool,
+    /// If this connection drops, its running commands keep running for the
+    /// server's detach grace, their output held, so that a new connection can
+    /// take them over with `Attach`.
+    pub reattach: bool,
 }
 
 /// The answer to `Configure`: what the server grants, and the timers and
@@ -151,6 +155,9 @@ pub struct Configured {
     pub suggestions: u8,
     /// Whether `Rejected` replaces request-less `Error`s from now on.
     pub rejections: bool,
+    /// How long this connection's commands outlive it for `Attach`, in
+    /// milliseconds; 0 when re-attach was not asked for or is off here.
+    pub reattach_ms: u32,
     /// The connection's timers and sizes.
     pub settings: Settings,
 }
@@ -334,6 +341,24 @@ pub struct Classify {
     pub command: String,
 }
 
+/// Take over a request of a connection that dropped (`Configure.reattach`):
+/// its output after `after_seq` and its one terminal frame come on this
+/// connection, exactly once, and it is this connection's request from then on
+/// (`Cancel`, `Input` and `Resize` reach it under the same id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Attach {
+    /// The request's id (on the old connection; it keeps it here).
+    pub request: RequestId,
+    /// `Welcome.connection` of the connection that sent it.
+    pub connection: u64,
+    /// The session handle, on this connection, of the session the request
+    /// runs in: it must be bound to the same session.
+    pub session: SessionId,
+    /// The `seq` of the last `Output` of it the client has; none if it has
+    /// none.
+    pub after_seq: Option<u32>,
+}
+
 /// Permission to send more `Input`: the server has passed `bytes` more of the
 /// request's input on to the command (or, first, the initial window).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
@@ -350,6 +375,9 @@ pub enum NoticeKind {
     /// The command is a program that waits for a terminal (vi, top, a REPL)
     /// and was started without one: run it with a `Spawn` that has a `pty`.
     NeedsTerminal,
+    /// An `Attach` took the request over: its output after the `after_seq`
+    /// asked for follows (sent only to clients that asked for re-attach).
+    Reattached,
 }
 
 /// Something the person should know about a running request, apart from its
@@ -655,6 +683,10 @@ pub enum ErrorCode {
     /// A field is out of range: a terminal size, a `TERM`, a timeout above
     /// the server's maximum.
     InvalidArgument,
+    /// `Attach` names a request this server does not hold: it ended longer
+    /// than the detach grace ago, was killed when the grace ran out, belongs
+    /// to another tenant, or ran on another engine (which may have died).
+    RequestLost,
 }
 
 impl ErrorCode {
@@ -778,6 +810,8 @@ pub enum Message {
     Resize(Resize),
     /// 0x16, client → server.
     Classify(Classify),
+    /// 0x17, client → server.
+    Attach(Attach),
     /// 0x20, server → client.
     Output(Output),
     /// 0x21, server → client.
@@ -822,6 +856,7 @@ pub mod kind {
     pub const INPUT: u8 = 0x14;
     pub const RESIZE: u8 = 0x15;
     pub const CLASSIFY: u8 = 0x16;
+    pub const ATTACH: u8 = 0x17;
     pub const OUTPUT: u8 = 0x20;
     pub const EXIT: u8 = 0x21;
     pub const ERROR: u8 = 0x22;
@@ -855,6 +890,7 @@ impl Message {
             Message::Input(_) => kind::INPUT,
             Message::Resize(_) => kind::RESIZE,
             Message::Classify(_) => kind::CLASSIFY,
+            Message::Attach(_) => kind::ATTACH,
             Message::Output(_) => kind::OUTPUT,
             Message::Exit(_) => kind::EXIT,
             Message::Error(_) => kind::ERROR,

@@ -119,6 +119,16 @@ fn examples() -> Vec<(&'static str, Message)> {
             Message::Configure(Configure {
                 suggestions: 3,
                 rejections: true,
+                reattach: true,
+            }),
+        ),
+        (
+            "attach",
+            Message::Attach(Attach {
+                request: 1,
+                connection: 4_294_967_297,
+                session: 0,
+                after_seq: Some(9),
             }),
         ),
         (

@@ -140,6 +140,14 @@ fn ping_interval() -> Duration {
     Duration::from_secs(30)
 }
 
+fn detach_grace() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn detach_buffer() -> usize {
+    1 << 20
+}
+
 fn coalesce_delay() -> Duration {
     Duration::from_micros(200)
 }
@@ -297,6 +305,18 @@ pub struct ServerConfig {
     /// peer goes within about two intervals. 0 turns keepalive off.
     #[serde(default = "ping_interval", with = "humantime_serde")]
     pub ping_interval: Duration,
+    /// When a connection that asked for re-attach (`Configure.reattach`)
+    /// drops, its commands keep running this long, their output held, for a
+    /// new connection to take over with `Attach`; then they are killed. 0
+    /// kills them at once, as for every other connection.
+    #[serde(default = "detach_grace", with = "humantime_serde")]
+    pub detach_grace: Duration,
+    /// Output held per request for re-attach: what was sent but not yet
+    /// acknowledged (a WebSocket ping answered after it), and what was
+    /// produced while detached. Beyond it the command waits (its pipe fills):
+    /// nothing is dropped.
+    #[serde(default = "detach_buffer")]
+    pub detach_buffer: usize,
     /// PEM certificate chain: with `tls_key`, the port speaks TLS only (`wss://`,
     /// `https://`).
     #[serde(default, skip_serializing_if = "Option::is_none")]

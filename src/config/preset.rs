@@ -72,6 +72,8 @@ impl Preset {
                 drain_timeout: Duration::from_secs(10),
                 idle_timeout: Duration::from_secs(600),
                 ping_interval: Duration::from_secs(30),
+                detach_grace: Duration::from_secs(30),
+                detach_buffer: 1 << 20,
                 tls_cert: None,
                 tls_key: None,
                 allowed_origins: Vec::new(),

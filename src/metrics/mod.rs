@@ -165,6 +165,8 @@ pub struct Metrics {
     served: Family<ServedLabel, Counter>,
     errors: Family<CodeLabel, Counter>,
     refusals: Family<KindLabel, Counter>,
+    /// `Attach`es by outcome (`attached`, `lost`).
+    reattaches: Family<KindLabel, Counter>,
     backend_seconds: Histogram,
     connections: Gauge,
     connections_total: Counter,
@@ -216,6 +218,7 @@ impl Metrics {
             served,
             errors,
             refusals: Family::default(),
+            reattaches: Family::default(),
             backend_seconds,
             connections: Gauge::default(),
             connections_total: Counter::default(),
@@ -262,6 +265,11 @@ impl Metrics {
             "refusals",
             "Connections and commands refused by authentication, origin, policy or limits, by kind",
             m.refusals.clone(),
+        );
+        registry.register(
+            "reattaches",
+            "Attach requests: a held request taken over (attached) or not held here (lost)",
+            m.reattaches.clone(),
         );
         registry.register(
             "backend_latency_seconds",
@@ -389,6 +397,13 @@ impl Metrics {
     /// Unknown tokens presented since start.
     pub fn auth_failures(&self) -> u64 {
         self.auth_failures.get()
+    }
+
+    /// An `Attach` took a request over (`true`) or found it gone (`false`,
+    /// answered `RequestLost`).
+    pub fn reattach(&self, attached: bool) {
+        let kind = if attached { "attached" } else { "lost" };
+        self.reattaches.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// The security layer refused a connection or a command.

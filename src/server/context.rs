@@ -5,6 +5,7 @@
 //! it without depending on each other: the listener creates one
 //! [`ServerContext`], and every connection task holds an `Arc` of it.
 
+use super::detached::Detached;
 use super::gate::Gate;
 use crate::engine::Engine;
 use crate::security::Security;
@@ -27,6 +28,8 @@ pub(crate) struct ServerContext {
     pub tracker: TaskTracker,
     /// Open connections against the open-files budget.
     pub gate: Arc<Gate>,
+    /// Requests of dropped connections, held for `Attach`.
+    pub detached: Arc<Detached>,
     next_connection: AtomicU64,
 }
 
@@ -39,13 +42,28 @@ impl ServerContext {
             drain: CancellationToken::new(),
             tracker: TaskTracker::new(),
             gate,
-            next_connection: AtomicU64::new(0),
+            detached: Arc::new(Detached::default()),
+            // The high half is this process's own, at random: an `Attach` that
+            // reaches another engine (or this one after a restart) never names
+            // one of its connections by chance, and gets `RequestLost`.
+            next_connection: AtomicU64::new(u64::from(random_u32()) << 32),
         }
     }
 
-    /// A fresh connection number (1, 2, ...): it names the connection in the
-    /// logs and in `Welcome.connection`.
+    /// A fresh connection number: it names the connection in the logs, in
+    /// `Welcome.connection`, and in `Attach` (unique across engines and
+    /// restarts: a random half per process, a counter).
     pub(super) fn connection_id(&self) -> u64 {
         self.next_connection.fetch_add(1, Ordering::Relaxed) + 1
     }
+}
+
+/// 32 random bits: std seeds every `RandomState` from the operating system's
+/// randomness, so hashing nothing with a fresh one is a random number without
+/// a dependency for it.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u32
 }

@@ -16,9 +16,15 @@
 //! http       → connection                 one TCP connection until the upgrade
 //! connection → request, shared, writer    one WebSocket: the reader task
 //! request    → shared, writer             one command's task
-//! shared     → writer                     what the reader and requests share
+//! shared     → replay, writer             what the reader and requests share
+//! replay     → writer                     a request's frames kept for re-attach
 //! writer                                  the socket's write half
 //! ```
+//!
+//! (`replay` names `Shared` as the home of a route: the two are one layer, the
+//! connection's shared state, split so that re-attach reads on its own.)
+//! `detached` holds the requests of dropped connections for `Attach`; the
+//! connection puts them there and takes them back.
 //!
 //! `check` is the whole configuration checked before start (each part asked
 //! about its own section). Leaves any of them may use: `context` (`ServerContext` and
@@ -35,10 +41,12 @@ mod auth;
 mod check;
 mod connection;
 mod context;
+mod detached;
 mod gate;
 mod http;
 mod listener;
 mod process;
+mod replay;
 mod request;
 mod shared;
 mod writer;

@@ -3,8 +3,7 @@
 //! starts a program waiting for a terminal gets a `Notice` first; a `Spawn`'s
 //! sink also gives its input credit back (`InputCredit`).
 
-use super::shared::Shared;
-use super::writer::Outbound;
+use super::shared::{Out, Shared};
 use crate::engine::{Engine, Finish, Parsed, Terminal};
 use crate::exec::Feed;
 use crate::metrics::Refusal;
@@ -34,7 +33,7 @@ pub(super) struct FrameSink {
     request: RequestId,
     seq: u32,
     max_data: usize,
-    out: mpsc::Sender<Outbound>,
+    out: Out,
     /// The tenant's output budget, when `limits.output_bytes_per_second` is set.
     throttle: Option<Throttle>,
     /// A `Spawn`'s credit, given back as its command consumes input.
@@ -82,10 +81,7 @@ impl OutputSink for FrameSink {
                 data: piece.to_vec(),
             });
             self.seq = self.seq.wrapping_add(1);
-            self.out
-                .send(Outbound::Frame(frame))
-                .await
-                .map_err(|_| SinkClosed)?;
+            self.out.send(frame).await?;
         }
         Ok(())
     }
@@ -101,10 +97,7 @@ impl OutputSink for FrameSink {
             request: self.request,
             bytes,
         });
-        self.out
-            .send(Outbound::Frame(frame))
-            .await
-            .map_err(|_| SinkClosed)
+        self.out.send(frame).await
     }
 }
 
@@ -114,6 +107,7 @@ impl FrameSink {
         engine: &Arc<Engine>,
         session: &SessionHandle,
         request: RequestId,
+        out: Out,
         cancel: &CancellationToken,
     ) -> FrameSink {
         let max_frame = engine.config().server.max_frame_bytes as usize;
@@ -121,7 +115,7 @@ impl FrameSink {
             request,
             seq: 0,
             max_data: max_output_data(max_frame),
-            out: shared.out.clone(),
+            out,
             throttle: shared.security.output.as_ref().map(|_| Throttle {
                 shared: shared.clone(),
                 engine: engine.clone(),
@@ -144,7 +138,15 @@ pub(super) async fn run(
     received: Instant,
     cancel: CancellationToken,
 ) -> bool {
-    let mut sink = FrameSink::new(&shared, &engine, &session, exec.request, &cancel);
+    let out = shared.out_for(exec.request, session_key(&session));
+    let mut sink = FrameSink::new(
+        &shared,
+        &engine,
+        &session,
+        exec.request,
+        out.clone(),
+        &cancel,
+    );
     // Before it starts: a person waiting on `vi` learns why now, not at the timeout.
     if let Some(message) = line.terminal_hint() {
         let notice = Message::Notice(Notice {
@@ -152,15 +154,20 @@ pub(super) async fn run(
             kind: NoticeKind::NeedsTerminal,
             message: message.to_owned(),
         });
-        let _ = shared.out.send(Outbound::Frame(notice)).await;
+        let _ = out.send(notice).await;
     }
     let finish = engine
         .execute(&session, &exec, &line, &mut sink, cancel)
         .await;
     let ok = finish.succeeded();
-    finish_request(&shared, &engine, exec.request, finish, received).await;
+    finish_request(&shared, &engine, &out, exec.request, finish, received).await;
     suggest(&shared, &engine, &session, &exec, &line).await;
     ok
+}
+
+/// The session a request runs in, by tenant and name.
+pub(super) fn session_key(session: &SessionHandle) -> (Arc<str>, Box<str>) {
+    (session.tenant().clone(), session.name().into())
 }
 
 /// After an `Exec`'s terminal frame, its likely successors, when the client
@@ -185,7 +192,7 @@ async fn suggest(
         session: exec.session,
         lines,
     });
-    let _ = shared.out.send(Outbound::Frame(frame)).await;
+    let _ = shared.out.send(super::writer::Outbound::Frame(frame)).await;
 }
 
 /// The largest `Output.data` on a connection whose frames are at most
@@ -204,6 +211,8 @@ pub(super) struct Spawned {
     pub credit: Arc<AtomicU64>,
     /// Its terminal, if it asked for one.
     pub terminal: Option<Terminal>,
+    /// Where its frames go (its initial credit went there first).
+    pub out: Out,
 }
 
 /// Runs a `Spawn` (admitted, its credit sent) and sends its terminal frame.
@@ -218,7 +227,15 @@ pub(super) async fn run_spawned(
     received: Instant,
     cancel: CancellationToken,
 ) {
-    let mut sink = FrameSink::new(&shared, &engine, &session, spawn.request, &cancel);
+    let out = io.out;
+    let mut sink = FrameSink::new(
+        &shared,
+        &engine,
+        &session,
+        spawn.request,
+        out.clone(),
+        &cancel,
+    );
     sink.credit = Some(io.credit);
     let finish = engine
         .spawn(
@@ -231,19 +248,24 @@ pub(super) async fn run_spawned(
             cancel,
         )
         .await;
-    finish_request(&shared, &engine, spawn.request, finish, received).await;
+    finish_request(&shared, &engine, &out, spawn.request, finish, received).await;
 }
 
 /// Sends the terminal frame of an accepted request and forgets it.
 pub(super) async fn finish_request(
     shared: &Shared,
     engine: &Engine,
+    out: &Out,
     request: RequestId,
     finish: Finish,
     received: Instant,
 ) {
-    // Forget the id before the client can see the end, so it may reuse the id at once.
-    shared.forget(request);
+    // Forget the id before the client can see the end, so it may reuse the id
+    // at once. A route does it itself, on the connection the request is on
+    // by then (`replay`).
+    if let Out::Direct(_) = out {
+        shared.forget(request);
+    }
     let backend_us = received.elapsed().as_micros() as u64;
     let frame = match finish {
         Finish::Exit {
@@ -275,5 +297,5 @@ pub(super) async fn finish_request(
         }
     };
     // If the writer is gone the client is gone: there is nobody left to tell.
-    let _ = shared.out.send(Outbound::Frame(frame)).await;
+    let _ = out.send(frame).await;
 }

@@ -6,17 +6,19 @@
 //! module so that `request` can use it without depending on `connection`,
 //! which starts the requests.
 
+use super::replay::{Acks, Home, Route, SessionKey};
 use super::writer::{Cancelled, Outbound};
 use crate::exec::Feed;
+use crate::output::SinkClosed;
 use crate::security::Security;
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
-use voxterm_protocol::RequestId;
+use voxterm_protocol::{Message, RequestId};
 
 /// One request in flight.
 pub(super) struct InFlight {
@@ -71,6 +73,31 @@ pub(super) struct Shared {
     /// Suggestions to send after each `Exec` (`Configure`, as granted); 0
     /// sends none. Read by the request tasks as they end.
     suggestions: AtomicU8,
+    /// Set when re-attach is granted (`Configure.reattach`): requests then
+    /// send through routes that keep their output until acknowledged.
+    acks: OnceLock<Arc<Acks>>,
+    /// Stops the acker when the connection ends.
+    acker_stop: CancellationToken,
+}
+
+/// Where a request's frames go: straight to the writer, or through a route
+/// that keeps them for re-attach.
+#[derive(Clone)]
+pub(super) enum Out {
+    /// The connection's writer queue.
+    Direct(mpsc::Sender<Outbound>),
+    /// A route (`replay`), when the connection asked for re-attach.
+    Routed(Arc<Route>),
+}
+
+impl Out {
+    /// Queues `msg`; fails when nobody will ever read it.
+    pub async fn send(&self, msg: Message) -> Result<(), SinkClosed> {
+        match self {
+            Out::Direct(tx) => tx.send(Outbound::Frame(msg)).await.map_err(|_| SinkClosed),
+            Out::Routed(route) => route.send(msg).await,
+        }
+    }
 }
 
 impl Shared {
@@ -92,6 +119,8 @@ impl Shared {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             suggestions: AtomicU8::new(0),
+            acks: OnceLock::new(),
+            acker_stop: CancellationToken::new(),
         }
     }
 
@@ -112,6 +141,59 @@ impl Shared {
         self.in_flight().insert(request, entry);
         self.requests.fetch_add(1, Ordering::Relaxed);
         token
+    }
+
+    /// Where `request` (running in `session`) sends its frames: through a
+    /// route when re-attach is on, else straight to the writer.
+    pub fn out_for(self: &Arc<Self>, request: RequestId, session: SessionKey) -> Out {
+        match self.acks.get() {
+            Some(acks) => Out::Routed(acks.route(
+                request,
+                session,
+                Home {
+                    shared: self.clone(),
+                    acks: acks.clone(),
+                },
+            )),
+            None => Out::Direct(self.out.clone()),
+        }
+    }
+
+    /// Turns re-attach on (routes of `cap` bytes) and starts the acker;
+    /// false when it already was.
+    pub fn enable_reattach(&self, cap: usize) -> bool {
+        let mut fresh = false;
+        let acks = self.acks.get_or_init(|| {
+            fresh = true;
+            Acks::new(cap)
+        });
+        if fresh {
+            tokio::spawn(
+                acks.clone()
+                    .run(self.out.downgrade(), self.acker_stop.clone()),
+            );
+        }
+        fresh
+    }
+
+    /// The acknowledgement state, when re-attach is on.
+    pub fn acks(&self) -> Option<&Arc<Acks>> {
+        self.acks.get()
+    }
+
+    /// Stops the acker (the connection ended).
+    pub fn stop_acker(&self) {
+        self.acker_stop.cancel();
+    }
+
+    /// Makes a request taken over by `Attach` one of this connection's.
+    pub fn adopt(&self, request: RequestId, entry: InFlight) {
+        self.in_flight().insert(request, entry);
+    }
+
+    /// Takes a request's in-flight entry (its connection dropped).
+    pub fn take_in_flight(&self, request: RequestId) -> Option<InFlight> {
+        self.in_flight().remove(&request)
     }
 
     /// How many suggestions to send after each `Exec` (0: none).

@@ -69,6 +69,9 @@ pub(super) enum Outbound {
     Close(CloseCode, &'static str),
     /// Send a WebSocket Ping (keepalive); the peer's Pong proves it is alive.
     Ping,
+    /// Send a WebSocket Ping carrying this epoch after the frames queued
+    /// before it; its Pong acknowledges them (`replay`).
+    AckPing(u64),
 }
 
 pub(super) type Sink = SplitSink<WebSocketStream<Transport>, WsMessage>;
@@ -111,6 +114,7 @@ pub(super) async fn run(
     'outer: while let Some(first) = rx.recv().await {
         let mut buf = Vec::with_capacity(256);
         let mut ping = false;
+        let mut ack: Option<u64> = None;
         let mut next = Some(first);
         let mut frames = 0usize;
         let mut deadline: Option<Instant> = None;
@@ -141,6 +145,7 @@ pub(super) async fn run(
                     // `Exit`s of requests ending while the connection closes) still go first.
                     Outbound::Close(code, reason) => close = close.or(Some((code, reason))),
                     Outbound::Ping => ping = true,
+                    Outbound::AckPing(epoch) => ack = Some(epoch),
                 }
                 if buf.len() < max_bytes {
                     next = rx.try_recv().ok();
@@ -173,6 +178,12 @@ pub(super) async fn run(
                 .is_err()
         {
             break;
+        }
+        if let Some(epoch) = ack {
+            let payload = epoch.to_be_bytes().to_vec();
+            if sink.feed(WsMessage::Ping(payload.into())).await.is_err() {
+                break;
+            }
         }
         if sink.flush().await.is_err() {
             break;

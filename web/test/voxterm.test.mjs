@@ -48,7 +48,8 @@ const EXPECTED = {
   spawn: ['Spawn', { request: 2, session: 0, command: 'vi', timeout_ms: 0, pty: { rows: 24, cols: 80, term: '' } }],
   input_credit: ['InputCredit', { request: 2, bytes: 262144 }],
   input: ['Input', { request: 2, data: new TextEncoder().encode(':wq\r'), end: false }],
-  configure: ['Configure', { suggestions: 3, rejections: true }],
+  configure: ['Configure', { suggestions: 3, rejections: true, reattach: true }],
+  attach: ['Attach', { request: 1, connection: 4294967297, session: 0, after_seq: 9 }],
   suggestions: ['Suggestions', { after: 1, session: 0, lines: [{ line: 'ls', score: 640 }] }],
   rejected: ['Rejected', { about: 'Request', id: 7, code: 'DuplicateRequest', message: 'dup' }],
 };
@@ -198,7 +199,7 @@ test('new frames: hand-computed bytes', async () => {
     assert.deepEqual(f.msg, msg);
   }
   assert.equal(typeOf('Classify'), 0x16);
-  assert.deepEqual(Enums.ErrorCode.slice(20), ['UnknownRequest', 'InputRefused', 'NotATerminal', 'InvalidArgument']);
+  assert.deepEqual(Enums.ErrorCode.slice(20), ['UnknownRequest', 'InputRefused', 'NotATerminal', 'InvalidArgument', 'RequestLost']);
   assert.deepEqual(Enums.LineClass, ['ReadOnly', 'Session', 'Mutating', 'Unknown', 'Denied']);
   assert.equal(Enums.ServedFrom[6], 'Joined');
 });
@@ -268,7 +269,7 @@ async function connected(opts = {}) {
   // Right after Welcome the client asks for the additions; the tests below
   // count the frames after it.
   const [, configure] = await ws.frames();
-  assert.deepEqual([configure.name, configure.msg], ['Configure', { suggestions: opts.suggestions ?? 0, rejections: true }]);
+  assert.deepEqual([configure.name, configure.msg], ['Configure', { suggestions: opts.suggestions ?? 0, rejections: true, reattach: opts.reattach ?? true }]);
   ws.sent.splice(1, 1);
   return [c, ws];
 }
@@ -379,7 +380,7 @@ test('client: Configured, Suggestions and Rejected reach their listeners and cal
     handshake_ms: 10000, idle_ms: 600000, keepalive_ms: 30000, drain_ms: 10000, kill_grace_ms: 500,
     compression_threshold: 1024, max_output_data: 16384, coalesce_bytes: 16384,
   };
-  ws.deliver(encodeFrame('Configured', { suggestions: 3, rejections: true, settings }));
+  ws.deliver(encodeFrame('Configured', { suggestions: 3, rejections: true, reattach_ms: 0, settings }));
   await tick();
   assert.deepEqual(c.configured.settings, settings);
   assert.equal(seen.configured.length, 1);
@@ -404,6 +405,41 @@ test('client: Configured, Suggestions and Rejected reach their listeners and cal
   assert.equal(rejectedInput.code, 'InputRefused');
   assert.ok(c.requests.has(r.id), 'the request goes on');
   assert.deepEqual(seen.error.map((m) => [m.about, m.code]), [['Session', 'TooManySessions'], ['Request', 'InputRefused']]);
+  c.close();
+});
+
+test('client: a lost connection\'s commands are taken over on the next one (Attach from the last seq)', async () => {
+  const [c, ws] = await connected();
+  const settings = {
+    handshake_ms: 10000, idle_ms: 600000, keepalive_ms: 30000, drain_ms: 10000, kill_grace_ms: 500,
+    compression_threshold: 1024, max_output_data: 16384, coalesce_bytes: 16384,
+  };
+  ws.deliver(encodeFrame('Configured', { suggestions: 0, rejections: true, reattach_ms: 5000, settings }));
+  await tick();
+  const r = c.exec('seq 1 5', { session: 0 });
+  const out = [];
+  r.onOutput = (d) => out.push(new TextDecoder().decode(d));
+  for (let seq = 0; seq < 3; seq++) ws.deliver(encodeFrame('Output', { request: r.id, stream: 'Stdout', seq, data: new TextEncoder().encode(`${seq + 1}\n`) }));
+  await tick();
+  ws.serverClose(1006);
+  await tick();
+  assert.ok(!r.ended, 'the request outlives the connection');
+  await new Promise((res) => setTimeout(res, 40));
+  const ws2 = FakeSocket.all[1];
+  ws2.deliver(encodeFrame('Welcome', { ...welcome, connection: 2 }));
+  await tick();
+  const sent = (await ws2.frames()).map((f) => [f.name, f.msg]);
+  assert.deepEqual(sent.map(([n]) => n), ['Hello', 'Configure', 'Attach']);
+  assert.deepEqual(sent[2][1], { request: r.id, connection: 1, session: 0, after_seq: 2 });
+  ws2.deliver(
+    encodeFrame('Notice', { request: r.id, kind: 'Reattached', message: 're-attached' }),
+    encodeFrame('Output', { request: r.id, stream: 'Stdout', seq: 3, data: new TextEncoder().encode('4\n5\n') }),
+    encodeFrame('Exit', { request: r.id, code: 0, signal: null, served_from: 'Exec', backend_us: 5, truncated: false, killed: 'None' }),
+  );
+  const exit = await r.done;
+  assert.equal(exit.code, 0);
+  assert.equal(out.join(''), '1\n2\n3\n4\n5\n');
+  // RequestLost ends a request that could not be taken over.
   c.close();
 });
 

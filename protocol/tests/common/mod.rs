@@ -277,7 +277,11 @@ pub fn message() -> impl Strategy<Value = Message> {
         (any::<u32>(), text()).prop_map(|(request, message)| {
             Message::Notice(Notice {
                 request,
-                kind: NoticeKind::NeedsTerminal,
+                kind: if message.len() % 2 == 0 {
+                    NoticeKind::NeedsTerminal
+                } else {
+                    NoticeKind::Reattached
+                },
                 message,
             })
         }),
@@ -288,17 +292,40 @@ pub fn message() -> impl Strategy<Value = Message> {
                 detail,
             })
         }),
-        (any::<u8>(), any::<bool>()).prop_map(|(suggestions, rejections)| {
-            Message::Configure(Configure {
-                suggestions,
-                rejections,
-            })
-        }),
-        (any::<u8>(), any::<bool>(), vec(any::<u32>(), 8)).prop_map(
-            |(suggestions, rejections, t)| {
+        (any::<u8>(), any::<bool>(), any::<bool>()).prop_map(
+            |(suggestions, rejections, reattach)| {
+                Message::Configure(Configure {
+                    suggestions,
+                    rejections,
+                    reattach,
+                })
+            }
+        ),
+        (
+            any::<u32>(),
+            any::<u64>(),
+            any::<u32>(),
+            option::of(any::<u32>())
+        )
+            .prop_map(|(request, connection, session, after_seq)| {
+                Message::Attach(Attach {
+                    request,
+                    connection,
+                    session,
+                    after_seq,
+                })
+            }),
+        (
+            any::<u8>(),
+            any::<bool>(),
+            any::<u32>(),
+            vec(any::<u32>(), 8)
+        )
+            .prop_map(|(suggestions, rejections, reattach_ms, t)| {
                 Message::Configured(Box::new(Configured {
                     suggestions,
                     rejections,
+                    reattach_ms,
                     settings: Settings {
                         handshake_ms: t[0],
                         idle_ms: t[1],
@@ -310,8 +337,7 @@ pub fn message() -> impl Strategy<Value = Message> {
                         coalesce_bytes: t[7],
                     },
                 }))
-            }
-        ),
+            }),
         (
             proptest::sample::select(Subject::ALL.to_vec()),
             any::<u32>(),

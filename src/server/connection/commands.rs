@@ -96,9 +96,11 @@ impl Connection {
                                 code: ErrorCode::Skipped,
                                 message: "an earlier command of the sequential batch failed".into(),
                             };
+                            let out = shared.out_for(exec.request, request::session_key(&session));
                             request::finish_request(
                                 &shared,
                                 &engine,
+                                &out,
                                 exec.request,
                                 finish,
                                 received,

@@ -1,6 +1,9 @@
 //! `Configure`: the opt-in additions to version 1, and the answer that tells
 //! a client the timers and sizes it paces itself by.
 //!
+//! Re-attach (`replay`, `detached`) is granted when the server's
+//! `detach_grace` is not 0; `Configured.reattach_ms` says for how long.
+//!
 //! Additions are asked for, never imposed: a client that does not send
 //! `Configure` gets exactly the frames it got before they existed, so every
 //! existing client keeps working. What the server cannot give (suggestions
@@ -31,6 +34,17 @@ impl Connection {
         let suggestions = configure.suggestions.min(most);
         self.shared.set_suggestions(suggestions);
         self.rejections = configure.rejections;
+        // Re-attach, once on, stays on: routes already made keep their frames.
+        let grace = cfg.server.detach_grace;
+        let reattach = configure.reattach && !grace.is_zero();
+        if reattach {
+            self.shared.enable_reattach(cfg.server.detach_buffer);
+        }
+        let reattach_ms = if self.shared.acks().is_some() {
+            ms(grace)
+        } else {
+            0
+        };
         let settings = Settings {
             handshake_ms: ms(cfg.server.handshake_timeout),
             idle_ms: ms(cfg.server.idle_timeout),
@@ -48,6 +62,7 @@ impl Connection {
         self.send(Message::Configured(Box::new(Configured {
             suggestions,
             rejections: configure.rejections,
+            reattach_ms,
             settings,
         })))
         .await;

@@ -41,8 +41,17 @@ impl Connection {
                 )
                 .await;
             }
-            Some(Ok(WsMessage::Close(_))) | None => return Step::Break(Ending::Orderly),
-            // Pings are answered by tungstenite; pongs answer our keepalive.
+            Some(Ok(WsMessage::Close(_))) => return Step::Break(Ending::Orderly),
+            // The stream ended without a close frame: the connection was lost.
+            None => return Step::Break(Ending::Lost),
+            // Pongs answer our keepalive, or acknowledge frames (`replay`).
+            Some(Ok(WsMessage::Pong(payload))) => {
+                timers.heard(false);
+                if let Some(acks) = self.shared.acks() {
+                    acks.pong(&payload);
+                }
+            }
+            // Pings are answered by tungstenite.
             Some(Ok(_)) => timers.heard(false),
             Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
                 tracing::debug!(conn = self.id, size, max_size, "message too large");
@@ -52,7 +61,7 @@ impl Connection {
             }
             Some(Err(e)) => {
                 tracing::debug!(conn = self.id, error = %e, "connection error");
-                return Step::Break(Ending::Orderly);
+                return Step::Break(Ending::Lost);
             }
         }
         Step::Continue(())
@@ -111,6 +120,7 @@ impl Connection {
             Message::Pong(_) => {}
             Message::StatsRequest(r) => self.on_stats(r).await,
             Message::Configure(configure) => self.on_configure(configure).await,
+            Message::Attach(attach) => self.on_attach(attach).await,
             other => {
                 self.reject(
                     Subject::Frame,

@@ -56,16 +56,22 @@ impl Connection {
         let Some((session, line, cancel)) = self.admit(ask, valid, Some(port)).await else {
             return;
         };
-        self.send(Message::InputCredit(InputCredit {
-            request: spawn.request,
-            bytes: INPUT_WINDOW,
-        }))
-        .await;
+        // Through the request's route: a client that re-attaches must get it.
+        let out = self
+            .shared
+            .out_for(spawn.request, request::session_key(&session));
+        let _ = out
+            .send(Message::InputCredit(InputCredit {
+                request: spawn.request,
+                bytes: INPUT_WINDOW,
+            }))
+            .await;
         let (shared, engine) = (self.shared.clone(), self.engine.clone());
         let run = request::Spawned {
             feed: rx,
             credit,
             terminal,
+            out,
         };
         self.ctx.tracker.spawn(request::run_spawned(
             shared, engine, session, spawn, line, run, received, cancel,

@@ -16,8 +16,9 @@
 //! - `interactive`: `Spawn`, `Input` and `Resize` (live input, terminals,
 //!   input credit);
 //! - `classify`: `Classify`, answered without running anything;
-//! - `configure`: `Configure`, the opt-in additions (suggestions, rejections)
-//!   and the timers and sizes a client paces itself by;
+//! - `configure`: `Configure`, the opt-in additions (suggestions, rejections,
+//!   re-attach) and the timers and sizes a client paces itself by;
+//! - `attach`: `Attach`, taking over a request of a connection that dropped;
 //! - `stats`: `StatsRequest`.
 //!
 //! Invariants these files keep:
@@ -26,7 +27,9 @@
 //!   queued (`request`);
 //! - bad input (undecodable frames, text messages, wrong order) gets an `Error`
 //!   frame and the connection stays usable; only an oversized message closes it (1009);
-//! - when the connection ends for any reason, every request's process group is killed.
+//! - when the connection ends, every request's process group is killed,
+//!   unless the connection asked for re-attach and was lost: its requests are
+//!   then held for `detach_grace` (`hold_for_reattach`).
 //!
 //! Besides the timers and the socket, the reader watches two things: the
 //! server's drain (on shutdown it stops taking commands and closes with 1001
@@ -34,6 +37,7 @@
 //! re-checks the tokens it authenticated with: revoked (1008,
 //! `token_revoked`) or a new expiry.
 
+mod attach;
 mod classify;
 mod commands;
 mod configure;
@@ -124,6 +128,9 @@ enum Ending {
     /// The peer stopped answering: its socket may never drain, so the writer
     /// gets a moment for the close frame and is then dropped.
     DeadPeer,
+    /// The socket failed or ended without a close frame: the network went,
+    /// not the client's wish. Requests may be held for re-attach.
+    Lost,
 }
 
 /// What each handler of the reader loop tells it: go on, or end the
@@ -197,8 +204,14 @@ pub(super) async fn run(
         }
     };
 
-    // Whatever ended the connection, its commands die with it.
-    conn.shared.cancel_all();
+    // A connection that asked for re-attach and was lost (not closed by its
+    // client, not by shutdown) leaves its requests held for `Attach`; any
+    // other end kills its commands with it.
+    let held = conn.hold_for_reattach(&ending).await;
+    if !held {
+        conn.shared.cancel_all();
+    }
+    conn.shared.stop_acker();
     // The writer ends when every sender of its queue is gone: the reader's
     // now, the request tasks' as they finish. The slots and the ticket stay
     // held (in `conn`) until the writer is done and the socket closed.
@@ -207,7 +220,10 @@ pub(super) async fn run(
     } = conn;
     drop(sessions);
     drop(shared);
-    if ending == Ending::DeadPeer {
+    if held {
+        // Held requests keep the queue open; the socket is gone anyway.
+        writer.abort();
+    } else if matches!(ending, Ending::DeadPeer | Ending::Lost) {
         if tokio::time::timeout(Duration::from_secs(1), &mut writer)
             .await
             .is_err()
@@ -302,6 +318,37 @@ impl Connection {
             message: message.into(),
         }))
         .await;
+    }
+
+    /// At the connection's end: with re-attach on and the connection lost,
+    /// hands its requests (running, or ended but not acknowledged) to the
+    /// server's `detached` holder for `detach_grace`, and returns true.
+    /// Otherwise closes their routes and returns false (they are killed).
+    async fn hold_for_reattach(&self, ending: &Ending) -> bool {
+        let Some(acks) = self.shared.acks() else {
+            return false;
+        };
+        let routes = acks.take_all();
+        let grace = self.engine.config().server.detach_grace;
+        let lost = matches!(ending, Ending::Lost | Ending::DeadPeer);
+        match (&self.tenant, lost && !self.draining && !grace.is_zero()) {
+            (Some(tenant), true) => {
+                let mut held = Vec::with_capacity(routes.len());
+                for route in routes {
+                    route.detach().await;
+                    let in_flight = self.shared.take_in_flight(route.request());
+                    held.push((route, in_flight));
+                }
+                self.ctx.detached.hold(tenant.clone(), self.id, held, grace);
+                true
+            }
+            _ => {
+                for route in routes {
+                    route.close().await;
+                }
+                false
+            }
+        }
     }
 
     /// Queues a close frame; the writer sends it after every frame queued

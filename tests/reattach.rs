@@ -1,0 +1,338 @@
+//! Re-attach after a dropped connection, against a real server through a TCP
+//! proxy inside the test that cuts every connection mid-stream: the output
+//! arrives byte-exact and complete, exactly once; the grace kills what nobody
+//! took over; another tenant cannot take a request over; a bad `after_seq`
+//! is refused and the request stays held; `Cancel` reaches a request taken
+//! over; a request that ended while detached still gives its end.
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::AbortHandle;
+use voxterm::client::{Client, ClientOptions};
+use voxterm_protocol::{
+    Attach, Cancel, Configure, ErrorCode, KillReason, Message, NoticeKind, StreamKind,
+};
+
+/// A TCP proxy to the server whose connections can all be cut at once.
+struct Proxy {
+    addr: SocketAddr,
+    pipes: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: AbortHandle,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let pipes: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let p2 = pipes.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut down, _)) = listener.accept().await {
+                let Ok(mut up) = TcpStream::connect(upstream).await else {
+                    continue;
+                };
+                let pipe = tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                });
+                p2.lock().unwrap().push(pipe.abort_handle());
+            }
+        })
+        .abort_handle();
+        Proxy {
+            addr,
+            pipes,
+            accept,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Cuts every connection (both sockets close, whatever was in flight in
+    /// the proxy is gone).
+    fn cut(&self) {
+        for pipe in self.pipes.lock().unwrap().drain(..) {
+            pipe.abort();
+        }
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
+    }
+}
+
+async fn connect(url: &str, tenant: &str) -> Client {
+    tokio::time::timeout(
+        STEP,
+        Client::connect(
+            url,
+            ClientOptions {
+                tenant: Some(tenant.into()),
+                ..Default::default()
+            },
+        ),
+    )
+    .await
+    .expect("connect in time")
+    .expect("connect")
+}
+
+/// Asks for re-attach; returns the grace granted, in ms.
+async fn reattach_on(c: &mut Client) -> u32 {
+    c.send(&Message::Configure(Configure {
+        suggestions: 0,
+        rejections: true,
+        reattach: true,
+    }))
+    .await
+    .unwrap();
+    loop {
+        if let Message::Configured(m) = recv(c).await {
+            return m.reattach_ms;
+        }
+    }
+}
+
+fn attach(request: u32, connection: u64, after_seq: Option<u32>) -> Message {
+    Message::Attach(Attach {
+        request,
+        connection,
+        session: 0,
+        after_seq,
+    })
+}
+
+/// What one request delivered on one connection.
+#[derive(Default)]
+struct Got {
+    stdout: Vec<u8>,
+    seqs: Vec<u32>,
+    end: Option<Message>,
+    reattached: bool,
+}
+
+/// Receives `request`'s frames until its end or until the connection fails.
+async fn take(c: &mut Client, request: u32, got: &mut Got, cut_after: Option<(&Proxy, usize)>) {
+    let mut cut_done = false;
+    loop {
+        let frame = tokio::time::timeout(Duration::from_secs(30), c.recv())
+            .await
+            .expect("a frame in time");
+        let Ok(msg) = frame else { return };
+        match msg {
+            Message::Output(o) if o.request == request => {
+                assert_eq!(o.stream, StreamKind::Stdout);
+                got.seqs.push(o.seq);
+                got.stdout.extend_from_slice(&o.data);
+                if let Some((proxy, at)) = cut_after {
+                    if !cut_done && got.stdout.len() >= at {
+                        proxy.cut();
+                        cut_done = true;
+                    }
+                }
+            }
+            Message::Notice(n) if n.request == request && n.kind == NoticeKind::Reattached => {
+                got.reattached = true;
+            }
+            m @ Message::Exit(_) => {
+                got.end = Some(m);
+                return;
+            }
+            Message::Error(e) if e.request == Some(request) => {
+                got.end = Some(Message::Error(e));
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+fn expected_seq(n: u32) -> Vec<u8> {
+    let mut s = String::new();
+    for i in 1..=n {
+        s.push_str(&i.to_string());
+        s.push('\n');
+    }
+    s.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_cut_mid_stream_arrives_complete_and_exactly_once_after_attach() {
+    let srv = TestServer::start_with("reattach-seq", |c| c.cache.enabled = false).await;
+    let proxy = Proxy::start(srv.addr).await;
+    let mut c = connect(&proxy.url(), "t").await;
+    assert_eq!(reattach_on(&mut c).await, 30_000);
+    let old = c.welcome().connection;
+    c.send(&exec_msg(1, 0, "seq 1 500000", 0)).await.unwrap();
+    let mut got = Got::default();
+    take(&mut c, 1, &mut got, Some((&proxy, 300_000))).await;
+    assert!(got.end.is_none(), "the cut came before the end");
+    let before = got.stdout.len();
+    let last = got.seqs.last().copied();
+
+    let mut c2 = connect(&proxy.url(), "t").await;
+    reattach_on(&mut c2).await;
+    c2.send(&attach(1, old, last)).await.unwrap();
+    let mut rest = Got::default();
+    take(&mut c2, 1, &mut rest, None).await;
+    assert!(rest.reattached, "a Notice says the request was taken over");
+    match &rest.end {
+        Some(Message::Exit(e)) => assert_eq!((e.request, e.code), (1, Some(0)), "{e:?}"),
+        other => panic!("expected the Exit, got {other:?}"),
+    }
+    let mut all = got.stdout;
+    all.extend_from_slice(&rest.stdout);
+    let want = expected_seq(500_000);
+    assert_eq!(all.len(), want.len(), "{before} bytes before the cut");
+    assert!(all == want, "the output is byte-exact");
+    // Exactly once: the seqs run on without a gap or a repeat.
+    let mut seqs = got.seqs;
+    seqs.extend(rest.seqs);
+    for (i, s) in seqs.iter().enumerate() {
+        assert_eq!(*s as usize, i, "seq {s} at position {i}");
+    }
+    println!(
+        "figure: {before} of {} bytes before the cut; the rest after Attach",
+        want.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_grace_kills_what_nobody_takes_over_and_attach_then_says_lost() {
+    let srv = TestServer::start_with("reattach-grace", |c| {
+        c.server.detach_grace = Duration::from_millis(300);
+    })
+    .await;
+    let proxy = Proxy::start(srv.addr).await;
+    let mut c = connect(&proxy.url(), "t").await;
+    assert_eq!(reattach_on(&mut c).await, 300);
+    let old = c.welcome().connection;
+    c.send(&exec_msg(1, 0, "sh -c 'echo $$; exec sleep 30'", 0))
+        .await
+        .unwrap();
+    let pid = parse_pid(&first_output(&mut c, 1).await);
+    proxy.cut();
+    // Held, not killed, within the grace.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(alive(pid), "a detached command runs on within the grace");
+    assert_dies(pid, Duration::from_secs(3)).await;
+    let mut c2 = connect(&srv.url, "t").await;
+    reattach_on(&mut c2).await;
+    c2.send(&attach(1, old, Some(0))).await.unwrap();
+    match recv(&mut c2).await {
+        Message::Error(e) => {
+            assert_eq!(
+                (e.request, e.code),
+                (Some(1), ErrorCode::RequestLost),
+                "{e:?}"
+            )
+        }
+        other => panic!("expected RequestLost, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_tenant_takes_over_and_cancel_reaches_a_request_taken_over() {
+    let srv = TestServer::start("reattach-tenant").await;
+    let proxy = Proxy::start(srv.addr).await;
+    let mut c = connect(&proxy.url(), "alice").await;
+    reattach_on(&mut c).await;
+    let old = c.welcome().connection;
+    c.send(&exec_msg(7, 0, "sh -c 'echo $$; exec sleep 30'", 0))
+        .await
+        .unwrap();
+    let pid = parse_pid(&first_output(&mut c, 7).await);
+    proxy.cut();
+
+    // Before Configure { reattach }: refused, and the request stays held.
+    let mut early = connect(&srv.url, "alice").await;
+    early.send(&attach(7, old, Some(0))).await.unwrap();
+    match recv(&mut early).await {
+        Message::Error(e) => assert_eq!(e.code, ErrorCode::InvalidArgument, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    // Another tenant: the same answer as for a request that does not exist.
+    let mut mallory = connect(&srv.url, "mallory").await;
+    reattach_on(&mut mallory).await;
+    mallory.send(&attach(7, old, Some(0))).await.unwrap();
+    match recv(&mut mallory).await {
+        Message::Error(e) => assert_eq!(e.code, ErrorCode::RequestLost, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(alive(pid), "a refused Attach leaves the request running");
+
+    // A seq in the future is refused, naming the request; it stays held.
+    let mut back = connect(&srv.url, "alice").await;
+    reattach_on(&mut back).await;
+    back.send(&attach(7, old, Some(5))).await.unwrap();
+    match recv(&mut back).await {
+        Message::Rejected(r) => {
+            assert_eq!((r.id, r.code), (7, ErrorCode::InvalidArgument), "{r:?}");
+            assert!(r.message.contains("future"), "{}", r.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    back.send(&attach(7, old, Some(0))).await.unwrap();
+    match recv(&mut back).await {
+        Message::Notice(n) => assert_eq!(n.kind, NoticeKind::Reattached),
+        other => panic!("{other:?}"),
+    }
+    // It is this connection's request now: Cancel reaches it.
+    let t0 = Instant::now();
+    back.send(&Message::Cancel(Cancel { request: 7 }))
+        .await
+        .unwrap();
+    let done = gather(&mut back, 7).await;
+    match done.end {
+        Some(Message::Exit(e)) => assert_eq!(e.killed, KillReason::Cancelled, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert_dies(pid, Duration::from_secs(3)).await;
+    println!(
+        "figure: Cancel of a request taken over ended it in {} ms",
+        t0.elapsed().as_millis()
+    );
+    // Taken over once: a second Attach finds nothing.
+    back.send(&attach(7, old, Some(0))).await.unwrap();
+    match recv(&mut back).await {
+        Message::Error(e) => assert_eq!(e.code, ErrorCode::RequestLost, "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_ends_while_detached_gives_its_output_and_end() {
+    let srv = TestServer::start_with("reattach-ended", |c| c.cache.enabled = false).await;
+    let proxy = Proxy::start(srv.addr).await;
+    let mut c = connect(&proxy.url(), "t").await;
+    reattach_on(&mut c).await;
+    let old = c.welcome().connection;
+    c.send(&exec_msg(3, 0, "sh -c 'sleep 0.3; echo done late'", 0))
+        .await
+        .unwrap();
+    // Sent: let the server take it, then cut before it prints.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut c2 = connect(&srv.url, "t").await;
+    reattach_on(&mut c2).await;
+    c2.send(&attach(3, old, None)).await.unwrap();
+    let mut got = Got::default();
+    take(&mut c2, 3, &mut got, None).await;
+    assert!(got.reattached);
+    assert_eq!(got.stdout, b"done late\n");
+    assert_eq!(got.seqs, vec![0]);
+    match got.end {
+        Some(Message::Exit(e)) => assert_eq!((e.request, e.code), (3, Some(0))),
+        other => panic!("{other:?}"),
+    }
+}
