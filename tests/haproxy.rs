@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 use voxterm::client::{Client, ClientOptions, Completed};
-use voxterm_protocol::ServedFrom;
+use voxterm_protocol::{
+    Attach, CacheMode, Configure, ErrorCode, Exec, Message, Priority, ServedFrom,
+};
 
 /// One `voxterm serve` process.
 struct Engine {
@@ -292,10 +294,31 @@ async fn engines_behind_haproxy_share_the_cache_and_sessions_and_survive_a_kill(
     );
 
     // The user on the engine about to die moves into a directory and sets a
-    // variable; then the engine is killed with SIGKILL.
+    // variable, asks for re-attach and starts a long command; then the engine
+    // is killed with SIGKILL.
     let victim = on[2];
     ok_out(&run(&mut users[2], "cd sub").await, "cd");
     ok_out(&run(&mut users[2], "export WHO=me").await, "export");
+    users[2]
+        .send(&Message::Configure(Configure {
+            suggestions: 0,
+            rejections: false,
+            reattach: true,
+        }))
+        .await
+        .unwrap();
+    let old_connection = users[2].welcome().connection;
+    users[2]
+        .send(&Message::Exec(Exec {
+            request: 4242,
+            session: 0,
+            command: "sleep 30".into(),
+            priority: Priority::Normal,
+            timeout_ms: 0,
+            cache: CacheMode::Default,
+        }))
+        .await
+        .unwrap();
     let key = format!("*session:{tenant}:default");
     let deadline = Instant::now() + Duration::from_secs(5);
     while redis.keys(&key).await.is_empty() {
@@ -331,9 +354,18 @@ async fn engines_behind_haproxy_share_the_cache_and_sessions_and_survive_a_kill(
     let t0 = Instant::now();
     // Its user's connection ends; the user reconnects through the balancer.
     let mut lost = users.remove(0);
-    let ended = tokio::time::timeout(Duration::from_secs(10), lost.recv()).await;
+    let ended = loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), lost.recv())
+            .await
+            .expect("the connection to the dead engine ends");
+        match next {
+            // What was sent before the kill (the answer to Configure).
+            Ok(Message::Configured(_)) => continue,
+            other => break other,
+        }
+    };
     assert!(
-        matches!(ended, Ok(Err(_))),
+        ended.is_err(),
         "the connection to the dead engine ends: {ended:?}"
     );
     let mut again = loop {
@@ -363,6 +395,36 @@ async fn engines_behind_haproxy_share_the_cache_and_sessions_and_survive_a_kill(
         ok_out(&run(&mut again, "sh -c 'echo $WHO'").await, "echo"),
         "me\n"
     );
+    // The command that ran on the dead engine is gone, and the client is told
+    // so when it tries to take it over: never silently.
+    again
+        .send(&Message::Configure(Configure {
+            suggestions: 0,
+            rejections: false,
+            reattach: true,
+        }))
+        .await
+        .unwrap();
+    again
+        .send(&Message::Attach(Attach {
+            request: 4242,
+            connection: old_connection,
+            session: 0,
+            after_seq: None,
+        }))
+        .await
+        .unwrap();
+    let lost = loop {
+        match tokio::time::timeout(Duration::from_secs(10), again.recv())
+            .await
+            .expect("an answer to Attach")
+            .expect("the connection holds")
+        {
+            Message::Error(e) if e.request == Some(4242) => break e,
+            _ => {}
+        }
+    };
+    assert_eq!(lost.code, ErrorCode::RequestLost, "{lost:?}");
     println!(
         "figure: reconnected through HAProxy {} ms after SIGKILL",
         reconnect.as_millis()

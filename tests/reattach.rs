@@ -174,7 +174,8 @@ async fn output_cut_mid_stream_arrives_complete_and_exactly_once_after_attach() 
     let old = c.welcome().connection;
     c.send(&exec_msg(1, 0, "seq 1 500000", 0)).await.unwrap();
     let mut got = Got::default();
-    take(&mut c, 1, &mut got, Some((&proxy, 300_000))).await;
+    // Past the 1 MiB kept per request: acknowledgements must be releasing it.
+    take(&mut c, 1, &mut got, Some((&proxy, 2_000_000))).await;
     assert!(got.end.is_none(), "the cut came before the end");
     let before = got.stdout.len();
     let last = got.seqs.last().copied();
@@ -335,4 +336,64 @@ async fn a_request_that_ends_while_detached_gives_its_output_and_end() {
         Some(Message::Exit(e)) => assert_eq!((e.request, e.code), (3, Some(0))),
         other => panic!("{other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voxterm_exec_reconnects_and_its_output_continues_where_it_stopped() {
+    use tokio::io::AsyncReadExt;
+    let srv = TestServer::start_with("reattach-cli", |c| c.cache.enabled = false).await;
+    let proxy = Proxy::start(srv.addr).await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxterm"))
+        .args([
+            "exec",
+            "--url",
+            &proxy.url(),
+            "--tenant",
+            "t",
+            "--",
+            "seq 1 300000",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    let mut cut = false;
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), out.read(&mut buf))
+            .await
+            .expect("output in time")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+        if !cut && got.len() > 500_000 {
+            proxy.cut();
+            cut = true;
+        }
+    }
+    let status = child.wait().await.unwrap();
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .await
+        .unwrap();
+    assert!(cut, "the cut happened mid-stream");
+    assert!(status.success(), "{status:?}: {err}");
+    assert!(
+        got == expected_seq(300_000),
+        "byte-exact after the reconnect ({} bytes)",
+        got.len()
+    );
+    assert!(err.contains("was lost"), "{err}");
+    assert!(err.contains("reconnected after"), "{err}");
+    print!("{err}");
 }

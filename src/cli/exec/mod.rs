@@ -21,8 +21,8 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use voxterm_protocol::{
-    CacheMode, Exec, Exit, KillReason, Message, OpenSession, Priority, Pty, Resize, Spawn,
-    StreamKind, Welcome,
+    Attach, CacheMode, Configure, ErrorCode, Exec, Exit, KillReason, Message, NoticeKind,
+    OpenSession, Priority, Pty, Resize, Spawn, StreamKind, Welcome,
 };
 
 /// The exit statuses of `voxterm exec` that are not the command's own (see
@@ -97,6 +97,12 @@ pub struct ExecArgs {
     /// local terminal is in raw mode until the command ends, and its size follows.
     #[arg(short = 't', long = "tty")]
     tty: bool,
+    /// When the connection drops, do not reconnect and re-attach to the
+    /// command (by default a command without forwarded input outlives a
+    /// dropped connection for the server's detach grace, and its output
+    /// continues where it stopped).
+    #[arg(long)]
+    no_reattach: bool,
     /// The command (`--` before it is optional). One argument is taken verbatim
     /// (`-- 'ls | wc -l'`); several are joined with spaces.
     #[arg(
@@ -174,31 +180,10 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
         ca_cert: args.ca_cert.clone(),
         ..ClientOptions::default()
     };
-    let mut client = Client::connect(&args.url, opts)
+    let mut client = Client::connect(&args.url, opts.clone())
         .await
         .map_err(|e| anyhow::anyhow!(explain_connect(&args.url, &e)))?;
-    let session = if args.session == "default" {
-        0
-    } else {
-        client
-            .send(&Message::OpenSession(OpenSession {
-                session: 1,
-                name: args.session.clone(),
-            }))
-            .await?;
-        match client.recv().await? {
-            Message::SessionOpened(_) => 1,
-            Message::Error(e) => {
-                anyhow::bail!(
-                    "cannot open session {:?}: {:?}: {}",
-                    args.session,
-                    e.code,
-                    e.message
-                )
-            }
-            other => anyhow::bail!("unexpected frame 0x{:02x}", other.kind()),
-        }
-    };
+    let session = open_session(&mut client, &args.session).await?;
     // 0 is the protocol's "the server's default".
     let timeout_ms = args
         .timeout
@@ -236,6 +221,16 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
         Message::Spawn(_) => Some(stdin::Feed::stdin(request)),
         _ => None,
     };
+    // Only an `Exec` is taken over after a drop: input sent into a dying
+    // connection could be lost, and a command must not see holes in its input.
+    let mut reattach = if matches!(frame, Message::Exec(_)) && !args.no_reattach {
+        reattach_grace(&mut client).await?
+    } else {
+        Duration::ZERO
+    };
+    let mut last_seq = None;
+    // When the connection was lost, until the server confirms the take-over.
+    let mut lost_at: Option<Instant> = None;
     let started = Instant::now();
     client.send(&frame).await?;
     let mut raw = match args.tty && !args.no_stdin {
@@ -252,6 +247,19 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
         let message = tokio::select! {
             m = client.recv() => match m {
                 Ok(m) => m,
+                Err(e) if !reattach.is_zero() => {
+                    let _ = writeln!(stderr, "voxterm: the connection to {} was lost ({e}); reconnecting…", args.url);
+                    let old = client.welcome().connection;
+                    let lost = Instant::now();
+                    client = reconnect(&args.url, &opts, lost + reattach).await?;
+                    reattach = reattach_grace(&mut client).await?;
+                    let session = open_session(&mut client, &args.session).await?;
+                    client
+                        .send(&Message::Attach(Attach { request, connection: old, session, after_seq: last_seq }))
+                        .await?;
+                    lost_at = Some(lost);
+                    continue;
+                }
                 Err(e) => {
                     drop(raw.take());
                     anyhow::bail!("the connection to {} ended: {e}", args.url)
@@ -279,6 +287,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
         };
         match message {
             Message::Output(o) if o.request == request => {
+                last_seq = Some(o.seq);
                 let written = match o.stream {
                     StreamKind::Stdout => stdout.write_all(&o.data).and_then(|()| stdout.flush()),
                     StreamKind::Stderr => stderr.write_all(&o.data).and_then(|()| stderr.flush()),
@@ -297,6 +306,15 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
                     feed.credit(c.bytes);
                     let ready = feed.ready();
                     client.send_all(&ready).await?;
+                }
+            }
+            Message::Notice(n) if n.kind == NoticeKind::Reattached => {
+                if let Some(lost) = lost_at.take() {
+                    let _ = writeln!(
+                        stderr,
+                        "voxterm: reconnected after {:.1} s; the command's output continues",
+                        lost.elapsed().as_secs_f64()
+                    );
                 }
             }
             Message::Notice(n) if n.request == request => {
@@ -319,11 +337,82 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
                 }
                 return Ok(code);
             }
+            Message::Error(e) if e.request == Some(request) && e.code == ErrorCode::RequestLost => {
+                drop(raw.take());
+                anyhow::bail!(
+                    "the connection was lost and the command could not be taken over again: {}",
+                    e.message
+                )
+            }
             Message::Error(e) if e.request == Some(request) || e.request.is_none() => {
                 drop(raw.take());
                 anyhow::bail!("{}", refusal(&e))
             }
             _ => {}
+        }
+    }
+}
+
+/// Binds the session named `name` (handle 0 is `default`; another is handle 1).
+async fn open_session(client: &mut Client, name: &str) -> anyhow::Result<u32> {
+    if name == "default" {
+        return Ok(0);
+    }
+    client
+        .send(&Message::OpenSession(OpenSession {
+            session: 1,
+            name: name.to_owned(),
+        }))
+        .await?;
+    loop {
+        match client.recv().await? {
+            Message::SessionOpened(_) => return Ok(1),
+            Message::Error(e) => {
+                anyhow::bail!("cannot open session {name:?}: {:?}: {}", e.code, e.message)
+            }
+            Message::Configured(_) => {}
+            other => anyhow::bail!("unexpected frame 0x{:02x}", other.kind()),
+        }
+    }
+}
+
+/// Asks for re-attach; the grace the server grants (zero: none, or a server
+/// that does not know `Configure`).
+async fn reattach_grace(client: &mut Client) -> anyhow::Result<Duration> {
+    client
+        .send(&Message::Configure(Configure {
+            suggestions: 0,
+            rejections: false,
+            reattach: true,
+        }))
+        .await?;
+    loop {
+        match client.recv().await? {
+            Message::Configured(c) => return Ok(Duration::from_millis(u64::from(c.reattach_ms))),
+            Message::Error(e) if e.request.is_none() && e.code == ErrorCode::UnknownType => {
+                return Ok(Duration::ZERO)
+            }
+            Message::Error(e) => anyhow::bail!("{}", refusal(&e)),
+            _ => {}
+        }
+    }
+}
+
+/// Connects again, trying until `until` (the end of the server's grace).
+async fn reconnect(url: &str, opts: &ClientOptions, until: Instant) -> anyhow::Result<Client> {
+    let mut wait = Duration::from_millis(100);
+    loop {
+        match Client::connect(url, opts.clone()).await {
+            Ok(client) => return Ok(client),
+            Err(e) if Instant::now() + wait < until => {
+                tracing::debug!(error = %e, "reconnect failed; retrying");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => anyhow::bail!(
+                "the connection was lost and could not be made again in time: {}",
+                explain_connect(url, &e)
+            ),
         }
     }
 }
