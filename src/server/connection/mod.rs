@@ -207,6 +207,11 @@ pub(super) async fn run(
     // A connection that asked for re-attach and was lost (not closed by its
     // client, not by shutdown) leaves its requests held for `Attach`; any
     // other end kills its commands with it.
+    if conn.shared.acks().is_some() && matches!(ending, Ending::Lost | Ending::DeadPeer) {
+        // The socket is gone: a writer stuck on it would hold a request's
+        // route (its lock) while the requests are handed over.
+        writer.abort();
+    }
     let held = conn.hold_for_reattach(&ending).await;
     if !held {
         conn.shared.cancel_all();
