@@ -293,6 +293,36 @@ function figure(name, value, unit = '') {
 
 // ------------------------------------------------------------------ the checks
 
+/**
+ * A TCP proxy to `upstream` whose connections can all be cut at once (both
+ * sockets destroyed, whatever was in flight gone): a network that drops.
+ */
+async function startProxy(upstream) {
+  const [host, port] = upstream.split(':');
+  const sockets = new Set();
+  const server = net.createServer((down) => {
+    const up = net.connect(Number(port), host);
+    for (const sock of [down, up]) {
+      sockets.add(sock);
+      sock.on('close', () => sockets.delete(sock));
+      sock.on('error', () => {});
+    }
+    down.pipe(up);
+    up.pipe(down);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    addr: `127.0.0.1:${server.address().port}`,
+    cut() {
+      for (const sock of sockets) sock.destroy();
+    },
+    close() {
+      this.cut();
+      server.close();
+    },
+  };
+}
+
 async function main() {
   const server = await startServer('main');
   const base = `http://${server.addr}`;
@@ -660,6 +690,34 @@ async function main() {
   console.log(`tab label after the restart: ${kept}`);
   const after = await typeAndRun('echo back');
   assert.equal(after.state, 'ok');
+
+  // A dropped connection (a TCP proxy in this test cuts it) does not stop a
+  // running command: the page reconnects, re-attaches, and its output goes on
+  // where it stopped, every line exactly once.
+  {
+    const proxy = await startProxy(again.addr);
+    await wd('POST', s('/url'), { url: `http://${proxy.addr}/` });
+    await until('the connection through the proxy', `return document.getElementById('conn').dataset.state === 'open';`);
+    const before = await blockCount();
+    await type('#line', `sh -c 'for i in 1 2 3 4 5 6; do echo tick-$i; sleep 0.3; done'${ENTER}`);
+    await confirmIfAsked(`sh -c 'for i in 1 2 3 4 5 6; do echo tick-$i; sleep 0.3; done'`);
+    await until('tick-2 on the screen', `${termText.replace('return ', 'const t = ')}; return /tick-2/.test(t);`);
+    proxy.cut();
+    const t0 = Date.now();
+    await until('the page to see the loss', `return document.getElementById('conn').dataset.state !== 'open';`);
+    const done = await until('the ticking command to end after the re-attach', `const n = arguments[0];
+      const newest = [...document.querySelectorAll('#blocks .block')].at(-1);
+      if (!newest || Number(newest.dataset.n) <= n || newest.dataset.state === 'running') return null;
+      ${lastBlock}`, 20000, before);
+    figure('reattached_command_finished_after_cut_ms', Date.now() - t0);
+    assert.deepEqual([done.state, done.status], ['ok', 'exit 0'], JSON.stringify(done));
+    const text = await run(termText);
+    for (let i = 1; i <= 6; i++) {
+      assert.equal((text.match(new RegExp(`^tick-${i}\\s*$`, 'gm')) || []).length, 1, `tick-${i} shown exactly once:\n${text}`);
+    }
+    await screenshot('07-reattached');
+    proxy.close();
+  }
 
   // Without a speech API: typing works, and the page says why voice is off.
   await wd('POST', s('/url'), { url: `http://${again.addr}/?nospeech` });

@@ -91,13 +91,10 @@ impl Connection {
                 .await;
         }
         self.engine.metrics.reattach(true);
-        let from = attach
-            .after_seq
-            .map_or_else(|| "its first output".to_owned(), |s| format!("seq {s}"));
         self.send(Message::Notice(Notice {
             request,
             kind: NoticeKind::Reattached,
-            message: format!("re-attached: its output after {from} follows"),
+            message: "reconnected: the output continues where it stopped".to_owned(),
         }))
         .await;
         acks.adopt(held.route.clone());
