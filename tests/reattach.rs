@@ -397,3 +397,45 @@ async fn voxterm_exec_reconnects_and_its_output_continues_where_it_stopped() {
     assert!(err.contains("reconnected after"), "{err}");
     print!("{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_taken_over_dies_with_the_connection_that_took_it() {
+    let srv = TestServer::start("reattach-adopted").await;
+    let proxy = Proxy::start(srv.addr).await;
+    let mut c = connect(&proxy.url(), "t").await;
+    reattach_on(&mut c).await;
+    let old = c.welcome().connection;
+    c.send(&exec_msg(9, 0, "sh -c 'echo $$; exec sleep 30'", 0))
+        .await
+        .unwrap();
+    let pid = parse_pid(&first_output(&mut c, 9).await);
+    proxy.cut();
+    let mut c2 = connect(&srv.url, "t").await;
+    c2.send(&Message::Configure(Configure {
+        suggestions: 0,
+        rejections: true,
+        reattach: false,
+    }))
+    .await
+    .unwrap();
+    // Without re-attach on this connection, Attach is refused.
+    c2.send(&attach(9, old, Some(0))).await.unwrap();
+    loop {
+        match recv(&mut c2).await {
+            Message::Error(e) => {
+                assert_eq!(e.code, ErrorCode::InvalidArgument, "{e:?}");
+                break;
+            }
+            _ => continue,
+        }
+    }
+    reattach_on(&mut c2).await;
+    c2.send(&attach(9, old, Some(0))).await.unwrap();
+    match recv(&mut c2).await {
+        Message::Notice(n) => assert_eq!(n.kind, NoticeKind::Reattached),
+        other => panic!("{other:?}"),
+    }
+    // Closed by its client (not lost): what it runs is killed, taken over or not.
+    c2.close().await.unwrap();
+    assert_dies(pid, Duration::from_secs(3)).await;
+}

@@ -241,8 +241,13 @@ impl Shared {
         )
     }
 
-    /// Cancels every request of the connection: it has ended.
+    /// Cancels every request of the connection: it has ended. The map is
+    /// walked too: a request taken over by `Attach` holds a token of the
+    /// connection it came from.
     pub fn cancel_all(&self) {
         self.cancel_all.cancel();
+        for entry in self.in_flight().values() {
+            entry.cancel.cancel();
+        }
     }
 }
