@@ -29,6 +29,10 @@ pub struct SessionStore {
     /// Sessions to write to `durable`, for the writer task (`spawn_reaper`).
     to_save: mpsc::UnboundedSender<Arc<Session>>,
     saves: Mutex<Option<mpsc::UnboundedReceiver<Arc<Session>>>>,
+    /// One write at a time, each of a snapshot taken under it: the writer
+    /// task and the shutdown's `save_all` never race on a file, and a later
+    /// state is never overwritten by an earlier one.
+    saving: tokio::sync::Mutex<()>,
 }
 
 /// A connection's hold on a session; while any exist the session never expires.
@@ -75,6 +79,7 @@ impl SessionStore {
             durable,
             to_save,
             saves: Mutex::new(Some(saves)),
+            saving: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -115,6 +120,7 @@ impl SessionStore {
     }
 
     async fn save(&self, session: &Session) {
+        let _one_at_a_time = self.saving.lock().await;
         let saved = session.snapshot();
         self.durable
             .save(session.tenant(), session.name(), &saved, self.idle_ttl)
