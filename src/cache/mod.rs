@@ -93,6 +93,7 @@ impl Cache {
             Some(url) => Some(L3::start(
                 L3Config {
                     url: url.to_owned(),
+                    cluster: cfg.redis_cluster,
                     deadline: cfg.l3_deadline,
                     write_timeout: cfg.l3_write_timeout,
                     compress_at: cfg.l3_compress_threshold,
