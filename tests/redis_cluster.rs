@@ -170,7 +170,14 @@ impl Cluster {
         for &port in &ports {
             let p = port.to_string();
             let child = Command::new("redis-server")
-                .args(["--port", &p, "--bind", "127.0.0.1", "--cluster-enabled", "yes"])
+                .args([
+                    "--port",
+                    &p,
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                ])
                 .args(["--cluster-config-file", &format!("nodes-{p}.conf")])
                 .args(["--cluster-node-timeout", &NODE_TIMEOUT_MS.to_string()])
                 .args(["--save", "", "--appendonly", "no"])
@@ -189,7 +196,10 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(10);
         for &port in &ports {
             while ask(port, &["PING"]).await.as_deref() != Some("PONG") {
-                assert!(Instant::now() < deadline, "redis-server :{port} never answered");
+                assert!(
+                    Instant::now() < deadline,
+                    "redis-server :{port} never answered"
+                );
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
@@ -250,7 +260,11 @@ impl Cluster {
 
     /// The `CLUSTER NODES` view of a live node other than `not`.
     async fn view(&self, not: u16) -> Vec<NodeLine> {
-        for n in self.nodes.iter().filter(|n| n.port != not && n.child.is_some()) {
+        for n in self
+            .nodes
+            .iter()
+            .filter(|n| n.port != not && n.child.is_some())
+        {
             if let Some(text) = ask(n.port, &["CLUSTER", "NODES"]).await {
                 return parse_nodes(&text);
             }
@@ -260,7 +274,10 @@ impl Cluster {
 
     /// The master serving `key`'s slot, as the cluster sees it now.
     async fn master_of(&self, key: &str, not: u16) -> Option<u16> {
-        let live = self.nodes.iter().find(|n| n.port != not && n.child.is_some())?;
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.port != not && n.child.is_some())?;
         let slot: u16 = ask(live.port, &["CLUSTER", "KEYSLOT", key])
             .await?
             .parse()
@@ -275,6 +292,41 @@ impl Cluster {
                     && l.slots.iter().any(|&(a, b)| a <= slot && slot <= b)
             })
             .map(|l| l.port)
+    }
+
+    /// True once the value under `key` (read through the cluster) holds
+    /// `needle`: a kept session is bincode, its directory's bytes verbatim.
+    async fn holds(&self, key: &str, needle: &str) -> bool {
+        let fut = async {
+            let seeds: Vec<String> = self
+                .nodes
+                .iter()
+                .filter(|n| n.child.is_some())
+                .map(|n| format!("redis://127.0.0.1:{}/", n.port))
+                .collect();
+            let client = redis::cluster::ClusterClient::new(seeds).ok()?;
+            let mut c = client.get_async_connection().await.ok()?;
+            let v: Option<Vec<u8>> = redis::cmd("GET").arg(key).query_async(&mut c).await.ok()?;
+            Some(v?.windows(needle.len()).any(|w| w == needle.as_bytes()))
+        };
+        tokio::time::timeout(Duration::from_secs(2), fut)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
+    }
+
+    /// Waits until the kept session `key` is in `cwd`: an engine saves it off
+    /// the request's way, and whichever save lands last wins.
+    async fn wait_kept(&self, key: &str, cwd: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !self.holds(key, cwd).await {
+            assert!(
+                Instant::now() < deadline,
+                "the session in {cwd} never reached Redis"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     fn kill(&mut self, port: u16) {
@@ -306,8 +358,8 @@ struct Seen {
     from_l3: u32,
 }
 
-/// Runs a mix of lines (new and repeated echoes, a stamped and a blind
-/// fs-read, writes that bump the generation, cd that saves the session) until
+/// Runs a mix of lines (new echoes, the other engine's echoes, a stamped and a
+/// blind fs-read, writes that bump the generation, cd that saves the session) until
 /// `stop`; every answer is checked, and anything but a right answer is kept.
 /// Paths are absolute: the clients on both engines share the tenant's session.
 async fn keep_running(
@@ -322,17 +374,24 @@ async fn keep_running(
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let (cmd, want) = match i % 6 {
-            0 => (format!("echo fo-{n}-{side}-{i}"), Some(format!("fo-{n}-{side}-{i}\n"))),
+            0 => (
+                format!("echo fo-{n}-{side}-{i}"),
+                Some(format!("fo-{n}-{side}-{i}\n")),
+            ),
             // The other engine's line of a moment ago: an L3 hit when L3 is up.
             1 => {
                 let other = if side == "a" { "b" } else { "a" };
                 let j = i.saturating_sub(7);
-                (format!("echo fo-{n}-{other}-{j}"), Some(format!("fo-{n}-{other}-{j}\n")))
+                (
+                    format!("echo fo-{n}-{other}-{j}"),
+                    Some(format!("fo-{n}-{other}-{j}\n")),
+                )
             }
             2 => (format!("cat {root}/f"), Some("one".to_owned())),
             3 => (format!("cat {root}/f | cat"), Some("one".to_owned())),
             4 => (format!("touch {root}/w-{side}"), Some(String::new())),
-            _ if i % 12 == 5 => (format!("cd {root}/sub"), None),
+            // Saves the session; always the same directory, because every key
+            // holds the cwd: the two engines' lines must meet in L3.
             _ => (format!("cd {root}"), None),
         };
         let start = Instant::now();
@@ -345,7 +404,8 @@ async fn keep_running(
                     seen.from_l3 += 1;
                 }
                 if let Some(w) = want.filter(|w| *w != out(&done)) {
-                    seen.wrong.push(format!("{cmd}: printed {:?}, want {w:?}", out(&done)));
+                    seen.wrong
+                        .push(format!("{cmd}: printed {:?}, want {w:?}", out(&done)));
                 }
             }
             _ => seen.wrong.push(format!("{cmd}: {done:?}")),
@@ -414,7 +474,10 @@ async fn l3_generations_and_sessions_survive_a_master_failover() {
 
     // 2. A write through A invalidates B's blind fs-read entries (the
     //    tenant's generation, polled every generation_refresh).
-    assert_eq!(ok(&mut on_b, "cat h | cat").await, ("one".into(), ServedFrom::Exec));
+    assert_eq!(
+        ok(&mut on_b, "cat h | cat").await,
+        ("one".into(), ServedFrom::Exec)
+    );
     let (text, from) = ok(&mut on_b, "cat h | cat").await;
     assert_eq!(text, "one");
     assert_ne!(from, ServedFrom::Exec, "cached on B");
@@ -433,16 +496,23 @@ async fn l3_generations_and_sessions_survive_a_master_failover() {
     };
 
     // 3. A session moves: cd on A, pwd on B (a client of its own there: B's
-    //    live copy gives way to the newer one in Redis when it is opened).
+    //    live copy gives way to the newer one in Redis when it is opened). B
+    //    saves its copy on its last detach: that lands first, then A's cd.
+    let session_key = format!("{}session:{tenant}:default", voxterm::cache::NAMESPACE);
     drop(on_b);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     ok(&mut on_a, "cd sub").await;
     let moved = Instant::now();
+    cluster.wait_kept(&session_key, &sub).await;
     loop {
         let mut c = b.client(&tenant).await;
         if ok(&mut c, "pwd").await.0 == format!("{sub}\n") {
             break;
         }
-        assert!(moved.elapsed() < Duration::from_secs(5), "the session never reached B");
+        assert!(
+            moved.elapsed() < Duration::from_secs(5),
+            "the session never reached B"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let session_moved = moved.elapsed();
@@ -527,7 +597,10 @@ async fn l3_generations_and_sessions_survive_a_master_failover() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let promoted = promoted.expect("the replica was promoted");
-    let new_master = cluster.master_of(&gen_key, victim).await.expect("new master");
+    let new_master = cluster
+        .master_of(&gen_key, victim)
+        .await
+        .expect("new master");
     assert_ne!(new_master, victim);
     assert_eq!(new_master, replica, "the victim's replica took its slots");
     assert!(
@@ -562,14 +635,21 @@ async fn l3_generations_and_sessions_survive_a_master_failover() {
         if ok(&mut on_b, &line).await.1 == ServedFrom::L3 {
             break;
         }
-        assert!(healed.elapsed() < Duration::from_secs(10), "L3 hits never resumed");
+        assert!(
+            healed.elapsed() < Duration::from_secs(10),
+            "L3 hits never resumed"
+        );
     }
-    let (text, _) = ok(&mut on_b, "cat h | cat").await;
+    // Absolute paths: the clients of step 4 left the session's cwd anywhere.
+    let blind = format!("cat {root}/h | cat");
+    assert_eq!(ok(&mut on_b, &blind).await.0, "two");
+    let (text, from) = ok(&mut on_b, &blind).await;
     assert_eq!(text, "two");
+    assert_ne!(from, ServedFrom::Exec, "cached on B");
     std::fs::write(dir.path().join("h"), "three").expect("write h");
-    ok(&mut on_a, "touch written-after-failover").await;
+    ok(&mut on_a, &format!("touch {root}/written-after-failover")).await;
     let bumped = Instant::now();
-    while ok(&mut on_b, "cat h | cat").await.0 != "three" {
+    while ok(&mut on_b, &blind).await.0 != "three" {
         assert!(
             bumped.elapsed() < Duration::from_secs(3),
             "after the failover B kept serving an entry A's write invalidated"
@@ -577,14 +657,19 @@ async fn l3_generations_and_sessions_survive_a_master_failover() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     drop(on_b);
+    tokio::time::sleep(Duration::from_millis(500)).await;
     ok(&mut on_a, &format!("cd {sub2}")).await;
     let moved = Instant::now();
+    cluster.wait_kept(&session_key, &sub2).await;
     loop {
         let mut c = b.client(&tenant).await;
         if ok(&mut c, "pwd").await.0 == format!("{sub2}\n") {
             break;
         }
-        assert!(moved.elapsed() < Duration::from_secs(5), "no session move after the failover");
+        assert!(
+            moved.elapsed() < Duration::from_secs(5),
+            "no session move after the failover"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
@@ -608,6 +693,14 @@ async fn l3_generations_and_sessions_survive_a_master_failover() {
             ms(seen.slowest),
             seen.from_l3
         );
+    }
+    for (side, srv) in [("A", &a), ("B", &b)] {
+        let text = srv.engine.metrics.render_prometheus(srv.engine.sampled());
+        let failed: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("voxterm_cache_l3_errors_total"))
+            .collect();
+        println!("figure: engine {side}: {}", failed.join(", "));
     }
     println!("figure: whole test {} ms", ms(test_start.elapsed()));
     a.shutdown().await;

@@ -8,9 +8,8 @@
 //! master fails over. The first connection is made in the background and
 //! retried, so a server starts even while Redis is down.
 //!
-//! Every command here touches one key (GET, SET, the generation's INCR and
-//! PEXPIRE of the same key), so none can cross hash slots and no key needs a
-//! hash tag; the cluster client refuses a pipeline that would cross slots
+//! Every command here touches one key (GET, SET, the generation's bump
+//! script), so none can cross hash slots and no key needs a hash tag; the cluster client refuses a pipeline that would cross slots
 //! (`CrossSlot`), which the breaker counts as a failure, never a request's error.
 //! Generations are polled (a GET at most once per `generation_refresh`, see
 //! `Cache::generation`), not pushed through pub/sub, so invalidation works the
@@ -46,6 +45,17 @@ const GENERATION_TTL: Duration = Duration::from_secs(7 * 86_400);
 /// reuse a number other engines already keyed entries under. Short: a replica
 /// that is down costs each bump this much, never an error.
 const GENERATION_REPLICA_WAIT_MS: u64 = 10;
+
+/// The generation bump: INCR from at least `ARGV[1]`, and the key's TTL, in
+/// one step (a script runs atomically; its one key keeps it in one slot).
+/// Lua numbers are doubles: exact for every count below 2^53.
+const BUMP_SCRIPT: &str = "\
+local v = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local floor = tonumber(ARGV[1])
+if v < floor then v = floor end
+v = v + 1
+redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+return v";
 
 /// Settings of the L3 client.
 #[derive(Debug, Clone)]
@@ -444,48 +454,37 @@ impl L3 {
         }
     }
 
-    /// Increments the tenant's generation for every instance; returns the new value.
-    pub async fn bump(&self, tenant: &str) -> Option<u64> {
+    /// Increments the tenant's generation for every instance, to at least
+    /// `floor + 1` (the highest number the caller saw Redis hand out): a Redis
+    /// that lost the key (a restart without persistence, a master that died
+    /// before its replica had the last bump) never hands out a number an
+    /// instance already keyed entries under. Returns the new value.
+    pub async fn bump(&self, tenant: &str, floor: u64) -> Option<u64> {
         let k = Self::gen_key(tenant);
         let ttl = GENERATION_TTL.as_millis() as u64;
         let cluster = self.cfg.cluster;
         match self
             .call(self.cfg.write_timeout, |mut c| async move {
+                let mut p = redis::pipe();
+                p.cmd("EVAL")
+                    .arg(BUMP_SCRIPT)
+                    .arg(1)
+                    .arg(&k)
+                    .arg(floor)
+                    .arg(ttl);
                 if !cluster {
-                    return redis::pipe()
-                        .atomic()
-                        .cmd("INCR")
-                        .arg(&k)
-                        .cmd("PEXPIRE")
-                        .arg(&k)
-                        .arg(ttl)
-                        .ignore()
-                        .query_async::<(u64,)>(&mut c)
-                        .await
-                        .map(|(v,)| v);
+                    return p.query_async::<(u64,)>(&mut c).await.map(|(v,)| v);
                 }
-                // The transaction written out, so that WAIT can follow it in the
-                // same pipeline: the cluster client sends a pipeline to the node
-                // of its first keyed command (the INCR's), where a WAIT of its
-                // own, keyless, would go to every master.
-                redis::pipe()
-                    .cmd("MULTI")
-                    .ignore()
-                    .cmd("INCR")
-                    .arg(&k)
-                    .ignore()
-                    .cmd("PEXPIRE")
-                    .arg(&k)
-                    .arg(ttl)
-                    .ignore()
-                    .cmd("EXEC")
-                    .cmd("WAIT")
+                // WAIT in the same pipeline: the cluster client sends a pipeline
+                // to the node of its first keyed command (EVAL's key), where a
+                // WAIT of its own, keyless, would go to every master.
+                p.cmd("WAIT")
                     .arg(1)
                     .arg(GENERATION_REPLICA_WAIT_MS)
                     .ignore()
-                    .query_async::<((u64, i64),)>(&mut c)
+                    .query_async::<(u64,)>(&mut c)
                     .await
-                    .map(|((v, _),)| v)
+                    .map(|(v,)| v)
             })
             .await
         {

@@ -619,9 +619,11 @@ impl Config {
 /// a cluster, each of its comma-separated seed nodes.
 fn check_redis_url(url: &str, cluster: bool) -> Result<(), String> {
     if !cluster && url.contains(',') {
-        return Err("redis_url: several URLs name a Redis Cluster's seed nodes; \
+        return Err(
+            "redis_url: several URLs name a Redis Cluster's seed nodes; \
                     set cache.redis_cluster = true (--redis-cluster)"
-            .into());
+                .into(),
+        );
     }
     let mut seeds = url.split(',').map(str::trim).filter(|s| !s.is_empty());
     let first = seeds.next().ok_or("redis_url: no URL")?;
