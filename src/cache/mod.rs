@@ -67,9 +67,11 @@ struct Gen {
     /// out would be below it, the `max` would ignore it, and this instance would
     /// serve what another instance's write invalidated (a failover showed it).
     unsynced: bool,
-    /// Bumps that failed to reach Redis so far: a bump that did reach it makes
-    /// the generation Redis's again only if none failed while it was under way.
-    failures: u64,
+    /// Counts bumps started and bumps failed: Redis's answer to a bump (or to
+    /// a refresh's) becomes the generation only if no other bump started or
+    /// failed while it was under way (a late answer to an earlier bump would
+    /// otherwise give back a number from before a later write).
+    epoch: u64,
     /// The highest number Redis handed out here: bumps ask Redis for more than
     /// this, so a Redis that lost the key cannot hand out a number in use.
     synced: u64,
@@ -277,7 +279,7 @@ impl Cache {
             return local.value;
         }
         if local.unsynced {
-            return self.sync(l3, tenant, local.failures).await;
+            return self.sync(l3, tenant, local.epoch).await;
         }
         let remote = l3.generation(tenant).await;
         let mut gens = self.gens();
@@ -293,9 +295,9 @@ impl Cache {
     }
 
     /// Bumps the tenant's generation in Redis and takes its answer, unless
-    /// another bump failed since `failures` was read (then that one's write is
-    /// still unseen by the others: the next refresh tries again).
-    async fn sync(&self, l3: &L3, tenant: &Arc<str>, failures: u64) -> u64 {
+    /// another bump started or failed since `epoch` was read (then the answer
+    /// may predate a write: that bump's answer, or the next refresh, decides).
+    async fn sync(&self, l3: &L3, tenant: &Arc<str>, epoch: u64) -> u64 {
         let floor = self.gens().get(tenant).map_or(0, |g| g.synced);
         let remote = l3.bump(tenant, floor).await;
         let mut gens = self.gens();
@@ -304,14 +306,14 @@ impl Cache {
         // every lookup (the breaker spares it too).
         g.checked = Some(Instant::now());
         match remote {
-            Some(r) if g.failures == failures => {
+            Some(r) if g.epoch == epoch => {
                 g.value = r;
                 g.unsynced = false;
                 g.synced = g.synced.max(r);
             }
             Some(r) => g.synced = g.synced.max(r),
             None => {
-                g.failures += 1;
+                g.epoch += 1;
                 g.unsynced = true;
             }
         }
@@ -322,7 +324,7 @@ impl Cache {
     /// until Redis answers, this instance uses a number of its own).
     pub async fn bump(&self, tenant: &Arc<str>) {
         self.metrics.cache.invalidated();
-        let failures = {
+        let epoch = {
             let mut gens = self.gens();
             let g = gens.entry(tenant.clone()).or_default();
             if self.l3.is_none() {
@@ -331,10 +333,11 @@ impl Cache {
             }
             g.value = own_generation();
             g.unsynced = true;
-            g.failures
+            g.epoch += 1;
+            g.epoch
         };
         if let Some(l3) = &self.l3 {
-            self.sync(l3, tenant, failures).await;
+            self.sync(l3, tenant, epoch).await;
         }
     }
 
