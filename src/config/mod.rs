@@ -651,6 +651,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_cluster_takes_seed_nodes_and_one_server_takes_one_url() {
+        let dir = std::env::temp_dir().join(format!("voxterm-cfg-cl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        let seeds = "redis://127.0.0.1:7000,redis://127.0.0.1:7001/";
+        std::fs::write(
+            &file,
+            format!("[cache]\nredis_url = \"{seeds}\"\nredis_cluster = true\n"),
+        )
+        .unwrap();
+        let c = Config::load(Preset::Development, Some(&file)).unwrap();
+        assert!(c.cache.redis_cluster);
+        assert_eq!(c.cache.redis_url.as_deref(), Some(seeds));
+        // The same list for one server is an error that names the switch.
+        std::fs::write(&file, format!("[cache]\nredis_url = \"{seeds}\"\n")).unwrap();
+        let e = Config::load(Preset::Development, Some(&file)).unwrap_err();
+        assert!(e.to_string().contains("redis_cluster"), "{e}");
+        // Every seed is checked.
+        std::fs::write(
+            &file,
+            "[cache]\nredis_url = \"redis://127.0.0.1:7000,nope://x\"\nredis_cluster = true\n",
+        )
+        .unwrap();
+        assert!(Config::load(Preset::Development, Some(&file)).is_err());
+        // Off by default: a single Redis is configured as before.
+        assert!(!Preset::Production.config().cache.redis_cluster);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn file_overrides_only_what_it_names() {
         let dir = std::env::temp_dir().join(format!("voxterm-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
