@@ -8,12 +8,14 @@
 //! master fails over. The first connection is made in the background and
 //! retried, so a server starts even while Redis is down.
 //!
-//! Every command here touches one key (GET, SET, the generation's bump
-//! script), so none can cross hash slots and no key needs a hash tag; the cluster client refuses a pipeline that would cross slots
-//! (`CrossSlot`), which the breaker counts as a failure, never a request's error.
-//! Generations are polled (a GET at most once per `generation_refresh`, see
-//! `Cache::generation`), not pushed through pub/sub, so invalidation works the
-//! same on a cluster, whose pub/sub support in redis-rs is limited.
+//! Every command here touches one key (GET, SET, the generation's bump script
+//! run with EVAL, which the server must allow), so none can cross hash slots
+//! and no key needs a hash tag; the cluster client refuses a pipeline that
+//! would cross slots (`CrossSlot`), which the breaker counts as a failure,
+//! never a request's error. Generations are polled (a GET at most once per
+//! `generation_refresh`, see `Cache::generation`), not pushed through pub/sub,
+//! so invalidation works the same on a cluster, whose pub/sub support in
+//! redis-rs is limited.
 //!
 //! Redis is an optimization, never a dependency: every call has a deadline
 //! (default 5 ms for lookups) past which it counts as a miss, and a circuit
