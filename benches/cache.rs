@@ -334,6 +334,7 @@ fn l3(c: &mut Criterion) {
         let l3 = L3::start(
             L3Config {
                 url: url.clone(),
+                cluster: false,
                 deadline: Duration::from_millis(50),
                 write_timeout: Duration::from_millis(200),
                 compress_at: 1024,

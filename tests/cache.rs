@@ -547,3 +547,65 @@ async fn no_tenant_gets_or_plants_another_tenants_answer() {
     }
     srv.shutdown().await;
 }
+
+/// Writes on one engine while Redis is away, then an empty Redis (a restart
+/// without persistence): a write on the other engine afterwards still
+/// invalidates the first one's blind fs-read entries. The first engine's own
+/// bumps must not leave its generation ahead of what Redis hands out next
+/// (it once counted on by itself, and then ignored every lower number Redis
+/// gave: stale answers until Redis caught up).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_while_redis_is_away_do_not_hide_later_invalidations() {
+    let mut redis = Redis::own();
+    let dir = TempDir::new("gen-outage");
+    let mut cfg = short_fs_read_ttl(&dir, &redis, "10m");
+    cfg.predict.enabled = false;
+    cfg.cache.l3_deadline = Duration::from_millis(50);
+    let blind = format!("cat {}/f | cat", dir.path().display());
+    let a = TestServer::start(cfg.clone()).await;
+    let b = TestServer::start(cfg).await;
+    let tenant = format!("g-{}", nonce());
+    let mut on_a = a.client(&tenant).await;
+    let mut on_b = b.client(&tenant).await;
+    run(&mut on_a, "touch before").await;
+
+    redis.kill();
+    // B writes (its bumps cannot reach Redis), then caches the blind line.
+    for i in 0..3 {
+        assert_eq!(
+            served(&run(&mut on_b, &format!("touch away-{i}")).await),
+            ServedFrom::Exec
+        );
+    }
+    assert_eq!(out(&run(&mut on_b, &blind).await), "one");
+    assert!(cached(served(&run(&mut on_b, &blind).await)));
+
+    redis.restart();
+    std::fs::write(dir.path().join("f"), "two").unwrap();
+    // A's write reaches the new, empty Redis once A's breaker lets it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let l3 = a
+        .engine
+        .cache
+        .as_ref()
+        .and_then(|c| c.l3().cloned())
+        .expect("L3");
+    loop {
+        run(&mut on_a, "touch after").await;
+        if l3.generation(&tenant).await.is_some_and(|g| g > 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A's write never reached Redis");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bumped = Instant::now();
+    while out(&run(&mut on_b, &blind).await) != "two" {
+        assert!(
+            bumped.elapsed() < Duration::from_secs(5),
+            "B kept serving an answer A's write invalidated"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

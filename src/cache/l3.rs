@@ -1,8 +1,21 @@
 //! L3: Redis, shared by every instance.
 //!
-//! Through `redis::aio::ConnectionManager`, which reconnects by itself (a bare
-//! `MultiplexedConnection` never does). The first connection is made in the
-//! background and retried, so a server starts even while Redis is down.
+//! One server through `redis::aio::ConnectionManager`, which reconnects by
+//! itself (a bare `MultiplexedConnection` never does); or a Redis Cluster
+//! (`[cache] redis_cluster = true`, the URL naming one or more seed nodes)
+//! through redis-rs's async cluster client, which routes each command to the
+//! master of its key's slot, follows MOVED/ASK and re-reads the slot map when a
+//! master fails over. The first connection is made in the background and
+//! retried, so a server starts even while Redis is down.
+//!
+//! Every command here touches one key (GET, SET, the generation's bump script
+//! run with EVAL, which the server must allow), so none can cross hash slots
+//! and no key needs a hash tag; the cluster client refuses a pipeline that
+//! would cross slots (`CrossSlot`), which the breaker counts as a failure,
+//! never a request's error. Generations are polled (a GET at most once per
+//! `generation_refresh`, see `Cache::generation`), not pushed through pub/sub,
+//! so invalidation works the same on a cluster, whose pub/sub support in
+//! redis-rs is limited.
 //!
 //! Redis is an optimization, never a dependency: every call has a deadline
 //! (default 5 ms for lookups) past which it counts as a miss, and a circuit
@@ -13,7 +26,10 @@ use super::entry::Entry;
 use super::error::CacheError;
 use super::key::Key;
 use crate::metrics::{L3Failure, Metrics};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -25,11 +41,31 @@ pub const NAMESPACE: &str = "voxterm:v1:";
 /// any fs-read entry, so a reset to 0 cannot revive an entry.
 const GENERATION_TTL: Duration = Duration::from_secs(7 * 86_400);
 
+/// How long a generation bump on a cluster waits for a replica to have it
+/// (`WAIT 1`): a master that dies right after an INCR its replica never saw
+/// would hand the promoted replica an older generation, and a later bump would
+/// reuse a number other engines already keyed entries under. Short: a replica
+/// that is down costs each bump this much, never an error.
+const GENERATION_REPLICA_WAIT_MS: u64 = 10;
+
+/// The generation bump: INCR from at least `ARGV[1]`, and the key's TTL, in
+/// one step (a script runs atomically; its one key keeps it in one slot).
+/// Lua numbers are doubles: exact for every count below 2^53.
+const BUMP_SCRIPT: &str = "\
+local v = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+local floor = tonumber(ARGV[1])
+if v < floor then v = floor end
+v = v + 1
+redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+return v";
+
 /// Settings of the L3 client.
 #[derive(Debug, Clone)]
 pub struct L3Config {
-    /// `redis://…` URL.
+    /// `redis://…` URL; with `cluster`, one or more seed nodes separated by commas.
     pub url: String,
+    /// `url` names nodes of a Redis Cluster rather than one server.
+    pub cluster: bool,
     /// Lookup deadline.
     pub deadline: Duration,
     /// Deadline of writes and generation bumps.
@@ -44,18 +80,127 @@ pub struct L3Config {
     pub breaker_cooldown: Duration,
 }
 
-/// Checks a Redis URL without connecting.
-pub fn check_url(url: &str) -> Result<(), CacheError> {
-    redis::Client::open(url)
-        .map(|_| ())
-        .map_err(|e| CacheError::RedisUrl(e.to_string()))
+/// The seed nodes of a cluster URL: `redis://a:7000,redis://b:7000` (a single
+/// URL is one seed). Several, because the client learns the cluster's nodes
+/// from whichever seed answers first, at start and whenever it has lost every
+/// connection: a single seed that happens to be down would keep L3 off.
+pub fn seeds(url: &str) -> Vec<&str> {
+    url.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
-/// The URL without its password, for logs.
+/// Checks a Redis URL (with `cluster`, a list of seed URLs) without connecting.
+pub fn check_url(url: &str, cluster: bool) -> Result<(), CacheError> {
+    let bad = |e: redis::RedisError| CacheError::RedisUrl(e.to_string());
+    if !cluster {
+        if url.contains(',') {
+            return Err(CacheError::RedisUrl(
+                "several URLs name a Redis Cluster's seed nodes: set redis_cluster = true".into(),
+            ));
+        }
+        return redis::Client::open(url).map(|_| ()).map_err(bad);
+    }
+    let nodes = seeds(url);
+    if nodes.is_empty() {
+        return Err(CacheError::RedisUrl("no Redis Cluster seed node".into()));
+    }
+    redis::cluster::ClusterClient::new(nodes)
+        .map(|_| ())
+        .map_err(bad)
+}
+
+/// The URL (or each seed of a list) without its password, for logs.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let one = |url: &str| match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
         _ => url.to_owned(),
+    };
+    url.split(',').map(one).collect::<Vec<_>>().join(",")
+}
+
+/// One handle on Redis, a single server or a cluster; cheap to clone (both
+/// are multiplexed, reconnecting handles), so each call takes its own.
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// How a connection is made: the same retry loop serves both kinds.
+#[derive(Clone)]
+enum Connector {
+    Single(redis::Client, ConnectionManagerConfig),
+    Cluster(redis::cluster::ClusterClient),
+}
+
+impl Connector {
+    fn new(cfg: &L3Config) -> Result<Connector, CacheError> {
+        let bad = |e: redis::RedisError| CacheError::RedisUrl(e.to_string());
+        check_url(&cfg.url, cfg.cluster)?;
+        if !cfg.cluster {
+            let client = redis::Client::open(cfg.url.as_str()).map_err(bad)?;
+            let mc = ConnectionManagerConfig::new()
+                .set_connection_timeout(Duration::from_millis(500))
+                .set_response_timeout(Duration::from_secs(1))
+                .set_number_of_retries(2)
+                .set_max_delay(500);
+            return Ok(Connector::Single(client, mc));
+        }
+        // Retries are few and short: every call has its own deadline far below
+        // them, so a retry only matters to a request nobody waits for any more;
+        // what matters is that a failed call makes the client look again (a
+        // dead master's connection is dropped and the slot map re-read, which
+        // finds the promoted replica).
+        let client = ClusterClientBuilder::new(seeds(&cfg.url))
+            .connection_timeout(Duration::from_millis(500))
+            .response_timeout(Duration::from_secs(1))
+            .retries(3)
+            .min_retry_wait(10)
+            .max_retry_wait(200)
+            .build()
+            .map_err(bad)?;
+        Ok(Connector::Cluster(client))
+    }
+
+    async fn connect(&self) -> redis::RedisResult<Conn> {
+        match self {
+            Connector::Single(client, mc) => {
+                ConnectionManager::new_with_config(client.clone(), mc.clone())
+                    .await
+                    .map(Conn::Single)
+            }
+            Connector::Cluster(client) => client.get_async_connection().await.map(Conn::Cluster),
+        }
     }
 }
 
@@ -103,7 +248,7 @@ impl Breaker {
 
 /// The Redis tier.
 pub struct L3 {
-    conn: Arc<RwLock<Option<ConnectionManager>>>,
+    conn: Arc<RwLock<Option<Conn>>>,
     cfg: L3Config,
     breaker: Breaker,
     metrics: Arc<Metrics>,
@@ -117,8 +262,7 @@ enum Outcome<T> {
 impl L3 {
     /// Starts connecting in the background (needs a tokio runtime).
     pub fn start(cfg: L3Config, metrics: Arc<Metrics>) -> Result<Arc<L3>, CacheError> {
-        let client = redis::Client::open(cfg.url.as_str())
-            .map_err(|e| CacheError::RedisUrl(e.to_string()))?;
+        let connector = Connector::new(&cfg)?;
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| CacheError::RedisUrl("no tokio runtime to run the client on".into()))?;
         let l3 = Arc::new(L3 {
@@ -135,17 +279,13 @@ impl L3 {
         });
         let slot = l3.conn.clone();
         let url = redact(&l3.cfg.url);
+        let cluster = l3.cfg.cluster;
         handle.spawn(async move {
-            let mc = ConnectionManagerConfig::new()
-                .set_connection_timeout(Duration::from_millis(500))
-                .set_response_timeout(Duration::from_secs(1))
-                .set_number_of_retries(2)
-                .set_max_delay(500);
             let mut backoff = Duration::from_millis(50);
             loop {
-                match ConnectionManager::new_with_config(client.clone(), mc.clone()).await {
+                match connector.connect().await {
                     Ok(m) => {
-                        tracing::info!(redis = %url, "L3 connected");
+                        tracing::info!(redis = %url, cluster, "L3 connected");
                         if let Ok(mut s) = slot.write() {
                             *s = Some(m);
                         }
@@ -162,7 +302,7 @@ impl L3 {
         Ok(l3)
     }
 
-    fn conn(&self) -> Option<ConnectionManager> {
+    fn conn(&self) -> Option<Conn> {
         self.conn.read().ok().and_then(|c| c.clone())
     }
 
@@ -175,7 +315,7 @@ impl L3 {
     /// and failures.
     async fn call<T, F, Fut>(&self, deadline: Duration, f: F) -> Outcome<T>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: FnOnce(Conn) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
         if !self.breaker.allow() {
@@ -316,26 +456,41 @@ impl L3 {
         }
     }
 
-    /// Increments the tenant's generation for every instance; returns the new value.
-    pub async fn bump(&self, tenant: &str) -> Option<u64> {
+    /// Increments the tenant's generation for every instance, to at least
+    /// `floor + 1` (the highest number the caller saw Redis hand out): a Redis
+    /// that lost the key (a restart without persistence, a master that died
+    /// before its replica had the last bump) never hands out a number an
+    /// instance already keyed entries under. Returns the new value.
+    pub async fn bump(&self, tenant: &str, floor: u64) -> Option<u64> {
         let k = Self::gen_key(tenant);
         let ttl = GENERATION_TTL.as_millis() as u64;
+        let cluster = self.cfg.cluster;
         match self
             .call(self.cfg.write_timeout, |mut c| async move {
-                redis::pipe()
-                    .atomic()
-                    .cmd("INCR")
+                let mut p = redis::pipe();
+                p.cmd("EVAL")
+                    .arg(BUMP_SCRIPT)
+                    .arg(1)
                     .arg(&k)
-                    .cmd("PEXPIRE")
-                    .arg(&k)
-                    .arg(ttl)
+                    .arg(floor)
+                    .arg(ttl);
+                if !cluster {
+                    return p.query_async::<(u64,)>(&mut c).await.map(|(v,)| v);
+                }
+                // WAIT in the same pipeline: the cluster client sends a pipeline
+                // to the node of its first keyed command (EVAL's key), where a
+                // WAIT of its own, keyless, would go to every master.
+                p.cmd("WAIT")
+                    .arg(1)
+                    .arg(GENERATION_REPLICA_WAIT_MS)
                     .ignore()
                     .query_async::<(u64,)>(&mut c)
                     .await
+                    .map(|(v,)| v)
             })
             .await
         {
-            Outcome::Done((v,)) => Some(v),
+            Outcome::Done(v) => Some(v),
             Outcome::Failed => None,
         }
     }

@@ -59,6 +59,29 @@ struct Gen {
     value: u64,
     /// When Redis was last asked (None: never).
     checked: Option<Instant>,
+    /// A bump of this instance has not reached Redis (it was unreachable, or the
+    /// bump is under way): `value` is then a number of this instance's own
+    /// ([`own_generation`]), which Redis never hands out, and the next refresh
+    /// bumps Redis first so that the other instances see the write. Counting on
+    /// with `+= 1` instead would run ahead of Redis: the next number Redis hands
+    /// out would be below it, the `max` would ignore it, and this instance would
+    /// serve what another instance's write invalidated (a failover showed it).
+    unsynced: bool,
+    /// Counts bumps started and bumps failed: Redis's answer to a bump (or to
+    /// a refresh's) becomes the generation only if no other bump started or
+    /// failed while it was under way (a late answer to an earlier bump would
+    /// otherwise give back a number from before a later write).
+    epoch: u64,
+    /// The highest number Redis handed out here: bumps ask Redis for more than
+    /// this, so a Redis that lost the key cannot hand out a number in use.
+    synced: u64,
+}
+
+/// A generation of this instance's own: random, top bit set, so neither
+/// another instance nor Redis (which counts from 0) ever uses the same number.
+fn own_generation() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(Instant::now()) | 1 << 63
 }
 
 /// The cache of one engine.
@@ -93,6 +116,7 @@ impl Cache {
             Some(url) => Some(L3::start(
                 L3Config {
                     url: url.to_owned(),
+                    cluster: cfg.redis_cluster,
                     deadline: cfg.l3_deadline,
                     write_timeout: cfg.l3_write_timeout,
                     compress_at: cfg.l3_compress_threshold,
@@ -240,7 +264,8 @@ impl Cache {
 
     /// The tenant's current generation. With L3, Redis is asked at most once per
     /// `generation_refresh` per tenant (bumps by this instance are seen at once);
-    /// the value never goes down here, even if Redis lost it.
+    /// the value never goes down here, even if Redis lost it. After a bump that
+    /// did not reach Redis, the refresh bumps Redis instead of reading it.
     pub async fn generation(&self, tenant: &Arc<str>) -> u64 {
         let now = Instant::now();
         let local = self.gens().get(tenant).copied().unwrap_or_default();
@@ -253,30 +278,66 @@ impl Cache {
         {
             return local.value;
         }
+        if local.unsynced {
+            return self.sync(l3, tenant, local.epoch).await;
+        }
         let remote = l3.generation(tenant).await;
         let mut gens = self.gens();
         let g = gens.entry(tenant.clone()).or_default();
         if let Some(r) = remote {
-            g.value = g.value.max(r);
+            if !g.unsynced {
+                g.value = g.value.max(r);
+            }
+            g.synced = g.synced.max(r);
             g.checked = Some(now);
         }
         g.value
     }
 
-    /// Bumps the tenant's generation (here at once, and in Redis when L3 is on).
+    /// Bumps the tenant's generation in Redis and takes its answer, unless
+    /// another bump started or failed since `epoch` was read (then the answer
+    /// may predate a write: that bump's answer, or the next refresh, decides).
+    async fn sync(&self, l3: &L3, tenant: &Arc<str>, epoch: u64) -> u64 {
+        let floor = self.gens().get(tenant).map_or(0, |g| g.synced);
+        let remote = l3.bump(tenant, floor).await;
+        let mut gens = self.gens();
+        let g = gens.entry(tenant.clone()).or_default();
+        // Asked now either way: a Redis that is down is not asked again on
+        // every lookup (the breaker spares it too).
+        g.checked = Some(Instant::now());
+        match remote {
+            Some(r) if g.epoch == epoch => {
+                g.value = r;
+                g.unsynced = false;
+                g.synced = g.synced.max(r);
+            }
+            Some(r) => g.synced = g.synced.max(r),
+            None => {
+                g.epoch += 1;
+                g.unsynced = true;
+            }
+        }
+        g.value
+    }
+
+    /// Bumps the tenant's generation (here at once, and in Redis when L3 is on:
+    /// until Redis answers, this instance uses a number of its own).
     pub async fn bump(&self, tenant: &Arc<str>) {
         self.metrics.cache.invalidated();
-        {
+        let epoch = {
             let mut gens = self.gens();
-            gens.entry(tenant.clone()).or_default().value += 1;
-        }
-        if let Some(l3) = &self.l3 {
-            if let Some(r) = l3.bump(tenant).await {
-                let mut gens = self.gens();
-                let g = gens.entry(tenant.clone()).or_default();
-                g.value = g.value.max(r);
-                g.checked = Some(Instant::now());
+            let g = gens.entry(tenant.clone()).or_default();
+            if self.l3.is_none() {
+                g.value += 1;
+                return;
             }
+            g.value = own_generation();
+            g.unsynced = true;
+            g.epoch += 1;
+            g.epoch
+        };
+        if let Some(l3) = &self.l3 {
+            self.sync(l3, tenant, epoch).await;
         }
     }
 

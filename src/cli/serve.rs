@@ -40,6 +40,10 @@ pub struct ServeArgs {
     /// command line); --redis-url wins when both are given.
     #[arg(long, env = "VOXTERM_REDIS_URL_FILE", value_name = "FILE")]
     pub redis_url_file: Option<PathBuf>,
+    /// The Redis URL names seed nodes of a Redis Cluster (several separated by
+    /// commas: redis://10.0.0.1:7000,redis://10.0.0.2:7000).
+    #[arg(long)]
+    pub redis_cluster: bool,
     /// Turn every cache tier off (the baseline for comparisons).
     #[arg(long)]
     pub no_cache: bool,
@@ -96,6 +100,9 @@ impl ServeArgs {
         }
         if let Some(file) = &self.redis_url_file {
             config.cache.redis_url_file = Some(file.clone());
+        }
+        if self.redis_cluster {
+            config.cache.redis_cluster = true;
         }
         if self.no_cache {
             config.cache.enabled = false;

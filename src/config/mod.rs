@@ -459,9 +459,14 @@ pub struct CacheConfig {
     pub l2_bytes: u64,
     /// Largest output (stdout + stderr) stored; larger results are not cached.
     pub max_entry_bytes: usize,
-    /// Redis for L3 (`redis://host:port/db`); absent means L1/L2 only.
+    /// Redis for L3 (`redis://host:port/db`); absent means L1/L2 only. With
+    /// `redis_cluster`, seed nodes of the cluster separated by commas.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_url: Option<String>,
+    /// `redis_url` names nodes of a Redis Cluster (cluster mode: keys spread
+    /// over its masters by hash slot, failovers followed) instead of one server.
+    #[serde(default)]
+    pub redis_cluster: bool,
     /// A file holding the Redis URL (first line), so a password need not be on
     /// the command line (`/proc/<pid>/cmdline` is readable by the same user);
     /// `redis_url` wins when both are set.
@@ -566,7 +571,7 @@ impl Config {
                 path.display()
             )));
         }
-        check_redis_url(url).map_err(|e| {
+        check_redis_url(url, self.cache.redis_cluster).map_err(|e| {
             ConfigError::Invalid(format!("cache.redis_url_file {}: {e}", path.display()))
         })?;
         self.cache.redis_url = Some(url.to_owned());
@@ -590,7 +595,8 @@ impl Config {
             return invalid("server.max_in_flight and server.write_queue must be at least 1");
         }
         if let Some(url) = self.cache.redis_url.as_deref().filter(|u| !u.is_empty()) {
-            check_redis_url(url).map_err(|e| ConfigError::Invalid(format!("cache.{e}")))?;
+            check_redis_url(url, self.cache.redis_cluster)
+                .map_err(|e| ConfigError::Invalid(format!("cache.{e}")))?;
         }
         if !(self.limits.commands_per_second >= 0.0 && self.limits.commands_per_second.is_finite())
         {
@@ -609,11 +615,23 @@ impl Config {
     }
 }
 
-/// A Redis URL the client library accepts (scheme, host, db, credentials).
-fn check_redis_url(url: &str) -> Result<(), String> {
-    redis::Client::open(url)
-        .map(|_| ())
-        .map_err(|e| format!("invalid redis url: {e}"))
+/// A Redis URL the client library accepts (scheme, host, db, credentials); for
+/// a cluster, each of its comma-separated seed nodes.
+fn check_redis_url(url: &str, cluster: bool) -> Result<(), String> {
+    if !cluster && url.contains(',') {
+        return Err(
+            "redis_url: several URLs name a Redis Cluster's seed nodes; \
+                    set cache.redis_cluster = true (--redis-cluster)"
+                .into(),
+        );
+    }
+    let mut seeds = url.split(',').map(str::trim).filter(|s| !s.is_empty());
+    let first = seeds.next().ok_or("redis_url: no URL")?;
+    std::iter::once(first).chain(seeds).try_for_each(|u| {
+        redis::Client::open(u)
+            .map(|_| ())
+            .map_err(|e| format!("invalid redis url: {e}"))
+    })
 }
 
 /// Deep-merges `overlay` into `base`: tables merge key by key, anything else replaces.
@@ -631,6 +649,36 @@ fn merge(base: &mut toml::Table, overlay: toml::Table) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cluster_takes_seed_nodes_and_one_server_takes_one_url() {
+        let dir = std::env::temp_dir().join(format!("voxterm-cfg-cl-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        let seeds = "redis://127.0.0.1:7000,redis://127.0.0.1:7001/";
+        std::fs::write(
+            &file,
+            format!("[cache]\nredis_url = \"{seeds}\"\nredis_cluster = true\n"),
+        )
+        .unwrap();
+        let c = Config::load(Preset::Development, Some(&file)).unwrap();
+        assert!(c.cache.redis_cluster);
+        assert_eq!(c.cache.redis_url.as_deref(), Some(seeds));
+        // The same list for one server is an error that names the switch.
+        std::fs::write(&file, format!("[cache]\nredis_url = \"{seeds}\"\n")).unwrap();
+        let e = Config::load(Preset::Development, Some(&file)).unwrap_err();
+        assert!(e.to_string().contains("redis_cluster"), "{e}");
+        // Every seed is checked.
+        std::fs::write(
+            &file,
+            "[cache]\nredis_url = \"redis://127.0.0.1:7000,nope://x\"\nredis_cluster = true\n",
+        )
+        .unwrap();
+        assert!(Config::load(Preset::Development, Some(&file)).is_err());
+        // Off by default: a single Redis is configured as before.
+        assert!(!Preset::Production.config().cache.redis_cluster);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn file_overrides_only_what_it_names() {

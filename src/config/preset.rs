@@ -115,6 +115,7 @@ impl Preset {
                 l2_bytes: l2,
                 max_entry_bytes: 256 << 10,
                 redis_url: None,
+                redis_cluster: false,
                 redis_url_file: None,
                 l3_deadline: Duration::from_millis(5),
                 l3_write_timeout: Duration::from_millis(50),
