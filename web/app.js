@@ -9,6 +9,7 @@ import { Voice, Speaker, findRecognition } from '/voice.js';
 import { Gate, answer, readBack } from '/confirm.js';
 import { TermView } from '/termview.js';
 import { Chips, pickNumber } from '/suggest.js';
+import { Timings } from '/measure.js';
 
 performance.mark('app-start');
 const $ = (id) => document.getElementById(id);
@@ -77,8 +78,10 @@ function makeClient() {
 
 async function onState(state, detail) {
   const el = $('conn');
+  gate.forget();
   el.dataset.state = state;
   if (state === 'open') {
+    if (!performance.getEntriesByName('voxterm-connected').length) performance.mark('voxterm-connected');
     el.textContent = `connected · ${client.welcome?.tenant ?? ''}`;
     for (const tab of tabs) refreshCwd(tab);
     return;
@@ -221,7 +224,7 @@ document.addEventListener('keydown', (e) => {
   e.preventDefault();
   submit(line);
 });
-const timings = [];
+const timings = new Timings();
 
 function announce(text) {
   $('live').textContent = text;
@@ -273,7 +276,7 @@ function stopCurrent() {
 async function submit(raw, { pty = false } = {}) {
   const line = raw.trim();
   if (!line) return;
-  const t0 = performance.now();
+  const rec = timings.begin(line);
   pushHistory(line);
   $('line').value = '';
   $('interim').textContent = '';
@@ -289,7 +292,7 @@ async function submit(raw, { pty = false } = {}) {
   li.dataset.phase = 'classifying';
   const decision = await gate.decide(line, tab.handle);
   li.dataset.phase = decision.run ? 'running' : 'refused';
-  const tRun = performance.now();
+  timings.decided(rec, decision);
   if (!decision.run) {
     const why = decision.class === 'Denied'
       ? `refused by the server's policy${decision.detail ? `: ${decision.detail}` : ''}`
@@ -339,10 +342,17 @@ async function submit(raw, { pty = false } = {}) {
     req.cancel();
     hidden += tab.view.discard();
     tab.view.write('\x1b[33m^C\x1b[0m\n');
-    li.querySelector('.status').textContent = 'stopping…';
+    // Shown as cancelled at once: the person asked, and nothing more of it
+    // is painted. The block still ends on the Exit (duration, served_from),
+    // which says otherwise if the command had already ended on its own.
+    li.dataset.phase = 'cancelled';
+    li.querySelector('.status').textContent = KILLED.Cancelled;
+    li.querySelector('.stop').disabled = true;
+    announce(`${line}: cancelled`);
   };
   li.querySelector('.stop').addEventListener('click', () => req.stop());
   req.onOutput = (data) => {
+    timings.output(rec);
     bytes += data.length;
     if (req.stopping) {
       hidden += data.length;
@@ -363,12 +373,9 @@ async function submit(raw, { pty = false } = {}) {
   let status;
   let meta;
   let spoken;
-  let servedFrom = null;
-  let backendUs = null;
   try {
     const exit = await req.done;
-    servedFrom = exit.served_from;
-    backendUs = Number(exit.backend_us);
+    timings.exited(rec, exit);
     const ms = req.elapsedMs;
     const dur = ms < 1000 ? `${ms.toFixed(ms < 10 ? 1 : 0)} ms` : `${(ms / 1000).toFixed(2)} s`;
     const how = exit.killed !== 'None' && exit.signal !== null ? ` · signal ${exit.signal}` : '';
@@ -401,15 +408,8 @@ async function submit(raw, { pty = false } = {}) {
   tab.view.write(`\x1b[${color}m${state === 'ok' ? '✓' : '✗'} ${status}\x1b[0m \x1b[2m· ${meta}\x1b[0m\n`);
   announce(`${line}: ${status}, ${meta}.${lastOut && bytes < 200 ? ` ${lastOut.trim()}` : ''}`);
   if (spoken) speaker.say(spoken);
-  // Output painted: everything parsed, then the frame after it.
-  await tab.view.flushed();
-  requestAnimationFrame(() => {
-    // total: Enter → painted, with the read-back if there was one; run: from the
-    // decision to run (Classify answered, or "yes" said) → painted.
-    const now = performance.now();
-    timings.push({ line, total: now - t0, run: now - tRun, asked: decision.asked, servedFrom, backendUs });
-    if (timings.length > 2000) timings.shift();
-  });
+  // Output painted: everything parsed, then the frame after it (measure.js).
+  timings.painted(rec, tab.view);
   if (/^\s*(cd|pushd|popd)\b/.test(line) && state === 'ok') refreshCwd(tab);
 }
 
@@ -495,6 +495,13 @@ $('line').addEventListener('keydown', (e) => {
     needsTerminal = null;
     submit(line, { pty: true });
   }
+});
+
+// A pause in typing asks the server about the line ahead of Enter (confirm.js).
+let typed = 0;
+$('line').addEventListener('input', () => {
+  clearTimeout(typed);
+  typed = setTimeout(() => client.state === 'open' && gate.prefetch($('line').value.trim(), current.handle), 150);
 });
 
 $('prompt').addEventListener('submit', (e) => {
@@ -596,6 +603,7 @@ function heard(text) {
   }
   const line = normalize(said, aliases);
   $('line').value = line;
+  gate.prefetch(line.trim(), current.handle);
   $('line').focus();
   announce(`will run: ${line}. Press Enter or say run.`);
 }

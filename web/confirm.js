@@ -6,6 +6,8 @@
 // about (fail closed), and the page says why.
 
 export const ASK = new Set(['Mutating', 'Unknown']);
+/** Verdicts kept per connection (lines × sessions). */
+export const KEEP = 500;
 
 /**
  * Decides whether `line` runs. `client.classify(line, {session})` resolves with
@@ -17,6 +19,49 @@ export class Gate {
     this.client = client;
     this.ask = ask;
     this.classifySupported = true;
+    // Classify answers by line and session: in flight, or kept when the line
+    // runs without asking (ReadOnly, Session). Keeping them takes the round
+    // trip off a repeated line's Enter (history, "run it again", a cached
+    // command), and it is safe: the class is the server's walk of the line,
+    // which does not change while the connection's server runs; a Denied
+    // line is refused by the server on Exec whatever the page believes; and
+    // every new connection starts afresh (`forget()`), since a restarted
+    // server may have another policy. Asking verdicts are never kept, so a
+    // read-back is asked from a fresh Classify every time.
+    this.known = new Map();
+  }
+
+  /** A new connection (or none): nothing the last server said is kept. */
+  forget() {
+    this.known.clear();
+  }
+
+  /**
+   * Asks the server about `line` ahead of Enter (the final transcript just
+   * filled the line, or the person paused typing), so Enter finds the answer
+   * here. Errors are left for `decide` to ask again.
+   */
+  prefetch(line, session = 0) {
+    if (!this.classifySupported || !line.trim()) return;
+    this.verdict(line, session).catch(() => {});
+  }
+
+  verdict(line, session) {
+    const key = `${session}\n${line}`;
+    const kept = this.known.get(key);
+    if (kept) {
+      // Most recently used last: the oldest goes first when full.
+      this.known.delete(key);
+      this.known.set(key, kept);
+      return kept;
+    }
+    const p = this.client.classify(line, { session });
+    this.known.set(key, p);
+    while (this.known.size > KEEP) this.known.delete(this.known.keys().next().value);
+    p.then((v) => {
+      if (ASK.has(v?.class) || v?.class === 'Denied') this.known.delete(key);
+    }, () => this.known.delete(key));
+    return p;
   }
 
   async decide(line, session = 0) {
@@ -24,7 +69,7 @@ export class Gate {
     let reason = '';
     if (this.classifySupported) {
       try {
-        verdict = await this.client.classify(line, { session });
+        verdict = await this.verdict(line, session);
       } catch (e) {
         if (e.code === 'UnknownType' || e.code === 'UnexpectedMessage') {
           this.classifySupported = false;

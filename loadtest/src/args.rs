@@ -197,3 +197,45 @@ pub struct ServeChildArgs {
     #[arg(last = true, allow_hyphen_values = true)]
     pub args: Vec<String>,
 }
+
+/// `loadtest browser`: real headless Chromium pages against a server.
+#[derive(Debug, Args)]
+#[command(after_help = voxterm::scorecard::SCORING)]
+pub struct BrowserArgs {
+    /// Server to test (ws://HOST:PORT/ws; the page is its http://HOST:PORT/);
+    /// without it a server is started.
+    #[arg(long, env = "VOXTERM_URL")]
+    pub url: Option<String>,
+    /// Flag for the started server (repeatable).
+    #[arg(long = "server-arg", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+    /// Pages (each its own headless Chromium) run at once.
+    #[arg(long, default_value_t = 2)]
+    pub pages: usize,
+    /// How long each page runs commands (after loading and a warm-up).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// A page's think time between commands is drawn from
+    /// [--think-min-ms, --think-max-ms], so Enter falls anywhere in a frame.
+    #[arg(long, default_value_t = 20)]
+    pub think_min_ms: u64,
+    /// See --think-min-ms.
+    #[arg(long, default_value_t = 80)]
+    pub think_max_ms: u64,
+    /// Share of the commands that are cached lines (`echo`); the rest are
+    /// uncached (`date +%N`, a process each time).
+    #[arg(long, default_value_t = 0.5)]
+    pub cached_share: f64,
+    /// Token for a server with tokens (given to the pages as `#token=`).
+    #[arg(long, env = "VOXTERM_TOKEN")]
+    pub token: Option<String>,
+    /// Targets TOML merged over the defaults.
+    #[arg(long)]
+    pub targets: Option<PathBuf>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Lowest passing grade (of the browser targets).
+    #[arg(long, default_value = "F")]
+    pub min_grade: Grade,
+}

@@ -7,10 +7,11 @@
 //!
 //! This file is the command line and its dispatch; each subcommand lives in
 //! its own file (`execute` for `run`, `validate` and `merge`, `health`,
-//! `compare`; `serve` for the hidden `__serve` server child), their options in
+//! `compare`, `browser`; `serve` for the hidden `__serve` server child), their options in
 //! `args`.
 
 mod args;
+mod browser;
 mod chaos;
 mod compare;
 mod conn;
@@ -26,7 +27,7 @@ mod run;
 mod scenario;
 mod serve;
 
-use args::{CompareArgs, HealthArgs, MergeArgs, RunArgs, ServeChildArgs, ValidateArgs};
+use args::{BrowserArgs, CompareArgs, HealthArgs, MergeArgs, RunArgs, ServeChildArgs, ValidateArgs};
 use clap::{Parser, Subcommand};
 use compare::compare;
 use execute::{merge, run_cmd, validate};
@@ -50,6 +51,10 @@ enum Command {
     /// The pre-deploy gate: the validation scenario against a deployed server;
     /// non-zero below --min-grade, on a critical failure or on a regression.
     Validate(ValidateArgs),
+    /// Real headless Chromium pages (the voice terminal) against a server:
+    /// Enter → painted for cached and uncached commands, page load → first
+    /// paint and → interactive, the page's heap; graded on the browser targets.
+    Browser(BrowserArgs),
     /// Fast check: /healthz and one exec round trip.
     Health(HealthArgs),
     /// One scenario twice, optimizations off then on; prints the improvement.
@@ -109,6 +114,7 @@ fn main() -> ExitCode {
             Some(Command::Run(a)) => run_cmd(a).await,
             Some(Command::Validate(a)) => validate(a).await,
             Some(Command::Health(a)) => health(a).await,
+            Some(Command::Browser(a)) => browser::browser(a).await,
             Some(Command::Compare(a)) => compare(a).await,
             Some(Command::Merge(a)) => merge(a),
             Some(Command::Scenarios) => {

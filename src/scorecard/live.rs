@@ -266,6 +266,9 @@ pub fn card_from(
         notes.insert(id, text);
     };
     note(ids::E2E_P95_MS, "not measured by the server: end-to-end latency includes the clients and the network; the load tester measures it".into());
+    for id in ids::BROWSER {
+        note(id, "not measured by the server: a real browser measures it (`loadtest browser`)".into());
+    }
     note(
         ids::SERVED_ON_TIME_PCT,
         "not measured by the server: it needs the clients' due times; the load tester measures it"
@@ -670,7 +673,10 @@ mod tests {
             ids::MEMORY_PER_SESSION_KB,
             ids::CPU_PER_1000_USERS_PCT,
             ids::COMMANDS_PER_SECOND,
-        ] {
+        ]
+        .into_iter()
+        .chain(ids::BROWSER)
+        {
             let l = get(id);
             assert_eq!(l.status, Status::NotMeasured, "{id}");
             assert!(l.note.starts_with("not "), "{id}: {}", l.note);

@@ -174,6 +174,27 @@ pub mod ids {
     pub const CACHE_HIT_RATE_PCT: &str = "cache_hit_rate_pct";
     /// Requests that failed (Error frame, lost, transport), %.
     pub const ERROR_RATE_PCT: &str = "error_rate_pct";
+    /// In a real browser: Enter → output painted, less the server's own
+    /// (backend) time, p95, ms: what the page, the browser and the network add.
+    pub const BROWSER_P95_MS: &str = "browser_p95_ms";
+    /// In a real browser: Enter → output painted (browser + backend), p95, ms.
+    pub const BROWSER_E2E_P95_MS: &str = "browser_e2e_p95_ms";
+    /// Page load → first contentful paint, the slowest page, ms.
+    pub const FIRST_PAINT_MS: &str = "first_paint_ms";
+    /// Page load → interactive (the page's script ready and its WebSocket
+    /// open), the slowest page, ms.
+    pub const INTERACTIVE_MS: &str = "interactive_ms";
+    /// The page's JS heap after its commands (after a GC), the largest page, MB.
+    pub const BROWSER_MEMORY_MB: &str = "browser_memory_mb";
+    /// The metrics only a real browser measures (`loadtest browser`); the
+    /// server and `loadtest run` show them as not measured.
+    pub const BROWSER: [&str; 5] = [
+        BROWSER_P95_MS,
+        BROWSER_E2E_P95_MS,
+        FIRST_PAINT_MS,
+        INTERACTIVE_MS,
+        BROWSER_MEMORY_MB,
+    ];
 }
 
 /// One target: what is measured, which way is better, the threshold and formula.
@@ -271,6 +292,14 @@ impl Default for Targets {
                 "end-to-end p95 is over target: look at backend p95 first; if the backend is fast, the time is in queues and the network (raise exec.workers, check write coalescing and client CPU)"),
             Target::new(ids::BACKEND_P95_MS, "backend p95 (frame in → Exit out)", Latency, "ms", LowerIsBetter, 15.0,
                 "backend p95 is over target: most time is process spawn; raise the cache hit rate (more commands cacheable, prefetch) and keep exec.workers near the core count × 8"),
+            Target::new(ids::BROWSER_P95_MS, "browser p95 (Enter → painted, less backend)", Latency, "ms", LowerIsBetter, 50.0,
+                "the page's share of a command is over target: profile the page (loadtest browser prints where the time goes: Classify, the network, xterm.js's parse, the frame); keep the page's work per command to one terminal write and no forced layout"),
+            Target::new(ids::BROWSER_E2E_P95_MS, "end to end in a browser p95 (Enter → painted)", Latency, "ms", LowerIsBetter, 65.0,
+                "Enter → painted is over target: compare the browser p95 with the backend p95 to see which side to work on"),
+            Target::new(ids::FIRST_PAINT_MS, "page load → first contentful paint", Latency, "ms", LowerIsBetter, 2000.0,
+                "the page paints late: check the size of what it loads before its first paint (index.html, style.css) and that the server answers assets from memory"),
+            Target::new(ids::INTERACTIVE_MS, "page load → interactive (script ready, connected)", Latency, "ms", LowerIsBetter, 3000.0,
+                "the page becomes usable late: check the module scripts' size and the WebSocket handshake (token, TLS) time"),
             Target::new(ids::COMMANDS_PER_SECOND, "commands per second (within p95 target)", Throughput, "cmd/s", HigherIsBetter, 10_000.0,
                 "capacity is below target: serve more from cache (spawning a process costs ~1 ms of CPU), add cores or instances behind a balancer sharing L3"),
             Target::new(ids::CONCURRENT_USERS, "concurrent users held", Throughput, "users", HigherIsBetter, 10_000.0,
@@ -283,6 +312,8 @@ impl Default for Targets {
                 "CPU per 1,000 users is over target: profile the server; spawn and encode dominate, so cache more and coalesce frames"),
             Target::new(ids::NETWORK_PER_100_SESSIONS_MBPS, "network per 100 sessions", Efficiency, "Mbit/s", LowerIsBetter, 1.0,
                 "network use is over target: negotiate compression (deflate/brotli) and keep the binary encoding"),
+            Target::new(ids::BROWSER_MEMORY_MB, "page JS heap after its commands", Efficiency, "MB", LowerIsBetter, 100.0,
+                "the page's heap is over target: look for what grows per command (blocks kept, copies of output, Performance entries) with a DevTools heap snapshot"),
             Target::new(ids::CACHE_HIT_RATE_PCT, "cache hit rate (cacheable requests)", Quality, "%", HigherIsBetter, 85.0,
                 "cache hit rate is below target: check that the cache is enabled, the TTLs of fs-read commands, and that prefetch runs on idle capacity"),
             Target::new(ids::ERROR_RATE_PCT, "error rate", Quality, "%", LowerIsBetter, 0.1,

@@ -41,6 +41,7 @@ static ASSETS: &[Asset] = &[
     asset!("/confirm.js", "confirm.js", JS),
     asset!("/termview.js", "termview.js", JS),
     asset!("/suggest.js", "suggest.js", JS),
+    asset!("/measure.js", "measure.js", JS),
     asset!("/vendor/xterm.mjs", "vendor/xterm.mjs", JS),
     asset!("/vendor/addon-fit.mjs", "vendor/addon-fit.mjs", JS),
     asset!("/vendor/xterm.css", "vendor/xterm.css", CSS),

@@ -5,18 +5,19 @@
 // version pinning for what a dozen HTTP calls do here), plus chromedriver's CDP
 // passthrough for the one thing WebDriver lacks: a script that runs before the
 // page's own (the SpeechRecognition stand-in, so the page's handlers run).
+// The driving itself is web/e2e/driver.mjs, shared with web/e2e/pages.mjs.
 //
 //   node web/e2e/browser.mjs     (VOXTERM_BIN=path/to/voxterm, default target/{release,debug}/voxterm)
 //
 // Prints the measured figures as `figure: name value` lines and screenshots'
 // paths; exits non-zero on the first failed check.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync, existsSync, mkdirSync, rmSync, readdirSync, readFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync, existsSync, mkdirSync, rmSync, readdirSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import net from 'node:net';
 import assert from 'node:assert/strict';
+import { ChromeDriver, ENTER, elemId, sleep } from './driver.mjs';
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const children = [];
@@ -24,43 +25,16 @@ const tmp = mkdtempSync(join(tmpdir(), 'voxterm-e2e-'));
 const shots = process.env.VOXTERM_E2E_SHOTS || join(tmp, 'shots');
 mkdirSync(shots, { recursive: true });
 
-/**
- * The browser chromedriver started is not our child: ended by its process id,
- * found by the profile directory that only this run uses.
- */
-function killBrowser() {
-  const profile = join(tmp, 'profile');
-  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
-    let cmd;
-    try {
-      cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-    } catch {
-      continue;
-    }
-    if (cmd.includes(`--user-data-dir=${profile}`) && !cmd.includes('--type=')) {
-      try {
-        process.kill(Number(pid), 'SIGTERM');
-      } catch {
-        // already gone
-      }
-    }
-  }
-}
+let driver = null;
 
 function cleanup() {
-  killBrowser();
+  driver?.stop();
   for (const c of children) {
     if (c.exitCode === null && c.signalCode === null) c.kill('SIGTERM');
   }
 }
 process.on('exit', cleanup);
 for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => process.exit(130));
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function which(cmd) {
-  return spawnSync('sh', ['-c', `command -v ${cmd}`], { encoding: 'utf8' }).stdout.trim() || null;
-}
 
 function binary() {
   if (process.env.VOXTERM_BIN) return process.env.VOXTERM_BIN;
@@ -70,17 +44,6 @@ function binary() {
     if (existsSync(b)) return b;
   }
   throw new Error('no voxterm binary: build it (cargo build --release) or set VOXTERM_BIN');
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
 }
 
 /** Starts `voxterm serve`; resolves with its address once it listens. */
@@ -124,29 +87,17 @@ async function startServer(name, { port = 0, tokens = null, tls = false } = {}) 
 }
 
 // ------------------------------------------------------------------ WebDriver
+// (web/e2e/driver.mjs; these names keep the checks below short)
 
-let driverUrl;
 let sid;
-
-async function wd(method, path, body) {
-  const res = await fetch(`${driverUrl}${path}`, {
-    method,
-    headers: { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = await res.json();
-  if (!res.ok) throw new Error(`${method} ${path}: ${JSON.stringify(json.value).slice(0, 500)}`);
-  return json.value;
-}
-
+const wd = (method, path, body) => driver.wd(method, path, body);
 const s = (path) => `/session/${sid}${path}`;
 const run = (script, ...args) => wd('POST', s('/execute/sync'), { script, args });
 const runAsync = (script, ...args) => wd('POST', s('/execute/async'), { script, args });
 const find = (css) => wd('POST', s('/element'), { using: 'css selector', value: css });
-const elemId = (e) => Object.values(e)[0]; // the W3C element key's one value
 const click = async (css) => wd('POST', s(`/element/${elemId(await find(css))}/click`), {});
 const type = async (css, text) => wd('POST', s(`/element/${elemId(await find(css))}/value`), { text });
-const ENTER = '\uE007';
+
 
 async function screenshot(name) {
   const b64 = await wd('GET', s('/screenshot'));
@@ -168,41 +119,9 @@ async function until(what, script, timeoutMs = 10000, ...args) {
 }
 
 async function startBrowser() {
-  const chromium = process.env.CHROMIUM || which('chromium') || which('chromium-browser') || which('google-chrome');
-  const driver = process.env.CHROMEDRIVER || which('chromedriver');
-  if (!chromium || !driver) throw new Error(`missing ${!chromium ? 'chromium' : 'chromedriver'}: apt-get install chromium chromium-driver`);
-  const port = await freePort();
-  const child = spawn(driver, [`--port=${port}`], { stdio: 'ignore' });
-  children.push(child);
-  driverUrl = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    try {
-      const st = await (await fetch(`${driverUrl}/status`)).json();
-      if (st.value?.ready) break;
-    } catch {
-      // not up yet
-    }
-    if (i > 100) throw new Error('chromedriver did not start');
-    await sleep(100);
-  }
-  const profile = join(tmp, 'profile');
-  const session = await wd('POST', '/session', {
-    capabilities: {
-      alwaysMatch: {
-        browserName: 'chrome',
-        'goog:chromeOptions': {
-          binary: chromium,
-          args: [
-            '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-            '--disable-background-networking', '--disable-component-update', '--disable-sync',
-            '--enable-precise-memory-info', '--ignore-certificate-errors', '--js-flags=--expose-gc', '--window-size=1200,800', `--user-data-dir=${profile}`,
-          ],
-        },
-      },
-    },
-  });
-  sid = session.sessionId;
-  await wd('POST', s('/timeouts'), { script: 600000 });
+  driver = await ChromeDriver.start();
+  const page = await driver.session(join(tmp, 'profile'));
+  sid = page.sid;
 }
 
 // The SpeechRecognition stand-in: the page constructs it as it would the real
@@ -564,10 +483,14 @@ async function main() {
           const t0 = performance.now();
           const rx0 = tab.view.received;
           let quiet = null;
+          let shown = null;
           document.getElementById('stop').click();
+          const atClick = b.querySelector('.status').textContent;
+          // The block says "cancelled" in the frame after the click, before the Exit.
+          requestAnimationFrame(() => { if (b.querySelector('.status').textContent === 'cancelled') shown = performance.now() - t0; });
           tab.view.flushed().then(() => requestAnimationFrame(() => { quiet = performance.now() - t0; }));
           const watch = () => b.dataset.state !== 'running' && quiet !== null
-            ? done({ ms: performance.now() - t0, quiet, status: b.querySelector('.status').textContent, meta: b.querySelector('.meta').textContent,
+            ? done({ ms: performance.now() - t0, quiet, shown, atClick, status: b.querySelector('.status').textContent, meta: b.querySelector('.meta').textContent,
                 paintedAfter: tab.view.received - rx0, compression: window.__voxterm.client.welcome.compression })
             : setTimeout(watch, 1);
           watch();
@@ -578,6 +501,9 @@ async function main() {
     assert.ok(r, 'the flood started');
     console.log(`flood ${line}: ${r.status} · ${r.meta}`);
     assert.equal(r.status, 'cancelled');
+    assert.equal(r.atClick, 'cancelled', 'the block says cancelled at the click');
+    assert.ok(r.shown !== null, 'and it is painted in the next frame, before the Exit');
+    figure('flood_cancel_click_to_cancelled_shown_ms', r.shown);
     figure('flood_cancel_click_to_quiet_terminal_ms', r.quiet);
     figure('flood_cancel_click_to_exit_ms', r.ms);
     figure('flood_cancel_bytes_painted_after_click', r.paintedAfter);
@@ -611,7 +537,9 @@ async function main() {
         form.requestSubmit();
         const wait = () => {
           if (!document.getElementById('confirm').hidden) document.getElementById('confirm-yes').click();
-          if (window.__voxterm.timings.length > tl) return next();
+          // A pause of up to a frame: Enter falls anywhere in a frame, as a
+          // person's does, not always just after the last one's paint.
+          if (window.__voxterm.timings.length > tl) return setTimeout(next, Math.random() * 17);
           setTimeout(wait, 0);
         };
         wait();

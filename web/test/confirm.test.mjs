@@ -112,3 +112,24 @@ test('TermView: one chunk per frame, after the write callback, bounded queue', a
   await done;
   assert.equal(view.queued, 0);
 });
+
+test('verdicts that run without asking are kept per connection; asking ones never', async () => {
+  const client = fakeClient({ ls: 'ReadOnly', 'rm x': 'Mutating', 'sudo x': 'Denied', bad: new RequestError('InvalidCommand', 'no') });
+  const asked = [];
+  const gate = new Gate(client, async (q) => { asked.push(q); return false; });
+  gate.prefetch('ls', 1);
+  assert.equal(client.calls.length, 1, 'asked ahead of Enter');
+  assert.equal((await gate.decide('ls', 1)).run, true);
+  assert.equal((await gate.decide('ls', 1)).run, true);
+  assert.equal(client.calls.length, 1, 'Enter found the answer');
+  await gate.decide('ls', 2);
+  assert.equal(client.calls.length, 2, 'another session asks again');
+  for (let i = 0; i < 2; i++) await gate.decide('rm x', 1);
+  for (let i = 0; i < 2; i++) await gate.decide('sudo x', 1);
+  for (let i = 0; i < 2; i++) await gate.decide('bad', 1);
+  assert.equal(client.calls.length, 8, 'mutating, denied and failed lines are asked every time');
+  assert.equal(asked.length, 4, 'and the mutating and unclassable ones read back every time');
+  gate.forget();
+  await gate.decide('ls', 1);
+  assert.equal(client.calls.length, 9, 'a new connection asks afresh');
+});
