@@ -26,6 +26,8 @@ const HISTORY_KEY = 'voxterm.history';
 const TOKEN_KEY = 'voxterm.token';
 const SPEAK_KEY = 'voxterm.speak';
 const decoder = new TextDecoder();
+/** How long a command's header waits for its answer to be painted with it (one frame). */
+const HOLD_MS = 16;
 const KILLED = { Timeout: 'timed out', Cancelled: 'cancelled', OutputLimit: 'output limit', Shutdown: 'server shutdown' };
 
 // ------------------------------------------------------------------ connection
@@ -243,7 +245,9 @@ function block(tab, line) {
   li.querySelector('.cmd').title = `${tab.name}: ${line}`;
   $('blocks').append(li);
   while ($('blocks').children.length > MAX_BLOCKS) $('blocks').firstElementChild.remove();
-  li.scrollIntoView({ block: 'nearest' });
+  // In the next frame, where layout happens anyway: here it would force one
+  // on Enter's way to the server.
+  requestAnimationFrame(() => li.scrollIntoView({ block: 'nearest' }));
   return li;
 }
 
@@ -303,7 +307,6 @@ async function submit(raw, { pty = false } = {}) {
     if (decision.class === 'Denied') speaker.say(`Refused. ${decision.detail}`);
     return;
   }
-  tab.view.write(`\x1b[1;36m❯\x1b[0m \x1b[1m${line}\x1b[0m\n`);
   let req;
   try {
     req = pty
@@ -312,6 +315,12 @@ async function submit(raw, { pty = false } = {}) {
   } catch (e) {
     finishBlock(li, 'error', 'error', e.message);
     return;
+  } finally {
+    // After the request is on its way: nothing delays the send. Held with
+    // the answer for up to a frame (termview.js), so a quick command is
+    // painted whole in one frame.
+    if (!pty) tab.view.hold(HOLD_MS);
+    tab.view.write(`\x1b[1;36m❯\x1b[0m \x1b[1m${line}\x1b[0m\n`);
   }
   tab.running.add(req);
   updateStop();
@@ -401,16 +410,19 @@ async function submit(raw, { pty = false } = {}) {
   }
   detach();
   meta += note;
+  // The terminal first (it is what the person watches), then the block.
+  const color = state === 'ok' ? '32' : '31';
+  tab.view.write(`\x1b[${color}m${state === 'ok' ? '✓' : '✗'} ${status}\x1b[0m \x1b[2m· ${meta}\x1b[0m\n`);
+  tab.view.release();
   tab.running.delete(req);
   updateStop();
   finishBlock(li, state, status, meta);
-  const color = state === 'ok' ? '32' : '31';
-  tab.view.write(`\x1b[${color}m${state === 'ok' ? '✓' : '✗'} ${status}\x1b[0m \x1b[2m· ${meta}\x1b[0m\n`);
   announce(`${line}: ${status}, ${meta}.${lastOut && bytes < 200 ? ` ${lastOut.trim()}` : ''}`);
-  if (spoken) speaker.say(spoken);
+  if (/^\s*(cd|pushd|popd)\b/.test(line) && state === 'ok') refreshCwd(tab);
   // Output painted: everything parsed, then the frame after it (measure.js).
   timings.painted(rec, tab.view);
-  if (/^\s*(cd|pushd|popd)\b/.test(line) && state === 'ok') refreshCwd(tab);
+  // Spoken after this task, off the way to the frame.
+  if (spoken) setTimeout(() => speaker.say(spoken), 0);
 }
 
 $('stop').addEventListener('click', () => stopCurrent());
@@ -481,11 +493,23 @@ try {
 let histAt = hist.length;
 let draft = '';
 
+let histSave = 0;
+const saveHistory = () => {
+  clearTimeout(histSave);
+  histSave = 0;
+  store?.setItem(HISTORY_KEY, JSON.stringify(hist));
+};
+// Leaving the page writes what is not written yet.
+window.addEventListener('pagehide', () => histSave && saveHistory());
+
 function pushHistory(line) {
   if (hist.at(-1) !== line) hist.push(line);
   if (hist.length > 500) hist = hist.slice(-500);
   histAt = hist.length;
-  store?.setItem(HISTORY_KEY, JSON.stringify(hist));
+  // Kept in localStorage a moment later, not on Enter's way (serialising the
+  // list and a synchronous storage write cost about a millisecond).
+  clearTimeout(histSave);
+  histSave = setTimeout(saveHistory, 300);
 }
 
 $('line').addEventListener('keydown', (e) => {

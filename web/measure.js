@@ -4,9 +4,11 @@
 // so a slow command shows where its time went:
 //
 //   enter → decided (Classify answered, or "yes") → output (first Output frame)
-//   → exit (the Exit) → parsed (xterm.js has parsed everything) → painted (the
-//   animation frame after that: xterm renders its rows in that frame's
-//   callbacks, before ours, and the browser paints right after).
+//   → exit (the Exit) → parsed (xterm.js has parsed everything) → frame (the
+//   animation frame after that began) → painted (in that frame, xterm.js has
+//   rendered its rows, in its callback before ours; the browser paints right
+//   after). frame − parsed is the wait for the display's next frame (up to
+//   16.7 ms at 60 Hz, wherever Enter fell); painted − frame is the rendering.
 //
 // Every record is also a Performance measure (`voxterm:command`), so a DevTools
 // recording shows them on its timeline; the measures are cleared as records
@@ -56,7 +58,7 @@ export class Timings {
 
   /** Enter was pressed on `line` (or its final transcript said "run"). */
   begin(line) {
-    return { line, enter: this.now(), decided: null, output: null, exit: null, parsed: null, painted: null };
+    return { line, enter: this.now(), decided: null, output: null, exit: null, parsed: null, frame: null, painted: null };
   }
 
   /** The gate decided (run or not); `asked` when the person was asked. */
@@ -84,8 +86,10 @@ export class Timings {
   async painted(rec, view) {
     await view.flushed();
     rec.parsed = this.now();
-    await new Promise((r) => this.raf(r));
+    rec.frame = await new Promise((r) => this.raf(r));
     rec.painted = this.now();
+    // The frame's start is on the same clock; a runtime without it says painted.
+    if (typeof rec.frame !== 'number' || rec.frame > rec.painted) rec.frame = rec.painted;
     // total: Enter → painted, with the Classify (and a read-back) first; run:
     // from the decision to run → painted.
     rec.total = rec.painted - rec.enter;

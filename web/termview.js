@@ -22,6 +22,29 @@ export class TermView {
     this.written = 0;
     this.received = 0;
     this.idle = [];
+    this.held = false;
+    this.holdTimer = 0;
+  }
+
+  /**
+   * Holds small writes for up to `ms`, or until `release()`: a command's
+   * header, its output and its end line then reach xterm.js in one write and
+   * are painted in one frame. Written one by one, the header's frame (xterm
+   * re-renders every row when a line scrolls in, several ms here) tends to be
+   * rendering just when the answer arrives, and the answer waits behind it
+   * for the frame after. Past SMALL queued bytes the hold ends at once.
+   */
+  hold(ms) {
+    this.held = true;
+    clearTimeout(this.holdTimer);
+    this.holdTimer = setTimeout(() => this.release(), ms);
+  }
+
+  release() {
+    if (!this.held) return;
+    this.held = false;
+    clearTimeout(this.holdTimer);
+    this.schedule();
   }
 
   write(data) {
@@ -39,6 +62,11 @@ export class TermView {
   }
 
   schedule() {
+    if (this.held) {
+      if (this.queued <= SMALL && !this.dropped) return;
+      this.held = false;
+      clearTimeout(this.holdTimer);
+    }
     if (this.scheduled || this.writing) return;
     // Idle and a small write: hand it to xterm now (it paints on its next
     // frame); only a backlog waits for frames, so a short answer costs no
@@ -82,6 +110,14 @@ export class TermView {
       at += p.length;
     }
     this.writing = true;
+    // xterm.js parses a write on a later task (setTimeout), behind whatever
+    // else is queued, except right after user input, when it parses at once.
+    // A small write (a command's header, a short answer, its end line) is
+    // parsed now the same way, so it makes the coming frame; a flood's
+    // chunks still go one per frame. The hook is xterm's own (its
+    // WriteBuffer's handleUserInput, not public API: the vendored version is
+    // pinned); without it writes are parsed as before.
+    if (n <= SMALL) this.term._core?._writeBuffer?.handleUserInput?.();
     this.term.write(chunk, () => {
       this.writing = false;
       this.written += n;
@@ -100,6 +136,8 @@ export class TermView {
 
   /** Drops what is queued and not yet written (a stopped command's backlog); returns its bytes. */
   discard() {
+    // What was held (a header, a little output) was meant to be seen.
+    this.release();
     const n = this.queued + this.dropped;
     this.queue = [];
     this.queued = 0;
@@ -109,6 +147,7 @@ export class TermView {
 
   /** Resolves once everything queued so far is parsed. */
   flushed() {
+    this.release();
     if (!this.queue.length && !this.writing) return Promise.resolve();
     return new Promise((r) => this.idle.push(r));
   }

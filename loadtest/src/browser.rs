@@ -89,13 +89,13 @@ struct Command {
     run: f64,
     #[serde(default)]
     asked: bool,
-    /// ms from Enter: decided, first output, exit, parsed, painted.
+    /// ms from Enter: decided, first output, exit, parsed, frame, painted.
     #[serde(default)]
     stages: Vec<Option<f64>>,
 }
 
-/// The stages of [`Command::stages`] after Enter, in order.
-const STAGES: [&str; 5] = ["decided", "output", "exit", "parsed", "painted"];
+/// The stages of [`Command::stages`] after Enter, in order (web/measure.js).
+const STAGES: [&str; 6] = ["decided", "output", "exit", "parsed", "frame", "painted"];
 
 /// cached (any cache tier or a prefetch), uncached (a process ran), or what
 /// else ended the command.
@@ -491,8 +491,8 @@ mod tests {
       {"page":0,"load":{"firstPaint":100,"firstContentfulPaint":120,"domInteractive":50,"scriptReady":200,"connected":230,"interactive":230},
        "heapAfterLoadBytes":3145728,"heapAfterRunBytes":5242880,"domElements":10,
        "commands":[
-         {"line":"echo a","servedFrom":"L1","backendUs":100,"total":12,"run":9,"asked":false,"stages":[3,5,6,7,12]},
-         {"line":"date +%N","servedFrom":"Exec","backendUs":8000,"total":30,"run":26,"asked":false,"stages":[4,15,16,18,30]},
+         {"line":"echo a","servedFrom":"L1","backendUs":100,"total":12,"run":9,"asked":false,"stages":[3,5,6,7,10,12]},
+         {"line":"date +%N","servedFrom":"Exec","backendUs":8000,"total":30,"run":26,"asked":false,"stages":[4,15,16,18,28,30]},
          {"line":"x","servedFrom":null,"backendUs":null,"total":5,"run":5,"asked":true,"stages":[]}]},
       {"page":1,"load":{"firstPaint":90,"firstContentfulPaint":150,"interactive":400},
        "heapAfterLoadBytes":null,"heapAfterRunBytes":10485760,"commands":[]}]}"#;

@@ -64,7 +64,7 @@ const LOOP = `const [o, until, max, done] = arguments;
     if (n >= max || performance.now() >= until) {
       return done(v.timings.slice(start).map((t) => ({ line: t.line, servedFrom: t.servedFrom ?? null,
         backendUs: t.backendUs ?? null, total: t.total, run: t.run, asked: t.asked,
-        stages: [t.enter, t.decided, t.output, t.exit, t.parsed, t.painted].map((x) => x === null ? null : x - t.enter) })));
+        stages: [t.decided, t.output, t.exit, t.parsed, t.frame, t.painted].map((x) => x === null ? null : x - t.enter) })));
     }
     const before = v.timings.length;
     line.value = pick();
@@ -95,14 +95,14 @@ async function onePage(driver, o, profile, index) {
   const load = await page.runAsync(`const done = arguments[0];
     import('/measure.js').then((m) => done(m.pageFigures()), (e) => done({ error: String(e) }));`);
   const heapAfterLoad = await page.runAsync(HEAP);
-  if (o.warmup) await page.runAsync(LOOP, { ...o, cachedShare: 1, thinkMinMs: 0, thinkMaxMs: 0 }, Infinity, o.warmup);
-  await page.runAsync(LOOP, { ...o, cachedShare: 0, thinkMinMs: 0, thinkMaxMs: 0 }, Infinity, 1);
+  if (o.warmup) await page.runAsync(LOOP, { ...o, cachedShare: 1, thinkMinMs: 0, thinkMaxMs: 0 }, 1e12, o.warmup);
+  await page.runAsync(LOOP, { ...o, cachedShare: 0, thinkMinMs: 0, thinkMaxMs: 0 }, 1e12, 1);
   const commands = [];
   const end = Date.now() + o.durationMs;
   // In slices, so no one WebDriver call nears its script timeout.
   while (Date.now() < end) {
     const sliceMs = Math.min(end - Date.now(), 60000);
-    const got = await page.runAsync(`${LOOP}`, o, await page.run('return performance.now();') + sliceMs, Infinity);
+    const got = await page.runAsync(`${LOOP}`, o, await page.run('return performance.now();') + sliceMs, 1e9);
     commands.push(...got);
   }
   const heapAfterRun = await page.runAsync(HEAP);

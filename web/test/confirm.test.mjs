@@ -133,3 +133,37 @@ test('verdicts that run without asking are kept per connection; asking ones neve
   await gate.decide('ls', 1);
   assert.equal(client.calls.length, 9, 'a new connection asks afresh');
 });
+
+test('TermView: a held header goes to xterm with its answer, in one write', async () => {
+  const frames = [];
+  const term = fakeTerm();
+  const view = new TermView(term, (f) => frames.push(f));
+  view.hold(60000);
+  view.write('❯ echo hi\n');
+  view.write('hi\n');
+  view.write('✓ exit 0\n');
+  assert.deepEqual(term.writes, [], 'held');
+  view.release();
+  assert.equal(term.writes.length, 1, 'header, output and end line in one write');
+  term.pending();
+  // Past SMALL bytes the hold ends by itself (a flood is not held back).
+  view.hold(60000);
+  view.write('❯ seq\n');
+  view.write(new Uint8Array(SMALL));
+  assert.equal(frames.length, 1, 'released: the backlog waits for a frame as usual');
+  assert.equal(view.held, false);
+  // A stop (discard) shows what was held instead of dropping it.
+  frames.shift()();
+  term.pending();
+  await view.flushed();
+  view.hold(60000);
+  view.write('❯ sleep 30\n');
+  view.discard();
+  assert.equal(term.writes.at(-1), Buffer.byteLength('❯ sleep 30\n'));
+  // And a hold ends after its time.
+  view.hold(5);
+  term.pending();
+  view.write('❯ slow\n');
+  await new Promise((r) => setTimeout(r, 20));
+  assert.equal(term.writes.at(-1), Buffer.byteLength('❯ slow\n'));
+});
