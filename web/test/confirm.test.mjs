@@ -138,7 +138,7 @@ test('TermView: a held header goes to xterm with its answer, in one write', asyn
   const frames = [];
   const term = fakeTerm();
   const view = new TermView(term, (f) => frames.push(f));
-  view.hold(60000);
+  view.hold(60000, { keepFramesMs: 0 });
   view.write('❯ echo hi\n');
   view.write('hi\n');
   view.write('✓ exit 0\n');
@@ -147,7 +147,7 @@ test('TermView: a held header goes to xterm with its answer, in one write', asyn
   assert.equal(term.writes.length, 1, 'header, output and end line in one write');
   term.pending();
   // Past SMALL bytes the hold ends by itself (a flood is not held back).
-  view.hold(60000);
+  view.hold(60000, { keepFramesMs: 0 });
   view.write('❯ seq\n');
   view.write(new Uint8Array(SMALL));
   assert.equal(frames.length, 1, 'released: the backlog waits for a frame as usual');
@@ -156,14 +156,29 @@ test('TermView: a held header goes to xterm with its answer, in one write', asyn
   frames.shift()();
   term.pending();
   await view.flushed();
-  view.hold(60000);
+  view.hold(60000, { keepFramesMs: 0 });
   view.write('❯ sleep 30\n');
   view.discard();
   assert.equal(term.writes.at(-1), Buffer.byteLength('❯ sleep 30\n'));
   // And a hold ends after its time.
-  view.hold(5);
+  view.hold(5, { keepFramesMs: 0 });
   term.pending();
   view.write('❯ slow\n');
   await new Promise((r) => setTimeout(r, 20));
   assert.equal(term.writes.at(-1), Buffer.byteLength('❯ slow\n'));
+});
+
+test('TermView: a hold keeps frames coming until the answer is in, and no longer', () => {
+  const frames = [];
+  const view = new TermView(fakeTerm(), (f) => frames.push(f));
+  view.hold(60000, { keepFramesMs: 60000 });
+  assert.equal(frames.length, 1);
+  frames.shift()();
+  assert.equal(frames.length, 1, 'another frame asked for');
+  view.hold(60000, { keepFramesMs: 60000 });
+  assert.equal(frames.length, 1, 'one loop, not two');
+  view.write('❯ echo\n');
+  view.release();
+  frames.shift()();
+  assert.equal(frames.length, 0, 'answered: the loop ends');
 });
