@@ -173,7 +173,10 @@ pub fn report(url: &str, r: &PagesResult, targets: &Targets) -> BrowserReport {
         if k == "failed" {
             continue;
         }
-        record(hists.entry(k.to_owned()).or_insert_with(new_hist), us(c.total));
+        record(
+            hists.entry(k.to_owned()).or_insert_with(new_hist),
+            us(c.total),
+        );
         record(
             hists.entry(format!("{k}:run")).or_insert_with(new_hist),
             us(c.run),
@@ -297,11 +300,7 @@ impl BrowserReport {
                 })
                 .collect();
             if !parts.is_empty() {
-                let _ = writeln!(
-                    out,
-                    "{kind} p50 ms from Enter: {}",
-                    parts.join(" · ")
-                );
+                let _ = writeln!(out, "{kind} p50 ms from Enter: {}", parts.join(" · "));
             }
         }
         for (i, l) in self.load.iter().enumerate() {
@@ -389,12 +388,21 @@ async fn drive(a: &BrowserArgs, page: &str) -> anyhow::Result<PagesResult> {
     let node = on_path(&["node", "nodejs"])
         .context("node not found on PATH: loadtest browser drives Chromium with web/e2e/pages.mjs under Node ≥ 20 (apt-get install nodejs)")?;
     for (what, names) in [
-        ("chromium", &["chromium", "chromium-browser", "google-chrome"][..]),
+        (
+            "chromium",
+            &["chromium", "chromium-browser", "google-chrome"][..],
+        ),
         ("chromedriver", &["chromedriver"][..]),
     ] {
-        let env = if what == "chromium" { "CHROMIUM" } else { "CHROMEDRIVER" };
+        let env = if what == "chromium" {
+            "CHROMIUM"
+        } else {
+            "CHROMEDRIVER"
+        };
         if std::env::var_os(env).is_none() && on_path(names).is_none() {
-            bail!("{what} not found on PATH (nor ${env}): apt-get install chromium chromium-driver");
+            bail!(
+                "{what} not found on PATH (nor ${env}): apt-get install chromium chromium-driver"
+            );
         }
     }
     let scripts = Scripts::write()?;

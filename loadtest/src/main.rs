@@ -27,7 +27,9 @@ mod run;
 mod scenario;
 mod serve;
 
-use args::{BrowserArgs, CompareArgs, HealthArgs, MergeArgs, RunArgs, ServeChildArgs, ValidateArgs};
+use args::{
+    BrowserArgs, CompareArgs, HealthArgs, MergeArgs, RunArgs, ServeChildArgs, ValidateArgs,
+};
 use clap::{Parser, Subcommand};
 use compare::compare;
 use execute::{merge, run_cmd, validate};

@@ -84,7 +84,8 @@ fn two_pages_measure_the_browser_rows() {
     }
     // The end to end includes the backend, so it is at least the page's share.
     assert!(
-        metric("browser_e2e_p95_ms")["measured"].as_f64() >= metric("browser_p95_ms")["measured"].as_f64(),
+        metric("browser_e2e_p95_ms")["measured"].as_f64()
+            >= metric("browser_p95_ms")["measured"].as_f64(),
         "{stdout}"
     );
     // What no browser measures here stays "not measured".

@@ -267,7 +267,10 @@ pub fn card_from(
     };
     note(ids::E2E_P95_MS, "not measured by the server: end-to-end latency includes the clients and the network; the load tester measures it".into());
     for id in ids::BROWSER {
-        note(id, "not measured by the server: a real browser measures it (`loadtest browser`)".into());
+        note(
+            id,
+            "not measured by the server: a real browser measures it (`loadtest browser`)".into(),
+        );
     }
     note(
         ids::SERVED_ON_TIME_PCT,
