@@ -16,6 +16,7 @@ import { mkdtempSync, writeFileSync, existsSync, mkdirSync, rmSync, readdirSync 
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import net from 'node:net';
 import assert from 'node:assert/strict';
 import { ChromeDriver, ENTER, elemId, sleep } from './driver.mjs';
 
