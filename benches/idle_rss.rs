@@ -1,11 +1,18 @@
 //! Server memory per idle connection: starts the real `voxterm` binary (a separate
-//! process, as in production), reads its RSS, opens N WebSocket connections that
-//! each complete Hello/Welcome and run one builtin (so each holds a session), reads
-//! the RSS again, and prints the difference per connection.
+//! process, as in production), opens N WebSocket connections in five steps
+//! (0, N/4, N/2, 3N/4, N) and after each reads the server's RSS and its live
+//! heap (jemalloc's `allocated`, from `/metrics`); the figure per connection is
+//! the least-squares slope over the steps, so the server's fixed growth (its
+//! first connections warm thread-local caches, tables grow) is not charged to
+//! them.
 //!
-//! `cargo bench --bench idle_rss` (N = 1000; set VOXTERM_IDLE_CONNECTIONS to change,
-//! and VOXTERM_IDLE_COMMAND to run something other than `pwd` on each connection
-//! first, e.g. a command with a large output to see what activity leaves behind).
+//! By default a connection completes Hello/Welcome and nothing else (the
+//! issue's "idle connection"). `VOXTERM_IDLE_COMMAND=pwd` runs one command on
+//! each first (so each holds a session too; a command with a large output shows
+//! what activity leaves behind). `VOXTERM_IDLE_CONNECTIONS` sets N (1000),
+//! `VOXTERM_IDLE_SERVER` another `voxterm` binary to measure (to compare builds).
+//!
+//! `cargo bench --bench idle_rss`
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -23,6 +30,37 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
+/// The server's live heap (jemalloc `allocated`), from `/metrics`.
+async fn heap_bytes(url: &str) -> u64 {
+    let Ok(reply) = voxterm::client::http_get(url, "/metrics", None).await else {
+        return 0;
+    };
+    reply
+        .body
+        .lines()
+        .find(|l| l.starts_with("voxterm_heap_allocated_bytes "))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Least-squares slope of `y` over `x`.
+fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let (sx, sy) = points
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x, b + y));
+    let (mx, my) = (sx / n, sy / n);
+    let (num, den) = points.iter().fold((0.0, 0.0), |(a, b), (x, y)| {
+        (a + (x - mx) * (y - my), b + (x - mx) * (x - mx))
+    });
+    if den == 0.0 {
+        0.0
+    } else {
+        num / den
+    }
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo test --benches` / criterion discovery: nothing to list.
@@ -35,7 +73,9 @@ fn main() {
         .and_then(|l| l.local_addr())
         .expect("free port")
         .port();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_voxterm"))
+    let program = std::env::var("VOXTERM_IDLE_SERVER")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_voxterm").to_owned());
+    let mut server = Command::new(&program)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -43,7 +83,10 @@ fn main() {
         .expect("start voxterm");
     let pid = server.id();
     let url = format!("ws://127.0.0.1:{port}/ws");
-    let command = std::env::var("VOXTERM_IDLE_COMMAND").unwrap_or_else(|_| "pwd".into());
+    let http = format!("http://127.0.0.1:{port}");
+    let command = std::env::var("VOXTERM_IDLE_COMMAND")
+        .ok()
+        .filter(|c| !c.is_empty() && c != "none");
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         // Wait until it answers, and warm it up with one connection.
@@ -54,23 +97,38 @@ fn main() {
             }
         };
         warm.run(0, "pwd", 0).await.expect("warm-up");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        let before = rss_kib(pid);
         let mut clients = Vec::with_capacity(n);
-        for i in 0..n {
-            let opts = ClientOptions {
-                tenant: Some(format!("tenant{i}")),
-                ..ClientOptions::default()
-            };
-            let mut c = Client::connect(&url, opts).await.expect("connect");
-            c.run(0, &command, 0).await.expect("command");
-            clients.push(c);
+        let mut rss = Vec::new();
+        let mut heap = Vec::new();
+        for step in 0..=4 {
+            let target = n * step / 4;
+            while clients.len() < target {
+                let opts = ClientOptions {
+                    tenant: Some(format!("tenant{}", clients.len())),
+                    ..ClientOptions::default()
+                };
+                let mut c = Client::connect(&url, opts).await.expect("connect");
+                if let Some(command) = &command {
+                    c.run(0, command, 0).await.expect("command");
+                }
+                clients.push(c);
+            }
+            tokio::time::sleep(Duration::from_millis(700)).await;
+            let (r, h) = (rss_kib(pid), heap_bytes(&http).await);
+            eprintln!("  {target:>6} connections: RSS {r} KiB, live heap {} KiB", h / 1024);
+            rss.push((target as f64, r as f64));
+            heap.push((target as f64, h as f64 / 1024.0));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let after = rss_kib(pid);
-        let per = (after.saturating_sub(before) as f64) / n as f64;
+        let what = match &command {
+            Some(c) => format!("each ran `{c}`"),
+            None => "Hello only".to_owned(),
+        };
         eprintln!(
-            "idle connections: {n} (each ran `{command}`), server RSS before {before} KiB, after {after} KiB, {per:.1} KiB per connection (with its session)"
+            "idle connections: {n} ({what}): {:.2} KiB RSS and {:.2} KiB live heap per connection (least-squares slopes over 5 steps); RSS {:.0} -> {:.0} KiB",
+            slope(&rss),
+            slope(&heap),
+            rss[0].1,
+            rss[4].1
         );
         drop(clients);
     });

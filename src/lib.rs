@@ -13,6 +13,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod env;
 pub mod exec;
 pub mod metrics;
 pub mod output;

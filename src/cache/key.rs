@@ -15,7 +15,7 @@ use super::policy::Class;
 use std::path::Path;
 
 /// Bumped whenever the recipe changes, so a new build never reads old entries.
-pub const KEY_FORMAT: u32 = 3;
+pub const KEY_FORMAT: u32 = 4;
 
 /// A cache key: 128 bits of a BLAKE3 digest.
 pub type Key = u128;
@@ -27,10 +27,13 @@ pub struct KeyParts<'a> {
     pub class: Class,
     /// The command line, trimmed.
     pub command: &'a str,
-    /// The child's complete environment (base plus session), in any order. The
-    /// whole environment, not just the referenced variables: programs read
-    /// variables implicitly (`LC_ALL`, `TZ`, `LS_COLORS`).
-    pub env: &'a [(String, String)],
+    /// The digest of the child's complete environment (base plus session;
+    /// [`crate::env::Env::digest`]: canonical, whatever the order). The whole
+    /// environment, not just the referenced variables: programs read variables
+    /// implicitly (`LC_ALL`, `TZ`, `LS_COLORS`). A digest rather than the
+    /// variables: it is worked out once per environment, where hashing every
+    /// variable into every key cost more than the rest of a cache hit.
+    pub env: &'a [u8; 32],
     /// The tenant.
     pub tenant: &'a str,
     /// The session's cwd (the child's `$PWD`).
@@ -56,14 +59,7 @@ impl KeyParts<'_> {
         field(&KEY_FORMAT.to_le_bytes());
         field(self.class.as_str().as_bytes());
         field(self.command.as_bytes());
-        let mut env: Vec<&(String, String)> = self.env.iter().collect();
-        env.sort_by(|a, b| a.0.cmp(&b.0));
-        env.dedup_by(|later, earlier| later.0 == earlier.0);
-        field(&(env.len() as u64).to_le_bytes());
-        for (k, v) in env {
-            field(k.as_bytes());
-            field(v.as_bytes());
-        }
+        field(self.env);
         field(self.tenant.as_bytes());
         field(self.cwd.as_os_str().as_encoded_bytes());
         match self.class {
@@ -89,7 +85,7 @@ impl KeyParts<'_> {
 mod tests {
     use super::*;
 
-    fn parts<'a>(class: Class, env: &'a [(String, String)], tenant: &'a str) -> KeyParts<'a> {
+    fn parts<'a>(class: Class, env: &'a [u8; 32], tenant: &'a str) -> KeyParts<'a> {
         KeyParts {
             class,
             command: "echo $A",
@@ -104,8 +100,8 @@ mod tests {
 
     #[test]
     fn scope_by_class() {
-        let env = vec![("A".to_owned(), "1".to_owned())];
-        let env2 = vec![("A".to_owned(), "2".to_owned())];
+        let env = crate::env::digest_of(&[("A".to_owned(), "1".to_owned())]);
+        let env2 = crate::env::digest_of(&[("A".to_owned(), "2".to_owned())]);
         // Every class: per tenant, per cwd ($PWD) and per env value.
         for c in [Class::Pure, Class::Session, Class::FsRead] {
             assert_ne!(parts(c, &env, "a").key(), parts(c, &env, "b").key());
@@ -130,11 +126,11 @@ mod tests {
 
     #[test]
     fn env_order_does_not_matter() {
-        let e1 = vec![("A".into(), "1".into()), ("B".into(), "2".into())];
-        let e2 = vec![("B".into(), "2".into()), ("A".into(), "1".into())];
+        let e1: crate::env::Env = vec![("A".into(), "1".into()), ("B".into(), "2".into())].into();
+        let e2: crate::env::Env = vec![("B".into(), "2".into()), ("A".into(), "1".into())].into();
         assert_eq!(
-            parts(Class::Pure, &e1, "a").key(),
-            parts(Class::Pure, &e2, "a").key()
+            parts(Class::Pure, e1.digest(), "a").key(),
+            parts(Class::Pure, e2.digest(), "a").key()
         );
     }
 }

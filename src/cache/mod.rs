@@ -294,6 +294,17 @@ impl Cache {
         g.value
     }
 
+    /// The tenant's current generation when it is known without asking Redis
+    /// (no L3, or asked within `generation_refresh`): what
+    /// [`Cache::generation`] would answer at once. None when only Redis can say.
+    pub fn generation_now(&self, tenant: &str) -> Option<u64> {
+        let local = self.gens().get(tenant).copied().unwrap_or_default();
+        let fresh = local
+            .checked
+            .is_some_and(|t| t.elapsed() < self.generation_refresh);
+        (self.l3.is_none() || fresh).then_some(local.value)
+    }
+
     /// Bumps the tenant's generation in Redis and takes its answer, unless
     /// another bump started or failed since `epoch` was read (then the answer
     /// may predate a write: that bump's answer, or the next refresh, decides).
@@ -347,7 +358,7 @@ impl Cache {
         &self,
         v: &Verdict,
         command: &str,
-        env: &[(String, String)],
+        env: &crate::env::Env,
         tenant: &str,
         cwd: &Path,
         generation: u64,
@@ -355,7 +366,7 @@ impl Cache {
         KeyParts {
             class: v.class,
             command,
-            env,
+            env: env.digest(),
             tenant,
             cwd,
             host: &self.host,

@@ -40,12 +40,14 @@ impl Engine {
         let Some(predictor) = &self.predictor else {
             return self.answer(session, line, exec, sink, cancel).await;
         };
-        let id = crate::predict::id_of(command);
+        let (id, text) = line.predict_id();
+        debug_assert_eq!(&**text, command);
+        let id = *id;
         let ((prev2, prev1), rank) = session.advance(id);
         if let Some(rank) = rank {
             self.metrics.predict.checked(rank);
         }
-        predictor.learn(session.tenant(), prev2, prev1, id, command);
+        predictor.learn(session.tenant(), prev2, prev1, id, text.clone());
         let finish = self.answer(session, line, exec, sink, cancel).await;
         self.predict_next(session, id);
         finish
@@ -222,7 +224,7 @@ impl Engine {
         if command.is_empty() {
             return Err(Finish::error(ErrorCode::InvalidCommand, "empty command"));
         }
-        session.record(command);
+        session.record(line.predict_id().1.clone());
         Ok(command)
     }
 

@@ -21,6 +21,9 @@ pub struct Parsed {
     admitted: OnceLock<Result<(), String>>,
     verdict: OnceLock<Verdict>,
     terminal_hint: OnceLock<Option<String>>,
+    /// The line's id for the predictor and a shared copy of its text (both
+    /// per line, not per request: a BLAKE3 hash and an allocation).
+    predict: OnceLock<(crate::predict::CmdId, Arc<str>)>,
 }
 
 impl Parsed {
@@ -30,6 +33,7 @@ impl Parsed {
             admitted: OnceLock::new(),
             verdict: OnceLock::new(),
             terminal_hint: OnceLock::new(),
+            predict: OnceLock::new(),
         }
     }
 
@@ -50,6 +54,14 @@ impl Parsed {
         self.terminal_hint
             .get_or_init(|| crate::shell::needs_terminal(&self.line))
             .as_deref()
+    }
+
+    /// The line's predictor id and its text, shared.
+    pub(super) fn predict_id(&self) -> &(crate::predict::CmdId, Arc<str>) {
+        self.predict.get_or_init(|| {
+            let text = self.line.text();
+            (crate::predict::id_of(text), text.into())
+        })
     }
 
     /// The cache's verdict (the engine's one cache).

@@ -149,12 +149,26 @@ impl Engine {
         dist: &crate::predict::Distribution,
     ) {
         let Some(pf) = &self.prefetcher else { return };
+        let Some(cache) = &self.cache else { return };
+        // Checks 2 and 3 (policy, class, already cached) are synchronous when
+        // the tenant's generation is known here: done now, so that the usual
+        // outcome after a repeated line, "cached", costs no task. Only lines
+        // that may really run (or whose generation only Redis knows) get one.
         let lines: Vec<Arc<Parsed>> = dist
             .iter()
             .take(pf.per_command)
             .filter(|p| p.own && p.p >= pf.threshold)
             .map(|p| self.lines.get(&p.line))
             .filter(|line| Builtin::from_line(line.line()).is_none())
+            .filter(
+                |line| match precheck(cache, pf, &tenant, &cwd, &env, line) {
+                    Ok(()) => true,
+                    Err(reason) => {
+                        self.metrics.predict.skipped(reason);
+                        false
+                    }
+                },
+            )
             .collect();
         if lines.is_empty() {
             return;
@@ -173,10 +187,7 @@ impl Engine {
             lines,
         };
         let task = PrefetchTask {
-            cache: match &self.cache {
-                Some(c) => c.clone(),
-                None => return,
-            },
+            cache: cache.clone(),
             workers: self.workers.clone(),
             flights: self.flights.clone(),
             metrics: self.metrics.clone(),
@@ -188,6 +199,48 @@ impl Engine {
         };
         tokio::spawn(task.run(plan));
     }
+}
+
+/// The checks of a prefetch that need no await and no file system call: the
+/// command policy, the class, and "already cached" for a line without inputs
+/// to restamp when the tenant's generation is known without Redis (else the
+/// task finds out). `Ok`: the line goes on to the task, which
+/// checks it again in full ([`PrefetchTask::one`]).
+fn precheck(
+    cache: &crate::cache::Cache,
+    pf: &Prefetcher,
+    tenant: &str,
+    cwd: &std::path::Path,
+    env: &crate::session::ChildEnv,
+    line: &Parsed,
+) -> Result<(), &'static str> {
+    if let Some(policy) = &pf.policy {
+        if line.admitted(policy).is_err() {
+            return Err("not_cacheable");
+        }
+    }
+    let verdict = line.verdict(cache);
+    if !cache.serves(verdict, cwd) {
+        return Err("not_cacheable");
+    }
+    if verdict.inputs.is_some() {
+        // Its entry is checked by a restamp (file system calls, up to a few
+        // hundred µs for git): not here, on the request's way to its `Exit`.
+        return Ok(());
+    }
+    let generation = match verdict.class {
+        Class::Pure | Class::Session => 0,
+        _ => match cache.generation_now(tenant) {
+            Some(g) => g,
+            None => return Ok(()),
+        },
+    };
+    let key = cache.key(verdict, line.line().text(), env, tenant, cwd, generation);
+    let fresh = cache.freshness(verdict, cwd, env, generation);
+    if cache.holds(key, &fresh) {
+        return Err("cached");
+    }
+    Ok(())
 }
 
 /// The engine parts a prefetch runs with (cloned handles, so it owns them).

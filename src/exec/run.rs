@@ -54,7 +54,7 @@ pub struct Job {
     /// inherited environment and sets exactly these (plus `PWD` = `cwd`).
     /// Shared: a session's environment changes rarely and is reused by every
     /// command it runs.
-    pub env: Arc<[(String, String)]>,
+    pub env: crate::env::Env,
     /// Wall-clock limit from spawn; then the group is terminated.
     pub timeout: Duration,
     /// SIGTERM → wait this long → SIGKILL, so well-behaved programs can clean up.

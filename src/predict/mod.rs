@@ -75,16 +75,28 @@ impl Predictor {
     }
 
     fn shard(&self, tenant: &str) -> &Shard {
-        let h = blake3::hash(tenant.as_bytes()).as_bytes()[0] as usize;
-        &self.shards[h % SHARDS]
+        // FNV-1a: a shard only spreads lock contention, it needs no
+        // cryptographic hash (twice per request, that was measurable).
+        let h = tenant.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        &self.shards[(h % SHARDS as u64) as usize]
     }
 
     /// Learns that `line` followed (`prev2`, `prev1`) in a session of `tenant`.
     /// Lines longer than [`model::MAX_LINE`] are not learned.
-    pub fn learn(&self, tenant: &Arc<str>, prev2: CmdId, prev1: CmdId, next: CmdId, line: &str) {
-        if line.len() > model::MAX_LINE {
+    pub fn learn(
+        &self,
+        tenant: &Arc<str>,
+        prev2: CmdId,
+        prev1: CmdId,
+        next: CmdId,
+        line: impl AsRef<str> + Into<Arc<str>>,
+    ) {
+        if line.as_ref().len() > model::MAX_LINE {
             return;
         }
+        // The engine hands its memo's shared copy of the line: no allocation.
         let line: Arc<str> = line.into();
         {
             let mut shard = lock(self.shard(tenant));
@@ -100,7 +112,10 @@ impl Predictor {
         lock(&self.global).learn(prev2, prev1, next, &line, false);
         self.global_dirty
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        lock(&self.dirty).insert(tenant.clone());
+        let mut dirty = lock(&self.dirty);
+        if !dirty.contains(tenant) {
+            dirty.insert(tenant.clone());
+        }
     }
 
     /// The `top_k` most likely next commands of `tenant` after (`prev2`, `prev1`).

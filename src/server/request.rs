@@ -127,6 +127,26 @@ impl FrameSink {
     }
 }
 
+/// Starts an admitted request (`request`, the future of [`run`]): polled once
+/// here, on the reader's task, and given a task of its own only if it has to
+/// wait (a spawn, a full writer queue, Redis). A cache hit, the common case
+/// under load, ends in that one poll: no task to create, schedule, wake on
+/// another worker and tear down, which cost more than the hit itself (issue
+/// 17, part 6). The future is the same either way, so every guarantee of
+/// [`run`] holds; what it registered to wake on before it moves wakes the
+/// reader once, harmlessly, then its own task.
+pub(super) async fn start<F>(tracker: &tokio_util::task::TaskTracker, request: F)
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let mut request = Box::pin(request);
+    let first = std::future::poll_fn(|cx| std::task::Poll::Ready(request.as_mut().poll(cx))).await;
+    if first.is_pending() {
+        tracker.spawn(request);
+    }
+}
+
 /// Runs `exec` (its `line` parsed at admission) and sends its terminal frame.
 /// Returns how it ended (for batches).
 pub(super) async fn run(

@@ -10,7 +10,6 @@
 
 use crate::config::SessionConfig;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 /// Defaults for programs that would wait for a terminal that never comes: a
 /// pager prints straight through (`cat`), an editor fails at once (`false`:
@@ -30,8 +29,9 @@ pub const NON_INTERACTIVE: [(&str, &str); 7] = [
     ("GIT_TERMINAL_PROMPT", "0"),
 ];
 
-/// A child's complete environment, shared by the commands that start from it.
-pub type ChildEnv = Arc<[(String, String)]>;
+/// A child's complete environment, shared by the commands that start from it
+/// (with its digest, worked out once: see [`crate::env`]).
+pub type ChildEnv = crate::env::Env;
 
 /// The scrubbed base environment, computed once at startup.
 #[derive(Debug, Clone)]
@@ -66,7 +66,7 @@ impl BaseEnv {
             .cloned()
             .collect();
         env.extend(session.iter().map(|(k, v)| (k.clone(), v.clone())));
-        env.into()
+        ChildEnv::from(env)
     }
 
     /// A base variable's value.

@@ -37,7 +37,9 @@ pub(super) struct State {
     /// command after a change, so a command costs an `Arc` clone rather than a
     /// copy of every variable (~20 allocations each, heaptrack).
     child_env: Option<ChildEnv>,
-    pub history: VecDeque<Box<str>>,
+    /// Shared copies of the lines (the engine's memo holds the same ones):
+    /// recording a command allocates nothing.
+    pub history: VecDeque<Arc<str>>,
     /// The tenant's working root when `tenant_roots` is on: `cd` stays inside it.
     pub root: Option<PathBuf>,
     /// The last two commands (previous-but-one, previous), the predictor's context.
@@ -102,7 +104,7 @@ impl Session {
     }
 
     /// Remembers a command, dropping the oldest beyond the limit.
-    pub(crate) fn record(&self, command: &str) {
+    pub(crate) fn record(&self, command: impl Into<Arc<str>>) {
         if self.history_limit == 0 {
             return;
         }
@@ -208,7 +210,7 @@ impl Session {
             .history
             .into_iter()
             .skip(skip)
-            .map(String::into_boxed_str)
+            .map(Arc::from)
             .collect();
         true
     }

@@ -47,9 +47,8 @@ impl Connection {
             return;
         };
         let (shared, engine) = (self.shared.clone(), self.engine.clone());
-        self.ctx.tracker.spawn(request::run(
-            shared, engine, session, exec, line, received, cancel,
-        ));
+        let run = request::run(shared, engine, session, exec, line, received, cancel);
+        request::start(&self.ctx.tracker, run).await;
     }
 
     /// `Batch`: parallel, each step is an `Exec` of its own; sequential, the

@@ -181,6 +181,11 @@ pub(super) async fn run(
         None => tokio::sync::watch::channel(0u64).1,
     };
 
+    // Created once, not per message: `cancelled()` in the loop would register
+    // with (and leave) the server-wide token's waiters, under its lock, on
+    // every message of every connection.
+    let drain = ctx.drain.clone().cancelled_owned();
+    tokio::pin!(drain);
     let ending = loop {
         timers.arm_expiry(conn.grant.as_ref().and_then(|g| g.expires));
         let step = tokio::select! {
@@ -188,7 +193,7 @@ pub(super) async fn run(
             Ok(()) = token_reloads.changed(), if conn.grant.as_ref().is_some_and(|g| !g.tokens.is_empty()) => {
                 conn.on_tokens_reloaded(&mut timers).await
             }
-            _ = ctx.drain.cancelled(), if !conn.draining => {
+            _ = &mut drain, if !conn.draining => {
                 conn.draining = true;
                 Step::Continue(())
             }
