@@ -59,6 +59,10 @@ pub enum L3Failure {
 pub struct CacheMetrics {
     hits: Family<TierLabel, Counter>,
     misses: Family<TierLabel, Counter>,
+    /// `hits` and `misses` of L1, L2 and L3, looked up once at start (a
+    /// family lookup takes a lock and hashes the label, on every request).
+    hit_by: [Counter; 3],
+    miss_by: [Counter; 3],
     evictions: Family<TierLabel, Counter>,
     bytes: Family<TierLabel, Gauge>,
     l3_errors: Family<KindLabel, Counter>,
@@ -76,9 +80,16 @@ pub struct CacheMetrics {
 
 impl CacheMetrics {
     pub(super) fn new() -> Self {
+        let hits = Family::<TierLabel, Counter>::default();
+        let misses = Family::<TierLabel, Counter>::default();
+        let by = |f: &Family<TierLabel, Counter>| {
+            [Tier::L1, Tier::L2, Tier::L3].map(|t| f.get_or_create(&Self::tier(t)).clone())
+        };
         CacheMetrics {
-            hits: Family::default(),
-            misses: Family::default(),
+            hit_by: by(&hits),
+            miss_by: by(&misses),
+            hits,
+            misses,
             evictions: Family::default(),
             bytes: Family::default(),
             l3_errors: Family::default(),
@@ -167,13 +178,13 @@ impl CacheMetrics {
 
     /// A hit in `tier`.
     pub fn hit(&self, tier: Tier) {
-        self.hits.get_or_create(&Self::tier(tier)).inc();
+        self.hit_by[tier as usize].inc();
         self.hit_total.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A miss in `tier`.
     pub fn miss(&self, tier: Tier) {
-        self.misses.get_or_create(&Self::tier(tier)).inc();
+        self.miss_by[tier as usize].inc();
     }
 
     /// `n` entries evicted from `tier`.

@@ -163,6 +163,9 @@ pub struct Metrics {
     started: Instant,
     registry: Registry,
     served: Family<ServedLabel, Counter>,
+    /// `served`'s counter of each `ServedFrom`, looked up once at start (a
+    /// family lookup takes a lock and hashes the label, on every request).
+    served_by: Vec<(ServedFrom, Counter)>,
     errors: Family<CodeLabel, Counter>,
     refusals: Family<KindLabel, Counter>,
     /// `Attach`es by outcome (`attached`, `lost`).
@@ -213,9 +216,19 @@ impl Metrics {
         let errors = Family::<CodeLabel, Counter>::default();
         // 25 µs .. ~52 s in doubling buckets.
         let backend_seconds = Histogram::new(exponential_buckets(25e-6, 2.0, 22));
+        let served_by = ServedFrom::ALL
+            .iter()
+            .map(|&f| {
+                let label = ServedLabel {
+                    served_from: f.as_str(),
+                };
+                (f, served.get_or_create(&label).clone())
+            })
+            .collect();
         let m = Metrics {
             started: Instant::now(),
             served,
+            served_by,
             errors,
             refusals: Family::default(),
             reattaches: Family::default(),
@@ -363,11 +376,15 @@ impl Metrics {
     /// A request ended with an `Exit`.
     pub fn request_done(&self, served_from: ServedFrom, backend_us: u64) {
         self.in_flight.dec();
-        self.served
-            .get_or_create(&ServedLabel {
-                served_from: served_from.as_str(),
-            })
-            .inc();
+        match self.served_by.iter().find(|(f, _)| *f == served_from) {
+            Some((_, counter)) => counter.inc(),
+            None => self
+                .served
+                .get_or_create(&ServedLabel {
+                    served_from: served_from.as_str(),
+                })
+                .inc(),
+        };
         self.record_latency(backend_us);
     }
 

@@ -97,7 +97,7 @@ fn weakest(counts: impl Iterator<Item = u32>) -> Option<usize> {
 #[derive(Debug, Clone)]
 pub struct Model {
     /// (previous-but-one or NONE, previous or START) → successors.
-    contexts: HashMap<(CmdId, CmdId), Successors>,
+    contexts: HashMap<(CmdId, CmdId), Successors, crate::sync::NumHash>,
     max_contexts: usize,
 }
 
@@ -131,7 +131,7 @@ impl Model {
     /// larger than a tenant's).
     pub fn with_capacity(max_contexts: usize) -> Model {
         Model {
-            contexts: HashMap::new(),
+            contexts: HashMap::default(),
             max_contexts: max_contexts.max(1),
         }
     }

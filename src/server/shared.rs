@@ -53,8 +53,12 @@ pub(super) struct Shared {
     pub cancelled: Arc<Cancelled>,
     /// Each request in flight: the token that cancels it and, for a
     /// `Spawn`, where its input goes.
-    in_flight: Mutex<HashMap<RequestId, InFlight>>,
-    /// Parent of every request's cancel token: fires when the connection ends.
+    in_flight: Mutex<HashMap<RequestId, InFlight, crate::sync::NumHash>>,
+    /// Fired when the connection ends: every request in flight is cancelled
+    /// then, and one registered after it starts cancelled. (Not the parent
+    /// of the requests' tokens: a child token takes the parent's lock when
+    /// made and when dropped, twice per request on a lock every request of
+    /// the connection shares.)
     cancel_all: CancellationToken,
     /// Signalled when `in_flight` becomes empty (the drain waits on it).
     emptied: Notify,
@@ -111,7 +115,7 @@ impl Shared {
             out,
             security,
             cancelled,
-            in_flight: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::default()),
             cancel_all: CancellationToken::new(),
             emptied: Notify::new(),
             born: Instant::now(),
@@ -126,19 +130,26 @@ impl Shared {
 
     /// The requests in flight. Hold the guard briefly: request tasks take it
     /// to finish.
-    pub fn in_flight(&self) -> MutexGuard<'_, HashMap<RequestId, InFlight>> {
+    pub fn in_flight(&self) -> MutexGuard<'_, HashMap<RequestId, InFlight, crate::sync::NumHash>> {
         lock(&self.in_flight)
     }
 
     /// Registers an accepted request and gives the token that cancels it
     /// (which also fires when the connection ends). `input`: a `Spawn`'s.
     pub fn register(&self, request: RequestId, input: Option<InputPort>) -> CancellationToken {
-        let token = self.cancel_all.child_token();
+        let token = CancellationToken::new();
         let entry = InFlight {
             cancel: token.clone(),
             input,
         };
-        self.in_flight().insert(request, entry);
+        let mut map = self.in_flight();
+        // Checked under the map's lock, which `cancel_all` takes after firing:
+        // either this entry is in the map when it cancels them, or this sees it fired.
+        if self.cancel_all.is_cancelled() {
+            token.cancel();
+        }
+        map.insert(request, entry);
+        drop(map);
         self.requests.fetch_add(1, Ordering::Relaxed);
         token
     }
