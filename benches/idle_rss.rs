@@ -10,7 +10,9 @@
 //! issue's "idle connection"). `VOXTERM_IDLE_COMMAND=pwd` runs one command on
 //! each first (so each holds a session too; a command with a large output shows
 //! what activity leaves behind). `VOXTERM_IDLE_CONNECTIONS` sets N (1000),
-//! `VOXTERM_IDLE_SERVER` another `voxterm` binary to measure (to compare builds).
+//! `VOXTERM_IDLE_SERVER` another `voxterm` binary to measure (to compare builds),
+//! `VOXTERM_IDLE_EXTERNAL=PORT:PID` a server already running (e.g. under
+//! `heaptrack`, for the breakdown by allocation site).
 //!
 //! `cargo bench --bench idle_rss`
 
@@ -69,19 +71,36 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
+    // A server started elsewhere (under heaptrack, say): its port and pid.
+    let external: Option<(u16, u32)> = std::env::var("VOXTERM_IDLE_EXTERNAL")
+        .ok()
+        .and_then(|v| {
+            let (port, pid) = v.split_once(':')?;
+            Some((port.parse().ok()?, pid.parse().ok()?))
+        });
+    let port = external.map_or_else(
+        || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port()
+        },
+        |(port, _)| port,
+    );
     let program = std::env::var("VOXTERM_IDLE_SERVER")
         .unwrap_or_else(|_| env!("CARGO_BIN_EXE_voxterm").to_owned());
-    let mut server = Command::new(&program)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start voxterm");
-    let pid = server.id();
+    let mut server = match external {
+        Some(_) => None,
+        None => Some(
+            Command::new(&program)
+                .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("start voxterm"),
+        ),
+    };
+    let pid = external.map_or_else(|| server.as_ref().map_or(0, |s| s.id()), |(_, pid)| pid);
     let url = format!("ws://127.0.0.1:{port}/ws");
     let http = format!("http://127.0.0.1:{port}");
     let command = std::env::var("VOXTERM_IDLE_COMMAND")
@@ -132,6 +151,8 @@ fn main() {
         );
         drop(clients);
     });
-    let _ = server.kill();
-    let _ = server.wait();
+    if let Some(server) = &mut server {
+        let _ = server.kill();
+        let _ = server.wait();
+    }
 }
