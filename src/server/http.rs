@@ -139,7 +139,10 @@ pub(super) async fn serve_tcp(
                 Some(ws_config),
             )
             .await;
-            connection::run(ctx, ws, peer, admitted).await;
+            // A task of its own: this one, with the state of the HTTP exchange
+            // (kilobytes), ends here instead of living as long as the connection.
+            let tracker = ctx.tracker.clone();
+            tracker.spawn(connection::run(ctx, ws, peer, admitted));
         }
         Reply::Http(status, content_type, extra, body) => {
             let _ = respond(&mut stream, status, content_type, &extra, &body).await;

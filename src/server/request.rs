@@ -10,6 +10,7 @@ use crate::metrics::Refusal;
 use crate::output::{OutputSink, SinkClosed};
 use crate::session::SessionHandle;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
@@ -135,12 +136,15 @@ impl FrameSink {
 /// 17, part 6). The future is the same either way, so every guarantee of
 /// [`run`] holds; what it registered to wake on before it moves wakes the
 /// reader once, harmlessly, then its own task.
-pub(super) async fn start<F>(tracker: &tokio_util::task::TaskTracker, request: F)
+///
+/// The caller boxes the future (`Box::pin(run(…))`) before the call: the
+/// reader's own future then holds a pointer while this runs, not the
+/// request's whole state machine (kilobytes, in every idle connection).
+pub(super) async fn start<F>(tracker: &tokio_util::task::TaskTracker, mut request: Pin<Box<F>>)
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let mut request = Box::pin(request);
     let first = std::future::poll_fn(|cx| std::task::Poll::Ready(request.as_mut().poll(cx))).await;
     if first.is_pending() {
         tracker.spawn(request);

@@ -47,7 +47,9 @@ impl Connection {
             return;
         };
         let (shared, engine) = (self.shared.clone(), self.engine.clone());
-        let run = request::run(shared, engine, session, exec, line, received, cancel);
+        let run = Box::pin(request::run(
+            shared, engine, session, exec, line, received, cancel,
+        ));
         request::start(&self.ctx.tracker, run).await;
     }
 

@@ -186,12 +186,15 @@ pub(super) async fn run(
     // every message of every connection.
     let drain = ctx.drain.clone().cancelled_owned();
     tokio::pin!(drain);
+    // The rare handlers (timers, tokens reloads) are boxed when they run:
+    // inline, their state would be part of this future, which every idle
+    // connection holds for its whole life.
     let ending = loop {
         timers.arm_expiry(conn.grant.as_ref().and_then(|g| g.expires));
         let step = tokio::select! {
-            ring = timers.next(conn.tenant.is_none()) => conn.on_timer(ring, &mut timers).await,
+            ring = timers.next(conn.tenant.is_none()) => Box::pin(conn.on_timer(ring, &mut timers)).await,
             Ok(()) = token_reloads.changed(), if conn.grant.as_ref().is_some_and(|g| !g.tokens.is_empty()) => {
-                conn.on_tokens_reloaded(&mut timers).await
+                Box::pin(conn.on_tokens_reloaded(&mut timers)).await
             }
             _ = &mut drain, if !conn.draining => {
                 conn.draining = true;
