@@ -72,12 +72,10 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
     // A server started elsewhere (under heaptrack, say): its port and pid.
-    let external: Option<(u16, u32)> = std::env::var("VOXTERM_IDLE_EXTERNAL")
-        .ok()
-        .and_then(|v| {
-            let (port, pid) = v.split_once(':')?;
-            Some((port.parse().ok()?, pid.parse().ok()?))
-        });
+    let external: Option<(u16, u32)> = std::env::var("VOXTERM_IDLE_EXTERNAL").ok().and_then(|v| {
+        let (port, pid) = v.split_once(':')?;
+        Some((port.parse().ok()?, pid.parse().ok()?))
+    });
     let port = external.map_or_else(
         || {
             std::net::TcpListener::bind("127.0.0.1:0")

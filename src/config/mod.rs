@@ -283,7 +283,9 @@ pub struct ServerConfig {
     /// wait for further frames before it flushes; never waits when idle.
     #[serde(default = "coalesce_delay", with = "humantime_serde")]
     pub coalesce_delay: Duration,
-    /// tungstenite's read buffer per connection (its default of 128 KiB is ~1 GB at 10k connections).
+    /// tungstenite's read buffer per connection (its default of 128 KiB is ~1 GB at 10k connections):
+    /// allocated when the connection opens and kept, and also the most it reads
+    /// per system call, so a larger one trades idle memory for fewer reads of large messages.
     pub ws_read_buffer: usize,
     /// tungstenite's write buffer per connection.
     pub ws_write_buffer: usize,

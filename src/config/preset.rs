@@ -65,7 +65,10 @@ impl Preset {
                 coalesce_bytes: 16 << 10,
                 coalesce: true,
                 coalesce_delay: Duration::from_micros(200),
-                ws_read_buffer: 4 << 10,
+                // Allocated for every connection, idle or not, and kept:
+                // 1 KiB holds ~25 `Exec`s; a larger message is read in 1 KiB
+                // pieces (issue 17, part 7).
+                ws_read_buffer: 1 << 10,
                 ws_write_buffer: 8 << 10,
                 compress_threshold: 1024,
                 handshake_timeout: Duration::from_secs(10),

@@ -27,7 +27,7 @@ use crate::output::SinkClosed;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{mpsc, watch, Mutex, Notify};
+use tokio::sync::{watch, Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{Message, RequestId};
 
@@ -119,11 +119,7 @@ impl Acks {
     /// it acknowledges, dropping routes that ended and have nothing left.
     /// Ends with `stop` (the connection ended) or when the writer is gone;
     /// it holds the writer's queue only weakly, so it never keeps it open.
-    pub(super) async fn run(
-        self: Arc<Self>,
-        out: mpsc::WeakSender<Outbound>,
-        stop: CancellationToken,
-    ) {
+    pub(super) async fn run(self: Arc<Self>, out: super::writer::WeakTx, stop: CancellationToken) {
         let mut acked = self.acked.subscribe();
         loop {
             let routes: Vec<Arc<Route>> =

@@ -7,7 +7,7 @@
 //! which starts the requests.
 
 use super::replay::{Acks, Home, Route, SessionKey};
-use super::writer::{Cancelled, Outbound};
+use super::writer::{Cancelled, Outbound, Tx};
 use crate::exec::Feed;
 use crate::output::SinkClosed;
 use crate::security::Security;
@@ -46,7 +46,7 @@ pub(super) struct InputPort {
 /// What the reader and the connection's request tasks share.
 pub(super) struct Shared {
     /// The writer's queue.
-    pub out: mpsc::Sender<Outbound>,
+    pub out: Tx,
     /// Limits the request tasks apply (the tenant's output budget).
     pub security: Arc<Security>,
     /// Cancelled requests whose queued output the writer drops.
@@ -89,7 +89,7 @@ pub(super) struct Shared {
 #[derive(Clone)]
 pub(super) enum Out {
     /// The connection's writer queue.
-    Direct(mpsc::Sender<Outbound>),
+    Direct(Tx),
     /// A route (`replay`), when the connection asked for re-attach.
     Routed(Arc<Route>),
 }
@@ -106,11 +106,7 @@ impl Out {
 
 impl Shared {
     /// The state of a connection just opened, whose writer reads `out`.
-    pub fn new(
-        out: mpsc::Sender<Outbound>,
-        security: Arc<Security>,
-        cancelled: Arc<Cancelled>,
-    ) -> Self {
+    pub fn new(out: Tx, security: Arc<Security>, cancelled: Arc<Cancelled>) -> Self {
         Shared {
             out,
             security,
@@ -199,7 +195,12 @@ impl Shared {
 
     /// Makes a request taken over by `Attach` one of this connection's.
     pub fn adopt(&self, request: RequestId, entry: InFlight) {
-        self.in_flight().insert(request, entry);
+        let mut map = self.in_flight();
+        // As in `register`: a connection that already ended cancels it now.
+        if self.cancel_all.is_cancelled() {
+            entry.cancel.cancel();
+        }
+        map.insert(request, entry);
     }
 
     /// Takes a request's in-flight entry (its connection dropped).

@@ -16,11 +16,11 @@ use super::context::Transport;
 use crate::metrics::Metrics;
 use futures_util::stream::SplitSink;
 use futures_util::SinkExt;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, Semaphore};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -55,6 +55,152 @@ impl Cancelled {
         if self.count.load(Ordering::Acquire) > 0 && crate::sync::lock(&self.ids).remove(&request) {
             self.count.fetch_sub(1, Ordering::Release);
         }
+    }
+}
+
+/// The writer's queue: bounded (`write_queue` frames), so that a client that
+/// stops reading blocks only its own commands, and closed for the writer when
+/// every sender is gone.
+///
+/// Not tokio's `mpsc`: its channel allocates its first block of 32 slots
+/// (~1.6 KiB) when made, and every connection held one for its whole life,
+/// idle or not (issue 17, part 7). Here the frames wait in a `VecDeque`
+/// that grows on first use and is released when the writer finds it empty
+/// with room for more than [`KEEP_SLOTS`]; the bound is a semaphore's permits.
+pub(super) fn queue(bound: usize) -> (Tx, Rx) {
+    let q = Arc::new(Queue {
+        items: Mutex::new(VecDeque::new()),
+        space: Semaphore::new(bound.max(1)),
+        ready: Notify::new(),
+        senders: AtomicUsize::new(1),
+    });
+    (Tx(q.clone()), Rx(q))
+}
+
+/// Slots an idle queue keeps: a few frames' worth, so that a connection
+/// answering one request at a time never reallocates.
+const KEEP_SLOTS: usize = 8;
+
+struct Queue {
+    items: Mutex<VecDeque<Outbound>>,
+    /// Free places in the queue.
+    space: Semaphore,
+    /// Wakes the writer: a frame was queued, or the last sender went.
+    ready: Notify,
+    senders: AtomicUsize,
+}
+
+/// The sending side of the writer's queue; cheap to clone.
+pub(super) struct Tx(Arc<Queue>);
+
+/// The writer is gone (the connection ended): the frame was not queued.
+#[derive(Debug)]
+pub(super) struct Closed;
+
+impl Tx {
+    /// Queues `item`, waiting while the queue is full.
+    pub(super) async fn send(&self, item: Outbound) -> Result<(), Closed> {
+        let permit = self.0.space.acquire().await.map_err(|_| Closed)?;
+        permit.forget();
+        crate::sync::lock(&self.0.items).push_back(item);
+        self.0.ready.notify_one();
+        Ok(())
+    }
+
+    /// Queues `item` if there is room now.
+    pub(super) fn try_send(&self, item: Outbound) -> Result<(), Closed> {
+        let permit = self.0.space.try_acquire().map_err(|_| Closed)?;
+        permit.forget();
+        crate::sync::lock(&self.0.items).push_back(item);
+        self.0.ready.notify_one();
+        Ok(())
+    }
+}
+
+impl Tx {
+    /// A handle that does not keep the queue open (the acker's).
+    pub(super) fn downgrade(&self) -> WeakTx {
+        WeakTx(Arc::downgrade(&self.0))
+    }
+}
+
+/// A sender that does not keep the writer's queue open: [`WeakTx::upgrade`]
+/// gives a [`Tx`] only while some other sender still exists.
+pub(super) struct WeakTx(std::sync::Weak<Queue>);
+
+impl WeakTx {
+    /// A sender, unless every one is gone (the writer then ends).
+    pub(super) fn upgrade(&self) -> Option<Tx> {
+        let q = self.0.upgrade()?;
+        let mut n = q.senders.load(Ordering::Acquire);
+        loop {
+            if n == 0 {
+                return None;
+            }
+            match q
+                .senders
+                .compare_exchange_weak(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => return Some(Tx(q)),
+                Err(now) => n = now,
+            }
+        }
+    }
+}
+
+impl Clone for Tx {
+    fn clone(&self) -> Tx {
+        self.0.senders.fetch_add(1, Ordering::Relaxed);
+        Tx(self.0.clone())
+    }
+}
+
+impl Drop for Tx {
+    fn drop(&mut self) {
+        if self.0.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last one: the writer may be waiting for a frame that never comes.
+            self.0.ready.notify_one();
+        }
+    }
+}
+
+/// The writer's end of its queue.
+pub(super) struct Rx(Arc<Queue>);
+
+impl Rx {
+    /// The next frame, or None once the queue is empty and every sender gone.
+    async fn recv(&mut self) -> Option<Outbound> {
+        loop {
+            if let Some(item) = self.try_recv() {
+                return Some(item);
+            }
+            if self.0.senders.load(Ordering::Acquire) == 0 {
+                // A frame queued just before the last sender left is still taken.
+                return self.try_recv();
+            }
+            {
+                let mut items = crate::sync::lock(&self.0.items);
+                if items.is_empty() && items.capacity() > KEEP_SLOTS {
+                    *items = VecDeque::new();
+                }
+            }
+            // A `notify_one` since the check above left a permit: no lost wake-up.
+            self.0.ready.notified().await;
+        }
+    }
+
+    /// A frame already queued, if any.
+    fn try_recv(&mut self) -> Option<Outbound> {
+        let item = crate::sync::lock(&self.0.items).pop_front()?;
+        self.0.space.add_permits(1);
+        Some(item)
+    }
+}
+
+impl Drop for Rx {
+    fn drop(&mut self) {
+        // Senders waiting for room learn that nobody will read.
+        self.0.space.close();
     }
 }
 
@@ -99,7 +245,7 @@ pub(super) struct Coalesce {
 /// above the ~200 µs bound.
 pub(super) async fn run(
     mut sink: Sink,
-    mut rx: mpsc::Receiver<Outbound>,
+    mut rx: Rx,
     mut codec: Codec,
     metrics: Arc<Metrics>,
     coalesce: Coalesce,
@@ -148,7 +294,7 @@ pub(super) async fn run(
                     Outbound::AckPing(epoch) => ack = Some(epoch),
                 }
                 if buf.len() < max_bytes {
-                    next = rx.try_recv().ok();
+                    next = rx.try_recv();
                 }
             }
             // Only under load (several frames were waiting) and with room left.
@@ -160,7 +306,7 @@ pub(super) async fn run(
                 break;
             }
             tokio::task::yield_now().await;
-            next = rx.try_recv().ok();
+            next = rx.try_recv();
             if next.is_none() {
                 break;
             }

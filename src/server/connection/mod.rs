@@ -63,7 +63,6 @@ use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::Duration;
 use timers::Timers;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::WebSocketStream;
 use voxterm_protocol::{
@@ -147,7 +146,7 @@ pub(super) async fn run(
     let engine = ctx.engine.clone();
     let cfg = engine.config().clone();
     let (sink, mut stream) = ws.split();
-    let (out, rx) = mpsc::channel(cfg.server.write_queue);
+    let (out, rx) = writer::queue(cfg.server.write_queue);
     // Every connection starts in bincode without compression; `Hello` may
     // switch both (the writer is told with `Outbound::Configure`).
     let settings = CodecSettings {

@@ -47,10 +47,11 @@ pub(super) enum Ring {
 /// The clocks of one connection, and when the peer was last heard from.
 pub(super) struct Timers {
     // The sleeps are boxed so that `Timers` can be an ordinary field-by-field
-    // struct (a `Sleep` must be pinned to be polled); three allocations per
-    // connection, none per message.
-    hello: Pin<Box<Sleep>>,
-    expiry: Pin<Box<Sleep>>,
+    // struct (a `Sleep` must be pinned to be polled); none per message. The
+    // Hello deadline is dropped once Hello is done and the expiry exists only
+    // while armed: an idle connection keeps the two it needs.
+    hello: Option<Pin<Box<Sleep>>>,
+    expiry: Option<Pin<Box<Sleep>>>,
     /// Whether `expiry` is set to the grant's expiry (else it is off).
     expiry_armed: bool,
     idle: Pin<Box<Sleep>>,
@@ -71,10 +72,10 @@ impl Timers {
     /// The clocks of a connection that starts now.
     pub fn start(cfg: &ServerConfig) -> Timers {
         // A client must say Hello within the handshake timeout, or it only holds a socket.
-        let hello = Box::pin(tokio::time::sleep(cfg.handshake_timeout));
+        let hello = Some(Box::pin(tokio::time::sleep(cfg.handshake_timeout)));
         let idle_after = cfg.idle_timeout;
         let idle = Box::pin(tokio::time::sleep(or_far(idle_after)));
-        let expiry = Box::pin(tokio::time::sleep(FAR));
+        let expiry = None;
         let ping_every = cfg.ping_interval;
         let mut keepalive = tokio::time::interval_at(
             tokio::time::Instant::now() + or_far(ping_every),
@@ -98,9 +99,12 @@ impl Timers {
     /// Waits for the next clock to ring. The `Hello` deadline counts only
     /// while `awaiting_hello`. With every clock off it never completes.
     pub async fn next(&mut self, awaiting_hello: bool) -> Ring {
+        if !awaiting_hello {
+            self.hello = None;
+        }
         tokio::select! {
-            _ = &mut self.hello, if awaiting_hello => Ring::HelloLate,
-            _ = &mut self.expiry, if self.expiry_armed => Ring::Expired,
+            _ = ring(&mut self.hello), if awaiting_hello => Ring::HelloLate,
+            _ = ring(&mut self.expiry), if self.expiry_armed => Ring::Expired,
             _ = &mut self.idle, if !self.idle_after.is_zero() => Ring::Idle,
             _ = self.keepalive.tick(), if !self.ping_every.is_zero() => Ring::Keepalive,
             else => std::future::pending().await,
@@ -124,9 +128,7 @@ impl Timers {
         }
         if let Some(at) = expires {
             let left = at.duration_since(SystemTime::now()).unwrap_or_default();
-            self.expiry
-                .as_mut()
-                .reset(tokio::time::Instant::now() + left);
+            self.expiry = Some(Box::pin(tokio::time::sleep(left)));
             self.expiry_armed = true;
         }
     }
@@ -135,9 +137,7 @@ impl Timers {
     /// tokens reload, which may have moved the expiry).
     pub fn disarm_expiry(&mut self) {
         self.expiry_armed = false;
-        self.expiry
-            .as_mut()
-            .reset(tokio::time::Instant::now() + FAR);
+        self.expiry = None;
     }
 
     /// The idle timer fired: whether the connection has now been idle for
@@ -165,6 +165,14 @@ impl Timers {
     /// A keepalive Ping was just queued (or skipped on a full queue).
     fn pinged(&mut self) {
         self.last_ping = Some(Instant::now());
+    }
+}
+
+/// Waits for `sleep`; never, when there is none.
+async fn ring(sleep: &mut Option<Pin<Box<Sleep>>>) {
+    match sleep {
+        Some(s) => s.as_mut().await,
+        None => std::future::pending().await,
     }
 }
 
