@@ -13,7 +13,7 @@ use crate::output::SinkClosed;
 use crate::security::Security;
 use crate::sync::lock;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify};
@@ -54,12 +54,12 @@ pub(super) struct Shared {
     /// Each request in flight: the token that cancels it and, for a
     /// `Spawn`, where its input goes.
     in_flight: Mutex<HashMap<RequestId, InFlight, crate::sync::NumHash>>,
-    /// Fired when the connection ends: every request in flight is cancelled
-    /// then, and one registered after it starts cancelled. (Not the parent
-    /// of the requests' tokens: a child token takes the parent's lock when
-    /// made and when dropped, twice per request on a lock every request of
-    /// the connection shares.)
-    cancel_all: CancellationToken,
+    /// Set when the connection ends: every request in flight is cancelled
+    /// then, and one registered after it starts cancelled. (Not a parent
+    /// token of the requests' tokens: a child token takes the parent's lock
+    /// when made and when dropped, twice per request on a lock every request
+    /// of the connection shares; and a flag costs an idle connection nothing.)
+    ended: AtomicBool,
     /// Signalled when `in_flight` becomes empty (the drain waits on it).
     emptied: Notify,
     /// When the connection started; `last_end_ms` counts from here.
@@ -112,7 +112,7 @@ impl Shared {
             security,
             cancelled,
             in_flight: Mutex::new(HashMap::default()),
-            cancel_all: CancellationToken::new(),
+            ended: AtomicBool::new(false),
             emptied: Notify::new(),
             born: Instant::now(),
             last_end_ms: AtomicU64::new(0),
@@ -141,7 +141,7 @@ impl Shared {
         let mut map = self.in_flight();
         // Checked under the map's lock, which `cancel_all` takes after firing:
         // either this entry is in the map when it cancels them, or this sees it fired.
-        if self.cancel_all.is_cancelled() {
+        if self.ended.load(Ordering::Acquire) {
             token.cancel();
         }
         map.insert(request, entry);
@@ -197,7 +197,7 @@ impl Shared {
     pub fn adopt(&self, request: RequestId, entry: InFlight) {
         let mut map = self.in_flight();
         // As in `register`: a connection that already ended cancels it now.
-        if self.cancel_all.is_cancelled() {
+        if self.ended.load(Ordering::Acquire) {
             entry.cancel.cancel();
         }
         map.insert(request, entry);
@@ -257,7 +257,7 @@ impl Shared {
     /// walked too: a request taken over by `Attach` holds a token of the
     /// connection it came from.
     pub fn cancel_all(&self) {
-        self.cancel_all.cancel();
+        self.ended.store(true, Ordering::Release);
         for entry in self.in_flight().values() {
             entry.cancel.cancel();
         }

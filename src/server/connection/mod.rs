@@ -144,7 +144,9 @@ pub(super) async fn run(
     admitted: Admitted,
 ) {
     let engine = ctx.engine.clone();
-    let cfg = engine.config().clone();
+    // Borrowed, not cloned: a clone (every section, its strings and lists)
+    // lived in this future, and on the heap, for the connection's whole life.
+    let cfg = engine.config();
     let (sink, mut stream) = ws.split();
     let (out, rx) = writer::queue(cfg.server.write_queue);
     // Every connection starts in bincode without compression; `Hello` may
@@ -169,7 +171,7 @@ pub(super) async fn run(
         cancelled.clone(),
     ));
     let shared = Arc::new(Shared::new(out, ctx.security.clone(), cancelled));
-    let mut conn = Connection::new(&ctx, &cfg, shared, Codec::new(settings), peer, admitted);
+    let mut conn = Connection::new(&ctx, cfg, shared, Codec::new(settings), peer, admitted);
     engine.metrics.connection_opened();
     tracing::debug!(conn = conn.id, %peer, "connected");
     let mut timers = Timers::start(&cfg.server);
