@@ -193,15 +193,15 @@ impl Conn {
         }));
         c.push(&hello);
         c.flush()?;
+        // The first frame back must be the Welcome (a read may end before it).
         loop {
-            for m in c.read_messages()? {
-                match m {
-                    Message::Welcome(_) => return Ok(c),
-                    other => {
-                        return Err(std::io::Error::other(format!(
-                            "expected Welcome, got {other:?}"
-                        )))
-                    }
+            match c.read_messages()?.into_iter().next() {
+                None => continue,
+                Some(Message::Welcome(_)) => return Ok(c),
+                Some(other) => {
+                    return Err(std::io::Error::other(format!(
+                        "expected Welcome, got {other:?}"
+                    )))
                 }
             }
         }
