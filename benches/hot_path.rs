@@ -1,9 +1,9 @@
 //! The cached hot path under load: many connections, several requests in
 //! flight on each, every request a cached `echo hello` (issue 17, part 6).
 //!
-//! A lean closed-loop client (raw TCP, its own WebSocket framing, one
-//! pre-encoded `Exec` per send, all replies of one read answered with one
-//! write) keeps `VOXTERM_HOT_CONNECTIONS` (100) connections with
+//! A lean closed-loop client (raw TCP on a current-thread runtime, its own
+//! WebSocket framing, each `Exec` encoded into a reused buffer, the answers
+//! to everything one read brought sent back in one write) keeps `VOXTERM_HOT_CONNECTIONS` (100) connections with
 //! `VOXTERM_HOT_IN_FLIGHT` (4) requests each against real server processes
 //! on loopback, and reports per run: commands/s, the server's CPU per command
 //! (utime + stime from `/proc/<pid>/stat`, every thread), the client's own
@@ -23,6 +23,14 @@
 //!
 //! After the runs, a summary: each server's medians and their ratio to the
 //! first server's and to the floor's.
+//!
+//! Spawn mode (issue 17, part 8), `VOXTERM_HOT_MODE=spawn`: every `Exec`
+//! bypasses the cache (`CacheMode::Bypass`), so each starts `echo hello`;
+//! 4 connections x 1 in flight by default; the server's CPU counts the
+//! children it reaped (cutime + cstime). The floor is `bare`: as many threads
+//! of this process as requests in flight, each spawning `/usr/bin/echo hello`
+//! with std's `Command` (`posix_spawn`, stdout a pipe) and waiting, CPU from
+//! `getrusage` (self + children).
 //!
 //! `cargo bench --bench hot_path` (release build; the client gets
 //! `VOXTERM_HOT_CLIENT_THREADS` (1) threads).
