@@ -49,7 +49,21 @@ impl Engine {
         }
         predictor.learn(session.tenant(), prev2, prev1, id, text.clone());
         let finish = self.answer(session, line, exec, sink, cancel).await;
-        self.predict_next(session, id);
+        // Answered whole from a cache tier: the line is cached for this
+        // session now, and its prefetch check need not say so at the price of
+        // a key and a lookup.
+        let hit = matches!(
+            &finish,
+            Finish::Exit {
+                served_from: ServedFrom::L1
+                    | ServedFrom::L2
+                    | ServedFrom::L3
+                    | ServedFrom::Prefetch,
+                killed: KillReason::None,
+                ..
+            }
+        );
+        self.predict_next(session, id, hit.then_some(line));
         finish
     }
 

@@ -90,7 +90,13 @@ struct Planned {
 impl Engine {
     /// Predicts what follows `id` in `session`, remembers it for the accuracy
     /// figures, and prefetches the likely lines in the background.
-    pub(super) fn predict_next(&self, session: &Session, id: crate::predict::CmdId) {
+    /// `hit`: the line that was just answered from the cache, if it was.
+    pub(super) fn predict_next(
+        &self,
+        session: &Session,
+        id: crate::predict::CmdId,
+        hit: Option<&Parsed>,
+    ) {
         let Some(predictor) = &self.predictor else {
             return;
         };
@@ -105,7 +111,7 @@ impl Engine {
             *slot = p.id;
         }
         session.set_predicted(id, ids);
-        self.plan_prefetch(session, &dist);
+        self.plan_prefetch(session, &dist, hit);
     }
 
     /// Warms a session that was just opened: the tenant's likely first lines.
@@ -124,20 +130,26 @@ impl Engine {
             tokio::spawn(async move {
                 me.model_store.load_tenant(&predictor, &tenant).await;
                 let dist = predictor.predict(&tenant, NONE, START);
-                me.spawn_prefetch(tenant, cwd, root, env, &dist);
+                me.spawn_prefetch(tenant, cwd, root, env, &dist, None);
             });
             return;
         }
         let dist = predictor.predict(&tenant, NONE, START);
-        self.plan_prefetch(session, &dist);
+        self.plan_prefetch(session, &dist, None);
     }
 
-    fn plan_prefetch(&self, session: &Session, dist: &crate::predict::Distribution) {
+    fn plan_prefetch(
+        &self,
+        session: &Session,
+        dist: &crate::predict::Distribution,
+        hit: Option<&Parsed>,
+    ) {
         if self.prefetcher.is_none() {
             return;
         }
         let (cwd, env) = session.launch(&self.base_env);
-        self.spawn_prefetch(session.tenant().clone(), cwd, session.root(), env, dist);
+        let root = session.root();
+        self.spawn_prefetch(session.tenant().clone(), cwd, root, env, dist, hit);
     }
 
     fn spawn_prefetch(
@@ -147,6 +159,7 @@ impl Engine {
         root: Option<PathBuf>,
         env: crate::session::ChildEnv,
         dist: &crate::predict::Distribution,
+        hit: Option<&Parsed>,
     ) {
         let Some(pf) = &self.prefetcher else { return };
         let Some(cache) = &self.cache else { return };
@@ -160,6 +173,16 @@ impl Engine {
             .filter(|p| p.own && p.p >= pf.threshold)
             .map(|p| self.lines.get(&p.line))
             .filter(|line| Builtin::from_line(line.line()).is_none())
+            .filter(|line| {
+                // The line just answered from the cache (the memo's same
+                // entry): cached, as the check below would find. Only a
+                // prefetch is decided here, never an answer.
+                let cached = hit.is_some_and(|h| std::ptr::eq(h, &**line));
+                if cached {
+                    self.metrics.predict.skipped("cached");
+                }
+                !cached
+            })
             .filter(
                 |line| match precheck(cache, pf, &tenant, &cwd, &env, line) {
                     Ok(()) => true,
