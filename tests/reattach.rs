@@ -439,3 +439,36 @@ async fn a_request_taken_over_dies_with_the_connection_that_took_it() {
     c2.close().await.unwrap();
     assert_dies(pid, Duration::from_secs(3)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_in_voxterm_exec_still_stops_the_command_at_once() {
+    use tokio::io::AsyncBufReadExt;
+    // `voxterm exec` asks for re-attach; leaving on purpose must not leave the
+    // command held for the grace.
+    let srv = TestServer::start("reattach-ctrl-c").await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxterm"))
+        .args(["exec", "--url", &srv.url, "--tenant", "t", "--"])
+        .arg("sh -c 'echo $$; exec sleep 30'")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(STEP, lines.next_line())
+        .await
+        .expect("the pid in time")
+        .unwrap()
+        .expect("a line");
+    let pid: i32 = first.trim().parse().expect("a pid");
+    let cli = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
+    nix::sys::signal::kill(cli, nix::sys::signal::Signal::SIGINT).unwrap();
+    let status = tokio::time::timeout(STEP, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    // Well within the 30 s grace: it was cancelled, not held.
+    assert_dies(pid, Duration::from_secs(3)).await;
+}

@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 use voxterm_protocol::{
-    Attach, CacheMode, Configure, ErrorCode, Exec, Exit, KillReason, Message, NoticeKind,
+    Attach, CacheMode, Cancel, Configure, ErrorCode, Exec, Exit, KillReason, Message, NoticeKind,
     OpenSession, Priority, Pty, Resize, Spawn, StreamKind, Welcome,
 };
 
@@ -279,9 +279,11 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
                 continue;
             }
             signal = ended.next() => {
-                // The command goes with the connection; the terminal is restored
-                // as `raw` drops.
+                // The command goes with us: cancelled and the connection
+                // closed on purpose (a connection merely dropped would keep
+                // it for re-attach). The terminal is restored as `raw` drops.
                 drop(raw.take());
+                stop(client, request).await;
                 return Ok(128 + signal);
             }
         };
@@ -295,9 +297,11 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
                 match written {
                     Ok(()) => {}
                     // `voxterm exec … | head`: the reader is gone; end as a
-                    // local command would (closing the connection stops the
-                    // command on the server).
-                    Err(e) if e.kind() == ErrorKind::BrokenPipe => return Ok(status::BROKEN_PIPE),
+                    // local command would, and stop the command on the server.
+                    Err(e) if e.kind() == ErrorKind::BrokenPipe => {
+                        stop(client, request).await;
+                        return Ok(status::BROKEN_PIPE);
+                    }
                     Err(e) => return Err(e.into()),
                 }
             }
@@ -351,6 +355,14 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
             _ => {}
         }
     }
+}
+
+/// Cancels `request` and closes the connection with a close frame: a client
+/// that leaves on purpose takes its command along (a dropped connection would
+/// leave it held for re-attach).
+async fn stop(mut client: Client, request: u32) {
+    let _ = client.send(&Message::Cancel(Cancel { request })).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), client.close()).await;
 }
 
 /// Binds the session named `name` (handle 0 is `default`; another is handle 1).
@@ -444,7 +456,7 @@ async fn next_signal(signal: &mut Option<tokio::signal::unix::Signal>) -> Option
 }
 
 /// The signals that end `voxterm exec` early: it returns (restoring the
-/// terminal) with 128 + the signal, and the command ends with the connection.
+/// terminal) with 128 + the signal, and the command is cancelled (`stop`).
 struct Ended {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
