@@ -185,6 +185,17 @@ async fn run(c: &mut Client, cmd: &str) -> Completed {
         .expect("the connection holds")
 }
 
+/// `Configure { reattach: true }`, its answer left in the stream.
+async fn ask_reattach(c: &mut Client) {
+    c.send(&Message::Configure(Configure {
+        suggestions: 0,
+        rejections: false,
+        reattach: true,
+    }))
+    .await
+    .unwrap();
+}
+
 fn ok_out(done: &Completed, cmd: &str) -> String {
     assert_eq!(
         done.exit.as_ref().and_then(|e| e.code),
@@ -299,14 +310,7 @@ async fn engines_behind_haproxy_share_the_cache_and_sessions_and_survive_a_kill(
     let victim = on[2];
     ok_out(&run(&mut users[2], "cd sub").await, "cd");
     ok_out(&run(&mut users[2], "export WHO=me").await, "export");
-    users[2]
-        .send(&Message::Configure(Configure {
-            suggestions: 0,
-            rejections: false,
-            reattach: true,
-        }))
-        .await
-        .unwrap();
+    ask_reattach(&mut users[2]).await;
     let old_connection = users[2].welcome().connection;
     users[2]
         .send(&Message::Exec(Exec {
@@ -397,14 +401,7 @@ async fn engines_behind_haproxy_share_the_cache_and_sessions_and_survive_a_kill(
     );
     // The command that ran on the dead engine is gone, and the client is told
     // so when it tries to take it over: never silently.
-    again
-        .send(&Message::Configure(Configure {
-            suggestions: 0,
-            rejections: false,
-            reattach: true,
-        }))
-        .await
-        .unwrap();
+    ask_reattach(&mut again).await;
     again
         .send(&Message::Attach(Attach {
             request: 4242,

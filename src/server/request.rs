@@ -162,7 +162,7 @@ pub(super) async fn run(
     received: Instant,
     cancel: CancellationToken,
 ) -> bool {
-    let out = shared.out_for(exec.request, session_key(&session));
+    let out = shared.out_for(exec.request, &session);
     let mut sink = FrameSink::new(
         &shared,
         &engine,
@@ -187,11 +187,6 @@ pub(super) async fn run(
     finish_request(&shared, &engine, &out, exec.request, finish, received).await;
     suggest(&shared, &engine, &session, &exec, &line).await;
     ok
-}
-
-/// The session a request runs in, by tenant and name.
-pub(super) fn session_key(session: &SessionHandle) -> (Arc<str>, Box<str>) {
-    (session.tenant().clone(), session.name().into())
 }
 
 /// After an `Exec`'s terminal frame, its likely successors, when the client

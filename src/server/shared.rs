@@ -6,11 +6,12 @@
 //! module so that `request` can use it without depending on `connection`,
 //! which starts the requests.
 
-use super::replay::{Acks, Home, Route, SessionKey};
+use super::replay::{Acks, Home, Route};
 use super::writer::{Cancelled, Outbound, Tx};
 use crate::exec::Feed;
 use crate::output::SinkClosed;
 use crate::security::Security;
+use crate::session::Session;
 use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
@@ -151,12 +152,13 @@ impl Shared {
     }
 
     /// Where `request` (running in `session`) sends its frames: through a
-    /// route when re-attach is on, else straight to the writer.
-    pub fn out_for(self: &Arc<Self>, request: RequestId, session: SessionKey) -> Out {
+    /// route when re-attach is on, else straight to the writer (the session's
+    /// key is only built for a route: nothing on the plain path).
+    pub fn out_for(self: &Arc<Self>, request: RequestId, session: &Session) -> Out {
         match self.acks.get() {
             Some(acks) => Out::Routed(acks.route(
                 request,
-                session,
+                (session.tenant().clone(), session.name().into()),
                 Home {
                     shared: self.clone(),
                     acks: acks.clone(),
@@ -166,9 +168,8 @@ impl Shared {
         }
     }
 
-    /// Turns re-attach on (routes of `cap` bytes) and starts the acker;
-    /// false when it already was.
-    pub fn enable_reattach(&self, cap: usize) -> bool {
+    /// Turns re-attach on (routes of `cap` bytes) and starts the acker, once.
+    pub fn enable_reattach(&self, cap: usize) {
         let mut fresh = false;
         let acks = self.acks.get_or_init(|| {
             fresh = true;
@@ -180,7 +181,6 @@ impl Shared {
                     .run(self.out.downgrade(), self.acker_stop.clone()),
             );
         }
-        fresh
     }
 
     /// The acknowledgement state, when re-attach is on.

@@ -223,11 +223,13 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
     };
     // Only an `Exec` is taken over after a drop: input sent into a dying
     // connection could be lost, and a command must not see holes in its input.
-    let mut reattach = if matches!(frame, Message::Exec(_)) && !args.no_reattach {
-        reattach_grace(&mut client).await?
-    } else {
-        Duration::ZERO
-    };
+    // Asked for alongside the command, not before it: its answer (the grace)
+    // comes in the loop below and costs the command no round trip.
+    let mut configuring = matches!(frame, Message::Exec(_)) && !args.no_reattach;
+    if configuring {
+        ask_reattach(&mut client).await?;
+    }
+    let mut reattach = Duration::ZERO;
     let mut last_seq = None;
     // When the connection was lost, until the server confirms the take-over.
     let mut lost_at: Option<Instant> = None;
@@ -312,6 +314,16 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
                     client.send_all(&ready).await?;
                 }
             }
+            Message::Configured(c) => {
+                configuring = false;
+                reattach = Duration::from_millis(u64::from(c.reattach_ms));
+            }
+            // A server that does not know `Configure`: no re-attach.
+            Message::Error(e)
+                if configuring && e.request.is_none() && e.code == ErrorCode::UnknownType =>
+            {
+                configuring = false;
+            }
             Message::Notice(n) if n.kind == NoticeKind::Reattached => {
                 if let Some(lost) = lost_at.take() {
                     let _ = writeln!(
@@ -376,21 +388,17 @@ async fn open_session(client: &mut Client, name: &str) -> anyhow::Result<u32> {
             name: name.to_owned(),
         }))
         .await?;
-    loop {
-        match client.recv().await? {
-            Message::SessionOpened(_) => return Ok(1),
-            Message::Error(e) => {
-                anyhow::bail!("cannot open session {name:?}: {:?}: {}", e.code, e.message)
-            }
-            Message::Configured(_) => {}
-            other => anyhow::bail!("unexpected frame 0x{:02x}", other.kind()),
+    match client.recv().await? {
+        Message::SessionOpened(_) => Ok(1),
+        Message::Error(e) => {
+            anyhow::bail!("cannot open session {name:?}: {:?}: {}", e.code, e.message)
         }
+        other => anyhow::bail!("unexpected frame 0x{:02x}", other.kind()),
     }
 }
 
-/// Asks for re-attach; the grace the server grants (zero: none, or a server
-/// that does not know `Configure`).
-async fn reattach_grace(client: &mut Client) -> anyhow::Result<Duration> {
+/// Sends `Configure { reattach: true }` (answered by `Configured`).
+async fn ask_reattach(client: &mut Client) -> anyhow::Result<()> {
     client
         .send(&Message::Configure(Configure {
             suggestions: 0,
@@ -398,6 +406,13 @@ async fn reattach_grace(client: &mut Client) -> anyhow::Result<Duration> {
             reattach: true,
         }))
         .await?;
+    Ok(())
+}
+
+/// Asks for re-attach and waits for the grace the server grants (zero: none, or a server
+/// that does not know `Configure`).
+async fn reattach_grace(client: &mut Client) -> anyhow::Result<Duration> {
+    ask_reattach(client).await?;
     loop {
         match client.recv().await? {
             Message::Configured(c) => return Ok(Duration::from_millis(u64::from(c.reattach_ms))),

@@ -59,12 +59,21 @@ impl Connection {
                 .send_error(Some(request), ErrorCode::RequestLost, message)
                 .await;
         };
+        // Either refusal leaves the request held for a better Attach.
         let here = (session.tenant().clone(), Box::<str>::from(session.name()));
-        if held.route.session != here {
-            let message = format!(
+        let refused = if held.route.session != here {
+            Some(format!(
                 "session handle {} is bound to session {:?}; request {request} runs in session {:?}",
                 attach.session, here.1, held.route.session.1
-            );
+            ))
+        } else {
+            held.route
+                .check(attach.after_seq)
+                .await
+                .err()
+                .map(|why| why.to_string())
+        };
+        if let Some(message) = refused {
             detached
                 .put_back(&tenant, attach.connection, request, held)
                 .await;
@@ -74,19 +83,6 @@ impl Connection {
                     request,
                     ErrorCode::InvalidArgument,
                     message,
-                )
-                .await;
-        }
-        if let Err(why) = held.route.check(attach.after_seq).await {
-            detached
-                .put_back(&tenant, attach.connection, request, held)
-                .await;
-            return self
-                .reject(
-                    Subject::Request,
-                    request,
-                    ErrorCode::InvalidArgument,
-                    why.to_string(),
                 )
                 .await;
         }

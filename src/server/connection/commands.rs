@@ -97,7 +97,7 @@ impl Connection {
                                 code: ErrorCode::Skipped,
                                 message: "an earlier command of the sequential batch failed".into(),
                             };
-                            let out = shared.out_for(exec.request, request::session_key(&session));
+                            let out = shared.out_for(exec.request, &session);
                             request::finish_request(
                                 &shared,
                                 &engine,

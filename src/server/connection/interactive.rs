@@ -57,9 +57,7 @@ impl Connection {
             return;
         };
         // Through the request's route: a client that re-attaches must get it.
-        let out = self
-            .shared
-            .out_for(spawn.request, request::session_key(&session));
+        let out = self.shared.out_for(spawn.request, &session);
         let _ = out
             .send(Message::InputCredit(InputCredit {
                 request: spawn.request,
