@@ -219,7 +219,8 @@ pub(super) async fn run(
     // other end kills its commands with it.
     if conn.shared.acks().is_some() && matches!(ending, Ending::Lost | Ending::DeadPeer) {
         // The socket is gone: a writer stuck on it would hold a request's
-        // route (its lock) while the requests are handed over.
+        // route (its lock) while the requests are handed over, and held
+        // requests keep its queue open.
         writer.abort();
     }
     let held = conn.hold_for_reattach(&ending).await;
@@ -235,10 +236,8 @@ pub(super) async fn run(
     } = conn;
     drop(sessions);
     drop(shared);
-    if held {
-        // Held requests keep the queue open; the socket is gone anyway.
-        writer.abort();
-    } else if matches!(ending, Ending::DeadPeer | Ending::Lost) {
+    // (A writer aborted above, for held requests, ends at once here.)
+    if matches!(ending, Ending::DeadPeer | Ending::Lost) {
         if tokio::time::timeout(Duration::from_secs(1), &mut writer)
             .await
             .is_err()
