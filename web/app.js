@@ -78,8 +78,11 @@ function makeClient() {
   return c;
 }
 
+let stateSeq = 0;
+
 async function onState(state, detail) {
   const el = $('conn');
+  const seq = ++stateSeq;
   gate.forget();
   el.dataset.state = state;
   if (state === 'open') {
@@ -96,6 +99,9 @@ async function onState(state, detail) {
     // A browser hides why an upgrade failed; the server's own /healthz tells
     // "down" from "refused" (token or origin).
     const up = await fetch('/healthz', { cache: 'no-store' }).then((r) => r.ok, () => false);
+    // A newer state came while /healthz was asked (the server may be back,
+    // and the client connected): this answer is about a connection gone.
+    if (seq !== stateSeq) return;
     if (up) {
       el.dataset.state = 'refused';
       el.textContent = store?.getItem(TOKEN_KEY)

@@ -23,12 +23,27 @@ pub enum Comp {
 #[derive(Debug, Clone, Args)]
 #[command(after_help = voxterm::scorecard::SCORING)]
 pub struct RunArgs {
-    /// Scenario: smoke, quick, sustained, burst, ramp, soak, chaos, enterprise.
+    /// Scenario: smoke, quick, sustained, burst, ramp, soak, chaos, failover,
+    /// enterprise (`loadtest scenarios` describes each).
     #[arg(long, default_value = "quick")]
     pub scenario: String,
     /// Server to test (ws://HOST:PORT/ws); without it a server is started.
+    /// Repeat it for several engines: users are spread evenly over them, a
+    /// user whose engine drops reconnects to the next, and the report has a
+    /// line per engine.
     #[arg(long, env = "VOXTERM_URL")]
-    pub url: Option<String>,
+    pub url: Vec<String>,
+    /// An engine behind the balancer `--url` names, whose figures to read
+    /// (repeatable): the report then merges their figures and has a line per
+    /// engine. Default: every `--url`.
+    #[arg(long, requires = "url")]
+    pub engine: Vec<String>,
+    /// Users do not ask the server to hold their commands over a dropped
+    /// connection: a command running at a drop is killed with it (and
+    /// counted as `Dropped`). By default users re-attach, as the page and
+    /// `voxterm exec` do.
+    #[arg(long)]
+    pub no_reattach: bool,
     /// Flag for the started server (repeatable), e.g. `--server-arg=--workers=64`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     pub server_args: Vec<String>,

@@ -11,7 +11,9 @@ use voxterm::scorecard::Grade;
 pub(crate) async fn compare(c: CompareArgs) -> anyhow::Result<ExitCode> {
     let base = RunArgs {
         scenario: c.scenario,
-        url: None,
+        url: Vec::new(),
+        engine: Vec::new(),
+        no_reattach: false,
         server_args: Vec::new(),
         users: c.users,
         duration: c.duration,

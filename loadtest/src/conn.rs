@@ -12,6 +12,13 @@
 //! the actual send (stamped by the writer once the message is on the socket).
 //! Their difference is the send lag, which says whether the load tester kept
 //! its own schedule.
+//!
+//! A connection that drops mid-run reconnects as a voice terminal does (the
+//! page and `voxterm exec` both re-attach): to the same target, or the next
+//! one of several `--url`s, its sessions opened again by name and every
+//! request it had written taken over with `Attach`. What the server answers
+//! is recorded as it comes: the request's own end, or `RequestLost` when it
+//! ran on an engine that died — counted, never silently dropped.
 
 use crate::profile::CommandClass;
 use crate::record::{Done, End, Recorder};
@@ -22,6 +29,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -29,8 +37,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 use voxterm_protocol::{
-    CacheMode, Codec, CodecSettings, Compression, Encoding, Exec, Hello, Message, OpenSession,
-    Priority, RequestId, SessionId, PROTOCOL_VERSION,
+    Attach, CacheMode, Codec, CodecSettings, Compression, Configure, Encoding, Exec, Hello,
+    Message, NoticeKind, OpenSession, Priority, RequestId, SessionId, PROTOCOL_VERSION,
 };
 
 /// The raw WebSocket type.
@@ -102,6 +110,11 @@ pub async fn connect_ws(t: &Target, source: Option<IpAddr>) -> anyhow::Result<Ws
 
 /// Sends `Hello` and waits for `Welcome`; returns the codec set up for the rest.
 pub async fn handshake(ws: &mut Ws, t: &Target, tenant: &str) -> anyhow::Result<Codec> {
+    Ok(handshake_welcome(ws, t, tenant).await?.0)
+}
+
+/// [`handshake`], also returning `Welcome.connection` (what `Attach` names).
+async fn handshake_welcome(ws: &mut Ws, t: &Target, tenant: &str) -> anyhow::Result<(Codec, u64)> {
     let mut codec = Codec::new(CodecSettings {
         max_frame_bytes: (1 << 24) - 1,
         ..CodecSettings::default()
@@ -125,7 +138,7 @@ pub async fn handshake(ws: &mut Ws, t: &Target, tenant: &str) -> anyhow::Result<
                     Some(Ok(Message::Welcome(w))) => {
                         codec.set_encoding(w.encoding);
                         codec.set_compression(w.compression);
-                        return Ok(codec);
+                        return Ok((codec, w.connection));
                     }
                     Some(Ok(Message::Error(e))) => {
                         bail!("handshake refused: {:?}: {}", e.code, e.message)
@@ -149,6 +162,12 @@ pub struct Pending {
     pub due: Instant,
     /// When its message was written to the socket (set by the writer).
     pub sent: Option<Instant>,
+    /// Whether the writer has tried to write it: from then on only the
+    /// server knows whether it arrived, so after a drop it is re-attached,
+    /// never sent again.
+    pub written: bool,
+    /// The session handle it runs in.
+    pub session: SessionId,
     /// Profile index.
     pub profile: u8,
     /// Class.
@@ -161,133 +180,106 @@ pub struct Pending {
     pub notify: Option<oneshot::Sender<End>>,
 }
 
+/// How a connection behaves when it drops.
+#[derive(Debug, Clone)]
+pub struct Reconnect {
+    /// Where to reconnect, in order of preference after the one that dropped
+    /// (behind a balancer: the balancer again; several `--url`s: the next).
+    pub targets: Arc<[Target]>,
+    /// Ask the server to hold running commands over a drop (`Configure {
+    /// reattach }`), so that they are taken over with `Attach`; without it,
+    /// commands running at a drop are killed by the server, and recorded here
+    /// as `Dropped`.
+    pub reattach: bool,
+    /// Give up reconnecting after this long (the engine is gone for good).
+    pub give_up: Duration,
+    /// Set at the end of the run: a drop then is not reconnected.
+    pub stop: Arc<AtomicBool>,
+    /// The working directory every session is in once set up (the fixture):
+    /// a session opened again after a drop must come back in it.
+    pub home: Arc<str>,
+}
+
+type PendingMap = Arc<Mutex<HashMap<RequestId, Pending>>>;
+
 /// A live connection: queue frames to it, and its reader records answers.
+/// When it drops it reconnects by itself (the next target when the one it was
+/// on does not answer), opens its sessions again by name (their cwd and env
+/// come back from the server's session store) and re-attaches every request
+/// it had written; the users on it queue commands meanwhile.
 pub struct Conn {
     tx: mpsc::UnboundedSender<Message>,
-    pending: Arc<Mutex<HashMap<RequestId, Pending>>>,
+    pending: PendingMap,
+    sessions: Arc<Mutex<Vec<(SessionId, String)>>>,
     next_id: AtomicU32,
     alive: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// One connection's state shared by its supervisor, writer and reader.
+struct Link {
+    pending: PendingMap,
+    sessions: Arc<Mutex<Vec<(SessionId, String)>>>,
+    alive: Arc<AtomicBool>,
+    rec: Arc<Recorder>,
+    tenant: String,
+    source: Option<IpAddr>,
+    /// Sessions opened again after a drop whose `SessionOpened` is still to come.
+    reopening: AtomicU32,
+    /// See [`Reconnect::home`].
+    home: Arc<str>,
 }
 
 impl Conn {
-    /// Connects, handshakes and starts the reader and writer tasks.
+    /// Connects, handshakes and starts the task that carries the connection
+    /// (and reconnects it, per `reconnect`).
     pub async fn open(
         t: &Target,
         tenant: &str,
         source: Option<IpAddr>,
         rec: Arc<Recorder>,
+        reconnect: Reconnect,
     ) -> anyhow::Result<Conn> {
         let mut ws = connect_ws(t, source).await?;
-        let codec = handshake(&mut ws, t, tenant).await?;
-        let (mut sink, mut stream) = ws.split();
-        let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
-        let pending: Arc<Mutex<HashMap<RequestId, Pending>>> = Arc::default();
-        let alive = Arc::new(AtomicBool::new(true));
-        let mut wcodec = codec.clone_settings();
-        let rec_w = rec.clone();
-        let alive_w = alive.clone();
-        let pend_w = pending.clone();
-        let writer = tokio::spawn(async move {
-            let mut ids = Vec::new();
-            while let Some(first) = rx.recv().await {
-                let mut buf = Vec::with_capacity(128);
-                let mut next = Some(first);
-                ids.clear();
-                while let Some(msg) = next.take() {
-                    if wcodec.encode(&msg, &mut buf).is_err() {
-                        continue;
-                    }
-                    if let Message::Exec(e) = &msg {
-                        ids.push(e.request);
-                    }
-                    if buf.len() < 32 << 10 {
-                        next = rx.try_recv().ok();
-                    }
-                }
-                rec_w
-                    .bytes_out
-                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
-                if sink.send(WsMessage::Binary(buf.into())).await.is_err() {
-                    break;
-                }
-                if !ids.is_empty() {
-                    let now = Instant::now();
-                    let mut pending = pend_w.lock();
-                    for id in &ids {
-                        if let Some(p) = pending.get_mut(id) {
-                            p.sent = Some(now);
-                        }
-                    }
-                }
-            }
-            alive_w.store(false, Ordering::Relaxed);
-            let _ = sink.close().await;
+        let (codec, id) = handshake_welcome(&mut ws, t, tenant).await?;
+        if reconnect.reattach {
+            send_now(&mut ws, &codec, &[configure()]).await?;
+        }
+        let (tx, rx) = mpsc::unbounded_channel::<Message>();
+        let link = Arc::new(Link {
+            pending: Arc::default(),
+            sessions: Arc::default(),
+            alive: Arc::new(AtomicBool::new(true)),
+            rec,
+            tenant: tenant.to_owned(),
+            source,
+            reopening: AtomicU32::new(0),
+            home: reconnect.home.clone(),
         });
-        let pend_r = pending.clone();
-        let alive_r = alive.clone();
-        let mut rcodec = codec;
-        let reader = tokio::spawn(async move {
-            while let Some(msg) = stream.next().await {
-                let bytes = match msg {
-                    Ok(WsMessage::Binary(b)) => b,
-                    Ok(WsMessage::Close(_)) | Err(_) => break,
-                    Ok(_) => continue,
-                };
-                rec.bytes_in
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                let now = Instant::now();
-                for frame in rcodec.decode(&bytes) {
-                    let (id, end) = match frame {
-                        Ok(Message::Exit(e)) => (e.request, End::Exit(e.code, e.served_from)),
-                        Ok(Message::Error(e)) => match e.request {
-                            Some(id) => (id, End::Error(e.code)),
-                            None => continue,
-                        },
-                        _ => continue,
-                    };
-                    let Some(p) = pend_r.lock().remove(&id) else {
-                        continue;
-                    };
-                    if p.measured {
-                        let us = |d: std::time::Duration| d.as_micros() as u64;
-                        rec.record(Done {
-                            latency_us: us(now.saturating_duration_since(p.due)),
-                            sent: p.sent.map(|sent| {
-                                (
-                                    us(sent.saturating_duration_since(p.due)),
-                                    us(now.saturating_duration_since(sent)),
-                                )
-                            }),
-                            profile: p.profile,
-                            class: p.class,
-                            end,
-                            step: p.step,
-                        });
-                    }
-                    if let Some(n) = p.notify {
-                        let _ = n.send(end);
-                    }
-                }
-            }
-            alive_r.store(false, Ordering::Relaxed);
-        });
+        let at = reconnect
+            .targets
+            .iter()
+            .position(|x| x.url == t.url)
+            .unwrap_or(0);
+        let task = tokio::spawn(carry(link.clone(), reconnect, at, ws, codec, id, rx));
         Ok(Conn {
             tx,
-            pending,
+            pending: link.pending.clone(),
+            sessions: link.sessions.clone(),
             next_id: AtomicU32::new(1),
-            alive,
-            tasks: vec![writer, reader],
+            alive: link.alive.clone(),
+            task,
         })
     }
 
-    /// Whether both directions still work.
+    /// Whether it is connected now.
     pub fn is_alive(&self) -> bool {
         self.alive.load(Ordering::Relaxed)
     }
 
-    /// Queues `OpenSession`.
+    /// Queues `OpenSession` (and remembers it, to open it again after a drop).
     pub fn open_session(&self, session: SessionId, name: &str) -> bool {
+        self.sessions.lock().push((session, name.to_owned()));
         self.tx
             .send(Message::OpenSession(OpenSession {
                 session,
@@ -322,11 +314,273 @@ impl Conn {
         self.pending.lock().values().filter(|p| p.measured).count() as u64
     }
 
-    /// Stops both tasks (the socket is dropped without a close handshake).
+    /// Stops the connection (the socket is dropped without a close handshake).
     pub fn abort(&self) {
-        for t in &self.tasks {
-            t.abort();
+        self.task.abort();
+    }
+}
+
+/// `Configure` asking only for re-attach.
+fn configure() -> Message {
+    Message::Configure(Configure {
+        suggestions: 0,
+        rejections: false,
+        reattach: true,
+    })
+}
+
+/// Writes `msgs` as one WebSocket message, outside the writer loop.
+async fn send_now(ws: &mut Ws, codec: &Codec, msgs: &[Message]) -> anyhow::Result<()> {
+    let mut c = codec.clone_settings();
+    let mut buf = Vec::new();
+    for m in msgs {
+        c.encode(m, &mut buf)?;
+    }
+    ws.send(WsMessage::Binary(buf.into())).await?;
+    Ok(())
+}
+
+/// Carries one connection for its whole life: the writer and the reader until
+/// the socket drops, then a reconnect with re-attach, until the run stops or
+/// no target answers within `give_up`.
+async fn carry(
+    link: Arc<Link>,
+    reconnect: Reconnect,
+    mut at: usize,
+    mut ws: Ws,
+    mut codec: Codec,
+    mut id: u64,
+    mut rx: mpsc::UnboundedReceiver<Message>,
+) {
+    loop {
+        let (sink, stream) = ws.split();
+        let wcodec = codec.clone_settings();
+        tokio::select! {
+            () = write_loop(&link, &mut rx, sink, wcodec) => {}
+            () = read_loop(&link, stream, codec) => {}
         }
+        link.alive.store(false, Ordering::Relaxed);
+        if reconnect.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Some((next, w, c, new_id)) = reopen(&link, &reconnect, at).await else {
+            return;
+        };
+        (at, ws, codec) = (next, w, c);
+        let old = std::mem::replace(&mut id, new_id);
+        // A resume that fails leaves a socket the next round sees drop.
+        if let Err(e) = resume(&link, &reconnect, &mut ws, &codec, old).await {
+            tracing::debug!(error = %e, "resume after reconnect failed");
+        }
+        link.rec.reconnects.fetch_add(1, Ordering::Relaxed);
+        link.alive.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Connects again, trying the target it was on, then the others in order,
+/// with a growing pause, until one handshakes or `give_up` passes.
+async fn reopen(link: &Link, r: &Reconnect, at: usize) -> Option<(usize, Ws, Codec, u64)> {
+    let deadline = Instant::now() + r.give_up;
+    let mut pause = Duration::from_millis(20);
+    let n = r.targets.len().max(1);
+    let mut i = 0usize;
+    while Instant::now() < deadline && !r.stop.load(Ordering::Relaxed) {
+        let k = (at + i) % n;
+        let t = r.targets.get(k)?;
+        if let Ok(mut ws) = connect_ws(t, link.source).await {
+            if let Ok((codec, id)) = handshake_welcome(&mut ws, t, &link.tenant).await {
+                return Some((k, ws, codec, id));
+            }
+        }
+        i += 1;
+        if i % n == 0 {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+    None
+}
+
+/// On a new connection: re-attach on, the sessions opened again, and every
+/// request written on the old one (`connection` `old`) taken over with
+/// `Attach` — or, without re-attach, recorded as dropped (the server killed
+/// it with the connection).
+async fn resume(
+    link: &Link,
+    r: &Reconnect,
+    ws: &mut Ws,
+    codec: &Codec,
+    old: u64,
+) -> anyhow::Result<()> {
+    let mut msgs = Vec::new();
+    if r.reattach {
+        msgs.push(configure());
+    }
+    {
+        let sessions = link.sessions.lock();
+        link.reopening
+            .store(sessions.len() as u32, Ordering::Relaxed);
+        msgs.extend(sessions.iter().map(|(session, name)| {
+            Message::OpenSession(OpenSession {
+                session: *session,
+                name: name.clone(),
+            })
+        }));
+    }
+    let now = Instant::now();
+    let mut dropped = Vec::new();
+    {
+        let mut pending = link.pending.lock();
+        let written: Vec<RequestId> = pending
+            .iter()
+            .filter(|(_, p)| p.written)
+            .map(|(id, _)| *id)
+            .collect();
+        for request in written {
+            if r.reattach {
+                let session = pending.get(&request).map_or(0, |p| p.session);
+                msgs.push(Message::Attach(Attach {
+                    request,
+                    connection: old,
+                    session,
+                    after_seq: None,
+                }));
+            } else if let Some(p) = pending.remove(&request) {
+                dropped.push(p);
+            }
+        }
+    }
+    for p in dropped {
+        finish(&link.rec, p, End::Dropped, now);
+    }
+    send_now(ws, codec, &msgs).await
+}
+
+/// Takes queued frames, coalesces them into WebSocket messages and writes
+/// them, stamping each `Exec`'s actual send; returns when the socket fails.
+async fn write_loop(
+    link: &Link,
+    rx: &mut mpsc::UnboundedReceiver<Message>,
+    mut sink: futures_util::stream::SplitSink<Ws, WsMessage>,
+    mut wcodec: Codec,
+) {
+    let mut ids = Vec::new();
+    while let Some(first) = rx.recv().await {
+        let mut buf = Vec::with_capacity(128);
+        let mut next = Some(first);
+        ids.clear();
+        while let Some(msg) = next.take() {
+            if wcodec.encode(&msg, &mut buf).is_err() {
+                continue;
+            }
+            if let Message::Exec(e) = &msg {
+                ids.push(e.request);
+            }
+            if buf.len() < 32 << 10 {
+                next = rx.try_recv().ok();
+            }
+        }
+        if !ids.is_empty() {
+            let mut pending = link.pending.lock();
+            for id in &ids {
+                if let Some(p) = pending.get_mut(id) {
+                    p.written = true;
+                }
+            }
+        }
+        link.rec
+            .bytes_out
+            .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        if sink.send(WsMessage::Binary(buf.into())).await.is_err() {
+            return;
+        }
+        if !ids.is_empty() {
+            let now = Instant::now();
+            let mut pending = link.pending.lock();
+            for id in &ids {
+                if let Some(p) = pending.get_mut(id) {
+                    p.sent = Some(now);
+                }
+            }
+        }
+    }
+    // The run is over and the connection dropped by its owner.
+    std::future::pending::<()>().await;
+}
+
+/// Routes every terminal frame to its request's record; returns when the
+/// socket closes or fails.
+async fn read_loop(
+    link: &Link,
+    mut stream: futures_util::stream::SplitStream<Ws>,
+    mut rcodec: Codec,
+) {
+    while let Some(msg) = stream.next().await {
+        let bytes = match msg {
+            Ok(WsMessage::Binary(b)) => b,
+            Ok(WsMessage::Close(_)) | Err(_) => return,
+            Ok(_) => continue,
+        };
+        link.rec
+            .bytes_in
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        let now = Instant::now();
+        for frame in rcodec.decode(&bytes) {
+            let (id, end) = match frame {
+                Ok(Message::Exit(e)) => (e.request, End::Exit(e.code, e.served_from)),
+                Ok(Message::Error(e)) => match e.request {
+                    Some(id) => (id, End::Error(e.code)),
+                    None => continue,
+                },
+                Ok(Message::Notice(n)) if n.kind == NoticeKind::Reattached => {
+                    link.rec.reattached.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                Ok(Message::SessionOpened(o)) => {
+                    let after_drop = link
+                        .reopening
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+                        .is_ok();
+                    if after_drop {
+                        let intact = o.resumed && *o.cwd == *link.home;
+                        let counter = match intact {
+                            true => &link.rec.sessions_intact,
+                            false => &link.rec.sessions_changed,
+                        };
+                        counter.fetch_add(1, Ordering::Relaxed);
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            let Some(p) = link.pending.lock().remove(&id) else {
+                continue;
+            };
+            finish(&link.rec, p, end, now);
+        }
+    }
+}
+
+/// Records a request's end (when measured) and tells whoever waits on it.
+fn finish(rec: &Recorder, p: Pending, end: End, now: Instant) {
+    if p.measured {
+        let us = |d: std::time::Duration| d.as_micros() as u64;
+        rec.record(Done {
+            latency_us: us(now.saturating_duration_since(p.due)),
+            sent: p.sent.map(|sent| {
+                (
+                    us(sent.saturating_duration_since(p.due)),
+                    us(now.saturating_duration_since(sent)),
+                )
+            }),
+            profile: p.profile,
+            class: p.class,
+            end,
+            step: p.step,
+        });
+    }
+    if let Some(n) = p.notify {
+        let _ = n.send(end);
     }
 }
 

@@ -3,7 +3,7 @@
 //! exit status it earns; `merge` writes its merged report the same way.
 
 use crate::args::{Comp, Enc, MergeArgs, RunArgs, ValidateArgs};
-use crate::{conn, html, profile, redis, report, run, scenario, serve};
+use crate::{conn, failover, html, profile, redis, report, run, scenario, serve};
 use anyhow::Context;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,7 +58,7 @@ fn server_args(
         );
         server_args.push(format!("--redis-url={}", r.url()));
     }
-    let steady = a.url.is_none() && !sets_cache_bounds(&server_args);
+    let steady = a.url.is_empty() && !sets_cache_bounds(&server_args);
     let steady = steady.then(|| sc.steady_cache()).flatten();
     if let Some((l1, l2)) = steady {
         server_args.push(format!("--l1-bytes={l1}"));
@@ -102,21 +102,52 @@ pub(crate) async fn execute(a: &RunArgs) -> anyhow::Result<report::Report> {
     };
     let (server_args, steady) = server_args(a, &sc, redis.as_ref())?;
     let redis = redis.map(|r| std::sync::Arc::new(tokio::sync::Mutex::new(r)));
-    let mut child = match &a.url {
-        Some(_) => None,
-        None => Some(serve::ServerChild::start(&server_args).await?),
+    let is_failover = sc.shape == scenario::Shape::Failover;
+    anyhow::ensure!(
+        !is_failover || (a.url.is_empty() && redis.is_none()),
+        "the failover scenario starts its own engines, Redis and HAProxy: it takes no --url or --with-redis"
+    );
+    let cluster = match is_failover {
+        true => Some(failover::Cluster::start(&server_args).await?),
+        false => None,
     };
-    if a.url.is_some() && !a.server_args.is_empty() {
+    let mut child = match (a.url.is_empty(), &cluster) {
+        (true, None) => Some(serve::ServerChild::start(&server_args).await?),
+        _ => None,
+    };
+    if !a.url.is_empty() && !a.server_args.is_empty() {
         eprintln!("loadtest: --server-arg ignored with --url (the server is not ours to start)");
     }
-    let url = match (&a.url, &child) {
-        (Some(u), _) => u.clone(),
-        (None, Some(c)) => c.url.clone(),
-        (None, None) => unreachable!("a server was started"),
+    let (urls, engine_urls) = match (&cluster, &child) {
+        (Some(c), _) => (c.user_urls(), c.engine_urls()),
+        (None, Some(c)) => (vec![c.url.clone()], Vec::new()),
+        (None, None) => (a.url.clone(), a.engine.clone()),
     };
     let (encoding, compression) = wire_format(a);
+    let parse = |u: &String| conn::Target::parse(u, encoding, compression);
+    let user_targets = urls.iter().map(parse).collect::<anyhow::Result<Vec<_>>>()?;
+    let engines = match engine_urls.is_empty() {
+        true => user_targets.clone(),
+        false => engine_urls
+            .iter()
+            .map(parse)
+            .collect::<anyhow::Result<Vec<_>>>()?,
+    };
+    let url = urls.join(" ");
+    let failover_plan = cluster.as_ref().and_then(|c| {
+        let (url, pid) = c.victim()?;
+        Some(run::FailoverPlan {
+            balancer: c.balancer(),
+            url,
+            pid,
+        })
+    });
     let opts = run::RunOptions {
-        target: conn::Target::parse(&url, encoding, compression)?,
+        target: user_targets.first().context("no server to test")?.clone(),
+        targets: user_targets.into(),
+        engines,
+        reattach: !a.no_reattach,
+        failover: failover_plan,
         profiles,
         users_per_connection: a.users_per_connection,
         on_time_us: (targets.on_time_ms * 1000.0) as u64,
@@ -136,6 +167,11 @@ pub(crate) async fn execute(a: &RunArgs) -> anyhow::Result<report::Report> {
     }
     if let Some(c) = child.take() {
         if let Some(e) = c.stop().await {
+            crash.get_or_insert(e);
+        }
+    }
+    if let Some(c) = cluster {
+        if let Some(e) = c.stop().await.into_iter().next() {
             crash.get_or_insert(e);
         }
     }
@@ -223,7 +259,9 @@ pub(crate) async fn run_cmd(a: RunArgs) -> anyhow::Result<ExitCode> {
 pub(crate) async fn validate(v: ValidateArgs) -> anyhow::Result<ExitCode> {
     let a = RunArgs {
         scenario: "validate".into(),
-        url: Some(v.url),
+        url: vec![v.url],
+        engine: Vec::new(),
+        no_reattach: false,
         server_args: Vec::new(),
         users: v.users,
         duration: v.duration,

@@ -23,11 +23,17 @@ pub fn record(h: &mut Hist, us: u64) {
 
 /// Serializes to base64 of the V2 + deflate encoding.
 pub fn encode(h: &Hist) -> String {
+    base64::engine::general_purpose::STANDARD.encode(encode_bytes(h))
+}
+
+/// The V2 + deflate encoding, as the `Stats` frame carries it (empty if it
+/// cannot be written).
+pub fn encode_bytes(h: &Hist) -> Vec<u8> {
     let mut buf = Vec::new();
     if V2DeflateSerializer::new().serialize(h, &mut buf).is_err() {
-        return String::new();
+        return Vec::new();
     }
-    base64::engine::general_purpose::STANDARD.encode(buf)
+    buf
 }
 
 /// Parses what [`encode`] wrote (an empty string is an empty histogram).

@@ -7,7 +7,8 @@
 //!
 //! This file is the command line and its dispatch; each subcommand lives in
 //! its own file (`execute` for `run`, `validate` and `merge`, `health`,
-//! `compare`, `browser`; `serve` for the hidden `__serve` server child), their options in
+//! `compare`, `browser`; `serve` for the hidden `__serve` server child,
+//! `failover` for the failover scenario's engines and HAProxy), their options in
 //! `args`.
 
 mod args;
@@ -16,6 +17,7 @@ mod chaos;
 mod compare;
 mod conn;
 mod execute;
+mod failover;
 mod health;
 mod hist;
 mod html;

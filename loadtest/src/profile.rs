@@ -348,6 +348,7 @@ pub fn fixture_script(root: &str, users: usize) -> String {
     let q = shell_quote(root);
     format!(
         r#"set -e
+if [ -e {q}/users/.fixture-ready ]; then echo ready; exit 0; fi
 mkdir -p {q}/users && cd {q}
 printf '# demo project\n\nA sample project used by the voxterm load tester.\n\n## Build\n\n    cargo build\n' > README.md
 mkdir -p src docs logs
@@ -361,6 +362,7 @@ if command -v git >/dev/null 2>&1; then
   printf 'pub fn sub(a: i32, b: i32) -> i32 {{\n    a - b\n}}\n' >> src/lib.rs
 fi
 seq 0 {last} | sed 's|^|users/u|' | xargs mkdir -p
+: > users/.fixture-ready
 echo ready
 "#,
         last = users.saturating_sub(1)

@@ -36,6 +36,9 @@ pub enum End {
     Exit(Option<i32>, ServedFrom),
     /// `Error` with this code.
     Error(voxterm_protocol::ErrorCode),
+    /// Its connection dropped while it ran, with re-attach off (`--no-reattach`):
+    /// the server killed it with the connection, and nobody can take it over.
+    Dropped,
 }
 
 /// What was answered in one phase of the run: the cold start (ramp-up and
@@ -132,6 +135,15 @@ pub struct Recorder {
     pub users_connected: AtomicU64,
     /// Users whose connection failed.
     pub users_failed: AtomicU64,
+    /// Connections that dropped mid-run and were made again.
+    pub reconnects: AtomicU64,
+    /// Requests taken over on a new connection (`Notice { Reattached }`).
+    pub reattached: AtomicU64,
+    /// Sessions opened again after a drop that came back as they were
+    /// (resumed, in the fixture).
+    pub sessions_intact: AtomicU64,
+    /// … that came back new, or somewhere else.
+    pub sessions_changed: AtomicU64,
 }
 
 impl Recorder {
@@ -167,6 +179,10 @@ impl Recorder {
             bytes_in: AtomicU64::new(0),
             users_connected: AtomicU64::new(0),
             users_failed: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            reattached: AtomicU64::new(0),
+            sessions_intact: AtomicU64::new(0),
+            sessions_changed: AtomicU64::new(0),
         }
     }
 
@@ -196,7 +212,7 @@ impl Recorder {
                 }
                 sf.as_str()
             }
-            End::Error(_) => {
+            End::Error(_) | End::Dropped => {
                 self.errors.fetch_add(1, Ordering::Relaxed);
                 "error"
             }
@@ -204,8 +220,10 @@ impl Recorder {
         let mut t = self.tables.lock();
         hist::record(&mut t.interval, d.latency_us);
         *t.served.entry(served).or_default() += 1;
-        if let End::Error(code) = d.end {
-            *t.errors_by_code.entry(format!("{code:?}")).or_default() += 1;
+        match d.end {
+            End::Error(code) => *t.errors_by_code.entry(format!("{code:?}")).or_default() += 1,
+            End::Dropped => *t.errors_by_code.entry("Dropped".into()).or_default() += 1,
+            End::Exit(..) => {}
         }
         if let Some(step) = d.step {
             // Capacity-search requests are judged per step, not in the latency
@@ -216,7 +234,7 @@ impl Recorder {
                 t.step_errors.resize(i + 1, 0);
             }
             hist::record(&mut t.steps[i], d.latency_us);
-            if matches!(d.end, End::Error(_)) {
+            if matches!(d.end, End::Error(_) | End::Dropped) {
                 t.step_errors[i] += 1;
             }
             return;
@@ -225,7 +243,7 @@ impl Recorder {
         let phase = &mut t.phases[usize::from(self.steady.load(Ordering::Relaxed))];
         hist::record(&mut phase.e2e, d.latency_us);
         phase.completed += 1;
-        phase.errors += u64::from(matches!(d.end, End::Error(_)));
+        phase.errors += u64::from(matches!(d.end, End::Error(_) | End::Dropped));
         phase.on_time += u64::from(on_time);
         if let Some(is_hit) = hit {
             phase.cacheable += 1;

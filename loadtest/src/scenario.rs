@@ -21,6 +21,11 @@ pub enum Shape {
     /// Steady, judged on the server's memory: RSS from a third into the hold to
     /// its end must grow less than 5 %.
     Soak,
+    /// Steady, on three engines behind HAProxy started by the load tester;
+    /// one engine is killed a third into the hold: judged on every request
+    /// ending (its users reconnect elsewhere and re-attach; what ran on it
+    /// ends with `RequestLost`) and on no other error.
+    Failover,
 }
 
 /// A scenario, after scaling.
@@ -68,6 +73,10 @@ pub const NAMES: &[(&str, &str)] = &[
         "300 users for 90 s; in the middle 30 s, disconnects, malformed frames, slow readers, reconnect storms",
     ),
     (
+        "failover",
+        "300 users on 3 engines behind HAProxy for 45 s; one engine is killed (SIGKILL) a third in",
+    ),
+    (
         "enterprise",
         "10,000 users held, then an open-model capacity search",
     ),
@@ -89,7 +98,7 @@ impl Scenario {
         match self.shape {
             Shape::Chaos => Some(CHAOS_CACHE_BYTES),
             Shape::Soak => Some(SOAK_CACHE_BYTES),
-            Shape::Steady | Shape::Burst => None,
+            Shape::Steady | Shape::Burst | Shape::Failover => None,
         }
     }
 
@@ -114,6 +123,7 @@ impl Scenario {
             "ramp" => s(2000, 120, 30, 4.0, Shape::Steady),
             "soak" => s(500, 20, 1800, 4.0, Shape::Soak),
             "chaos" => s(300, 5, 90, 10.0, Shape::Chaos),
+            "failover" => s(300, 5, 45, 10.0, Shape::Failover),
             "enterprise" => Scenario {
                 capacity: true,
                 capacity_rates: vec![

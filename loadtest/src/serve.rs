@@ -198,6 +198,11 @@ impl ServerChild {
         Ok(ServerChild { child, url })
     }
 
+    /// Its process id (None once it has been waited for).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Whether it is still running (false = it crashed).
     pub fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

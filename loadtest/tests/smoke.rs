@@ -238,3 +238,69 @@ fn abort_on_fail_stops_at_the_first_window_that_misses() {
         "{stdout}"
     );
 }
+
+/// The failover scenario, CI-sized: three engines behind HAProxy (the shipped
+/// configuration) on one Redis, the second killed with SIGKILL a third into
+/// the hold. Every request ends (at worst with `RequestLost`), no other error,
+/// the dead engine's users reconnect and find their sessions as they were,
+/// and the report has a line per engine with exactly one dead.
+#[test]
+fn failover_kills_an_engine_and_its_users_carry_on_elsewhere() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let json = dir.path().join("failover.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args([
+            "--scenario",
+            "failover",
+            "--users",
+            "45",
+            "--ramp-up",
+            "2s",
+            "--duration",
+            "12s",
+            "--quiet",
+            "--min-grade",
+            "F",
+            "--json",
+        ])
+        .arg(&json)
+        .output()
+        .expect("run loadtest");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let report: serde_json::Value = match std::fs::read(&json) {
+        Ok(b) => serde_json::from_slice(&b).expect("valid json"),
+        Err(e) => {
+            panic!("no report ({e}): are redis-server and haproxy installed?\n{stdout}\n{stderr}")
+        }
+    };
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert_eq!(report["lost_responses"], 0, "{stdout}");
+    let f = &report["failover"];
+    assert!(
+        f["killed_at_s"]
+            .as_f64()
+            .is_some_and(|t| (t - 6.0).abs() < 1.0),
+        "killed a third into the hold: {f}"
+    );
+    assert!(f["reconnects"].as_u64().is_some_and(|n| n > 0), "{f}");
+    assert_eq!(f["other_errors"], 0, "{stdout}");
+    assert_eq!(f["lost"], 0, "{f}");
+    assert_eq!(f["sessions_changed"], 0, "{f}");
+    assert!(f["sessions_intact"].as_u64().is_some_and(|n| n > 0), "{f}");
+    let engines = report["engines"].as_array().expect("a line per engine");
+    assert_eq!(engines.len(), 3, "{stdout}");
+    let dead: Vec<_> = engines
+        .iter()
+        .filter(|e| e["alive_at_end"] == false)
+        .collect();
+    assert_eq!(dead.len(), 1, "{stdout}");
+    assert_eq!(dead[0]["url"], f["killed"], "{stdout}");
+    assert!(
+        engines
+            .iter()
+            .all(|e| e["requests"].as_u64().is_some_and(|n| n > 0)),
+        "the load spread over every engine: {stdout}"
+    );
+    assert!(stdout.contains("failover: "), "{stdout}");
+}

@@ -204,4 +204,8 @@ pub struct RunData {
     pub phases: Option<super::Phases>,
     /// Why `--abort-on-fail` stopped the run early.
     pub aborted: Option<String>,
+    /// Each engine's own figures (several engines).
+    pub engines: Vec<super::EngineFigures>,
+    /// What the failover scenario did and saw.
+    pub failover: Option<crate::failover::FailoverSummary>,
 }

@@ -112,6 +112,8 @@ impl Report {
             samples: Vec::new(),
             capacity: Vec::new(),
             chaos: None,
+            engines: Vec::new(),
+            failover: None,
             timing,
             phases: None,
             aborted: reports.iter().find_map(|r| r.aborted.clone()),

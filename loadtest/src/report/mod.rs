@@ -13,6 +13,7 @@
 mod baseline;
 mod csv;
 mod data;
+mod engines;
 mod memory;
 mod merge;
 mod phases;
@@ -24,6 +25,7 @@ mod timing;
 
 pub use baseline::Regression;
 pub use data::{CapacityStep, Raw, RunData, ServerSample, Tick};
+pub use engines::EngineFigures;
 pub use memory::{level_at, per_session_slope, HoldMemory, MAX_SOAK_GROWTH_PCT};
 pub use phases::{PhaseData, PhaseReport, Phases};
 pub use timing::{Timing, TimingData};
@@ -146,6 +148,12 @@ pub struct Report {
     /// it ran inside one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+    /// Each engine's own figures, when the run had several.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub engines: Vec<EngineFigures>,
+    /// The failover scenario: the engine killed, and how its users fared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover: Option<crate::failover::FailoverSummary>,
 }
 
 pub(super) fn summaries(
@@ -214,6 +222,9 @@ impl Report {
         let soak = hold_memory.as_ref().filter(|_| sc.shape == Shape::Soak);
         let mut critical = score::critical(&d.raw, d.chaos.as_ref(), soak);
         critical.extend(d.aborted.clone());
+        if let Some(f) = &d.failover {
+            critical.extend(f.failures());
+        }
         let card = Scorecard::grade(targets, &measured, critical);
         let per_profile: BTreeMap<String, Hist> = d.per_profile.into_iter().collect();
         let latency = summaries(
@@ -311,6 +322,8 @@ impl Report {
             aborted: d.aborted,
             tool_version: env!("CARGO_PKG_VERSION").to_owned(),
             commit: commit(),
+            engines: d.engines,
+            failover: d.failover,
         }
     }
 

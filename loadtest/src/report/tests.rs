@@ -54,6 +54,8 @@ fn data(seed: u64, n: u64) -> RunData {
         samples: Vec::new(),
         capacity: Vec::new(),
         chaos: None,
+        engines: Vec::new(),
+        failover: None,
     }
 }
 

@@ -17,6 +17,10 @@ impl Report {
         if let Some(c) = &self.chaos {
             write_chaos(c, &mut out);
         }
+        out.push_str(&super::engines::text(&self.engines));
+        if let Some(f) = &self.failover {
+            write_failover(f, &mut out);
+        }
         self.write_memory(&mut out);
         let _ = writeln!(
             out,
@@ -232,6 +236,36 @@ impl Report {
             );
         }
     }
+}
+
+/// The failover scenario: which engine died, and how its users fared.
+fn write_failover(f: &crate::failover::FailoverSummary, out: &mut String) {
+    let _ = writeln!(out, "failover: users through {}", f.balancer);
+    match f.killed_at_s {
+        Some(at) => {
+            let _ = writeln!(
+                out,
+                "failover: {} killed (SIGKILL) at {at:.1} s{}",
+                f.killed,
+                f.in_flight_at_kill
+                    .map(|n| format!(", {n} requests in flight on it at its last answer before"))
+                    .unwrap_or_default()
+            );
+        }
+        None => {
+            let _ = writeln!(out, "failover: {} was not killed", f.killed);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "failover: {} connections reconnected · {} requests re-attached · {} ended RequestLost (ran on the dead engine) · {} other errors · {} without any answer",
+        f.reconnects, f.reattached, f.request_lost, f.other_errors, f.lost
+    );
+    let _ = writeln!(
+        out,
+        "failover: sessions opened again on another engine: {} as they were (cwd and env from the session store) · {} new or moved",
+        f.sessions_intact, f.sessions_changed
+    );
 }
 
 /// What the chaos agent did, and the server's memory around the storm.

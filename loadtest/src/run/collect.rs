@@ -164,6 +164,8 @@ pub(super) fn collect(
             from_send: tables.from_send.clone(),
             floor: floor.clone(),
         },
+        engines: Vec::new(),
+        failover: None,
     }
 }
 

@@ -131,7 +131,7 @@ pub(super) async fn hold(
             }
             _ => {
                 server_alive = false;
-                if let Ok(m) = Monitor::connect(&opts.target).await {
+                if let Ok(m) = Monitor::connect(&opts.target, &opts.engines).await {
                     *mon = m;
                     server_alive = true;
                 }

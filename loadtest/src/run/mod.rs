@@ -22,8 +22,10 @@ mod users;
 
 use crate::chaos;
 use crate::conn::Target;
+use crate::failover::FailoverSummary;
 use crate::profile::Profiles;
 use crate::record::Recorder;
+use crate::report::EngineFigures;
 use crate::report::RunData;
 use crate::scenario::Scenario;
 use std::sync::Arc;
@@ -32,8 +34,16 @@ use tokio::time::Instant;
 
 /// Everything a run needs besides the scenario.
 pub struct RunOptions {
-    /// Where the server is.
+    /// Where the users connect: the first of `targets`.
     pub target: Target,
+    /// Every URL users connect to, spread evenly (one, or several `--url`s).
+    pub targets: Arc<[Target]>,
+    /// The engines whose figures are read (each `--url`, or the `--engine`s
+    /// behind a balancer); their `Stats` are merged into the server's.
+    pub engines: Vec<Target>,
+    /// Users ask the server to hold their commands over a dropped connection
+    /// and re-attach to them (as the page and `voxterm exec` do).
+    pub reattach: bool,
     /// Profiles.
     pub profiles: Profiles,
     /// Users sharing one connection.
@@ -53,6 +63,18 @@ pub struct RunOptions {
     pub abort_window: Option<Duration>,
     /// Error rate target, % (the window gate's).
     pub error_rate_target_pct: f64,
+    /// The failover scenario: the engine to kill a third into the hold.
+    pub failover: Option<FailoverPlan>,
+}
+
+/// The engine the failover scenario kills, and what the users go through.
+pub struct FailoverPlan {
+    /// What the users connect through, for the report.
+    pub balancer: String,
+    /// The victim's URL.
+    pub url: String,
+    /// The victim's process.
+    pub pid: u32,
 }
 
 /// The run's schedule, from the moment the first user may connect.
@@ -112,7 +134,8 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
     let clock = Clock::start(sc);
     let fleet = users::ramp(
         sc,
-        &opts.target,
+        &opts.targets,
+        opts.reattach,
         opts.profiles.clone(),
         opts.users_per_connection,
         &clock,
@@ -124,6 +147,13 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
         Some(s) => (Some(s.window), Some(s.agent)),
         None => (None, None),
     };
+    let killer = opts.failover.as_ref().map(|plan| {
+        let (at, pid) = (steady_from(sc, &clock), plan.pid);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            crate::failover::kill(pid).then(Instant::now)
+        })
+    });
     let bar = hold::progress_bar(opts.progress);
     let mut obs = hold::hold(
         sc,
@@ -161,5 +191,50 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
     if obs.server_alive {
         setup::remove_fixture(&mut mon, &setup.root).await;
     }
-    Ok(collect::collect(sc, opts, &rec, setup, obs, drained))
+    let killed_at = match killer {
+        Some(k) => k.await.ok().flatten(),
+        None => None,
+    };
+    let lost = drained.lost;
+    let mut data = collect::collect(sc, opts, &rec, setup, obs, drained);
+    data.engines = mon
+        .engines()
+        .iter()
+        .filter_map(|e| {
+            let (first, last) = (e.first.as_ref()?, e.last.as_ref()?);
+            Some(EngineFigures::between(
+                &e.url,
+                e.dead_since.is_none(),
+                first,
+                last,
+                monitor::server_cpu_us,
+            ))
+        })
+        .collect();
+    data.failover = opts.failover.as_ref().map(|plan| {
+        let request_lost = data.errors_by_code.get("RequestLost").copied().unwrap_or(0);
+        FailoverSummary {
+            balancer: plan.balancer.clone(),
+            killed: plan.url.clone(),
+            killed_at_s: killed_at.map(|t| clock.at(t)),
+            in_flight_at_kill: mon
+                .engines()
+                .iter()
+                .find(|e| e.url == plan.url)
+                .and_then(|e| e.last.as_ref())
+                .map(|s| s.in_flight),
+            reconnects: rec.reconnects.load(std::sync::atomic::Ordering::Relaxed),
+            reattached: rec.reattached.load(std::sync::atomic::Ordering::Relaxed),
+            sessions_intact: rec
+                .sessions_intact
+                .load(std::sync::atomic::Ordering::Relaxed),
+            sessions_changed: rec
+                .sessions_changed
+                .load(std::sync::atomic::Ordering::Relaxed),
+            request_lost,
+            other_errors: data.raw.errors.saturating_sub(request_lost),
+            lost,
+        }
+    });
+    Ok(data)
 }

@@ -42,7 +42,7 @@ pub(super) async fn setup(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<(M
     let own_rss_before = own_rss();
 
     // Fixture, on the server's host.
-    let mut mon = Monitor::connect(&opts.target).await?;
+    let mut mon = Monitor::connect(&opts.target, &opts.engines).await?;
     let root = format!(
         "/tmp/voxterm-loadtest-{}-{}",
         std::process::id(),
@@ -58,6 +58,21 @@ pub(super) async fn setup(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<(M
             "could not build the fixture project on the server: {}{}",
             String::from_utf8_lossy(&fx.stderr),
             fx.error.map(|e| e.message).unwrap_or_default()
+        );
+    }
+    // Every engine's host needs it (the script does nothing where it is there).
+    for e in opts.engines.iter().filter(|e| e.url != opts.target.url) {
+        let mut c = Monitor::connect(e, &[]).await?;
+        let fx = c
+            .client
+            .run(0, &fixture_script(&root, sc.users), 300_000)
+            .await
+            .with_context(|| format!("fixture on {}", e.url))?;
+        anyhow::ensure!(
+            fx.exit.as_ref().and_then(|e| e.code) == Some(0),
+            "could not build the fixture project on {}: {}",
+            e.url,
+            String::from_utf8_lossy(&fx.stderr)
         );
     }
     let floor = round_trip_floor(&mut mon).await;

@@ -5,7 +5,7 @@
 
 use super::schedule::Scheduler;
 use super::Clock;
-use crate::conn::{Conn, Pending, Target};
+use crate::conn::{Conn, Pending, Reconnect, Target};
 use crate::profile::{shell_quote, CommandClass, Profiles};
 use crate::record::Recorder;
 use crate::scenario::{Scenario, Shape};
@@ -43,10 +43,13 @@ impl Fleet {
 /// Spawns one task per connection, each waiting for its time on the schedule
 /// (spread over the ramp-up; for a burst, a tenth first and the rest at once a
 /// third into the hold), then opening its users' sessions in the fixture and
-/// running each user's commands until `clock.end`.
+/// running each user's commands until `clock.end`. Connection `c` goes to
+/// `targets[c % n]`: users spread evenly over several `--url`s.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn ramp(
     sc: &Scenario,
-    target: &Target,
+    targets: &Arc<[Target]>,
+    reattach: bool,
     profiles: Profiles,
     per_conn: usize,
     clock: &Clock,
@@ -60,6 +63,13 @@ pub(super) fn ramp(
     let k = per_conn.max(1);
     let nconns = sc.users.div_ceil(k);
     let stop_users = Arc::new(AtomicBool::new(false));
+    let reconnect = Reconnect {
+        targets: targets.clone(),
+        reattach,
+        give_up: RECONNECT_GIVE_UP,
+        stop: stop_users.clone(),
+        home: root.into(),
+    };
     let scheduler = Scheduler::start(profiles.clone(), rec.clone(), stop_users.clone(), end);
 
     // Connection schedule.
@@ -80,7 +90,8 @@ pub(super) fn ramp(
     let mut join = Vec::with_capacity(nconns);
     for c in 0..nconns {
         let at = connect_at(c);
-        let target = target.clone();
+        let target = targets[c % targets.len()].clone();
+        let reconnect = reconnect.clone();
         let rec = rec.clone();
         let profiles = profiles.clone();
         let users = users.clone();
@@ -93,7 +104,15 @@ pub(super) fn ramp(
         join.push(tokio::spawn(async move {
             sleep_until(at).await;
             let source = source_for(&target, c, nconns);
-            let conn = match Conn::open(&target, &format!("lt-c{c}"), source, rec.clone()).await {
+            let conn = match Conn::open(
+                &target,
+                &format!("lt-c{c}"),
+                source,
+                rec.clone(),
+                reconnect,
+            )
+            .await
+            {
                 Ok(conn) => Arc::new(conn),
                 Err(e) => {
                     tracing::debug!(error = %e, "connect failed");
@@ -136,6 +155,10 @@ pub(super) fn ramp(
     }
 }
 
+/// How long a dropped connection keeps trying to reconnect before its users
+/// give up (every target refused it for this long: the service is down).
+const RECONNECT_GIVE_UP: Duration = Duration::from_secs(20);
+
 /// Opens user `u`'s session `session` on `conn` and moves it into the fixture
 /// project; true once that `cd` succeeded (within 30 s).
 async fn enter_fixture(conn: &Conn, session: u32, u: usize, root: &str) -> bool {
@@ -148,6 +171,8 @@ async fn enter_fixture(conn: &Conn, session: u32, u: usize, root: &str) -> bool 
             Pending {
                 due: Instant::now(),
                 sent: None,
+                written: false,
+                session,
                 profile: 0,
                 class: CommandClass::Session,
                 step: None,
@@ -213,6 +238,8 @@ impl User {
             Pending {
                 due,
                 sent: None,
+                written: false,
+                session: self.session,
                 profile: self.profile as u8,
                 class,
                 step,
