@@ -195,8 +195,8 @@ pub struct Reconnect {
     pub give_up: Duration,
     /// Set at the end of the run: a drop then is not reconnected.
     pub stop: Arc<AtomicBool>,
-    /// The working directory every session is in once set up (the fixture):
-    /// a session opened again after a drop must come back in it.
+    /// The directory every session works under once set up (the fixture):
+    /// a session opened again after a drop must come back resumed, under it.
     pub home: Arc<str>,
 }
 
@@ -542,7 +542,8 @@ async fn read_loop(
                         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
                         .is_ok();
                     if after_drop {
-                        let intact = o.resumed && *o.cwd == *link.home;
+                        // Users `cd` around the project: in it, not at its root.
+                        let intact = o.resumed && o.cwd.starts_with(&*link.home);
                         let counter = match intact {
                             true => &link.rec.sessions_intact,
                             false => &link.rec.sessions_changed,

@@ -34,6 +34,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+/// Deadline of a kept value's read or write (a session, the predictor's
+/// model): generous, since losing one is seen by the user, and rare.
+const BLOB_DEADLINE: Duration = Duration::from_secs(2);
+
 /// Namespace of every key; the version changes with the key recipe or value layout.
 pub const NAMESPACE: &str = "voxterm:v1:";
 
@@ -311,6 +315,29 @@ impl L3 {
         self.conn().is_some()
     }
 
+    /// Runs one call outside the breaker (neither refused by it nor counted
+    /// in it), for the rare reads and writes whose loss the user would see.
+    async fn call_unguarded<T, F, Fut>(&self, deadline: Duration, f: F) -> Outcome<T>
+    where
+        F: FnOnce(Conn) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        let Some(conn) = self.conn() else {
+            return Outcome::Failed;
+        };
+        match tokio::time::timeout(deadline, f(conn)).await {
+            Ok(Ok(v)) => Outcome::Done(v),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Redis call for a kept value failed");
+                Outcome::Failed
+            }
+            Err(_) => {
+                tracing::warn!(deadline = ?deadline, "Redis call for a kept value timed out");
+                Outcome::Failed
+            }
+        }
+    }
+
     /// Runs one Redis call under the breaker and a deadline, recording latency
     /// and failures.
     async fn call<T, F, Fut>(&self, deadline: Duration, f: F) -> Outcome<T>
@@ -402,12 +429,16 @@ impl L3 {
     }
 
     /// A value another part of the engine keeps in Redis under `{NAMESPACE}{name}`
-    /// (the predictor's model). Given the write deadline, not the lookup one: this
-    /// is never on a request's path.
+    /// (a kept session, the predictor's model). Not a cache lookup: a session
+    /// that fails to load starts fresh in the home directory, which the user
+    /// sees, so it gets [`BLOB_DEADLINE`] and is not refused by the breaker
+    /// (measured: 100 users moved at once by an engine's death onto a loaded
+    /// engine tripped the breaker with the lookups' deadline, and 70 of their
+    /// sessions came back fresh; see `loadtest --scenario failover`).
     pub async fn get_blob(&self, name: &str) -> Option<Vec<u8>> {
         let k = format!("{NAMESPACE}{name}");
         match self
-            .call(self.cfg.write_timeout * 4, |mut c| async move {
+            .call_unguarded(BLOB_DEADLINE, |mut c| async move {
                 redis::cmd("GET")
                     .arg(k)
                     .query_async::<Option<Vec<u8>>>(&mut c)
@@ -420,12 +451,13 @@ impl L3 {
         }
     }
 
-    /// Stores `value` under `{NAMESPACE}{name}` for `ttl`; false when it failed.
+    /// Stores `value` under `{NAMESPACE}{name}` for `ttl`; false when it
+    /// failed. As [`L3::get_blob`]: its own deadline, not the breaker's.
     pub async fn put_blob(&self, name: &str, value: Vec<u8>, ttl: Duration) -> bool {
         let k = format!("{NAMESPACE}{name}");
         let ttl_ms = ttl.as_millis().max(1) as u64;
         matches!(
-            self.call(self.cfg.write_timeout * 4, |mut c| async move {
+            self.call_unguarded(BLOB_DEADLINE, |mut c| async move {
                 redis::cmd("SET")
                     .arg(k)
                     .arg(value)
