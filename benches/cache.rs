@@ -341,6 +341,7 @@ fn l3(c: &mut Criterion) {
                 max_entry: 1 << 20,
                 breaker_failures: 3,
                 breaker_cooldown: Duration::from_secs(1),
+                publish_generations: false,
             },
             m,
         )

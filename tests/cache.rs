@@ -166,24 +166,6 @@ async fn settle() {
     tokio::time::sleep(voxterm::cache::inputs::RACY + Duration::from_millis(100)).await;
 }
 
-/// A server configuration over `dir` (holding a file `f` = "one") with L3 on and
-/// the built-in policy, plus the opt-in blind fs-read TTL `ttl`.
-fn short_fs_read_ttl(dir: &TempDir, redis: &Redis, ttl: &str) -> voxterm::config::Config {
-    let policy = dir.path().join("policy.toml");
-    let default = voxterm::cache::policy::DEFAULT_POLICY;
-    let text = default.replace(
-        "session = \"10m\"\n",
-        &format!("session = \"10m\"\nfs-read-blind = \"{ttl}\"\n"),
-    );
-    assert_ne!(text, default);
-    std::fs::write(&policy, text).unwrap();
-    std::fs::write(dir.path().join("f"), "one").unwrap();
-    let mut cfg = config(dir.path());
-    cfg.cache.policy_file = Some(policy);
-    cfg.cache.redis_url = Some(redis.url.clone());
-    cfg
-}
-
 /// Tenants never share fs-read entries, but identical large outputs are held once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_keep_their_entries_but_share_identical_output_bytes() {

@@ -456,7 +456,18 @@ async fn l3_generations_and_sessions_survive_a_master_failover() {
     tokio::time::sleep(voxterm::cache::inputs::RACY + Duration::from_millis(100)).await;
     let a = TestServer::start(cfg.clone()).await;
     let b = TestServer::start(cfg).await;
-    let n = nonce();
+    // A tenant whose generation lives on the first seed node, when that is a
+    // master: the node the engines subscribe on is then the one killed below,
+    // and their subscriptions have to move on to the next seed.
+    let first_seed = cluster.nodes[0].port;
+    let mut n = nonce();
+    for _ in 0..64 {
+        let key = format!("{}gen:c{n}", voxterm::cache::NAMESPACE);
+        if cluster.master_of(&key, 0).await == Some(first_seed) {
+            break;
+        }
+        n = nonce();
+    }
     let tenant = format!("c{n}");
     let mut on_a = a.client(&tenant).await;
     let mut on_b = b.client(&tenant).await;
@@ -478,7 +489,9 @@ async fn l3_generations_and_sessions_survive_a_master_failover() {
     }
 
     // 2. A write through A invalidates B's blind fs-read entries (the
-    //    tenant's generation, polled every generation_refresh).
+    //    tenant's generation, pushed through pub/sub: the bump script's PUBLISH
+    //    crosses the cluster bus to the node B subscribed on; and polled every
+    //    generation_refresh).
     assert_eq!(
         ok(&mut on_b, "cat h | cat").await,
         ("one".into(), ServedFrom::Exec)
@@ -489,16 +502,20 @@ async fn l3_generations_and_sessions_survive_a_master_failover() {
     std::fs::write(dir.path().join("h"), "two").expect("write h");
     ok(&mut on_a, "touch written-on-a").await;
     let bumped = Instant::now();
+    let mut stale = 0;
     let invalidated = loop {
         if ok(&mut on_b, "cat h | cat").await.0 == "two" {
             break bumped.elapsed();
         }
+        stale += 1;
         assert!(
             bumped.elapsed() < Duration::from_secs(3),
             "B kept serving the entry A's write invalidated"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
+    let pushes = |s: &TestServer| s.engine.metrics.cache.generation_messages();
+    assert!(pushes(&b) > 0, "no bump reached B through pub/sub");
 
     // 3. A session moves: cd on A, pwd on B (a client of its own there: B's
     //    live copy gives way to the newer one in Redis when it is opened). B
@@ -657,6 +674,15 @@ async fn l3_generations_and_sessions_survive_a_master_failover() {
     let (text, from) = ok(&mut on_b, &blind).await;
     assert_eq!(text, "two");
     assert_ne!(from, ServedFrom::Exec, "cached on B");
+    // B's subscription is back too (its node may have been the one killed:
+    // then it moved to the next seed).
+    let b_cache = b.engine.cache.clone().expect("cache on B");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !b_cache.pubsub_live() {
+        assert!(Instant::now() < deadline, "B never subscribed again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pushed_before = pushes(&b);
     std::fs::write(dir.path().join("h"), "three").expect("write h");
     ok(&mut on_a, &format!("touch {root}/written-after-failover")).await;
     let bumped = Instant::now();
@@ -666,6 +692,11 @@ async fn l3_generations_and_sessions_survive_a_master_failover() {
             "after the failover B kept serving an entry A's write invalidated"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(pushes(&b) > pushed_before, "no push after the failover");
+    if victim == first_seed {
+        let subscriptions = b.engine.metrics.cache.generation_subscriptions();
+        assert!(subscriptions >= 2, "B's subscription never moved on");
     }
     drop(on_b);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -686,7 +717,7 @@ async fn l3_generations_and_sessions_survive_a_master_failover() {
 
     let ms = |d: Duration| d.as_millis();
     println!("figure: cluster of 6 formed in {} ms", ms(formed));
-    println!("figure: A's entry an L3 hit on B (try {tries}); invalidation seen on B {} ms after A's write; session on B {} ms after the cd", ms(invalidated), ms(session_moved));
+    println!("figure: A's entry an L3 hit on B (try {tries}); invalidation seen on B {} ms after A's write ({stale} stale answers before); session on B {} ms after the cd", ms(invalidated), ms(session_moved));
     println!(
         "figure: master :{victim} killed; replica :{new_master} serving its slots {} ms later",
         ms(promoted)
@@ -697,6 +728,16 @@ async fn l3_generations_and_sessions_survive_a_master_failover() {
         last_fail.map_or(0, ms)
     );
     println!("figure: generation {before} before the kill, {after} on the promoted replica");
+    println!(
+        "figure: generation pub/sub on B: {} subscriptions ({} killed), {} bumps pushed",
+        b.engine.metrics.cache.generation_subscriptions(),
+        if victim == first_seed {
+            "the first seed, where it subscribed, was"
+        } else {
+            "the first seed was not"
+        },
+        pushes(&b)
+    );
     for (side, seen) in [("A", &seen_a), ("B", &seen_b)] {
         println!(
             "figure: users on {side}: {} commands, 0 errors, slowest {} ms, {} served from L3",

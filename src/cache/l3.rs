@@ -13,9 +13,10 @@
 //! and no key needs a hash tag; the cluster client refuses a pipeline that
 //! would cross slots (`CrossSlot`), which the breaker counts as a failure,
 //! never a request's error. Generations are polled (a GET at most once per
-//! `generation_refresh`, see `Cache::generation`), not pushed through pub/sub,
-//! so invalidation works the same on a cluster, whose pub/sub support in
-//! redis-rs is limited.
+//! `generation_refresh`, see `Cache::generation`) and, with
+//! `generation_pubsub`, also pushed: the bump script PUBLISHes the new number
+//! on [`GENERATION_CHANNEL`] (a Lua `PUBLISH` is a keyless command, allowed on
+//! a cluster, whose bus carries it to every node) and `invalidate` listens.
 //!
 //! Redis is an optimization, never a dependency: every call has a deadline
 //! (default 5 ms for lookups) past which it counts as a miss, and a circuit
@@ -52,8 +53,15 @@ const GENERATION_TTL: Duration = Duration::from_secs(7 * 86_400);
 /// that is down costs each bump this much, never an error.
 const GENERATION_REPLICA_WAIT_MS: u64 = 10;
 
+/// The channel every generation bump is published on, as `<generation>:<tenant>`.
+/// Channels are not keys: it cannot clash with the `gen:` keys.
+pub const GENERATION_CHANNEL: &str = "voxterm:v1:gen";
+
 /// The generation bump: INCR from at least `ARGV[1]`, and the key's TTL, in
-/// one step (a script runs atomically; its one key keeps it in one slot).
+/// one step (a script runs atomically; its one key keeps it in one slot); then,
+/// when `ARGV[3]` names a channel, the new number and the tenant (`ARGV[4]`)
+/// are published in the same round trip. `pcall`: a Redis user refused
+/// PUBLISH still bumps (the others then see it when they poll).
 /// Lua numbers are doubles: exact for every count below 2^53.
 const BUMP_SCRIPT: &str = "\
 local v = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
@@ -61,6 +69,9 @@ local floor = tonumber(ARGV[1])
 if v < floor then v = floor end
 v = v + 1
 redis.call('SET', KEYS[1], v, 'PX', ARGV[2])
+if ARGV[3] ~= '' then
+  redis.pcall('PUBLISH', ARGV[3], string.format('%d', v) .. ':' .. ARGV[4])
+end
 return v";
 
 /// Settings of the L3 client.
@@ -82,6 +93,9 @@ pub struct L3Config {
     pub breaker_failures: u32,
     /// How long the breaker stays open before a probe.
     pub breaker_cooldown: Duration,
+    /// Publish each generation bump on [`GENERATION_CHANNEL`], so that other
+    /// instances see it before their next poll.
+    pub publish_generations: bool,
 }
 
 /// The seed nodes of a cluster URL: `redis://a:7000,redis://b:7000` (a single
@@ -492,11 +506,17 @@ impl L3 {
     /// `floor + 1` (the highest number the caller saw Redis hand out): a Redis
     /// that lost the key (a restart without persistence, a master that died
     /// before its replica had the last bump) never hands out a number an
-    /// instance already keyed entries under. Returns the new value.
+    /// instance already keyed entries under. Returns the new value, which
+    /// is also published when `publish_generations` is on.
     pub async fn bump(&self, tenant: &str, floor: u64) -> Option<u64> {
         let k = Self::gen_key(tenant);
         let ttl = GENERATION_TTL.as_millis() as u64;
         let cluster = self.cfg.cluster;
+        let channel = if self.cfg.publish_generations {
+            GENERATION_CHANNEL
+        } else {
+            ""
+        };
         match self
             .call(self.cfg.write_timeout, |mut c| async move {
                 let mut p = redis::pipe();
@@ -505,7 +525,9 @@ impl L3 {
                     .arg(1)
                     .arg(&k)
                     .arg(floor)
-                    .arg(ttl);
+                    .arg(ttl)
+                    .arg(channel)
+                    .arg(tenant);
                 if !cluster {
                     return p.query_async::<(u64,)>(&mut c).await.map(|(v,)| v);
                 }

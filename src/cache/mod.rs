@@ -13,7 +13,9 @@
 //! * Generations: a mutating command bumps its tenant's generation, which is part
 //!   of every unvalidated fs-read key (those exist only with the opt-in blind
 //!   TTL), so every tier's such entries of that tenant become unreachable at
-//!   once, on every instance when L3 is on (INCR in Redis).
+//!   once, on every instance when L3 is on (INCR in Redis): the others poll it
+//!   at most `generation_refresh` late and, with `generation_pubsub`, get it
+//!   pushed at once ([`invalidate`]), the poll staying the backstop.
 //! * [`flight`] coalesces identical concurrent misses into one run.
 //! * [`blobs`] keeps identical outputs of different keys (every tenant's
 //!   `cat logs/app.log`) in one allocation.
@@ -30,6 +32,7 @@ mod entry;
 mod error;
 pub mod flight;
 pub mod inputs;
+mod invalidate;
 mod key;
 mod l1;
 mod l2;
@@ -42,7 +45,7 @@ pub use inputs::Inputs;
 pub use key::{Key, KeyParts, KEY_FORMAT};
 pub use l1::{KeyHash, L1};
 pub use l2::L2;
-pub use l3::{check_url, redact, L3Config, L3, NAMESPACE};
+pub use l3::{check_url, redact, L3Config, GENERATION_CHANNEL, L3, NAMESPACE};
 pub use policy::{Class, Policy, Verdict};
 
 use crate::config::CacheConfig;
@@ -77,6 +80,29 @@ struct Gen {
     synced: u64,
 }
 
+/// Every tenant's generation as this instance knows it (shared with the
+/// pub/sub subscriber).
+type Gens = Mutex<HashMap<Arc<str>, Gen>>;
+
+/// Applies a generation that Redis published for `tenant`, as Redis had it
+/// at some moment after `since` (see [`invalidate`]): what a poll sent at
+/// `since` could have answered, and applied as such. It never lowers a value,
+/// leaves a bump of this instance's that has not reached Redis alone (only the
+/// floor of its next try rises; its retry is not put off), and skips a tenant
+/// this instance has not asked about (its first lookup asks Redis).
+fn pushed(gens: &Gens, tenant: &str, r: u64, since: Instant) {
+    let mut gens = crate::sync::lock(gens);
+    let Some(g) = gens.get_mut(tenant) else {
+        return;
+    };
+    g.synced = g.synced.max(r);
+    if g.unsynced {
+        return;
+    }
+    g.value = g.value.max(r);
+    g.checked = g.checked.max(Some(since));
+}
+
 /// A generation of this instance's own: random, top bit set, so neither
 /// another instance nor Redis (which counts from 0) ever uses the same number.
 fn own_generation() -> u64 {
@@ -91,7 +117,9 @@ pub struct Cache {
     l2: L2,
     l3: Option<Arc<L3>>,
     blobs: blobs::Blobs,
-    gens: Mutex<HashMap<Arc<str>, Gen>>,
+    gens: Arc<Gens>,
+    /// Pushes generations from Redis (L3 with `generation_pubsub`).
+    subscriber: Option<invalidate::Subscriber>,
     generation_refresh: Duration,
     unknown_invalidates: bool,
     max_entry: usize,
@@ -123,10 +151,23 @@ impl Cache {
                     max_entry: cfg.max_entry_bytes,
                     breaker_failures: cfg.breaker_failures,
                     breaker_cooldown: cfg.breaker_cooldown,
+                    publish_generations: cfg.generation_pubsub,
                 },
                 metrics.clone(),
             )?),
             None => None,
+        };
+        let gens = Arc::new(Gens::default());
+        let subscriber = match (&l3, cfg.redis_url.as_deref()) {
+            (Some(_), Some(url)) if cfg.generation_pubsub => {
+                let seeds = l3::seeds(url).into_iter().map(str::to_owned).collect();
+                Some(invalidate::Subscriber::start(
+                    seeds,
+                    gens.clone(),
+                    metrics.clone(),
+                ))
+            }
+            _ => None,
         };
         Ok(Cache {
             policy,
@@ -134,7 +175,8 @@ impl Cache {
             l2: L2::new(cfg.l2_bytes, metrics.clone()),
             l3,
             blobs: blobs::Blobs::default(),
-            gens: Mutex::new(HashMap::new()),
+            gens,
+            subscriber,
             generation_refresh: cfg.generation_refresh,
             unknown_invalidates: cfg.unknown_invalidates,
             max_entry: cfg.max_entry_bytes,
@@ -157,6 +199,19 @@ impl Cache {
     /// The Redis tier, when configured.
     pub fn l3(&self) -> Option<&Arc<L3>> {
         self.l3.as_ref()
+    }
+
+    /// True while generations are pushed to this instance through Redis
+    /// pub/sub (false without it, and while it reconnects: polling alone).
+    pub fn pubsub_live(&self) -> bool {
+        self.subscriber.as_ref().is_some_and(|s| s.live())
+    }
+
+    /// Ends the pub/sub subscriber (server shutdown); polling goes on.
+    pub fn stop_pubsub(&self) {
+        if let Some(s) = &self.subscriber {
+            s.stop();
+        }
     }
 
     /// Largest output stored.
@@ -261,7 +316,8 @@ impl Cache {
     }
 
     /// The tenant's current generation. With L3, Redis is asked at most once per
-    /// `generation_refresh` per tenant (bumps by this instance are seen at once);
+    /// `generation_refresh` per tenant (bumps by this instance are seen at once,
+    /// other instances' at once too while pub/sub pushes them);
     /// the value never goes down here, even if Redis lost it. After a bump that
     /// did not reach Redis, the refresh bumps Redis instead of reading it.
     pub async fn generation(&self, tenant: &Arc<str>) -> u64 {
@@ -503,8 +559,42 @@ impl Freshness<'_> {
 
 #[cfg(test)]
 mod tests {
-    use super::kernel_dir;
+    use super::{kernel_dir, own_generation, pushed, Gen, Gens};
     use std::path::Path;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_pushed_generation_only_raises_and_spares_an_unsynced_bump() {
+        let gens = Gens::default();
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_millis(5);
+        pushed(&gens, "stranger", 9, t0);
+        assert!(
+            gens.lock().unwrap().is_empty(),
+            "a tenant never asked about"
+        );
+        let known: Arc<str> = "known".into();
+        gens.lock().unwrap().insert(known.clone(), Gen::default());
+        pushed(&gens, "known", 7, later);
+        pushed(&gens, "known", 3, t0);
+        let g = gens.lock().unwrap()[&known];
+        assert_eq!((g.value, g.synced), (7, 7), "never lowered");
+        assert_eq!(g.checked, Some(later), "asked as of the newest `since`");
+        let own = own_generation();
+        let pending = Gen {
+            value: own,
+            unsynced: true,
+            epoch: 4,
+            ..g
+        };
+        gens.lock().unwrap().insert(known.clone(), pending);
+        pushed(&gens, "known", 12, later + Duration::from_millis(5));
+        let g = gens.lock().unwrap()[&known];
+        assert_eq!((g.value, g.unsynced, g.epoch), (own, true, 4));
+        assert_eq!(g.synced, 12, "the next bump's floor rises");
+        assert_eq!(g.checked, Some(later), "its retry is not put off");
+    }
 
     #[test]
     fn kernel_dir_says_what_starts_with_says() {

@@ -491,6 +491,13 @@ pub struct CacheConfig {
     /// is asked again (bounds how late another instance's invalidation is seen).
     #[serde(with = "humantime_serde")]
     pub generation_refresh: Duration,
+    /// With L3, bumps are also published through Redis pub/sub and every
+    /// instance subscribes, so another instance's invalidation is seen at once;
+    /// the poll above still runs as the backstop for a lost message or a
+    /// dropped subscription. Off: polling alone (and no PUBLISH, e.g. for a
+    /// Redis user whose ACL refuses pub/sub).
+    #[serde(default = "yes")]
+    pub generation_pubsub: bool,
     /// Unknown commands invalidate the tenant's fs-read entries like mutating
     /// ones: they may write files (`./build.sh`, `npm install`).
     pub unknown_invalidates: bool,

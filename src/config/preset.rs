@@ -126,6 +126,7 @@ impl Preset {
                 breaker_failures: 3,
                 breaker_cooldown: Duration::from_secs(1),
                 generation_refresh: Duration::from_millis(100),
+                generation_pubsub: true,
                 unknown_invalidates: true,
                 policy_file: None,
             },

@@ -1,5 +1,6 @@
 //! Cache figures: hits and misses per tier, hit rate over cacheable requests,
-//! evictions, bytes held, L3 errors and latency, single-flight joins.
+//! evictions, bytes held, L3 errors and latency, single-flight joins, and the
+//! generation pub/sub (messages applied, subscriptions made, whether live).
 //!
 //! They live here (not in `cache`) because metrics is a leaf every module may use;
 //! the cache only calls the recording methods, all plain atomic updates.
@@ -74,6 +75,9 @@ pub struct CacheMetrics {
     invalidations: Counter,
     runs: Counter,
     stale: Counter,
+    generation_messages: Counter,
+    generation_subscriptions: Counter,
+    generation_subscribed: Gauge,
     hit_ratio: Gauge<f64, AtomicU64>,
     hit_total: AtomicU64,
 }
@@ -102,6 +106,9 @@ impl CacheMetrics {
             invalidations: Counter::default(),
             runs: Counter::default(),
             stale: Counter::default(),
+            generation_messages: Counter::default(),
+            generation_subscriptions: Counter::default(),
+            generation_subscribed: Gauge::default(),
             hit_ratio: Gauge::default(),
             hit_total: AtomicU64::new(0),
         }
@@ -164,6 +171,21 @@ impl CacheMetrics {
             "cache_stale",
             "Validated entries refused because their input files changed (once per tier that held one)",
             self.stale.clone(),
+        );
+        r.register(
+            "cache_generation_messages",
+            "Generation bumps received through Redis pub/sub and applied (this instance's own included)",
+            self.generation_messages.clone(),
+        );
+        r.register(
+            "cache_generation_subscriptions",
+            "Subscriptions to the generation pub/sub channel made: the first, then one per reconnect",
+            self.generation_subscriptions.clone(),
+        );
+        r.register(
+            "cache_generation_subscribed",
+            "1 while generation bumps are pushed through Redis pub/sub; 0: polling alone",
+            self.generation_subscribed.clone(),
         );
         r.register(
             "cache_hit_ratio",
@@ -252,6 +274,29 @@ impl CacheMetrics {
         self.stale.inc();
     }
 
+    /// A generation bump arrived through pub/sub and was applied.
+    pub fn generation_message(&self) {
+        self.generation_messages.inc();
+    }
+
+    /// The generation subscription was made (`true`, counted) or lost.
+    pub fn generation_subscribed(&self, live: bool) {
+        if live {
+            self.generation_subscriptions.inc();
+        }
+        self.generation_subscribed.set(i64::from(live));
+    }
+
+    /// Generation bumps applied from pub/sub since start.
+    pub fn generation_messages(&self) -> u64 {
+        self.generation_messages.get()
+    }
+
+    /// Generation subscriptions made since start (reconnects included).
+    pub fn generation_subscriptions(&self) -> u64 {
+        self.generation_subscriptions.get()
+    }
+
     /// Cacheable requests since start.
     pub fn cacheable_count(&self) -> u64 {
         self.cacheable.get()
@@ -311,6 +356,11 @@ impl CacheMetrics {
             c("cache_invalidations", self.invalidations.get()),
             c("cache_miss_runs", self.runs.get()),
             c("cache_stale", self.stale.get()),
+            c("cache_generation_messages", self.generation_messages.get()),
+            c(
+                "cache_generation_subscriptions",
+                self.generation_subscriptions.get(),
+            ),
         ]
     }
 }

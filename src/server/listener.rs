@@ -153,6 +153,9 @@ impl Server {
         }
         engine.kill_all();
         reaper_stop.cancel();
+        if let Some(cache) = &engine.cache {
+            cache.stop_pubsub();
+        }
         engine.save_model().await;
         engine.sessions.save_all().await;
         tracing::info!("shutdown complete");

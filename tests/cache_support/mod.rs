@@ -61,6 +61,24 @@ pub fn config(root: &Path) -> Config {
     c
 }
 
+/// A server configuration over `dir` (holding a file `f` = "one") with L3 on and
+/// the built-in policy, plus the opt-in blind fs-read TTL `ttl`.
+pub fn short_fs_read_ttl(dir: &TempDir, redis: &Redis, ttl: &str) -> Config {
+    let policy = dir.path().join("policy.toml");
+    let default = voxterm::cache::policy::DEFAULT_POLICY;
+    let text = default.replace(
+        "session = \"10m\"\n",
+        &format!("session = \"10m\"\nfs-read-blind = \"{ttl}\"\n"),
+    );
+    assert_ne!(text, default);
+    std::fs::write(&policy, text).unwrap();
+    std::fs::write(dir.path().join("f"), "one").unwrap();
+    let mut cfg = config(dir.path());
+    cfg.cache.policy_file = Some(policy);
+    cfg.cache.redis_url = Some(redis.url.clone());
+    cfg
+}
+
 /// A running in-process server.
 pub struct TestServer {
     pub url: String,
