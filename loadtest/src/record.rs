@@ -83,6 +83,11 @@ pub struct Tables {
     pub send_lag: Hist,
     /// Actual send → terminal frame, profile load.
     pub from_send: Hist,
+    /// L1-served `pure` lines (the floor's kind of line), due time →
+    /// terminal frame: what compares with the floor like for like.
+    pub l1_pure: Hist,
+    /// … from the actual send.
+    pub l1_pure_from_send: Hist,
     /// By profile index.
     pub per_profile: Vec<Hist>,
     /// By class.
@@ -157,6 +162,8 @@ impl Recorder {
                 e2e: hist::new_hist(),
                 send_lag: hist::new_hist(),
                 from_send: hist::new_hist(),
+                l1_pure: hist::new_hist(),
+                l1_pure_from_send: hist::new_hist(),
                 per_profile: (0..profiles).map(|_| hist::new_hist()).collect(),
                 per_class: BTreeMap::new(),
                 per_served: BTreeMap::new(),
@@ -249,10 +256,18 @@ impl Recorder {
             phase.cacheable += 1;
             phase.hits += u64::from(is_hit);
         }
+        let l1_pure =
+            d.class == CommandClass::Pure && matches!(d.end, End::Exit(_, ServedFrom::L1));
+        if l1_pure {
+            hist::record(&mut t.l1_pure, d.latency_us);
+        }
         if let Some((lag, from_send)) = d.sent {
             // A lag of 0 µs is recorded as 1 (the histogram's floor).
             hist::record(&mut t.send_lag, lag);
             hist::record(&mut t.from_send, from_send);
+            if l1_pure {
+                hist::record(&mut t.l1_pure_from_send, from_send);
+            }
         }
         if let Some(h) = t.per_profile.get_mut(d.profile as usize) {
             hist::record(h, d.latency_us);

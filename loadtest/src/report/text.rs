@@ -146,6 +146,19 @@ impl Report {
                 f.p50_ms * 1000.0,
                 f.p99_ms * 1000.0
             );
+            if let (Some(p), Some(r)) = (&t.l1_pure, t.l1_pure_p50_over_floor) {
+                let from_send = t
+                    .l1_pure_from_send
+                    .as_ref()
+                    .map(|s| format!(", from the actual send p50 {:.0} µs", s.p50_ms * 1000.0))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "like for like, L1-served pure lines (the floor's kind; fs-read lines are validated first and can be large): {} answers, p50 {:.0} µs from the due time (×{r:.2} the floor){from_send}",
+                    p.count,
+                    p.p50_ms * 1000.0
+                );
+            }
         }
         let served: Vec<String> = self
             .served_from

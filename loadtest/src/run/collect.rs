@@ -163,6 +163,8 @@ pub(super) fn collect(
             send_lag: tables.send_lag.clone(),
             from_send: tables.from_send.clone(),
             floor: floor.clone(),
+            l1_pure: tables.l1_pure.clone(),
+            l1_pure_from_send: tables.l1_pure_from_send.clone(),
         },
         engines: Vec::new(),
         failover: None,

@@ -129,8 +129,17 @@ fn run(
         let at = next.at;
         let now = Instant::now();
         if at > now + SPIN {
-            // Sleep, but wake for a user added meanwhile.
             let nap = (at - now - SPIN).min(MAX_NAP);
+            if !open {
+                // Every user is in (the connection tasks that added them are
+                // gone): a disconnected channel answers `recv_timeout` at
+                // once, so waiting on it would spin a core for the whole
+                // hold (it did: 88 % of a core, half of this machine, taken
+                // from the server under test).
+                std::thread::sleep(nap);
+                continue;
+            }
+            // Sleep, but wake for a user added meanwhile.
             match rx.recv_timeout(nap) {
                 Ok(d) => heap.push(Reverse(d)),
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
