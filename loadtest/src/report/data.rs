@@ -115,6 +115,9 @@ pub struct Tick {
     pub errors: u64,
     /// Last server RSS.
     pub server_rss_bytes: u64,
+    /// Cache hit rate of the cacheable answers of this second, % (None: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hit_rate_pct: Option<f64>,
 }
 
 /// One `Stats` sample.

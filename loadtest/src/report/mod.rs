@@ -217,7 +217,10 @@ impl Report {
             Some(p) => score::measure(&p.raw(&d.raw), &p.e2e, p.backend.as_ref()),
             None => score::measure(&d.raw, &d.e2e, d.backend.as_ref()),
         };
-        let phases = d.phases.as_ref().map(PhaseReport::build);
+        let phases = d
+            .phases
+            .as_ref()
+            .map(|p| PhaseReport::build(p, &d.timeline));
         let hold_memory = HoldMemory::measure(sc, &d.samples);
         let soak = hold_memory.as_ref().filter(|_| sc.shape == Shape::Soak);
         let mut critical = score::critical(&d.raw, d.chaos.as_ref(), soak);
@@ -252,6 +255,22 @@ impl Report {
                 phases::MIN_STEADY_ANSWERS
             )),
             (None, _) => {}
+        }
+        if let Some(slope) = phases
+            .as_ref()
+            .and_then(|p| p.steady_hit_rate_slope_pp_per_min)
+        {
+            notes.push(if slope.abs() < phases::SETTLED_PP_PER_MIN {
+                format!(
+                    "steady state reached: the hit rate moved {slope:+.2} points a minute over it (least squares of the per-second hit rates; under {} is settled)",
+                    phases::SETTLED_PP_PER_MIN
+                )
+            } else {
+                format!(
+                    "steady state not reached: the hit rate still moved {slope:+.2} points a minute over it (least squares of the per-second hit rates; {} or more is not settled): caches were still filling, so run longer (--duration)",
+                    phases::SETTLED_PP_PER_MIN
+                )
+            });
         }
         if d.backend.is_none() {
             notes.push("backend p95: the server reported no backend histogram".to_owned());

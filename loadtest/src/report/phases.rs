@@ -119,14 +119,50 @@ pub struct PhaseReport {
     pub steady_state: PhaseFigures,
     /// True when the grade is the steady state's.
     pub graded_steady: bool,
+    /// How the hit rate still moved over the steady state: the least-squares
+    /// slope of the per-second hit rates, percentage points per minute
+    /// (None: fewer than ten seconds with cacheable answers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steady_hit_rate_slope_pp_per_min: Option<f64>,
+}
+
+/// Below this many points per minute (either way) the hit rate counts as
+/// settled: the steady state is one.
+pub const SETTLED_PP_PER_MIN: f64 = 1.0;
+
+/// The least-squares slope of `(t_s, hit %)` over `[from, until]`, in
+/// percentage points per minute; None with fewer than ten points.
+pub fn hit_rate_slope(timeline: &[super::Tick], from_s: f64, until_s: f64) -> Option<f64> {
+    let pts: Vec<(f64, f64)> = timeline
+        .iter()
+        .filter(|t| t.t_s >= from_s && t.t_s <= until_s)
+        .filter_map(|t| Some((t.t_s, t.hit_rate_pct?)))
+        .collect();
+    if pts.len() < 10 {
+        return None;
+    }
+    let n = pts.len() as f64;
+    let (mx, my) = pts
+        .iter()
+        .fold((0.0, 0.0), |(a, b), (x, y)| (a + x / n, b + y / n));
+    let (sxy, sxx) = pts.iter().fold((0.0, 0.0), |(sxy, sxx), (x, y)| {
+        (sxy + (x - mx) * (y - my), sxx + (x - mx) * (x - mx))
+    });
+    (sxx > 0.0).then(|| sxy / sxx * 60.0)
 }
 
 impl PhaseReport {
     /// The section for `p`.
-    pub fn build(p: &Phases) -> PhaseReport {
+    pub fn build(p: &Phases, timeline: &[super::Tick]) -> PhaseReport {
+        let steady_state = p.steady.figures();
         PhaseReport {
             cold_start: p.cold.figures(),
-            steady_state: p.steady.figures(),
+            steady_hit_rate_slope_pp_per_min: hit_rate_slope(
+                timeline,
+                steady_state.from_s,
+                steady_state.until_s,
+            ),
+            steady_state,
             graded_steady: p.graded().is_some(),
         }
     }

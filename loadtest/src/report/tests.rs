@@ -145,3 +145,29 @@ fn lost_responses_force_f() {
     assert!(crate::html::render(&r).contains("CRITICAL"));
     assert!(r.csv().lines().count() > 10);
 }
+
+#[test]
+fn the_steady_state_hit_rate_slope_says_whether_caches_settled() {
+    let tick = |t: f64, hit: Option<f64>| Tick {
+        t_s: t,
+        hit_rate_pct: hit,
+        ..Tick::default()
+    };
+    // Rising half a point a second: 30 points a minute.
+    let rising: Vec<Tick> = (0..60)
+        .map(|i| tick(i as f64, Some(50.0 + 0.5 * i as f64)))
+        .collect();
+    let s = super::phases::hit_rate_slope(&rising, 10.0, 50.0).expect("enough points");
+    assert!((s - 30.0).abs() < 1e-6, "{s}");
+    // Flat (noisy around 80 %): settled.
+    let flat: Vec<Tick> = (0..60)
+        .map(|i| tick(i as f64, Some(80.0 + if i % 2 == 0 { 0.3 } else { -0.3 })))
+        .collect();
+    let s = super::phases::hit_rate_slope(&flat, 0.0, 59.0).expect("enough points");
+    assert!(s.abs() < super::phases::SETTLED_PP_PER_MIN, "{s}");
+    // Seconds without cacheable answers are left out; too few points: None.
+    let sparse: Vec<Tick> = (0..60)
+        .map(|i| tick(i as f64, (i % 10 == 0).then_some(70.0)))
+        .collect();
+    assert_eq!(super::phases::hit_rate_slope(&sparse, 0.0, 59.0), None);
+}

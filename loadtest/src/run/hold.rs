@@ -83,6 +83,7 @@ pub(super) async fn hold(
     let mut users_held = 0u64;
     let mut server_alive = true;
     let mut last_completed = 0u64;
+    let (mut last_cacheable, mut last_hits) = (0u64, 0u64);
     let mut last_tick = Instant::now();
     let mut last_log = Instant::now();
 
@@ -146,7 +147,16 @@ pub(super) async fn hold(
         last_completed = completed;
         last_tick = now;
         let s = hist::summary(&interval);
+        let (cacheable, hits) = (
+            rec.cacheable.load(Ordering::Relaxed),
+            rec.cache_hits.load(Ordering::Relaxed),
+        );
+        let interval_cacheable = cacheable.saturating_sub(last_cacheable);
+        let hit_rate_pct = (interval_cacheable > 0)
+            .then(|| hits.saturating_sub(last_hits) as f64 / interval_cacheable as f64 * 100.0);
+        (last_cacheable, last_hits) = (cacheable, hits);
         let t = Tick {
+            hit_rate_pct,
             t_s: t0.elapsed().as_secs_f64(),
             users: rec.users_connected.load(Ordering::Relaxed),
             completed_per_s: cps,
