@@ -166,6 +166,9 @@ pub struct Pending {
     /// server knows whether it arrived, so after a drop it is re-attached,
     /// never sent again.
     pub written: bool,
+    /// `Welcome.connection` of the connection it was last written or
+    /// re-attached on: the one an `Attach` must name.
+    pub home: u64,
     /// The session handle it runs in.
     pub session: SessionId,
     /// Profile index.
@@ -356,7 +359,7 @@ async fn carry(
         let (sink, stream) = ws.split();
         let wcodec = codec.clone_settings();
         tokio::select! {
-            () = write_loop(&link, &mut rx, sink, wcodec) => {}
+            () = write_loop(&link, &mut rx, sink, wcodec, id) => {}
             () = read_loop(&link, stream, codec) => {}
         }
         link.alive.store(false, Ordering::Relaxed);
@@ -366,10 +369,9 @@ async fn carry(
         let Some((next, w, c, new_id)) = reopen(&link, &reconnect, at).await else {
             return;
         };
-        (at, ws, codec) = (next, w, c);
-        let old = std::mem::replace(&mut id, new_id);
+        (at, ws, codec, id) = (next, w, c, new_id);
         // A resume that fails leaves a socket the next round sees drop.
-        if let Err(e) = resume(&link, &reconnect, &mut ws, &codec, old).await {
+        if let Err(e) = resume(&link, &reconnect, &mut ws, &codec, id).await {
             tracing::debug!(error = %e, "resume after reconnect failed");
         }
         link.rec.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -401,16 +403,16 @@ async fn reopen(link: &Link, r: &Reconnect, at: usize) -> Option<(usize, Ws, Cod
     None
 }
 
-/// On a new connection: re-attach on, the sessions opened again, and every
-/// request written on the old one (`connection` `old`) taken over with
-/// `Attach` — or, without re-attach, recorded as dropped (the server killed
-/// it with the connection).
+/// On a new connection (`Welcome.connection` `id`): re-attach on, the
+/// sessions opened again, and every request written before taken over with
+/// `Attach`, naming the connection it was last on — or, without re-attach,
+/// recorded as dropped (the server killed it with the connection).
 async fn resume(
     link: &Link,
     r: &Reconnect,
     ws: &mut Ws,
     codec: &Codec,
-    old: u64,
+    id: u64,
 ) -> anyhow::Result<()> {
     let mut msgs = Vec::new();
     if r.reattach {
@@ -438,13 +440,20 @@ async fn resume(
             .collect();
         for request in written {
             if r.reattach {
-                let session = pending.get(&request).map_or(0, |p| p.session);
+                let Some(p) = pending.get_mut(&request) else {
+                    continue;
+                };
                 msgs.push(Message::Attach(Attach {
                     request,
-                    connection: old,
-                    session,
+                    connection: p.home,
+                    session: p.session,
                     after_seq: None,
                 }));
+                // Once the Attach is on its way the request is this
+                // connection's; if this one drops too, the next Attach
+                // names it. (If the Attach never arrives, the server still
+                // holds it under the old one until its grace: lost.)
+                p.home = id;
             } else if let Some(p) = pending.remove(&request) {
                 dropped.push(p);
             }
@@ -463,6 +472,7 @@ async fn write_loop(
     rx: &mut mpsc::UnboundedReceiver<Message>,
     mut sink: futures_util::stream::SplitSink<Ws, WsMessage>,
     mut wcodec: Codec,
+    id: u64,
 ) {
     let mut ids = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -482,9 +492,10 @@ async fn write_loop(
         }
         if !ids.is_empty() {
             let mut pending = link.pending.lock();
-            for id in &ids {
-                if let Some(p) = pending.get_mut(id) {
+            for req in &ids {
+                if let Some(p) = pending.get_mut(req) {
                     p.written = true;
+                    p.home = id;
                 }
             }
         }
@@ -497,8 +508,8 @@ async fn write_loop(
         if !ids.is_empty() {
             let now = Instant::now();
             let mut pending = link.pending.lock();
-            for id in &ids {
-                if let Some(p) = pending.get_mut(id) {
+            for req in &ids {
+                if let Some(p) = pending.get_mut(req) {
                     p.sent = Some(now);
                 }
             }

@@ -37,6 +37,12 @@ pub struct Raw {
     pub users_held: u64,
     /// Users that could not connect or set up.
     pub users_failed: u64,
+    /// User connections that dropped mid-run and were made again.
+    #[serde(default)]
+    pub reconnects: u64,
+    /// Requests taken over on a new connection after a drop.
+    #[serde(default)]
+    pub reattached: u64,
     /// Length of the hold window (all users present), s.
     pub hold_s: f64,
     /// Client WebSocket payload bytes (both ways) during the hold.

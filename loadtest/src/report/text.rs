@@ -76,6 +76,13 @@ impl Report {
             self.requests, r.completed, self.errors, self.lost_responses, r.nonzero_exits,
             r.users_connected, r.users_failed, r.users_held
         );
+        if r.reconnects > 0 {
+            let _ = writeln!(
+                out,
+                "connections dropped mid-run and made again: {} · requests re-attached on them: {} (see errors by code for RequestLost and Dropped)",
+                r.reconnects, r.reattached
+            );
+        }
         if let Some(e) = self.latency.get("e2e") {
             let _ = writeln!(
                 out,

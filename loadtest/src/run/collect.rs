@@ -115,6 +115,8 @@ pub(super) fn collect(
         users_connected: rec.users_connected.load(Ordering::Relaxed),
         users_held,
         users_failed: rec.users_failed.load(Ordering::Relaxed),
+        reconnects: rec.reconnects.load(Ordering::Relaxed),
+        reattached: rec.reattached.load(Ordering::Relaxed),
         hold_s,
         client_bytes_hold: bytes_hold_end.saturating_sub(bytes_hold_start),
         client_bytes_total: rec.bytes_in.load(Ordering::Relaxed)
