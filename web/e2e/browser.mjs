@@ -173,6 +173,26 @@ const lastBlock = `const b = [...document.querySelectorAll('#blocks .block')].at
 
 const termText = `return [...document.querySelectorAll('.term:not([hidden]) .xterm-rows > div')].map((d) => d.textContent.replace(/\\u00a0/g, ' ')).join('\\n');`;
 
+/**
+ * Runs `wait`; if it throws, prints what the page and its client hold for
+ * the running terminal command first: tells a stuck terminal view from
+ * input never sent (no credit, input pending) from output never received.
+ */
+async function withTermState(wait) {
+  try {
+    return await wait();
+  } catch (e) {
+    const state = await run(`const v = window.__voxterm; const tab = [...v.tabs.values ? v.tabs.values() : v.tabs].find((t) => t.running && t.running.size);
+      const r = tab && [...tab.running][0];
+      return JSON.stringify({ ws: v.client.ws && v.client.ws.readyState, stdin: tab && !tab.term.options.disableStdin,
+        focused: document.activeElement && (document.activeElement.className || document.activeElement.id),
+        view: tab && { writing: tab.view.writing, scheduled: tab.view.scheduled, held: tab.view.held, queued: tab.view.queued, parts: tab.view.queue.length, received: tab.view.received, written: tab.view.written },
+        request: r && { id: r.id, credit: r.credit, pendingInput: r.pendingInput.map((p) => p.bytes.length), ended: r.ended } });`).catch((err) => `unavailable: ${err.message}`);
+    console.error('terminal state:', state);
+    throw e;
+  }
+}
+
 const confirmShown = `return !document.getElementById('confirm').hidden && document.getElementById('confirm-line').textContent;`;
 
 /**
@@ -386,19 +406,7 @@ async function main() {
     await until('cat running', `const b = [...document.querySelectorAll('#blocks .block')].at(-1); return b && Number(b.dataset.n) > arguments[0] && b.dataset.state === 'running';`, 10000, before);
     await sleep(300);
     await type('.term:not([hidden]) textarea', 'typed into a pty\uE007');
-    try {
-      await until('the echo and cat\'s copy', `${termText.replace('return ', 'const t = ')}; return (t.match(/typed into a pty/g) || []).length >= 2;`);
-    } catch (e) {
-      // What the page and its client hold, to tell a stuck terminal view
-      // from input never sent or output never received.
-      const state = await run(`const v = window.__voxterm; const tab = [...v.tabs.values ? v.tabs.values() : v.tabs].find((t) => t.running && t.running.size);
-        const r = tab && [...tab.running][0];
-        return JSON.stringify({ ws: v.client.ws && v.client.ws.readyState,
-          view: tab && { writing: tab.view.writing, scheduled: tab.view.scheduled, held: tab.view.held, queued: tab.view.queued, parts: tab.view.queue.length, received: tab.view.received, written: tab.view.written },
-          request: r && { id: r.id, credit: r.credit, pendingInput: r.pendingInput.map((p) => p.bytes.length), ended: r.ended } });`);
-      console.error('terminal state:', state);
-      throw e;
-    }
+    await withTermState(() => until('the echo and cat\'s copy', `${termText.replace('return ', 'const t = ')}; return (t.match(/typed into a pty/g) || []).length >= 2;`));
     await type('.term:not([hidden]) textarea', '\uE009d\uE000');
     const ended = await until('cat to end on Ctrl-D', `${lastBlock.replace('return b ?', 'return b && b.dataset.state !== "running" ?')}`);
     assert.equal(ended.status, 'exit 0', JSON.stringify(ended));
@@ -420,7 +428,7 @@ async function main() {
     await sleep(800);
     await screenshot('03c-vi');
     await type('.term:not([hidden]) textarea', ':q!\uE007');
-    const quit = await until('vi to quit', `${lastBlock.replace('return b ?', 'return b && b.dataset.state !== "running" ?')}`);
+    const quit = await withTermState(() => until('vi to quit', `${lastBlock.replace('return b ?', 'return b && b.dataset.state !== "running" ?')}`));
     assert.equal(quit.status, 'exit 0', JSON.stringify(quit));
   }
 
