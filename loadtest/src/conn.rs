@@ -162,13 +162,11 @@ pub struct Pending {
     pub due: Instant,
     /// When its message was written to the socket (set by the writer).
     pub sent: Option<Instant>,
-    /// Whether the writer has tried to write it: from then on only the
-    /// server knows whether it arrived, so after a drop it is re-attached,
-    /// never sent again.
-    pub written: bool,
-    /// `Welcome.connection` of the connection it was last written or
-    /// re-attached on: the one an `Attach` must name.
-    pub home: u64,
+    /// `Welcome.connection` of the connection the writer last tried to
+    /// write it on, or re-attached it on: the one an `Attach` must name.
+    /// None until written; from then on only the server knows whether it
+    /// arrived, so after a drop it is re-attached, never sent again.
+    pub home: Option<u64>,
     /// The session handle it runs in.
     pub session: SessionId,
     /// Profile index.
@@ -203,8 +201,6 @@ pub struct Reconnect {
     pub home: Arc<str>,
 }
 
-type PendingMap = Arc<Mutex<HashMap<RequestId, Pending>>>;
-
 /// A live connection: queue frames to it, and its reader records answers.
 /// When it drops it reconnects by itself (the next target when the one it was
 /// on does not answer), opens its sessions again by name (their cwd and env
@@ -212,18 +208,18 @@ type PendingMap = Arc<Mutex<HashMap<RequestId, Pending>>>;
 /// it had written; the users on it queue commands meanwhile.
 pub struct Conn {
     tx: mpsc::UnboundedSender<Message>,
-    pending: PendingMap,
-    sessions: Arc<Mutex<Vec<(SessionId, String)>>>,
+    link: Arc<Link>,
     next_id: AtomicU32,
-    alive: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// One connection's state shared by its supervisor, writer and reader.
+/// One connection's state shared by its owner and the task that carries it.
 struct Link {
-    pending: PendingMap,
-    sessions: Arc<Mutex<Vec<(SessionId, String)>>>,
-    alive: Arc<AtomicBool>,
+    pending: Mutex<HashMap<RequestId, Pending>>,
+    /// Sessions opened on it, to open again after a drop.
+    sessions: Mutex<Vec<(SessionId, String)>>,
+    /// Connected now.
+    alive: AtomicBool,
     rec: Arc<Recorder>,
     tenant: String,
     source: Option<IpAddr>,
@@ -250,9 +246,9 @@ impl Conn {
         }
         let (tx, rx) = mpsc::unbounded_channel::<Message>();
         let link = Arc::new(Link {
-            pending: Arc::default(),
-            sessions: Arc::default(),
-            alive: Arc::new(AtomicBool::new(true)),
+            pending: Mutex::default(),
+            sessions: Mutex::default(),
+            alive: AtomicBool::new(true),
             rec,
             tenant: tenant.to_owned(),
             source,
@@ -267,22 +263,20 @@ impl Conn {
         let task = tokio::spawn(carry(link.clone(), reconnect, at, ws, codec, id, rx));
         Ok(Conn {
             tx,
-            pending: link.pending.clone(),
-            sessions: link.sessions.clone(),
+            link,
             next_id: AtomicU32::new(1),
-            alive: link.alive.clone(),
             task,
         })
     }
 
     /// Whether it is connected now.
     pub fn is_alive(&self) -> bool {
-        self.alive.load(Ordering::Relaxed)
+        self.link.alive.load(Ordering::Relaxed)
     }
 
     /// Queues `OpenSession` (and remembers it, to open it again after a drop).
     pub fn open_session(&self, session: SessionId, name: &str) -> bool {
-        self.sessions.lock().push((session, name.to_owned()));
+        self.link.sessions.lock().push((session, name.to_owned()));
         self.tx
             .send(Message::OpenSession(OpenSession {
                 session,
@@ -294,7 +288,7 @@ impl Conn {
     /// Queues an `Exec` and registers it; false when the connection is gone.
     pub fn exec(&self, session: SessionId, command: String, timeout_ms: u32, p: Pending) -> bool {
         let request = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.pending.lock().insert(request, p);
+        self.link.pending.lock().insert(request, p);
         let sent = self
             .tx
             .send(Message::Exec(Exec {
@@ -307,14 +301,19 @@ impl Conn {
             }))
             .is_ok();
         if !sent {
-            self.pending.lock().remove(&request);
+            self.link.pending.lock().remove(&request);
         }
         sent
     }
 
     /// Measured requests still without a terminal frame.
     pub fn outstanding(&self) -> u64 {
-        self.pending.lock().values().filter(|p| p.measured).count() as u64
+        self.link
+            .pending
+            .lock()
+            .values()
+            .filter(|p| p.measured)
+            .count() as u64
     }
 
     /// Stops the connection (the socket is dropped without a close handshake).
@@ -435,17 +434,20 @@ async fn resume(
         let mut pending = link.pending.lock();
         let written: Vec<RequestId> = pending
             .iter()
-            .filter(|(_, p)| p.written)
+            .filter(|(_, p)| p.home.is_some())
             .map(|(id, _)| *id)
             .collect();
         for request in written {
             if r.reattach {
-                let Some(p) = pending.get_mut(&request) else {
+                let Some((p, home)) = pending
+                    .get_mut(&request)
+                    .and_then(|p| p.home.map(|h| (p, h)))
+                else {
                     continue;
                 };
                 msgs.push(Message::Attach(Attach {
                     request,
-                    connection: p.home,
+                    connection: home,
                     session: p.session,
                     after_seq: None,
                 }));
@@ -453,7 +455,7 @@ async fn resume(
                 // connection's; if this one drops too, the next Attach
                 // names it. (If the Attach never arrives, the server still
                 // holds it under the old one until its grace: lost.)
-                p.home = id;
+                p.home = Some(id);
             } else if let Some(p) = pending.remove(&request) {
                 dropped.push(p);
             }
@@ -494,8 +496,7 @@ async fn write_loop(
             let mut pending = link.pending.lock();
             for req in &ids {
                 if let Some(p) = pending.get_mut(req) {
-                    p.written = true;
-                    p.home = id;
+                    p.home = Some(id);
                 }
             }
         }

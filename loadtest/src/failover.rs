@@ -132,7 +132,7 @@ impl Cluster {
             haproxy: None,
             dir,
         };
-        if which("haproxy") {
+        if crate::browser::on_path(&["haproxy"]).is_some() {
             cluster.haproxy = Some(cluster.start_haproxy().await?);
         }
         Ok(cluster)
@@ -245,10 +245,4 @@ fn up(socket: &std::path::Path) -> usize {
         .filter(|l| l.starts_with("engines,engine"))
         .filter(|l| l.split(',').nth(17) == Some("UP"))
         .count()
-}
-
-/// Whether `program` is on the PATH.
-fn which(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
 }

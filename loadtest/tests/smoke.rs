@@ -1,32 +1,61 @@
 //! `loadtest --scenario smoke` against a server it starts itself: the CI check that
 //! every request ends with a terminal frame.
 
-use std::process::Command;
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+
+/// What one `loadtest` run left: its exit status, its output, and its JSON
+/// report (None when it wrote none).
+struct Run {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+    report: Option<serde_json::Value>,
+}
+
+/// Runs `loadtest ARGS --json DIR/report.json` to its end.
+fn loadtest(dir: &Path, args: &[&str]) -> Run {
+    let json = dir.join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .arg("--json")
+        .arg(&json)
+        .output()
+        .expect("run loadtest");
+    Run {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        report: std::fs::read(&json)
+            .ok()
+            .map(|b| serde_json::from_slice(&b).expect("valid json")),
+    }
+}
 
 #[test]
 fn smoke_scenario_loses_no_responses() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("smoke.json");
     let html = dir.path().join("smoke.html");
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
+    let html_arg = html.to_str().expect("a UTF-8 path");
+    let Run {
+        status,
+        stdout,
+        stderr,
+        report,
+    } = loadtest(
+        dir.path(),
+        &[
             "--scenario",
             "smoke",
             "--quiet",
             "--min-grade",
             "F",
-            "--json",
-        ])
-        .arg(&json)
-        .arg("--html")
-        .arg(&html)
-        .output()
-        .expect("run loadtest");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "loadtest failed\n{stdout}\n{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("valid json");
+            "--html",
+            html_arg,
+        ],
+    );
+    assert!(status.success(), "loadtest failed\n{stdout}\n{stderr}");
+    let report = report.expect("json written");
     assert_eq!(report["lost_responses"], 0, "{stdout}");
     assert!(report["requests"].as_u64().unwrap_or(0) > 50, "{stdout}");
     assert!(
@@ -81,9 +110,14 @@ fn smoke_scenario_loses_no_responses() {
 #[test]
 fn chaos_with_redis_restarts_it_and_loses_no_responses() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("chaos.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
+    let Run {
+        status,
+        stdout,
+        stderr,
+        report,
+    } = loadtest(
+        dir.path(),
+        &[
             "--scenario",
             "chaos",
             "--with-redis",
@@ -96,18 +130,11 @@ fn chaos_with_redis_restarts_it_and_loses_no_responses() {
             "--quiet",
             "--min-grade",
             "F",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .expect("run loadtest");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+        ],
+    );
     // The exit status may be 1: the memory criterion is judged, not assumed.
-    let report: serde_json::Value = match std::fs::read(&json) {
-        Ok(b) => serde_json::from_slice(&b).expect("valid json"),
-        Err(e) => panic!("no report ({e}): is redis-server installed?\n{stdout}\n{stderr}"),
-    };
+    let report = report
+        .unwrap_or_else(|| panic!("no report: is redis-server installed?\n{stdout}\n{stderr}"));
     assert_eq!(report["lost_responses"], 0, "{stdout}");
     let chaos = &report["chaos"];
     assert_eq!(chaos["redis_restarts"], 1, "{stdout}\n{stderr}");
@@ -174,7 +201,7 @@ fn chaos_with_redis_restarts_it_and_loses_no_responses() {
     let over = chaos["rss_post_vs_pre_pct"].as_f64().unwrap_or(0.0) > 10.0;
     assert_eq!(memory_failed, over, "{chaos}");
     assert_eq!(
-        out.status.success(),
+        status.success(),
         report["critical_failures"] == serde_json::json!([])
     );
 
@@ -200,31 +227,31 @@ fn chaos_with_redis_restarts_it_and_loses_no_responses() {
 #[test]
 fn abort_on_fail_stops_at_the_first_window_that_misses() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("aborted.json");
     let targets = dir.path().join("targets.toml");
     std::fs::write(&targets, "[metrics.e2e_p95_ms]\ntarget = 0.001\n").expect("targets");
     let started = std::time::Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
+    let targets_arg = targets.to_str().expect("a UTF-8 path");
+    let Run {
+        status,
+        stdout,
+        stderr,
+        report,
+    } = loadtest(
+        dir.path(),
+        &[
             "--scenario",
             "smoke",
             "--quiet",
             "--duration",
             "30s",
             "--abort-on-fail=1s",
-        ])
-        .arg("--targets")
-        .arg(&targets)
-        .arg("--json")
-        .arg(&json)
-        .output()
-        .expect("run loadtest");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(4), "{stdout}\n{stderr}");
+            "--targets",
+            targets_arg,
+        ],
+    );
+    assert_eq!(status.code(), Some(4), "{stdout}\n{stderr}");
     assert!(stderr.contains("aborting at t="), "{stderr}");
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&json).expect("json written")).expect("valid json");
+    let report = report.expect("json written");
     let why = report["aborted"].as_str().unwrap_or("");
     assert!(why.contains("p95"), "{why}");
     assert_eq!(report["grade"], "F");
@@ -247,9 +274,14 @@ fn abort_on_fail_stops_at_the_first_window_that_misses() {
 #[test]
 fn failover_kills_an_engine_and_its_users_carry_on_elsewhere() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let json = dir.path().join("failover.json");
-    let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args([
+    let Run {
+        status,
+        stdout,
+        stderr,
+        report,
+    } = loadtest(
+        dir.path(),
+        &[
             "--scenario",
             "failover",
             "--users",
@@ -261,20 +293,12 @@ fn failover_kills_an_engine_and_its_users_carry_on_elsewhere() {
             "--quiet",
             "--min-grade",
             "F",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .expect("run loadtest");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let report: serde_json::Value = match std::fs::read(&json) {
-        Ok(b) => serde_json::from_slice(&b).expect("valid json"),
-        Err(e) => {
-            panic!("no report ({e}): are redis-server and haproxy installed?\n{stdout}\n{stderr}")
-        }
-    };
-    assert!(out.status.success(), "{stdout}\n{stderr}");
+        ],
+    );
+    let report = report.unwrap_or_else(|| {
+        panic!("no report: are redis-server and haproxy installed?\n{stdout}\n{stderr}")
+    });
+    assert!(status.success(), "{stdout}\n{stderr}");
     assert_eq!(report["lost_responses"], 0, "{stdout}");
     let f = &report["failover"];
     assert!(

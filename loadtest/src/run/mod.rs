@@ -195,7 +195,6 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
         Some(k) => k.await.ok().flatten(),
         None => None,
     };
-    let lost = drained.lost;
     let mut data = collect::collect(sc, opts, &rec, setup, obs, drained);
     data.engines = mon
         .engines()
@@ -213,6 +212,7 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
         .collect();
     data.failover = opts.failover.as_ref().map(|plan| {
         let request_lost = data.errors_by_code.get("RequestLost").copied().unwrap_or(0);
+        let count = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
         FailoverSummary {
             balancer: plan.balancer.clone(),
             killed: plan.url.clone(),
@@ -223,17 +223,13 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
                 .find(|e| e.url == plan.url)
                 .and_then(|e| e.last.as_ref())
                 .map(|s| s.in_flight),
-            reconnects: rec.reconnects.load(std::sync::atomic::Ordering::Relaxed),
-            reattached: rec.reattached.load(std::sync::atomic::Ordering::Relaxed),
-            sessions_intact: rec
-                .sessions_intact
-                .load(std::sync::atomic::Ordering::Relaxed),
-            sessions_changed: rec
-                .sessions_changed
-                .load(std::sync::atomic::Ordering::Relaxed),
+            reconnects: data.raw.reconnects,
+            reattached: data.raw.reattached,
+            sessions_intact: count(&rec.sessions_intact),
+            sessions_changed: count(&rec.sessions_changed),
             request_lost,
             other_errors: data.raw.errors.saturating_sub(request_lost),
-            lost,
+            lost: data.raw.lost,
         }
     });
     Ok(data)

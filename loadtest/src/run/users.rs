@@ -171,8 +171,7 @@ async fn enter_fixture(conn: &Conn, session: u32, u: usize, root: &str) -> bool 
             Pending {
                 due: Instant::now(),
                 sent: None,
-                written: false,
-                home: 0,
+                home: None,
                 session,
                 profile: 0,
                 class: CommandClass::Session,
@@ -239,8 +238,7 @@ impl User {
             Pending {
                 due,
                 sent: None,
-                written: false,
-                home: 0,
+                home: None,
                 session: self.session,
                 profile: self.profile as u8,
                 class,
