@@ -342,11 +342,11 @@ impl L3 {
         match tokio::time::timeout(deadline, f(conn)).await {
             Ok(Ok(v)) => Outcome::Done(v),
             Ok(Err(e)) => {
-                tracing::warn!(error = %e, "Redis call for a kept value failed");
+                tracing::warn!(error = %e, "Redis: a kept session or prediction model could not be read or written");
                 Outcome::Failed
             }
             Err(_) => {
-                tracing::warn!(deadline = ?deadline, "Redis call for a kept value timed out");
+                tracing::warn!(deadline = ?deadline, "Redis: reading or writing a kept session or prediction model timed out");
                 Outcome::Failed
             }
         }

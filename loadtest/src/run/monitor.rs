@@ -51,7 +51,7 @@ async fn monitor_client(url: &str) -> anyhow::Result<Client> {
         },
     )
     .await
-    .with_context(|| format!("cannot connect to {url}"))
+    .with_context(|| format!("no voxterm server answers at {url}"))
 }
 
 /// Asks `client` for `Stats` and waits for the answer to this `nonce`.
