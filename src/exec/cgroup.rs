@@ -90,12 +90,27 @@ struct CellDirs {
 /// (cgroupfs files start over at offset 0, which `pread`/`pwrite` give without
 /// a shared file position, so threads may share one).
 #[derive(Debug)]
-struct Control {
+pub(crate) struct Control {
     file: File,
     path: PathBuf,
 }
 
 impl Control {
+    /// A control file already open as `file` (received by a spawner thread).
+    pub(crate) fn from_parts(file: File, path: PathBuf) -> Control {
+        Control { file, path }
+    }
+
+    /// The open file, for a spawner thread to take its own copy of.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.file)
+    }
+
+    /// Where it is, for errors.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     fn open(path: PathBuf, write: bool) -> Result<Control, ContainError> {
         let file = fs::OpenOptions::new()
             .read(!write)
@@ -331,8 +346,8 @@ impl Cgroups {
         });
         // One real round trip now, so a server that cannot move threads (e.g. a
         // read-only `tasks`) finds out at start, not on its first command.
-        let mut cell = set.take()?;
-        cell.run_inside(|| ())?;
+        let cell = set.take()?;
+        inside(&cell.doors()?, || ())?;
         drop(cell);
         Ok(set)
     }
@@ -482,28 +497,25 @@ pub(crate) struct Cell {
 }
 
 impl Cell {
-    /// Runs `spawn` with the calling thread inside the cell, so whatever it
-    /// forks is born inside. Synchronous on purpose: no other task can run on
-    /// this thread between the move in and the move out.
-    pub(crate) fn run_inside<T>(&mut self, spawn: impl FnOnce() -> T) -> Result<T, ContainError> {
+    /// The way into the cell and back out for a spawning thread, one door
+    /// per hierarchy used: the cell's `tasks` and the server's own. The
+    /// spawn itself happens in [`inside`], on whichever thread spawns.
+    pub(crate) fn doors(&self) -> Result<Vec<Door<&Control>>, ContainError> {
         let Some(dirs) = &self.dirs else {
             return Err(ContainError::Released);
         };
-        let tid = gettid().as_raw().to_string();
         let set = &self.set;
-        let mut entered: Vec<&Hierarchy> = Vec::with_capacity(2);
-        let targets = std::iter::once((&set.pids, &dirs.tasks))
-            .chain(set.memory.as_ref().zip(dirs.memory_tasks.as_ref()));
-        for (h, tasks) in targets {
-            if let Err(e) = tasks.put(&tid) {
-                leave(&entered, &tid);
-                return Err(e);
-            }
-            entered.push(h);
+        let mut doors = vec![Door {
+            into: &dirs.tasks,
+            back: &set.pids.origin_tasks,
+        }];
+        if let (Some(h), Some(tasks)) = (&set.memory, &dirs.memory_tasks) {
+            doors.push(Door {
+                into: tasks,
+                back: &h.origin_tasks,
+            });
         }
-        let out = spawn();
-        leave(&entered, &tid);
-        Ok(out)
+        Ok(doors)
     }
 
     /// The live processes in the cell (for rlimits on processes forked before
@@ -553,9 +565,40 @@ impl Cell {
 }
 
 /// Moves thread `tid` back to the server's own cgroup in each hierarchy.
-fn leave(entered: &[&Hierarchy], tid: &str) {
-    for h in entered {
-        if let Err(e) = h.origin_tasks.put(tid) {
+/// One hierarchy's way in and out of a cell for the spawning thread: the
+/// cell's `tasks` and the server's own, as kept open by the engine (`&Control`)
+/// or as a spawner thread with a descriptor table of its own received them
+/// (`Control`, see `spawner`).
+#[derive(Debug)]
+pub(crate) struct Door<C> {
+    /// The cell's `tasks`.
+    pub(crate) into: C,
+    /// The server's own `tasks` in the same hierarchy.
+    pub(crate) back: C,
+}
+
+/// Runs `spawn` with the calling thread inside the cell behind `doors`, so
+/// whatever it forks is born inside. Synchronous on purpose: nothing else
+/// can run on this thread between the move in and the move out.
+pub(crate) fn inside<C: std::borrow::Borrow<Control>, T>(
+    doors: &[Door<C>],
+    spawn: impl FnOnce() -> T,
+) -> Result<T, ContainError> {
+    let tid = gettid().as_raw().to_string();
+    for (n, door) in doors.iter().enumerate() {
+        if let Err(e) = door.into.borrow().put(&tid) {
+            leave(&doors[..n], &tid);
+            return Err(e);
+        }
+    }
+    let out = spawn();
+    leave(doors, &tid);
+    Ok(out)
+}
+
+fn leave<C: std::borrow::Borrow<Control>>(entered: &[Door<C>], tid: &str) {
+    for door in entered {
+        if let Err(e) = door.back.borrow().put(tid) {
             // Should never happen (our own cgroup exists); a thread left in a cell
             // is never killed (`me` is skipped), but its next spawns land there.
             tracing::error!(error = %e, "cannot move the spawning thread out of its cell");

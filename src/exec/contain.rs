@@ -75,6 +75,9 @@ impl Containment {
     /// to rlimits and process groups; with `"required"` the engine starts but
     /// refuses every command (use [`Containment::check`] at start to fail early).
     pub fn new(cfg: &ExecConfig) -> Containment {
+        // Before the engine has connections: the spawner's table starts as a
+        // copy of the server's.
+        super::spawner::start();
         let rlimits = Rlimits::from_config(cfg);
         let (cgroups, refuse, why_not) = match cfg.cgroup {
             CgroupMode::Off => (None, None, Some("off in config".to_owned())),

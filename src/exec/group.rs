@@ -48,8 +48,8 @@ impl GroupGuard {
 impl Drop for GroupGuard {
     fn drop(&mut self) {
         if self.armed {
-            // The leader is not reaped yet (tokio reaps a dropped child later, from
-            // its orphan queue), so the pgid is still ours.
+            // The leader is not reaped yet (a dropped `Child` is reaped later,
+            // see `child`), so the pgid is still ours.
             signal_group(self.pgid, Signal::SIGKILL);
         }
     }

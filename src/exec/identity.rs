@@ -2,7 +2,7 @@
 //! user and its secrets (the tokens file, its `/proc` entries, the Redis
 //! password), the commands get a user that cannot read them.
 //!
-//! How: every child is spawned as today (std's `posix_spawn` fast path, own
+//! How: every child is spawned as any other (the spawner's `posix_spawn`, own
 //! process group, cgroup cell, prlimit), but the program spawned is util-linux's
 //! `setpriv`, which switches to the command user's uid, gid and groups, sets
 //! `no_new_privs` and then `exec`s the command. So:
@@ -14,8 +14,9 @@
 //!   signal what runs as that user); rlimits are set by the child itself,
 //!   before the switch (`prlimit` in front, see `Containment::chain`);
 //! - spawning stays a `posix_spawn` (vfork-like, cost independent of the
-//!   server's size): `Command::uid` would make std fall back to fork+exec, tens
-//!   of milliseconds from a large server. The price is one extra small `execve`
+//!   server's size): a uid switch in the child before `exec` is not something
+//!   `posix_spawn` can do, and fork+exec costs tens of milliseconds from a
+//!   large server. The price is one extra small `execve`
 //!   per command, two with rlimits (measured in `benches/spawn`, `run_as` rows);
 //! - `no_new_privs` means a setuid program (`sudo`, `su`, `passwd`) cannot give
 //!   the command back what `run_as` took away;

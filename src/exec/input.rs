@@ -42,7 +42,7 @@ const VEOF: u8 = 0x04;
 /// Where input goes.
 pub(super) enum Writer {
     /// The child's stdin pipe.
-    Pipe(tokio::process::ChildStdin),
+    Pipe(tokio::net::unix::pipe::Sender),
     /// The terminal's controlling side.
     Pty(tokio::net::unix::pipe::Sender),
 }

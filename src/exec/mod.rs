@@ -17,9 +17,11 @@
 //!    end in killing the whole group (SIGTERM, `kill_grace`, SIGKILL) and reaping
 //!    the child; the [`Outcome`] says how it ended.
 //!
-//! Spawning keeps std's `posix_spawn` fast path (no `pre_exec`, no `setsid`,
-//! absolute program paths): from a large server process a fork+exec costs tens of
-//! milliseconds, a `posix_spawn` well under one.
+//! Every child is spawned by one thread with a descriptor table and working
+//! directory of its own (`spawner`), by glibc's `posix_spawn` (vfork-like:
+//! the server's memory is not copied, and neither are its thousands of
+//! connection descriptors), with an empty signal mask and every signal at its
+//! default. The child is still the server's: `child` waits for it by pid.
 //!
 //! Commands may run as another user than the server (`[exec] run_as`,
 //! [`RunAs`]): spawned through util-linux's `setpriv`, still by `posix_spawn`,
@@ -31,6 +33,7 @@
 //! memory and lets the kill reach daemonized descendants that left the group.
 
 mod cgroup;
+mod child;
 mod contain;
 mod error;
 mod group;
@@ -40,7 +43,7 @@ mod limits;
 mod pool;
 mod pty;
 mod run;
-mod signals;
+mod spawner;
 
 #[cfg(test)]
 mod tests;
@@ -53,3 +56,4 @@ pub use input::{Feed, Interactive};
 pub use pool::{Pool, PoolConfig, Slot};
 pub use pty::PtySize;
 pub use run::{run, run_interactive, Job, Outcome, Stop};
+pub use spawner::small_table as spawns_from_small_table;

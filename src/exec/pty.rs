@@ -11,9 +11,8 @@
 //! `waitid`, cgroups and `run_as` for both kinds of command.
 
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
-use std::process::Stdio;
 
 use rustix::pty::{openpt, OpenptFlags};
 use rustix::termios::{tcsetwinsize, Winsize};
@@ -80,10 +79,9 @@ impl Pty {
         Ok(Pty { master, slave })
     }
 
-    /// The child's stdin, stdout and stderr: the terminal, three times.
-    pub(crate) fn stdio(&self) -> io::Result<[Stdio; 3]> {
-        let one = || self.slave.try_clone().map(Stdio::from);
-        Ok([one()?, one()?, one()?])
+    /// The terminal side: the child's stdin, stdout and stderr.
+    pub(crate) fn terminal(&self) -> BorrowedFd<'_> {
+        self.slave.as_fd()
     }
 
     /// After the spawn: the engine's ends (reading, writing, resizing), the

@@ -1,10 +1,10 @@
 //! Running one job: spawn, stream both pipes, enforce timeout / cap / cancel, reap.
 
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,19 +13,21 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::io::AsyncReadExt;
-use tokio::process::{ChildStderr, ChildStdout, Command};
+use tokio::net::unix::pipe;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{KillReason, StreamKind};
 
+use super::cgroup::Cell;
+use super::child::Child;
 use super::contain::Containment;
 use super::error::ExecError;
 use super::group::{signal_group, GroupGuard};
 use super::identity::Identity;
 use super::input::{self, Input, Interactive};
 use super::pty::{self, Master, Pty};
-use super::signals;
+use super::spawner::{self, Program};
 use crate::output::{OutputSink, SinkClosed};
 use crate::shell::{Line, Plan};
 
@@ -146,7 +148,6 @@ async fn run_with<S: OutputSink>(
     sink: &mut S,
     stop: &Stop,
 ) -> Result<Outcome, ExecError> {
-    signals::default_for_children();
     let dir = job.spawn_dir();
     let user = job.user.as_deref();
     let (feed, pty) = match io {
@@ -177,9 +178,8 @@ async fn run_with<S: OutputSink>(
         Plan::Shell => spawnable(&chain, Path::new("/bin/sh"), None, ["-c", job.line.text()]),
         Plan::Direct(argv) => {
             let prog = argv.first().map(String::as_str).unwrap_or_default();
-            // Resolving here (not in std) keeps the program path absolute: std falls
-            // back from posix_spawn to fork+exec when PATH is overridden for a bare
-            // name, which costs tens of ms in a large parent.
+            // Resolved here, in the job's PATH and directory: the spawner's
+            // `posix_spawn` takes a path, not a name to search for.
             match lookup(prog, &dir, env_path(&job.env)) {
                 // Behind a chain, `setpriv` or `setsid` finds the program the
                 // same way (`execvp` over the same PATH from the same cwd) and
@@ -202,59 +202,79 @@ async fn run_with<S: OutputSink>(
             }
         }
     };
-    cmd.env_clear()
-        .envs(job.env.iter().map(|(k, v)| (k, v)))
-        .env("PWD", &job.cwd)
-        .current_dir(&*dir);
-    match (&pty, &feed) {
-        (Some(pty), _) => {
-            // No process group here: `setsid` makes the child the leader of
-            // a new session and group (pgid = its pid), which it could not be
-            // if it led a group already.
-            let [i, o, e] = pty.stdio().map_err(ExecError::Io)?;
-            cmd.stdin(i).stdout(o).stderr(e);
-        }
-        (None, feed) => {
-            let stdin = match feed {
-                Some(_) => Stdio::piped(),
-                None => Stdio::null(),
-            };
-            cmd.stdin(stdin)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .process_group(0);
+    for (k, v) in job.env.iter().filter(|(k, _)| k != "PWD") {
+        cmd.env(k, v);
+    }
+    cmd.env("PWD", &job.cwd);
+    // The child's ends of its stdio (held here until it has been spawned)
+    // and ours.
+    let mut stdin_end = None;
+    let mut ours_in = None;
+    let mut pipes = None;
+    match &pty {
+        // No process group here: `setsid` makes the child the leader of a
+        // new session and group (pgid = its pid), which it could not be if
+        // it led a group already.
+        Some(_) => {}
+        None => {
+            if feed.is_some() {
+                let (r, w) = pipe()?;
+                stdin_end = Some(r);
+                ours_in = Some(w);
+            }
+            pipes = Some((pipe()?, pipe()?));
+            cmd.own_group();
         }
     }
+    let stdio = match (&pty, &pipes) {
+        (Some(pty), _) => [Some(pty.terminal()); 3],
+        (None, Some(((_, out), (_, err)))) => [
+            stdin_end.as_ref().map(AsFd::as_fd),
+            Some(out.as_fd()),
+            Some(err.as_fd()),
+        ],
+        (None, None) => [None; 3],
+    };
+    let start_in = match &job.dir {
+        Some(fd) => spawner::Dir::Held(fd.as_fd()),
+        None => spawner::Dir::Path(&job.cwd),
+    };
 
     // Subscribe before the child exists so its SIGCHLD cannot be missed.
     let mut sigchld = signal(SignalKind::child()).map_err(ExecError::Io)?;
-    // The child is born inside its cell: this thread enters it, spawns and leaves,
-    // with no `.await` in between (see `cgroup`).
+    // The child is born inside its cell: the spawning thread enters it,
+    // spawns and leaves (see `cgroup`).
     let mut cell = job.containment.cell()?;
-    let spawned = match cell.as_mut() {
-        Some(cell) => cell.run_inside(|| cmd.spawn())?,
-        None => cmd.spawn(),
+    let doors = cell
+        .as_ref()
+        .map(Cell::doors)
+        .transpose()?
+        .unwrap_or_default();
+    let spawned = spawner::spawn(spawner::Request {
+        program: cmd,
+        stdio,
+        dir: start_in,
+        doors,
+    })?;
+    // The child's ends close here: from now on only the child holds them,
+    // so their end is seen as the end of its output (or input).
+    drop(stdin_end);
+    let (ours_out, ours_err) = match pipes {
+        Some(((out, theirs_out), (err, theirs_err))) => {
+            drop((theirs_out, theirs_err));
+            (Some(out), Some(err))
+        }
+        None => (None, None),
     };
-    // The command's copies of the terminal side go with the `Command`: from
-    // now on only the child holds it, so its end is seen as the end of output.
-    drop(cmd);
     let mut master = pty
         .map(Pty::into_master)
         .transpose()
         .map_err(ExecError::Io)?;
-    let mut child = match spawned {
-        Ok(c) => c,
+    let pgid = match spawned {
+        Ok(pid) => pid,
         Err(e) => return spawn_failed(e, job, sink, stop).await,
     };
-    let Some(pgid) = child
-        .id()
-        .and_then(|id| i32::try_from(id).ok())
-        .map(Pid::from_raw)
-    else {
-        return Err(ExecError::Spawn(io::Error::other(
-            "spawned child has no pid",
-        )));
-    };
+    let mut child = Child::new(pgid);
     let mut guard = GroupGuard::new(pgid);
     // A child that switches users set its limits on itself (the chain).
     let limited = match user {
@@ -279,13 +299,17 @@ async fn run_with<S: OutputSink>(
             Stream::new(StreamKind::Stderr, None),
         ],
         None => [
-            Stream::new(StreamKind::Stdout, child.stdout.take().map(Pipe::Out)),
-            Stream::new(StreamKind::Stderr, child.stderr.take().map(Pipe::Err)),
+            Stream::new(StreamKind::Stdout, receiver(ours_out)?),
+            Stream::new(StreamKind::Stderr, receiver(ours_err)?),
         ],
     };
     let writer = match &mut master {
         Some(m) => m.writer.take().map(input::Writer::Pty),
-        None => child.stdin.take().map(input::Writer::Pipe),
+        None => ours_in
+            .map(pipe::Sender::from_owned_fd)
+            .transpose()
+            .map_err(ExecError::Io)?
+            .map(input::Writer::Pipe),
     };
     let mut input = feed.map(|feed| Input::new(feed, writer));
     // Which stream is polled first: the one that did not deliver last, so a
@@ -407,32 +431,42 @@ async fn run_with<S: OutputSink>(
     })
 }
 
-/// The `Command` that runs `program` with `args`: directly (with `arg0` as its
-/// argv[0] when given), or, with a `run_as` user, at the end of `chain`
-/// (`[prlimit …] setpriv … --`, see [`identity`](super::identity)). Either way
-/// an absolute program path, so std keeps its `posix_spawn` path.
+/// A pipe whose ends both close on exec: the child gets its end by `dup2`.
+fn pipe() -> Result<(OwnedFd, OwnedFd), ExecError> {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| ExecError::Spawn(e.into()))
+}
+
+/// Our end of an output pipe, read through the runtime.
+fn receiver(fd: Option<OwnedFd>) -> Result<Option<Pipe>, ExecError> {
+    fd.map(|fd| pipe::Receiver::from_owned_fd(fd).map(Pipe::Out))
+        .transpose()
+        .map_err(ExecError::Io)
+}
+
+/// What runs `program` with `args`: directly (with `arg0` as its argv[0]
+/// when given), or, with a `run_as` user or a terminal, at the end of
+/// `chain` (`[setsid --ctty --] [prlimit …] setpriv … --`, see
+/// [`identity`](super::identity)).
 fn spawnable<A: AsRef<std::ffi::OsStr>>(
     chain: &[&std::ffi::OsStr],
     program: &Path,
     arg0: Option<&str>,
     args: impl IntoIterator<Item = A>,
-) -> Command {
-    let mut c = match chain {
+) -> Program {
+    let mut p = match chain {
         [first, rest @ ..] => {
-            let mut c = Command::new(first);
-            c.args(rest).arg(program);
-            c
+            let mut p = Program::new(Path::new(first), first);
+            p.args(rest).arg(program);
+            p
         }
-        [] => {
-            let mut c = Command::new(program);
-            if let Some(arg0) = arg0 {
-                c.arg0(arg0);
-            }
-            c
-        }
+        [] => Program::new(
+            program,
+            arg0.map_or(program.as_os_str(), std::ffi::OsStr::new),
+        ),
     };
-    c.args(args);
-    c
+    p.args(args);
+    p
 }
 
 enum Event {
@@ -452,13 +486,11 @@ async fn step_input(input: &mut Option<Input>, master: Option<&Master>) -> input
     }
 }
 
-/// One of the child's output pipes; an enum (not a box) keeps both streams in
-/// one array so the read order can alternate.
+/// One of the child's outputs: a pipe, or a terminal's controlling side
+/// (its output, both streams in one, ended by EIO).
 enum Pipe {
-    Out(ChildStdout),
-    Err(ChildStderr),
-    /// A terminal's controlling side: its output, both streams in one.
-    Pty(tokio::net::unix::pipe::Receiver),
+    Out(pipe::Receiver),
+    Pty(pipe::Receiver),
 }
 
 /// Per-stream state: the pipe (None once at EOF or closed), its adaptive read
@@ -527,7 +559,6 @@ async fn forward<S: OutputSink>(
 async fn read_some(pipe: &mut Option<Pipe>, buf: &mut [u8]) -> io::Result<usize> {
     match pipe {
         Some(Pipe::Out(r)) => r.read(buf).await,
-        Some(Pipe::Err(r)) => r.read(buf).await,
         // Once the last holder of the terminal side has closed it, reading
         // the controlling side fails with EIO: that is its end of file.
         Some(Pipe::Pty(r)) => match r.read(buf).await {

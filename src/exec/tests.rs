@@ -440,17 +440,35 @@ async fn dropped_run_kills_its_group() {
         ..Default::default()
     };
     let stop = Stop::default();
-    let j = job("sleep 30 & echo $!; wait");
-    let first = tokio::select! {
-        r = run(&j, &mut sink, &stop) => panic!("run ended early: {r:?}"),
-        chunk = rx.recv() => chunk.expect("a chunk"),
-    };
+    let j = job("sleep 30 & echo $!; echo $$; wait");
+    let mut out = Vec::new();
+    let mut run = Box::pin(run(&j, &mut sink, &stop));
+    while out.iter().filter(|&&b| b == b'\n').count() < 2 {
+        tokio::select! {
+            r = &mut run => panic!("run ended early: {r:?}"),
+            chunk = rx.recv() => out.extend(chunk.expect("a chunk")),
+        };
+    }
     // The run future is dropped here, mid-way.
-    let grandchild = first_pid(&first);
+    drop(run);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let mut pids = text.lines().filter_map(|l| l.trim().parse::<i32>().ok());
+    let (grandchild, child) = (pids.next().expect("$!"), pids.next().expect("$$"));
     assert!(
         wait_dead(grandchild).await,
         "grandchild {grandchild} survived the dropped run"
     );
+    // Its main process is reaped too, at the latest with the next command:
+    // no zombie is left behind.
+    let until = Instant::now() + Duration::from_secs(5);
+    loop {
+        let _ = exec(&job("true")).await;
+        if !our_zombies().contains(&child) {
+            break;
+        }
+        assert!(Instant::now() < until, "the dropped run's {child} stays a zombie");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test]
@@ -475,7 +493,8 @@ async fn many_concurrent_runs_leave_no_zombies() {
         assert_eq!(r.expect("join"), exited(0));
     }
     // Other tests in this binary spawn too; give their in-flight children (and
-    // tokio's orphan reaper) a moment before declaring a leak.
+    // dropped runs' children, reaped at the next spawn) a moment before
+    // declaring a leak.
     let until = Instant::now() + Duration::from_secs(5);
     loop {
         let z = our_zombies();
@@ -639,4 +658,19 @@ async fn pool_and_run_together() {
         assert_eq!(s.out.len(), 2);
     }
     assert_eq!((p.busy(), p.queue_depth()), (0, 0));
+}
+
+/// Commands start with no signal blocked and none ignored but what the
+/// server's own dispositions leave (the spawner thread blocks every signal;
+/// its children must not inherit that).
+#[tokio::test]
+async fn children_start_with_no_signal_blocked() {
+    let (o, s) = exec(&job("grep -E '^Sig(Blk|Ign)' /proc/self/status")).await;
+    assert_eq!(o, exited(0));
+    let text = String::from_utf8_lossy(&s.out).into_owned();
+    let blocked = text
+        .lines()
+        .find_map(|l| l.strip_prefix("SigBlk:"))
+        .map(str::trim);
+    assert_eq!(blocked, Some("0000000000000000"), "{text}");
 }

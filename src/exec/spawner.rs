@@ -1,0 +1,506 @@
+//! Spawning from a small descriptor table.
+//!
+//! A new process starts with a copy of its parent's descriptor table, and
+//! `exec` then closes the close-on-exec ones one by one. A server with 10,000
+//! connections holds 10,000 sockets, so every command it spawned paid for
+//! copying and closing all of them: `perf` on the server at 10,000 users put
+//! ~29 % of its samples there, and `cargo bench --bench spawn_fds` measures a
+//! spawn and wait of `/bin/true` at ~1 ms with no connections and ~3.3 ms
+//! with 10,000 (README "Spawning from a small descriptor table").
+//!
+//! So commands are spawned by one thread of the server that has a descriptor
+//! table of its own ([`unshare`]`(CLONE_FILES)`, then every inherited
+//! descriptor above stderr closed): its children copy a handful of entries,
+//! whatever the server holds. The child is still the server's (a thread's
+//! children are its process's), so waiting, signals, process groups and
+//! cgroups are unchanged. The thread also has a working directory of its
+//! own (`CLONE_FS`): it moves into the command's directory and spawns, so
+//! the child starts there.
+//!
+//! The spawn is glibc's `posix_spawn` (through nix), as std's `Command`
+//! used: a `vfork`-like clone, so the server's memory is not copied either.
+//! std's `Command` is not used here because it cannot set the child's
+//! signal mask: every command starts with no signal blocked and every
+//! signal at its default (`POSIX_SPAWN_SETSIGMASK`, `POSIX_SPAWN_SETSIGDEF`),
+//! whatever the server blocks or ignores (a server started in the
+//! background of a script has SIGINT and SIGQUIT ignored; Ctrl-C on its
+//! commands' terminals must still work).
+//!
+//! What crosses between the tables: the child's ends of its pipes or
+//! terminal, the directory it starts in and the cgroup files the spawning
+//! thread moves itself through. The caller names them by their numbers in
+//! the server's table and blocks until the spawner has answered, so they
+//! stay open meanwhile; the spawner takes copies of its own with
+//! `pidfd_getfd` (the server's table is its main thread's), spawns, and
+//! closes the copies. Nothing opened in the server's table is ever closed
+//! by the spawner, or the reverse. The spawner blocks every signal, so a
+//! signal handler (tokio's writes to a pipe of the server's table) never
+//! runs on it.
+//!
+//! Where `pidfd_getfd` is refused (a seccomp profile that denies it), the
+//! thread shares the server's table and takes its copies with `dup`: the
+//! spawn is then as costly as before, and the log says so once.
+
+use std::ffi::{CString, OsStr};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::OnceLock;
+
+use nix::sched::{unshare, CloneFlags};
+use nix::spawn::{posix_spawn, PosixSpawnAttr, PosixSpawnFileActions, PosixSpawnFlags};
+use nix::sys::signal::SigSet;
+use nix::unistd::Pid;
+use rustix::process::{pidfd_getfd, pidfd_open, PidfdFlags, PidfdGetfdFlags};
+
+use super::cgroup::{self, Control, Door};
+use super::error::ContainError;
+
+/// What to start: the program, its argv and its whole environment, as the
+/// C strings `posix_spawn` takes, and whether it leads a process group of
+/// its own.
+#[derive(Debug)]
+pub(crate) struct Program {
+    path: CString,
+    argv: Vec<CString>,
+    env: Vec<CString>,
+    own_group: bool,
+    /// An argument or variable held a NUL byte: it cannot be passed, and
+    /// the spawn fails with `InvalidInput`, as std's `Command` does.
+    nul: bool,
+}
+
+impl Program {
+    /// `path` (absolute, or relative to the directory it starts in) with
+    /// `arg0` as its argv[0], an empty environment and no group of its own.
+    pub(crate) fn new(path: &Path, arg0: &OsStr) -> Program {
+        let mut p = Program {
+            path: CString::default(),
+            argv: Vec::new(),
+            env: Vec::new(),
+            own_group: false,
+            nul: false,
+        };
+        p.path = p.c(path.as_os_str().as_bytes());
+        p.arg(arg0);
+        p
+    }
+
+    /// Appends an argument.
+    pub(crate) fn arg(&mut self, arg: impl AsRef<OsStr>) -> &mut Program {
+        let c = self.c(arg.as_ref().as_bytes());
+        self.argv.push(c);
+        self
+    }
+
+    /// Appends arguments.
+    pub(crate) fn args<A: AsRef<OsStr>>(
+        &mut self,
+        args: impl IntoIterator<Item = A>,
+    ) -> &mut Program {
+        for a in args {
+            self.arg(a);
+        }
+        self
+    }
+
+    /// Adds `key=value` to the environment (the caller adds each key once).
+    pub(crate) fn env(&mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> &mut Program {
+        let mut kv = key.as_ref().as_bytes().to_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(value.as_ref().as_bytes());
+        let c = self.c(&kv);
+        self.env.push(c);
+        self
+    }
+
+    /// Makes the child lead a process group of its own (pgid = its pid).
+    pub(crate) fn own_group(&mut self) -> &mut Program {
+        self.own_group = true;
+        self
+    }
+
+    fn c(&mut self, bytes: &[u8]) -> CString {
+        CString::new(bytes).unwrap_or_else(|_| {
+            self.nul = true;
+            CString::default()
+        })
+    }
+}
+
+/// Where the child starts: a path, or a directory the caller holds open.
+pub(crate) enum Dir<'a> {
+    /// A path, as given.
+    Path(&'a Path),
+    /// An open directory.
+    Held(BorrowedFd<'a>),
+}
+
+/// One spawn, as the caller sees it: the program, and the caller's
+/// descriptors it needs.
+pub(crate) struct Request<'a> {
+    /// What to start.
+    pub(crate) program: Program,
+    /// The child's stdin, stdout and stderr; `None` is `/dev/null`.
+    pub(crate) stdio: [Option<BorrowedFd<'a>>; 3],
+    /// Where it starts.
+    pub(crate) dir: Dir<'a>,
+    /// The cell it is born in (empty: none).
+    pub(crate) doors: Vec<Door<&'a Control>>,
+}
+
+/// What a spawn gives back: the child's pid, or why it did not start.
+/// The outer error is the cell's (the spawning thread could not enter it),
+/// the inner one the spawn's.
+pub(crate) type Spawned = Result<io::Result<Pid>, ContainError>;
+
+/// Spawns `req` from the spawner thread. Blocks the calling thread until
+/// the child has started (as a spawn always did); the descriptors `req`
+/// borrows stay open for that whole time.
+pub(crate) fn spawn(req: Request<'_>) -> Spawned {
+    let wire = Wire::from(req);
+    let Some(tx) = spawner() else {
+        return Ok(Err(io::Error::other(
+            "the spawner thread could not start (see the log)",
+        )));
+    };
+    let (reply, answer) = mpsc::sync_channel(1);
+    if tx.send((wire, reply)).is_err() {
+        return Ok(Err(io::Error::other("the spawner thread has stopped")));
+    }
+    answer
+        .recv()
+        .unwrap_or_else(|_| Ok(Err(io::Error::other("the spawner thread has stopped"))))
+}
+
+/// Starts the spawner now, while the server's table is still small (its
+/// thread's table starts as a copy, trimmed at once, but the copy itself is
+/// cheaper early). Idempotent; [`spawn`] starts it too.
+pub(crate) fn start() {
+    let _ = spawner();
+}
+
+/// True when commands are spawned from a descriptor table of their own
+/// (false: the spawner shares the server's, see the module's doc).
+pub fn small_table() -> bool {
+    matches!(spawner_mode(), Some(Mode::OwnTable))
+}
+
+/// A request with the caller's descriptors as numbers in the server's
+/// table, valid while the caller waits.
+struct Wire {
+    program: Program,
+    stdio: [Option<RawFd>; 3],
+    dir: WireDir,
+    doors: Vec<Door<(RawFd, PathBuf)>>,
+}
+
+enum WireDir {
+    Path(PathBuf),
+    Held(RawFd),
+}
+
+impl From<Request<'_>> for Wire {
+    fn from(req: Request<'_>) -> Wire {
+        let side = |c: &Control| (c.fd().as_raw_fd(), c.path().to_path_buf());
+        Wire {
+            program: req.program,
+            stdio: req.stdio.map(|fd| fd.map(|fd| fd.as_raw_fd())),
+            dir: match req.dir {
+                Dir::Path(p) => WireDir::Path(p.to_path_buf()),
+                Dir::Held(fd) => WireDir::Held(fd.as_raw_fd()),
+            },
+            doors: req
+                .doors
+                .iter()
+                .map(|d| Door {
+                    into: side(d.into),
+                    back: side(d.back),
+                })
+                .collect(),
+        }
+    }
+}
+
+type Job = (Wire, mpsc::SyncSender<Spawned>);
+
+/// How the spawner takes the caller's descriptors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A table of its own; copies through `pidfd_getfd`.
+    OwnTable,
+    /// The server's table; copies with `dup`.
+    SharedTable,
+}
+
+struct Spawner {
+    tx: mpsc::Sender<Job>,
+    mode: Mode,
+}
+
+fn spawner_cell() -> &'static Option<Spawner> {
+    static SPAWNER: OnceLock<Option<Spawner>> = OnceLock::new();
+    SPAWNER.get_or_init(|| {
+        let own = launch(Mode::OwnTable);
+        if let Err(e) = &own {
+            tracing::warn!(error = %e, "commands are spawned from the server's own descriptor table: each spawn copies and closes every connection's descriptor");
+        }
+        match own.or_else(|_| launch(Mode::SharedTable)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "the spawner thread cannot start: no command can run");
+                None
+            }
+        }
+    })
+}
+
+fn spawner() -> Option<&'static mpsc::Sender<Job>> {
+    spawner_cell().as_ref().map(|s| &s.tx)
+}
+
+fn spawner_mode() -> Option<Mode> {
+    spawner_cell().as_ref().map(|s| s.mode)
+}
+
+/// Starts the spawner thread in `mode` and waits until it is ready; with a
+/// table of its own, until it has proved it takes copies of the server's
+/// descriptors (of a pipe made here).
+fn launch(mode: Mode) -> io::Result<Spawner> {
+    let (probe, _keep) = rustix::pipe::pipe()?;
+    let probe_fd = probe.as_raw_fd();
+    let want = rustix::fs::fstat(&probe)?.st_ino;
+    let (ready_tx, ready) = mpsc::sync_channel::<io::Result<()>>(1);
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("voxterm-spawner".into())
+        .spawn(move || {
+            let pull = match setup(mode, probe_fd, want) {
+                Ok(pull) => pull,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = ready_tx.send(Ok(()));
+            drop(ready_tx);
+            for (wire, reply) in rx {
+                let _ = reply.send(execute(wire, &pull));
+            }
+        })?;
+    ready
+        .recv()
+        .map_err(|_| io::Error::other("the spawner thread ended during start"))??;
+    drop(probe);
+    Ok(Spawner { tx, mode })
+}
+
+/// How the spawner thread takes a copy of a descriptor of the server's table.
+enum Pull {
+    /// Through a pidfd of the server.
+    Pidfd(OwnedFd),
+    /// With `dup`, in the shared table.
+    Dup,
+}
+
+impl Pull {
+    /// A copy numbered 3 or above, so that moving it onto the child's stdin,
+    /// stdout or stderr cannot overwrite another one first.
+    fn copy(&self, fd: RawFd) -> io::Result<OwnedFd> {
+        let copy = match self {
+            Pull::Pidfd(pidfd) => pidfd_getfd(pidfd, fd, PidfdGetfdFlags::empty())?,
+            Pull::Dup => {
+                // SAFETY: `fd` is borrowed by the caller of `spawn`, which
+                // blocks until the spawn is done, so it is open.
+                unsafe { BorrowedFd::borrow_raw(fd) }.try_clone_to_owned()?
+            }
+        };
+        above_stdio(copy)
+    }
+}
+
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 3)?)
+}
+
+/// On the spawner thread: every signal blocked, a working directory of its
+/// own and, with [`Mode::OwnTable`], a table of its own holding only stdin,
+/// stdout and stderr and a pidfd of the server, checked on `probe` (a pipe
+/// whose inode is `want`).
+fn setup(mode: Mode, probe: RawFd, want: u64) -> io::Result<Pull> {
+    use nix::sys::signal::{pthread_sigmask, SigmaskHow};
+    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), None)?;
+    if mode == Mode::SharedTable {
+        unshare(CloneFlags::CLONE_FS)?;
+        return Ok(Pull::Dup);
+    }
+    unshare(CloneFlags::CLONE_FILES | CloneFlags::CLONE_FS)?;
+    // The copy holds every socket the server had open: closed here, or a
+    // connection the server closes would stay open through this table.
+    // SAFETY: a plain syscall on this thread's own table, which no other
+    // thread shares since the unshare above; nothing on this thread holds
+    // a descriptor above 2.
+    let closed = unsafe { nix::libc::syscall(nix::libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
+    if closed != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let pidfd = pidfd_open(rustix::process::getpid(), PidfdFlags::empty())?;
+    let pull = Pull::Pidfd(pidfd);
+    let copy = pull.copy(probe)?;
+    if rustix::fs::fstat(&copy)?.st_ino != want {
+        return Err(io::Error::other(
+            "pidfd_getfd gave a different file than the server's",
+        ));
+    }
+    Ok(pull)
+}
+
+/// Spawns `wire` from the spawner thread, taking the caller's descriptors
+/// with `pull`. Every copy it takes is closed before it returns, in the
+/// spawner's table.
+fn execute(wire: Wire, pull: &Pull) -> Spawned {
+    let Wire {
+        program,
+        stdio,
+        dir,
+        doors,
+    } = wire;
+    let doors = doors
+        .into_iter()
+        .map(|Door { into, back }| {
+            let side = |(fd, path): (RawFd, PathBuf)| match pull.copy(fd) {
+                Ok(file) => Ok(Control::from_parts(File::from(file), path)),
+                Err(source) => Err(ContainError::Io { path, source }),
+            };
+            Ok(Door {
+                into: side(into)?,
+                back: side(back)?,
+            })
+        })
+        .collect::<Result<Vec<_>, ContainError>>()?;
+    let prepared = match prepare(&program, stdio, dir, pull) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(e)),
+    };
+    let spawn = || {
+        posix_spawn(
+            program.path.as_c_str(),
+            &prepared.actions,
+            &prepared.attr,
+            &program.argv,
+            &program.env,
+        )
+        .map_err(io::Error::from)
+    };
+    if doors.is_empty() {
+        Ok(spawn())
+    } else {
+        cgroup::inside(&doors, spawn)
+    }
+}
+
+/// The spawn's file actions and attributes, with this thread moved into
+/// the child's directory; holds the copies the actions name until the
+/// spawn is done.
+struct Prepared {
+    actions: PosixSpawnFileActions,
+    attr: PosixSpawnAttr,
+    _copies: Vec<OwnedFd>,
+}
+
+fn prepare(
+    program: &Program,
+    stdio: [Option<RawFd>; 3],
+    dir: WireDir,
+    pull: &Pull,
+) -> io::Result<Prepared> {
+    if program.nul {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "nul byte found in provided data",
+        ));
+    }
+    let mut actions = PosixSpawnFileActions::init()?;
+    let mut copies = Vec::with_capacity(3);
+    for (target, fd) in (0..).zip(stdio) {
+        let copy = match fd {
+            Some(fd) => pull.copy(fd)?,
+            None => above_stdio(File::open("/dev/null")?.into())?,
+        };
+        actions.add_dup2(copy.as_raw_fd(), target)?;
+        copies.push(copy);
+    }
+    let mut attr = PosixSpawnAttr::init()?;
+    let mut flags =
+        PosixSpawnFlags::POSIX_SPAWN_SETSIGMASK | PosixSpawnFlags::POSIX_SPAWN_SETSIGDEF;
+    attr.set_sigmask(&SigSet::empty())?;
+    attr.set_sigdefault(&SigSet::all())?;
+    if program.own_group {
+        attr.set_pgroup(Pid::from_raw(0))?;
+        flags |= PosixSpawnFlags::POSIX_SPAWN_SETPGROUP;
+    }
+    attr.set_flags(flags)?;
+    match dir {
+        WireDir::Path(p) => nix::unistd::chdir(&p)?,
+        WireDir::Held(fd) => {
+            let held = pull.copy(fd)?;
+            nix::unistd::fchdir(held.as_fd())?;
+        }
+    }
+    Ok(Prepared {
+        actions,
+        attr,
+        _copies: copies,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spawner_has_its_own_table_and_spawns_with_a_pipe_from_the_servers() {
+        assert!(
+            small_table(),
+            "the spawner should have a table of its own here"
+        );
+        let (r, w) = rustix::pipe::pipe().expect("pipe");
+        let mut program = Program::new(Path::new("/bin/sh"), OsStr::new("sh"));
+        program.args(["-c", "echo \"$0 in $PWD\"; pwd -P"]);
+        let pid = spawn(Request {
+            program,
+            stdio: [None, Some(w.as_fd()), None],
+            dir: Dir::Path(Path::new("/usr")),
+            doors: Vec::new(),
+        })
+        .expect("no cell")
+        .expect("spawned");
+        drop(w);
+        let mut out = String::new();
+        io::Read::read_to_string(&mut File::from(r), &mut out).expect("read");
+        // No PWD in its environment: sh sets it from where it started.
+        assert_eq!(out, "sh in /usr\n/usr\n");
+        let _ = nix::sys::wait::waitpid(pid, None);
+    }
+
+    #[test]
+    fn a_nul_byte_in_an_argument_is_an_error_not_a_truncation() {
+        let mut program = Program::new(Path::new("/bin/echo"), OsStr::new("echo"));
+        program.arg("a\0b");
+        let e = spawn(Request {
+            program,
+            stdio: [None; 3],
+            dir: Dir::Path(Path::new("/")),
+            doors: Vec::new(),
+        })
+        .expect("no cell")
+        .expect_err("refused");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+}
