@@ -489,6 +489,35 @@ mod tests {
         let _ = nix::sys::wait::waitpid(pid, None);
     }
 
+    /// The fallback, where `pidfd_getfd` is refused: a spawner sharing the
+    /// server's table (started apart from the process's own).
+    #[test]
+    fn a_spawner_sharing_the_table_spawns_the_same() {
+        let shared = launch(Mode::SharedTable).expect("a shared-table spawner");
+        let (r, w) = rustix::pipe::pipe().expect("pipe");
+        let dir = File::open("/usr").expect("/usr");
+        let mut program = Program::new(Path::new("/bin/pwd"), OsStr::new("pwd"));
+        program.arg("-P").own_group();
+        let (reply, answer) = mpsc::sync_channel(1);
+        let wire = Wire::from(Request {
+            program,
+            stdio: [None, Some(w.as_fd()), None],
+            dir: Dir::Held(dir.as_fd()),
+            doors: Vec::new(),
+        });
+        shared.tx.send((wire, reply)).expect("send");
+        let pid = answer.recv().expect("answer").expect("no cell").expect("spawned");
+        drop(w);
+        let mut out = String::new();
+        io::Read::read_to_string(&mut File::from(r), &mut out).expect("read");
+        assert_eq!(out, "/usr\n");
+        // Its own process group, as asked.
+        assert_eq!(nix::unistd::getpgid(Some(pid)).ok(), Some(pid));
+        let _ = nix::sys::wait::waitpid(pid, None);
+        // The caller's descriptors are still open: the spawner closed only its copies.
+        assert!(rustix::fs::fstat(&dir).is_ok());
+    }
+
     #[test]
     fn a_nul_byte_in_an_argument_is_an_error_not_a_truncation() {
         let mut program = Program::new(Path::new("/bin/echo"), OsStr::new("echo"));
