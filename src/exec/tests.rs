@@ -674,3 +674,24 @@ async fn children_start_with_no_signal_blocked() {
         .map(str::trim);
     assert_eq!(blocked, Some("0000000000000000"), "{text}");
 }
+
+/// A command gets its stdin, stdout and stderr and nothing else of the
+/// server: no socket, no pipe of another command, no copy the spawner took.
+#[tokio::test]
+async fn children_hold_only_their_stdio() {
+    // Descriptors of this process a child must not see.
+    let _listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+    let dir = std::sync::Arc::new(std::os::fd::OwnedFd::from(
+        std::fs::File::open("/tmp").expect("/tmp"),
+    ));
+    let mut j = job("ls /proc/self/fd");
+    j.dir = Some(dir);
+    let (o, s) = exec(&j).await;
+    assert_eq!(o, exited(0));
+    // `ls` itself holds one more: the directory it lists.
+    let fds: Vec<u32> = String::from_utf8_lossy(&s.out)
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    assert_eq!(fds, [0, 1, 2, 3], "{:?}", String::from_utf8_lossy(&s.out));
+}
