@@ -158,6 +158,50 @@ impl Durable {
     }
 }
 
+impl Durable {
+    /// Removes kept sessions last saved more than `ttl` ago, and temporary
+    /// files a crash left: files are what nothing else would ever remove (Redis
+    /// expires its keys), and a data directory would otherwise keep one file
+    /// for every session ever opened. Returns how many files went.
+    pub async fn sweep(&self, ttl: Duration) -> usize {
+        let Durable::Files(dir) = self else { return 0 };
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || sweep_files(&dir, ttl, SystemTime::now()))
+            .await
+            .unwrap_or(0)
+    }
+}
+
+/// The files under `dir` (`<tenant>/<name>`) older than `ttl` at `now`, by
+/// their modification time (each save rewrites the file whole), then each
+/// tenant directory left empty.
+fn sweep_files(dir: &Path, ttl: Duration, now: SystemTime) -> usize {
+    let Ok(tenants) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for tenant in tenants.flatten() {
+        let path = tenant.path();
+        let Ok(sessions) = std::fs::read_dir(&path) else {
+            continue;
+        };
+        for file in sessions.flatten() {
+            let expired = file
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|at| now.duration_since(at).ok())
+                .is_some_and(|age| age >= ttl);
+            if expired && std::fs::remove_file(file.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        // Fails, as it should, while the tenant still has a session.
+        let _ = std::fs::remove_dir(&path);
+    }
+    removed
+}
+
 /// Tenant and session names are validated at the edge (`[A-Za-z0-9._-]`, 1–64
 /// characters, never `.` or `..`), so they are safe path components.
 fn file_of(dir: &Path, tenant: &str, name: &str) -> PathBuf {
@@ -180,7 +224,18 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         .mode(0o700)
         .create(dir)?;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
+    match std::fs::write(&tmp, bytes) {
+        // The sweep removed the tenant's directory as it became empty, just
+        // after it was made: once more.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+            std::fs::write(&tmp, bytes)?;
+        }
+        other => other?,
+    }
     std::fs::rename(&tmp, path)
 }
 
@@ -219,6 +274,38 @@ mod tests {
         // A torn file is ignored, not trusted.
         std::fs::write(dir.join("sessions/t/main"), b"\x01\x02").unwrap();
         assert_eq!(d.load("t", "main", ttl).await, None);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[tokio::test]
+    async fn the_sweep_removes_expired_files_and_keeps_the_rest() {
+        let dir = std::env::temp_dir().join(format!("voxterm-sweep-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let d = Durable::choose(None, Some(&dir));
+        let ttl = Duration::from_secs(60);
+        d.save("t", "main", &saved("/tmp"), ttl).await;
+        d.save("t", "old", &saved("/tmp"), ttl).await;
+        d.save("u", "old", &saved("/tmp"), ttl).await;
+        std::fs::write(dir.join("sessions/u/old.tmp"), b"torn").unwrap();
+        // Nothing is old yet.
+        assert_eq!(d.sweep(ttl).await, 0);
+        // Two minutes on, the files saved then have expired, whatever their
+        // names; "main" is saved again in between and stays.
+        let later = SystemTime::now() + Duration::from_secs(120);
+        let touch = |p: &str| {
+            let f = std::fs::File::options().write(true).open(dir.join(p)).unwrap();
+            f.set_modified(later).unwrap();
+        };
+        touch("sessions/t/main");
+        let sessions = dir.join("sessions");
+        assert_eq!(sweep_files(&sessions, ttl, later), 3);
+        assert!(sessions.join("t/main").is_file());
+        assert!(!sessions.join("t/old").exists());
+        // A tenant with nothing left loses its directory.
+        assert!(!sessions.join("u").exists());
+        // Saving into a removed tenant directory makes it again.
+        d.save("u", "new", &saved("/tmp"), ttl).await;
+        assert!(d.load("u", "new", ttl).await.is_some());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

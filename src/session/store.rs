@@ -234,14 +234,21 @@ impl SessionStore {
         before - map.len()
     }
 
-    /// Runs `reap` periodically, and the task that writes changed sessions
-    /// to the durable store, until `stop` fires.
+    /// Runs `reap` periodically (and the durable store's sweep, see
+    /// [`Durable::sweep`]), and the task that writes changed sessions to the
+    /// durable store, until `stop` fires.
     pub fn spawn_reaper(self: &Arc<Self>, stop: CancellationToken) {
         let store = self.clone();
         let period = (self.idle_ttl / 4).clamp(Duration::from_millis(50), Duration::from_secs(30));
+        // Kept files are swept at start and then about as often as they
+        // can expire (at most hourly, at least a minute apart).
+        let sweep_period = self
+            .idle_ttl
+            .clamp(Duration::from_secs(60), Duration::from_secs(3600));
         let reaper_stop = stop.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(period);
+            let mut sweep = tokio::time::interval(sweep_period);
             loop {
                 tokio::select! {
                     _ = reaper_stop.cancelled() => break,
@@ -249,6 +256,12 @@ impl SessionStore {
                         let n = store.reap();
                         if n > 0 {
                             tracing::debug!(expired = n, "reaped idle sessions");
+                        }
+                    }
+                    _ = sweep.tick() => {
+                        let n = store.durable.sweep(store.idle_ttl).await;
+                        if n > 0 {
+                            tracing::info!(removed = n, "removed expired kept sessions");
                         }
                     }
                 }
