@@ -88,6 +88,7 @@ impl Pty {
     /// terminal side closed in this process.
     pub(crate) fn into_master(self) -> io::Result<Master> {
         drop(self.slave);
+        set_nonblocking(&self.master)?;
         let reader = pipe::Receiver::from_owned_fd_unchecked(self.master.try_clone()?)?;
         let writer = pipe::Sender::from_owned_fd_unchecked(self.master.try_clone()?)?;
         Ok(Master {
@@ -96,6 +97,23 @@ impl Pty {
             writer: Some(writer),
         })
     }
+}
+
+/// Tokio's pipe types need a non-blocking descriptor, and the `*_unchecked`
+/// constructors (a terminal is not a FIFO) leave that to the caller. On a
+/// blocking one, a readiness event already stale when the output loop reads
+/// (a loaded machine makes that likely) parks a worker thread in `read(2)`,
+/// and with it the whole loop: typed keys, cancel and the timeout wait until
+/// the command prints again, which it will not while it waits for those
+/// keys (the page's §5b `cat` and `vi` steps hung this way, rarely, under
+/// load). The flag is on the open file, so it covers the reader's and the
+/// writer's copies; the child's terminal side is a separate open file
+/// (TIOCGPTPEER) and stays blocking.
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    use rustix::fs::{fcntl_getfl, fcntl_setfl, OFlags};
+    let flags = fcntl_getfl(fd)?;
+    fcntl_setfl(fd, flags | OFlags::NONBLOCK)?;
+    Ok(())
 }
 
 /// The engine's side of a running command's terminal.
@@ -111,5 +129,24 @@ impl Master {
     /// Sets the terminal's size; the kernel sends the command `SIGWINCH`.
     pub(crate) fn resize(&self, size: PtySize) -> io::Result<()> {
         tcsetwinsize(self.control.as_fd(), size.winsize()).map_err(io::Error::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustix::fs::{fcntl_getfl, OFlags};
+
+    #[tokio::test]
+    async fn the_engines_side_is_non_blocking_and_the_childs_is_not() {
+        let pty = Pty::open(PtySize { rows: 24, cols: 80 }).expect("a pty");
+        let child_side = pty.slave.try_clone().expect("dup");
+        let master = pty.into_master().expect("master");
+        assert!(fcntl_getfl(&master.control)
+            .expect("flags")
+            .contains(OFlags::NONBLOCK));
+        assert!(!fcntl_getfl(&child_side)
+            .expect("flags")
+            .contains(OFlags::NONBLOCK));
     }
 }

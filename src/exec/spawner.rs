@@ -506,7 +506,11 @@ mod tests {
             doors: Vec::new(),
         });
         shared.tx.send((wire, reply)).expect("send");
-        let pid = answer.recv().expect("answer").expect("no cell").expect("spawned");
+        let pid = answer
+            .recv()
+            .expect("answer")
+            .expect("no cell")
+            .expect("spawned");
         drop(w);
         let mut out = String::new();
         io::Read::read_to_string(&mut File::from(r), &mut out).expect("read");

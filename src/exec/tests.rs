@@ -466,7 +466,10 @@ async fn dropped_run_kills_its_group() {
         if !our_zombies().contains(&child) {
             break;
         }
-        assert!(Instant::now() < until, "the dropped run's {child} stays a zombie");
+        assert!(
+            Instant::now() < until,
+            "the dropped run's {child} stays a zombie"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -293,7 +293,10 @@ mod tests {
         // names; "main" is saved again in between and stays.
         let later = SystemTime::now() + Duration::from_secs(120);
         let touch = |p: &str| {
-            let f = std::fs::File::options().write(true).open(dir.join(p)).unwrap();
+            let f = std::fs::File::options()
+                .write(true)
+                .open(dir.join(p))
+                .unwrap();
             f.set_modified(later).unwrap();
         };
         touch("sessions/t/main");
