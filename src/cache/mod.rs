@@ -268,12 +268,13 @@ impl Cache {
         }
     }
 
-    /// How long an answer lives: stamped ones much longer.
+    /// How long an answer lives: stamped ones much longer; each a random
+    /// 80–100 % of its TTL (see [`spread`]).
     pub fn ttl(&self, v: &Verdict, validity: Validity) -> Duration {
-        match validity {
+        spread(match validity {
             Validity::Stamp(_) => self.policy.validated_ttl(),
             _ => v.ttl,
-        }
+        })
     }
 
     /// What decides whether a stored answer may be served to a request for this
@@ -557,12 +558,36 @@ impl Freshness<'_> {
     }
 }
 
+/// A lifetime of a random 80–100 % of `ttl`. Entries stored together (every
+/// user's first commands in a cold start, a burst) would otherwise all expire
+/// together, one TTL later, and come back at once as a storm of misses: a
+/// 10,000-user run held 10 minutes saw its hit rate fall from 84 % to 63 % and
+/// its p95 go from 60 ms to 3 s exactly one `fs-read-validated` TTL (10 min)
+/// after the ramp-up. Never longer than the policy's TTL, so no answer is kept
+/// past what the policy allows.
+pub fn spread(ttl: Duration) -> Duration {
+    ttl.mul_f64(0.8 + 0.2 * fastrand::f64())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{kernel_dir, own_generation, pushed, Gen, Gens};
+    use super::{kernel_dir, own_generation, pushed, spread, Gen, Gens};
     use std::path::Path;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn lifetimes_are_spread_below_the_ttl_never_above() {
+        let ttl = Duration::from_secs(600);
+        let lives: Vec<Duration> = (0..1000).map(|_| spread(ttl)).collect();
+        assert!(lives.iter().all(|l| *l <= ttl && *l >= ttl.mul_f64(0.8)));
+        // Spread, not one value: entries stored together expire apart.
+        let (lo, hi) = (lives.iter().min(), lives.iter().max());
+        assert!(hi
+            .zip(lo)
+            .is_some_and(|(h, l)| *h - *l > Duration::from_secs(60)));
+        assert_eq!(spread(Duration::ZERO), Duration::ZERO);
+    }
 
     #[test]
     fn a_pushed_generation_only_raises_and_spares_an_unsynced_bump() {
