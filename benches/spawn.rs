@@ -16,7 +16,6 @@
 //! `VOXTERM_SPAWN_INTERLEAVED=N` to also run N rounds in which every variant
 //! runs once per round, round-robin, and print medians and ratios to the bare run.
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,21 +26,10 @@ use voxterm::exec::{
     run, run_interactive, CgroupMode, Containment, Feed, Identity, Interactive, Job, Pool,
     PoolConfig, PtySize, RunAs, Stop,
 };
-use voxterm::output::{OutputSink, SinkClosed};
-use voxterm_protocol::{Priority, StreamKind};
+use voxterm_protocol::Priority;
 
-/// Drops output: we measure spawn/stream/reap, not a client.
-struct Discard;
-
-impl OutputSink for Discard {
-    fn chunk(
-        &mut self,
-        _: StreamKind,
-        _: &[u8],
-    ) -> impl Future<Output = Result<(), SinkClosed>> + Send {
-        std::future::ready(Ok(()))
-    }
-}
+mod support;
+use support::Discard;
 
 fn job(command: &str) -> Job {
     job_in(command, Arc::new(Containment::none()))

@@ -17,7 +17,6 @@
 //! Run: `cargo bench --bench spawn_fds` (needs an open-files limit above
 //! 18,100; it stops at the first count it cannot open).
 
-use std::future::Future;
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -26,21 +25,9 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use voxterm::exec::{run, Containment, Job, Stop};
-use voxterm::output::{OutputSink, SinkClosed};
-use voxterm_protocol::StreamKind;
 
-/// Drops output: the spawn is measured, not a client.
-struct Discard;
-
-impl OutputSink for Discard {
-    fn chunk(
-        &mut self,
-        _: StreamKind,
-        _: &[u8],
-    ) -> impl Future<Output = Result<(), SinkClosed>> + Send {
-        std::future::ready(Ok(()))
-    }
-}
+mod support;
+use support::Discard;
 
 /// Runs `/bin/true` through the engine `n` times; µs per command.
 fn per_run(rt: &tokio::runtime::Runtime, n: usize) -> f64 {

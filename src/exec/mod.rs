@@ -56,4 +56,3 @@ pub use input::{Feed, Interactive};
 pub use pool::{Pool, PoolConfig, Slot};
 pub use pty::PtySize;
 pub use run::{run, run_interactive, Job, Outcome, Stop};
-pub use spawner::small_table as spawns_from_small_table;

@@ -185,7 +185,8 @@ pub(crate) fn start() {
 
 /// True when commands are spawned from a descriptor table of their own
 /// (false: the spawner shares the server's, see the module's doc).
-pub fn small_table() -> bool {
+#[cfg(test)]
+fn small_table() -> bool {
     matches!(spawner_mode(), Some(Mode::OwnTable))
 }
 
@@ -249,7 +250,10 @@ fn spawner_cell() -> &'static Option<Spawner> {
             tracing::warn!(error = %e, "commands are spawned from the server's own descriptor table: each spawn copies and closes every connection's descriptor");
         }
         match own.or_else(|_| launch(Mode::SharedTable)) {
-            Ok(s) => Some(s),
+            Ok(s) => {
+                tracing::debug!(mode = ?s.mode, "the spawner thread is ready");
+                Some(s)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "the spawner thread cannot start: no command can run");
                 None
@@ -262,6 +266,7 @@ fn spawner() -> Option<&'static mpsc::Sender<Job>> {
     spawner_cell().as_ref().map(|s| &s.tx)
 }
 
+#[cfg(test)]
 fn spawner_mode() -> Option<Mode> {
     spawner_cell().as_ref().map(|s| s.mode)
 }
