@@ -3,7 +3,10 @@
 //! arrives byte-exact and complete, exactly once; the grace kills what nobody
 //! took over; another tenant cannot take a request over; a bad `after_seq`
 //! is refused and the request stays held; `Cancel` reaches a request taken
-//! over; a request that ended while detached still gives its end.
+//! over; a request that ended while detached still gives its end; a request
+//! that never arrived is answered `NotReceived` and runs once sent again; an
+//! `Attach` takes over from a connection whose drop the server has not seen;
+//! a request taken over twice is found by its first connection.
 
 mod common;
 
@@ -68,6 +71,84 @@ impl Drop for Proxy {
         self.cut();
         self.accept.abort();
     }
+}
+
+/// A proxy whose first connection loses every client frame after the first
+/// `keep` (the link died as the command was written) and then drops; later
+/// connections pass everything.
+async fn swallowing_proxy(upstream: SocketAddr, keep: usize) -> (String, AbortHandle) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    let accept = tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((mut down, _)) = listener.accept().await {
+            let Ok(mut up) = TcpStream::connect(upstream).await else {
+                continue;
+            };
+            if !std::mem::take(&mut first) {
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy_bidirectional(&mut down, &mut up).await;
+                });
+                continue;
+            }
+            tokio::spawn(async move {
+                let (mut dr, mut dw) = down.into_split();
+                let (mut ur, mut uw) = up.into_split();
+                let back = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut ur, &mut dw).await;
+                });
+                let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+                let (mut upgraded, mut frames) = (false, 0);
+                while let Ok(n @ 1..) = dr.read(&mut chunk).await {
+                    buf.extend_from_slice(&chunk[..n]);
+                    if !upgraded {
+                        let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            continue;
+                        };
+                        uw.write_all(&buf[..i + 4]).await.unwrap();
+                        buf.drain(..i + 4);
+                        upgraded = true;
+                    }
+                    while let Some(len) = ws_frame_len(&buf) {
+                        if frames < keep {
+                            uw.write_all(&buf[..len]).await.unwrap();
+                        }
+                        buf.drain(..len);
+                        frames += 1;
+                    }
+                    if frames > keep {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        break;
+                    }
+                }
+                back.abort();
+            });
+        }
+    })
+    .abort_handle();
+    (url, accept)
+}
+
+/// The length of the first whole WebSocket frame (client to server:
+/// masked) in `buf`, if it is all there.
+fn ws_frame_len(buf: &[u8]) -> Option<usize> {
+    let b1 = *buf.get(1)?;
+    let (len, mut at) = match b1 & 0x7f {
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    if b1 & 0x80 != 0 {
+        at += 4;
+    }
+    (buf.len() >= at + len).then_some(at + len)
 }
 
 async fn connect(url: &str, tenant: &str) -> Client {
@@ -338,6 +419,139 @@ async fn a_request_that_ends_while_detached_gives_its_output_and_end() {
     }
 }
 
+/// The next `Error` naming `request` (other frames are passed over).
+async fn error_for(c: &mut Client, request: u32) -> voxterm_protocol::Error {
+    loop {
+        match recv(c).await {
+            Message::Error(e) if e.request == Some(request) => return e,
+            Message::Exit(e) if e.request == request => panic!("ended: {e:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_that_never_arrived_is_not_received_and_runs_once_sent_again() {
+    let srv = TestServer::start_with("reattach-unreceived", |c| c.cache.enabled = false).await;
+    let proxy = Proxy::start(srv.addr).await;
+    let mut c = connect(&proxy.url(), "t").await;
+    reattach_on(&mut c).await;
+    let old = c.welcome().connection;
+    c.send(&exec_msg(1, 0, "sh -c 'echo $$; exec sleep 30'", 0))
+        .await
+        .unwrap();
+    let pid = parse_pid(&first_output(&mut c, 1).await);
+    // Request 2 is "written as the link died": it never reaches the server.
+    proxy.cut();
+    let mut c2 = connect(&srv.url, "t").await;
+    reattach_on(&mut c2).await;
+    // Another tenant learns nothing of the connection: the answer for
+    // anything it names is the same `RequestLost`.
+    let mut mallory = connect(&srv.url, "mallory").await;
+    reattach_on(&mut mallory).await;
+    mallory.send(&attach(2, old, None)).await.unwrap();
+    assert_eq!(
+        error_for(&mut mallory, 2).await.code,
+        ErrorCode::RequestLost
+    );
+    // The one that was received is held; the one that was not says so.
+    c2.send(&attach(1, old, Some(0))).await.unwrap();
+    c2.send(&attach(2, old, None)).await.unwrap();
+    let e = error_for(&mut c2, 2).await;
+    assert_eq!(e.code, ErrorCode::NotReceived, "{e:?}");
+    assert!(e.message.contains("did not run"), "{}", e.message);
+    assert!(alive(pid), "the request that did arrive runs on");
+    // Sent again, it runs, once.
+    c2.send(&exec_msg(2, 0, "echo spoken once", 0))
+        .await
+        .unwrap();
+    let done = gather(&mut c2, 2).await;
+    assert_eq!(done.stdout, b"spoken once\n");
+    match done.end {
+        Some(Message::Exit(e)) => assert_eq!(e.code, Some(0), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    c2.send(&Message::Cancel(Cancel { request: 1 }))
+        .await
+        .unwrap();
+    assert_dies(pid, Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attach_naming_a_connection_still_open_here_takes_its_request_over() {
+    let srv = TestServer::start_with("reattach-open", |c| c.cache.enabled = false).await;
+    // The old connection stays open on the server: its client moved to
+    // another network and reconnected before any timer saw the drop.
+    let mut c = connect(&srv.url, "t").await;
+    reattach_on(&mut c).await;
+    let old = c.welcome().connection;
+    c.send(&exec_msg(4, 0, "sh -c 'echo $$; sleep 1; echo after'", 0))
+        .await
+        .unwrap();
+    let pid = parse_pid(&first_output(&mut c, 4).await);
+    let mut c2 = connect(&srv.url, "t").await;
+    reattach_on(&mut c2).await;
+    c2.send(&attach(4, old, Some(0))).await.unwrap();
+    let mut got = Got::default();
+    take(&mut c2, 4, &mut got, None).await;
+    assert!(got.reattached, "taken over from the open connection");
+    assert_eq!(got.stdout, b"after\n");
+    match got.end {
+        Some(Message::Exit(e)) => assert_eq!((e.request, e.code), (4, Some(0)), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!alive(pid), "it ran to its end");
+    // The old connection was ended by the take-over.
+    let ended = tokio::time::timeout(STEP, async {
+        loop {
+            if c.recv().await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the connection taken over was closed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_taken_over_twice_is_still_found_by_its_first_connection() {
+    let srv = TestServer::start_with("reattach-forward", |c| c.cache.enabled = false).await;
+    let proxy = Proxy::start(srv.addr).await;
+    let mut c = connect(&proxy.url(), "t").await;
+    reattach_on(&mut c).await;
+    let first = c.welcome().connection;
+    c.send(&exec_msg(5, 0, "sh -c 'echo $$; sleep 1; echo late'", 0))
+        .await
+        .unwrap();
+    let pid = parse_pid(&first_output(&mut c, 5).await);
+    proxy.cut();
+    // Taken over on a second connection, which drops before its client
+    // reads the `Reattached` notice.
+    let mut c2 = connect(&proxy.url(), "t").await;
+    reattach_on(&mut c2).await;
+    c2.send(&attach(5, first, Some(0))).await.unwrap();
+    loop {
+        if let Message::Notice(n) = recv(&mut c2).await {
+            assert_eq!(n.kind, NoticeKind::Reattached);
+            break;
+        }
+    }
+    proxy.cut();
+    // The client still names the first connection: the server follows it.
+    let mut c3 = connect(&srv.url, "t").await;
+    reattach_on(&mut c3).await;
+    c3.send(&attach(5, first, Some(0))).await.unwrap();
+    let mut got = Got::default();
+    take(&mut c3, 5, &mut got, None).await;
+    assert!(got.reattached);
+    assert_eq!(got.stdout, b"late\n");
+    match got.end {
+        Some(Message::Exit(e)) => assert_eq!((e.request, e.code), (5, Some(0)), "{e:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(!alive(pid));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn voxterm_exec_reconnects_and_its_output_continues_where_it_stopped() {
     use tokio::io::AsyncReadExt;
@@ -438,6 +652,40 @@ async fn a_request_taken_over_dies_with_the_connection_that_took_it() {
     // Closed by its client (not lost): what it runs is killed, taken over or not.
     c2.close().await.unwrap();
     assert_dies(pid, Duration::from_secs(3)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn voxterm_exec_sends_again_a_command_the_dying_link_swallowed() {
+    let srv = TestServer::start_with("reattach-cli-resend", |c| c.cache.enabled = false).await;
+    // `Hello` and `Configure` arrive; the `Exec` is lost with the link.
+    let (url, proxy) = swallowing_proxy(srv.addr, 2).await;
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_voxterm"))
+        .args([
+            "exec",
+            "--url",
+            &url,
+            "--tenant",
+            "t",
+            "--",
+            "echo spoken once",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
+        .await
+        .expect("voxterm exec ends in time")
+        .unwrap();
+    proxy.abort();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert_eq!(out.stdout, b"spoken once\n", "ran once: {err}");
+    assert!(err.contains("was lost"), "{err}");
+    assert!(err.contains("sent again"), "{err}");
+    print!("{err}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

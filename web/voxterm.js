@@ -35,7 +35,7 @@ export const Enums = {
     'TooManyRequests', 'TooManySessions', 'InvalidCommand', 'SpawnFailed', 'Skipped',
     'ShuttingDown', 'Unauthorized', 'PolicyDenied', 'RateLimited', 'QuotaExceeded',
     'Internal', 'UnknownRequest', 'InputRefused', 'NotATerminal', 'InvalidArgument',
-    'RequestLost',
+    'RequestLost', 'NotReceived',
   ],
 };
 
@@ -554,6 +554,12 @@ export class Request {
     this.session = 0;
     // The seq of the last Output received: where a re-attach resumes.
     this.lastSeq = null;
+    // The frame that started it, [name, msg]: sent again when the server
+    // answers an Attach with NotReceived (it was lost with the link).
+    this.frame = null;
+    // Welcome.connection of the connection it was sent on, or that took it
+    // over (Notice Reattached): the one an Attach names.
+    this.home = null;
     this.onOutput = null;
     this.onNotice = null;
     this.onCredit = null;
@@ -842,6 +848,9 @@ export class VoxtermClient {
       }
       case 'Notice': {
         const r = this.requests.get(m.request);
+        // Taken over: a later Attach names this connection. Until this
+        // notice it names the old one (the server follows it from there).
+        if (r && m.kind === 'Reattached') r.home = this.welcome?.connection ?? r.home;
         r?.onNotice?.(m);
         r?.push({ type: 'notice', kind: m.kind, message: m.message });
         return;
@@ -871,6 +880,12 @@ export class VoxtermClient {
       case 'Error': {
         if (m.request !== null) {
           const r = this.requests.get(m.request);
+          // Written as the link died, it never reached the server: it did
+          // not run, so it is sent again as it was, on this connection.
+          if (r && m.code === 'NotReceived' && r.frame) {
+            this.resend(r);
+            return;
+          }
           if (r) {
             this.requests.delete(m.request);
             r.finish(null, new RequestError(m.code, m.message));
@@ -950,8 +965,9 @@ export class VoxtermClient {
    * grace is over.
    */
   reattach() {
+    // Kept until the next loss replaces it: a connection that drops before
+    // its own Configured still carries the requests on, within this grace.
     const held = this.held;
-    this.held = null;
     if (!held) return;
     const late = now() > held.until;
     for (const r of [...this.requests.values()]) {
@@ -960,8 +976,22 @@ export class VoxtermClient {
         r.finish(null, new RequestError('RequestLost', 'the connection was lost for longer than the server keeps commands'));
         continue;
       }
-      this.send('Attach', { request: r.id, connection: held.connection, session: r.session, after_seq: r.lastSeq });
+      this.send('Attach', { request: r.id, connection: r.home ?? held.connection, session: r.session, after_seq: r.lastSeq });
     }
+  }
+
+  /** Sends a request's first frame again (the server never received it). */
+  resend(r) {
+    try {
+      this.send(...r.frame);
+    } catch {
+      // Lost again: the next connection names the same home, and hears the same.
+      return;
+    }
+    r.home = this.welcome?.connection ?? r.home;
+    const notice = { request: r.id, kind: 'Resent', message: 'reconnected: the command had not reached the server, so it was sent again' };
+    r.onNotice?.(notice);
+    r.push({ type: 'notice', kind: notice.kind, message: notice.message });
   }
 
   /** Closes for good (no reconnect). */
@@ -1044,7 +1074,12 @@ export class VoxtermClient {
     const execs = reqs.map((r, i) => {
       const c = commands[i];
       r.session = (typeof c === 'string' ? 0 : c.session) ?? 0;
-      return { request: r.id, ...this.execFields(r.command, typeof c === 'string' ? {} : c) };
+      const exec = { request: r.id, ...this.execFields(r.command, typeof c === 'string' ? {} : c) };
+      r.home = this.welcome?.connection ?? null;
+      // One of a parallel batch runs the same alone; a sequential step does
+      // not (its order), so it ends with NotReceived instead.
+      if (mode === 'Parallel') r.frame = ['Exec', exec];
+      return exec;
     });
     try {
       this.send('Batch', { mode, execs });
@@ -1076,6 +1111,8 @@ export class VoxtermClient {
   }
 
   sendOrFail(r, name, msg) {
+    r.frame = [name, msg];
+    r.home = this.welcome?.connection ?? null;
     try {
       this.send(name, msg);
     } catch (e) {

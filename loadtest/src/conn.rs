@@ -37,8 +37,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 use voxterm_protocol::{
-    Attach, CacheMode, Codec, CodecSettings, Compression, Configure, Encoding, Exec, Hello,
-    Message, NoticeKind, OpenSession, Priority, RequestId, SessionId, PROTOCOL_VERSION,
+    Attach, CacheMode, Codec, CodecSettings, Compression, Configure, Encoding, ErrorCode, Exec,
+    Hello, Message, NoticeKind, OpenSession, Priority, RequestId, SessionId, PROTOCOL_VERSION,
 };
 
 /// The raw WebSocket type.
@@ -163,10 +163,14 @@ pub struct Pending {
     /// When its message was written to the socket (set by the writer).
     pub sent: Option<Instant>,
     /// `Welcome.connection` of the connection the writer last tried to
-    /// write it on, or re-attached it on: the one an `Attach` must name.
-    /// None until written; from then on only the server knows whether it
-    /// arrived, so after a drop it is re-attached, never sent again.
+    /// write it on, or that took it over (`Notice { Reattached }`): the one
+    /// an `Attach` must name. None until written; from then on only the
+    /// server knows whether it arrived, so after a drop it is re-attached,
+    /// and sent again only when the server answers that it never arrived
+    /// (`NotReceived`).
     pub home: Option<u64>,
+    /// The `Exec` as written (set by [`Conn::exec`]), for sending it again.
+    pub resend: Option<Exec>,
     /// The session handle it runs in.
     pub session: SessionId,
     /// Profile index.
@@ -227,6 +231,32 @@ struct Link {
     reopening: AtomicU32,
     /// See [`Reconnect::home`].
     home: Arc<str>,
+    /// The writer's queue, for requests sent again (weak: the owner's
+    /// sender alone keeps the writer going).
+    queue: mpsc::WeakUnboundedSender<Message>,
+}
+
+impl Link {
+    /// The server never received `request` on the connection that dropped
+    /// (`NotReceived`): it did not run, so it is written again as it was,
+    /// on the connection there is now.
+    fn send_again(&self, request: RequestId) {
+        let exec = {
+            let mut pending = self.pending.lock();
+            let Some(p) = pending.get_mut(&request) else {
+                return;
+            };
+            p.home = None;
+            p.sent = None;
+            p.resend.clone()
+        };
+        let queued = exec
+            .zip(self.queue.upgrade())
+            .is_some_and(|(exec, queue)| queue.send(Message::Exec(exec)).is_ok());
+        if queued {
+            self.rec.resent.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 impl Conn {
@@ -254,6 +284,7 @@ impl Conn {
             source,
             reopening: AtomicU32::new(0),
             home: reconnect.home.clone(),
+            queue: tx.downgrade(),
         });
         let at = reconnect
             .targets
@@ -286,20 +317,25 @@ impl Conn {
     }
 
     /// Queues an `Exec` and registers it; false when the connection is gone.
-    pub fn exec(&self, session: SessionId, command: String, timeout_ms: u32, p: Pending) -> bool {
+    pub fn exec(
+        &self,
+        session: SessionId,
+        command: String,
+        timeout_ms: u32,
+        mut p: Pending,
+    ) -> bool {
         let request = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let exec = Exec {
+            request,
+            session,
+            command,
+            priority: Priority::Normal,
+            timeout_ms,
+            cache: CacheMode::Default,
+        };
+        p.resend = Some(exec.clone());
         self.link.pending.lock().insert(request, p);
-        let sent = self
-            .tx
-            .send(Message::Exec(Exec {
-                request,
-                session,
-                command,
-                priority: Priority::Normal,
-                timeout_ms,
-                cache: CacheMode::Default,
-            }))
-            .is_ok();
+        let sent = self.tx.send(Message::Exec(exec)).is_ok();
         if !sent {
             self.link.pending.lock().remove(&request);
         }
@@ -359,7 +395,7 @@ async fn carry(
         let wcodec = codec.clone_settings();
         tokio::select! {
             () = write_loop(&link, &mut rx, sink, wcodec, id) => {}
-            () = read_loop(&link, stream, codec) => {}
+            () = read_loop(&link, stream, codec, id) => {}
         }
         link.alive.store(false, Ordering::Relaxed);
         if reconnect.stop.load(Ordering::Relaxed) {
@@ -370,7 +406,7 @@ async fn carry(
         };
         (at, ws, codec, id) = (next, w, c, new_id);
         // A resume that fails leaves a socket the next round sees drop.
-        if let Err(e) = resume(&link, &reconnect, &mut ws, &codec, id).await {
+        if let Err(e) = resume(&link, &reconnect, &mut ws, &codec).await {
             tracing::debug!(error = %e, "resume after reconnect failed");
         }
         link.rec.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -406,13 +442,7 @@ async fn reopen(link: &Link, r: &Reconnect, at: usize) -> Option<(usize, Ws, Cod
 /// sessions opened again, and every request written before taken over with
 /// `Attach`, naming the connection it was last on — or, without re-attach,
 /// recorded as dropped (the server killed it with the connection).
-async fn resume(
-    link: &Link,
-    r: &Reconnect,
-    ws: &mut Ws,
-    codec: &Codec,
-    id: u64,
-) -> anyhow::Result<()> {
+async fn resume(link: &Link, r: &Reconnect, ws: &mut Ws, codec: &Codec) -> anyhow::Result<()> {
     let mut msgs = Vec::new();
     if r.reattach {
         msgs.push(configure());
@@ -445,17 +475,16 @@ async fn resume(
                 else {
                     continue;
                 };
+                // It stays the old connection's until the server says it
+                // took it over (`Notice { Reattached }`): if this one drops
+                // first, the next Attach names the old one again, which the
+                // server follows to wherever the request went.
                 msgs.push(Message::Attach(Attach {
                     request,
                     connection: home,
                     session: p.session,
                     after_seq: None,
                 }));
-                // Once the Attach is on its way the request is this
-                // connection's; if this one drops too, the next Attach
-                // names it. (If the Attach never arrives, the server still
-                // holds it under the old one until its grace: lost.)
-                p.home = Some(id);
             } else if let Some(p) = pending.remove(&request) {
                 dropped.push(p);
             }
@@ -526,6 +555,7 @@ async fn read_loop(
     link: &Link,
     mut stream: futures_util::stream::SplitStream<Ws>,
     mut rcodec: Codec,
+    id: u64,
 ) {
     while let Some(msg) = stream.next().await {
         let bytes = match msg {
@@ -538,13 +568,23 @@ async fn read_loop(
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let now = Instant::now();
         for frame in rcodec.decode(&bytes) {
-            let (id, end) = match frame {
+            let (request, end) = match frame {
                 Ok(Message::Exit(e)) => (e.request, End::Exit(e.code, e.served_from)),
+                Ok(Message::Error(e)) if e.code == ErrorCode::NotReceived => {
+                    if let Some(request) = e.request {
+                        link.send_again(request);
+                    }
+                    continue;
+                }
                 Ok(Message::Error(e)) => match e.request {
-                    Some(id) => (id, End::Error(e.code)),
+                    Some(request) => (request, End::Error(e.code)),
                     None => continue,
                 },
                 Ok(Message::Notice(n)) if n.kind == NoticeKind::Reattached => {
+                    // Taken over: the next Attach, if any, names this connection.
+                    if let Some(p) = link.pending.lock().get_mut(&n.request) {
+                        p.home = Some(id);
+                    }
                     link.rec.reattached.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
@@ -566,7 +606,7 @@ async fn read_loop(
                 }
                 _ => continue,
             };
-            let Some(p) = link.pending.lock().remove(&id) else {
+            let Some(p) = link.pending.lock().remove(&request) else {
                 continue;
             };
             finish(&link.rec, p, end, now);

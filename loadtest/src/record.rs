@@ -144,6 +144,9 @@ pub struct Recorder {
     pub reconnects: AtomicU64,
     /// Requests taken over on a new connection (`Notice { Reattached }`).
     pub reattached: AtomicU64,
+    /// Requests written as a connection dropped that never reached the
+    /// server (`NotReceived`), and were written again on the next.
+    pub resent: AtomicU64,
     /// Sessions opened again after a drop that came back as they were
     /// (resumed, in the fixture).
     pub sessions_intact: AtomicU64,
@@ -188,6 +191,7 @@ impl Recorder {
             users_failed: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
             reattached: AtomicU64::new(0),
+            resent: AtomicU64::new(0),
             sessions_intact: AtomicU64::new(0),
             sessions_changed: AtomicU64::new(0),
         }

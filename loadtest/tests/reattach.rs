@@ -131,9 +131,10 @@ next = { nap = 1 }
     };
     let raw = &report["raw"];
     println!(
-        "reconnects {} · re-attached {} · requests {} · errors {} · lost {}",
+        "reconnects {} · re-attached {} · sent again {} · requests {} · errors {} · lost {}",
         raw["reconnects"],
         raw["reattached"],
+        raw["resent"],
         report["requests"],
         report["errors"],
         report["lost_responses"]

@@ -687,6 +687,11 @@ pub enum ErrorCode {
     /// than the detach grace ago, was killed when the grace ran out, belongs
     /// to another tenant, or ran on another engine (which may have died).
     RequestLost,
+    /// `Attach` names a request that the connection it names, dropped within
+    /// the detach grace, never received (lost in a balancer or a socket
+    /// buffer with the link): it did not run, and the client may send it
+    /// again.
+    NotReceived,
 }
 
 impl ErrorCode {

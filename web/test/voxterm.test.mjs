@@ -199,7 +199,7 @@ test('new frames: hand-computed bytes', async () => {
     assert.deepEqual(f.msg, msg);
   }
   assert.equal(typeOf('Classify'), 0x16);
-  assert.deepEqual(Enums.ErrorCode.slice(20), ['UnknownRequest', 'InputRefused', 'NotATerminal', 'InvalidArgument', 'RequestLost']);
+  assert.deepEqual(Enums.ErrorCode.slice(20), ['UnknownRequest', 'InputRefused', 'NotATerminal', 'InvalidArgument', 'RequestLost', 'NotReceived']);
   assert.deepEqual(Enums.LineClass, ['ReadOnly', 'Session', 'Mutating', 'Unknown', 'Denied']);
   assert.equal(Enums.ServedFrom[6], 'Joined');
 });
@@ -440,6 +440,56 @@ test('client: a lost connection\'s commands are taken over on the next one (Atta
   assert.equal(exit.code, 0);
   assert.equal(out.join(''), '1\n2\n3\n4\n5\n');
   // RequestLost ends a request that could not be taken over.
+  c.close();
+});
+
+test('client: a command the dying link swallowed is sent again; an Attach names the connection until the take-over is confirmed', async () => {
+  const [c, ws] = await connected();
+  const settings = {
+    handshake_ms: 10000, idle_ms: 600000, keepalive_ms: 30000, drain_ms: 10000, kill_grace_ms: 500,
+    compression_threshold: 1024, max_output_data: 16384, coalesce_bytes: 16384,
+  };
+  ws.deliver(encodeFrame('Configured', { suggestions: 0, rejections: true, reattach_ms: 5000, settings }));
+  await tick();
+  const spoken = c.exec('ls -la', { session: 0 });
+  const running = c.exec('sleep 2; echo done', { session: 0 });
+  const notices = [];
+  spoken.onNotice = (m) => notices.push(m.kind);
+  ws.serverClose(1006);
+  await new Promise((res) => setTimeout(res, 40));
+  // Connection 2: both are attached naming connection 1, then it drops
+  // before any answer.
+  const ws2 = FakeSocket.all[1];
+  ws2.deliver(encodeFrame('Welcome', { ...welcome, connection: 2 }));
+  await tick();
+  const attaches2 = (await ws2.frames()).filter((f) => f.name === 'Attach').map((f) => f.msg.connection);
+  assert.deepEqual(attaches2, [1, 1]);
+  ws2.serverClose(1006);
+  await new Promise((res) => setTimeout(res, 60));
+  // Connection 3: still named 1 (no take-over confirmed). The server took
+  // one over and never received the other.
+  const ws3 = FakeSocket.all[2];
+  ws3.deliver(encodeFrame('Welcome', { ...welcome, connection: 3 }));
+  await tick();
+  const sent3 = (await ws3.frames()).filter((f) => f.name === 'Attach').map((f) => [f.msg.request, f.msg.connection]);
+  assert.deepEqual(sent3, [[spoken.id, 1], [running.id, 1]]);
+  ws3.sent.length = 0;
+  ws3.deliver(
+    encodeFrame('Notice', { request: running.id, kind: 'Reattached', message: 'reconnected' }),
+    encodeFrame('Error', { request: spoken.id, code: 'NotReceived', message: 'never reached this server' }),
+  );
+  await tick();
+  const again = (await ws3.frames()).map((f) => [f.name, f.msg]);
+  assert.equal(again.length, 1, 'sent again once');
+  assert.equal(again[0][0], 'Exec');
+  assert.equal(again[0][1].request, spoken.id);
+  assert.equal(again[0][1].command, 'ls -la');
+  assert.ok(!spoken.ended, 'NotReceived does not end it: it runs now');
+  assert.deepEqual(notices, ['Resent']);
+  assert.equal(running.home, 3, 'taken over: the next Attach names connection 3');
+  assert.equal(spoken.home, 3);
+  ws3.deliver(encodeFrame('Exit', { request: spoken.id, code: 0, signal: null, served_from: 'Exec', backend_us: 5, truncated: false, killed: 'None' }));
+  assert.equal((await spoken.done).code, 0);
   c.close();
 });
 

@@ -43,6 +43,10 @@ pub struct Raw {
     /// Requests taken over on a new connection after a drop.
     #[serde(default)]
     pub reattached: u64,
+    /// Requests written as their connection dropped that never reached the
+    /// server (`NotReceived`) and were written again on the next.
+    #[serde(default)]
+    pub resent: u64,
     /// Length of the hold window (all users present), s.
     pub hold_s: f64,
     /// Client WebSocket payload bytes (both ways) during the hold.

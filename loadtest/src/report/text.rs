@@ -79,8 +79,8 @@ impl Report {
         if r.reconnects > 0 {
             let _ = writeln!(
                 out,
-                "connections dropped mid-run and made again: {} · requests re-attached on them: {} (see errors by code for RequestLost and Dropped)",
-                r.reconnects, r.reattached
+                "connections dropped mid-run and made again: {} · requests re-attached on them: {} · sent again (the server never received them): {} (see errors by code for RequestLost and Dropped)",
+                r.reconnects, r.reattached, r.resent
             );
         }
         if let Some(e) = self.latency.get("e2e") {

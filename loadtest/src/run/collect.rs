@@ -117,6 +117,7 @@ pub(super) fn collect(
         users_failed: rec.users_failed.load(Ordering::Relaxed),
         reconnects: rec.reconnects.load(Ordering::Relaxed),
         reattached: rec.reattached.load(Ordering::Relaxed),
+        resent: rec.resent.load(Ordering::Relaxed),
         hold_s,
         client_bytes_hold: bytes_hold_end.saturating_sub(bytes_hold_start),
         client_bytes_total: rec.bytes_in.load(Ordering::Relaxed)

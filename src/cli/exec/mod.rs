@@ -231,6 +231,11 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
     }
     let mut reattach = Duration::ZERO;
     let mut last_seq = None;
+    // The connection the command is on, as far as the server has said: the
+    // one it was sent on, until a take-over is confirmed. An `Attach` names
+    // it (if the connection that sent the `Attach` drops before the answer,
+    // the server still finds the command from here).
+    let mut home = client.welcome().connection;
     // When the connection was lost, until the server confirms the take-over.
     let mut lost_at: Option<Instant> = None;
     let started = Instant::now();
@@ -251,7 +256,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
                 Ok(m) => m,
                 Err(e) if !reattach.is_zero() => {
                     let _ = writeln!(stderr, "voxterm: the connection to {} was lost ({e}); reconnecting…", args.url);
-                    let old = client.welcome().connection;
+                    let old = home;
                     let lost = Instant::now();
                     client = reconnect(&args.url, &opts, lost + reattach).await?;
                     reattach = reattach_grace(&mut client).await?;
@@ -325,6 +330,7 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
                 configuring = false;
             }
             Message::Notice(n) if n.kind == NoticeKind::Reattached => {
+                home = client.welcome().connection;
                 if let Some(lost) = lost_at.take() {
                     let _ = writeln!(
                         stderr,
@@ -352,6 +358,19 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
                     let _ = writeln!(stderr, "voxterm: {said}");
                 }
                 return Ok(code);
+            }
+            // Written as the connection died, it never reached the server:
+            // it did not run, so it is sent again, as it was, on this one.
+            Message::Error(e) if e.request == Some(request) && e.code == ErrorCode::NotReceived => {
+                client.send(&frame).await?;
+                home = client.welcome().connection;
+                if let Some(lost) = lost_at.take() {
+                    let _ = writeln!(
+                        stderr,
+                        "voxterm: reconnected after {:.1} s; the command had not reached the server, so it was sent again",
+                        lost.elapsed().as_secs_f64()
+                    );
+                }
             }
             Message::Error(e) if e.request == Some(request) && e.code == ErrorCode::RequestLost => {
                 drop(raw.take());

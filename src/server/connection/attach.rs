@@ -8,12 +8,18 @@
 //! if it already came, and everything after, exactly once; and the request is
 //! this connection's (`Cancel`, `Input`, `Resize` reach it by its id).
 //!
-//! An `Attach` for a request this server does not hold — gone after the
-//! grace, another tenant's, or one that ran on another engine — gets `Error
-//! { RequestLost }`: the same answer in every case, so that it tells nobody
-//! whether another tenant has such a request.
+//! An `Attach` naming a connection of the tenant that is still open here
+//! ends that connection as lost first (its client has left it; the server
+//! had not noticed yet). One naming a request its connection, dropped within
+//! the grace, never received gets `Error { NotReceived }`: it did not run,
+//! and the client sends it again. One for a request this server does not
+//! hold — gone after the grace, another tenant's, or one that ran on another
+//! engine — gets `Error { RequestLost }`: the same answer in every case, so
+//! that it tells nobody whether another tenant has such a request
+//! (`detached` keeps its records per tenant).
 
 use super::Connection;
+use crate::server::detached::Found;
 use crate::server::replay::Home;
 use voxterm_protocol::{Attach, ErrorCode, Message, Notice, NoticeKind, Subject};
 
@@ -49,15 +55,33 @@ impl Connection {
             Err((code, message)) => return self.send_error(Some(request), code, message).await,
         };
         let detached = self.ctx.detached.clone();
-        let Some(held) = detached.take(&tenant, attach.connection, request) else {
-            self.engine.metrics.reattach(false);
-            let message = format!(
-                "request {request} of connection {} is not held here: it ended or was killed more than the detach grace ago, or ran on another engine",
-                attach.connection
-            );
-            return self
-                .send_error(Some(request), ErrorCode::RequestLost, message)
-                .await;
+        let held = match detached
+            .find(&tenant, attach.connection, request, self.id)
+            .await
+        {
+            Found::Held(held) => held,
+            Found::NotReceived => {
+                self.engine.metrics.reattach(false);
+                tracing::debug!(conn = self.id, %tenant, connection = attach.connection, request, "attach: never received");
+                let message = format!(
+                    "request {request} never reached this server on connection {} before it dropped: it did not run; send it again",
+                    attach.connection
+                );
+                return self
+                    .send_error(Some(request), ErrorCode::NotReceived, message)
+                    .await;
+            }
+            Found::Lost => {
+                self.engine.metrics.reattach(false);
+                tracing::debug!(conn = self.id, %tenant, connection = attach.connection, request, "attach: not held");
+                let message = format!(
+                    "request {request} of connection {} is not held here: it ended or was killed more than the detach grace ago, or ran on another engine",
+                    attach.connection
+                );
+                return self
+                    .send_error(Some(request), ErrorCode::RequestLost, message)
+                    .await;
+            }
         };
         // Either refusal leaves the request held for a better Attach.
         let here = (session.tenant().clone(), Box::<str>::from(session.name()));
@@ -74,9 +98,7 @@ impl Connection {
                 .map(|why| why.to_string())
         };
         if let Some(message) = refused {
-            detached
-                .put_back(&tenant, attach.connection, request, held)
-                .await;
+            detached.put_back(&tenant, held).await;
             return self
                 .reject(
                     Subject::Request,

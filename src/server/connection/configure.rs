@@ -37,8 +37,15 @@ impl Connection {
         // Re-attach, once on, stays on: routes already made keep their frames.
         let grace = cfg.server.detach_grace;
         let reattach = configure.reattach && !grace.is_zero();
-        if reattach {
+        if reattach && self.shared.acks().is_none() {
             self.shared.enable_reattach(cfg.server.detach_buffer);
+            // An `Attach` naming this connection from a later one of its
+            // tenant may end it (`detached`).
+            if let Some(tenant) = &self.tenant {
+                self.ctx
+                    .detached
+                    .open(tenant.clone(), self.id, self.taken_over.clone());
+            }
         }
         let reattach_ms = if self.shared.acks().is_some() {
             ms(grace)

@@ -65,6 +65,7 @@ use std::time::Duration;
 use timers::Timers;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{
     Codec, CodecSettings, Compression, Encoding, Error, ErrorCode, Limits, Message, Rejected,
     RequestId, SessionId, Subject,
@@ -117,6 +118,10 @@ struct Connection {
     limits: Limits,
     /// `Configure.rejections`: errors about no request come as `Rejected`.
     rejections: bool,
+    /// Fired by an `Attach` on another connection of the tenant that names
+    /// this one: its client reconnected, so this one is lost (the drop just
+    /// had not been seen here yet).
+    taken_over: CancellationToken,
 }
 
 /// Why the reader loop ended, when that changes how the connection is torn down.
@@ -187,6 +192,8 @@ pub(super) async fn run(
     // every message of every connection.
     let drain = ctx.drain.clone().cancelled_owned();
     tokio::pin!(drain);
+    let taken_over = conn.taken_over.clone().cancelled_owned();
+    tokio::pin!(taken_over);
     // Every handler's state is boxed while it runs: inline, the largest of
     // them (a message's, ~1.4 KiB) would be part of this future, which every
     // idle connection holds for its whole life. One allocation per message
@@ -203,6 +210,10 @@ pub(super) async fn run(
                 Step::Continue(())
             }
             _ = conn.shared.emptied().notified(), if conn.draining => Step::Continue(()),
+            _ = &mut taken_over => {
+                tracing::debug!(conn = conn.id, "taken over by a new connection of its client: lost");
+                Step::Break(Ending::Lost)
+            }
             msg = stream.next() => Box::pin(conn.on_socket(msg, &mut timers)).await,
         };
         if let Step::Break(ending) = step {
@@ -288,6 +299,7 @@ impl Connection {
                 output_cap_bytes: cfg.exec.output_cap,
             },
             rejections: false,
+            taken_over: CancellationToken::new(),
         }
     }
 
@@ -353,10 +365,24 @@ impl Connection {
                     let in_flight = self.shared.take_in_flight(route.request());
                     held.push((route, in_flight));
                 }
-                self.ctx.detached.hold(tenant.clone(), self.id, held, grace);
+                // What reached the server and has not ended: the held ones,
+                // and any admitted but not started (a sequential batch's
+                // later steps). An `Attach` of anything else was never
+                // received.
+                let received = held
+                    .iter()
+                    .map(|(route, _)| route.request())
+                    .chain(self.shared.in_flight().keys().copied())
+                    .collect();
+                self.ctx
+                    .detached
+                    .hold(tenant.clone(), self.id, held, received, grace);
                 true
             }
-            _ => {
+            (tenant, _) => {
+                if let Some(tenant) = tenant {
+                    self.ctx.detached.closed(tenant, self.id);
+                }
                 for route in routes {
                     route.close().await;
                 }
