@@ -281,7 +281,7 @@ impl Metrics {
         );
         registry.register(
             "reattaches",
-            "Attach requests: a held request taken over (attached) or not held here (lost)",
+            "Attach requests: a held request taken over (attached), one its connection never received (not_received: sent again) or not held here (lost)",
             m.reattaches.clone(),
         );
         registry.register(
@@ -416,10 +416,9 @@ impl Metrics {
         self.auth_failures.get()
     }
 
-    /// An `Attach` took a request over (`true`) or found it gone (`false`,
-    /// answered `RequestLost`).
-    pub fn reattach(&self, attached: bool) {
-        let kind = if attached { "attached" } else { "lost" };
+    /// How an `Attach` was answered: `attached`, `not_received` (the client
+    /// sends it again) or `lost`.
+    pub fn reattach(&self, kind: &'static str) {
         self.reattaches.get_or_create(&KindLabel { kind }).inc();
     }
 

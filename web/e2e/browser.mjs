@@ -236,10 +236,28 @@ function figure(name, value, unit = '') {
 /**
  * A TCP proxy to `upstream` whose connections can all be cut at once (both
  * sockets destroyed, whatever was in flight gone): a network that drops.
+ * `swallowNextExec()` makes it lose the next `Exec` the page writes and then
+ * cut: a command written just as the link died.
  */
 async function startProxy(upstream) {
   const [host, port] = upstream.split(':');
   const sockets = new Set();
+  let swallow = false;
+  const proxy = {
+    addr: null,
+    swallowed: null,
+    cut() {
+      for (const sock of sockets) sock.destroy();
+    },
+    swallowNextExec() {
+      swallow = true;
+      return new Promise((resolve) => { proxy.swallowed = resolve; });
+    },
+    close() {
+      this.cut();
+      server.close();
+    },
+  };
   const server = net.createServer((down) => {
     const up = net.connect(Number(port), host);
     for (const sock of [down, up]) {
@@ -247,20 +265,64 @@ async function startProxy(upstream) {
       sock.on('close', () => sockets.delete(sock));
       sock.on('error', () => {});
     }
-    down.pipe(up);
     up.pipe(down);
+    // Client to server: the upgrade request, then whole WebSocket frames
+    // (masked), each passed on unless it carries the Exec to swallow.
+    let buf = Buffer.alloc(0);
+    let upgraded = false;
+    down.on('data', (chunk) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (!upgraded) {
+        const i = buf.indexOf('\r\n\r\n');
+        if (i < 0) return;
+        up.write(buf.subarray(0, i + 4));
+        buf = buf.subarray(i + 4);
+        upgraded = true;
+      }
+      for (let len; (len = wsFrameLength(buf)) !== null; buf = buf.subarray(len)) {
+        const frame = buf.subarray(0, len);
+        if (swallow && voxtermType(frame) === 0x10) {
+          swallow = false;
+          setTimeout(() => { proxy.cut(); proxy.swallowed?.(); }, 200);
+          continue;
+        }
+        up.write(frame);
+      }
+    });
   });
   await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
-  return {
-    addr: `127.0.0.1:${server.address().port}`,
-    cut() {
-      for (const sock of sockets) sock.destroy();
-    },
-    close() {
-      this.cut();
-      server.close();
-    },
-  };
+  proxy.addr = `127.0.0.1:${server.address().port}`;
+  return proxy;
+}
+
+/** The length of the first whole WebSocket frame in `buf`, or null. */
+function wsFrameLength(buf) {
+  if (buf.length < 2) return null;
+  let len = buf[1] & 0x7f;
+  let at = 2;
+  if (len === 126) {
+    if (buf.length < 4) return null;
+    len = buf.readUInt16BE(2);
+    at = 4;
+  } else if (len === 127) {
+    if (buf.length < 10) return null;
+    len = Number(buf.readBigUInt64BE(2));
+    at = 10;
+  }
+  if (buf[1] & 0x80) at += 4;
+  return buf.length >= at + len ? at + len : null;
+}
+
+/** The voxterm frame type of a client's WebSocket frame (unmasked), or null. */
+function voxtermType(frame) {
+  let at = 2;
+  const len7 = frame[1] & 0x7f;
+  if (len7 === 126) at = 4;
+  else if (len7 === 127) at = 10;
+  if (!(frame[1] & 0x80) || frame.length < at + 4 + 2) return null;
+  const mask = frame.subarray(at, at + 4);
+  // Payload byte 1 is the type (byte 0 the version).
+  return frame[at + 4 + 1] ^ mask[1];
 }
 
 async function main() {
@@ -665,6 +727,26 @@ async function main() {
       assert.equal((text.match(new RegExp(`^tick-${i}\\s*$`, 'gm')) || []).length, 1, `tick-${i} shown exactly once:\n${text}`);
     }
     await screenshot('07-reattached');
+
+    // A command written just as the link died never reaches the server: the
+    // page sends it again on the next connection (the server answers its
+    // Attach with NotReceived), and it runs once.
+    const before2 = await blockCount();
+    const swallowed = proxy.swallowNextExec();
+    await type('#line', `echo spoken-once${ENTER}`);
+    await confirmIfAsked('echo spoken-once');
+    await swallowed;
+    const t1 = Date.now();
+    const resent = await until('the swallowed command to run after the reconnect', `const n = arguments[0];
+      const newest = [...document.querySelectorAll('#blocks .block')].at(-1);
+      if (!newest || Number(newest.dataset.n) <= n || newest.dataset.state === 'running') return null;
+      ${lastBlock}`, 20000, before2);
+    figure('resent_command_finished_after_cut_ms', Date.now() - t1);
+    assert.deepEqual([resent.state, resent.status], ['ok', 'exit 0'], JSON.stringify(resent));
+    const text2 = await run(termText);
+    assert.match(text2, /sent again/, `the page says it was sent again:\n${text2}`);
+    assert.equal((text2.match(/^spoken-once\s*$/gm) || []).length, 1, `printed exactly once:\n${text2}`);
+    await screenshot('07b-resent');
     proxy.close();
   }
 

@@ -61,7 +61,7 @@ impl Connection {
         {
             Found::Held(held) => held,
             Found::NotReceived => {
-                self.engine.metrics.reattach(false);
+                self.engine.metrics.reattach("not_received");
                 tracing::debug!(conn = self.id, %tenant, connection = attach.connection, request, "attach: never received");
                 let message = format!(
                     "request {request} never reached this server on connection {} before it dropped: it did not run; send it again",
@@ -72,7 +72,7 @@ impl Connection {
                     .await;
             }
             Found::Lost => {
-                self.engine.metrics.reattach(false);
+                self.engine.metrics.reattach("lost");
                 tracing::debug!(conn = self.id, %tenant, connection = attach.connection, request, "attach: not held");
                 let message = format!(
                     "request {request} of connection {} is not held here: it ended or was killed more than the detach grace ago, or ran on another engine",
@@ -108,7 +108,7 @@ impl Connection {
                 )
                 .await;
         }
-        self.engine.metrics.reattach(true);
+        self.engine.metrics.reattach("attached");
         self.send(Message::Notice(Notice {
             request,
             kind: NoticeKind::Reattached,
