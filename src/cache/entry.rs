@@ -38,6 +38,8 @@ pub struct Entry {
     /// Set on entries the prefetcher stored: tells `served_from = prefetch`
     /// apart and counts each entry's first use once (hits vs wasted prefetches).
     prefetch: PrefetchMark,
+    /// Claimed by the first hit that asks for a renewal (one try per entry).
+    renewal: RenewalClaim,
 }
 
 /// What an entry's answer depends on besides its key and TTL.
@@ -71,6 +73,25 @@ impl PartialEq for PrefetchMark {
 
 impl Eq for PrefetchMark {}
 
+/// Whether a renewal of the entry was asked for yet. Not part of the entry's
+/// value; a copy starts unclaimed.
+#[derive(Debug, Default)]
+struct RenewalClaim(AtomicBool);
+
+impl Clone for RenewalClaim {
+    fn clone(&self) -> Self {
+        RenewalClaim::default()
+    }
+}
+
+impl PartialEq for RenewalClaim {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for RenewalClaim {}
+
 impl Entry {
     /// Builds an entry from output chunks in arrival order, merging runs of one stream.
     pub fn from_chunks<'a>(
@@ -96,6 +117,7 @@ impl Entry {
             expires: Instant::now() + ttl,
             validity: Validity::Always,
             prefetch: PrefetchMark::default(),
+            renewal: RenewalClaim::default(),
         }
     }
 
@@ -162,6 +184,12 @@ impl Entry {
     /// Time left to live.
     pub fn remaining(&self) -> Duration {
         self.expires.saturating_duration_since(Instant::now())
+    }
+
+    /// True for the first caller only, when less than `window` of its life
+    /// is left: that caller renews it.
+    pub fn claim_renewal(&self, window: Duration) -> bool {
+        self.remaining() < window && !self.renewal.0.swap(true, Ordering::Relaxed)
     }
 
     /// The output as (stream, bytes) runs, in order.
@@ -300,6 +328,7 @@ impl Entry {
             expires: Instant::now() + Duration::from_millis(expires_ms - now_ms),
             validity,
             prefetch: PrefetchMark::default(),
+            renewal: RenewalClaim::default(),
         })
     }
 }

@@ -271,10 +271,23 @@ impl Cache {
     /// How long an answer lives: stamped ones much longer; each a random
     /// 80–100 % of its TTL (see [`spread`]).
     pub fn ttl(&self, v: &Verdict, validity: Validity) -> Duration {
-        spread(match validity {
+        spread(self.policy_ttl(v, validity))
+    }
+
+    /// The policy's TTL for `v`'s answers with `validity`.
+    fn policy_ttl(&self, v: &Verdict, validity: Validity) -> Duration {
+        match validity {
             Validity::Stamp(_) => self.policy.validated_ttl(),
             _ => v.ttl,
-        })
+        }
+    }
+
+    /// Whether the hit on `entry` (an answer for `v`) is the one that renews
+    /// it: it has less than a [`RENEW_WITHIN`] share of its TTL left, and no
+    /// hit asked before (one try per entry: a renewal refused leaves it to
+    /// expire as it would have).
+    pub fn renewal_due(&self, v: &Verdict, entry: &Entry) -> bool {
+        entry.claim_renewal(self.policy_ttl(v, entry.validity()).mul_f64(RENEW_WITHIN))
     }
 
     /// What decides whether a stored answer may be served to a request for this
@@ -557,6 +570,12 @@ impl Freshness<'_> {
         }
     }
 }
+
+/// The share of its TTL an entry in use has left when a hit renews it
+/// (`engine::renew`): a fifth, so that the renewal has minutes to find an
+/// idle worker before the entry expires, and a line in use is run once per
+/// TTL at most, as it would be without renewal.
+pub const RENEW_WITHIN: f64 = 0.2;
 
 /// A lifetime of a random 80–100 % of `ttl`. Entries stored together (every
 /// user's first commands in a cold start, a burst) would otherwise all expire

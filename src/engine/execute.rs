@@ -3,7 +3,7 @@
 //! Every step reads the line parsed at admission; none parses it again.
 
 use super::lines::Parsed;
-use super::miss::MissRun;
+use super::miss::{MissRun, Origin};
 use super::workers::Why;
 use super::{cancelled, Engine, Finish};
 use crate::cache::flight::{Follower, Stopped};
@@ -126,6 +126,9 @@ impl Engine {
         if exec.cache == CacheMode::Default {
             let fresh = cache.freshness(&verdict, &job.cwd, &job.env, generation);
             if let Some((entry, tier)) = cache.get_local(key, &fresh) {
+                if cache.renewal_due(&verdict, &entry) {
+                    self.renew(tenant, &job, key, &verdict, generation);
+                }
                 let from_prefetch = entry.use_prefetched();
                 if let Some(first) = from_prefetch {
                     self.metrics.predict.served(first);
@@ -153,8 +156,9 @@ impl Engine {
                 key,
                 verdict,
                 generation,
-                refresh: exec.cache == CacheMode::Refresh,
-                prefetch: None,
+                origin: Origin::Request {
+                    refresh: exec.cache == CacheMode::Refresh,
+                },
             };
             tokio::spawn(run.run(publisher));
         } else {

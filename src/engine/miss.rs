@@ -12,9 +12,24 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{KillReason, Priority, ServedFrom, StreamKind};
 
+/// Why a cacheable line runs.
+pub(super) enum Origin {
+    /// A request's miss; `refresh`: the client asked for a fresh run
+    /// (`CacheMode::Refresh`), so L3 is not asked first.
+    Request { refresh: bool },
+    /// A predicted line run ahead of time (`engine::prefetch`), with the idle
+    /// slot it was admitted with. What it stores is marked, so a request
+    /// answered from it reports `served_from = prefetch`.
+    Prefetch(Slot),
+    /// A cached line in use run again before its entry expires
+    /// (`engine::renew`), with its idle slot. L3 is not asked first: it may
+    /// hold the very entry that is ending.
+    Renewal(Slot),
+}
+
 /// One run for a cacheable miss, shared by every request that joined its flight.
-/// A prefetch is one too: it comes with its slot already taken (idle capacity
-/// only), is not stopped when nobody follows it, and marks what it stores.
+/// A prefetch or a renewal is one too: it comes with its slot already taken
+/// (idle capacity only) and is not stopped when nobody follows it.
 pub(super) struct MissRun {
     pub(super) cache: Arc<Cache>,
     pub(super) workers: Workers,
@@ -25,21 +40,23 @@ pub(super) struct MissRun {
     pub(super) verdict: Verdict,
     /// The tenant's generation the key was made under.
     pub(super) generation: u64,
-    pub(super) refresh: bool,
-    /// Set for a prefetch: the worker slot it was admitted with.
-    pub(super) prefetch: Option<Slot>,
+    pub(super) origin: Origin,
 }
 
 impl MissRun {
     /// Runs the miss and ends the flight. Returns whether a result was stored.
-    pub(super) async fn run(mut self, mut publisher: Publisher<Finish>) -> bool {
-        let prefetch = self.prefetch.take();
-        let served_from = if prefetch.is_some() {
+    pub(super) async fn run(self, mut publisher: Publisher<Finish>) -> bool {
+        let (ahead, refresh) = match self.origin {
+            Origin::Request { refresh } => (None, refresh),
+            Origin::Prefetch(slot) => (Some((slot, Cause::Prefetch)), false),
+            Origin::Renewal(slot) => (Some((slot, Cause::Renewal)), true),
+        };
+        let served_from = if ahead.is_some() {
             ServedFrom::Prefetch
         } else {
             ServedFrom::Exec
         };
-        if !self.refresh {
+        if !refresh {
             let fresh =
                 self.cache
                     .freshness(&self.verdict, &self.job.cwd, &self.job.env, self.generation);
@@ -57,9 +74,9 @@ impl MissRun {
                 return false;
             }
         }
-        // A request's run stops when its last follower leaves; a prefetch has
-        // none to begin with and runs to its end (or shutdown).
-        let cancel = if prefetch.is_some() {
+        // A request's run stops when its last follower leaves; a prefetch or
+        // a renewal has none to begin with and runs to its end (or shutdown).
+        let cancel = if ahead.is_some() {
             CancellationToken::new()
         } else {
             publisher.cancelled()
@@ -80,17 +97,11 @@ impl MissRun {
             class: self.verdict.class.as_str(),
             cacheable_miss: true,
         };
-        let finish = match prefetch {
-            Some(slot) => {
+        let cause = ahead.as_ref().map(|(_, cause)| *cause);
+        let finish = match ahead {
+            Some((slot, cause)) => {
                 self.workers
-                    .exec(
-                        slot,
-                        &self.job,
-                        why(Cause::Prefetch),
-                        &mut tee,
-                        cancel,
-                        served_from,
-                    )
+                    .exec(slot, &self.job, why(cause), &mut tee, cancel, served_from)
                     .await
             }
             None => {
@@ -130,11 +141,11 @@ impl MissRun {
                 self.cache.ttl(&self.verdict, validity),
             )
             .valid_while(validity);
-            if served_from == ServedFrom::Prefetch {
+            if cause == Some(Cause::Prefetch) {
                 entry = entry.prefetched();
             }
             self.cache.store(self.key, entry);
-            if self.refresh {
+            if refresh && cause.is_none() {
                 self.cache.refreshing();
             }
         }

@@ -48,6 +48,7 @@ pub use interactive::{Terminal, DEFAULT_TERM};
 mod lines;
 mod miss;
 mod prefetch;
+mod renew;
 mod suggest;
 mod workers;
 

@@ -27,7 +27,7 @@
 //! entry carries the tenant's generation like any other.
 
 use super::lines::Parsed;
-use super::miss::MissRun;
+use super::miss::{MissRun, Origin};
 use super::Engine;
 use crate::cache::Class;
 use crate::config::Config;
@@ -54,6 +54,11 @@ pub(crate) struct Prefetcher {
 }
 
 impl Prefetcher {
+    /// The admission gate (renewals are admitted by it too).
+    pub(super) fn gate(&self) -> &Arc<Gate> {
+        &self.gate
+    }
+
     /// None unless prediction, the cache and `predict.prefetch` are all on.
     /// `policy` is the engine's own: a prefetch is admitted like a request.
     pub(super) fn build(
@@ -362,8 +367,7 @@ impl PrefetchTask {
             key,
             verdict,
             generation,
-            refresh: false,
-            prefetch: Some(slot),
+            origin: Origin::Prefetch(slot),
         };
         let stored = run.run(publisher).await;
         drop(permit);

@@ -70,6 +70,7 @@ pub struct CacheMetrics {
     l3_skipped: Counter,
     l3_latency: Histogram,
     joins: Counter,
+    renewals: Family<KindLabel, Counter>,
     cacheable: Counter,
     stores: Counter,
     invalidations: Counter,
@@ -101,6 +102,7 @@ impl CacheMetrics {
             // 20 µs .. ~80 ms in doubling buckets.
             l3_latency: Histogram::new(exponential_buckets(20e-6, 2.0, 13)),
             joins: Counter::default(),
+            renewals: Family::default(),
             cacheable: Counter::default(),
             stores: Counter::default(),
             invalidations: Counter::default(),
@@ -150,6 +152,11 @@ impl CacheMetrics {
             "cache_single_flight_joins",
             "Requests that joined an identical in-flight miss instead of running it",
             self.joins.clone(),
+        );
+        r.register(
+            "cache_renewals",
+            "Entries in use run again before they expire, by outcome: started, stored, or why not (busy, in_flight, budget, cpu_share)",
+            self.renewals.clone(),
         );
         r.register(
             "cache_cacheable_requests",
@@ -247,6 +254,12 @@ impl CacheMetrics {
     /// A request joined an in-flight miss.
     pub fn joined(&self) {
         self.joins.inc();
+    }
+
+    /// A renewal of an entry in use: `started`, `stored`, or why it was not
+    /// started.
+    pub fn renewal(&self, kind: &'static str) {
+        self.renewals.get_or_create(&KindLabel { kind }).inc();
     }
 
     /// A request the policy allows to be cached.

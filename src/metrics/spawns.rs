@@ -15,6 +15,8 @@ pub enum Cause {
     Request,
     /// The prefetcher ran a predicted line ahead of time.
     Prefetch,
+    /// A cached line in use ran again before its entry expired.
+    Renewal,
     /// A client's `Spawn` (live input, perhaps a terminal).
     Interactive,
 }
@@ -25,11 +27,17 @@ impl Cause {
         match self {
             Cause::Request => "request",
             Cause::Prefetch => "prefetch",
+            Cause::Renewal => "renewal",
             Cause::Interactive => "interactive",
         }
     }
 
-    const ALL: [Cause; 3] = [Cause::Request, Cause::Prefetch, Cause::Interactive];
+    const ALL: [Cause; 4] = [
+        Cause::Request,
+        Cause::Prefetch,
+        Cause::Renewal,
+        Cause::Interactive,
+    ];
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -49,7 +57,7 @@ impl SpawnMetrics {
     pub(super) fn register(&self, r: &mut Registry) {
         r.register(
             "processes_started",
-            "Processes started, by cause (request, prefetch, interactive) and the line's cache class (none without a cache)",
+            "Processes started, by cause (request, prefetch, renewal, interactive) and the line's cache class (none without a cache)",
             self.started.clone(),
         );
     }
