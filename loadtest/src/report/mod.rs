@@ -266,8 +266,13 @@ impl Report {
                     phases::SETTLED_PP_PER_MIN
                 )
             } else {
+                let why = if slope > 0.0 {
+                    "the caches were still filling, so run longer (--duration)"
+                } else {
+                    "entries were expiring faster than they were stored again (entries stored together in the cold start expire together one TTL later), so hold well past one TTL, or look at renewals (voxterm_cache_renewals_total)"
+                };
                 format!(
-                    "steady state not reached: the hit rate still moved {slope:+.2} points a minute over it (least squares of the per-second hit rates; {} or more is not settled): caches were still filling, so run longer (--duration)",
+                    "steady state not reached: the hit rate still moved {slope:+.2} points a minute over it (least squares of the per-second hit rates; {} or more is not settled): {why}",
                     phases::SETTLED_PP_PER_MIN
                 )
             });
