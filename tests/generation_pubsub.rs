@@ -222,6 +222,15 @@ async fn measure_cross_engine_invalidation_pushed_and_polled() {
             }
         });
         for i in 0..TRIES {
+            // Every bump of the last round (`touch g` bumps before and after
+            // it runs) has reached B: a late one would make the line below
+            // miss again, as it should, and the check after it fail.
+            let settled = ca.generation(&t_gen).await;
+            let since = Instant::now();
+            while cb.generation(&t_gen).await != settled {
+                assert!(since.elapsed() < Duration::from_secs(3), "B never settled");
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
             run(&mut b, "cat f | cat").await;
             let cached = run(&mut b, "cat f | cat").await;
             assert_ne!(served(&cached), voxterm_protocol::ServedFrom::Exec);
