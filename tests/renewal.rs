@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use std::time::{Duration, Instant};
-use voxterm_protocol::ServedFrom;
+use voxterm_protocol::{Message, ServedFrom, StatsRequest};
 
 const RENEWALS: &str = "voxterm_cache_renewals_total{kind=\"stored\"}";
 const SPAWNS: &str = "voxterm_processes_started_total{cause=\"renewal\",class=\"pure\"}";
@@ -51,6 +51,21 @@ async fn a_line_in_use_is_renewed_before_it_expires_and_never_misses_again() {
         "renewed {renewed} times in three TTLs"
     );
     assert_eq!(spawned, renewed, "each renewal is one process started");
+    // The same count in the `Stats` frame (the load tester reads it there).
+    c.send(&Message::StatsRequest(StatsRequest { nonce: 9 }))
+        .await
+        .unwrap();
+    let stats = loop {
+        if let Message::Stats(s) = recv(&mut c).await {
+            break s;
+        }
+    };
+    let counted = stats
+        .counters
+        .iter()
+        .find(|k| k.name == "processes_started_renewal")
+        .map(|k| k.value as f64);
+    assert_eq!(counted, Some(renewed));
     println!(
         "figure: {} requests over 6 s of a 2 s TTL: 1 ran, {renewed} renewals",
         served.len()

@@ -50,7 +50,7 @@ struct SpawnLabel {
 #[derive(Default)]
 pub struct SpawnMetrics {
     started: Family<SpawnLabel, Counter>,
-    by_cause: [Counter; 3],
+    by_cause: [Counter; Cause::ALL.len()],
 }
 
 impl SpawnMetrics {
