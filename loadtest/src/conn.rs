@@ -175,6 +175,8 @@ pub struct Pending {
     pub session: SessionId,
     /// Profile index.
     pub profile: u8,
+    /// The profile's state (its line).
+    pub line: u8,
     /// Class.
     pub class: CommandClass,
     /// Capacity step, if any.
@@ -627,6 +629,7 @@ fn finish(rec: &Recorder, p: Pending, end: End, now: Instant) {
                 )
             }),
             profile: p.profile,
+            line: p.line,
             class: p.class,
             end,
             step: p.step,

@@ -21,6 +21,8 @@ pub struct Done {
     pub sent: Option<(u64, u64)>,
     /// Profile index.
     pub profile: u8,
+    /// The profile's state (its line) it ran.
+    pub line: u8,
     /// Command class.
     pub class: CommandClass,
     /// How it ended.
@@ -58,6 +60,17 @@ pub struct Phase {
     pub hits: u64,
     /// Answered within the on-time deadline.
     pub on_time: u64,
+    /// Cacheable answers and hits by (profile, line): where the misses are.
+    pub lines: BTreeMap<(u8, u8), LineCount>,
+}
+
+/// One line's cacheable answers in a phase, and how many were hits.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LineCount {
+    /// Cacheable answers that took the cache path.
+    pub cacheable: u64,
+    /// … served from a cache tier or prefetch.
+    pub hits: u64,
 }
 
 impl Default for Phase {
@@ -69,6 +82,7 @@ impl Default for Phase {
             cacheable: 0,
             hits: 0,
             on_time: 0,
+            lines: BTreeMap::new(),
         }
     }
 }
@@ -259,6 +273,9 @@ impl Recorder {
         if let Some(is_hit) = hit {
             phase.cacheable += 1;
             phase.hits += u64::from(is_hit);
+            let line = phase.lines.entry((d.profile, d.line)).or_default();
+            line.cacheable += 1;
+            line.hits += u64::from(is_hit);
         }
         let l1_pure =
             d.class == CommandClass::Pure && matches!(d.end, End::Exit(_, ServedFrom::L1));

@@ -27,7 +27,7 @@ pub use baseline::Regression;
 pub use data::{CapacityStep, Raw, RunData, ServerSample, Tick};
 pub use engines::EngineFigures;
 pub use memory::{level_at, per_session_slope, HoldMemory, MAX_SOAK_GROWTH_PCT};
-pub use phases::{PhaseData, PhaseReport, Phases};
+pub use phases::{LineMisses, PhaseData, PhaseReport, Phases};
 pub use timing::{Timing, TimingData};
 
 use crate::chaos::ChaosSummary;

@@ -38,7 +38,27 @@ pub struct PhaseData {
     pub hits: u64,
     /// Answered on time.
     pub on_time: u64,
+    /// Cacheable answers and misses by line, most misses first.
+    pub lines: Vec<LineMisses>,
 }
+
+/// One line's cacheable answers in a phase and how many missed every cache:
+/// where the hit rate goes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LineMisses {
+    /// The profile's name.
+    pub profile: String,
+    /// The line as the profile writes it (`{scratch}` for the user's own
+    /// directory).
+    pub line: String,
+    /// Cacheable answers that took the cache path.
+    pub answers: u64,
+    /// … that no cache tier or prefetch answered.
+    pub misses: u64,
+}
+
+/// How many lines a phase's figures name (the rest are in the totals).
+pub const LINES_SHOWN: usize = 8;
 
 impl PhaseData {
     /// The run's raw counts with this phase's requests in place of the whole
@@ -70,6 +90,13 @@ impl PhaseData {
                 .map(|b| b.value_at_quantile(0.95) as f64 / 1000.0),
             hit_rate_pct: pct(self.hits, self.cacheable),
             error_rate_pct: pct(self.errors, self.completed),
+            misses_by_line: self
+                .lines
+                .iter()
+                .filter(|l| l.misses > 0)
+                .take(LINES_SHOWN)
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -108,6 +135,9 @@ pub struct PhaseFigures {
     pub hit_rate_pct: Option<f64>,
     /// Error answers, % of answers.
     pub error_rate_pct: Option<f64>,
+    /// The lines with the most misses, most first (at most [`LINES_SHOWN`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub misses_by_line: Vec<LineMisses>,
 }
 
 /// The report's section: both phases, and which one was graded.

@@ -119,6 +119,20 @@ impl Report {
                     f.error_rate_pct.map_or("n/a".to_owned(), |v| format!("{v:.2}%")),
                     if graded { "  ← graded" } else { "" }
                 );
+                if !f.misses_by_line.is_empty() {
+                    let lines: Vec<String> = f
+                        .misses_by_line
+                        .iter()
+                        .map(|l| {
+                            format!("{} ({}) {} of {}", l.line, l.profile, l.misses, l.answers)
+                        })
+                        .collect();
+                    let _ = writeln!(
+                        out,
+                        "  its cacheable misses, by line: {}",
+                        lines.join(" · ")
+                    );
+                }
             }
         }
         let t = &self.timing;

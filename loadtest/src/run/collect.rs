@@ -9,7 +9,7 @@ use super::setup::Setup;
 use super::RunOptions;
 use crate::hist::{self, Hist};
 use crate::record::Recorder;
-use crate::report::{PhaseData, Phases, Raw, RunData};
+use crate::report::{LineMisses, PhaseData, Phases, Raw, RunData};
 use crate::scenario::Scenario;
 use std::sync::atomic::Ordering;
 
@@ -72,6 +72,7 @@ pub(super) fn collect(
     let hold_end_s = (sc.ramp_up + sc.duration).as_secs_f64();
     let phases = phases(
         rec,
+        &opts.profiles,
         &tables,
         &s_before,
         s_steady.as_ref(),
@@ -178,6 +179,7 @@ pub(super) fn collect(
 /// steady state begin; the server's backend latency split at the same sample.
 fn phases(
     rec: &Recorder,
+    profiles: &crate::profile::Profiles,
     tables: &crate::record::Tables,
     s_before: &voxterm_protocol::Stats,
     s_steady: Option<&(f64, voxterm_protocol::Stats)>,
@@ -199,6 +201,20 @@ fn phases(
     let at_steady = backend(Some(s_steady));
     let phase = |i: usize, from_s, until_s, backend| {
         let p = &tables.phases[i];
+        let mut lines: Vec<LineMisses> = p
+            .lines
+            .iter()
+            .filter_map(|(&(profile, line), n)| {
+                let profile = profiles.list.get(usize::from(profile))?;
+                Some(LineMisses {
+                    profile: profile.name.clone(),
+                    line: profile.states.get(usize::from(line))?.command.clone(),
+                    answers: n.cacheable,
+                    misses: n.cacheable - n.hits,
+                })
+            })
+            .collect();
+        lines.sort_by_key(|l| std::cmp::Reverse(l.misses));
         PhaseData {
             from_s,
             until_s,
@@ -210,6 +226,7 @@ fn phases(
             cacheable: p.cacheable,
             hits: p.hits,
             on_time: p.on_time,
+            lines,
         }
     };
     Some(Phases {

@@ -175,6 +175,7 @@ async fn enter_fixture(conn: &Conn, session: u32, u: usize, root: &str) -> bool 
                 resend: None,
                 session,
                 profile: 0,
+                line: 0,
                 class: CommandClass::Session,
                 step: None,
                 measured: false,
@@ -207,7 +208,8 @@ impl User {
         self.profile
     }
 
-    fn next_command(&self, profiles: &Profiles) -> (String, CommandClass) {
+    /// The next line: its text, class and state index.
+    fn next_command(&self, profiles: &Profiles) -> (String, CommandClass, u8) {
         let p = &profiles.list[self.profile];
         let mut st = self.state.lock();
         let (state, rng) = &mut *st;
@@ -216,6 +218,7 @@ impl User {
         (
             p.command(cur, &format!("users/u{}", self.idx)),
             p.states[cur].class,
+            u8::try_from(cur).unwrap_or(u8::MAX),
         )
     }
 
@@ -226,7 +229,7 @@ impl User {
         step: Option<u16>,
         rec: &Recorder,
     ) -> bool {
-        let (cmd, class) = self.next_command(profiles);
+        let (cmd, class, line) = self.next_command(profiles);
         rec.sent.fetch_add(1, Ordering::Relaxed);
         if step.is_none() {
             let phase = usize::from(rec.steady.load(Ordering::Relaxed));
@@ -243,6 +246,7 @@ impl User {
                 resend: None,
                 session: self.session,
                 profile: self.profile as u8,
+                line,
                 class,
                 step,
                 measured: true,
