@@ -473,6 +473,7 @@ impl Git {
             parent: false,
             reads: false,
             git: true,
+            names_only: false,
             prune: &|rel: &str| {
                 rel.strip_prefix(top.as_str())
                     .and_then(|r| r.strip_prefix('/'))
@@ -500,6 +501,7 @@ fn tree(s: &mut Stamper, path: &Path) -> Option<()> {
         parent: false,
         reads: false,
         git: false,
+        names_only: false,
         prune: &|_| false,
     };
     s.walk(path, "", &w)

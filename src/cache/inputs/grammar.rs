@@ -8,7 +8,8 @@ use super::{Tree, What, MAX_OPERANDS};
 enum Mode {
     /// Reads each operand (none: stdin, refused).
     Read,
-    /// Lists each operand (`ls`; none: `.`), showing `ls -l` dates.
+    /// Lists each operand (`ls`; none: `.`): names and kinds, or with
+    /// [`Grammar::meta`] flags their metadata too (`ls -l` dates).
     List,
     /// Walks each operand's whole tree (none: `.`).
     Tree,
@@ -33,6 +34,11 @@ struct Grammar {
     recursive: Option<char>,
     /// The valued option that bounds the depth shown (`tree -L 2`).
     depth: Option<char>,
+    /// A listing's flags that show or sort by what a file's metadata holds
+    /// beyond its name and kind (times, sizes, blocks, inodes, owners, links:
+    /// `ls -l`, `-t`, `-s`…). A listing with none of them prints names and
+    /// kinds only, and is stamped by those alone.
+    meta: &'static str,
 }
 
 const fn reader(programs: &'static [&'static str], flags: &'static str) -> Grammar {
@@ -46,6 +52,7 @@ const fn reader(programs: &'static [&'static str], flags: &'static str) -> Gramm
         mode: Mode::Read,
         recursive: None,
         depth: None,
+        meta: "",
     }
 }
 
@@ -95,9 +102,12 @@ const GRAMMARS: &[Grammar] = &[
         valued: "bcdf",
         ..reader(&["cut"], "snz")
     },
+    // `-c` alone sorts by ctime; `-h`, `-k`, `-G` only change what `-l` or
+    // `-s` print, and count as them to be safe.
     Grammar {
         mode: Mode::List,
         recursive: Some('R'),
+        meta: "lhtSisngoGkc",
         ..reader(&["ls"], "aAlh1FprtSXvisdngoGBQNkc")
     },
     // du sums every entry whatever `-d` shows; `-L`, `-D`, `-H` follow links.
@@ -124,6 +134,7 @@ pub(super) fn parse(program: &str, args: &[String]) -> Option<What> {
     let mut operands: Vec<&str> = Vec::new();
     let mut pattern_given = false;
     let mut all = false;
+    let mut shows_meta = false;
     let mut recursive = false;
     let mut depth = u32::MAX;
     let mut options_done = false;
@@ -158,6 +169,7 @@ pub(super) fn parse(program: &str, args: &[String]) -> Option<What> {
         for (i, c) in body.char_indices() {
             if g.flags.contains(c) {
                 all |= c == 'a';
+                shows_meta |= g.meta.contains(c);
                 continue;
             }
             if g.recursive == Some(c) {
@@ -204,7 +216,8 @@ pub(super) fn parse(program: &str, args: &[String]) -> Option<What> {
         }),
         Mode::List => What::Walk(Tree {
             parent: all,
-            dates: true,
+            dates: shows_meta,
+            names_only: !shows_meta,
             ..Tree::new(paths, if recursive { u32::MAX } else { 1 })
         }),
         Mode::Tree => What::Walk(Tree::new(paths, depth)),

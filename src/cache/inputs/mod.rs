@@ -151,6 +151,8 @@ struct Tree {
     reads: bool,
     /// `ls -l` dates are shown.
     dates: bool,
+    /// A listing that shows names and kinds only (`ls`, `ls -aF`).
+    names_only: bool,
     /// `find -path P -prune`: paths (as find writes them) not entered.
     prune: Box<[Box<str>]>,
 }
@@ -163,6 +165,7 @@ impl Tree {
             parent: false,
             reads: false,
             dates: false,
+            names_only: false,
             prune: Box::default(),
         }
     }
@@ -226,6 +229,7 @@ impl Inputs {
                         parent: t.parent,
                         reads: t.reads,
                         git: false,
+                        names_only: t.names_only,
                         prune: &prune,
                     };
                     s.walk(&cwd.join(&**p), p, &w)?;

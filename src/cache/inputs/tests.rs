@@ -195,8 +195,10 @@ fn a_stamp_changes_with_what_it_covers() {
     std::thread::sleep(RACY + Duration::from_millis(50));
     let cat = of("cat a").unwrap();
     let ls = of("ls").unwrap();
+    let ls_long = of("ls -l").unwrap();
     let ls_sub = of("ls -la sub").unwrap();
     let s_cat = cat.stamp(d.path(), &[], LIFE).expect("stampable");
+    let s_long = ls_long.stamp(d.path(), &[], LIFE).expect("stampable");
     let s_ls = ls.stamp(d.path(), &[], LIFE).expect("stampable");
     let s_sub = ls_sub.stamp(d.path(), &[], LIFE).expect("stampable");
     assert_eq!(cat.stamp(d.path(), &[], LIFE), Some(s_cat), "stable");
@@ -207,8 +209,10 @@ fn a_stamp_changes_with_what_it_covers() {
     // Same length, other content: the times tell (and the stamp is racy now).
     fs::write(d.path().join("a"), "two\n").unwrap();
     assert_ne!(cat.stamp(d.path(), &[], LIFE), Some(s_cat));
-    // A listing sees a changed entry (its size and times in `ls -l`)...
-    assert_ne!(ls.stamp(d.path(), &[], LIFE), Some(s_ls));
+    // `ls -l` sees a changed entry (its size and times)...
+    assert_ne!(ls_long.stamp(d.path(), &[], LIFE), Some(s_long));
+    // ...`ls` shows its name only, which is the same.
+    assert_eq!(ls.stamp(d.path(), &[], LIFE), Some(s_ls));
     // ...and `ls -la sub` a change of its parent (`..`): a new entry there
     // (`ls sub` does not show `..`, so it need not care).
     let ls_sub_names = of("ls sub").unwrap();
@@ -218,6 +222,62 @@ fn a_stamp_changes_with_what_it_covers() {
     fs::write(d.path().join("b"), "").unwrap();
     assert_ne!(ls_sub.stamp(d.path(), &[], LIFE), Some(s_sub));
     assert_eq!(ls_sub_names.stamp(d.path(), &[], LIFE), s_sub_names);
+}
+
+#[test]
+fn a_plain_listing_is_stamped_by_names_and_kinds_only() {
+    let d = dir();
+    let p = d.path();
+    fs::create_dir(p.join(".git")).unwrap();
+    let ls = of("ls -aF").unwrap();
+    let long = of("ls -la").unwrap();
+    for (line, names_only) in [
+        ("ls", true),
+        ("ls -1aFpR", true),
+        ("ls -t", false),
+        ("ls -s", false),
+        ("ls -c", false),
+        ("ls -la", false),
+    ] {
+        assert!(
+            matches!(&of(line).unwrap().0, What::Walk(t) if t.names_only == names_only),
+            "{line}"
+        );
+    }
+    // Fresh times do not make it racy: they are not part of it.
+    let s = ls.stamp(p, &[], LIFE).expect("stampable at once");
+    // What a `git status` does to `.git` (it creates and renames `index.lock`),
+    // and a write to a listed file: no name or kind changed.
+    fs::write(p.join(".git/index.lock"), "x").unwrap();
+    fs::rename(p.join(".git/index.lock"), p.join(".git/index")).unwrap();
+    fs::write(p.join("a"), "a longer content\n").unwrap();
+    assert_eq!(
+        ls.stamp(p, &[], LIFE),
+        Some(s),
+        "names and kinds are the same"
+    );
+    assert_eq!(ls.restamp(p, &[], LIFE), Some(s));
+    // `ls -la` shows those times and sizes: it is refused while they are
+    // fresh, and differs after.
+    std::thread::sleep(RACY + Duration::from_millis(50));
+    let s_long = long.stamp(p, &[], LIFE).expect("stampable once settled");
+    fs::write(p.join(".git/index.lock"), "x").unwrap();
+    fs::rename(p.join(".git/index.lock"), p.join(".git/index")).unwrap();
+    std::thread::sleep(RACY + Duration::from_millis(50));
+    assert_ne!(long.stamp(p, &[], LIFE), Some(s_long));
+    assert_eq!(ls.stamp(p, &[], LIFE), Some(s));
+    // A new name, a name gone, another kind (`ls -F` marks executables).
+    fs::write(p.join("b"), "").unwrap();
+    assert_ne!(ls.stamp(p, &[], LIFE), Some(s), "a new file");
+    fs::remove_file(p.join("b")).unwrap();
+    assert_eq!(ls.stamp(p, &[], LIFE), Some(s), "the same names again");
+    fs::rename(p.join("a"), p.join("c")).unwrap();
+    assert_ne!(ls.stamp(p, &[], LIFE), Some(s), "a rename");
+    fs::rename(p.join("c"), p.join("a")).unwrap();
+    assert_eq!(ls.stamp(p, &[], LIFE), Some(s));
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(p.join("a"), fs::Permissions::from_mode(0o755)).unwrap();
+    assert_ne!(ls.stamp(p, &[], LIFE), Some(s), "now executable: `a*`");
 }
 
 /// A small project with a large ignored scratch directory.
