@@ -134,7 +134,9 @@ async fn a_busy_pool_gets_no_prefetch() {
     })
     .await;
     let mut c = srv.client("p3").await;
-    train(&mut c, &["touch a", "ls"], 3).await;
+    // `ls -l` shows the time `touch a` changes (plain `ls` shows names only,
+    // which `touch a` leaves as they were: its entry would stay cached).
+    train(&mut c, &["touch a", "ls -l"], 3).await;
     let started = metric(srv.addr, "voxterm_prefetch_started_total").await;
 
     // Another tenant holds one of the two workers: the pool is at its idle share.
@@ -155,7 +157,7 @@ async fn a_busy_pool_gets_no_prefetch() {
         metric(srv.addr, "voxterm_prefetch_started_total").await,
         started
     );
-    let ls = run(&mut c, 0, "ls").await;
+    let ls = run(&mut c, 0, "ls -l").await;
     assert_eq!(exit_of(&ls).served_from, ServedFrom::Exec);
 }
 
@@ -163,15 +165,23 @@ async fn a_busy_pool_gets_no_prefetch() {
 async fn a_prefetched_entry_is_invalidated_like_any_other() {
     let srv = TestServer::start("predict-inval").await;
     let mut c = srv.client("p4").await;
-    train(&mut c, &["touch a", "ls"], 4).await;
-    // Prefetch `ls`, then change the directory behind the entry.
+    // `ls -l`: `touch a` changes what it shows (see above).
+    train(&mut c, &["touch a", "ls -l"], 4).await;
+    // Prefetch `ls -l`, then change the directory behind the entry.
     let before = metric(srv.addr, "voxterm_prefetch_stored_total").await;
     exit_of(&run(&mut c, 0, "touch a").await);
     wait_metric(&srv, "voxterm_prefetch_stored_total", before + 1.0).await;
     exit_of(&run(&mut c, 0, "mkdir newdir").await);
-    let ls = run(&mut c, 0, "ls").await;
+    let ls = run(&mut c, 0, "ls -l").await;
     exit_of(&ls);
-    assert_eq!(String::from_utf8_lossy(&ls.stdout), "a\nnewdir\n");
+    let out = String::from_utf8_lossy(&ls.stdout);
+    // After `total N`, one line per entry ending in its name.
+    let names: Vec<&str> = out
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.rsplit(' ').next())
+        .collect();
+    assert_eq!(names, ["a", "newdir"], "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
