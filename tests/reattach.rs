@@ -167,6 +167,18 @@ async fn connect(url: &str, tenant: &str) -> Client {
     .expect("connect")
 }
 
+/// A connection of `tenant` to `url` with re-attach on, running `command`
+/// (which prints its pid first) as `request`: the client, its
+/// `Welcome.connection`, the pid, and the grace granted (ms).
+async fn running(url: &str, tenant: &str, request: u32, command: &str) -> (Client, u64, i32, u32) {
+    let mut c = connect(url, tenant).await;
+    let grace = reattach_on(&mut c).await;
+    let connection = c.welcome().connection;
+    c.send(&exec_msg(request, 0, command, 0)).await.unwrap();
+    let pid = parse_pid(&first_output(&mut c, request).await);
+    (c, connection, pid, grace)
+}
+
 /// Asks for re-attach; returns the grace granted, in ms.
 async fn reattach_on(c: &mut Client) -> u32 {
     c.send(&Message::Configure(Configure {
@@ -295,13 +307,9 @@ async fn the_grace_kills_what_nobody_takes_over_and_attach_then_says_lost() {
     })
     .await;
     let proxy = Proxy::start(srv.addr).await;
-    let mut c = connect(&proxy.url(), "t").await;
-    assert_eq!(reattach_on(&mut c).await, 300);
-    let old = c.welcome().connection;
-    c.send(&exec_msg(1, 0, "sh -c 'echo $$; exec sleep 30'", 0))
-        .await
-        .unwrap();
-    let pid = parse_pid(&first_output(&mut c, 1).await);
+    let (_c, old, pid, grace) =
+        running(&proxy.url(), "t", 1, "sh -c 'echo $$; exec sleep 30'").await;
+    assert_eq!(grace, 300);
     proxy.cut();
     // Held, not killed, within the grace.
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -326,13 +334,8 @@ async fn the_grace_kills_what_nobody_takes_over_and_attach_then_says_lost() {
 async fn only_the_tenant_takes_over_and_cancel_reaches_a_request_taken_over() {
     let srv = TestServer::start("reattach-tenant").await;
     let proxy = Proxy::start(srv.addr).await;
-    let mut c = connect(&proxy.url(), "alice").await;
-    reattach_on(&mut c).await;
-    let old = c.welcome().connection;
-    c.send(&exec_msg(7, 0, "sh -c 'echo $$; exec sleep 30'", 0))
-        .await
-        .unwrap();
-    let pid = parse_pid(&first_output(&mut c, 7).await);
+    let (_c, old, pid, _) =
+        running(&proxy.url(), "alice", 7, "sh -c 'echo $$; exec sleep 30'").await;
     proxy.cut();
 
     // Before Configure { reattach }: refused, and the request stays held.
@@ -434,13 +437,7 @@ async fn error_for(c: &mut Client, request: u32) -> voxterm_protocol::Error {
 async fn a_request_that_never_arrived_is_not_received_and_runs_once_sent_again() {
     let srv = TestServer::start_with("reattach-unreceived", |c| c.cache.enabled = false).await;
     let proxy = Proxy::start(srv.addr).await;
-    let mut c = connect(&proxy.url(), "t").await;
-    reattach_on(&mut c).await;
-    let old = c.welcome().connection;
-    c.send(&exec_msg(1, 0, "sh -c 'echo $$; exec sleep 30'", 0))
-        .await
-        .unwrap();
-    let pid = parse_pid(&first_output(&mut c, 1).await);
+    let (_c, old, pid, _) = running(&proxy.url(), "t", 1, "sh -c 'echo $$; exec sleep 30'").await;
     // Request 2 is "written as the link died": it never reaches the server.
     proxy.cut();
     let mut c2 = connect(&srv.url, "t").await;
@@ -482,13 +479,8 @@ async fn an_attach_naming_a_connection_still_open_here_takes_its_request_over() 
     let srv = TestServer::start_with("reattach-open", |c| c.cache.enabled = false).await;
     // The old connection stays open on the server: its client moved to
     // another network and reconnected before any timer saw the drop.
-    let mut c = connect(&srv.url, "t").await;
-    reattach_on(&mut c).await;
-    let old = c.welcome().connection;
-    c.send(&exec_msg(4, 0, "sh -c 'echo $$; sleep 1; echo after'", 0))
-        .await
-        .unwrap();
-    let pid = parse_pid(&first_output(&mut c, 4).await);
+    let (mut c, old, pid, _) =
+        running(&srv.url, "t", 4, "sh -c 'echo $$; sleep 1; echo after'").await;
     let mut c2 = connect(&srv.url, "t").await;
     reattach_on(&mut c2).await;
     c2.send(&attach(4, old, Some(0))).await.unwrap();
@@ -517,13 +509,8 @@ async fn an_attach_naming_a_connection_still_open_here_takes_its_request_over() 
 async fn a_request_taken_over_twice_is_still_found_by_its_first_connection() {
     let srv = TestServer::start_with("reattach-forward", |c| c.cache.enabled = false).await;
     let proxy = Proxy::start(srv.addr).await;
-    let mut c = connect(&proxy.url(), "t").await;
-    reattach_on(&mut c).await;
-    let first = c.welcome().connection;
-    c.send(&exec_msg(5, 0, "sh -c 'echo $$; sleep 1; echo late'", 0))
-        .await
-        .unwrap();
-    let pid = parse_pid(&first_output(&mut c, 5).await);
+    let (_c, first, pid, _) =
+        running(&proxy.url(), "t", 5, "sh -c 'echo $$; sleep 1; echo late'").await;
     proxy.cut();
     // Taken over on a second connection, which drops before its client
     // reads the `Reattached` notice.
@@ -616,13 +603,7 @@ async fn voxterm_exec_reconnects_and_its_output_continues_where_it_stopped() {
 async fn a_request_taken_over_dies_with_the_connection_that_took_it() {
     let srv = TestServer::start("reattach-adopted").await;
     let proxy = Proxy::start(srv.addr).await;
-    let mut c = connect(&proxy.url(), "t").await;
-    reattach_on(&mut c).await;
-    let old = c.welcome().connection;
-    c.send(&exec_msg(9, 0, "sh -c 'echo $$; exec sleep 30'", 0))
-        .await
-        .unwrap();
-    let pid = parse_pid(&first_output(&mut c, 9).await);
+    let (_c, old, pid, _) = running(&proxy.url(), "t", 9, "sh -c 'echo $$; exec sleep 30'").await;
     proxy.cut();
     let mut c2 = connect(&srv.url, "t").await;
     c2.send(&Message::Configure(Configure {

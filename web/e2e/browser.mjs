@@ -210,6 +210,14 @@ async function confirmIfAsked(expectLine, timeoutMs = 10000) {
   return shown;
 }
 
+/** Waits until a block newer than number `before` has finished; returns it (`lastBlock`). */
+function newBlockDone(what, before, timeoutMs) {
+  return until(what, `const n = arguments[0];
+    const newest = [...document.querySelectorAll('#blocks .block')].at(-1);
+    if (!newest || Number(newest.dataset.n) <= n || newest.dataset.state === 'running') return null;
+    ${lastBlock}`, timeoutMs, before);
+}
+
 /** The sequence number of the newest block (the list keeps only the last 200). */
 async function blockCount() {
   return run(`const b = [...document.querySelectorAll('#blocks .block')].at(-1); return b ? Number(b.dataset.n) : 0;`);
@@ -220,10 +228,7 @@ async function typeAndRun(line, timeoutMs = 20000) {
   const before = await blockCount();
   await type('#line', line + ENTER);
   const asked = await confirmIfAsked(line);
-  const done = await until(`"${line}" to finish`, `const n = arguments[0];
-    const newest = [...document.querySelectorAll('#blocks .block')].at(-1);
-    if (!newest || Number(newest.dataset.n) <= n || newest.dataset.state === 'running') return null;
-    ${lastBlock}`, timeoutMs, before);
+  const done = await newBlockDone(`"${line}" to finish`, before, timeoutMs);
   return { ...done, asked: asked !== null };
 }
 
@@ -424,10 +429,7 @@ async function main() {
   await screenshot('04b-suggestions');
   const chipBefore = await blockCount();
   await run(`window.__fakeSpeech.say([], 'one');`);
-  const picked = await until('the picked suggestion to run', `const n = arguments[0];
-    const newest = [...document.querySelectorAll('#blocks .block')].at(-1);
-    if (!newest || Number(newest.dataset.n) <= n || newest.dataset.state === 'running') return null;
-    ${lastBlock}`, 10000, chipBefore);
+  const picked = await newBlockDone('the picked suggestion to run', chipBefore, 10000);
   assert.deepEqual([picked.cmd, picked.state], ['echo chip-second', 'ok'], 'saying "one" ran chip 1');
   figure('ansi_red_computed', `"${red}"`);
 
@@ -716,10 +718,7 @@ async function main() {
     proxy.cut();
     const t0 = Date.now();
     await until('the page to see the loss', `return document.getElementById('conn').dataset.state !== 'open';`);
-    const done = await until('the ticking command to end after the re-attach', `const n = arguments[0];
-      const newest = [...document.querySelectorAll('#blocks .block')].at(-1);
-      if (!newest || Number(newest.dataset.n) <= n || newest.dataset.state === 'running') return null;
-      ${lastBlock}`, 20000, before);
+    const done = await newBlockDone('the ticking command to end after the re-attach', before, 20000);
     figure('reattached_command_finished_after_cut_ms', Date.now() - t0);
     assert.deepEqual([done.state, done.status], ['ok', 'exit 0'], JSON.stringify(done));
     const text = await run(termText);
@@ -737,10 +736,7 @@ async function main() {
     await confirmIfAsked('echo spoken-once');
     await swallowed;
     const t1 = Date.now();
-    const resent = await until('the swallowed command to run after the reconnect', `const n = arguments[0];
-      const newest = [...document.querySelectorAll('#blocks .block')].at(-1);
-      if (!newest || Number(newest.dataset.n) <= n || newest.dataset.state === 'running') return null;
-      ${lastBlock}`, 20000, before2);
+    const resent = await newBlockDone('the swallowed command to run after the reconnect', before2, 20000);
     figure('resent_command_finished_after_cut_ms', Date.now() - t1);
     assert.deepEqual([resent.state, resent.status], ['ok', 'exit 0'], JSON.stringify(resent));
     const text2 = await run(termText);

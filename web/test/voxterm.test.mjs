@@ -256,6 +256,11 @@ class FakeSocket {
 }
 
 const tick = () => new Promise((r) => setTimeout(r, 0));
+// The server's timers and sizes, as a Configured carries them.
+const settings = {
+  handshake_ms: 10000, idle_ms: 600000, keepalive_ms: 30000, drain_ms: 10000, kill_grace_ms: 500,
+  compression_threshold: 1024, max_output_data: 16384, coalesce_bytes: 16384,
+};
 const welcome = EXPECTED.welcome[1];
 
 async function connected(opts = {}) {
@@ -376,10 +381,6 @@ test('client: Configured, Suggestions and Rejected reach their listeners and cal
   const [c, ws] = await connected({ suggestions: 3 });
   const seen = { configured: [], suggestions: [], error: [] };
   for (const ev of Object.keys(seen)) c.on(ev, (m) => seen[ev].push(m));
-  const settings = {
-    handshake_ms: 10000, idle_ms: 600000, keepalive_ms: 30000, drain_ms: 10000, kill_grace_ms: 500,
-    compression_threshold: 1024, max_output_data: 16384, coalesce_bytes: 16384,
-  };
   ws.deliver(encodeFrame('Configured', { suggestions: 3, rejections: true, reattach_ms: 0, settings }));
   await tick();
   assert.deepEqual(c.configured.settings, settings);
@@ -410,10 +411,6 @@ test('client: Configured, Suggestions and Rejected reach their listeners and cal
 
 test('client: a lost connection\'s commands are taken over on the next one (Attach from the last seq)', async () => {
   const [c, ws] = await connected();
-  const settings = {
-    handshake_ms: 10000, idle_ms: 600000, keepalive_ms: 30000, drain_ms: 10000, kill_grace_ms: 500,
-    compression_threshold: 1024, max_output_data: 16384, coalesce_bytes: 16384,
-  };
   ws.deliver(encodeFrame('Configured', { suggestions: 0, rejections: true, reattach_ms: 5000, settings }));
   await tick();
   const r = c.exec('seq 1 5', { session: 0 });
@@ -445,10 +442,6 @@ test('client: a lost connection\'s commands are taken over on the next one (Atta
 
 test('client: a command the dying link swallowed is sent again; an Attach names the connection until the take-over is confirmed', async () => {
   const [c, ws] = await connected();
-  const settings = {
-    handshake_ms: 10000, idle_ms: 600000, keepalive_ms: 30000, drain_ms: 10000, kill_grace_ms: 500,
-    compression_threshold: 1024, max_output_data: 16384, coalesce_bytes: 16384,
-  };
   ws.deliver(encodeFrame('Configured', { suggestions: 0, rejections: true, reattach_ms: 5000, settings }));
   await tick();
   const spoken = c.exec('ls -la', { session: 0 });

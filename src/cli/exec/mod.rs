@@ -331,13 +331,11 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
             }
             Message::Notice(n) if n.kind == NoticeKind::Reattached => {
                 home = client.welcome().connection;
-                if let Some(lost) = lost_at.take() {
-                    let _ = writeln!(
-                        stderr,
-                        "voxterm: reconnected after {:.1} s; the command's output continues",
-                        lost.elapsed().as_secs_f64()
-                    );
-                }
+                reconnected(
+                    &mut stderr,
+                    lost_at.take(),
+                    "the command's output continues",
+                );
             }
             Message::Notice(n) if n.request == request => {
                 let _ = writeln!(stderr, "voxterm: {}", n.message);
@@ -364,13 +362,11 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
             Message::Error(e) if e.request == Some(request) && e.code == ErrorCode::NotReceived => {
                 client.send(&frame).await?;
                 home = client.welcome().connection;
-                if let Some(lost) = lost_at.take() {
-                    let _ = writeln!(
-                        stderr,
-                        "voxterm: reconnected after {:.1} s; the command had not reached the server, so it was sent again",
-                        lost.elapsed().as_secs_f64()
-                    );
-                }
+                reconnected(
+                    &mut stderr,
+                    lost_at.take(),
+                    "the command had not reached the server, so it was sent again",
+                );
             }
             Message::Error(e) if e.request == Some(request) && e.code == ErrorCode::RequestLost => {
                 drop(raw.take());
@@ -385,6 +381,15 @@ async fn exec(args: ExecArgs) -> anyhow::Result<u8> {
             }
             _ => {}
         }
+    }
+}
+
+/// Tells the person that the connection lost at `lost` is back, and `what`
+/// became of the command.
+fn reconnected(stderr: &mut impl Write, lost: Option<Instant>, what: &str) {
+    if let Some(lost) = lost {
+        let secs = lost.elapsed().as_secs_f64();
+        let _ = writeln!(stderr, "voxterm: reconnected after {secs:.1} s; {what}");
     }
 }
 

@@ -60,27 +60,26 @@ impl Connection {
             .await
         {
             Found::Held(held) => held,
-            Found::NotReceived => {
-                self.engine.metrics.reattach("not_received");
-                tracing::debug!(conn = self.id, %tenant, connection = attach.connection, request, "attach: never received");
+            refused => {
+                let (kind, code, why) = match refused {
+                    Found::NotReceived => (
+                        "not_received",
+                        ErrorCode::NotReceived,
+                        "never reached this server before it dropped: it did not run; send it again",
+                    ),
+                    _ => (
+                        "lost",
+                        ErrorCode::RequestLost,
+                        "is not held here: it ended or was killed more than the detach grace ago, or ran on another engine",
+                    ),
+                };
+                self.engine.metrics.reattach(kind);
+                tracing::debug!(conn = self.id, %tenant, connection = attach.connection, request, kind, "attach refused");
                 let message = format!(
-                    "request {request} never reached this server on connection {} before it dropped: it did not run; send it again",
+                    "request {request} of connection {} {why}",
                     attach.connection
                 );
-                return self
-                    .send_error(Some(request), ErrorCode::NotReceived, message)
-                    .await;
-            }
-            Found::Lost => {
-                self.engine.metrics.reattach("lost");
-                tracing::debug!(conn = self.id, %tenant, connection = attach.connection, request, "attach: not held");
-                let message = format!(
-                    "request {request} of connection {} is not held here: it ended or was killed more than the detach grace ago, or ran on another engine",
-                    attach.connection
-                );
-                return self
-                    .send_error(Some(request), ErrorCode::RequestLost, message)
-                    .await;
+                return self.send_error(Some(request), code, message).await;
             }
         };
         // Either refusal leaves the request held for a better Attach.
