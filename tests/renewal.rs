@@ -14,13 +14,59 @@ const SPAWNS: &str = "voxterm_processes_started_total{cause=\"renewal\",class=\"
 
 /// A server whose pure lines live `ttl`.
 async fn server(name: &str, ttl: &str) -> TestServer {
+    server_with(name, ttl, |_| {}).await
+}
+
+/// The same, with more settings.
+async fn server_with(
+    name: &str,
+    ttl: &str,
+    more: impl FnOnce(&mut voxterm::config::Config),
+) -> TestServer {
     let dir = temp_root(&format!("{name}-policy"));
     let policy = dir.join("policy.toml");
     let default = voxterm::cache::policy::DEFAULT_POLICY;
     let text = default.replace("pure = \"1h\"\n", &format!("pure = \"{ttl}\"\n"));
     assert_ne!(text, default, "the default policy names pure = \"1h\"");
     std::fs::write(&policy, text).unwrap();
-    TestServer::start_with(name, |c| c.cache.policy_file = Some(policy)).await
+    TestServer::start_with(name, |c| {
+        c.cache.policy_file = Some(policy);
+        more(c);
+    })
+    .await
+}
+
+/// Runs `line` every 100 ms for `secs`: how each was served.
+async fn use_for(srv: &TestServer, line: &str, secs: u64) -> Vec<ServedFrom> {
+    let mut c = srv.client("t").await;
+    let mut served = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(secs) {
+        let done = run(&mut c, 0, line).await;
+        served.push(exit_of(&done).served_from);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    served
+}
+
+/// Renewal has its own switch and gate: on with prediction off, off with
+/// `[cache] renew = false` (then the entry expires into misses, which is
+/// also what shows the renewal test above can fail).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewal_is_its_own_switch_not_predictions() {
+    let srv = server_with("renewal-nopredict", "2s", |c| c.predict.enabled = false).await;
+    let served = use_for(&srv, "echo renew-me", 5).await;
+    let execs = served.iter().filter(|s| **s == ServedFrom::Exec).count();
+    assert_eq!(execs, 1, "prediction off, renewal on: {served:?}");
+    assert!(metric(srv.addr, RENEWALS).await >= 1.0);
+    let srv = server_with("renewal-off", "2s", |c| c.cache.renew = false).await;
+    let served = use_for(&srv, "echo renew-me", 5).await;
+    let execs = served.iter().filter(|s| **s == ServedFrom::Exec).count();
+    assert!(
+        execs >= 2,
+        "renewal off: the entry expires into misses: {served:?}"
+    );
+    assert_eq!(metric(srv.addr, RENEWALS).await, 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,7 +41,7 @@ pub mod policy;
 
 pub use entry::{Entry, Validity, REPLAY_CHUNK};
 pub use error::CacheError;
-pub use inputs::Inputs;
+pub use inputs::{Inputs, Taken};
 pub use key::{Key, KeyParts, KEY_FORMAT};
 pub use l1::{KeyHash, L1};
 pub use l2::L2;
@@ -251,20 +251,44 @@ impl Cache {
     /// What an answer of this line, about to run in `cwd` with the environment
     /// `env` under the tenant's `generation`, will depend on: for a validated
     /// line, the stamp of its inputs (taken now, before it runs), or the
-    /// generation when they cannot be stamped.
+    /// generation when they cannot be stamped. [`Cache::settled`] after the run.
     pub fn validity(
         &self,
         v: &Verdict,
         cwd: &Path,
         env: &[(String, String)],
         generation: u64,
+    ) -> Before {
+        let taken = v
+            .inputs
+            .as_ref()
+            .and_then(|i| i.stamp(cwd, env, self.policy.validated_ttl()));
+        let validity = match (&v.inputs, taken) {
+            (None, _) => Validity::Always,
+            (Some(_), Some(t)) => Validity::Stamp(t.key),
+            (Some(_), None) => Validity::Generation(generation),
+        };
+        Before { validity, taken }
+    }
+
+    /// What the answer that ran after [`Cache::validity`] depends on: its
+    /// stamp, unless a stamp whose key leaves times out saw its inputs change
+    /// while the command ran (see `inputs`), when it is as if they could not
+    /// be stamped.
+    pub fn settled(
+        &self,
+        v: &Verdict,
+        cwd: &Path,
+        env: &[(String, String)],
+        generation: u64,
+        before: Before,
     ) -> Validity {
-        match &v.inputs {
-            None => Validity::Always,
-            Some(i) => match i.stamp(cwd, env, self.policy.validated_ttl()) {
-                Some(s) => Validity::Stamp(s),
-                None => Validity::Generation(generation),
-            },
+        match (&v.inputs, before.taken) {
+            (Some(i), Some(t)) if !i.held(cwd, env, self.policy.validated_ttl(), &t) => {
+                tracing::debug!("the inputs changed while the line ran: stored unstamped");
+                Validity::Generation(generation)
+            }
+            _ => before.validity,
         }
     }
 
@@ -540,6 +564,13 @@ fn kernel_dir(cwd: &Path) -> bool {
     let mut c = cwd.components();
     c.next() == Some(Component::RootDir)
         && matches!(c.next(), Some(Component::Normal(n)) if n == "proc" || n == "sys" || n == "dev")
+}
+
+/// What a line about to run depends on, taken before it runs
+/// ([`Cache::validity`]), settled after ([`Cache::settled`]).
+pub struct Before {
+    validity: Validity,
+    taken: Option<Taken>,
 }
 
 /// Whether a stored answer may be served to one request, by its [`Validity`]: an

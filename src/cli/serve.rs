@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Turn next-command prediction and prefetch off (the baseline for comparisons).
     #[arg(long)]
     pub no_predict: bool,
+    /// Turn renewal off: a cached line in use is not run again before its
+    /// entry expires (the baseline for comparisons).
+    #[arg(long)]
+    pub no_renew: bool,
     /// Send every frame as its own WebSocket message with its own flush instead of
     /// coalescing (the baseline for comparisons).
     #[arg(long)]
@@ -109,6 +113,9 @@ impl ServeArgs {
         }
         if self.no_predict {
             config.predict.enabled = false;
+        }
+        if self.no_renew {
+            config.cache.renew = false;
         }
         if self.no_batch {
             config.server.coalesce = false;

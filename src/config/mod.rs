@@ -501,6 +501,12 @@ pub struct CacheConfig {
     /// Unknown commands invalidate the tenant's fs-read entries like mutating
     /// ones: they may write files (`./build.sh`, `npm install`).
     pub unknown_invalidates: bool,
+    /// Run a cached line that is still in use again shortly before its entry
+    /// expires (`engine::renew`), on idle workers only, so that it does not
+    /// expire into a miss; `--no-renew` turns it off. Independent of
+    /// prediction and prefetch, whose idle and CPU shares it uses.
+    #[serde(default = "yes")]
+    pub renew: bool,
     /// A cache policy TOML replacing the built-in table (`src/cache/cache-policy.toml`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy_file: Option<PathBuf>,

@@ -128,6 +128,7 @@ impl Preset {
                 generation_refresh: Duration::from_millis(100),
                 generation_pubsub: true,
                 unknown_invalidates: true,
+                renew: true,
                 policy_file: None,
             },
             auth: AuthConfig {

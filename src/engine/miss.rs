@@ -82,8 +82,8 @@ impl MissRun {
             publisher.cancelled()
         };
         // Taken before the command reads its inputs: a change made while it runs
-        // makes the stamp differ at the next lookup.
-        let validity =
+        // makes the stamp differ at the next lookup (or the guard at the end).
+        let before =
             self.cache
                 .validity(&self.verdict, &self.job.cwd, &self.job.env, self.generation);
         let mut tee = Tee {
@@ -136,6 +136,13 @@ impl MissRun {
         );
         let stored = clean && bytes <= limit;
         if stored {
+            let validity = self.cache.settled(
+                &self.verdict,
+                &self.job.cwd,
+                &self.job.env,
+                self.generation,
+                before,
+            );
             let mut entry = Entry::from_chunks(
                 chunks.iter().map(|(s, d)| (*s, d.as_slice())),
                 self.cache.ttl(&self.verdict, validity),

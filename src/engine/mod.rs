@@ -121,6 +121,8 @@ pub struct Engine {
     model_store: Arc<Store>,
     /// Prefetch admission (None without prediction, cache or `predict.prefetch`).
     prefetcher: Option<Prefetcher>,
+    /// Renewal admission (None without the cache or `cache.renew`).
+    renewals: Option<Arc<crate::predict::Gate>>,
     /// The command policy (None: no allow or deny list), see `admit`.
     policy: Option<Arc<crate::security::CommandPolicy>>,
     /// Parsed lines and their verdicts.
@@ -198,6 +200,10 @@ impl Engine {
             cache.is_some(),
             policy.clone(),
         );
+        let renewals = (cache.is_some() && config.cache.renew).then(|| {
+            let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+            crate::predict::Gate::idle_only(&config.predict, cores)
+        });
         if predictor.is_some() {
             tracing::info!(
                 store = %model_store.describe(),
@@ -219,6 +225,7 @@ impl Engine {
             predictor,
             model_store,
             prefetcher,
+            renewals,
             policy,
             lines: Lines::new(),
         }))

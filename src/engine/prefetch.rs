@@ -54,11 +54,6 @@ pub(crate) struct Prefetcher {
 }
 
 impl Prefetcher {
-    /// The admission gate (renewals are admitted by it too).
-    pub(super) fn gate(&self) -> &Arc<Gate> {
-        &self.gate
-    }
-
     /// None unless prediction, the cache and `predict.prefetch` are all on.
     /// `policy` is the engine's own: a prefetch is admitted like a request.
     pub(super) fn build(

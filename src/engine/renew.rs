@@ -7,8 +7,10 @@
 //! fell from 80 to 65 % as they did, each expiry a spawn on some request's
 //! way. Now the first hit on an entry with less than a fifth of its TTL left
 //! ([`Cache::renewal_due`], once per entry) starts a run of the same line,
-//! admitted as a prefetch is: the prefetch gate (idle workers, the CPU share,
-//! the tenant's budget), an idle worker right now or nothing (never queued),
+//! admitted as a prefetch is, by a gate of its own with the same shares
+//! (idle workers, the CPU share; no tenant budget: a hit starts at most one
+//! per entry and TTL) and whether or not prediction is on (`[cache] renew`,
+//! `--no-renew`), an idle worker right now or nothing (never queued),
 //! single flight with any run of the same key. It goes straight to a worker
 //! (L3 may hold the very entry that is ending), its inputs stamped before it
 //! runs, and a clean result is stored in every tier with a TTL of its own.
@@ -33,8 +35,8 @@ const RENEWAL_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Engine {
     /// Renews the entry under `key` that a hit just found due: the line of
-    /// `job` (the hit's own) runs again if the prefetch gate and an idle
-    /// worker allow it now. Needs prefetch on (its gate admits renewals).
+    /// `job` (the hit's own) runs again if the renewal gate and an idle
+    /// worker allow it now.
     pub(super) fn renew(
         &self,
         tenant: &Arc<str>,
@@ -43,15 +45,12 @@ impl Engine {
         verdict: &Verdict,
         generation: u64,
     ) {
-        let (Some(pf), Some(cache)) = (&self.prefetcher, &self.cache) else {
+        let (Some(gate), Some(cache)) = (&self.renewals, &self.cache) else {
             return;
         };
         let metrics = self.metrics.clone();
         let pool = &self.workers.pool;
-        let permit = match pf
-            .gate()
-            .admit(tenant, pool.busy(), pool.queue_depth(), pool.workers())
-        {
+        let permit = match gate.admit(tenant, pool.busy(), pool.queue_depth(), pool.workers()) {
             Ok(permit) => permit,
             Err(refused) => return metrics.cache.renewal(Refused::as_str(refused)),
         };

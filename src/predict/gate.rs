@@ -70,6 +70,18 @@ impl Gate {
         })
     }
 
+    /// The same idle and CPU shares without a tenant budget: for renewals
+    /// (`engine::renew`), which a hit starts at most once per entry and TTL.
+    pub fn idle_only(cfg: &PredictConfig, cores: usize) -> Arc<Gate> {
+        let gate = Gate::new(cfg, cores);
+        Arc::new(Gate {
+            idle_share: gate.idle_share,
+            max_running: gate.max_running,
+            running: AtomicUsize::new(0),
+            budget: None,
+        })
+    }
+
     /// Prefetches allowed at once.
     pub fn max_running(&self) -> usize {
         self.max_running

@@ -2,7 +2,7 @@
 //! what its answer depends on (the repository's own files, the configuration,
 //! and for some the index and the worktree).
 
-use super::stamp::{Stamper, Walk};
+use super::stamp::{Shows, Stamper, Walk};
 use std::path::{Path, PathBuf};
 
 /// What a git line's answer depends on beyond the repository (HEAD, the index,
@@ -473,7 +473,7 @@ impl Git {
             parent: false,
             reads: false,
             git: true,
-            names_only: false,
+            shows: Shows::All,
             prune: &|rel: &str| {
                 rel.strip_prefix(top.as_str())
                     .and_then(|r| r.strip_prefix('/'))
@@ -501,7 +501,7 @@ fn tree(s: &mut Stamper, path: &Path) -> Option<()> {
         parent: false,
         reads: false,
         git: false,
-        names_only: false,
+        shows: Shows::All,
         prune: &|_| false,
     };
     s.walk(path, "", &w)
@@ -688,6 +688,7 @@ fn ignored_untracked(repo: &Repo, xdg: Option<&Path>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::stamp::Pass;
     use super::*;
     use std::time::Duration;
 
@@ -696,9 +697,9 @@ mod tests {
     fn stamp_of(dir: &Path) -> Option<u128> {
         std::thread::sleep(Duration::from_millis(20));
         let ms = Duration::from_millis(1);
-        let mut s = Stamper::new(Duration::from_secs(60), false, ms, ms)?;
+        let mut s = Stamper::new(Duration::from_secs(60), Pass::First, false, ms, Some(ms))?;
         objects(&mut s, dir)?;
-        Some(s.finish())
+        Some(s.finish().key)
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The words of the programs whose operands are their inputs: readers (`cat`,
 //! `grep`…), listings (`ls`, `ls -R`) and tree summaries (`du`, `tree`).
 
+use super::stamp::Shows;
 use super::{Tree, What, MAX_OPERANDS};
 
 /// What a program does with its operands.
@@ -39,6 +40,10 @@ struct Grammar {
     /// `ls -l`, `-t`, `-s`…). A listing with none of them prints names and
     /// kinds only, and is stamped by those alone.
     meta: &'static str,
+    /// Of those, the flags that order or print by a time to its last
+    /// nanosecond (`ls -t` sorts by mtime, `-c` by ctime and prints it):
+    /// the listing is stamped by every time, not by the minute it shows.
+    exact: &'static str,
 }
 
 const fn reader(programs: &'static [&'static str], flags: &'static str) -> Grammar {
@@ -53,6 +58,7 @@ const fn reader(programs: &'static [&'static str], flags: &'static str) -> Gramm
         recursive: None,
         depth: None,
         meta: "",
+        exact: "",
     }
 }
 
@@ -108,6 +114,7 @@ const GRAMMARS: &[Grammar] = &[
         mode: Mode::List,
         recursive: Some('R'),
         meta: "lhtSisngoGkc",
+        exact: "tc",
         ..reader(&["ls"], "aAlh1FprtSXvisdngoGBQNkc")
     },
     // du sums every entry whatever `-d` shows; `-L`, `-D`, `-H` follow links.
@@ -135,6 +142,7 @@ pub(super) fn parse(program: &str, args: &[String]) -> Option<What> {
     let mut pattern_given = false;
     let mut all = false;
     let mut shows_meta = false;
+    let mut exact = false;
     let mut recursive = false;
     let mut depth = u32::MAX;
     let mut options_done = false;
@@ -170,6 +178,7 @@ pub(super) fn parse(program: &str, args: &[String]) -> Option<What> {
             if g.flags.contains(c) {
                 all |= c == 'a';
                 shows_meta |= g.meta.contains(c);
+                exact |= g.exact.contains(c);
                 continue;
             }
             if g.recursive == Some(c) {
@@ -217,7 +226,11 @@ pub(super) fn parse(program: &str, args: &[String]) -> Option<What> {
         Mode::List => What::Walk(Tree {
             parent: all,
             dates: shows_meta,
-            names_only: !shows_meta,
+            shows: match (shows_meta, exact) {
+                (false, _) => Shows::Names,
+                (true, false) => Shows::Columns,
+                (true, true) => Shows::All,
+            },
             ..Tree::new(paths, if recursive { u32::MAX } else { 1 })
         }),
         Mode::Tree => What::Walk(Tree::new(paths, depth)),

@@ -20,12 +20,31 @@
 //! entries (a name added, removed, renamed) sets the directory's mtime and
 //! ctime. Timestamps come from a coarse clock, though, so two changes within one
 //! tick can leave every time equal: as git does for "racily clean" index
-//! entries, a stamp is refused when any time in it is within [`RACY_FINE`]
-//! (times with nanoseconds) or [`RACY`] (whole seconds) of the moment it is
-//! taken. The stamp is taken before the command runs, so a change
-//! made while it runs shows at the next lookup. Values that are compared as
-//! they are (the text of a `.git` file, a symlink target's inode and type)
-//! need no racy check.
+//! entries, a stamp is refused when any time in it is within a tick of the
+//! coarse clock (times with nanoseconds: `stamp::coarse_floor`) or [`RACY`]
+//! (whole seconds) of the moment it is taken. The stamp is taken before the
+//! command runs, so a change made while it runs shows at the next lookup.
+//! Values that are compared as they are (the text of a `.git` file, a
+//! symlink target's inode and type) need no racy check.
+//!
+//! # Keys that show what the program shows
+//!
+//! A listing prints less than the metadata holds: `ls` names and kinds, `ls
+//! -l` its columns, with the date to the minute. Its stamp's *key*, what a
+//! lookup compares, holds just that (`stamp::Shows`), so that `.git`'s times,
+//! which every `git status` in the repository moves, cost a miss once a
+//! minute rather than at every lookup. Such a key can no longer see a change
+//! undone while the command ran (a name created and removed, a size grown and
+//! shrunk back) whose middle the output may show. So the first stamp also
+//! takes a *guard*, the full metadata of every file the key looked at, racy
+//! times refused, and the answer is stored as stamped only when the guard
+//! taken after the run ([`Inputs::held`]) is the same. A long listing's key
+//! also holds each symlink's target text and the ACL and security-context
+//! attributes (`ls -l` marks them after the mode), which only the ctime
+//! would otherwise reveal; its dates are compared to the minute only in a
+//! zone whose minutes are UTC's (`TZ` unset or a database name, and a date
+//! since 1972), to the second otherwise; `-t` and `-c` order or print by the
+//! full time, and keep every time in the key.
 //!
 //! # What is validated
 //!
@@ -97,23 +116,14 @@ mod git;
 mod grammar;
 mod stamp;
 
-use stamp::{Stamper, Walk};
+pub use stamp::Taken;
+use stamp::{Pass, Shows, Stamper, Walk};
 use std::path::Path;
 use std::time::Duration;
 
 /// A stamp is refused when a time in it is this close to the moment it is
 /// taken: the window for times kept to the second (ext4 with 128-byte inodes).
 pub const RACY: Duration = Duration::from_secs(1);
-
-/// The window for times with a sub-second part. The trusted filesystems keep
-/// nanoseconds, set from the kernel's coarse clock, which lags the real clock
-/// by at most one tick (1–10 ms). A change made after a stamp taken at `T`
-/// gets a ctime of at least `T` minus one tick; if every ctime in the stamp is
-/// older than that, the change shows. 100 ms is ten ticks at the coarsest
-/// `HZ`, so "save in the editor, then ask" is validated a moment later instead
-/// of a second later. A ctime whose nanoseconds are 0 may come from a
-/// second-granular filesystem and keeps the [`RACY`] window.
-pub const RACY_FINE: Duration = Duration::from_millis(100);
 
 /// Largest directory a listing stamp reads (every entry costs an `lstat` per hit).
 pub const MAX_ENTRIES: usize = 256;
@@ -151,8 +161,8 @@ struct Tree {
     reads: bool,
     /// `ls -l` dates are shown.
     dates: bool,
-    /// A listing that shows names and kinds only (`ls`, `ls -aF`).
-    names_only: bool,
+    /// What of each file met is shown, so compared.
+    shows: Shows,
     /// `find -path P -prune`: paths (as find writes them) not entered.
     prune: Box<[Box<str>]>,
 }
@@ -165,7 +175,7 @@ impl Tree {
             parent: false,
             reads: false,
             dates: false,
-            names_only: false,
+            shows: Shows::All,
             prune: Box::default(),
         }
     }
@@ -189,18 +199,37 @@ impl Inputs {
     /// child's environment `env` (git's config files are found from its `HOME`
     /// and `XDG_CONFIG_HOME`); None when they cannot be trusted to reveal a
     /// change (see the module docs). `life` is how long an entry stamped now may
-    /// be served.
-    pub fn stamp(&self, cwd: &Path, env: &[(String, String)], life: Duration) -> Option<u128> {
-        self.take(cwd, env, life, true, RACY, RACY_FINE)
+    /// be served. Taken before the command runs; see [`Inputs::held`] after.
+    pub fn stamp(&self, cwd: &Path, env: &[(String, String)], life: Duration) -> Option<Taken> {
+        self.take(cwd, env, life, Pass::First, RACY, None)
     }
 
-    /// The stamp again, to compare with one [`Inputs::stamp`] took: the same,
-    /// without asking each filesystem's type or reading git's config text, since
-    /// the device and the files' metadata are part of the stamp (a path now on
-    /// another filesystem, or an edited config, cannot match). This is the
-    /// cheaper half on the hit path.
+    /// The stamp again, to compare with the key [`Inputs::stamp`] took: the
+    /// same, without asking each filesystem's type or reading git's config
+    /// text, since the device and the files' metadata are part of the stamp (a
+    /// path now on another filesystem, or an edited config, cannot match), and
+    /// without the guard. This is the cheaper half on the hit path.
     pub fn restamp(&self, cwd: &Path, env: &[(String, String)], life: Duration) -> Option<u128> {
-        self.take(cwd, env, life, false, RACY, RACY_FINE)
+        self.take(cwd, env, life, Pass::Lookup, RACY, None)
+            .map(|t| t.key)
+    }
+
+    /// After the command ran: whether nothing its output may show changed
+    /// while it ran, so that the output is the one `taken` stands for. Always
+    /// so when the key holds every time (a change made after the stamp
+    /// shows at the next lookup); otherwise the guard is taken again.
+    pub fn held(
+        &self,
+        cwd: &Path,
+        env: &[(String, String)],
+        life: Duration,
+        taken: &Taken,
+    ) -> bool {
+        let Some(guard) = taken.guard else {
+            return true;
+        };
+        self.take(cwd, env, life, Pass::Check, RACY, None)
+            .is_some_and(|t| t.guard == Some(guard))
     }
 
     fn take(
@@ -208,11 +237,12 @@ impl Inputs {
         cwd: &Path,
         env: &[(String, String)],
         life: Duration,
-        check_fs: bool,
+        pass: Pass,
         racy: Duration,
-        racy_fine: Duration,
-    ) -> Option<u128> {
-        let mut s = Stamper::new(life, check_fs, racy, racy_fine)?;
+        racy_fine: Option<Duration>,
+    ) -> Option<Taken> {
+        let check_fs = pass != Pass::Lookup;
+        let mut s = Stamper::new(life, pass, check_fs, racy, racy_fine)?;
         match &self.0 {
             What::Read(paths) => {
                 for p in paths.iter() {
@@ -222,6 +252,7 @@ impl Inputs {
             }
             What::Walk(t) => {
                 s.dates = t.dates;
+                s.whole_minutes = zone_in_whole_minutes(env);
                 for p in t.paths.iter() {
                     let prune = |rel: &str| t.prune.iter().any(|x| **x == *rel);
                     let w = Walk {
@@ -229,7 +260,7 @@ impl Inputs {
                         parent: t.parent,
                         reads: t.reads,
                         git: false,
-                        names_only: t.names_only,
+                        shows: t.shows,
                         prune: &prune,
                     };
                     s.walk(&cwd.join(&**p), p, &w)?;
@@ -239,6 +270,28 @@ impl Inputs {
         }
         Some(s.finish())
     }
+}
+
+#[cfg(test)]
+impl Inputs {
+    /// The key of a first stamp.
+    fn key(&self, cwd: &Path, env: &[(String, String)], life: Duration) -> Option<u128> {
+        self.stamp(cwd, env, life).map(|t| t.key)
+    }
+}
+
+/// Whether `ls -l` dates print, in the child's time zone, in whole minutes of
+/// UTC: no `TZ` (the system's zone), or a name of the zone database or a
+/// POSIX zone with whole-hour offsets (letters, digits, `_`, `/`, `+`, `-`;
+/// not a file path, nor an offset with minutes or seconds, which a `:` or `<`
+/// would bring), read from the system's database (no `TZDIR`).
+fn zone_in_whole_minutes(env: &[(String, String)]) -> bool {
+    let named = |v: &str| {
+        !v.starts_with('/')
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_/+-".contains(&b))
+    };
+    env.iter().all(|(k, v)| k != "TZDIR" && (k != "TZ" || named(v)))
 }
 
 #[cfg(test)]

@@ -3,9 +3,68 @@
 use super::{MAX_ENTRIES, MAX_TREE_ENTRIES};
 use nix::sys::statfs::{self, FsType};
 use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// What a walk's program shows of each file it meets: what of it the stamp
+/// compares at a lookup (its *key*). A key that leaves times out is paired,
+/// when the answer is stored, with a *guard* of the full metadata taken
+/// before and after the run (see [`Pass`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Shows {
+    /// Everything the metadata holds, times to the nanosecond: trees whose
+    /// output sizes or orders by them (`du`, `ls -lt`), readers (`grep -r`).
+    All,
+    /// The columns of a long listing (`ls -l` without `-t` or `-c`): mode,
+    /// links, owner, group, size, blocks, the date to the minute it prints,
+    /// a symlink's target and the ACL or security-context mark after the
+    /// mode. `.git`'s times change with every `git status` in the
+    /// repository; the minute it shows, once a minute.
+    Columns,
+    /// Names and kinds only (`ls`, `ls -aF`).
+    Names,
+}
+
+/// Which stamp is being taken. A key that leaves times out ([`Shows::Columns`],
+/// [`Shows::Names`]) cannot see a change undone while the command ran (a
+/// file created and removed, a size grown and shrunk back): the command's
+/// output may show the state in between, and a later lookup would find the
+/// key equal. So the first stamp also hashes the full metadata of every file
+/// its key looked at (the guard: ctimes move forward only), and the answer
+/// is stored as stamped only when the guard taken after the run is the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Pass {
+    /// Before a run: the key and the guard, racy times refused in both.
+    First,
+    /// At a lookup: the key alone, compared with the stored one.
+    Lookup,
+    /// After a run: the guard again, compared with the first (no racy
+    /// refusal: any difference is one).
+    Check,
+}
+
+/// Whole-minute `ls -l` dates are the same in every zone of the system's
+/// database from this date (Liberia's last odd offset, 1972): older times
+/// are compared to the second.
+const WHOLE_MINUTE_ZONES_SINCE: i64 = 78_796_800;
+
+/// The lowest ctime with a sub-second part that is not racy, in seconds since
+/// the epoch. Files get their times from the kernel's coarse clock
+/// (`CLOCK_REALTIME_COARSE`, one tick per `HZ`), or finer (multigrain
+/// timestamps, Linux 6.13), never earlier: a change made after the clock
+/// reads `T` gets a ctime of at least `T`. A ctime below `T` therefore cannot
+/// be repeated by a later change, and with a tick and a millisecond of margin
+/// below it, this is one to two ticks (1–20 ms) behind real time. A fixed
+/// window would have to allow for the coarsest `HZ`: the 100 ms this replaced
+/// refused a shared repository's `.git` most of the time under load.
+fn coarse_floor() -> f64 {
+    use rustix::time::{clock_getres, clock_gettime, ClockId};
+    let secs = |t: rustix::time::Timespec| t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9;
+    let tick = secs(clock_getres(ClockId::RealtimeCoarse));
+    secs(clock_gettime(ClockId::RealtimeCoarse)) - tick - 1e-3
+}
 
 /// `ls -l` shows the time of day for files younger than this, the year otherwise
 /// (GNU coreutils: half a Gregorian year).
@@ -24,29 +83,49 @@ pub(super) struct Walk<'a> {
     /// The walk is a git worktree: its top `.git` is stamped, not entered, and a
     /// nested repository (another `.git`) is refused.
     pub git: bool,
-    /// The program shows names and kinds only (`ls` without `-l`, `-t`,
-    /// `-s`…): each file met is stamped by its name and mode, not its times
-    /// or size. Every name is read, so nothing else can change the output;
-    /// and the times that do not show cannot make the stamp racy. (A shared
-    /// repository's `ls` missed 99 % of the time in a 10,000-user run: every
-    /// `git status` anywhere rewrote `.git`'s times.)
-    pub names_only: bool,
+    /// What the program shows of each file met. A shared repository's `ls`
+    /// missed 99 % of the time in a 10,000-user run, and `ls -la` 98 %, while
+    /// their keys held every time to the nanosecond: every `git status`
+    /// anywhere rewrote `.git`'s times.
+    pub shows: Shows,
     /// Directories the program is known not to enter, by their path as the
     /// program would write it (the operand as written, `/`, the relative path).
     pub prune: &'a dyn Fn(&str) -> bool,
 }
 
+/// The two values a first stamp takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// What a lookup compares.
+    pub key: u128,
+    /// The full metadata behind a key that leaves times out, to compare
+    /// after the run ([`Pass::Check`]); None when the key holds it all.
+    pub guard: Option<u128>,
+}
+
 /// One stamp being taken.
 pub(super) struct Stamper {
+    /// The key: what a lookup compares.
     hash: blake3::Hasher,
+    /// The guard, and whether anything went into it.
+    guard: blake3::Hasher,
+    guarded: bool,
+    pass: Pass,
     /// Times after this (seconds since the epoch) are racy, when kept to the second.
     racy_after: f64,
     /// Times after this are racy, when they have a sub-second part.
     fine_after: f64,
+    /// Now, in seconds: a listed date after it prints with its year until
+    /// it passes.
+    now: f64,
     six_months: f64,
     margin: f64,
     /// The output shows `ls -l` dates: refuse those about to change format.
     pub dates: bool,
+    /// `ls -l` dates print in a zone of the system's database, where a
+    /// minute is the same minute everywhere: columns are compared to the
+    /// minute (else to the second).
+    pub whole_minutes: bool,
     /// A first stamp: refuse files on filesystems not known to keep ctime
     /// (a restamp need not ask: the device is in the stamp).
     pub check_fs: bool,
@@ -57,36 +136,61 @@ pub(super) struct Stamper {
 }
 
 impl Stamper {
-    /// A stamp refusing times within `racy` of now, or `fine` for times with a
-    /// sub-second part (`super::RACY`, `super::RACY_FINE`; tests pass zero to
-    /// see what the metadata alone tells apart).
-    pub fn new(life: Duration, check_fs: bool, racy: Duration, fine: Duration) -> Option<Stamper> {
+    /// A stamp refusing times within `racy` of now, and times with a
+    /// sub-second part within `fine` of now, or by default within a tick of
+    /// the coarse clock (see [`coarse_floor`]; tests pass windows to see
+    /// what the metadata alone tells apart).
+    pub fn new(
+        life: Duration,
+        pass: Pass,
+        check_fs: bool,
+        racy: Duration,
+        fine: Option<Duration>,
+    ) -> Option<Stamper> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
+        let racy_after = now.saturating_sub(racy).as_secs_f64();
+        let fine_after = match fine {
+            Some(fine) => now.saturating_sub(fine).as_secs_f64(),
+            None => coarse_floor(),
+        };
         Some(Stamper {
             hash: blake3::Hasher::new(),
-            racy_after: now.saturating_sub(racy).as_secs_f64(),
-            fine_after: now.saturating_sub(fine.min(racy)).as_secs_f64(),
+            guard: blake3::Hasher::new(),
+            guarded: false,
+            pass,
+            racy_after,
+            fine_after: fine_after.max(racy_after),
+            now: now.as_secs_f64(),
             // `ls -l` dates within this window of "six months ago" may change format.
             six_months: (now.as_secs().saturating_sub(SIX_MONTHS)) as f64,
             margin: (life + racy).as_secs_f64(),
             dates: false,
+            whole_minutes: true,
             check_fs,
             budget: MAX_TREE_ENTRIES,
             trusted: Vec::new(),
         })
     }
 
-    pub fn finish(self) -> u128 {
-        let digest = self.hash.finalize();
-        let mut b = [0u8; 16];
-        b.copy_from_slice(&digest.as_bytes()[..16]);
-        u128::from_le_bytes(b)
+    pub fn finish(self) -> Taken {
+        let half = |h: blake3::Hasher| {
+            let digest = h.finalize();
+            let mut b = [0u8; 16];
+            b.copy_from_slice(&digest.as_bytes()[..16]);
+            u128::from_le_bytes(b)
+        };
+        Taken {
+            key: half(self.hash),
+            guard: self.guarded.then(|| half(self.guard)),
+        }
     }
 
     /// Hashes a value the stamp depends on (a name, a file's contents).
     pub fn tag(&mut self, bytes: &[u8]) {
-        self.hash.update(&(bytes.len() as u64).to_le_bytes());
-        self.hash.update(bytes);
+        for h in [&mut self.hash, &mut self.guard] {
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        }
     }
 
     /// A file that is read: a regular file on a trusted filesystem. A missing file
@@ -126,17 +230,108 @@ impl Stamper {
         }
     }
 
-    /// What `ls -F` can show of a file besides its name: its type and
-    /// permission bits (`/`, `@`, `*`).
-    fn kind_of(&mut self, m: &Metadata) {
-        self.hash.update(&u64::from(m.mode()).to_le_bytes());
-    }
-
     fn ident_of(&mut self, m: &Metadata) {
         for v in [m.dev(), m.ino(), u64::from(m.mode()), u64::from(m.uid())] {
             self.hash.update(&v.to_le_bytes());
         }
         self.hash.update(&u64::from(m.gid()).to_le_bytes());
+    }
+
+    /// A file met by a walk, at `path`, as the program shows it.
+    fn shown(&mut self, m: &Metadata, path: &Path, shows: Shows) -> Option<()> {
+        match shows {
+            Shows::All => return self.meta(m),
+            // What `ls -F` can show of a file besides its name: its type and
+            // permission bits (`/`, `@`, `*`).
+            Shows::Names => {
+                self.hash.update(&u64::from(m.mode()).to_le_bytes());
+            }
+            Shows::Columns => self.columns(m, path)?,
+        }
+        self.guard_of(m)
+    }
+
+    /// What the columns of `ls -l` print of a file (and `-i`, `-s`, `-n`).
+    fn columns(&mut self, m: &Metadata, path: &Path) -> Option<()> {
+        let mtime = m.mtime() as f64 + m.mtime_nsec() as f64 * 1e-9;
+        // A date in the future prints with its year until it passes; one
+        // near six months ago changes format while the entry lives.
+        if mtime > self.now || self.dates && (mtime - self.six_months).abs() <= self.margin {
+            return None;
+        }
+        let shown_time = if self.whole_minutes && m.mtime() >= WHOLE_MINUTE_ZONES_SINCE {
+            m.mtime().div_euclid(60)
+        } else {
+            m.mtime() // never equal to a minute count of a date since 1972
+        };
+        for v in [
+            m.dev(),
+            m.ino(),
+            u64::from(m.mode()),
+            m.nlink(),
+            u64::from(m.uid()),
+            u64::from(m.gid()),
+            m.rdev(),
+            m.size(),
+            m.blocks(),
+            shown_time as u64,
+        ] {
+            self.hash.update(&v.to_le_bytes());
+        }
+        if m.file_type().is_symlink() {
+            // `name -> target`: the target's text, which no metadata holds.
+            match std::fs::read_link(path) {
+                Ok(t) => {
+                    let t = t.into_os_string();
+                    self.hash.update(&(t.len() as u64).to_le_bytes());
+                    self.hash.update(t.as_encoded_bytes());
+                }
+                Err(e) => self.error(&e)?,
+            }
+        }
+        self.marks(path)
+    }
+
+    /// The mark `ls -l` prints after the mode: `+` for an ACL, `.` for a
+    /// security context. Their extended attributes by name, and the values
+    /// of those: setting an ACL changes the ctime, which the key leaves out.
+    fn marks(&mut self, path: &Path) -> Option<()> {
+        use rustix::io::Errno;
+        let mut names = [0u8; 1024];
+        let n = match rustix::fs::llistxattr(path, &mut names[..]) {
+            Ok(n) => n,
+            Err(Errno::NOTSUP) => {
+                self.hash.update(b"-");
+                return Some(());
+            }
+            Err(e) => return self.error(&std::io::Error::from(e)),
+        };
+        self.hash.update(&(n as u64).to_le_bytes());
+        self.hash.update(&names[..n]);
+        for name in names[..n].split(|&b| b == 0).filter(|x| !x.is_empty()) {
+            if !(name.starts_with(b"system.") || name.starts_with(b"security.")) {
+                continue;
+            }
+            let name = std::ffi::OsStr::from_bytes(name);
+            let mut value = [0u8; 4096];
+            let len = rustix::fs::lgetxattr(path, name, &mut value[..]).ok()?;
+            self.hash.update(&(len as u64).to_le_bytes());
+            self.hash.update(&value[..len]);
+        }
+        Some(())
+    }
+
+    /// The full metadata of a file whose key leaves some of it out (on a
+    /// first stamp and after the run; a lookup compares the key alone).
+    fn guard_of(&mut self, m: &Metadata) -> Option<()> {
+        match self.pass {
+            Pass::Lookup => return Some(()),
+            Pass::First => self.racy(m)?,
+            Pass::Check => {}
+        }
+        self.guarded = true;
+        full(&mut self.guard, m);
+        Some(())
     }
 
     /// An operand and what lies under it, to `w.depth`: the operand itself and,
@@ -147,18 +342,32 @@ impl Stamper {
     pub fn walk(&mut self, path: &Path, shown: &str, w: &Walk<'_>) -> Option<()> {
         self.tag(shown.as_bytes());
         match std::fs::symlink_metadata(path) {
-            Ok(m) if w.names_only => self.ident_of(&m),
-            Ok(m) => self.meta(&m)?,
+            // A listing shows the entries of a directory operand, not the
+            // operand; its identity, and its times in the guard (a name
+            // created and removed while the command ran).
+            Ok(m) if w.shows == Shows::Names => {
+                self.ident_of(&m);
+                self.guard_of(&m)?;
+            }
+            Ok(m) => self.shown(&m, path, w.shows)?,
             Err(e) => return self.error(&e),
         }
         let target = match std::fs::metadata(path) {
             Ok(m) => m,
             Err(e) => return self.error(&e),
         };
-        if w.names_only {
+        if w.shows == Shows::Names {
             self.ident_of(&target);
+            self.guard_of(&target)?;
         } else {
-            self.meta(&target)?;
+            // Through a trailing `.`, what the target's own attributes are
+            // (`ls -la link` prints the target directory as `.`).
+            let through = if target.is_dir() {
+                path.join(".")
+            } else {
+                path.to_owned()
+            };
+            self.shown(&target, &through, w.shows)?;
         }
         if w.reads && !(target.is_dir() || target.is_file() && self.trusted_fs(path, target.dev()))
         {
@@ -167,9 +376,10 @@ impl Stamper {
         if !target.is_dir() || w.depth == 0 {
             return Some(());
         }
-        if w.parent && !w.names_only {
-            match std::fs::metadata(path.join("..")) {
-                Ok(m) => self.meta(&m)?,
+        if w.parent && w.shows != Shows::Names {
+            let parent = path.join("..");
+            match std::fs::metadata(&parent) {
+                Ok(m) => self.shown(&m, &parent, w.shows)?,
                 Err(e) => self.error(&e)?,
             }
         }
@@ -218,10 +428,8 @@ impl Stamper {
             if is_git {
                 // The git directory is stamped on its own (see `entries`).
                 self.ident_of(&m);
-            } else if w.names_only {
-                self.kind_of(&m);
             } else {
-                self.meta(&m)?;
+                self.shown(&m, path, w.shows)?;
             }
             let ft = m.file_type();
             if w.reads
@@ -232,7 +440,12 @@ impl Stamper {
             if ft.is_symlink() {
                 // `ls -lF`, `tree -F` classify the target: its kind is shown.
                 match std::fs::metadata(&*path) {
-                    Ok(t) => self.ident_of(&t),
+                    Ok(t) => {
+                        self.ident_of(&t);
+                        if w.shows != Shows::All {
+                            self.guard_of(&t)?;
+                        }
+                    }
                     Err(e) => self.error(&e)?,
                 }
             }
@@ -269,13 +482,28 @@ impl Stamper {
             parent: false,
             reads: false,
             git: false,
-            names_only: false,
+            shows: Shows::All,
             prune: &|_| false,
         };
         self.dir(&mut path.to_owned(), &mut String::new(), m.dev(), 1, &w)
     }
 
+    /// Every field of a file's metadata, times to the nanosecond, in the key.
     pub fn meta(&mut self, m: &Metadata) -> Option<()> {
+        self.racy(m)?;
+        if self.dates {
+            let mtime = m.mtime() as f64 + m.mtime_nsec() as f64 * 1e-9;
+            if (mtime - self.six_months).abs() <= self.margin {
+                return None;
+            }
+        }
+        full(&mut self.hash, m);
+        Some(())
+    }
+
+    /// Refuses a file whose times are too fresh to reveal a change made
+    /// after this stamp (see the module docs and [`coarse_floor`]).
+    fn racy(&self, m: &Metadata) -> Option<()> {
         let time = |s: i64, ns: i64| s as f64 + ns as f64 * 1e-9;
         let ctime = time(m.ctime(), m.ctime_nsec());
         let mtime = time(m.mtime(), m.mtime_nsec());
@@ -286,38 +514,17 @@ impl Stamper {
         } else {
             self.racy_after
         };
-        if ctime >= after || mtime >= after {
-            return None;
-        }
-        if self.dates && (mtime - self.six_months).abs() <= self.margin {
-            return None;
-        }
-        for v in [
-            m.dev(),
-            m.ino(),
-            u64::from(m.mode()),
-            m.nlink(),
-            u64::from(m.uid()),
-            u64::from(m.gid()),
-            m.rdev(),
-            m.size(),
-            m.blocks(),
-            m.mtime() as u64,
-            m.mtime_nsec() as u64,
-            m.ctime() as u64,
-            m.ctime_nsec() as u64,
-        ] {
-            self.hash.update(&v.to_le_bytes());
-        }
-        Some(())
+        (ctime < after && mtime < after).then_some(())
     }
 
     /// A path that could not be read is stamped by its error (missing is an
     /// answer too); an error without an OS code refuses the stamp.
     pub fn error(&mut self, e: &std::io::Error) -> Option<()> {
         let code = e.raw_os_error()?;
-        self.hash.update(b"E");
-        self.hash.update(&code.to_le_bytes());
+        for h in [&mut self.hash, &mut self.guard] {
+            h.update(b"E");
+            h.update(&code.to_le_bytes());
+        }
         Some(())
     }
 
@@ -332,6 +539,27 @@ impl Stamper {
             self.trusted.push(dev);
         }
         ok
+    }
+}
+
+/// Hashes every field of `m`'s metadata.
+fn full(h: &mut blake3::Hasher, m: &Metadata) {
+    for v in [
+        m.dev(),
+        m.ino(),
+        u64::from(m.mode()),
+        m.nlink(),
+        u64::from(m.uid()),
+        u64::from(m.gid()),
+        m.rdev(),
+        m.size(),
+        m.blocks(),
+        m.mtime() as u64,
+        m.mtime_nsec() as u64,
+        m.ctime() as u64,
+        m.ctime_nsec() as u64,
+    ] {
+        h.update(&v.to_le_bytes());
     }
 }
 

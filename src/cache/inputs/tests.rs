@@ -1,5 +1,6 @@
 //! Readers, listings and trees: grammars, stamps, refusals.
 
+use super::stamp::Shows;
 use super::*;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
@@ -31,15 +32,24 @@ pub(super) const LIFE: Duration = Duration::from_secs(600);
 /// (the times of a change just made are exact, only a later equal change
 /// within one clock tick could hide behind them).
 pub(super) fn exact(i: &Inputs, cwd: &Path, env: &[(String, String)]) -> Option<u128> {
-    i.take(cwd, env, LIFE, true, Duration::ZERO, Duration::ZERO)
+    i.take(
+        cwd,
+        env,
+        LIFE,
+        Pass::First,
+        Duration::ZERO,
+        Some(Duration::ZERO),
+    )
+    .map(|t| t.key)
 }
 
 /// A stamp with the whole-second window for every time: what "just changed"
 /// tests assert with, so that a loaded machine taking more than
-/// [`super::RACY_FINE`] between a write and the stamp cannot make them pass by
+/// a coarse-clock tick between a write and the stamp cannot make them pass by
 /// accident or fail.
 pub(super) fn strict(i: &Inputs, cwd: &Path, env: &[(String, String)]) -> Option<u128> {
-    i.take(cwd, env, LIFE, true, RACY, RACY)
+    i.take(cwd, env, LIFE, Pass::First, RACY, Some(RACY))
+        .map(|t| t.key)
 }
 
 #[test]
@@ -158,21 +168,21 @@ fn fresh_changes_are_racy_and_refused() {
     assert!(exact(&of("find .").unwrap(), d.path(), &[]).is_some());
 }
 
-/// The sub-second window: a file a little older than `RACY_FINE` is stamped
+/// The sub-second window: a file a few coarse-clock ticks old is stamped
 /// (where the filesystem keeps nanoseconds), and a same-size edit made after
-/// that stamp still shows, the soundness `RACY_FINE` rests on.
+/// that stamp still shows, the soundness `coarse_floor` rests on.
 #[test]
 fn fine_times_are_trusted_after_the_short_window_and_still_see_changes() {
     let d = dir();
     let cat = of("cat a").unwrap();
     let written = std::time::Instant::now();
-    std::thread::sleep(super::RACY_FINE + Duration::from_millis(50));
+    std::thread::sleep(Duration::from_millis(50));
     let fine = fs::metadata(d.path().join("a")).unwrap().ctime_nsec() != 0;
-    let s = cat.stamp(d.path(), &[], LIFE);
+    let s = cat.key(d.path(), &[], LIFE);
     if !fine {
         return; // a second-granular filesystem: the whole-second window applies
     }
-    let s = s.expect("older than RACY_FINE with nanosecond times: stampable");
+    let s = s.expect("older than a tick with nanosecond times: stampable");
     if written.elapsed() < RACY - Duration::from_millis(200) {
         assert_eq!(
             strict(&cat, d.path(), &[]),
@@ -197,87 +207,247 @@ fn a_stamp_changes_with_what_it_covers() {
     let ls = of("ls").unwrap();
     let ls_long = of("ls -l").unwrap();
     let ls_sub = of("ls -la sub").unwrap();
-    let s_cat = cat.stamp(d.path(), &[], LIFE).expect("stampable");
-    let s_long = ls_long.stamp(d.path(), &[], LIFE).expect("stampable");
-    let s_ls = ls.stamp(d.path(), &[], LIFE).expect("stampable");
-    let s_sub = ls_sub.stamp(d.path(), &[], LIFE).expect("stampable");
-    assert_eq!(cat.stamp(d.path(), &[], LIFE), Some(s_cat), "stable");
-    assert_eq!(ls.stamp(d.path(), &[], LIFE), Some(s_ls), "stable");
+    let s_cat = cat.key(d.path(), &[], LIFE).expect("stampable");
+    let s_long = ls_long.key(d.path(), &[], LIFE).expect("stampable");
+    let s_ls = ls.key(d.path(), &[], LIFE).expect("stampable");
+    let s_sub = ls_sub.key(d.path(), &[], LIFE).expect("stampable");
+    assert_eq!(cat.key(d.path(), &[], LIFE), Some(s_cat), "stable");
+    assert_eq!(ls.key(d.path(), &[], LIFE), Some(s_ls), "stable");
     // The lookup's cheaper restamp agrees with the stamp stored.
     assert_eq!(cat.restamp(d.path(), &[], LIFE), Some(s_cat));
     assert_eq!(ls_sub.restamp(d.path(), &[], LIFE), Some(s_sub));
     // Same length, other content: the times tell (and the stamp is racy now).
     fs::write(d.path().join("a"), "two\n").unwrap();
-    assert_ne!(cat.stamp(d.path(), &[], LIFE), Some(s_cat));
+    assert_ne!(cat.key(d.path(), &[], LIFE), Some(s_cat));
     // `ls -l` sees a changed entry (its size and times)...
-    assert_ne!(ls_long.stamp(d.path(), &[], LIFE), Some(s_long));
-    // ...`ls` shows its name only, which is the same.
-    assert_eq!(ls.stamp(d.path(), &[], LIFE), Some(s_ls));
-    // ...and `ls -la sub` a change of its parent (`..`): a new entry there
-    // (`ls sub` does not show `..`, so it need not care).
+    assert_ne!(ls_long.key(d.path(), &[], LIFE), Some(s_long));
+    // ...`ls` shows its name only, which is the same (at a lookup: a first
+    // stamp refuses the fresh times in its guard).
+    assert_eq!(ls.restamp(d.path(), &[], LIFE), Some(s_ls));
+    // ...and `ls -la sub` a change of its parent (`..`): a new directory
+    // there adds a link (`ls sub` does not show `..`, so it need not care).
     let ls_sub_names = of("ls sub").unwrap();
-    let s_sub_names = ls_sub_names.stamp(d.path(), &[], LIFE);
+    let s_sub_names = ls_sub_names.key(d.path(), &[], LIFE);
     assert!(s_sub_names.is_some());
-    assert_eq!(ls_sub.stamp(d.path(), &[], LIFE), Some(s_sub), "not yet");
-    fs::write(d.path().join("b"), "").unwrap();
-    assert_ne!(ls_sub.stamp(d.path(), &[], LIFE), Some(s_sub));
-    assert_eq!(ls_sub_names.stamp(d.path(), &[], LIFE), s_sub_names);
+    assert_eq!(ls_sub.key(d.path(), &[], LIFE), Some(s_sub), "not yet");
+    fs::create_dir(d.path().join("b")).unwrap();
+    assert_ne!(ls_sub.restamp(d.path(), &[], LIFE), Some(s_sub));
+    assert_eq!(ls_sub_names.restamp(d.path(), &[], LIFE), s_sub_names);
+}
+
+/// A ctime at or past the coarse clock's reading is refused by the default
+/// window: a change made after the stamp could carry the same ctime.
+#[test]
+fn a_ctime_within_the_coarse_tick_is_racy() {
+    use rustix::time::{clock_gettime, ClockId};
+    let d = dir();
+    let cat = of("cat a").unwrap();
+    let mut checked = 0;
+    for i in 0..50 {
+        fs::write(d.path().join("a"), format!("{i}\n")).unwrap();
+        let s = cat.key(d.path(), &[], LIFE);
+        // Read after the stamp: the stamp's own reading was at most this.
+        let t = clock_gettime(ClockId::RealtimeCoarse);
+        let coarse = i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec);
+        let m = fs::metadata(d.path().join("a")).unwrap();
+        let ctime = i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec());
+        if m.ctime_nsec() != 0 && ctime >= coarse {
+            assert_eq!(s, None, "a ctime in this tick");
+            checked += 1;
+        }
+    }
+    println!("{checked} of 50 writes had a ctime in the tick");
+}
+
+/// Sets a file's mtime (the ctime moves to now).
+fn set_mtime(path: &Path, secs: i64, nsec: i64) {
+    use nix::sys::stat::{utimensat, UtimensatFlags};
+    use nix::sys::time::TimeSpec;
+    let t = TimeSpec::new(secs, nsec);
+    utimensat(
+        nix::fcntl::AT_FDCWD,
+        path,
+        &t,
+        &t,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .unwrap();
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 #[test]
-fn a_plain_listing_is_stamped_by_names_and_kinds_only() {
+fn listings_are_keyed_by_what_they_show() {
+    for (line, shows) in [
+        ("ls", Shows::Names),
+        ("ls -1aFpR", Shows::Names),
+        ("ls -la", Shows::Columns),
+        ("ls -s", Shows::Columns),
+        ("ls -lhin", Shows::Columns),
+        ("ls -t", Shows::All),
+        ("ls -lc", Shows::All),
+        ("ls -latr", Shows::All),
+    ] {
+        assert!(
+            matches!(&of(line).unwrap().0, What::Walk(t) if t.shows == shows),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn a_plain_listing_is_keyed_by_names_and_kinds_only() {
     let d = dir();
     let p = d.path();
     fs::create_dir(p.join(".git")).unwrap();
     let ls = of("ls -aF").unwrap();
-    let long = of("ls -la").unwrap();
-    for (line, names_only) in [
-        ("ls", true),
-        ("ls -1aFpR", true),
-        ("ls -t", false),
-        ("ls -s", false),
-        ("ls -c", false),
-        ("ls -la", false),
-    ] {
-        assert!(
-            matches!(&of(line).unwrap().0, What::Walk(t) if t.names_only == names_only),
-            "{line}"
-        );
-    }
-    // Fresh times do not make it racy: they are not part of it.
-    let s = ls.stamp(p, &[], LIFE).expect("stampable at once");
+    // The lookup's key: fresh times are not part of it.
+    let s = ls.restamp(p, &[], LIFE).expect("a key at once");
     // What a `git status` does to `.git` (it creates and renames `index.lock`),
     // and a write to a listed file: no name or kind changed.
     fs::write(p.join(".git/index.lock"), "x").unwrap();
     fs::rename(p.join(".git/index.lock"), p.join(".git/index")).unwrap();
     fs::write(p.join("a"), "a longer content\n").unwrap();
     assert_eq!(
-        ls.stamp(p, &[], LIFE),
+        ls.restamp(p, &[], LIFE),
         Some(s),
         "names and kinds are the same"
     );
-    assert_eq!(ls.restamp(p, &[], LIFE), Some(s));
-    // `ls -la` shows those times and sizes: it is refused while they are
-    // fresh, and differs after.
-    std::thread::sleep(RACY + Duration::from_millis(50));
-    let s_long = long.stamp(p, &[], LIFE).expect("stampable once settled");
-    fs::write(p.join(".git/index.lock"), "x").unwrap();
-    fs::rename(p.join(".git/index.lock"), p.join(".git/index")).unwrap();
-    std::thread::sleep(RACY + Duration::from_millis(50));
-    assert_ne!(long.stamp(p, &[], LIFE), Some(s_long));
-    assert_eq!(ls.stamp(p, &[], LIFE), Some(s));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(ls.key(p, &[], LIFE), Some(s), "the first stamp's key too");
     // A new name, a name gone, another kind (`ls -F` marks executables).
     fs::write(p.join("b"), "").unwrap();
-    assert_ne!(ls.stamp(p, &[], LIFE), Some(s), "a new file");
+    assert_ne!(ls.restamp(p, &[], LIFE), Some(s), "a new file");
     fs::remove_file(p.join("b")).unwrap();
-    assert_eq!(ls.stamp(p, &[], LIFE), Some(s), "the same names again");
+    assert_eq!(ls.restamp(p, &[], LIFE), Some(s), "the same names again");
     fs::rename(p.join("a"), p.join("c")).unwrap();
-    assert_ne!(ls.stamp(p, &[], LIFE), Some(s), "a rename");
+    assert_ne!(ls.restamp(p, &[], LIFE), Some(s), "a rename");
     fs::rename(p.join("c"), p.join("a")).unwrap();
-    assert_eq!(ls.stamp(p, &[], LIFE), Some(s));
+    assert_eq!(ls.restamp(p, &[], LIFE), Some(s));
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(p.join("a"), fs::Permissions::from_mode(0o755)).unwrap();
-    assert_ne!(ls.stamp(p, &[], LIFE), Some(s), "now executable: `a*`");
+    assert_ne!(ls.restamp(p, &[], LIFE), Some(s), "now executable: `a*`");
+}
+
+#[test]
+fn a_long_listing_is_keyed_by_its_columns_with_dates_to_the_minute() {
+    let d = dir();
+    let p = d.path();
+    fs::create_dir(p.join(".git")).unwrap();
+    std::os::unix::fs::symlink("aaa", p.join("l")).unwrap();
+    let ls = of("ls -la").unwrap();
+    // An hour ago, 10 s into a minute: `ls -l` prints the minute.
+    let minute = (now_secs() - 3600).div_euclid(60) * 60;
+    set_mtime(&p.join(".git"), minute + 10, 1);
+    ls.restamp(p, &[], LIFE).expect("a key");
+    // `git status`: a name created and renamed in `.git`, its mtime now
+    // later in the same minute (the ctime moves on: not in the key).
+    fs::write(p.join(".git/index.lock"), "x").unwrap();
+    fs::rename(p.join(".git/index.lock"), p.join(".git/index")).unwrap();
+    set_mtime(&p.join(".git"), minute + 10, 1);
+    let s = ls.restamp(p, &[], LIFE).expect("a key");
+    fs::write(p.join(".git/index.lock"), "x").unwrap();
+    fs::rename(p.join(".git/index.lock"), p.join(".git/index")).unwrap();
+    set_mtime(&p.join(".git"), minute + 50, 999);
+    assert_eq!(
+        ls.restamp(p, &[], LIFE),
+        Some(s),
+        "the same minute, the same columns"
+    );
+    // In a zone whose minutes may not be UTC's, the second counts.
+    let odd = [("TZ".to_string(), "<+0030>-0:30".to_string())];
+    let s_odd = ls.restamp(p, &odd, LIFE).expect("a key");
+    set_mtime(&p.join(".git"), minute + 10, 1);
+    assert_ne!(ls.restamp(p, &odd, LIFE), Some(s_odd), "another second");
+    assert_eq!(ls.restamp(p, &[], LIFE), Some(s));
+    // Another minute, size, mode, target text, attribute: another key.
+    set_mtime(&p.join(".git"), minute + 70, 1);
+    assert_ne!(ls.restamp(p, &[], LIFE), Some(s), "another minute");
+    set_mtime(&p.join(".git"), minute + 10, 1);
+    assert_eq!(ls.restamp(p, &[], LIFE), Some(s));
+    let t = fs::metadata(p.join("a")).unwrap();
+    fs::write(p.join("a"), "a longer content\n").unwrap();
+    set_mtime(&p.join("a"), t.mtime(), t.mtime_nsec());
+    assert_ne!(ls.restamp(p, &[], LIFE), Some(s), "another size");
+    fs::write(p.join("a"), "one\n").unwrap();
+    set_mtime(&p.join("a"), t.mtime(), t.mtime_nsec());
+    assert_eq!(ls.restamp(p, &[], LIFE), Some(s), "the same columns");
+    fs::remove_file(p.join("l")).unwrap();
+    std::os::unix::fs::symlink("bbb", p.join("l")).unwrap();
+    let l = fs::symlink_metadata(p.join("l")).unwrap();
+    let s2 = ls.restamp(p, &[], LIFE).expect("a key");
+    fs::remove_file(p.join("l")).unwrap();
+    std::os::unix::fs::symlink("ccc", p.join("l")).unwrap();
+    set_mtime(&p.join("l"), l.mtime(), l.mtime_nsec());
+    assert_ne!(
+        ls.restamp(p, &[], LIFE),
+        Some(s2),
+        "`l -> ccc`, not `l -> bbb`"
+    );
+    let s3 = ls.restamp(p, &[], LIFE).expect("a key");
+    if rustix::fs::lsetxattr(
+        p.join("a"),
+        "user.voxterm",
+        b"1",
+        rustix::fs::XattrFlags::empty(),
+    )
+    .is_ok()
+    {
+        assert_ne!(ls.restamp(p, &[], LIFE), Some(s3), "an attribute");
+    }
+    // A date in the future prints with its year until it passes.
+    set_mtime(&p.join("a"), now_secs() + 120, 0);
+    assert_eq!(ls.restamp(p, &[], LIFE), None, "a future date");
+}
+
+/// A key that leaves times out cannot see a change undone while the command
+/// ran; the guard, taken again after the run, does.
+#[test]
+fn the_guard_sees_a_change_undone_while_the_command_ran() {
+    let d = dir();
+    let p = d.path();
+    std::thread::sleep(Duration::from_millis(50));
+    for line in ["ls", "ls -la", "ls -lR"] {
+        let ls = of(line).unwrap();
+        let taken = ls.stamp(p, &[], LIFE).expect("settled: stampable");
+        assert!(
+            taken.guard.is_some(),
+            "{line}: a key without times has a guard"
+        );
+        assert!(ls.held(p, &[], LIFE, &taken), "{line}: nothing changed");
+        // A name created and removed: the names are the same again.
+        fs::write(p.join("tmp"), "").unwrap();
+        fs::remove_file(p.join("tmp")).unwrap();
+        assert_eq!(
+            ls.restamp(p, &[], LIFE),
+            Some(taken.key),
+            "{line}: the same key"
+        );
+        assert!(!ls.held(p, &[], LIFE, &taken), "{line}: the guard saw it");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A size grown and shrunk back, within the minute the columns show.
+    let ls = of("ls -l").unwrap();
+    let taken = ls.stamp(p, &[], LIFE).expect("stampable");
+    let t = fs::metadata(p.join("a")).unwrap();
+    fs::write(p.join("a"), "a longer content\n").unwrap();
+    fs::write(p.join("a"), "one\n").unwrap();
+    set_mtime(&p.join("a"), t.mtime(), t.mtime_nsec());
+    assert_eq!(ls.restamp(p, &[], LIFE), Some(taken.key));
+    assert!(!ls.held(p, &[], LIFE, &taken));
+    // A key with every time needs no guard: a change shows in it.
+    let cat = of("cat a").unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let taken = cat.stamp(p, &[], LIFE).expect("stampable");
+    assert_eq!(taken.guard, None);
+    // The first stamp refuses fresh times in the guard too.
+    fs::write(p.join("b"), "").unwrap();
+    assert_eq!(strict(&of("ls").unwrap(), p, &[]), None);
 }
 
 /// A small project with a large ignored scratch directory.
@@ -399,7 +569,7 @@ proptest::proptest! {
 #[test]
 fn non_regular_and_pseudo_files_are_refused() {
     let d = dir();
-    let stamp = |l: &str| of(l).unwrap().stamp(d.path(), &[], LIFE);
+    let stamp = |l: &str| of(l).unwrap().key(d.path(), &[], LIFE);
     assert_eq!(stamp("cat /dev/null"), None);
     assert_eq!(stamp("cat /proc/loadavg"), None);
     assert_eq!(stamp("ls /proc"), None);

@@ -372,7 +372,7 @@ fn git_stamps_are_racy_after_a_change_and_stable_after() {
     assert_eq!(strict(&log, &r.root, &r.env()), None);
     std::thread::sleep(RACY + Duration::from_millis(50));
     let s = log
-        .stamp(&r.root, &r.env(), LIFE)
+        .key(&r.root, &r.env(), LIFE)
         .expect("stampable once settled");
     assert_eq!(log.restamp(&r.root, &r.env(), LIFE), Some(s));
     // Running `git status` takes and drops `index.lock` (and may refresh the
@@ -381,7 +381,7 @@ fn git_stamps_are_racy_after_a_change_and_stable_after() {
     let status = of("git status").unwrap();
     r.git(&["status"]);
     std::thread::sleep(RACY + Duration::from_millis(50));
-    let s = status.stamp(&r.root, &r.env(), LIFE).expect("stampable");
+    let s = status.key(&r.root, &r.env(), LIFE).expect("stampable");
     r.git(&["status"]);
     r.git(&["diff"]);
     assert_eq!(status.restamp(&r.root, &r.env(), LIFE), Some(s));
