@@ -1,10 +1,12 @@
 //! `find`: start points, an expression of whitelisted tests, and the literal
 //! `-path ./X -prune` that keeps the walk out of a large directory.
 
+use super::stamp::Shows;
 use super::{Tree, What, MAX_OPERANDS};
 
 /// Tests and actions whose answer depends only on what a stamp covers (names,
 /// types, sizes, permissions, owners, link counts, depth), with no argument.
+/// The stamp's key leaves the times out (`Shows::Attrs`), but for `-empty`.
 /// Time-relative tests (`-mtime`, `-newer`…) are left out: their answer changes
 /// as time passes, with no change to the files.
 const NULLARY: &[&str] = &[
@@ -59,12 +61,13 @@ pub(super) fn parse(args: &[String]) -> Option<What> {
     }
     let expr = &args[i..];
     let mut depth: Option<u32> = None;
-    let (mut depth_first, mut min_depth) = (false, false);
+    let (mut depth_first, mut min_depth, mut empty) = (false, false, false);
     let mut words = expr.iter();
     while let Some(w) = words.next() {
         let w = w.as_str();
         if NULLARY.contains(&w) {
             depth_first |= w == "-depth";
+            empty |= w == "-empty";
             continue;
         }
         if !UNARY.contains(&w) {
@@ -87,6 +90,9 @@ pub(super) fn parse(args: &[String]) -> Option<What> {
     };
     Some(What::Walk(Tree {
         prune: prune.into_iter().map(Box::from).collect(),
+        // `-empty` asks about the entries of a directory at the depth bound,
+        // which the walk does not read: only its times show they changed.
+        shows: if empty { Shows::All } else { Shows::Attrs },
         ..Tree::new(
             starts.into_iter().map(Box::from).collect(),
             depth.unwrap_or(u32::MAX),

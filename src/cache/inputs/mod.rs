@@ -41,7 +41,9 @@
 //! taken after the run ([`Inputs::held`]) is the same. A long listing's key
 //! also holds each symlink's target text and the ACL and security-context
 //! attributes (`ls -l` marks them after the mode), which only the ctime
-//! would otherwise reveal; its dates are compared to the minute only in a
+//! would otherwise reveal; a `find` is keyed by everything but the times and
+//! inode numbers (its tests look at nothing else; with `-empty`, which asks
+//! about the entries of directories at the depth bound, by every time); its dates are compared to the minute only in a
 //! zone whose minutes are UTC's (`TZ` unset or a database name, and a date
 //! since 1972), to the second otherwise; `-t` and `-c` order or print by the
 //! full time, and keep every time in the key.
@@ -291,7 +293,8 @@ fn zone_in_whole_minutes(env: &[(String, String)]) -> bool {
             && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"_/+-".contains(&b))
     };
-    env.iter().all(|(k, v)| k != "TZDIR" && (k != "TZ" || named(v)))
+    env.iter()
+        .all(|(k, v)| k != "TZDIR" && (k != "TZ" || named(v)))
 }
 
 #[cfg(test)]

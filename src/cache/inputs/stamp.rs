@@ -25,6 +25,11 @@ pub(super) enum Shows {
     Columns,
     /// Names and kinds only (`ls`, `ls -aF`).
     Names,
+    /// Everything but the times (and inode numbers): what `find`'s tests
+    /// other than the time-relative ones (refused) and `-empty` look at.
+    /// `find . -name '*.rs'` in a repository walks `.git`, whose times every
+    /// `git status` moves.
+    Attrs,
 }
 
 /// Which stamp is being taken. A key that leaves times out ([`Shows::Columns`],
@@ -247,6 +252,20 @@ impl Stamper {
                 self.hash.update(&u64::from(m.mode()).to_le_bytes());
             }
             Shows::Columns => self.columns(m, path)?,
+            Shows::Attrs => {
+                for v in [
+                    m.dev(),
+                    u64::from(m.mode()),
+                    m.nlink(),
+                    u64::from(m.uid()),
+                    u64::from(m.gid()),
+                    m.rdev(),
+                    m.size(),
+                    m.blocks(),
+                ] {
+                    self.hash.update(&v.to_le_bytes());
+                }
+            }
         }
         self.guard_of(m)
     }
