@@ -554,6 +554,10 @@ const BYPASSES: &[&str] = &[
     // Found by the generated lines. Inside backquotes `\\` and `\$` lose their
     // backslash before the inner line runs:
     "echo `\\\\rm x`",
+    // A backslash outside quotes makes the next character literal, and
+    // such a line runs without a shell: still `rm`.
+    "r\\m x",
+    "\\rm x",
     "ls `ls \"\\$(id)\"`",
     "echo `echo \"\\$(rm x)\"`",
     // `"$'…'"` inside `"$(…)"` hides the substitution from the walk:

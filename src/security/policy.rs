@@ -860,6 +860,9 @@ mod tests {
             "command -p rm x",
             "exec -a ls rm x",
             "echo `\\\\rm x`",
+            "r\\m x",
+            "\\rm x",
+            "\\r\\m x",
         ] {
             assert!(no_rm.check(line).is_err(), "{line:?} was admitted");
         }

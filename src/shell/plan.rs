@@ -105,8 +105,10 @@ const SHELL_WORDS: &[&str] = &[
 /// Decides whether `command`, split into `words` (`None`: its quotes do not
 /// balance), can be exec'd directly (`true`) or needs `/bin/sh -c`.
 ///
-/// Direct only when the line has no shell syntax at all (no `| & ; < > ( ) $ \` \ * ?
-/// [ ] { } ~ # !` or newline outside quotes, no `$ \` \` inside double quotes), no
+/// Direct only when the line has no shell syntax at all (no `| & ; < > ( ) $ \` * ?
+/// [ ] { } ~ # !` or newline outside quotes, no `$ \` \` inside double quotes, no
+/// `\` outside quotes but one that makes the printable character after it
+/// literal, as in `find . \( -name a -o -name b \)`), no
 /// leading `NAME=value` word, and its first word is not a shell keyword or a
 /// shell-only builtin. Quotes are removed the way `sh` would (via `shell-words`).
 pub(super) fn direct(command: &str, words: Option<&[String]>) -> Result<bool, PlanError> {
@@ -132,7 +134,8 @@ fn has_shell_syntax(line: &str) -> bool {
         Double,
     }
     let mut q = Q::None;
-    for c in line.chars() {
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
         match q {
             Q::Single => {
                 if c == '\'' {
@@ -148,8 +151,14 @@ fn has_shell_syntax(line: &str) -> bool {
                 '\'' => q = Q::Single,
                 '"' => q = Q::Double,
                 ' ' | '\t' => {}
-                '|' | '&' | ';' | '<' | '>' | '(' | ')' | '$' | '`' | '\\' | '*' | '?' | '['
-                | ']' | '{' | '}' | '~' | '#' | '!' | '\n' => return true,
+                // `\X` is the character X, for `sh` and for `shell-words`
+                // alike; not a line continuation, nor a control character.
+                '\\' => match chars.next() {
+                    Some(x) if !x.is_control() => {}
+                    _ => return true,
+                },
+                '|' | '&' | ';' | '<' | '>' | '(' | ')' | '$' | '`' | '*' | '?' | '[' | ']'
+                | '{' | '}' | '~' | '#' | '!' | '\n' => return true,
                 // Other control characters (\r, \0…): tokenisation differences are
                 // not worth reasoning about; the shell decides.
                 c if c.is_control() => return true,
@@ -211,7 +220,17 @@ mod tests {
             ("(cd /)", SHELL),
             ("echo $HOME", SHELL),
             ("echo `id`", SHELL),
-            ("echo a\\ b", SHELL),
+            ("echo a\\ b", direct(&["echo", "a b"])),
+            (
+                "find . \\( -name a -o -name b \\) -print",
+                direct(&[
+                    "find", ".", "(", "-name", "a", "-o", "-name", "b", ")", "-print",
+                ]),
+            ),
+            ("ls \\*.rs", direct(&["ls", "*.rs"])),
+            ("echo a\\\nb", SHELL),
+            ("echo a\\\rb", SHELL),
+            ("echo a\\", SHELL),
             ("ls *.rs", SHELL),
             ("ls ?.rs", SHELL),
             ("ls [ab].rs", SHELL),
@@ -249,6 +268,35 @@ mod tests {
         ];
         for (line, want) in cases {
             assert_eq!(&plan(line), want, "plan({line:?})");
+        }
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(96))]
+        /// A line run directly gets the very words `/bin/sh` would give it:
+        /// quotes and backslashes removed the same way.
+        #[test]
+        fn a_direct_line_has_the_words_sh_gives_it(
+            words in proptest::collection::vec(
+                "[ab]{0,2}(\\\\[ (*\\\\'\"a]|'[ab \\\\]*'|\"[ab ]*\")?[ab]{0,2}",
+                1..5,
+            )
+        ) {
+            let line = words.join(" ");
+            let argv = plan(&format!("echo {line}"));
+            proptest::prop_assert!(matches!(argv, Ok(Some(_))), "{:?} runs directly", line);
+            let Ok(Some(argv)) = argv else { unreachable!() };
+            let out = std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(format!("printf '%s\\0' x {line}"))
+                .output()
+                .unwrap();
+            let words: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_terminator('\0')
+                .skip(1)
+                .map(String::from)
+                .collect();
+            proptest::prop_assert_eq!(&argv[1..], &words[..], "{:?}", line);
         }
     }
 

@@ -1,11 +1,13 @@
 //! Taking a stamp: file metadata, listings and trees, hashed in a fixed order.
 
-use super::{MAX_ENTRIES, MAX_TREE_ENTRIES};
+use super::{MAX_ENTRIES, MAX_TREE_ENTRIES, RACY};
 use nix::sys::statfs::{self, FsType};
+use std::ffi::OsString;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// What a walk's program shows of each file it meets: what of it the stamp
@@ -71,6 +73,30 @@ fn coarse_floor() -> f64 {
     secs(clock_gettime(ClockId::RealtimeCoarse)) - tick - 1e-3
 }
 
+/// A directory's names as read under its times (see [`Stamper::names`]).
+#[derive(Clone)]
+struct Listing {
+    times: [i64; 4],
+    names: Arc<[OsString]>,
+}
+
+/// Listings kept, by (device, inode): at most this many directories of at
+/// most [`MAX_ENTRIES`] names each.
+const LISTINGS_KEPT: usize = 1024;
+
+static LISTINGS: LazyLock<quick_cache::sync::Cache<(u64, u64), Listing>> =
+    LazyLock::new(|| quick_cache::sync::Cache::new(LISTINGS_KEPT));
+
+/// Whether a listing of the directory whose metadata is `m` is kept, under
+/// its times now.
+#[cfg(test)]
+pub(super) fn kept(m: &Metadata) -> bool {
+    let times = [m.ctime(), m.ctime_nsec(), m.mtime(), m.mtime_nsec()];
+    LISTINGS
+        .get(&(m.dev(), m.ino()))
+        .is_some_and(|l| l.times == times)
+}
+
 /// `ls -l` shows the time of day for files younger than this, the year otherwise
 /// (GNU coreutils: half a Gregorian year).
 const SIX_MONTHS: u64 = 31_556_952 / 2;
@@ -123,6 +149,9 @@ pub(super) struct Stamper {
     /// Now, in seconds: a listed date after it prints with its year until
     /// it passes.
     now: f64,
+    /// [`coarse_floor`] when this stamp began, whatever windows it was
+    /// given: what a listing kept for other stamps must be older than.
+    coarse: f64,
     six_months: f64,
     margin: f64,
     /// The output shows `ls -l` dates: refuse those about to change format.
@@ -154,9 +183,10 @@ impl Stamper {
     ) -> Option<Stamper> {
         let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
         let racy_after = now.saturating_sub(racy).as_secs_f64();
+        let coarse = coarse_floor();
         let fine_after = match fine {
             Some(fine) => now.saturating_sub(fine).as_secs_f64(),
-            None => coarse_floor(),
+            None => coarse,
         };
         Some(Stamper {
             hash: blake3::Hasher::new(),
@@ -166,6 +196,7 @@ impl Stamper {
             racy_after,
             fine_after: fine_after.max(racy_after),
             now: now.as_secs_f64(),
+            coarse,
             // `ls -l` dates within this window of "six months ago" may change format.
             six_months: (now.as_secs().saturating_sub(SIX_MONTHS)) as f64,
             margin: (life + racy).as_secs_f64(),
@@ -403,34 +434,33 @@ impl Stamper {
             }
         }
         let mut rel = String::from(shown);
-        self.dir(&mut path.to_owned(), &mut rel, target.dev(), 1, w)
+        self.dir(&mut path.to_owned(), &mut rel, &target, 1, w)
     }
 
+    /// The entries under `path`, a directory whose metadata is `m` (`lstat`
+    /// taken during this stamp), by sorted name; None when over the bound.
     fn dir(
         &mut self,
         path: &mut PathBuf,
         rel: &mut String,
-        dev: u64,
+        m: &Metadata,
         level: u32,
         w: &Walk<'_>,
     ) -> Option<()> {
-        if !self.trusted_fs(path, dev) {
+        if !self.trusted_fs(path, m.dev()) {
             return None;
         }
-        let mut names = Vec::new();
-        for entry in std::fs::read_dir(&*path).ok()? {
-            let entry = entry.ok()?;
-            // A listing (`ls`) of one directory keeps the per-directory bound.
-            if self.budget == 0 || (w.depth == 1 && names.len() == MAX_ENTRIES) {
-                return None;
-            }
-            self.budget -= 1;
-            names.push(entry.file_name());
-        }
-        names.sort_unstable();
-        for name in names {
+        // A listing (`ls`) of one directory keeps the per-directory bound.
+        let bound = if w.depth == 1 {
+            MAX_ENTRIES.min(self.budget)
+        } else {
+            self.budget
+        };
+        let names = self.names(path, m, bound)?;
+        self.budget -= names.len();
+        for name in names.iter() {
             self.tag(name.as_encoded_bytes());
-            path.push(&name);
+            path.push(name);
             let m = std::fs::symlink_metadata(&*path);
             let m = match m {
                 Ok(m) => m,
@@ -440,7 +470,7 @@ impl Stamper {
                     continue;
                 }
             };
-            let is_git = w.git && name == ".git";
+            let is_git = w.git && *name == *".git";
             if is_git && level > 1 {
                 return None; // a nested repository: its own state is not stamped
             }
@@ -473,13 +503,62 @@ impl Stamper {
                 rel.push('/');
                 rel.push_str(&name.to_string_lossy());
                 if !(w.prune)(rel) {
-                    self.dir(path, rel, m.dev(), level + 1, w)?;
+                    self.dir(path, rel, &m, level + 1, w)?;
                 }
                 rel.truncate(len);
             }
             path.pop();
         }
         Some(())
+    }
+
+    /// The names in the directory at `path` whose metadata is `m`, sorted;
+    /// None when there are more than `bound`. Read once per change of the
+    /// directory: a listing read under a ctime that was not racy is reused
+    /// while the directory's ctime and mtime are the same (any name added,
+    /// removed or renamed sets both; a change after the `lstat` behind `m`
+    /// gets a later ctime, so a listing read after it is never reused).
+    /// Reading directories was a quarter of the server's CPU in a
+    /// 10,000-user run: every lookup of a git line or a listing listed the
+    /// same unchanged directories again.
+    fn names(&mut self, path: &Path, m: &Metadata, bound: usize) -> Option<Arc<[OsString]>> {
+        let id = (m.dev(), m.ino());
+        let times = [m.ctime(), m.ctime_nsec(), m.mtime(), m.mtime_nsec()];
+        if let Some(l) = LISTINGS.get(&id).filter(|l| l.times == times) {
+            return (l.names.len() <= bound).then_some(l.names);
+        }
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(path).ok()? {
+            if names.len() == bound {
+                return None;
+            }
+            names.push(entry.ok()?.file_name());
+        }
+        names.sort_unstable();
+        let names: Arc<[OsString]> = names.into();
+        // Settled by the default windows (not a test's): the coarse clock's
+        // tick, or a second for a time without nanoseconds.
+        let settled = |s: i64, ns: i64| {
+            let t = s as f64 + ns as f64 * 1e-9;
+            t < if ns != 0 {
+                self.coarse
+            } else {
+                self.now - RACY.as_secs_f64()
+            }
+        };
+        if names.len() <= MAX_ENTRIES
+            && settled(m.ctime(), m.ctime_nsec())
+            && settled(m.mtime(), m.mtime_nsec())
+        {
+            LISTINGS.insert(
+                id,
+                Listing {
+                    times,
+                    names: names.clone(),
+                },
+            );
+        }
+        Some(names)
     }
 
     /// A listing of one directory's entries (no descent): for git's own
@@ -504,7 +583,7 @@ impl Stamper {
             shows: Shows::All,
             prune: &|_| false,
         };
-        self.dir(&mut path.to_owned(), &mut String::new(), m.dev(), 1, &w)
+        self.dir(&mut path.to_owned(), &mut String::new(), &m, 1, &w)
     }
 
     /// Every field of a file's metadata, times to the nanosecond, in the key.

@@ -436,6 +436,30 @@ fn a_find_is_keyed_by_everything_but_the_times() {
     assert_ne!(find.restamp(p, &[], LIFE), Some(s), "a name");
 }
 
+/// A directory is read once per change: its listing is kept while its times
+/// are the same, never reused after a change, and not kept while fresh.
+#[test]
+fn a_listing_is_read_again_only_when_the_directory_changed() {
+    let d = dir();
+    let p = d.path();
+    let meta = || fs::metadata(p.join("sub")).unwrap();
+    let ls = of("ls -l sub").unwrap();
+    fs::write(p.join("sub/x"), "").unwrap();
+    let fresh = ls.restamp(p, &[], LIFE).expect("a key");
+    assert!(!super::stamp::kept(&meta()), "fresh times: not kept");
+    std::thread::sleep(Duration::from_millis(50));
+    let s = ls.restamp(p, &[], LIFE).expect("a key");
+    assert_eq!(s, fresh);
+    assert!(super::stamp::kept(&meta()), "settled: kept");
+    assert_eq!(ls.restamp(p, &[], LIFE), Some(s), "read from what was kept");
+    // A new name, at once: the directory's times moved, so it is read again.
+    fs::write(p.join("sub/y"), "").unwrap();
+    assert!(!super::stamp::kept(&meta()));
+    assert_ne!(ls.restamp(p, &[], LIFE), Some(s), "the new name shows");
+    fs::remove_file(p.join("sub/y")).unwrap();
+    assert_eq!(ls.restamp(p, &[], LIFE), Some(s), "the same names again");
+}
+
 /// A key that leaves times out cannot see a change undone while the command
 /// ran; the guard, taken again after the run, does.
 #[test]
