@@ -519,27 +519,25 @@ fn tree(s: &mut Stamper, path: &Path) -> Option<()> {
 /// where most repositories have a few dozen.)
 fn objects(s: &mut Stamper, dir: &Path) -> Option<()> {
     s.ident(dir)?;
-    match std::fs::symlink_metadata(dir) {
-        Ok(m) => s.meta(&m)?,
+    let m = match std::fs::symlink_metadata(dir) {
+        Ok(m) => m,
         Err(e) => return s.error(&e),
-    }
+    };
+    s.meta(&m)?;
     if std::fs::symlink_metadata(dir.join("info/alternates")).is_ok() {
         return None;
     }
     s.entries(&dir.join("pack"))?;
-    let mut fanout: Vec<std::ffi::OsString> = std::fs::read_dir(dir)
-        .ok()?
-        .filter_map(|e| {
-            let name = e.ok()?.file_name();
-            let b = name.as_encoded_bytes();
-            (b.len() == 2 && b.iter().all(u8::is_ascii_hexdigit)).then_some(name)
-        })
-        .collect();
-    fanout.sort_unstable();
+    // Read once per change of the store (see `Stamper::names`).
+    let names = s.names(dir, &m, 1024)?;
+    let fanout = names.iter().filter(|name| {
+        let b = name.as_encoded_bytes();
+        b.len() == 2 && b.iter().all(u8::is_ascii_hexdigit)
+    });
     let mut path = dir.to_owned();
     for name in fanout {
         s.tag(name.as_encoded_bytes());
-        path.push(&name);
+        path.push(name);
         match std::fs::symlink_metadata(&path) {
             Ok(m) => s.meta(&m)?,
             Err(e) => s.error(&e)?,

@@ -81,8 +81,12 @@ struct Listing {
 }
 
 /// Listings kept, by (device, inode): at most this many directories of at
-/// most [`MAX_ENTRIES`] names each.
+/// most [`KEPT_NAMES`] names each.
 const LISTINGS_KEPT: usize = 1024;
+
+/// The largest listing kept: a full loose-object store (256 fan-out
+/// directories, `info`, `pack`) fits.
+const KEPT_NAMES: usize = 512;
 
 static LISTINGS: LazyLock<quick_cache::sync::Cache<(u64, u64), Listing>> =
     LazyLock::new(|| quick_cache::sync::Cache::new(LISTINGS_KEPT));
@@ -521,7 +525,7 @@ impl Stamper {
     /// Reading directories was a quarter of the server's CPU in a
     /// 10,000-user run: every lookup of a git line or a listing listed the
     /// same unchanged directories again.
-    fn names(&mut self, path: &Path, m: &Metadata, bound: usize) -> Option<Arc<[OsString]>> {
+    pub fn names(&mut self, path: &Path, m: &Metadata, bound: usize) -> Option<Arc<[OsString]>> {
         let id = (m.dev(), m.ino());
         let times = [m.ctime(), m.ctime_nsec(), m.mtime(), m.mtime_nsec()];
         if let Some(l) = LISTINGS.get(&id).filter(|l| l.times == times) {
@@ -546,7 +550,7 @@ impl Stamper {
                 self.now - RACY.as_secs_f64()
             }
         };
-        if names.len() <= MAX_ENTRIES
+        if names.len() <= KEPT_NAMES
             && settled(m.ctime(), m.ctime_nsec())
             && settled(m.mtime(), m.mtime_nsec())
         {
