@@ -526,9 +526,12 @@ impl Stamper {
     /// 10,000-user run: every lookup of a git line or a listing listed the
     /// same unchanged directories again.
     pub fn names(&mut self, path: &Path, m: &Metadata, bound: usize) -> Option<Arc<[OsString]>> {
+        // Only the directory itself vouches for its names: not a symlink to
+        // one, whose times do not move with the target's entries.
+        let keep = m.is_dir();
         let id = (m.dev(), m.ino());
         let times = [m.ctime(), m.ctime_nsec(), m.mtime(), m.mtime_nsec()];
-        if let Some(l) = LISTINGS.get(&id).filter(|l| l.times == times) {
+        if let Some(l) = LISTINGS.get(&id).filter(|l| keep && l.times == times) {
             return (l.names.len() <= bound).then_some(l.names);
         }
         let mut names = Vec::new();
@@ -550,7 +553,8 @@ impl Stamper {
                 self.now - RACY.as_secs_f64()
             }
         };
-        if names.len() <= KEPT_NAMES
+        if keep
+            && names.len() <= KEPT_NAMES
             && settled(m.ctime(), m.ctime_nsec())
             && settled(m.mtime(), m.mtime_nsec())
         {

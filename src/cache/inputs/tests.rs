@@ -460,6 +460,26 @@ fn a_listing_is_read_again_only_when_the_directory_changed() {
     assert_eq!(ls.restamp(p, &[], LIFE), Some(s), "the same names again");
 }
 
+/// A symlink's times do not move when its target directory's entries do: its
+/// listing is never kept (git's object store may be one).
+#[test]
+fn a_symlink_to_a_directory_does_not_vouch_for_its_names() {
+    use super::stamp::{Pass, Stamper};
+    let d = dir();
+    let p = d.path();
+    std::os::unix::fs::symlink(p.join("sub"), p.join("link")).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let names = || {
+        let link = fs::symlink_metadata(p.join("link")).unwrap();
+        let mut s = Stamper::new(LIFE, Pass::First, false, RACY, None).unwrap();
+        let n = s.names(&p.join("link"), &link, 100).unwrap().len();
+        (n, super::stamp::kept(&link))
+    };
+    assert_eq!(names(), (0, false));
+    fs::write(p.join("sub/new"), "").unwrap();
+    assert_eq!(names(), (1, false), "read again: the new name");
+}
+
 /// A key that leaves times out cannot see a change undone while the command
 /// ran; the guard, taken again after the run, does.
 #[test]
