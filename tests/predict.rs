@@ -165,11 +165,25 @@ async fn a_busy_pool_gets_no_prefetch() {
 async fn a_prefetched_entry_is_invalidated_like_any_other() {
     let srv = TestServer::start("predict-inval").await;
     let mut c = srv.client("p4").await;
-    // `ls -l`: `touch a` changes what it shows (see above).
-    train(&mut c, &["touch a", "ls -l"], 4).await;
+    // `a` grows outside the engine before every `true`, and has settled when
+    // `true` runs (a prefetch right after a change could not be stamped, and
+    // is not run): the `ls -l` that always follows needs a new answer, which
+    // only a prefetch after `true` can have ready.
+    let file = srv.root.join("a");
+    let settle = voxterm::cache::inputs::RACY + Duration::from_millis(100);
+    let grow = |n: usize| {
+        std::fs::write(&file, "x".repeat(n)).unwrap();
+    };
+    for round in 0..4 {
+        grow(round + 1);
+        tokio::time::sleep(settle).await;
+        train(&mut c, &["true", "ls -l"], 1).await;
+    }
     // Prefetch `ls -l`, then change the directory behind the entry.
+    grow(10);
+    tokio::time::sleep(settle).await;
     let before = metric(srv.addr, "voxterm_prefetch_stored_total").await;
-    exit_of(&run(&mut c, 0, "touch a").await);
+    exit_of(&run(&mut c, 0, "true").await);
     wait_metric(&srv, "voxterm_prefetch_stored_total", before + 1.0).await;
     exit_of(&run(&mut c, 0, "mkdir newdir").await);
     let ls = run(&mut c, 0, "ls -l").await;
@@ -211,4 +225,35 @@ async fn the_model_is_reloaded_after_a_restart() {
     );
     let _ = std::fs::remove_dir_all(&data);
     let _ = std::fs::remove_dir_all(&root);
+}
+
+/// A predicted line whose answer could be neither stored nor served (its
+/// inputs cannot be stamped: a tree over the bound) is not run ahead: it
+/// would be a spawn for nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_line_that_cannot_be_stamped_is_not_prefetched() {
+    let srv = TestServer::start("predict-unstampable").await;
+    let big = srv.root.join("big");
+    std::fs::create_dir(&big).unwrap();
+    for i in 0..(voxterm::cache::inputs::MAX_TREE_ENTRIES + 10) {
+        std::fs::write(big.join(i.to_string()), "").unwrap();
+    }
+    let mut c = srv.client("p-big").await;
+    train(&mut c, &["echo before", "find big -name 7"], 3).await;
+    let started = metric(srv.addr, "voxterm_prefetch_started_total").await;
+    exit_of(&run(&mut c, 0, "echo before").await);
+    wait_metric(
+        &srv,
+        "voxterm_prefetch_skipped_total{reason=\"unstampable\"}",
+        1.0,
+    )
+    .await;
+    assert_eq!(
+        metric(srv.addr, "voxterm_prefetch_started_total").await,
+        started,
+        "nothing was run ahead"
+    );
+    let find = run(&mut c, 0, "find big -name 7").await;
+    assert_eq!(exit_of(&find).served_from, ServedFrom::Exec);
+    assert_eq!(find.stdout, b"big/7\n");
 }

@@ -494,6 +494,18 @@ impl Cache {
         None
     }
 
+    /// Whether an answer of this line, run now in `cwd` with `env`, could be
+    /// stored and served: a validated line whose inputs cannot be stamped
+    /// now (a tree over the bound, times too fresh) and without a blind TTL
+    /// could not. The prefetcher's "worth a guess?" question: it takes a
+    /// stamp, so it is asked only of a line about to be prefetched.
+    pub fn storable(&self, v: &Verdict, cwd: &Path, env: &[(String, String)]) -> bool {
+        match &v.inputs {
+            Some(i) if v.ttl.is_zero() => i.stamp(cwd, env, self.policy.validated_ttl()).is_some(),
+            _ => true,
+        }
+    }
+
     /// Whether an entry that `fresh` accepts is in L2 (every stored entry goes
     /// there), without counting a hit or a miss: the prefetcher's "already
     /// cached?" question.

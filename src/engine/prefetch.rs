@@ -15,7 +15,10 @@
 //! 4. the pool is idle enough, the CPU share and the tenant's budget allow it —
 //!    `busy`, `cpu_share`, `budget` (see `predict::gate`);
 //! 5. a worker is free right now (prefetch never queues) — `busy`;
-//! 6. nobody runs the same key already — `in_flight`.
+//! 6. its answer could be stored: not a validated line whose inputs cannot be
+//!    stamped now (a tree over the bound, times changed a moment ago) and
+//!    that has no blind TTL — `unstampable`;
+//! 7. nobody runs the same key already — `in_flight`.
 //!
 //! A predicted line is one the tenant ran before, so it is usually in the
 //! engine's memo of parsed lines, verdicts included: prefetching it parses
@@ -338,6 +341,12 @@ impl PrefetchTask {
             )
             .map_err(Refused::as_str)?;
         let slot = pool.try_acquire_idle(&plan.tenant).ok_or("busy")?;
+        // A guess whose answer could be neither stored nor served is a spawn
+        // for nothing (`git log --stat` in a repository whose worktree is over
+        // the stamp's bound, at 10,000 users): asked last, as it takes a stamp.
+        if !self.cache.storable(&verdict, &plan.cwd, &plan.env) {
+            return Err("unstampable");
+        }
         let (follower, publisher) = self.flights.join(key);
         drop(follower);
         let publisher = publisher.ok_or("in_flight")?;

@@ -14,13 +14,14 @@ struct ReasonLabel {
 }
 
 /// Why a predicted line was not prefetched (the `reason` label).
-pub const SKIP_REASONS: [&str; 7] = [
+pub const SKIP_REASONS: [&str; 8] = [
     "busy",
     "budget",
     "cpu_share",
     "cached",
     "in_flight",
     "not_cacheable",
+    "unstampable",
     "cwd_outside_root",
 ];
 
