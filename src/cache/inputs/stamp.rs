@@ -142,8 +142,9 @@ pub struct Taken {
 pub(super) struct Stamper {
     /// The key: what a lookup compares.
     hash: blake3::Hasher,
-    /// The guard, and whether anything went into it.
-    guard: blake3::Hasher,
+    /// The guard (not at a lookup, which compares the key alone: a hasher
+    /// is 2 KB to set up), and whether anything went into it.
+    guard: Option<blake3::Hasher>,
     guarded: bool,
     pass: Pass,
     /// Times after this (seconds since the epoch) are racy, when kept to the second.
@@ -194,7 +195,7 @@ impl Stamper {
         };
         Some(Stamper {
             hash: blake3::Hasher::new(),
-            guard: blake3::Hasher::new(),
+            guard: (pass != Pass::Lookup).then(blake3::Hasher::new),
             guarded: false,
             pass,
             racy_after,
@@ -221,13 +222,13 @@ impl Stamper {
         };
         Taken {
             key: half(self.hash),
-            guard: self.guarded.then(|| half(self.guard)),
+            guard: self.guard.filter(|_| self.guarded).map(half),
         }
     }
 
     /// Hashes a value the stamp depends on (a name, a file's contents).
     pub fn tag(&mut self, bytes: &[u8]) {
-        for h in [&mut self.hash, &mut self.guard] {
+        for h in std::iter::once(&mut self.hash).chain(self.guard.as_mut()) {
             h.update(&(bytes.len() as u64).to_le_bytes());
             h.update(bytes);
         }
@@ -287,20 +288,7 @@ impl Stamper {
                 self.hash.update(&u64::from(m.mode()).to_le_bytes());
             }
             Shows::Columns => self.columns(m, path)?,
-            Shows::Attrs => {
-                for v in [
-                    m.dev(),
-                    u64::from(m.mode()),
-                    m.nlink(),
-                    u64::from(m.uid()),
-                    u64::from(m.gid()),
-                    m.rdev(),
-                    m.size(),
-                    m.blocks(),
-                ] {
-                    self.hash.update(&v.to_le_bytes());
-                }
-            }
+            Shows::Attrs => put(&mut self.hash, &attrs(m)),
         }
         self.guard_of(m)
     }
@@ -318,20 +306,8 @@ impl Stamper {
         } else {
             m.mtime() // never equal to a minute count of a date since 1972
         };
-        for v in [
-            m.dev(),
-            m.ino(),
-            u64::from(m.mode()),
-            m.nlink(),
-            u64::from(m.uid()),
-            u64::from(m.gid()),
-            m.rdev(),
-            m.size(),
-            m.blocks(),
-            shown_time as u64,
-        ] {
-            self.hash.update(&v.to_le_bytes());
-        }
+        put(&mut self.hash, &attrs(m));
+        put(&mut self.hash, &[m.ino(), shown_time as u64]);
         if m.file_type().is_symlink() {
             // `name -> target`: the target's text, which no metadata holds.
             match std::fs::read_link(path) {
@@ -383,8 +359,10 @@ impl Stamper {
             Pass::First => self.racy(m)?,
             Pass::Check => {}
         }
-        self.guarded = true;
-        full(&mut self.guard, m);
+        if let Some(guard) = &mut self.guard {
+            self.guarded = true;
+            full(guard, m);
+        }
         Some(())
     }
 
@@ -627,7 +605,7 @@ impl Stamper {
     /// answer too); an error without an OS code refuses the stamp.
     pub fn error(&mut self, e: &std::io::Error) -> Option<()> {
         let code = e.raw_os_error()?;
-        for h in [&mut self.hash, &mut self.guard] {
+        for h in std::iter::once(&mut self.hash).chain(self.guard.as_mut()) {
             h.update(b"E");
             h.update(&code.to_le_bytes());
         }
@@ -650,9 +628,23 @@ impl Stamper {
 
 /// Hashes every field of `m`'s metadata.
 fn full(h: &mut blake3::Hasher, m: &Metadata) {
-    for v in [
+    put(h, &attrs(m));
+    put(
+        h,
+        &[
+            m.ino(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+            m.ctime() as u64,
+            m.ctime_nsec() as u64,
+        ],
+    );
+}
+
+/// What every kind of key holds of a file: all but its inode and times.
+fn attrs(m: &Metadata) -> [u64; 8] {
+    [
         m.dev(),
-        m.ino(),
         u64::from(m.mode()),
         m.nlink(),
         u64::from(m.uid()),
@@ -660,11 +652,11 @@ fn full(h: &mut blake3::Hasher, m: &Metadata) {
         m.rdev(),
         m.size(),
         m.blocks(),
-        m.mtime() as u64,
-        m.mtime_nsec() as u64,
-        m.ctime() as u64,
-        m.ctime_nsec() as u64,
-    ] {
+    ]
+}
+
+fn put(h: &mut blake3::Hasher, values: &[u64]) {
+    for v in values {
         h.update(&v.to_le_bytes());
     }
 }
