@@ -10,10 +10,13 @@
 //! 2. the command policy allows it, and the cache policy calls it pure, session or
 //!    fs-read (never volatile, mutating or unknown: a prefetch must not change
 //!    anything nor run what nobody asked for) — `not_cacheable`;
-//! 3. it is not already cached for this session's cwd, env and generation —
-//!    `cached`;
-//! 4. the pool is idle enough, the CPU share and the tenant's budget allow it —
-//!    `busy`, `cpu_share`, `budget` (see `predict::gate`);
+//! 3. the pool is idle enough and the CPU share has room — `busy`,
+//!    `cpu_share` (see `predict::gate`): asked before the next check, which
+//!    for a line with inputs restamps them (file system calls), so a loaded
+//!    server spends nothing on a guess it would refuse;
+//! 4. it is not already cached for this session's cwd, env and generation —
+//!    `cached`; then the gate admits it for real, taking a place in the CPU
+//!    share and the tenant's budget — `busy`, `cpu_share`, `budget`;
 //! 5. a worker is free right now (prefetch never queues) — `busy`;
 //! 6. its answer could be stored: not a validated line whose inputs cannot be
 //!    stamped now (a tree over the bound, times changed a moment ago) and
@@ -186,15 +189,15 @@ impl Engine {
                 }
                 !cached
             })
-            .filter(
-                |line| match precheck(cache, pf, &tenant, &cwd, &env, line) {
+            .filter(|line| {
+                match precheck(cache, pf, &self.workers.pool, &tenant, &cwd, &env, line) {
                     Ok(()) => true,
                     Err(reason) => {
                         self.metrics.predict.skipped(reason);
                         false
                     }
-                },
-            )
+                }
+            })
             .collect();
         if lines.is_empty() {
             return;
@@ -228,13 +231,14 @@ impl Engine {
 }
 
 /// The checks of a prefetch that need no await and no file system call: the
-/// command policy, the class, and "already cached" for a line without inputs
-/// to restamp when the tenant's generation is known without Redis (else the
-/// task finds out). `Ok`: the line goes on to the task, which
-/// checks it again in full ([`PrefetchTask::one`]).
+/// command policy, the class, whether the gate is open, and "already cached"
+/// for a line without inputs to restamp when the tenant's generation is known
+/// without Redis (else the task finds out). `Ok`: the line goes on to the
+/// task, which checks it again in full ([`PrefetchTask::one`]).
 fn precheck(
     cache: &crate::cache::Cache,
     pf: &Prefetcher,
+    pool: &crate::exec::Pool,
     tenant: &str,
     cwd: &std::path::Path,
     env: &crate::session::ChildEnv,
@@ -251,7 +255,11 @@ fn precheck(
     }
     if verdict.inputs.is_some() {
         // Its entry is checked by a restamp (file system calls, up to a few
-        // hundred µs for git): not here, on the request's way to its `Exit`.
+        // hundred µs for git): not here, on the request's way to its `Exit`,
+        // and not at all while the gate would refuse the run.
+        pf.gate
+            .open(pool.busy(), pool.queue_depth(), pool.workers())
+            .map_err(Refused::as_str)?;
         return Ok(());
     }
     let generation = match verdict.class {
@@ -317,6 +325,14 @@ impl PrefetchTask {
             &plan.cwd,
             generation,
         );
+        let pool = &self.workers.pool;
+        if verdict.inputs.is_some() {
+            // The restamp below costs file system calls; the gate may have
+            // closed since the plan (another prefetch started).
+            self.gate
+                .open(pool.busy(), pool.queue_depth(), pool.workers())
+                .map_err(Refused::as_str)?;
+        }
         let fresh = self
             .cache
             .freshness(&verdict, &plan.cwd, &plan.env, generation);
@@ -330,7 +346,6 @@ impl PrefetchTask {
             )),
             None => None,
         };
-        let pool = &self.workers.pool;
         let permit = self
             .gate
             .admit(

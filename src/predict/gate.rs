@@ -87,6 +87,21 @@ impl Gate {
         self.max_running
     }
 
+    /// Whether a prefetch could be admitted now, taking nothing: the pool is
+    /// idle enough and the CPU share has room. Asked before the work that
+    /// decides whether a prefetch is needed at all (restamping a cached
+    /// entry's inputs costs file system calls), so a loaded server spends
+    /// nothing on guesses it would refuse anyway.
+    pub fn open(&self, busy: usize, queued: usize, workers: usize) -> Result<(), Refused> {
+        if queued > 0 || busy as f64 >= workers as f64 * self.idle_share {
+            return Err(Refused::Busy);
+        }
+        if self.running.load(Ordering::Acquire) >= self.max_running {
+            return Err(Refused::Share);
+        }
+        Ok(())
+    }
+
     /// Admits one prefetch for `tenant` given the pool's state now: nothing
     /// queued and fewer than `idle_share` of the workers busy.
     pub fn admit(
@@ -155,6 +170,23 @@ mod tests {
         assert_eq!(g.admit(&t, 0, 0, 16).err(), Some(Refused::Share));
         drop(first);
         assert!(g.admit(&t, 0, 0, 16).is_ok());
+    }
+
+    #[test]
+    fn open_says_what_admit_would_and_takes_nothing() {
+        let g = gate(0.001, 1);
+        let t: Arc<str> = "t".into();
+        assert_eq!(g.open(8, 0, 16), Err(Refused::Busy));
+        assert_eq!(g.open(0, 1, 16), Err(Refused::Busy));
+        for _ in 0..3 {
+            assert_eq!(g.open(0, 0, 16), Ok(()), "asking takes no share");
+        }
+        let running = g
+            .admit(&t, 0, 0, 16)
+            .expect("the share and budget had room");
+        assert_eq!(g.open(0, 0, 16), Err(Refused::Share));
+        drop(running);
+        assert_eq!(g.open(0, 0, 16), Ok(()), "nor any budget: that is admit's");
     }
 
     #[test]

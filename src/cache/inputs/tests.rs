@@ -460,6 +460,39 @@ fn a_listing_is_read_again_only_when_the_directory_changed() {
     assert_eq!(ls.restamp(p, &[], LIFE), Some(s), "the same names again");
 }
 
+/// A directory over a walk's bound is known to be so while its times are
+/// the same: the next walk gives up without reading its names again, and
+/// one made small again is read (and stamped) again.
+#[test]
+fn a_directory_over_the_bound_is_not_read_again_until_it_changes() {
+    use super::stamp::{Pass, Stamper};
+    let d = dir();
+    let p = d.path();
+    let big = p.join("big");
+    fs::create_dir(&big).unwrap();
+    for i in 0..40 {
+        fs::write(big.join(i.to_string()), "").unwrap();
+    }
+    let names = |bound: usize| {
+        let m = fs::symlink_metadata(&big).unwrap();
+        let mut s = Stamper::new(LIFE, Pass::First, false, RACY, None).unwrap();
+        s.names(&big, &m, bound).map(|n| n.len())
+    };
+    let meta = || fs::symlink_metadata(&big).unwrap();
+    assert_eq!(names(10), None, "over the bound");
+    assert!(!super::stamp::known_over(&meta(), 10), "fresh: not kept");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(names(10), None);
+    assert!(super::stamp::known_over(&meta(), 10), "settled: known");
+    assert_eq!(names(5), None, "a smaller bound: known too");
+    assert_eq!(names(100), Some(40), "a larger one: read again");
+    assert_eq!(names(10), None);
+    for i in 1..40 {
+        fs::remove_file(big.join(i.to_string())).unwrap();
+    }
+    assert_eq!(names(10), Some(1), "changed: read again at once");
+}
+
 /// A symlink's times do not move when its target directory's entries do: its
 /// listing is never kept (git's object store may be one).
 #[test]
