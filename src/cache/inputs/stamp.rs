@@ -195,7 +195,17 @@ pub(super) struct Stamper {
     budget: usize,
     /// Devices already found trusted in this stamp.
     trusted: Vec<u64>,
+    /// Metadata read in this stamp that a later step asks for again (git's
+    /// directory and its entries: `refs`, `objects`, `info`, `config` are
+    /// listed as entries, then each stamped on its own): one call each.
+    seen: Vec<(PathBuf, Metadata)>,
+    /// Whether [`Stamper::dir`] records the entries it reads in `seen`.
+    recording: bool,
 }
+
+/// At most this many paths are remembered in one stamp (git's directory
+/// holds about a dozen entries).
+const SEEN: usize = 32;
 
 impl Stamper {
     /// A stamp refusing times within `racy` of now, and times with a
@@ -233,6 +243,8 @@ impl Stamper {
             check_fs,
             budget: MAX_TREE_ENTRIES,
             trusted: Vec::new(),
+            seen: Vec::new(),
+            recording: false,
         })
     }
 
@@ -267,10 +279,29 @@ impl Stamper {
         }
     }
 
+    /// `symlink_metadata`, or what this stamp already read of `path`.
+    pub(super) fn lstat(&self, path: &Path) -> std::io::Result<Metadata> {
+        match self
+            .seen
+            .iter()
+            .find(|(p, _)| p.as_os_str() == path.as_os_str())
+        {
+            Some((_, m)) => Ok(m.clone()),
+            None => std::fs::symlink_metadata(path),
+        }
+    }
+
+    /// Remembers what was read of `path` for a later step of this stamp.
+    pub(super) fn saw(&mut self, path: &Path, m: &Metadata) {
+        if self.seen.len() < SEEN {
+            self.seen.push((path.to_owned(), m.clone()));
+        }
+    }
+
     /// A file a program may read if it is there (a config file): missing is
     /// stamped as missing, a symlink by itself and its target.
     pub fn optional(&mut self, path: &Path) -> Option<()> {
-        match std::fs::symlink_metadata(path) {
+        match self.lstat(path) {
             Ok(m) if m.file_type().is_symlink() => {
                 self.meta(&m)?;
                 self.file(path)
@@ -294,7 +325,8 @@ impl Stamper {
         }
     }
 
-    fn ident_of(&mut self, m: &Metadata) {
+    /// [`Stamper::ident`] of metadata already read.
+    pub(super) fn ident_of(&mut self, m: &Metadata) {
         for v in [m.dev(), m.ino(), u64::from(m.mode()), u64::from(m.uid())] {
             self.hash.update(&v.to_le_bytes());
         }
@@ -396,20 +428,27 @@ impl Stamper {
     /// symlink below the operand (none of these programs does).
     pub fn walk(&mut self, path: &Path, shown: &str, w: &Walk<'_>) -> Option<()> {
         self.tag(shown.as_bytes());
-        match std::fs::symlink_metadata(path) {
+        let own = match self.lstat(path) {
+            Ok(m) => m,
+            Err(e) => return self.error(&e),
+        };
+        if w.shows == Shows::Names {
             // A listing shows the entries of a directory operand, not the
             // operand; its identity, and its times in the guard (a name
             // created and removed while the command ran).
-            Ok(m) if w.shows == Shows::Names => {
-                self.ident_of(&m);
-                self.guard_of(&m)?;
-            }
-            Ok(m) => self.shown(&m, path, w.shows)?,
-            Err(e) => return self.error(&e),
+            self.ident_of(&own);
+            self.guard_of(&own)?;
+        } else {
+            self.shown(&own, path, w.shows)?;
         }
-        let target = match std::fs::metadata(path) {
-            Ok(m) => m,
-            Err(e) => return self.error(&e),
+        // What it leads to: itself unless it is a symlink (no second call).
+        let target = if own.file_type().is_symlink() {
+            match std::fs::metadata(path) {
+                Ok(m) => m,
+                Err(e) => return self.error(&e),
+            }
+        } else {
+            own
         };
         if w.shows == Shows::Names {
             self.ident_of(&target);
@@ -468,6 +507,10 @@ impl Stamper {
             path.push(name);
             let m = std::fs::symlink_metadata(&*path);
             let m = match m {
+                Ok(m) if self.recording => {
+                    self.saw(path, &m);
+                    m
+                }
                 Ok(m) => m,
                 Err(e) => {
                     path.pop();
@@ -539,17 +582,7 @@ impl Stamper {
                 Known::MoreThan(_) => {} // the bound is larger: read again
             }
         }
-        // Settled by the default windows (not a test's): the coarse clock's
-        // tick, or a second for a time without nanoseconds.
-        let settled = |s: i64, ns: i64| {
-            let t = s as f64 + ns as f64 * 1e-9;
-            t < if ns != 0 {
-                self.coarse
-            } else {
-                self.now - RACY.as_secs_f64()
-            }
-        };
-        let keep = keep && settled(m.ctime(), m.ctime_nsec()) && settled(m.mtime(), m.mtime_nsec());
+        let keep = keep && self.settled(m);
         let remember = |names: Known| {
             if keep {
                 LISTINGS.insert(id, Listing { times, names });
@@ -573,13 +606,30 @@ impl Stamper {
         Some(names)
     }
 
+    /// Whether `m`'s times are settled by the default windows (not a
+    /// test's): older than the coarse clock's tick, or a second for a time
+    /// without nanoseconds. A change after the call that read `m` gets a
+    /// later ctime, so what was read after `m` under settled times may be
+    /// kept and reused while the times are the same.
+    pub(super) fn settled(&self, m: &Metadata) -> bool {
+        let before = |s: i64, ns: i64| {
+            let t = s as f64 + ns as f64 * 1e-9;
+            t < if ns != 0 {
+                self.coarse
+            } else {
+                self.now - RACY.as_secs_f64()
+            }
+        };
+        before(m.ctime(), m.ctime_nsec()) && before(m.mtime(), m.mtime_nsec())
+    }
+
     /// A listing of one directory's entries (no descent): for git's own
     /// directories, where a new file (`MERGE_HEAD`, `rebase-merge/`) matters.
     /// Every name is read, so the directory's own times add nothing, and they
     /// would change on every `git status` (it creates and removes `index.lock`
     /// even when it writes nothing): only its identity is stamped.
     pub fn entries(&mut self, path: &Path) -> Option<()> {
-        let m = match std::fs::symlink_metadata(path) {
+        let m = match self.lstat(path) {
             Ok(m) => m,
             Err(e) => return self.error(&e),
         };
@@ -595,7 +645,10 @@ impl Stamper {
             shows: Shows::All,
             prune: &|_| false,
         };
-        self.dir(&mut path.to_owned(), &mut String::new(), &m, 1, &w)
+        self.recording = true;
+        let listed = self.dir(&mut path.to_owned(), &mut String::new(), &m, 1, &w);
+        self.recording = false;
+        listed
     }
 
     /// Every field of a file's metadata, times to the nanosecond, in the key.

@@ -386,3 +386,41 @@ fn git_stamps_are_racy_after_a_change_and_stable_after() {
     r.git(&["diff"]);
     assert_eq!(status.restamp(&r.root, &r.env(), LIFE), Some(s));
 }
+
+/// What `git status` prunes is decided once per state of the files it is
+/// read from (the ignore files and the index), and again at once after any
+/// of them changed: a settled decision is never reused for a new state.
+#[test]
+fn the_pruned_directories_are_decided_again_when_their_files_change() {
+    let r = Repo::new();
+    let status = of("git status").unwrap();
+    fs::create_dir(r.root.join("big")).unwrap();
+    for i in 0..=MAX_TREE_ENTRIES {
+        fs::write(r.root.join(format!("big/f{i}")), "").unwrap();
+    }
+    fs::write(r.root.join(".gitignore"), "users/\n/big/\n").unwrap();
+    std::thread::sleep(RACY + Duration::from_millis(50));
+    // Settled: decided (big/ pruned) and kept; the same decision again.
+    let pruned = exact(&status, &r.root, &r.env());
+    assert!(pruned.is_some(), "big/ is ignored and untracked: pruned");
+    assert_eq!(exact(&status, &r.root, &r.env()), pruned);
+    // Something tracked under it, at once: the index changed.
+    r.git(&["add", "-f", "big/f0"]);
+    assert_eq!(
+        exact(&status, &r.root, &r.env()),
+        None,
+        "git looks there now"
+    );
+    std::thread::sleep(RACY + Duration::from_millis(50));
+    assert_eq!(
+        exact(&status, &r.root, &r.env()),
+        None,
+        "and still, settled"
+    );
+    r.git(&["rm", "-q", "--cached", "big/f0"]);
+    std::thread::sleep(RACY + Duration::from_millis(50));
+    assert!(exact(&status, &r.root, &r.env()).is_some(), "pruned again");
+    // A `!` line written into the ignore file, at once.
+    fs::write(r.root.join(".gitignore"), "users/\n/big/\n!big/keep\n").unwrap();
+    assert_eq!(exact(&status, &r.root, &r.env()), None);
+}
