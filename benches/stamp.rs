@@ -9,6 +9,10 @@
 //! multiple of. Lines whose inputs cannot be stamped (over the walk's bound)
 //! measure how fast they give up, which every request of theirs pays twice.
 //!
+//! (`benches/cache.rs`'s `validate` group sets a first stamp beside spawning
+//! the command, in a small project; this one is the lookup's restamp at the
+//! load tester's scale, where an over-the-bound directory is met.)
+//!
 //! Run: `cargo bench --bench stamp` (`VOXTERM_STAMP_USERS` sets the number
 //! of user directories, 10,000 by default).
 
