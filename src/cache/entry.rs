@@ -4,7 +4,7 @@
 use super::blobs::{Blobs, Bytes};
 use super::error::CacheError;
 use crate::output::{OutputSink, SinkClosed};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use voxterm_protocol::StreamKind;
@@ -40,6 +40,8 @@ pub struct Entry {
     prefetch: PrefetchMark,
     /// Claimed by the first hit that asks for a renewal (one try per entry).
     renewal: RenewalClaim,
+    /// The tenant generation under which a restamp last found it valid.
+    checked: Checked,
 }
 
 /// What an entry's answer depends on besides its key and TTL.
@@ -92,6 +94,25 @@ impl PartialEq for RenewalClaim {
 
 impl Eq for RenewalClaim {}
 
+/// The tenant generation plus one under which a restamp last accepted the
+/// entry (0: none yet). Not part of the entry's value; a copy starts without.
+#[derive(Debug, Default)]
+struct Checked(AtomicU64);
+
+impl Clone for Checked {
+    fn clone(&self) -> Self {
+        Checked::default()
+    }
+}
+
+impl PartialEq for Checked {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Checked {}
+
 impl Entry {
     /// Builds an entry from output chunks in arrival order, merging runs of one stream.
     pub fn from_chunks<'a>(
@@ -118,6 +139,7 @@ impl Entry {
             validity: Validity::Always,
             prefetch: PrefetchMark::default(),
             renewal: RenewalClaim::default(),
+            checked: Checked::default(),
         }
     }
 
@@ -141,6 +163,20 @@ impl Entry {
     /// What must still hold for the entry to be served.
     pub fn validity(&self) -> Validity {
         self.validity
+    }
+
+    /// Notes that a restamp taken while the tenant's generation was `g`
+    /// found the entry valid.
+    pub fn checked_under(&self, g: u64) {
+        self.checked.0.store(g.wrapping_add(1), Ordering::Relaxed);
+    }
+
+    /// Whether a restamp found the entry valid under generation `g`: nothing
+    /// the tenant ran since then wrote. Anything else may have (another
+    /// tenant, an editor): a hint for what to prefetch, never a reason to
+    /// serve.
+    pub fn checked_at(&self, g: u64) -> bool {
+        self.checked.0.load(Ordering::Relaxed) == g.wrapping_add(1)
     }
 
     /// Marks an entry the prefetcher is about to store.
@@ -329,6 +365,7 @@ impl Entry {
             validity,
             prefetch: PrefetchMark::default(),
             renewal: RenewalClaim::default(),
+            checked: Checked::default(),
         })
     }
 }

@@ -15,7 +15,9 @@
 //!    for a line with inputs restamps them (file system calls), so a loaded
 //!    server spends nothing on a guess it would refuse;
 //! 4. it is not already cached for this session's cwd, env and generation —
-//!    `cached`; then the gate admits it for real, taking a place in the CPU
+//!    `cached` (a line with inputs is not restamped for this when a restamp
+//!    already found its entry valid under the tenant's generation now:
+//!    `Cache::likely_holds`); then the gate admits it for real, taking a place in the CPU
 //!    share and the tenant's budget — `busy`, `cpu_share`, `budget`;
 //! 5. a worker is free right now (prefetch never queues) — `busy`;
 //! 6. its answer could be stored: not a validated line whose inputs cannot be
@@ -336,7 +338,7 @@ impl PrefetchTask {
         let fresh = self
             .cache
             .freshness(&verdict, &plan.cwd, &plan.env, generation);
-        if self.cache.holds(key, &fresh) {
+        if self.cache.likely_holds(key, &fresh) {
             return Err("cached");
         }
         // Like a request: only in a cwd that still lies inside the tenant's root.
