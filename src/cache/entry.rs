@@ -39,9 +39,10 @@ pub struct Entry {
     /// apart and counts each entry's first use once (hits vs wasted prefetches).
     prefetch: PrefetchMark,
     /// Claimed by the first hit that asks for a renewal (one try per entry).
-    renewal: RenewalClaim,
-    /// The tenant generation under which a restamp last found it valid.
-    checked: Checked,
+    renewal: Scratch<AtomicBool>,
+    /// The tenant generation plus one under which a restamp last found it
+    /// valid (0: none yet).
+    checked: Scratch<AtomicU64>,
 }
 
 /// What an entry's answer depends on besides its key and TTL.
@@ -75,43 +76,25 @@ impl PartialEq for PrefetchMark {
 
 impl Eq for PrefetchMark {}
 
-/// Whether a renewal of the entry was asked for yet. Not part of the entry's
-/// value; a copy starts unclaimed.
+/// Per-copy bookkeeping beside an entry's value (its renewal claim, the
+/// generation a restamp last accepted it under): not part of the value, so
+/// two entries with the same output are equal, and a copy starts afresh.
 #[derive(Debug, Default)]
-struct RenewalClaim(AtomicBool);
+struct Scratch<T>(T);
 
-impl Clone for RenewalClaim {
+impl<T: Default> Clone for Scratch<T> {
     fn clone(&self) -> Self {
-        RenewalClaim::default()
+        Scratch::default()
     }
 }
 
-impl PartialEq for RenewalClaim {
+impl<T> PartialEq for Scratch<T> {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl Eq for RenewalClaim {}
-
-/// The tenant generation plus one under which a restamp last accepted the
-/// entry (0: none yet). Not part of the entry's value; a copy starts without.
-#[derive(Debug, Default)]
-struct Checked(AtomicU64);
-
-impl Clone for Checked {
-    fn clone(&self) -> Self {
-        Checked::default()
-    }
-}
-
-impl PartialEq for Checked {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl Eq for Checked {}
+impl<T> Eq for Scratch<T> {}
 
 impl Entry {
     /// Builds an entry from output chunks in arrival order, merging runs of one stream.
@@ -138,8 +121,8 @@ impl Entry {
             expires: Instant::now() + ttl,
             validity: Validity::Always,
             prefetch: PrefetchMark::default(),
-            renewal: RenewalClaim::default(),
-            checked: Checked::default(),
+            renewal: Scratch::default(),
+            checked: Scratch::default(),
         }
     }
 
@@ -364,8 +347,8 @@ impl Entry {
             expires: Instant::now() + Duration::from_millis(expires_ms - now_ms),
             validity,
             prefetch: PrefetchMark::default(),
-            renewal: RenewalClaim::default(),
-            checked: Checked::default(),
+            renewal: Scratch::default(),
+            checked: Scratch::default(),
         })
     }
 }
