@@ -20,6 +20,31 @@ async fn train(c: &mut Client, lines: &[&str], times: usize) {
     }
 }
 
+/// Waits until no worker is busy and no prefetch or renewal has started or
+/// ended for a quarter of a second: the background work of what ran before is
+/// over.
+async fn quiesce(srv: &TestServer) {
+    let start = Instant::now();
+    let mut last = String::new();
+    let mut calm = 0;
+    while calm < 5 {
+        assert!(start.elapsed() < STEP, "the server never went quiet");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let (_, _, body) = http_get(srv.addr, "/metrics").await;
+        let now: String = body
+            .lines()
+            .filter(|l| {
+                l.starts_with("voxterm_prefetch_")
+                    || l.starts_with("voxterm_cache_renewals")
+                    || l.starts_with("voxterm_pool_busy_workers")
+            })
+            .collect();
+        let idle = metric(srv.addr, "voxterm_pool_busy_workers").await == 0.0;
+        calm = if idle && now == last { calm + 1 } else { 0 };
+        last = now;
+    }
+}
+
 /// Waits until the `/metrics` sample reaches `at_least`.
 async fn wait_metric(srv: &TestServer, sample: &str, at_least: f64) -> f64 {
     let start = Instant::now();
@@ -134,10 +159,18 @@ async fn a_busy_pool_gets_no_prefetch() {
     })
     .await;
     let mut c = srv.client("p3").await;
-    // `ls -l` shows the time `touch a` changes (plain `ls` shows names only,
-    // which `touch a` leaves as they were: its entry would stay cached).
-    train(&mut c, &["touch a", "ls -l"], 3).await;
+    // `ls -l` shows the size the append changes. (Not `touch a`: `ls -l`
+    // shows the time to the minute, and its entry is keyed by what it shows,
+    // so within one minute a `touch` rightly leaves it cached; the test
+    // failed whenever training's entry had settled.)
+    train(&mut c, &["echo x >> a", "ls -l"], 3).await;
+    // What training set going in the background (a prefetch of `ls -l`, a
+    // renewal of its entry) ends first: run late on a loaded machine, after
+    // the append below, it would store the answer the last `ls -l` asks
+    // for, rightly, and this test would not see what the gate did.
+    quiesce(&srv).await;
     let started = metric(srv.addr, "voxterm_prefetch_started_total").await;
+    let busy_skips = metric(srv.addr, "voxterm_prefetch_skipped_total{reason=\"busy\"}").await;
 
     // Another tenant holds one of the two workers: the pool is at its idle share.
     let mut other = srv.client("p3-other").await;
@@ -151,8 +184,13 @@ async fn a_busy_pool_gets_no_prefetch() {
         assert!(start.elapsed() < STEP, "sleep never took a worker");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    exit_of(&run(&mut c, 0, "touch a").await);
-    wait_metric(&srv, "voxterm_prefetch_skipped_total{reason=\"busy\"}", 1.0).await;
+    exit_of(&run(&mut c, 0, "echo x >> a").await);
+    wait_metric(
+        &srv,
+        "voxterm_prefetch_skipped_total{reason=\"busy\"}",
+        busy_skips + 1.0,
+    )
+    .await;
     assert_eq!(
         metric(srv.addr, "voxterm_prefetch_started_total").await,
         started
