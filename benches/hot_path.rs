@@ -19,7 +19,9 @@
 //!   `Hello` with a `Welcome` and every `Exec` with the same `Output` and
 //!   `Exit` a cached `echo hello` gets, without an engine;
 //! - more, to compare builds in one run: `VOXTERM_HOT_SERVERS=base=/path/to/old/voxterm;new=/path/to/voxterm`
-//!   (`canned` may be named in the list too).
+//!   (`canned` may be named in the list too);
+//! - `node` (as in `voxterm=target/release/voxterm;node=node;canned=canned`): the Node
+//!   reference stack, `benches/node-reference/server.mjs` (after `npm ci --prefix benches/node-reference`).
 //!
 //! After the runs, a summary: each server's medians and their ratio to the
 //! first server's and to the floor's.
@@ -625,6 +627,15 @@ fn start(name: &str, program: &str) -> Server {
     let mut cmd = if program == "canned" {
         let mut c = Command::new(std::env::current_exe().expect("own path"));
         c.args(["__canned", &port.to_string()]);
+        c
+    } else if program == "node" {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/node-reference");
+        assert!(
+            std::path::Path::new(dir).join("node_modules").is_dir(),
+            "{dir}/node_modules is missing: run `npm ci --prefix benches/node-reference` first"
+        );
+        let mut c = Command::new("node");
+        c.args([format!("{dir}/server.mjs"), port.to_string()]);
         c
     } else {
         let mut c = Command::new(program);
