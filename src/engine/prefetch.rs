@@ -83,6 +83,9 @@ impl Prefetcher {
     }
 }
 
+/// A session's cwd and its children's environment, as a prefetch runs with.
+type Launch = (PathBuf, crate::session::ChildEnv);
+
 /// What one prefetch task needs, taken from the session when it was planned.
 struct Planned {
     tenant: Arc<str>,
@@ -138,7 +141,11 @@ impl Engine {
             tokio::spawn(async move {
                 me.model_store.load_tenant(&predictor, &tenant).await;
                 let dist = predictor.predict(&tenant, NONE, START);
-                me.spawn_prefetch(tenant, cwd, root, env, &dist, None);
+                if let Some((lines, (cwd, env))) =
+                    me.candidates(&tenant, &dist, None, || (cwd, env))
+                {
+                    me.spawn_prefetch(tenant, cwd, root, env, lines);
+                }
             });
             return;
         }
@@ -152,12 +159,66 @@ impl Engine {
         dist: &crate::predict::Distribution,
         hit: Option<&Parsed>,
     ) {
-        if self.prefetcher.is_none() {
-            return;
+        let tenant = session.tenant();
+        if let Some((lines, (cwd, env))) =
+            self.candidates(tenant, dist, hit, || session.launch(&self.base_env))
+        {
+            self.spawn_prefetch(tenant.clone(), cwd, session.root(), env, lines);
         }
-        let (cwd, env) = session.launch(&self.base_env);
-        let root = session.root();
-        self.spawn_prefetch(session.tenant().clone(), cwd, root, env, dist, hit);
+    }
+
+    /// The predicted lines worth a prefetch, cheapest checks first, with the
+    /// session's cwd and environment (from `launch`); None when no line is.
+    /// After a repeated line the usual outcome is none, so `launch` (a lock
+    /// and two clones) runs only once a line passes the checks that need
+    /// neither: at 250,000 cached requests/s it was a measurable share.
+    fn candidates(
+        &self,
+        tenant: &str,
+        dist: &crate::predict::Distribution,
+        hit: Option<&Parsed>,
+        launch: impl FnOnce() -> Launch,
+    ) -> Option<(Vec<Arc<Parsed>>, Launch)> {
+        let (Some(pf), Some(cache)) = (&self.prefetcher, &self.cache) else {
+            return None;
+        };
+        let mut launch = Some(launch);
+        let mut launched = None;
+        let mut lines = Vec::new();
+        for p in dist.iter().take(pf.per_command) {
+            if !p.own || p.p < pf.threshold {
+                continue;
+            }
+            // The line just answered from the cache (the memo's same entry):
+            // cached, as the check below would find. Only a prefetch is
+            // decided here, never an answer.
+            if hit.is_some_and(|h| h.line().text() == &*p.line) {
+                self.metrics.predict.skipped("cached");
+                continue;
+            }
+            let line = self.lines.get(&p.line);
+            if Builtin::from_line(line.line()).is_some() {
+                continue;
+            }
+            if launched.is_none() {
+                launched = launch.take().map(|f| f());
+            }
+            let Some((cwd, env)) = &launched else {
+                return None;
+            };
+            // Checks 2 and 3 (policy, class, already cached) are synchronous
+            // when the tenant's generation is known here: done now, so that
+            // the usual outcome, "cached", costs no task. Only lines that may
+            // really run (or whose generation only Redis knows) get one.
+            match precheck(cache, pf, &self.workers.pool, tenant, cwd, env, &line) {
+                Ok(()) => lines.push(line),
+                Err(reason) => self.metrics.predict.skipped(reason),
+            }
+        }
+        if lines.is_empty() {
+            return None;
+        }
+        launched.map(|l| (lines, l))
     }
 
     fn spawn_prefetch(
@@ -166,44 +227,11 @@ impl Engine {
         cwd: PathBuf,
         root: Option<PathBuf>,
         env: crate::session::ChildEnv,
-        dist: &crate::predict::Distribution,
-        hit: Option<&Parsed>,
+        lines: Vec<Arc<Parsed>>,
     ) {
-        let Some(pf) = &self.prefetcher else { return };
-        let Some(cache) = &self.cache else { return };
-        // Checks 2 and 3 (policy, class, already cached) are synchronous when
-        // the tenant's generation is known here: done now, so that the usual
-        // outcome after a repeated line, "cached", costs no task. Only lines
-        // that may really run (or whose generation only Redis knows) get one.
-        let lines: Vec<Arc<Parsed>> = dist
-            .iter()
-            .take(pf.per_command)
-            .filter(|p| p.own && p.p >= pf.threshold)
-            .map(|p| self.lines.get(&p.line))
-            .filter(|line| Builtin::from_line(line.line()).is_none())
-            .filter(|line| {
-                // The line just answered from the cache (the memo's same
-                // entry): cached, as the check below would find. Only a
-                // prefetch is decided here, never an answer.
-                let cached = hit.is_some_and(|h| std::ptr::eq(h, &**line));
-                if cached {
-                    self.metrics.predict.skipped("cached");
-                }
-                !cached
-            })
-            .filter(|line| {
-                match precheck(cache, pf, &self.workers.pool, &tenant, &cwd, &env, line) {
-                    Ok(()) => true,
-                    Err(reason) => {
-                        self.metrics.predict.skipped(reason);
-                        false
-                    }
-                }
-            })
-            .collect();
-        if lines.is_empty() {
+        let (Some(pf), Some(cache)) = (&self.prefetcher, &self.cache) else {
             return;
-        }
+        };
         // No user to run as (a misconfigured per-tenant user): no prefetch; the
         // request itself reports why.
         let Ok(user) = self.user_for(&tenant) else {

@@ -35,11 +35,16 @@ pub struct PredictMetrics {
     first_hits: Counter,
     served: Counter,
     skipped: Family<ReasonLabel, Counter>,
+    /// `skipped`'s counters, one per [`SKIP_REASONS`] in its order, resolved
+    /// once: a skip is counted after most cache hits ("cached"), and the
+    /// family's lookup hashed the label with SipHash every time.
+    skipped_by_reason: [Counter; SKIP_REASONS.len()],
     worker_us: Counter,
 }
 
 impl PredictMetrics {
     pub(super) fn new() -> Self {
+        let skipped = Family::<ReasonLabel, Counter>::default();
         PredictMetrics {
             checked: Counter::default(),
             top1: Counter::default(),
@@ -48,7 +53,9 @@ impl PredictMetrics {
             stored: Counter::default(),
             first_hits: Counter::default(),
             served: Counter::default(),
-            skipped: Family::default(),
+            skipped: skipped.clone(),
+            skipped_by_reason: SKIP_REASONS
+                .map(|reason| skipped.get_or_create(&ReasonLabel { reason }).clone()),
             worker_us: Counter::default(),
         }
     }
@@ -140,7 +147,14 @@ impl PredictMetrics {
 
     /// A predicted line was not prefetched; `reason` is one of [`SKIP_REASONS`].
     pub fn skipped(&self, reason: &'static str) {
-        self.skipped.get_or_create(&ReasonLabel { reason }).inc();
+        match SKIP_REASONS.iter().position(|r| *r == reason) {
+            Some(i) => {
+                self.skipped_by_reason[i].inc();
+            }
+            None => {
+                self.skipped.get_or_create(&ReasonLabel { reason }).inc();
+            }
+        }
     }
 
     /// Top-1 accuracy so far (0 when nothing was checked).

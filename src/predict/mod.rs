@@ -98,23 +98,29 @@ impl Predictor {
         }
         // The engine hands its memo's shared copy of the line: no allocation.
         let line: Arc<str> = line.into();
-        {
+        let newly_unsaved = {
             let mut shard = lock(self.shard(tenant));
             match shard.get_mut(tenant) {
-                Some(m) => m.learn(prev2, prev1, next, &line, true),
+                Some(m) => {
+                    m.learn(prev2, prev1, next, &line, true);
+                    m.mark_unsaved()
+                }
                 None => {
                     let mut m = Model::default();
                     m.learn(prev2, prev1, next, &line, true);
+                    m.mark_unsaved();
                     shard.put(tenant.clone(), m);
+                    true
                 }
             }
-        }
+        };
         lock(&self.global).learn(prev2, prev1, next, &line, false);
         self.global_dirty
             .store(true, std::sync::atomic::Ordering::Relaxed);
-        let mut dirty = lock(&self.dirty);
-        if !dirty.contains(tenant) {
-            dirty.insert(tenant.clone());
+        // Only a model's first change since its save touches the set: asked
+        // on every request, the set's lookup was a SipHash of the tenant.
+        if newly_unsaved {
+            lock(&self.dirty).insert(tenant.clone());
         }
     }
 
@@ -153,11 +159,15 @@ impl Predictor {
         } else {
             lock(&self.dirty).drain().collect()
         };
+        // A model is marked saved under its shard's lock, with its snapshot:
+        // a later change marks it again and puts its tenant back in the set.
         let tenants = dirty
             .into_iter()
             .filter_map(|t| {
-                let snap = lock(self.shard(&t)).peek(&t).map(Model::snapshot)?;
-                Some((t.to_string(), snap))
+                let mut shard = lock(self.shard(&t));
+                let m = shard.peek_mut(&t)?;
+                m.mark_saved();
+                Some((t.to_string(), m.snapshot()))
             })
             .collect();
         let global_dirty = self

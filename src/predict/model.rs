@@ -99,6 +99,9 @@ pub struct Model {
     /// (previous-but-one or NONE, previous or START) → successors.
     contexts: HashMap<(CmdId, CmdId), Successors, crate::sync::NumHash>,
     max_contexts: usize,
+    /// Learned from since it was last saved (the predictor's store keeps the
+    /// set of such tenants; this flag spares every request a lookup in it).
+    unsaved: bool,
 }
 
 impl Default for Model {
@@ -133,7 +136,19 @@ impl Model {
         Model {
             contexts: HashMap::default(),
             max_contexts: max_contexts.max(1),
+            unsaved: false,
         }
+    }
+
+    /// Marks the model learned from since its last save; true when it was
+    /// not already (its tenant must join the set of those to save).
+    pub(super) fn mark_unsaved(&mut self) -> bool {
+        !std::mem::replace(&mut self.unsaved, true)
+    }
+
+    /// Marks the model saved (its snapshot was just taken).
+    pub(super) fn mark_saved(&mut self) {
+        self.unsaved = false;
     }
 
     /// Learns that `next` followed `prev1` (and `prev2` before it). Order-1 and

@@ -41,15 +41,16 @@ impl Builtin {
     /// Recognizes a parsed line that is exactly one builtin invocation, from
     /// the words it was split into when it was parsed.
     pub fn from_line(line: &Line) -> Option<Builtin> {
-        if line.text().contains(SHELL_OPERATORS) {
-            return None;
-        }
         let words = line.words()?;
-        // Most lines are not builtins: tell from the first word before copying any.
+        // Most lines are not builtins: tell from the first word, before the
+        // scan for operators (asked on every request) and before copying any.
         if !matches!(
             words.first().map(String::as_str),
             Some("cd" | "pwd" | "export" | "unset")
         ) {
+            return None;
+        }
+        if line.text().contains(SHELL_OPERATORS) {
             return None;
         }
         Builtin::from_words(words.to_vec())

@@ -56,7 +56,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::security::{Grant, Slot};
 use crate::session::SessionHandle;
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
@@ -109,7 +109,7 @@ struct Connection {
     _ticket: Ticket,
     /// The client's address (failed authentications are throttled per address).
     peer: SocketAddr,
-    sessions: HashMap<SessionId, Arc<SessionHandle>>,
+    sessions: HashMap<SessionId, Arc<SessionHandle>, crate::sync::NumHash>,
     /// Shutdown has begun: no new commands; close once none is in flight.
     draining: bool,
     /// Set when the connection must end (failed authentication): a close frame is queued.
@@ -123,6 +123,10 @@ struct Connection {
     /// had not been seen here yet).
     taken_over: CancellationToken,
 }
+
+/// Messages already read that one turn of the reader loop handles before it
+/// looks at its timers, the drain and a takeover again.
+const READY_BATCH: usize = 16;
 
 /// Why the reader loop ended, when that changes how the connection is torn down.
 #[derive(PartialEq, Eq)]
@@ -214,7 +218,24 @@ pub(super) async fn run(
                 tracing::debug!(conn = conn.id, "taken over by a new connection of its client: lost");
                 Step::Break(Ending::Lost)
             }
-            msg = stream.next() => Box::pin(conn.on_socket(msg, &mut timers)).await,
+            msg = stream.next() => {
+                // Messages already read are handled before the other branches
+                // are polled again: each poll of the two token futures takes
+                // their locks, ~7 % of a cached request's instructions when
+                // done per message (callgrind, `benches/hot_path`). At most
+                // `READY_BATCH`, so a timer or the drain waits for no more.
+                let mut step = Box::pin(conn.on_socket(msg, &mut timers)).await;
+                for _ in 1..READY_BATCH {
+                    if step.is_break() {
+                        break;
+                    }
+                    let Some(msg) = stream.next().now_or_never() else {
+                        break;
+                    };
+                    step = Box::pin(conn.on_socket(msg, &mut timers)).await;
+                }
+                step
+            }
         };
         if let Step::Break(ending) = step {
             break ending;
@@ -286,7 +307,7 @@ impl Connection {
             tenant_open: None,
             _ticket: admitted.ticket,
             peer,
-            sessions: HashMap::new(),
+            sessions: HashMap::default(),
             draining: false,
             closing: false,
             limits: Limits {
