@@ -268,7 +268,8 @@ pub struct ServerConfig {
     pub max_in_flight: u32,
     /// Session handles one connection may hold.
     pub max_sessions: u32,
-    /// Frames queued for one connection's writer before its producers wait.
+    /// Frames queued for one connection's writer before its producers wait
+    /// (the writer may hold as many again, taken from the queue to send).
     pub write_queue: usize,
     /// Largest WebSocket message the writer builds when coalescing frames (0: one
     /// frame per message). tungstenite serializes a whole message into a

@@ -74,7 +74,7 @@ pub(super) fn queue(bound: usize) -> (Tx, Rx) {
         ready: Notify::new(),
         senders: AtomicUsize::new(1),
     });
-    (Tx(q.clone()), Rx(q))
+    (Tx(q.clone()), Rx(q, VecDeque::new()))
 }
 
 /// Slots an idle queue keeps: a few frames' worth, so that a connection
@@ -100,7 +100,14 @@ pub(super) struct Closed;
 impl Tx {
     /// Queues `item`, waiting while the queue is full.
     pub(super) async fn send(&self, item: Outbound) -> Result<(), Closed> {
-        let permit = self.0.space.acquire().await.map_err(|_| Closed)?;
+        // Room is the usual case: taken without building the waiting future.
+        let permit = match self.0.space.try_acquire() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                self.0.space.acquire().await.map_err(|_| Closed)?
+            }
+        };
         permit.forget();
         crate::sync::lock(&self.0.items).push_back(item);
         self.0.ready.notify_one();
@@ -164,8 +171,9 @@ impl Drop for Tx {
     }
 }
 
-/// The writer's end of its queue.
-pub(super) struct Rx(Arc<Queue>);
+/// The writer's end of its queue, with the frames it took from the queue
+/// in one go and has not handled yet.
+pub(super) struct Rx(Arc<Queue>, VecDeque<Outbound>);
 
 impl Rx {
     /// The next frame, or None once the queue is empty and every sender gone.
@@ -184,16 +192,35 @@ impl Rx {
                     *items = VecDeque::new();
                 }
             }
+            if self.1.capacity() > KEEP_SLOTS {
+                self.1 = VecDeque::new();
+            }
             // A `notify_one` since the check above left a permit: no lost wake-up.
             self.0.ready.notified().await;
         }
     }
 
-    /// A frame already queued, if any.
+    /// A frame already queued, if any. Everything queued is taken at once
+    /// (the two deques swap, so their allocations are reused) and its places
+    /// freed with one `add_permits`: per frame, the queue's lock and the
+    /// semaphore's were ~3 % of a cached request's instructions. Frames taken
+    /// are no longer counted against the bound, so at most twice the bound
+    /// waits, and only while the writer is draining (a writer stuck on the
+    /// socket takes nothing).
     fn try_recv(&mut self) -> Option<Outbound> {
-        let item = crate::sync::lock(&self.0.items).pop_front()?;
-        self.0.space.add_permits(1);
-        Some(item)
+        if let Some(item) = self.1.pop_front() {
+            return Some(item);
+        }
+        let taken = {
+            let mut items = crate::sync::lock(&self.0.items);
+            std::mem::swap(&mut *items, &mut self.1);
+            self.1.len()
+        };
+        if taken == 0 {
+            return None;
+        }
+        self.0.space.add_permits(taken);
+        self.1.pop_front()
     }
 }
 
@@ -343,4 +370,42 @@ pub(super) async fn run(
         let _ = sink.send(WsMessage::Close(Some(frame))).await;
     }
     let _ = sink.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(item: Option<Outbound>) -> Option<u64> {
+        match item {
+            Some(Outbound::AckPing(n)) => Some(n),
+            _ => None,
+        }
+    }
+
+    #[tokio::test]
+    async fn frames_keep_their_order_and_taking_them_frees_their_places() {
+        let (tx, mut rx) = queue(2);
+        tx.send(Outbound::AckPing(1)).await.expect("room");
+        tx.send(Outbound::AckPing(2)).await.expect("room");
+        // Full: a third waits for room.
+        assert!(tx.try_send(Outbound::AckPing(3)).is_err());
+        let third = tokio::spawn({
+            let tx = tx.clone();
+            async move { tx.send(Outbound::AckPing(3)).await.is_ok() }
+        });
+        // Taking the first takes both queued frames and frees both places.
+        assert_eq!(id(rx.try_recv()), Some(1));
+        assert!(third.await.expect("task"), "room was made");
+        tx.send(Outbound::AckPing(4)).await.expect("room");
+        assert_eq!(id(rx.try_recv()), Some(2));
+        assert_eq!(id(rx.try_recv()), Some(3));
+        assert_eq!(id(rx.try_recv()), Some(4));
+        assert!(rx.try_recv().is_none());
+        // Every sender gone: the writer learns it once the queue is empty.
+        tx.send(Outbound::AckPing(5)).await.expect("room");
+        drop(tx);
+        assert_eq!(id(rx.recv().await), Some(5));
+        assert!(rx.recv().await.is_none());
+    }
 }
