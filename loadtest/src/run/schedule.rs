@@ -6,10 +6,12 @@
 //! the due time then charges that to the server (issue 17: L1 answers showed
 //! 1.33 ms end to end against a 0.04 ms backend). Here a dedicated thread
 //! sleeps with the kernel's timer slack at 1 ns until shortly before the
-//! earliest due time, spins the last stretch, and sends. What is left of the
-//! lateness (the wake-up of the connection's writer task) is measured, not
-//! assumed: the writer stamps the actual send, and the report shows the send
-//! lag beside the latencies.
+//! earliest due time, spins the last stretch, and sends: it writes the
+//! command on the connection's socket itself when nothing is queued ahead of
+//! it and the socket takes it now (`conn::Link::send_direct`), and hands it
+//! to the connection's writer task otherwise. What is left of the lateness
+//! is measured, not assumed: the actual send is stamped once the message is
+//! on the socket, and the report shows the send lag beside the latencies.
 
 use super::users::User;
 use crate::profile::Profiles;
