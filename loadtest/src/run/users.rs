@@ -235,24 +235,26 @@ impl User {
             let phase = usize::from(rec.steady.load(Ordering::Relaxed));
             rec.sent_by_phase[phase].fetch_add(1, Ordering::Relaxed);
         }
-        let ok = self.conn.exec(
-            self.session,
-            cmd,
-            0,
-            Pending {
-                due,
-                sent: None,
-                home: None,
-                resend: None,
-                session: self.session,
-                profile: self.profile as u8,
-                line,
-                class,
-                step,
-                measured: true,
-                notify: None,
-            },
-        );
+        let pending = Pending {
+            due,
+            sent: None,
+            home: None,
+            resend: None,
+            session: self.session,
+            profile: self.profile as u8,
+            line,
+            class,
+            step,
+            measured: true,
+            notify: None,
+        };
+        // Due now: from the scheduling thread (no step), written at once when
+        // the socket takes it; the capacity search's arrivals are queued.
+        let ok = if step.is_none() {
+            self.conn.exec_now(self.session, cmd, 0, pending)
+        } else {
+            self.conn.exec(self.session, cmd, 0, pending)
+        };
         if !ok {
             rec.send_failures.fetch_add(1, Ordering::Relaxed);
         }
