@@ -342,7 +342,12 @@ fn a_plain_listing_is_keyed_by_names_and_kinds_only() {
 
 #[test]
 fn a_long_listing_is_keyed_by_its_columns_with_dates_to_the_minute() {
-    let d = dir();
+    // `ls -la` lists `..` too: a parent of its own, not the shared temporary
+    // directory, whose times other tests running beside this one move.
+    let parent = tempfile::tempdir().unwrap();
+    let d = tempfile::tempdir_in(parent.path()).unwrap();
+    fs::write(d.path().join("a"), "one\n").unwrap();
+    fs::create_dir(d.path().join("sub")).unwrap();
     let p = d.path();
     fs::create_dir(p.join(".git")).unwrap();
     std::os::unix::fs::symlink("aaa", p.join("l")).unwrap();
