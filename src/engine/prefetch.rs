@@ -142,7 +142,7 @@ impl Engine {
                 me.model_store.load_tenant(&predictor, &tenant).await;
                 let dist = predictor.predict(&tenant, NONE, START);
                 if let Some((lines, (cwd, env))) =
-                    me.candidates(&tenant, &dist, None, || (cwd, env))
+                    me.candidates(&tenant, &dist, None, || (cwd.clone(), env.clone()))
                 {
                     me.spawn_prefetch(tenant, cwd, root, env, lines);
                 }
@@ -177,13 +177,12 @@ impl Engine {
         tenant: &str,
         dist: &crate::predict::Distribution,
         hit: Option<&Parsed>,
-        launch: impl FnOnce() -> Launch,
+        launch: impl Fn() -> Launch,
     ) -> Option<(Vec<Arc<Parsed>>, Launch)> {
         let (Some(pf), Some(cache)) = (&self.prefetcher, &self.cache) else {
             return None;
         };
-        let mut launch = Some(launch);
-        let mut launched = None;
+        let mut launched: Option<Launch> = None;
         let mut lines = Vec::new();
         for p in dist.iter().take(pf.per_command) {
             if !p.own || p.p < pf.threshold {
@@ -200,12 +199,7 @@ impl Engine {
             if Builtin::from_line(line.line()).is_some() {
                 continue;
             }
-            if launched.is_none() {
-                launched = launch.take().map(|f| f());
-            }
-            let Some((cwd, env)) = &launched else {
-                return None;
-            };
+            let (cwd, env) = launched.get_or_insert_with(&launch);
             // Checks 2 and 3 (policy, class, already cached) are synchronous
             // when the tenant's generation is known here: done now, so that
             // the usual outcome, "cached", costs no task. Only lines that may

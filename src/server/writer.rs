@@ -74,7 +74,13 @@ pub(super) fn queue(bound: usize) -> (Tx, Rx) {
         ready: Notify::new(),
         senders: AtomicUsize::new(1),
     });
-    (Tx(q.clone()), Rx(q, VecDeque::new()))
+    (
+        Tx(q.clone()),
+        Rx {
+            queue: q,
+            taken: VecDeque::new(),
+        },
+    )
 }
 
 /// Slots an idle queue keeps: a few frames' worth, so that a connection
@@ -173,7 +179,10 @@ impl Drop for Tx {
 
 /// The writer's end of its queue, with the frames it took from the queue
 /// in one go and has not handled yet.
-pub(super) struct Rx(Arc<Queue>, VecDeque<Outbound>);
+pub(super) struct Rx {
+    queue: Arc<Queue>,
+    taken: VecDeque<Outbound>,
+}
 
 impl Rx {
     /// The next frame, or None once the queue is empty and every sender gone.
@@ -182,21 +191,21 @@ impl Rx {
             if let Some(item) = self.try_recv() {
                 return Some(item);
             }
-            if self.0.senders.load(Ordering::Acquire) == 0 {
+            if self.queue.senders.load(Ordering::Acquire) == 0 {
                 // A frame queued just before the last sender left is still taken.
                 return self.try_recv();
             }
             {
-                let mut items = crate::sync::lock(&self.0.items);
+                let mut items = crate::sync::lock(&self.queue.items);
                 if items.is_empty() && items.capacity() > KEEP_SLOTS {
                     *items = VecDeque::new();
                 }
             }
-            if self.1.capacity() > KEEP_SLOTS {
-                self.1 = VecDeque::new();
+            if self.taken.capacity() > KEEP_SLOTS {
+                self.taken = VecDeque::new();
             }
             // A `notify_one` since the check above left a permit: no lost wake-up.
-            self.0.ready.notified().await;
+            self.queue.ready.notified().await;
         }
     }
 
@@ -208,26 +217,26 @@ impl Rx {
     /// waits, and only while the writer is draining (a writer stuck on the
     /// socket takes nothing).
     fn try_recv(&mut self) -> Option<Outbound> {
-        if let Some(item) = self.1.pop_front() {
+        if let Some(item) = self.taken.pop_front() {
             return Some(item);
         }
         let taken = {
-            let mut items = crate::sync::lock(&self.0.items);
-            std::mem::swap(&mut *items, &mut self.1);
-            self.1.len()
+            let mut items = crate::sync::lock(&self.queue.items);
+            std::mem::swap(&mut *items, &mut self.taken);
+            self.taken.len()
         };
         if taken == 0 {
             return None;
         }
-        self.0.space.add_permits(taken);
-        self.1.pop_front()
+        self.queue.space.add_permits(taken);
+        self.taken.pop_front()
     }
 }
 
 impl Drop for Rx {
     fn drop(&mut self) {
         // Senders waiting for room learn that nobody will read.
-        self.0.space.close();
+        self.queue.space.close();
     }
 }
 
