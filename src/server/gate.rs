@@ -42,8 +42,10 @@ pub(crate) struct Gate {
 pub(crate) struct Ticket {
     gate: Arc<Gate>,
     id: u64,
-    /// Fires when the connection is closed to make room (while half-open).
-    evicted: CancellationToken,
+    /// Fires when the connection is closed to make room; dropped when the
+    /// head is in (`head_done`), so an upgraded connection does not hold a
+    /// token (~112 bytes) for its whole life (issue 17, part 7).
+    evicted: Option<CancellationToken>,
 }
 
 /// How many descriptors the budget starts from.
@@ -122,7 +124,7 @@ impl Gate {
         let ticket = Ticket {
             gate: self.clone(),
             id,
-            evicted: token,
+            evicted: Some(token),
         };
         (Some(ticket), evicted)
     }
@@ -148,14 +150,17 @@ impl Gate {
 }
 
 impl Ticket {
-    /// Fires when the connection is closed to make room; only while half-open.
-    pub fn evicted(&self) -> &CancellationToken {
-        &self.evicted
+    /// Fires when the connection is closed to make room; only while
+    /// half-open (after [`Ticket::head_done`], a token that never fires).
+    pub fn evicted(&self) -> CancellationToken {
+        self.evicted.clone().unwrap_or_default()
     }
 
-    /// The request head is in: the connection is no longer a candidate for eviction.
-    pub fn head_done(&self) {
+    /// The request head is in: the connection is no longer a candidate for
+    /// eviction, and lets its token go.
+    pub fn head_done(&mut self) {
         self.gate.pending().remove(&self.id);
+        self.evicted = None;
     }
 }
 
@@ -207,7 +212,7 @@ mod tests {
         tickets.push(t.unwrap());
         // Established connections cannot be closed: with all of them past
         // their head, new ones get in up to the hard cap, then not at all.
-        for t in &tickets {
+        for t in &mut tickets {
             t.head_done();
         }
         drop(tickets.remove(0)); // the evicted one closes
@@ -215,7 +220,7 @@ mod tests {
         let mut extra = Vec::new();
         for _ in 0..4 {
             let (t, evicted) = g.admit();
-            let t = t.expect("below the hard cap");
+            let mut t = t.expect("below the hard cap");
             assert!(!evicted, "nothing half-open to close");
             t.head_done();
             extra.push(t);

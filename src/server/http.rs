@@ -54,7 +54,7 @@ pub(super) async fn serve_tcp(
 ) {
     let _ = tcp.set_nodelay(true);
     let Accepted {
-        ticket,
+        mut ticket,
         pending,
         ip_slot,
     } = accepted;
@@ -63,7 +63,7 @@ pub(super) async fn serve_tcp(
         ctx.engine.metrics.refused(Refusal::HandshakeTimeout);
         tracing::debug!(%peer, "handshake timed out");
     };
-    let evicted = ticket.evicted().clone();
+    let evicted = ticket.evicted();
     let mut stream = match &ctx.security.tls {
         None => Transport::Plain(tcp),
         Some(config) => {

@@ -12,6 +12,7 @@
 use super::Connection;
 use crate::server::request::max_output_data;
 use std::time::Duration;
+use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{Configure, Configured, Message, Settings};
 
 /// Milliseconds of a configured duration, saturated into the field.
@@ -41,10 +42,12 @@ impl Connection {
             self.shared.enable_reattach(cfg.server.detach_buffer);
             // An `Attach` naming this connection from a later one of its
             // tenant may end it (`detached`).
+            let lost = self
+                .taken_over
+                .get_or_insert_with(CancellationToken::new)
+                .clone();
             if let Some(tenant) = &self.tenant {
-                self.ctx
-                    .detached
-                    .open(tenant.clone(), self.id, self.taken_over.clone());
+                self.ctx.detached.open(tenant.clone(), self.id, lost);
             }
         }
         let reattach_ms = if self.shared.acks().is_some() {

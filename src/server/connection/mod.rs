@@ -60,12 +60,13 @@ use futures_util::{FutureExt, StreamExt};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::ControlFlow;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use timers::Timers;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use voxterm_protocol::{
     Codec, CodecSettings, Compression, Encoding, Error, ErrorCode, Limits, Message, Rejected,
     RequestId, SessionId, Subject,
@@ -120,8 +121,9 @@ struct Connection {
     rejections: bool,
     /// Fired by an `Attach` on another connection of the tenant that names
     /// this one: its client reconnected, so this one is lost (the drop just
-    /// had not been seen here yet).
-    taken_over: CancellationToken,
+    /// had not been seen here yet). Made when re-attach is granted: only
+    /// such a connection can be named.
+    taken_over: Option<CancellationToken>,
 }
 
 /// Messages already read that one turn of the reader loop handles before it
@@ -146,12 +148,18 @@ enum Ending {
 type Step = ControlFlow<Ending>;
 
 /// Drives a WebSocket connection until it closes.
-pub(super) async fn run(
+///
+/// Not an `async fn`: the connection's state is built here, before the
+/// future exists, and the future (`async move` below) captures only what
+/// the loop uses. An `async fn` keeps its arguments for its whole life, the
+/// socket and the upgrade's slots moved out of or not (rust-lang/rust#62958):
+/// 496 bytes of every idle connection's task (issue 17, part 7).
+pub(super) fn run(
     ctx: Arc<ServerContext>,
     ws: WebSocketStream<Transport>,
     peer: SocketAddr,
     admitted: Admitted,
-) {
+) -> impl std::future::Future<Output = ()> + Send + 'static {
     let engine = ctx.engine.clone();
     // Borrowed, not cloned: a clone (every section, its strings and lists)
     // lived in this future, and on the heap, for the connection's whole life.
@@ -190,97 +198,108 @@ pub(super) async fn run(
         Some(store) => store.reloads(),
         None => tokio::sync::watch::channel(0u64).1,
     };
-
-    // Created once, not per message: `cancelled()` in the loop would register
-    // with (and leave) the server-wide token's waiters, under its lock, on
-    // every message of every connection.
-    let drain = ctx.drain.clone().cancelled_owned();
-    tokio::pin!(drain);
-    let taken_over = conn.taken_over.clone().cancelled_owned();
-    tokio::pin!(taken_over);
-    // Every handler's state is boxed while it runs: inline, the largest of
-    // them (a message's, ~1.4 KiB) would be part of this future, which every
-    // idle connection holds for its whole life. One allocation per message
-    // (~20 ns from jemalloc's thread cache) buys it back.
-    let ending = loop {
-        timers.arm_expiry(conn.grant.as_ref().and_then(|g| g.expires));
-        let step = tokio::select! {
-            ring = timers.next(conn.tenant.is_none()) => Box::pin(conn.on_timer(ring, &mut timers)).await,
-            Ok(()) = token_reloads.changed(), if conn.grant.as_ref().is_some_and(|g| !g.tokens.is_empty()) => {
-                Box::pin(conn.on_tokens_reloaded(&mut timers)).await
-            }
-            _ = &mut drain, if !conn.draining => {
-                conn.draining = true;
-                Step::Continue(())
-            }
-            _ = conn.shared.emptied().notified(), if conn.draining => Step::Continue(()),
-            _ = &mut taken_over => {
-                tracing::debug!(conn = conn.id, "taken over by a new connection of its client: lost");
-                Step::Break(Ending::Lost)
-            }
-            msg = stream.next() => {
-                // Messages already read are handled before the other branches
-                // are polled again: each poll of the two token futures takes
-                // their locks, ~7 % of a cached request's instructions when
-                // done per message (callgrind, `benches/hot_path`). At most
-                // `READY_BATCH`, so a timer or the drain waits for no more.
-                let mut step = Box::pin(conn.on_socket(msg, &mut timers)).await;
-                for _ in 1..READY_BATCH {
-                    if step.is_break() {
-                        break;
-                    }
-                    let Some(msg) = stream.next().now_or_never() else {
-                        break;
-                    };
-                    step = Box::pin(conn.on_socket(msg, &mut timers)).await;
+    // The future captures `conn` and the loop's own state, nothing twice
+    // (the context, the engine and the peer are the connection's fields).
+    async move {
+        // Created once, not per message: `cancelled()` in the loop would register
+        // with (and leave) the server-wide token's waiters, under its lock, on
+        // every message of every connection.
+        let drain = conn.ctx.drain.clone().cancelled_owned();
+        tokio::pin!(drain);
+        // Watched once the connection has a takeover token (re-attach granted).
+        let mut taken_over: Option<Pin<Box<WaitForCancellationFutureOwned>>> = None;
+        // Every handler's state is boxed while it runs: inline, the largest of
+        // them (a message's, ~1.4 KiB) would be part of this future, which every
+        // idle connection holds for its whole life. One allocation per message
+        // (~20 ns from jemalloc's thread cache) buys it back.
+        let ending = loop {
+            timers.arm_expiry(conn.grant.as_ref().and_then(|g| g.expires));
+            let step = tokio::select! {
+                ring = timers.next(conn.tenant.is_none()) => Box::pin(conn.on_timer(ring, &mut timers)).await,
+                Ok(()) = token_reloads.changed(), if conn.grant.as_ref().is_some_and(|g| !g.tokens.is_empty()) => {
+                    Box::pin(conn.on_tokens_reloaded(&mut timers)).await
                 }
-                step
+                _ = &mut drain, if !conn.draining => {
+                    conn.draining = true;
+                    Step::Continue(())
+                }
+                _ = conn.shared.emptied().notified(), if conn.draining => Step::Continue(()),
+                _ = async {
+                    match taken_over.as_mut() {
+                        Some(lost) => lost.await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    tracing::debug!(conn = conn.id, "taken over by a new connection of its client: lost");
+                    Step::Break(Ending::Lost)
+                }
+                msg = stream.next() => {
+                    // Messages already read are handled before the other branches
+                    // are polled again: each poll of the two token futures takes
+                    // their locks, ~7 % of a cached request's instructions when
+                    // done per message (callgrind, `benches/hot_path`). At most
+                    // `READY_BATCH`, so a timer or the drain waits for no more.
+                    let mut step = Box::pin(conn.on_socket(msg, &mut timers)).await;
+                    for _ in 1..READY_BATCH {
+                        if step.is_break() {
+                            break;
+                        }
+                        let Some(msg) = stream.next().now_or_never() else {
+                            break;
+                        };
+                        step = Box::pin(conn.on_socket(msg, &mut timers)).await;
+                    }
+                    step
+                }
+            };
+            if let Step::Break(ending) = step {
+                break ending;
+            }
+            if let (None, Some(token)) = (&taken_over, &conn.taken_over) {
+                taken_over = Some(Box::pin(token.clone().cancelled_owned()));
+            }
+            if conn.draining && conn.shared.in_flight().is_empty() {
+                conn.close(CloseCode::Away, "server shutting down").await;
+                break Ending::Orderly;
             }
         };
-        if let Step::Break(ending) = step {
-            break ending;
-        }
-        if conn.draining && conn.shared.in_flight().is_empty() {
-            conn.close(CloseCode::Away, "server shutting down").await;
-            break Ending::Orderly;
-        }
-    };
 
-    // A connection that asked for re-attach and was lost (not closed by its
-    // client, not by shutdown) leaves its requests held for `Attach`; any
-    // other end kills its commands with it.
-    if conn.shared.acks().is_some() && matches!(ending, Ending::Lost | Ending::DeadPeer) {
-        // The socket is gone: a writer stuck on it would hold a request's
-        // route (its lock) while the requests are handed over, and held
-        // requests keep its queue open.
-        writer.abort();
-    }
-    let held = conn.hold_for_reattach(&ending).await;
-    if !held {
-        conn.shared.cancel_all();
-    }
-    conn.shared.stop_acker();
-    // The writer ends when every sender of its queue is gone: the reader's
-    // now, the request tasks' as they finish. The slots and the ticket stay
-    // held (in `conn`) until the writer is done and the socket closed.
-    let Connection {
-        shared, sessions, ..
-    } = conn;
-    drop(sessions);
-    drop(shared);
-    // (A writer aborted above, for held requests, ends at once here.)
-    if matches!(ending, Ending::DeadPeer | Ending::Lost) {
-        if tokio::time::timeout(Duration::from_secs(1), &mut writer)
-            .await
-            .is_err()
-        {
+        // A connection that asked for re-attach and was lost (not closed by its
+        // client, not by shutdown) leaves its requests held for `Attach`; any
+        // other end kills its commands with it.
+        if conn.shared.acks().is_some() && matches!(ending, Ending::Lost | Ending::DeadPeer) {
+            // The socket is gone: a writer stuck on it would hold a request's
+            // route (its lock) while the requests are handed over, and held
+            // requests keep its queue open.
             writer.abort();
         }
-    } else {
-        let _ = writer.await;
+        let held = conn.hold_for_reattach(&ending).await;
+        if !held {
+            conn.shared.cancel_all();
+        }
+        conn.shared.stop_acker();
+        // The writer ends when every sender of its queue is gone: the reader's
+        // now, the request tasks' as they finish. The slots and the ticket stay
+        // held (in `conn`) until the writer is done and the socket closed.
+        let Connection {
+            shared, sessions, ..
+        } = conn;
+        drop(sessions);
+        drop(shared);
+        // (A writer aborted above, for held requests, ends at once here.)
+        if matches!(ending, Ending::DeadPeer | Ending::Lost) {
+            if tokio::time::timeout(Duration::from_secs(1), &mut writer)
+                .await
+                .is_err()
+            {
+                writer.abort();
+            }
+        } else {
+            let _ = writer.await;
+        }
+        conn.engine.metrics.connection_closed();
+        tracing::debug!(peer = %conn.peer, "disconnected");
     }
-    engine.metrics.connection_closed();
-    tracing::debug!(%peer, "disconnected");
 }
 
 impl Connection {
@@ -320,7 +339,7 @@ impl Connection {
                 output_cap_bytes: cfg.exec.output_cap,
             },
             rejections: false,
-            taken_over: CancellationToken::new(),
+            taken_over: None,
         }
     }
 
