@@ -370,10 +370,13 @@ impl Cache {
         {
             return local.value;
         }
+        // Redis's futures are boxed: inline (~650 bytes) they were part of
+        // every request's future, hit or not, though most requests learn
+        // the generation above without asking.
         if local.unsynced {
-            return self.sync(l3, tenant, local.epoch).await;
+            return Box::pin(self.sync(l3, tenant, local.epoch)).await;
         }
-        let remote = l3.generation(tenant).await;
+        let remote = Box::pin(l3.generation(tenant)).await;
         let mut gens = self.gens();
         let g = gens.entry(tenant.clone()).or_default();
         if let Some(r) = remote {
@@ -440,7 +443,7 @@ impl Cache {
             g.epoch
         };
         if let Some(l3) = &self.l3 {
-            self.sync(l3, tenant, epoch).await;
+            Box::pin(self.sync(l3, tenant, epoch)).await;
         }
     }
 

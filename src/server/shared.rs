@@ -107,7 +107,9 @@ impl Out {
     pub async fn send(&self, msg: Message) -> Result<(), SinkClosed> {
         match self {
             Out::Direct(tx) => tx.send(Outbound::Frame(msg)).await.map_err(|_| SinkClosed),
-            Out::Routed(route) => route.send(msg).await,
+            // Boxed: re-attach is opt-in, and inline its state (~450 bytes)
+            // would be part of every request's future.
+            Out::Routed(route) => Box::pin(route.send(msg)).await,
         }
     }
 }
