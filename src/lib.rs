@@ -25,6 +25,8 @@ pub mod session;
 pub mod shell;
 mod sync;
 
+pub use sync::Cancel;
+
 /// jemalloc is the global allocator of every program built with this library
 /// (feature `jemalloc`, on by default): it returns freed pages to the OS after
 /// a short decay, so the server's RSS comes back down after a burst of

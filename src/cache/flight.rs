@@ -11,10 +11,10 @@
 use super::key::Key;
 use super::l1::KeyHash;
 use crate::output::{OutputSink, SinkClosed};
+use crate::Cancel;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 use voxterm_protocol::StreamKind;
 
 struct State<T> {
@@ -27,7 +27,7 @@ struct Flight<T> {
     state: Mutex<State<T>>,
     changed: watch::Receiver<u64>,
     /// Fired when the last follower leaves before the end: stop the run.
-    cancel: CancellationToken,
+    cancel: Cancel,
 }
 
 impl<T> Flight<T> {
@@ -101,7 +101,7 @@ impl<T: Clone + Send + Sync + 'static> Flights<T> {
                 followers: 1,
             }),
             changed: rx.clone(),
-            cancel: CancellationToken::new(),
+            cancel: Cancel::new(),
         });
         map.insert(key, flight.clone());
         let publisher = Publisher {
@@ -150,7 +150,7 @@ pub struct Publisher<T: Clone + Send + Sync + 'static> {
 
 impl<T: Clone + Send + Sync + 'static> Publisher<T> {
     /// Fires when every follower has left: the run may stop.
-    pub fn cancelled(&self) -> CancellationToken {
+    pub fn cancelled(&self) -> Cancel {
         self.flight.cancel.clone()
     }
 
@@ -201,7 +201,7 @@ impl<T: Clone + Send + Sync + 'static> Follower<T> {
     pub async fn follow<S: OutputSink>(
         &mut self,
         sink: &mut S,
-        cancel: &CancellationToken,
+        cancel: &Cancel,
     ) -> Result<T, Stopped> {
         loop {
             self.rx.borrow_and_update();
@@ -269,10 +269,10 @@ mod tests {
         publisher.push(StreamKind::Stdout, b"one ");
         let (mut b, none) = flights.join(7);
         assert!(none.is_none());
-        let cancel = CancellationToken::new();
+        let cancel = Cancel::new();
         let ta = tokio::spawn(async move {
             let mut s = Collect(Vec::new());
-            let end = a.follow(&mut s, &CancellationToken::new()).await;
+            let end = a.follow(&mut s, &Cancel::new()).await;
             (s.0, end)
         });
         publisher.push(StreamKind::Stdout, b"two");
@@ -307,7 +307,7 @@ mod tests {
         drop(publisher);
         let mut s = Collect(Vec::new());
         assert_eq!(
-            a.follow(&mut s, &CancellationToken::new()).await,
+            a.follow(&mut s, &Cancel::new()).await,
             Err(Stopped::Abandoned)
         );
     }

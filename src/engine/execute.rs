@@ -13,6 +13,7 @@ use crate::metrics::Cause;
 use crate::metrics::Tier;
 use crate::output::OutputSink;
 use crate::session::{Builtin, Session};
+use crate::Cancel;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{CacheMode, ErrorCode, Exec, KillReason, ServedFrom, StreamKind};
@@ -31,7 +32,7 @@ impl Engine {
         exec: &Exec,
         line: &Parsed,
         sink: &mut S,
-        cancel: CancellationToken,
+        cancel: Cancel,
     ) -> Finish {
         let command = match self.begin(session, line) {
             Ok(command) => command,
@@ -81,7 +82,7 @@ impl Engine {
         line: &Parsed,
         exec: &Exec,
         sink: &mut S,
-        cancel: CancellationToken,
+        cancel: Cancel,
     ) -> Finish {
         let command = line.line().text();
         if let Some(builtin) = Builtin::from_line(line.line()) {
@@ -225,10 +226,10 @@ async fn replay<S: OutputSink>(
 async fn follow<S: OutputSink>(
     follower: &mut Follower<Finish>,
     sink: &mut S,
-    cancel: &CancellationToken,
+    cancel: &Cancel,
     kill: &CancellationToken,
 ) -> Finish {
-    let never = CancellationToken::new();
+    let never = Cancel::new();
     let stopped = tokio::select! {
         r = follower.follow(sink, &never) => r,
         _ = cancel.cancelled() => Err(Stopped::Cancelled),

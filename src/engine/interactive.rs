@@ -11,7 +11,7 @@ use crate::exec::{Interactive, PtySize};
 use crate::metrics::Cause;
 use crate::output::OutputSink;
 use crate::session::{on_terminal, Builtin, Session};
-use tokio_util::sync::CancellationToken;
+use crate::Cancel;
 use voxterm_protocol::Priority;
 
 /// `TERM` when the client names none.
@@ -38,7 +38,7 @@ impl Engine {
         feed: tokio::sync::mpsc::UnboundedReceiver<crate::exec::Feed>,
         terminal: Option<Terminal>,
         sink: &mut S,
-        cancel: CancellationToken,
+        cancel: Cancel,
     ) -> Finish {
         if let Err(refused) = self.begin(session, line) {
             return refused;

@@ -8,8 +8,8 @@ use crate::cache::{Cache, Entry, Key, Verdict};
 use crate::exec::{Job, Slot};
 use crate::metrics::Cause;
 use crate::output::{OutputSink, SinkClosed};
+use crate::Cancel;
 use std::sync::Arc;
-use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{KillReason, Priority, ServedFrom, StreamKind};
 
 /// Why a cacheable line runs.
@@ -77,7 +77,7 @@ impl MissRun {
         // A request's run stops when its last follower leaves; a prefetch or
         // a renewal has none to begin with and runs to its end (or shutdown).
         let cancel = if ahead.is_some() {
-            CancellationToken::new()
+            Cancel::new()
         } else {
             publisher.cancelled()
         };

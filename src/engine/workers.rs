@@ -4,6 +4,7 @@ use super::{cancelled, Finish};
 use crate::exec::{self, ExecError, Interactive, Job, Pool, PoolError, Slot, Stop};
 use crate::metrics::{Cause, Metrics};
 use crate::output::OutputSink;
+use crate::Cancel;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -43,7 +44,7 @@ impl Workers {
         io: Option<Interactive>,
         why: Why,
         sink: &mut S,
-        cancel: CancellationToken,
+        cancel: Cancel,
     ) -> Finish {
         // Wait for a worker, but not past the queue-wait bound (load shedding), and
         // give up at once if the request is cancelled meanwhile.
@@ -82,7 +83,7 @@ impl Workers {
         job: &Job,
         why: Why,
         sink: &mut S,
-        cancel: CancellationToken,
+        cancel: Cancel,
         served_from: ServedFrom,
     ) -> Finish {
         self.exec_with(slot, job, None, why, sink, cancel, served_from)
@@ -97,7 +98,7 @@ impl Workers {
         io: Option<Interactive>,
         why: Why,
         sink: &mut S,
-        cancel: CancellationToken,
+        cancel: Cancel,
         served_from: ServedFrom,
     ) -> Finish {
         let stop = Stop {

@@ -91,7 +91,7 @@ impl Job {
 #[derive(Debug, Clone, Default)]
 pub struct Stop {
     /// Fired by the client's `Cancel` (or by dropping the request).
-    pub cancel: CancellationToken,
+    pub cancel: crate::Cancel,
     /// Fired when the server shuts down.
     pub shutdown: CancellationToken,
 }

@@ -376,14 +376,14 @@ async fn sigterm_ignorers_get_sigkill_after_grace() {
 async fn cancel_and_shutdown_kill() {
     for (which, want) in [(0, KillReason::Cancelled), (1, KillReason::Shutdown)] {
         let stop = Stop::default();
-        let token = if which == 0 {
-            stop.cancel.clone()
-        } else {
-            stop.shutdown.clone()
-        };
+        let (cancel, shutdown) = (stop.cancel.clone(), stop.shutdown.clone());
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            token.cancel();
+            if which == 0 {
+                cancel.cancel();
+            } else {
+                shutdown.cancel();
+            }
         });
         let started = Instant::now();
         let o = run(&job("sleep 30"), &mut Collect::default(), &stop)

@@ -9,12 +9,12 @@ use crate::exec::Feed;
 use crate::metrics::Refusal;
 use crate::output::{OutputSink, SinkClosed};
 use crate::session::SessionHandle;
+use crate::Cancel;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{
     Error, Exec, Exit, InputCredit, Message, Notice, NoticeKind, Output, RequestId, Spawn,
     StreamKind, Suggestions,
@@ -46,7 +46,7 @@ struct Throttle {
     shared: Arc<Shared>,
     engine: Arc<Engine>,
     tenant: Arc<str>,
-    cancel: CancellationToken,
+    cancel: Cancel,
 }
 
 impl Throttle {
@@ -109,7 +109,7 @@ impl FrameSink {
         session: &SessionHandle,
         request: RequestId,
         out: Out,
-        cancel: &CancellationToken,
+        cancel: &Cancel,
     ) -> FrameSink {
         let max_frame = engine.config().server.max_frame_bytes as usize;
         FrameSink {
@@ -160,7 +160,7 @@ pub(super) async fn run(
     exec: Exec,
     line: Arc<Parsed>,
     received: Instant,
-    cancel: CancellationToken,
+    cancel: Cancel,
 ) -> bool {
     let out = shared.out_for(exec.request, &session);
     let mut sink = FrameSink::new(
@@ -244,7 +244,7 @@ pub(super) async fn run_spawned(
     line: Arc<Parsed>,
     io: Spawned,
     received: Instant,
-    cancel: CancellationToken,
+    cancel: Cancel,
 ) {
     let out = io.out;
     let mut sink = FrameSink::new(

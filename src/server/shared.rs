@@ -13,6 +13,7 @@ use crate::output::SinkClosed;
 use crate::security::Security;
 use crate::session::Session;
 use crate::sync::lock;
+use crate::Cancel;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -24,7 +25,7 @@ use voxterm_protocol::{Message, RequestId};
 /// One request in flight.
 pub(super) struct InFlight {
     /// Fires on `Cancel` (and when the connection ends).
-    pub cancel: CancellationToken,
+    pub cancel: Cancel,
     /// A `Spawn`'s input; `None` for an `Exec` (its stdin is `/dev/null`).
     pub input: Option<InputPort>,
 }
@@ -141,8 +142,8 @@ impl Shared {
 
     /// Registers an accepted request and gives the token that cancels it
     /// (which also fires when the connection ends). `input`: a `Spawn`'s.
-    pub fn register(&self, request: RequestId, input: Option<InputPort>) -> CancellationToken {
-        let token = CancellationToken::new();
+    pub fn register(&self, request: RequestId, input: Option<InputPort>) -> Cancel {
+        let token = Cancel::new();
         let entry = InFlight {
             cancel: token.clone(),
             input,

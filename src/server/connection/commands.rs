@@ -15,9 +15,9 @@ use crate::metrics::Refusal;
 use crate::server::request;
 use crate::server::shared::InputPort;
 use crate::session::SessionHandle;
+use crate::Cancel;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio_util::sync::CancellationToken;
 use voxterm_protocol::{Batch, BatchMode, ErrorCode, Exec, RequestId, SessionId, Subject};
 
 /// The fields admission reads, the same in an `Exec` and a `Spawn`.
@@ -136,7 +136,7 @@ impl Connection {
         exec: Ask<'_>,
         valid: Result<(), (ErrorCode, String)>,
         input: Option<InputPort>,
-    ) -> Option<(Arc<SessionHandle>, Arc<Parsed>, CancellationToken)> {
+    ) -> Option<(Arc<SessionHandle>, Arc<Parsed>, Cancel)> {
         if !self.draining && self.shared.in_flight().contains_key(&exec.request) {
             // Not accepted, so it must not look like the in-flight request's end.
             let message = format!("request {} is already in flight", exec.request);
