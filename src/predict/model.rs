@@ -169,7 +169,12 @@ impl Model {
     }
 
     fn bump(&mut self, ctx: (CmdId, CmdId), next: CmdId, line: &Arc<str>) {
-        if !self.contexts.contains_key(&ctx) && self.contexts.len() >= self.max_contexts {
+        // A context seen before (nearly every request's) costs one lookup.
+        if let Some(successors) = self.contexts.get_mut(&ctx) {
+            successors.add(next, line);
+            return;
+        }
+        if self.contexts.len() >= self.max_contexts {
             let victim = self
                 .contexts
                 .iter()
