@@ -42,10 +42,8 @@ impl Connection {
             self.shared.enable_reattach(cfg.server.detach_buffer);
             // An `Attach` naming this connection from a later one of its
             // tenant may end it (`detached`).
-            let lost = self
-                .taken_over
-                .get_or_insert_with(CancellationToken::new)
-                .clone();
+            let lost = CancellationToken::new();
+            self.taken_over = Some(Box::pin(lost.clone().cancelled_owned()));
             if let Some(tenant) = &self.tenant {
                 self.ctx.detached.open(tenant.clone(), self.id, lost);
             }

@@ -66,7 +66,7 @@ use std::time::Duration;
 use timers::Timers;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use voxterm_protocol::{
     Codec, CodecSettings, Compression, Encoding, Error, ErrorCode, Limits, Message, Rejected,
     RequestId, SessionId, Subject,
@@ -122,8 +122,9 @@ struct Connection {
     /// Fired by an `Attach` on another connection of the tenant that names
     /// this one: its client reconnected, so this one is lost (the drop just
     /// had not been seen here yet). Made when re-attach is granted: only
-    /// such a connection can be named.
-    taken_over: Option<CancellationToken>,
+    /// such a connection can be named. The wait itself is kept (not made
+    /// per loop turn): each new one would register under the token's lock.
+    taken_over: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
 }
 
 /// Messages already read that one turn of the reader loop handles before it
@@ -206,14 +207,14 @@ pub(super) fn run(
         // every message of every connection.
         let drain = conn.ctx.drain.clone().cancelled_owned();
         tokio::pin!(drain);
-        // Watched once the connection has a takeover token (re-attach granted).
-        let mut taken_over: Option<Pin<Box<WaitForCancellationFutureOwned>>> = None;
         // Every handler's state is boxed while it runs: inline, the largest of
         // them (a message's, ~1.4 KiB) would be part of this future, which every
         // idle connection holds for its whole life. One allocation per message
         // (~20 ns from jemalloc's thread cache) buys it back.
         let ending = loop {
             timers.arm_expiry(conn.grant.as_ref().and_then(|g| g.expires));
+            // Pending forever until re-attach is granted (`configure`).
+            let taken_over = conn.taken_over.as_mut();
             let step = tokio::select! {
                 ring = timers.next(conn.tenant.is_none()) => Box::pin(conn.on_timer(ring, &mut timers)).await,
                 Ok(()) = token_reloads.changed(), if conn.grant.as_ref().is_some_and(|g| !g.tokens.is_empty()) => {
@@ -225,7 +226,7 @@ pub(super) fn run(
                 }
                 _ = conn.shared.emptied().notified(), if conn.draining => Step::Continue(()),
                 _ = async {
-                    match taken_over.as_mut() {
+                    match taken_over {
                         Some(lost) => lost.await,
                         None => std::future::pending().await,
                     }
@@ -254,9 +255,6 @@ pub(super) fn run(
             };
             if let Step::Break(ending) = step {
                 break ending;
-            }
-            if let (None, Some(token)) = (&taken_over, &conn.taken_over) {
-                taken_over = Some(Box::pin(token.clone().cancelled_owned()));
             }
             if conn.draining && conn.shared.in_flight().is_empty() {
                 conn.close(CloseCode::Away, "server shutting down").await;
