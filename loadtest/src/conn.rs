@@ -11,9 +11,10 @@
 //!
 //! Two clocks per request, as wrk2 keeps them: the due time (the open model's
 //! schedule: what a user feels, including any lateness of the load tester) and
-//! the actual send (stamped once the message is on the socket).
-//! Their difference is the send lag, which says whether the load tester kept
-//! its own schedule.
+//! the actual send (stamped as the write that puts the message on the socket
+//! starts, as wrk2 stamps it, so that the write's own cost counts as the
+//! floor probe's does). Their difference is the send lag, which says whether
+//! the load tester kept its own schedule.
 //!
 //! A connection that drops mid-run reconnects as a voice terminal does (the
 //! page and `voxterm exec` both re-attach): to the same target, or the next
@@ -337,6 +338,10 @@ impl Link {
         self.rec
             .bytes_out
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        // Stamped as the write starts (as wrk2 does): on loopback the write
+        // call itself carries the message through the server's side of TCP
+        // and wakes its reader, a cost every client pays, the floor's too.
+        let writing = Instant::now();
         if std::pin::Pin::new(&mut *sink)
             .start_send(WsMessage::Binary(buf.into()))
             .is_err()
@@ -345,9 +350,8 @@ impl Link {
         }
         match std::pin::Pin::new(&mut *sink).poll_flush(&mut cx) {
             Poll::Ready(Ok(())) => {
-                let now = Instant::now();
                 if let Some(p) = self.pending.lock().get_mut(&request) {
-                    p.sent = Some(now);
+                    p.sent = Some(writing);
                 }
             }
             // The socket failed: the reader sees it, the reconnect re-attaches.
@@ -686,6 +690,7 @@ async fn write_loop(
             .fetch_add(buf.len() as u64, Ordering::Relaxed);
         // What the direct path left in the WebSocket's buffer goes with this flush.
         ids.append(&mut link.unflushed.lock());
+        let writing = Instant::now();
         let written = if buf.is_empty() {
             sink.flush().await
         } else {
@@ -696,11 +701,10 @@ async fn write_loop(
             return;
         }
         if !ids.is_empty() {
-            let now = Instant::now();
             let mut pending = link.pending.lock();
             for req in &ids {
                 if let Some(p) = pending.get_mut(req) {
-                    p.sent = Some(now);
+                    p.sent = Some(writing);
                 }
             }
         }

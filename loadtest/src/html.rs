@@ -358,6 +358,11 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;te
             "#888",
             decode(&r.timing.histograms.floor),
         ),
+        (
+            "floor at the users' pace",
+            "#b80",
+            decode(&r.timing.histograms.paced_floor),
+        ),
     ]
     .into_iter()
     .filter_map(|(n, c, h)| h.map(|h| (n, c, percentile_curve(&h))))

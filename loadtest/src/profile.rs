@@ -211,6 +211,17 @@ impl Profiles {
         }
         0
     }
+
+    /// Commands per second `users` users send on average at `time_scale`:
+    /// the pace at which the server sees requests arrive, from which the
+    /// run's floor is measured at the same spacing (`run::setup`).
+    pub fn offered_per_s(&self, users: usize, time_scale: f64) -> f64 {
+        (0..users)
+            .map(|n| self.list[self.for_user(n)].commands_per_minute)
+            .sum::<f64>()
+            / 60.0
+            * time_scale
+    }
 }
 
 /// Built-in profiles, the suite's mix. Rates are per real minute before
@@ -392,6 +403,16 @@ mod tests {
         }
         let light = p.list.iter().position(|p| p.name == "light").unwrap();
         assert_eq!(counts[light], 500);
+    }
+
+    #[test]
+    fn the_offered_rate_adds_every_users_pace() {
+        let two = "[profiles.a]\nweight = 1\ncommands_per_minute = 6.0\nstart = \"s\"\n[profiles.a.states.s]\ncommand = \"ls\"\nclass = \"fs-read\"\n\n[profiles.b]\nweight = 1\ncommands_per_minute = 18.0\nstart = \"s\"\n[profiles.b.states.s]\ncommand = \"pwd\"\nclass = \"session\"\n";
+        let p = Profiles::from_toml(two).unwrap();
+        // 10 users, half at 6/min and half at 18/min: 120/min = 2/s, ×3.
+        let rate = p.offered_per_s(10, 3.0);
+        assert!((rate - 6.0).abs() < 1e-9, "{rate}");
+        assert_eq!(p.offered_per_s(0, 3.0), 0.0);
     }
 
     #[test]

@@ -33,6 +33,15 @@ impl Report {
             if let Some(f) = t.floor {
                 timing.floor.get_or_insert_with(hist::new_hist).add(f)?;
             }
+            if let Some(f) = t.paced_floor {
+                timing
+                    .paced_floor
+                    .get_or_insert_with(hist::new_hist)
+                    .add(f)?;
+                // Machines of one run share the users' pace; the slowest
+                // one stands for them if they did not.
+                timing.pace_us = timing.pace_us.max(t.pace_us);
+            }
             e2e.add(hist::decode(&r.histograms.e2e)?)?;
             if !r.histograms.backend.is_empty() {
                 backend.add(hist::decode(&r.histograms.backend)?)?;

@@ -139,7 +139,7 @@ impl Report {
         if t.send_lag.count > 0 {
             let _ = writeln!(
                 out,
-                "from the actual send ms: p50 {:.2} · p95 {:.2} · p99 {:.2} · send lag (due → on the socket) ms: p50 {:.3} · p99 {:.3} · max {:.2}{}",
+                "from the actual send ms: p50 {:.2} · p95 {:.2} · p99 {:.2} · send lag (due → its write starts) ms: p50 {:.3} · p99 {:.3} · max {:.2}{}",
                 t.from_send.p50_ms,
                 t.from_send.p95_ms,
                 t.from_send.p99_ms,
@@ -163,19 +163,34 @@ impl Report {
                 .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "floor (one connection, one cached request at a time, before the load): p50 {:.0} µs · p99 {:.0} µs{l1}",
+                "floor, back to back (one connection, one cached request at a time, before the load): p50 {:.0} µs · p99 {:.0} µs{l1}",
                 f.p50_ms * 1000.0,
                 f.p99_ms * 1000.0
             );
+            if let (Some(pf), Some(pace)) = (&t.paced_floor, t.pace_us) {
+                let _ = writeln!(
+                    out,
+                    "floor at the users' pace (the same, one request every {:.1} ms, as the users' requests reach the server; an idle server answers later): p50 {:.0} µs · p99 {:.0} µs",
+                    pace as f64 / 1000.0,
+                    pf.p50_ms * 1000.0,
+                    pf.p99_ms * 1000.0
+                );
+            }
             if let (Some(p), Some(r)) = (&t.l1_pure, t.l1_pure_p50_over_floor) {
                 let from_send = t
                     .l1_pure_from_send
                     .as_ref()
                     .map(|s| format!(", from the actual send p50 {:.0} µs", s.p50_ms * 1000.0))
                     .unwrap_or_default();
+                let ratios = match t.l1_pure_p50_over_paced_floor {
+                    Some(paced) => {
+                        format!("×{paced:.2} the floor at the users' pace, ×{r:.2} back to back")
+                    }
+                    None => format!("×{r:.2} the floor"),
+                };
                 let _ = writeln!(
                     out,
-                    "like for like, L1-served pure lines (the floor's kind; fs-read lines are validated first and can be large): {} answers, p50 {:.0} µs from the due time (×{r:.2} the floor){from_send}",
+                    "like for like, L1-served pure lines (the floor's kind; fs-read lines are validated first and can be large): {} answers, p50 {:.0} µs from the due time ({ratios}){from_send}",
                     p.count,
                     p.p50_ms * 1000.0
                 );

@@ -1,7 +1,7 @@
 //! Whether the load tester kept its own schedule, and the floor no load can
 //! beat, so a reader can tell the server's latency from the tester's.
 //!
-//! - The send lag (due time → the message on the socket) is the tester's own
+//! - The send lag (due time → the write that sends it starts) is the tester's own
 //!   lateness. Latency is reported from the due time (what a user of an open
 //!   system feels) and from the actual send (what the server and the network
 //!   cost), as wrk2 does. A p99 send lag above 1 ms means the tester was the
@@ -16,6 +16,12 @@
 //!   worktree: ~0.5 ms against ~0.08 ms for `echo`, measured one at a time
 //!   on an idle server) and can carry large outputs (`cat logs/app.log`), so
 //!   all of them together say little about the tester.
+//! - The paced floor: the floor again, one request every so often, at the
+//!   users' mean spacing at the server. A server idle between requests
+//!   answers later than one kept busy (threads park, the VM's vCPU halts,
+//!   caches go cold: see `run::setup`); users arriving milliseconds apart
+//!   meet that server, so their answers are judged against this floor when it
+//!   was measured (the back-to-back ratio is printed beside it).
 
 use crate::hist::{self, Hist, Summary};
 use serde::{Deserialize, Serialize};
@@ -32,6 +38,10 @@ pub struct TimingData {
     pub from_send: Hist,
     /// One connection, one cached request at a time, µs (None: not measured).
     pub floor: Option<Hist>,
+    /// The same at the users' pace, µs (None: not measured).
+    pub paced_floor: Option<Hist>,
+    /// The users' mean spacing at the server, µs (0: not known).
+    pub pace_us: u64,
     /// L1-served pure lines, from the due time, µs.
     pub l1_pure: Hist,
     /// … from the actual send, µs.
@@ -44,6 +54,8 @@ impl Default for TimingData {
             send_lag: hist::new_hist(),
             from_send: hist::new_hist(),
             floor: None,
+            paced_floor: None,
+            pace_us: 0,
             l1_pure: hist::new_hist(),
             l1_pure_from_send: hist::new_hist(),
         }
@@ -67,10 +79,22 @@ pub struct Timing {
     /// … from the actual send.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l1_pure_from_send: Option<Summary>,
-    /// Their p50 (from the due time) over the floor's p50: the issue's
-    /// acceptance compares this one.
+    /// Their p50 (from the due time) over the back-to-back floor's p50.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l1_pure_p50_over_floor: Option<f64>,
+    /// The floor at the users' pace (None: the pace was too fast to matter,
+    /// or not measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paced_floor: Option<Summary>,
+    /// That pace: one request every this many µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pace_us: Option<u64>,
+    /// L1-served pure lines' p50 (from the due time) over the paced floor's:
+    /// what the users met against what one connection met in the same
+    /// conditions, the tester's own cost being the difference (issue 17's
+    /// acceptance compares this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l1_pure_p50_over_paced_floor: Option<f64>,
     /// The p99 send lag exceeded [`MAX_SEND_LAG_P99_US`].
     pub tester_bottleneck: bool,
     /// The histograms, base64 (for merging).
@@ -86,6 +110,9 @@ pub struct TimingHistograms {
     pub from_send: String,
     /// Floor (empty: not measured).
     pub floor: String,
+    /// Paced floor (empty: not measured).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub paced_floor: String,
 }
 
 impl Timing {
@@ -99,9 +126,12 @@ impl Timing {
             _ => None,
         };
         let pure = (!d.l1_pure.is_empty()).then_some(&d.l1_pure);
-        let l1_pure_p50_over_floor = floor
-            .zip(pure)
-            .map(|(f, p)| p.value_at_quantile(0.5) as f64 / f.value_at_quantile(0.5).max(1) as f64);
+        let ratio = |f: &Hist, p: &Hist| {
+            p.value_at_quantile(0.5) as f64 / f.value_at_quantile(0.5).max(1) as f64
+        };
+        let l1_pure_p50_over_floor = floor.zip(pure).map(|(f, p)| ratio(f, p));
+        let paced = d.paced_floor.as_ref().filter(|h| !h.is_empty());
+        let l1_pure_p50_over_paced_floor = paced.zip(pure).map(|(f, p)| ratio(f, p));
         Timing {
             send_lag: hist::summary(&d.send_lag),
             from_send: hist::summary(&d.from_send),
@@ -111,12 +141,16 @@ impl Timing {
             l1_pure_from_send: (!d.l1_pure_from_send.is_empty())
                 .then(|| hist::summary(&d.l1_pure_from_send)),
             l1_pure_p50_over_floor,
+            paced_floor: paced.map(hist::summary),
+            pace_us: paced.map(|_| d.pace_us),
+            l1_pure_p50_over_paced_floor,
             tester_bottleneck: !d.send_lag.is_empty()
                 && d.send_lag.value_at_quantile(0.99) > MAX_SEND_LAG_P99_US,
             histograms: TimingHistograms {
                 send_lag: hist::encode(&d.send_lag),
                 from_send: hist::encode(&d.from_send),
                 floor: floor.map(hist::encode).unwrap_or_default(),
+                paced_floor: paced.map(hist::encode).unwrap_or_default(),
             },
         }
     }
@@ -130,6 +164,11 @@ impl Timing {
                 "" => None,
                 s => Some(hist::decode(s)?),
             },
+            paced_floor: match self.histograms.paced_floor.as_str() {
+                "" => None,
+                s => Some(hist::decode(s)?),
+            },
+            pace_us: self.pace_us.unwrap_or(0),
             // Not kept in the report's histograms: a merge compares all L1.
             l1_pure: hist::new_hist(),
             l1_pure_from_send: hist::new_hist(),
@@ -183,6 +222,23 @@ mod tests {
         assert!((pure - 1.1).abs() < 0.01, "{pure}");
         assert_eq!(t.l1_pure.as_ref().map(|s| s.count), Some(50));
         assert!(t.l1_pure_from_send.is_some());
+        assert_eq!(t.l1_pure_p50_over_paced_floor, None, "no paced floor");
+
+        // The paced floor, when measured, is the one the users are judged by.
+        let mut paced = hist::new_hist();
+        for _ in 0..100 {
+            hist::record(&mut paced, 176);
+        }
+        d.paced_floor = Some(paced);
+        d.pace_us = 4_000;
+        let t = Timing::build(&d, Some(&l1));
+        let r = t.l1_pure_p50_over_paced_floor.expect("compared");
+        assert!((r - 0.5).abs() < 0.01, "{r}");
+        assert_eq!(t.pace_us, Some(4_000));
+        let back = t.data().expect("decodes");
+        assert_eq!(back.paced_floor, d.paced_floor);
+        assert_eq!(back.pace_us, 4_000);
+        d.paced_floor = None;
 
         for _ in 0..10 {
             hist::record(&mut d.send_lag, 5_000);

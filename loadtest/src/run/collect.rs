@@ -30,6 +30,8 @@ pub(super) fn collect(
         s_before,
         backend_before,
         floor,
+        paced_floor,
+        pace_us,
         ..
     } = setup;
     let Observed {
@@ -167,6 +169,8 @@ pub(super) fn collect(
             send_lag: tables.send_lag.clone(),
             from_send: tables.from_send.clone(),
             floor: floor.clone(),
+            paced_floor: paced_floor.clone(),
+            pace_us,
             l1_pure: tables.l1_pure.clone(),
             l1_pure_from_send: tables.l1_pure_from_send.clone(),
         },

@@ -29,6 +29,11 @@ pub(super) struct Setup {
     pub(super) backend_before: Hist,
     /// One connection, one cached request at a time: the floor of the run.
     pub(super) floor: Option<Hist>,
+    /// The same, one request every `pace_us` (the users' mean spacing at the
+    /// server); None when that spacing is under [`MIN_PACE`].
+    pub(super) paced_floor: Option<Hist>,
+    /// The users' mean spacing at the server, µs.
+    pub(super) pace_us: u64,
 }
 
 /// Connects the monitor, builds the fixture for `sc.users` users and takes
@@ -76,6 +81,16 @@ pub(super) async fn setup(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<(M
         );
     }
     let floor = round_trip_floor(&mut mon).await;
+    let pace = Duration::from_secs_f64(
+        1.0 / opts
+            .profiles
+            .offered_per_s(sc.users, sc.time_scale)
+            .max(1e-3),
+    );
+    let paced_floor = match floor {
+        Some(_) if pace >= MIN_PACE => paced_round_trip_floor(&mut mon, pace).await,
+        _ => None,
+    };
     let s_before = mon
         .stats()
         .await
@@ -93,6 +108,8 @@ pub(super) async fn setup(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<(M
             s_before,
             backend_before,
             floor,
+            paced_floor,
+            pace_us: pace.as_micros() as u64,
         },
     ))
 }
@@ -117,6 +134,48 @@ async fn round_trip_floor(mon: &mut Monitor) -> Option<Hist> {
         }
     }
     (h.len() >= (FLOOR_SAMPLES / 2) as u64).then_some(h)
+}
+
+/// Below this spacing the server is seldom idle between two requests, and
+/// tokio's timer (a millisecond) could not keep it anyway: the back-to-back
+/// floor is the floor.
+const MIN_PACE: Duration = Duration::from_millis(1);
+/// Time the paced floor may take: at most [`FLOOR_SAMPLES`] requests, at
+/// least [`MIN_PACED_SAMPLES`].
+const PACED_FLOOR_BUDGET: Duration = Duration::from_secs(3);
+/// Fewest requests the paced floor takes.
+const MIN_PACED_SAMPLES: usize = 100;
+
+/// The floor again, with one request every `pace` (the users' mean spacing
+/// at the server), sent at fixed times so that the spacing holds on average.
+///
+/// Why both: a server (any server, and the load tester's own reader) idle
+/// between two requests answers the second one later than one that never
+/// went idle: its threads park, the VM's vCPU halts, caches go cold. On this
+/// project's 2-core VMs a cached round trip one connection apart measured
+/// p50 ~50 µs back to back, ~120 µs 1 ms apart, ~220 µs 5 ms apart and
+/// ~350 µs 20 ms apart; a bare blocking TCP echo (no WebSocket, no tokio)
+/// 57 → 163 µs over the same spacings, and the do-nothing `canned` server of
+/// `benches/hot_path.rs` 30 → 300 µs (README, "Measuring latency").
+/// Users arriving at the `quick` pace (~4 ms apart) find the server idle, so
+/// their round trips are compared with this floor: what they would see if the
+/// load tester added nothing.
+async fn paced_round_trip_floor(mon: &mut Monitor, pace: Duration) -> Option<Hist> {
+    let line = "echo voxterm-loadtest-floor";
+    let n = ((PACED_FLOOR_BUDGET.as_secs_f64() / pace.as_secs_f64()) as usize)
+        .clamp(MIN_PACED_SAMPLES, FLOOR_SAMPLES);
+    let mut h = hist::new_hist();
+    let start = Instant::now();
+    for i in 1..=n as u32 {
+        tokio::time::sleep_until(start + pace * i).await;
+        let started = Instant::now();
+        let done = mon.client.run(0, line, 0).await.ok()?;
+        let us = started.elapsed().as_micros() as u64;
+        if done.exit.map(|e| e.served_from) == Some(voxterm_protocol::ServedFrom::L1) {
+            hist::record(&mut h, us);
+        }
+    }
+    (h.len() >= (n / 2) as u64).then_some(h)
 }
 
 /// Removes the fixture (best effort: the server may be gone).
