@@ -23,9 +23,9 @@ impl Engine {
     /// exactly one `Finish`; `cancel` fires on `Cancel` or when the connection goes.
     /// `line` is the request's command as [`Engine::parse`] parsed it at admission.
     ///
-    /// With prediction on, the line is learned as the successor of the session's
-    /// last two, and when it ends the likely next lines are predicted (and may be
-    /// prefetched, off this request's path).
+    /// With prediction on, when it ends the line is learned as the successor
+    /// of the session's last two and the likely next lines are predicted (and
+    /// may be prefetched, off this request's path).
     pub async fn execute<S: OutputSink>(
         &self,
         session: &Session,
@@ -44,11 +44,10 @@ impl Engine {
         let (id, text) = line.predict_id();
         debug_assert_eq!(&**text, command);
         let id = *id;
-        let ((prev2, prev1), rank) = session.advance(id);
+        let (context, rank) = session.advance(id);
         if let Some(rank) = rank {
             self.metrics.predict.checked(rank);
         }
-        predictor.learn(session.tenant(), prev2, prev1, id, text.clone());
         let finish = self.answer(session, line, exec, sink, cancel).await;
         // Answered whole from a cache tier: the line is cached for this
         // session now, and its prefetch check need not say so at the price of
@@ -64,7 +63,7 @@ impl Engine {
                 ..
             }
         );
-        self.predict_next(session, id, hit.then_some(line));
+        self.learn_and_predict(predictor, session, context, id, text, hit);
         finish
     }
 

@@ -99,30 +99,30 @@ struct Planned {
 }
 
 impl Engine {
-    /// Predicts what follows `id` in `session`, remembers it for the accuracy
-    /// figures, and prefetches the likely lines in the background.
-    /// `hit`: the line that was just answered from the cache, if it was.
-    pub(super) fn predict_next(
+    /// Learns `id` (whose line is `text`) as the successor of `context` in
+    /// `session` and, unless another command of the session started
+    /// meanwhile (its end predicts), predicts what follows it, remembers
+    /// that for the accuracy figures and prefetches the likely lines in the
+    /// background. `hit`: the line was just answered from the cache.
+    pub(super) fn learn_and_predict(
         &self,
+        predictor: &crate::predict::Predictor,
         session: &Session,
+        context: (crate::predict::CmdId, crate::predict::CmdId),
         id: crate::predict::CmdId,
-        hit: Option<&Parsed>,
+        text: &Arc<str>,
+        hit: bool,
     ) {
-        let Some(predictor) = &self.predictor else {
+        let current = session.context().1 == id;
+        let Some(dist) = predictor.observe(session.tenant(), context, id, text, current) else {
             return;
         };
-        let (prev2, prev1) = session.context();
-        if prev1 != id {
-            // Another command of this session started meanwhile; its end predicts.
-            return;
-        }
-        let dist = predictor.predict(session.tenant(), prev2, prev1);
         let mut ids = [NONE; 3];
         for (slot, p) in ids.iter_mut().zip(&dist) {
             *slot = p.id;
         }
         session.set_predicted(id, ids);
-        self.plan_prefetch(session, &dist, hit);
+        self.plan_prefetch(session, &dist, hit.then_some(id));
     }
 
     /// Warms a session that was just opened: the tenant's likely first lines.
@@ -157,7 +157,7 @@ impl Engine {
         &self,
         session: &Session,
         dist: &crate::predict::Distribution,
-        hit: Option<&Parsed>,
+        hit: Option<crate::predict::CmdId>,
     ) {
         let tenant = session.tenant();
         if let Some((lines, (cwd, env))) =
@@ -176,7 +176,7 @@ impl Engine {
         &self,
         tenant: &str,
         dist: &crate::predict::Distribution,
-        hit: Option<&Parsed>,
+        hit: Option<crate::predict::CmdId>,
         launch: impl Fn() -> Launch,
     ) -> Option<(Vec<Arc<Parsed>>, Launch)> {
         let (Some(pf), Some(cache)) = (&self.prefetcher, &self.cache) else {
@@ -191,7 +191,7 @@ impl Engine {
             // The line just answered from the cache (the memo's same entry):
             // cached, as the check below would find. Only a prefetch is
             // decided here, never an answer.
-            if hit.is_some_and(|h| h.line().text() == &*p.line) {
+            if hit == Some(p.id) {
                 self.metrics.predict.skipped("cached");
                 continue;
             }

@@ -261,28 +261,37 @@ pub fn blend(
         tenant.and_then(|m| m.dist((NONE, prev1))),
         global.dist((NONE, prev1)),
     ];
-    // Weight of each level after the backoff chain.
-    let mut out: Distribution = Vec::new();
+    // Weight of each level after the backoff chain. At most every level's
+    // successors are scored: on the stack, their lines borrowed; only the
+    // `k` returned are cloned (an `Arc` clone is an atomic write to a line
+    // every core's requests share: the global prior's `echo hello`).
+    const MAX: usize = LEVELS * MAX_SUCCESSORS;
+    let mut found: [Option<Scored<'_>>; MAX] = [None; MAX];
+    let mut n = 0;
     let mut remaining = 1.0;
     for (i, level) in levels.iter().enumerate() {
-        let Some((s, n)) = level else { continue };
+        let Some((s, total)) = level else { continue };
         let own = i < 2;
         let last = levels[i + 1..].iter().all(Option::is_none);
-        let lambda = if last { 1.0 } else { n / (n + K) };
+        let lambda = if last { 1.0 } else { total / (total + K) };
         let w = remaining * lambda;
         for x in &s.list {
-            let p = w * f64::from(x.count) / n;
-            match out.iter_mut().find(|o| o.id == x.id) {
+            let p = w * f64::from(x.count) / total;
+            match found[..n].iter_mut().flatten().find(|o| o.id == x.id) {
                 Some(o) => {
                     o.p += p;
                     o.own |= own;
                 }
-                None => out.push(Prediction {
-                    id: x.id,
-                    line: x.line.clone(),
-                    p,
-                    own,
-                }),
+                None if n < MAX => {
+                    found[n] = Some(Scored {
+                        id: x.id,
+                        line: &x.line,
+                        p,
+                        own,
+                    });
+                    n += 1;
+                }
+                None => {}
             }
         }
         remaining -= w;
@@ -290,9 +299,34 @@ pub fn blend(
             break;
         }
     }
-    out.sort_by(|a, b| b.p.total_cmp(&a.p).then_with(|| a.line.cmp(&b.line)));
-    out.truncate(k);
-    out
+    let found = &mut found[..n];
+    found.sort_by(|a, b| match (a, b) {
+        (Some(a), Some(b)) => b.p.total_cmp(&a.p).then_with(|| a.line.cmp(b.line)),
+        _ => std::cmp::Ordering::Equal,
+    });
+    found
+        .iter()
+        .flatten()
+        .take(k)
+        .map(|s| Prediction {
+            id: s.id,
+            line: s.line.clone(),
+            p: s.p,
+            own: s.own,
+        })
+        .collect()
+}
+
+/// Levels [`blend`] mixes: the tenant's order 2 and order 1, the global prior.
+const LEVELS: usize = 3;
+
+/// A successor scored by [`blend`], its line still the model's.
+#[derive(Clone, Copy)]
+struct Scored<'a> {
+    id: CmdId,
+    line: &'a Arc<str>,
+    p: f64,
+    own: bool,
 }
 
 #[cfg(test)]
