@@ -154,6 +154,26 @@ pub struct HealthArgs {
     pub timeout: Duration,
 }
 
+/// `loadtest rtt`: one connection's cached round trip at several spacings.
+#[derive(Debug, Args)]
+pub struct RttArgs {
+    /// The server.
+    #[arg(long, env = "VOXTERM_URL", default_value = "ws://127.0.0.1:7878/ws")]
+    pub url: String,
+    /// Spacings between two requests' send times, comma-separated (0 = back
+    /// to back), e.g. `0,200us,1ms,5ms,20ms`.
+    #[arg(long, value_delimiter = ',', default_value = "0,1ms,5ms,20ms", value_parser = humantime::parse_duration)]
+    pub gaps: Vec<Duration>,
+    /// Round trips per spacing.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
+    pub samples: u32,
+    /// Also measure a bare blocking TCP echo started in this process on
+    /// 127.0.0.1 (std threads, no tokio, no WebSocket) at the same spacings:
+    /// the machine's own baseline.
+    #[arg(long)]
+    pub tcp_echo: bool,
+}
+
 #[derive(Debug, Args)]
 pub struct CompareArgs {
     /// Scenario to run twice.

@@ -6,7 +6,7 @@
 //! testing" section for every command.
 //!
 //! This file is the command line and its dispatch; each subcommand lives in
-//! its own file (`execute` for `run`, `validate` and `merge`, `health`,
+//! its own file (`execute` for `run`, `validate` and `merge`, `health`, `rtt`,
 //! `compare`, `browser`; `serve` for the hidden `__serve` server child,
 //! `failover` for the failover scenario's engines and HAProxy), their options in
 //! `args`.
@@ -25,12 +25,13 @@ mod profile;
 mod record;
 mod redis;
 mod report;
+mod rtt;
 mod run;
 mod scenario;
 mod serve;
 
 use args::{
-    BrowserArgs, CompareArgs, HealthArgs, MergeArgs, RunArgs, ServeChildArgs, ValidateArgs,
+    BrowserArgs, CompareArgs, HealthArgs, MergeArgs, RttArgs, RunArgs, ServeChildArgs, ValidateArgs,
 };
 use clap::{Parser, Subcommand};
 use compare::compare;
@@ -61,6 +62,9 @@ enum Command {
     Browser(BrowserArgs),
     /// Fast check: /healthz and one exec round trip.
     Health(HealthArgs),
+    /// One connection's cached round trip at several spacings: how much an
+    /// idle machine adds.
+    Rtt(RttArgs),
     /// One scenario twice, optimizations off then on; prints the improvement.
     Compare(CompareArgs),
     /// Merge JSON reports taken on several machines into one.
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
             Some(Command::Run(a)) => run_cmd(a).await,
             Some(Command::Validate(a)) => validate(a).await,
             Some(Command::Health(a)) => health(a).await,
+            Some(Command::Rtt(a)) => rtt::rtt(a).await,
             Some(Command::Browser(a)) => browser::browser(a).await,
             Some(Command::Compare(a)) => compare(a).await,
             Some(Command::Merge(a)) => merge(a),
