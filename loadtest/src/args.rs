@@ -44,6 +44,12 @@ pub struct RunArgs {
     /// `voxterm exec` do.
     #[arg(long)]
     pub no_reattach: bool,
+    /// The thread that sends every command at its due time stays in the
+    /// normal scheduling class. By default it asks for the lowest real-time
+    /// class (`SCHED_FIFO` 1; granted to root or `CAP_SYS_NICE`) so that
+    /// it runs the moment a command is due, spinning within 5 % of a core.
+    #[arg(long)]
+    pub no_realtime: bool,
     /// Flag for the started server (repeatable), e.g. `--server-arg=--workers=64`.
     #[arg(long = "server-arg", allow_hyphen_values = true)]
     pub server_args: Vec<String>,

@@ -14,6 +14,7 @@ pub(crate) async fn compare(c: CompareArgs) -> anyhow::Result<ExitCode> {
         url: Vec::new(),
         engine: Vec::new(),
         no_reattach: false,
+        no_realtime: false,
         server_args: Vec::new(),
         users: c.users,
         duration: c.duration,

@@ -44,6 +44,8 @@ pub struct RunOptions {
     /// Users ask the server to hold their commands over a dropped connection
     /// and re-attach to them (as the page and `voxterm exec` do).
     pub reattach: bool,
+    /// The scheduling thread asks for a real-time class (`--no-realtime`).
+    pub realtime: bool,
     /// Profiles.
     pub profiles: Profiles,
     /// Users sharing one connection.
@@ -136,6 +138,7 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
         sc,
         &opts.targets,
         opts.reattach,
+        opts.realtime,
         opts.profiles.clone(),
         opts.users_per_connection,
         &clock,

@@ -109,17 +109,19 @@ pub(super) struct Scheduler {
 
 impl Scheduler {
     /// Starts the thread; it sends until `end` or until `stop` is set.
+    /// `realtime`: it asks for a real-time class ([`realtime`]).
     pub(super) fn start(
         profiles: Arc<Profiles>,
         rec: Arc<Recorder>,
         stop: Arc<AtomicBool>,
         end: tokio::time::Instant,
+        realtime: bool,
     ) -> Scheduler {
         let (tx, rx) = mpsc::channel::<Due>();
         let end = end.into_std();
         let spawned = std::thread::Builder::new()
             .name("loadtest-schedule".into())
-            .spawn(move || run(rx, &profiles, &rec, &stop, end));
+            .spawn(move || run(rx, &profiles, &rec, &stop, end, realtime));
         if let Err(e) = spawned {
             tracing::error!(error = %e, "cannot start the scheduling thread: no user will send");
         }
@@ -147,12 +149,13 @@ fn run(
     rec: &Recorder,
     stop: &AtomicBool,
     end: Instant,
+    realtime: bool,
 ) {
     // Without this the kernel may fire a sleep up to 50 µs late on purpose.
     if let Err(e) = nix::sys::prctl::set_timerslack(1) {
         tracing::debug!(error = %e, "timer slack unchanged");
     }
-    let rt = realtime();
+    let rt = realtime && self::realtime();
     let mut budget = SpinBudget::new();
     let mut heap: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     let mut open = true;

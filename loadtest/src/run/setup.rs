@@ -152,14 +152,13 @@ const MIN_PACED_SAMPLES: usize = 100;
 /// Why both: a server (any server, and the load tester's own reader) idle
 /// between two requests answers the second one later than one that never
 /// went idle: its threads park, the VM's vCPU halts, caches go cold. On this
-/// project's 2-core VMs a cached round trip one connection apart measured
-/// p50 ~50 µs back to back, ~120 µs 1 ms apart, ~220 µs 5 ms apart and
-/// ~350 µs 20 ms apart; a bare blocking TCP echo (no WebSocket, no tokio)
-/// 57 → 163 µs over the same spacings, and the do-nothing `canned` server of
-/// `benches/hot_path.rs` 30 → 300 µs (README, "Measuring latency").
-/// Users arriving at the `quick` pace (~4 ms apart) find the server idle, so
-/// their round trips are compared with this floor: what they would see if the
-/// load tester added nothing.
+/// project's 2-core VMs `loadtest rtt --tcp-echo` measured voxterm's cached
+/// round trip p50 35–62 µs back to back and 242–327 µs 20 ms apart, and a
+/// bare blocking TCP echo 13–53 µs and 69–186 µs (the echo's spread is where
+/// the two threads run: one vCPU or two). Users arriving at the `quick` pace
+/// (~4–5 ms apart) find the server idle, so their round trips are compared
+/// with this floor: what they would see if the load tester added nothing
+/// (README, "Measuring latency").
 async fn paced_round_trip_floor(mon: &mut Monitor, pace: Duration) -> Option<Hist> {
     let line = "echo voxterm-loadtest-floor";
     let n = ((PACED_FLOOR_BUDGET.as_secs_f64() / pace.as_secs_f64()) as usize)

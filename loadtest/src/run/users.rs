@@ -50,6 +50,7 @@ pub(super) fn ramp(
     sc: &Scenario,
     targets: &Arc<[Target]>,
     reattach: bool,
+    realtime: bool,
     profiles: Profiles,
     per_conn: usize,
     clock: &Clock,
@@ -70,7 +71,13 @@ pub(super) fn ramp(
         stop: stop_users.clone(),
         home: root.into(),
     };
-    let scheduler = Scheduler::start(profiles.clone(), rec.clone(), stop_users.clone(), end);
+    let scheduler = Scheduler::start(
+        profiles.clone(),
+        rec.clone(),
+        stop_users.clone(),
+        end,
+        realtime,
+    );
 
     // Connection schedule.
     let connect_at = |c: usize| -> Instant {
