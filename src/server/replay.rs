@@ -272,7 +272,7 @@ impl Route {
                 if let Some(home) = &st.home {
                     // Forget the id before the client can see the end, so it
                     // may reuse the id at once.
-                    home.shared.forget(self.request);
+                    home.shared.forget(self.request, std::time::Instant::now());
                 }
             }
             st.bytes += output_len(&msg);

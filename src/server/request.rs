@@ -282,10 +282,11 @@ pub(super) async fn finish_request(
     // Forget the id before the client can see the end, so it may reuse the id
     // at once. A route does it itself, on the connection the request is on
     // by then (`replay`).
+    let now = Instant::now();
     if let Out::Direct(_) = out {
-        shared.forget(request);
+        shared.forget(request, now);
     }
-    let backend_us = received.elapsed().as_micros() as u64;
+    let backend_us = now.saturating_duration_since(received).as_micros() as u64;
     let frame = match finish {
         Finish::Exit {
             code,

@@ -239,13 +239,14 @@ impl Shared {
         self.errors.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Removes a finished request.
-    pub fn forget(&self, request: RequestId) {
+    /// Removes a request that finished at `now` (the caller's clock read,
+    /// which it times the request with too: one read per request, not two).
+    pub fn forget(&self, request: RequestId, now: Instant) {
         let mut map = self.in_flight();
         map.remove(&request);
         if map.is_empty() {
             self.emptied.notify_one();
-            let ms = self.born.elapsed().as_millis() as u64;
+            let ms = now.saturating_duration_since(self.born).as_millis() as u64;
             self.last_end_ms.store(ms, Ordering::Relaxed);
         }
     }

@@ -137,7 +137,12 @@ impl Connection {
         valid: Result<(), (ErrorCode, String)>,
         input: Option<InputPort>,
     ) -> Option<(Arc<SessionHandle>, Arc<Parsed>, Cancel)> {
-        if !self.draining && self.shared.in_flight().contains_key(&exec.request) {
+        // One look at the map (its lock) for both checks.
+        let (duplicate, in_flight) = {
+            let map = self.shared.in_flight();
+            (map.contains_key(&exec.request), map.len())
+        };
+        if !self.draining && duplicate {
             // Not accepted, so it must not look like the in-flight request's end.
             let message = format!("request {} is already in flight", exec.request);
             self.reject(
@@ -154,7 +159,7 @@ impl Connection {
                 ErrorCode::ShuttingDown,
                 "server is shutting down".to_owned(),
             ))
-        } else if self.shared.in_flight().len() >= self.limits.max_in_flight as usize {
+        } else if in_flight >= self.limits.max_in_flight as usize {
             Some((
                 ErrorCode::TooManyRequests,
                 format!(
