@@ -145,12 +145,14 @@ impl Connection {
         if !self.draining && duplicate {
             // Not accepted, so it must not look like the in-flight request's end.
             let message = format!("request {} is already in flight", exec.request);
-            self.reject(
+            // Refusals are boxed: inline, their states would size every
+            // admitted request's handler (`dispatch::on_frame`).
+            Box::pin(self.reject(
                 Subject::Request,
                 exec.request,
                 ErrorCode::DuplicateRequest,
                 message,
-            )
+            ))
             .await;
             return None;
         }
@@ -171,7 +173,7 @@ impl Connection {
             None
         };
         if let Some((code, message)) = refuse {
-            self.send_error(Some(exec.request), code, message).await;
+            Box::pin(self.send_error(Some(exec.request), code, message)).await;
             return None;
         }
         let screened = valid.and_then(|()| self.screen(&exec));
@@ -182,7 +184,7 @@ impl Connection {
         let (session, line) = match admitted {
             Ok(s) => s,
             Err((code, message)) => {
-                self.send_error(Some(exec.request), code, message).await;
+                Box::pin(self.send_error(Some(exec.request), code, message)).await;
                 return None;
             }
         };

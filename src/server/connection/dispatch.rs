@@ -91,9 +91,14 @@ impl Connection {
 
     /// One frame, to its handler. `received` is when its message arrived
     /// (the start of every request's `backend_us`).
+    ///
+    /// A frame's handler is boxed with the message's (`connection::run`)
+    /// and moved whole into the box, so this future is kept to the size of
+    /// the hot handlers (`Exec`, `Cancel`, `Input`, `Ping`): the larger, rarer
+    /// ones are boxed on their own when they come.
     async fn on_frame(&mut self, msg: Message, received: Instant) {
         if let Message::Hello(hello) = msg {
-            return self.on_hello(*hello).await;
+            return Box::pin(self.on_hello(*hello)).await;
         }
         if self.tenant.is_none() {
             let request = match &msg {
@@ -108,19 +113,19 @@ impl Connection {
         }
         match msg {
             Message::Exec(exec) => self.on_exec(exec, received).await,
-            Message::Batch(batch) => self.on_batch(batch, received).await,
+            Message::Batch(batch) => Box::pin(self.on_batch(batch, received)).await,
             Message::Cancel(cancel) => self.on_cancel(cancel),
-            Message::Spawn(spawn) => self.on_spawn(*spawn, received).await,
+            Message::Spawn(spawn) => Box::pin(self.on_spawn(*spawn, received)).await,
             Message::Input(input) => self.on_input(input).await,
             Message::Resize(resize) => self.on_resize(resize).await,
-            Message::Classify(classify) => self.on_classify(classify).await,
-            Message::OpenSession(open) => self.on_open(open).await,
+            Message::Classify(classify) => Box::pin(self.on_classify(classify)).await,
+            Message::OpenSession(open) => Box::pin(self.on_open(open)).await,
             Message::CloseSession(close) => self.on_close_session(close).await,
             Message::Ping(ping) => self.on_ping(ping).await,
             Message::Pong(_) => {}
             Message::StatsRequest(r) => self.on_stats(r).await,
             Message::Configure(configure) => self.on_configure(configure).await,
-            Message::Attach(attach) => self.on_attach(attach).await,
+            Message::Attach(attach) => Box::pin(self.on_attach(attach)).await,
             other => {
                 self.reject(
                     Subject::Frame,

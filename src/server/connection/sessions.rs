@@ -135,7 +135,9 @@ impl Connection {
                 format!("session {id} is not open"),
             ));
         }
-        let (handle, _) = self.attach("default").await?;
+        // Boxed: attaching (~830 bytes of state) happens once per connection,
+        // and inline it would size every `Exec`'s handler (`dispatch`).
+        let (handle, _) = Box::pin(self.attach("default")).await?;
         let handle = Arc::new(handle);
         self.sessions.insert(0, handle.clone());
         Ok(handle)
