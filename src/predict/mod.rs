@@ -139,37 +139,31 @@ impl Predictor {
         predict: bool,
     ) -> Option<Distribution> {
         let learn = line.len() <= model::MAX_LINE;
-        // The global prior first, as in `predict`: one lock order everywhere.
-        let mut global = lock(&self.global);
-        if learn {
-            global.learn(prev2, prev1, next, line, false);
-        }
+        // The tenant's shard first, then the global prior, as in `predict`:
+        // one lock order everywhere. The prior's lock is the one every
+        // request of every tenant takes, so it is held only for its own
+        // learning and the blend, not for the tenant's lookup and learning.
         let mut shard = lock(self.shard(tenant));
-        let (dist, newly_unsaved) = match shard.get_mut(tenant) {
-            Some(m) => {
-                let newly = learn && {
-                    m.learn(prev2, prev1, next, line, true);
-                    m.mark_unsaved()
-                };
-                let dist = predict.then(|| model::blend(Some(m), &global, prev1, next, self.top_k));
-                (dist, newly)
-            }
-            None => {
-                let mut m = Model::default();
-                if learn {
-                    m.learn(prev2, prev1, next, line, true);
-                    m.mark_unsaved();
-                }
-                let dist =
-                    predict.then(|| model::blend(Some(&m), &global, prev1, next, self.top_k));
-                if learn {
-                    shard.put(tenant.clone(), m);
-                }
-                (dist, learn)
-            }
+        let mut fresh = None;
+        let (m, newly_unsaved) = match shard.get_mut(tenant) {
+            Some(m) => (m, false),
+            None => (&mut *fresh.insert(Model::default()), learn),
         };
+        let newly_unsaved = learn && {
+            m.learn(prev2, prev1, next, line, true);
+            m.mark_unsaved() || newly_unsaved
+        };
+        let dist = {
+            let mut global = lock(&self.global);
+            if learn {
+                global.learn(prev2, prev1, next, line, false);
+            }
+            predict.then(|| model::blend(Some(&*m), &global, prev1, next, self.top_k))
+        };
+        if let Some(m) = fresh.filter(|_| learn) {
+            shard.put(tenant.clone(), m);
+        }
         drop(shard);
-        drop(global);
         if learn {
             self.global_dirty
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -182,8 +176,9 @@ impl Predictor {
 
     /// The `top_k` most likely next commands of `tenant` after (`prev2`, `prev1`).
     pub fn predict(&self, tenant: &str, prev2: CmdId, prev1: CmdId) -> Distribution {
-        let global = lock(&self.global);
+        // The shard, then the prior: the order `observe` takes them in.
         let mut shard = lock(self.shard(tenant));
+        let global = lock(&self.global);
         model::blend(shard.get(tenant), &global, prev2, prev1, self.top_k)
     }
 
