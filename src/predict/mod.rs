@@ -144,14 +144,15 @@ impl Predictor {
         // request of every tenant takes, so it is held only for its own
         // learning and the blend, not for the tenant's lookup and learning.
         let mut shard = lock(self.shard(tenant));
+        // A tenant seen for the first time gets its model once it learned.
         let mut fresh = None;
-        let (m, newly_unsaved) = match shard.get_mut(tenant) {
-            Some(m) => (m, false),
-            None => (&mut *fresh.insert(Model::default()), learn),
+        let m = match shard.get_mut(tenant) {
+            Some(m) => m,
+            None => fresh.insert(Model::default()),
         };
         let newly_unsaved = learn && {
             m.learn(prev2, prev1, next, line, true);
-            m.mark_unsaved() || newly_unsaved
+            m.mark_unsaved()
         };
         let dist = {
             let mut global = lock(&self.global);
