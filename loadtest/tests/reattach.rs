@@ -5,33 +5,13 @@
 //! that were running are taken over with `Attach` on the live engine and end
 //! with their own `Exit`: nothing lost, no error.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::Engine;
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-/// One `loadtest __serve` engine on a free port.
-fn engine() -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-        .args(["__serve", "--listen", "127.0.0.1:0", "--"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start the engine");
-    let stdout = child.stdout.take().expect("its stdout");
-    let mut line = String::new();
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("its first line");
-    let addr = line
-        .trim()
-        .strip_prefix("listening ")
-        .expect("listening ADDR")
-        .to_owned();
-    (child, addr)
-}
 
 /// HAProxy with the shipped configuration, every server line on `engine`.
 fn haproxy(bind: &str, engine: &str, socket: &Path) -> Child {
@@ -78,13 +58,14 @@ next = { nap = 1 }
 "#,
     )
     .expect("write profiles");
-    let (mut server, addr) = engine();
+    let server = Engine::start();
+    let addr = &server.addr;
     let bind = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("a free port")
         .to_string();
     let socket = dir.path().join("haproxy.sock");
-    let mut lb = haproxy(&bind, &addr, &socket);
+    let mut lb = haproxy(&bind, addr, &socket);
     std::thread::sleep(Duration::from_secs(2));
     let json = dir.path().join("reattach.json");
     let run = Command::new(env!("CARGO_BIN_EXE_loadtest"))
@@ -117,12 +98,11 @@ next = { nap = 1 }
     let _ = lb.kill();
     let _ = lb.wait();
     std::thread::sleep(Duration::from_millis(300));
-    let mut lb = haproxy(&bind, &addr, &socket);
+    let mut lb = haproxy(&bind, addr, &socket);
     let out = run.wait_with_output().expect("loadtest ends");
     let _ = lb.kill();
     let _ = lb.wait();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let report: serde_json::Value = match std::fs::read(&json) {

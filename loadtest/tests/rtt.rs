@@ -2,45 +2,11 @@
 //! per spacing for voxterm and for the bare TCP echo, exit 0; and exit 1 with
 //! the URL named when nothing listens there.
 
-use std::io::{BufRead, BufReader};
+mod common;
+
+use common::Engine;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
-
-/// A `loadtest __serve` engine on a free port, killed when dropped.
-struct Engine {
-    child: Child,
-    addr: String,
-}
-
-impl Engine {
-    fn start() -> Engine {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
-            .args(["__serve", "--listen", "127.0.0.1:0", "--"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the engine");
-        let stdout = child.stdout.take().expect("its stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("its first line");
-        let addr = line
-            .trim()
-            .strip_prefix("listening ")
-            .expect("listening ADDR")
-            .to_owned();
-        Engine { child, addr }
-    }
-}
-
-impl Drop for Engine {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use std::process::Command;
 
 fn rtt(args: &[&str]) -> (std::process::ExitStatus, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_loadtest"))
