@@ -123,9 +123,20 @@ const FLOOR_SAMPLES: usize = 400;
 /// compares with the run's L1-served answers. None if the server caches
 /// nothing.
 async fn round_trip_floor(mon: &mut Monitor) -> Option<Hist> {
+    floor(mon, Duration::ZERO, FLOOR_SAMPLES + 10, FLOOR_SAMPLES / 2).await
+}
+
+/// `n` cached round trips on the monitor's connection, one every `pace`
+/// from the start (back to back when zero), L1-served ones only; None when
+/// fewer than `need` were.
+async fn floor(mon: &mut Monitor, pace: Duration, n: usize, need: usize) -> Option<Hist> {
     let line = "echo voxterm-loadtest-floor";
     let mut h = hist::new_hist();
-    for _ in 0..FLOOR_SAMPLES + 10 {
+    let start = Instant::now();
+    for i in 1..=n as u32 {
+        if !pace.is_zero() {
+            tokio::time::sleep_until(start + pace * i).await;
+        }
         let started = Instant::now();
         let done = mon.client.run(0, line, 0).await.ok()?;
         let us = started.elapsed().as_micros() as u64;
@@ -133,7 +144,7 @@ async fn round_trip_floor(mon: &mut Monitor) -> Option<Hist> {
             hist::record(&mut h, us);
         }
     }
-    (h.len() >= (FLOOR_SAMPLES / 2) as u64).then_some(h)
+    (h.len() >= need as u64).then_some(h)
 }
 
 /// Below this spacing the server is seldom idle between two requests, and
@@ -160,21 +171,9 @@ const MIN_PACED_SAMPLES: usize = 100;
 /// with this floor: what they would see if the load tester added nothing
 /// (README, "Measuring latency").
 async fn paced_round_trip_floor(mon: &mut Monitor, pace: Duration) -> Option<Hist> {
-    let line = "echo voxterm-loadtest-floor";
     let n = ((PACED_FLOOR_BUDGET.as_secs_f64() / pace.as_secs_f64()) as usize)
         .clamp(MIN_PACED_SAMPLES, FLOOR_SAMPLES);
-    let mut h = hist::new_hist();
-    let start = Instant::now();
-    for i in 1..=n as u32 {
-        tokio::time::sleep_until(start + pace * i).await;
-        let started = Instant::now();
-        let done = mon.client.run(0, line, 0).await.ok()?;
-        let us = started.elapsed().as_micros() as u64;
-        if done.exit.map(|e| e.served_from) == Some(voxterm_protocol::ServedFrom::L1) {
-            hist::record(&mut h, us);
-        }
-    }
-    (h.len() >= (n / 2) as u64).then_some(h)
+    floor(mon, pace, n, n / 2).await
 }
 
 /// Removes the fixture (best effort: the server may be gone).
