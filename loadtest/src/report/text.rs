@@ -170,7 +170,7 @@ impl Report {
             if let (Some(pf), Some(pace)) = (&t.paced_floor, t.pace_us) {
                 let _ = writeln!(
                     out,
-                    "floor at the users' pace (the same, one request every {:.1} ms, as the users' requests reach the server; an idle server answers later): p50 {:.0} µs · p99 {:.0} µs",
+                    "floor at the users' pace (the same, one request every {:.1} ms, as the users' requests reach the server, at most 20; an idle server answers later): p50 {:.0} µs · p99 {:.0} µs",
                     pace as f64 / 1000.0,
                     pf.p50_ms * 1000.0,
                     pf.p99_ms * 1000.0

@@ -86,7 +86,8 @@ pub(super) async fn setup(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<(M
             .profiles
             .offered_per_s(sc.users, sc.time_scale)
             .max(1e-3),
-    );
+    )
+    .min(MAX_PACE);
     let paced_floor = match floor {
         Some(_) if pace >= MIN_PACE => paced_round_trip_floor(&mut mon, pace).await,
         _ => None,
@@ -156,6 +157,11 @@ const MIN_PACE: Duration = Duration::from_millis(1);
 const PACED_FLOOR_BUDGET: Duration = Duration::from_secs(3);
 /// Fewest requests the paced floor takes.
 const MIN_PACED_SAMPLES: usize = 100;
+/// Widest spacing the paced floor keeps: a server idle this long is as cold
+/// as one idle longer (`loadtest rtt`'s widest step), and at most
+/// [`MIN_PACED_SAMPLES`] of it fit in [`PACED_FLOOR_BUDGET`]. Users a second
+/// apart would otherwise hold the run's setup for 100 s.
+const MAX_PACE: Duration = Duration::from_millis(20);
 
 /// The floor again, with one request every `pace` (the users' mean spacing
 /// at the server), sent at fixed times so that the spacing holds on average.
