@@ -83,53 +83,26 @@ impl Predictor {
         &self.shards[(h % SHARDS as u64) as usize]
     }
 
-    /// Learns that `line` followed (`prev2`, `prev1`) in a session of `tenant`.
-    /// Lines longer than [`model::MAX_LINE`] are not learned.
+    /// Learns that `line` followed (`prev2`, `prev1`) in a session of `tenant`
+    /// ([`Predictor::observe`] without the prediction). Lines longer than
+    /// [`model::MAX_LINE`] are not learned.
     pub fn learn(
         &self,
         tenant: &Arc<str>,
         prev2: CmdId,
         prev1: CmdId,
         next: CmdId,
-        line: impl AsRef<str> + Into<Arc<str>>,
+        line: impl Into<Arc<str>>,
     ) {
-        if line.as_ref().len() > model::MAX_LINE {
-            return;
-        }
-        // The engine hands its memo's shared copy of the line: no allocation.
-        let line: Arc<str> = line.into();
-        let newly_unsaved = {
-            let mut shard = lock(self.shard(tenant));
-            match shard.get_mut(tenant) {
-                Some(m) => {
-                    m.learn(prev2, prev1, next, &line, true);
-                    m.mark_unsaved()
-                }
-                None => {
-                    let mut m = Model::default();
-                    m.learn(prev2, prev1, next, &line, true);
-                    m.mark_unsaved();
-                    shard.put(tenant.clone(), m);
-                    true
-                }
-            }
-        };
-        lock(&self.global).learn(prev2, prev1, next, &line, false);
-        self.global_dirty
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        // Only a model's first change since its save touches the set: asked
-        // on every request, the set's lookup was a SipHash of the tenant.
-        if newly_unsaved {
-            lock(&self.dirty).insert(tenant.clone());
-        }
+        self.observe(tenant, (prev2, prev1), next, &line.into(), false);
     }
 
-    /// Learns `next` after (`prev2`, `prev1`) as [`Predictor::learn`] does
-    /// and, when `predict`, returns what likely follows it (the context
-    /// (`prev1`, `next`)) as [`Predictor::predict`] would: a request's two
-    /// uses of the models under one taking of each lock and one lookup of
-    /// the tenant's model (they were ~15 % of a cached request's
-    /// instructions when done apart).
+    /// Learns that `line` (whose id is `next`) followed (`prev2`, `prev1`)
+    /// in a session of `tenant` and, when `predict`, returns what likely
+    /// follows it (the context (`prev1`, `next`)) as [`Predictor::predict`]
+    /// would: a request's two uses of the models under one taking of each
+    /// lock and one lookup of the tenant's model (they were ~15 % of a
+    /// cached request's instructions when done apart).
     pub fn observe(
         &self,
         tenant: &Arc<str>,
@@ -169,6 +142,8 @@ impl Predictor {
             self.global_dirty
                 .store(true, std::sync::atomic::Ordering::Relaxed);
         }
+        // Only a model's first change since its save touches the set: asked
+        // on every request, the set's lookup was a SipHash of the tenant.
         if newly_unsaved {
             lock(&self.dirty).insert(tenant.clone());
         }
