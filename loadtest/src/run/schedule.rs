@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 /// How long before a due time the thread stops sleeping and spins: covers the
 /// wake-up latency of a sleeping thread on a loaded machine.
 const SPIN: Duration = Duration::from_micros(200);
-/// The same for a real-time thread (see [`realtime`]), which nothing
+/// The same for a real-time thread (see [`enter_realtime`]), which nothing
 /// delays once awake: what is left to cover is a halted core's wake-up
 /// (~50 µs on this project's VMs: send lag p50 46 µs without a spin, 8 µs
 /// with this one, in `quick`).
@@ -109,7 +109,7 @@ pub(super) struct Scheduler {
 
 impl Scheduler {
     /// Starts the thread; it sends until `end` or until `stop` is set.
-    /// `realtime`: it asks for a real-time class ([`realtime`]).
+    /// `realtime`: it asks for a real-time class ([`enter_realtime`]).
     pub(super) fn start(
         profiles: Arc<Profiles>,
         rec: Arc<Recorder>,
@@ -155,7 +155,7 @@ fn run(
     if let Err(e) = nix::sys::prctl::set_timerslack(1) {
         tracing::debug!(error = %e, "timer slack unchanged");
     }
-    let rt = realtime && self::realtime();
+    let rt = realtime && enter_realtime();
     let mut budget = SpinBudget::new();
     let mut heap: BinaryHeap<Reverse<Due>> = BinaryHeap::new();
     let mut open = true;
@@ -233,7 +233,7 @@ fn run(
 /// children it runs to use up their time slices on cores shared with them.
 /// What it runs is bounded: the sends due, and spins of [`RT_SPIN`] within
 /// [`RT_SPIN_SHARE`] of a core. True when it is real-time now.
-fn realtime() -> bool {
+fn enter_realtime() -> bool {
     use nix::libc;
     let param = libc::sched_param { sched_priority: 1 };
     // SAFETY: `param` outlives the call; pid 0 is this thread.
