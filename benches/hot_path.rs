@@ -36,6 +36,14 @@
 //!
 //! `cargo bench --bench hot_path` (release build; the client gets
 //! `VOXTERM_HOT_CLIENT_THREADS` (1) threads).
+//!
+//! Server threads: the client runs beside the servers, so by default every
+//! Rust server gets the cores the client leaves (cores − client threads, at
+//! least 1: `voxterm --threads`, the canned floor's runtime alike), as the
+//! Node stack has its one thread. More runtime threads than free cores make
+//! a worker that holds connections lose its core to the client for whole
+//! time slices (see `server::runtime`). `VOXTERM_HOT_THREADS=N` sets them
+//! (0: tokio's default, one per core).
 
 use hdrhistogram::Histogram;
 use std::io::{Read, Write};
@@ -395,9 +403,24 @@ fn load() -> (usize, usize) {
     )
 }
 
+/// The client's threads.
+fn client_threads() -> usize {
+    env_or::<usize>("VOXTERM_HOT_CLIENT_THREADS", 1).max(1)
+}
+
+/// Runtime threads for the Rust servers: `VOXTERM_HOT_THREADS`, else the
+/// cores the client leaves (0: the runtime's default).
+fn server_threads() -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    env_or(
+        "VOXTERM_HOT_THREADS",
+        cores.saturating_sub(client_threads()).max(1),
+    )
+}
+
 fn measure(addr: SocketAddr, pid: u32, secs: f64) -> Figures {
     let (connections, in_flight) = load();
-    let threads: usize = env_or::<usize>("VOXTERM_HOT_CLIENT_THREADS", 1).max(1);
+    let threads = client_threads();
     let mut conns: Vec<Vec<Conn>> = (0..threads).map(|_| Vec::new()).collect();
     for i in 0..connections {
         let c = Conn::open(addr, &format!("t{}", i % 1000)).expect("connect");
@@ -522,6 +545,7 @@ fn measure_bare(secs: f64) -> Figures {
 fn canned_server(port: u16) {
     use futures_util::{FutureExt, SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as Ws;
+    // Sized like the servers it is the floor of: `TOKIO_WORKER_THREADS`.
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -644,6 +668,12 @@ fn start(name: &str, program: &str) -> Server {
         c.args(extra.split_whitespace());
         c
     };
+    // tokio's own variable: `voxterm serve` (its `--threads` unset), older
+    // builds and the canned floor all size their runtime by it.
+    match server_threads() {
+        0 => cmd.env_remove("TOKIO_WORKER_THREADS"),
+        n => cmd.env("TOKIO_WORKER_THREADS", n.to_string()),
+    };
     let child = cmd
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
@@ -706,8 +736,10 @@ fn main() {
     let mut results: Vec<Vec<Figures>> = servers.iter().map(|_| Vec::new()).collect();
     let (connections, in_flight) = load();
     println!(
-        "hot path: `{COMMAND}` {}, {connections} connections x {in_flight} in flight, {rounds} rounds of {secs} s{}",
+        "hot path: `{COMMAND}` {}, {connections} connections x {in_flight} in flight, {rounds} rounds of {secs} s, server threads {} (VOXTERM_HOT_THREADS; 0: one per core), client threads {}{}",
         if spawn_mode() { "uncached (a spawn each)" } else { "cached" },
+        server_threads(),
+        client_threads(),
         if spawn_mode() { "; CPU counts the children (server: cutime + cstime; bare: this process's children)" } else { "" },
     );
     for round in 0..rounds {

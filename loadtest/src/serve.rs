@@ -148,9 +148,7 @@ pub fn run_child(listen: SocketAddr, args: &[String]) -> anyhow::Result<()> {
     crate::raise_nofile();
     crate::init_tracing();
     let config = config_from_args(listen, args)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
+    let rt = voxterm::server::runtime(&config)?;
     rt.block_on(async move {
         let server = voxterm::server::Server::bind(config)
             .await

@@ -30,6 +30,11 @@ pub struct ServeArgs {
     /// Children that may run at once.
     #[arg(long, env = "VOXTERM_WORKERS")]
     pub workers: Option<usize>,
+    /// Threads that run connections and requests (0: one per core). Fewer
+    /// than the cores pays when another busy process shares the machine,
+    /// such as a load tester beside the server.
+    #[arg(long, env = "VOXTERM_THREADS", value_name = "N")]
+    pub threads: Option<usize>,
     /// Redis for the shared L3 cache tier (e.g. redis://127.0.0.1:6379); without
     /// it the cache runs on L1/L2 alone.
     /// A password in it is visible to every process of the server's user (its
@@ -99,6 +104,9 @@ impl ServeArgs {
         if let Some(workers) = self.workers {
             config.exec.workers = workers;
         }
+        if let Some(threads) = self.threads {
+            config.server.threads = threads;
+        }
         if let Some(url) = self.redis_url.as_ref().filter(|u| !u.is_empty()) {
             config.cache.redis_url = Some(url.clone());
         }
@@ -153,10 +161,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         eprintln!("voxterm: {e}");
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match crate::server::runtime(&config) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("voxterm: cannot start the runtime: {e}");
@@ -229,4 +234,35 @@ fn listen_address(text: &str) -> Result<SocketAddr, String> {
     addrs
         .next()
         .ok_or_else(|| format!("{text:?} resolves to no address"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Serve {
+        #[command(flatten)]
+        args: ServeArgs,
+    }
+
+    #[test]
+    fn threads_flag_reaches_the_configuration() {
+        let c = Serve::try_parse_from(["serve", "--threads", "1"])
+            .unwrap()
+            .args
+            .load_config()
+            .unwrap();
+        assert_eq!(c.server.threads, 1);
+        let c = Serve::try_parse_from(["serve"])
+            .unwrap()
+            .args
+            .load_config()
+            .unwrap();
+        if std::env::var_os("VOXTERM_THREADS").is_none() {
+            assert_eq!(c.server.threads, 0, "one per core unless asked");
+        }
+        assert!(Serve::try_parse_from(["serve", "--threads", "many"]).is_err());
+    }
 }

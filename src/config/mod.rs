@@ -252,6 +252,10 @@ impl Default for LimitsConfig {
     }
 }
 
+/// The most runtime threads `server.threads` may ask for: more than any
+/// machine's cores, and each one holds a stack.
+pub const MAX_THREADS: usize = 1024;
+
 /// Network, protocol and connection limits.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -260,6 +264,12 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// `listen(2)` backlog; tokio's `bind` uses 128, too few for connection storms.
     pub backlog: u32,
+    /// Worker threads of the async runtime that runs connections and requests;
+    /// 0 (the default): one per core. Fewer pays when other busy processes
+    /// share the machine, such as a load tester beside the server (see
+    /// `server::runtime`). Children are spawned and waited for elsewhere.
+    #[serde(default)]
+    pub threads: usize,
     /// Largest WebSocket message accepted; larger closes the connection with 1009.
     pub max_message_bytes: u32,
     /// Largest frame body (after decompression).
@@ -603,6 +613,11 @@ impl Config {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.to_owned()));
         if self.exec.workers == 0 || self.exec.tenant_concurrency == 0 {
             return invalid("exec.workers and exec.tenant_concurrency must be at least 1");
+        }
+        if self.server.threads > MAX_THREADS {
+            return invalid(&format!(
+                "server.threads must be at most {MAX_THREADS} (0: one per core)"
+            ));
         }
         if self.server.max_frame_bytes >= 1 << 24 {
             return invalid("server.max_frame_bytes must be below 16 MiB (24-bit frame length)");

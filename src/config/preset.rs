@@ -57,6 +57,7 @@ impl Preset {
             server: ServerConfig {
                 listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 7878)),
                 backlog: 4096,
+                threads: 0,
                 max_message_bytes: 4 << 20,
                 max_frame_bytes: 1 << 20,
                 max_in_flight: 256,

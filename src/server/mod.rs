@@ -48,9 +48,11 @@ mod listener;
 mod process;
 mod replay;
 mod request;
+mod runtime;
 mod shared;
 mod writer;
 
 pub use check::check;
 pub use listener::Server;
 pub use process::shutdown_signal;
+pub use runtime::runtime;
