@@ -359,11 +359,11 @@ impl Cache {
     /// the value never goes down here, even if Redis lost it. After a bump that
     /// did not reach Redis, the refresh bumps Redis instead of reading it.
     pub async fn generation(&self, tenant: &Arc<str>) -> u64 {
-        let now = Instant::now();
         let local = self.gens().get(tenant).copied().unwrap_or_default();
         let Some(l3) = &self.l3 else {
             return local.value;
         };
+        let now = Instant::now();
         if local
             .checked
             .is_some_and(|t| now.duration_since(t) < self.generation_refresh)

@@ -25,8 +25,11 @@ impl Connection {
         match item {
             Some(Ok(WsMessage::Binary(bytes))) => {
                 self.engine.metrics.add_bytes_in(bytes.len());
-                timers.heard(true);
-                self.on_message(&bytes).await;
+                // One clock read for both: the idle timer and the start of
+                // every request's `backend_us`.
+                let received = Instant::now();
+                timers.heard_at(true, received);
+                self.on_message(&bytes, received).await;
                 if self.closing {
                     return Step::Break(Ending::Orderly);
                 }
@@ -67,10 +70,9 @@ impl Connection {
         Step::Continue(())
     }
 
-    /// One binary message: its frames, in order. A frame that does not
-    /// decode gets an `Error` and the next one is still read.
-    async fn on_message(&mut self, bytes: &[u8]) {
-        let received = Instant::now();
+    /// One binary message, `received` at that instant: its frames, in order.
+    /// A frame that does not decode gets an `Error` and the next one is still read.
+    async fn on_message(&mut self, bytes: &[u8], received: Instant) {
         // Decode everything first: the decoder borrows the codec, which a
         // `Hello` among the frames switches.
         let frames: Vec<_> = self.codec.decode(bytes).collect();

@@ -114,7 +114,12 @@ impl Timers {
     /// Something came from the peer; `active` when it was a data message
     /// (binary or text), which also holds the idle timeout off.
     pub fn heard(&mut self, active: bool) {
-        self.last_heard = Instant::now();
+        self.heard_at(active, Instant::now());
+    }
+
+    /// [`heard`](Self::heard) at `now`, a clock reading the caller already has.
+    pub fn heard_at(&mut self, active: bool, now: Instant) {
+        self.last_heard = now;
         if active {
             self.last_active = self.last_heard;
         }
