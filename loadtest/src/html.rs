@@ -363,6 +363,11 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;te
             "#b80",
             decode(&r.timing.histograms.paced_floor),
         ),
+        (
+            "plain client beside the load",
+            "#73c",
+            decode(&r.timing.histograms.probe),
+        ),
     ]
     .into_iter()
     .filter_map(|(n, c, h)| h.map(|h| (n, c, percentile_curve(&h))))

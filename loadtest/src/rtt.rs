@@ -119,7 +119,7 @@ fn voxterm_client(url: &str, gaps: &[Duration], samples: u32) -> anyhow::Result<
 }
 
 /// Connects as tenant `lt-rtt`.
-async fn connect(url: &str) -> anyhow::Result<Client> {
+pub(crate) async fn connect(url: &str) -> anyhow::Result<Client> {
     let opts = ClientOptions {
         name: "voxterm-loadtest-rtt".into(),
         tenant: Some(TENANT.into()),
@@ -134,7 +134,10 @@ async fn connect(url: &str) -> anyhow::Result<Client> {
 }
 
 /// One run of [`LINE`], within [`ANSWER_TIMEOUT`].
-async fn answer(c: &mut Client, url: &str) -> anyhow::Result<voxterm::client::Completed> {
+pub(crate) async fn answer(
+    c: &mut Client,
+    url: &str,
+) -> anyhow::Result<voxterm::client::Completed> {
     match tokio::time::timeout(ANSWER_TIMEOUT, c.run(0, LINE, 0)).await {
         Ok(done) => done.with_context(|| format!("`{LINE}` at {url}")),
         Err(_) => bail!("{url} did not answer `{LINE}` within {ANSWER_TIMEOUT:?}"),
@@ -143,7 +146,7 @@ async fn answer(c: &mut Client, url: &str) -> anyhow::Result<voxterm::client::Co
 
 /// Runs [`LINE`] until it is served from L1 (and at least [`WARM_UP_MIN`]
 /// times), checking that it runs at all.
-async fn warm_up(c: &mut Client, url: &str) -> anyhow::Result<()> {
+pub(crate) async fn warm_up(c: &mut Client, url: &str) -> anyhow::Result<()> {
     let mut l1 = false;
     for i in 0..WARM_UP_MAX {
         let done = answer(c, url).await?;
@@ -168,7 +171,7 @@ async fn warm_up(c: &mut Client, url: &str) -> anyhow::Result<()> {
 
 /// Sleeps (the thread, not a timer task) until the `i`-th send time,
 /// `start + i × gap`; at once if that time is past, or `gap` is 0.
-fn sleep_until_send(start: Instant, gap: Duration, i: u32) -> anyhow::Result<()> {
+pub(crate) fn sleep_until_send(start: Instant, gap: Duration, i: u32) -> anyhow::Result<()> {
     if gap.is_zero() {
         return Ok(());
     }

@@ -87,6 +87,19 @@ fn smoke_scenario_loses_no_responses() {
         report["timing"]["floor"]["count"].as_u64().unwrap_or(0) >= 200,
         "{stdout}"
     );
+    // The plain client beside the load answered from L1 all along, and the
+    // users' pure lines were compared with it.
+    assert!(
+        report["timing"]["probe"]["count"].as_u64().unwrap_or(0) >= 20,
+        "{stdout}"
+    );
+    assert!(
+        report["timing"]["probe_spacing_us"]
+            .as_u64()
+            .is_some_and(|us| (20_000..=100_000).contains(&us)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("plain client beside the load"), "{stdout}");
     assert!(
         report["phases"]["steady_state"]["requests"]
             .as_u64()

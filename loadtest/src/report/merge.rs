@@ -42,6 +42,10 @@ impl Report {
                 // one stands for them if they did not.
                 timing.pace_us = timing.pace_us.max(t.pace_us);
             }
+            if let Some(p) = t.probe {
+                timing.probe.get_or_insert_with(hist::new_hist).add(p)?;
+                timing.probe_spacing_us = timing.probe_spacing_us.max(t.probe_spacing_us);
+            }
             e2e.add(hist::decode(&r.histograms.e2e)?)?;
             if !r.histograms.backend.is_empty() {
                 backend.add(hist::decode(&r.histograms.backend)?)?;

@@ -195,6 +195,28 @@ impl Report {
                     p.p50_ms * 1000.0
                 );
             }
+            if let (Some(pr), Some(spacing)) = (&t.probe, t.probe_spacing_us) {
+                let verdict = match (&t.l1_pure, t.l1_pure_p50_over_probe) {
+                    (Some(p), Some(r)) => {
+                        let gap_us = (p.p50_ms - pr.p50_ms) * 1000.0;
+                        let within = r <= 1.10 || gap_us <= 20.0;
+                        format!(
+                            "; L1-served pure lines ×{r:.2} its p50 ({:+.0} µs: what the load tester adds; {})",
+                            gap_us,
+                            if within { "within 10 % or 20 µs" } else { "more than 10 % and 20 µs" }
+                        )
+                    }
+                    _ => String::new(),
+                };
+                let _ = writeln!(
+                    out,
+                    "plain client beside the load (one connection on a thread of its own, one cached request every {:.0} ms while the users ran): {} answers, p50 {:.0} µs · p99 {:.0} µs{verdict}",
+                    spacing as f64 / 1000.0,
+                    pr.count,
+                    pr.p50_ms * 1000.0,
+                    pr.p99_ms * 1000.0
+                );
+            }
         }
         let served: Vec<String> = self
             .served_from

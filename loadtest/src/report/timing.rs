@@ -22,6 +22,11 @@
 //!   caches go cold: see `run::setup`); users arriving milliseconds apart
 //!   meet that server, so their answers are judged against this floor when it
 //!   was measured (the back-to-back ratio is printed beside it).
+//! - The plain client beside the load (`run::probe`): one connection on a
+//!   thread of its own, one cached request every 20–100 ms, for as long as
+//!   the users run. It meets the server in the same seconds as the users, so
+//!   the machine's swings reach both; the users' L1-served pure lines over
+//!   its p50 is what the tester adds, and the verdict of issue 17's part 1.
 
 use crate::hist::{self, Hist, Summary};
 use serde::{Deserialize, Serialize};
@@ -42,6 +47,11 @@ pub struct TimingData {
     pub paced_floor: Option<Hist>,
     /// The users' mean spacing at the server, µs (0: not known).
     pub pace_us: u64,
+    /// The plain client beside the load: L1-served round trips, µs (None:
+    /// not measured).
+    pub probe: Option<Hist>,
+    /// Its spacing, µs (0: not measured).
+    pub probe_spacing_us: u64,
     /// L1-served pure lines, from the due time, µs.
     pub l1_pure: Hist,
     /// … from the actual send, µs.
@@ -56,6 +66,8 @@ impl Default for TimingData {
             floor: None,
             paced_floor: None,
             pace_us: 0,
+            probe: None,
+            probe_spacing_us: 0,
             l1_pure: hist::new_hist(),
             l1_pure_from_send: hist::new_hist(),
         }
@@ -95,6 +107,17 @@ pub struct Timing {
     /// acceptance compares this one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l1_pure_p50_over_paced_floor: Option<f64>,
+    /// The plain client beside the load (None: not measured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<Summary>,
+    /// Its spacing, µs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_spacing_us: Option<u64>,
+    /// L1-served pure lines' p50 (from the due time) over the probe's p50:
+    /// what the load tester adds, measured in the same seconds (issue 17's
+    /// acceptance: within 10 % or 20 µs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l1_pure_p50_over_probe: Option<f64>,
     /// The p99 send lag exceeded [`MAX_SEND_LAG_P99_US`].
     pub tester_bottleneck: bool,
     /// The histograms, base64 (for merging).
@@ -113,6 +136,9 @@ pub struct TimingHistograms {
     /// Paced floor (empty: not measured).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub paced_floor: String,
+    /// The plain client beside the load (empty: not measured).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub probe: String,
 }
 
 impl Timing {
@@ -132,6 +158,8 @@ impl Timing {
         let l1_pure_p50_over_floor = floor.zip(pure).map(|(f, p)| ratio(f, p));
         let paced = d.paced_floor.as_ref().filter(|h| !h.is_empty());
         let l1_pure_p50_over_paced_floor = paced.zip(pure).map(|(f, p)| ratio(f, p));
+        let probe = d.probe.as_ref().filter(|h| !h.is_empty());
+        let l1_pure_p50_over_probe = probe.zip(pure).map(|(f, p)| ratio(f, p));
         Timing {
             send_lag: hist::summary(&d.send_lag),
             from_send: hist::summary(&d.from_send),
@@ -144,6 +172,9 @@ impl Timing {
             paced_floor: paced.map(hist::summary),
             pace_us: paced.map(|_| d.pace_us),
             l1_pure_p50_over_paced_floor,
+            probe: probe.map(hist::summary),
+            probe_spacing_us: probe.map(|_| d.probe_spacing_us),
+            l1_pure_p50_over_probe,
             tester_bottleneck: !d.send_lag.is_empty()
                 && d.send_lag.value_at_quantile(0.99) > MAX_SEND_LAG_P99_US,
             histograms: TimingHistograms {
@@ -151,6 +182,7 @@ impl Timing {
                 from_send: hist::encode(&d.from_send),
                 floor: floor.map(hist::encode).unwrap_or_default(),
                 paced_floor: paced.map(hist::encode).unwrap_or_default(),
+                probe: probe.map(hist::encode).unwrap_or_default(),
             },
         }
     }
@@ -169,6 +201,11 @@ impl Timing {
                 s => Some(hist::decode(s)?),
             },
             pace_us: self.pace_us.unwrap_or(0),
+            probe: match self.histograms.probe.as_str() {
+                "" => None,
+                s => Some(hist::decode(s)?),
+            },
+            probe_spacing_us: self.probe_spacing_us.unwrap_or(0),
             // Not kept in the report's histograms: a merge compares all L1.
             l1_pure: hist::new_hist(),
             l1_pure_from_send: hist::new_hist(),
@@ -239,6 +276,24 @@ mod tests {
         assert_eq!(back.paced_floor, d.paced_floor);
         assert_eq!(back.pace_us, 4_000);
         d.paced_floor = None;
+
+        // The plain client beside the load: its own ratio, kept for a merge.
+        assert_eq!(t.l1_pure_p50_over_probe, None, "no probe");
+        let mut probe = hist::new_hist();
+        for _ in 0..200 {
+            hist::record(&mut probe, 80);
+        }
+        d.probe = Some(probe);
+        d.probe_spacing_us = 46_000;
+        let t = Timing::build(&d, Some(&l1));
+        let r = t.l1_pure_p50_over_probe.expect("compared");
+        assert!((r - 1.1).abs() < 0.01, "{r}");
+        assert_eq!(t.probe.as_ref().map(|s| s.count), Some(200));
+        assert_eq!(t.probe_spacing_us, Some(46_000));
+        let back = t.data().expect("decodes");
+        assert_eq!(back.probe, d.probe);
+        assert_eq!(back.probe_spacing_us, 46_000);
+        d.probe = None;
 
         for _ in 0..10 {
             hist::record(&mut d.send_lag, 5_000);

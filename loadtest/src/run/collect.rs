@@ -21,6 +21,7 @@ pub(super) fn collect(
     setup: Setup,
     obs: Observed,
     drained: Drained,
+    probed: Option<super::probe::Probed>,
 ) -> RunData {
     let Setup {
         started_unix_ms,
@@ -171,6 +172,8 @@ pub(super) fn collect(
             floor: floor.clone(),
             paced_floor: paced_floor.clone(),
             pace_us,
+            probe_spacing_us: probed.as_ref().map_or(0, |p| p.spacing_us),
+            probe: probed.map(|p| p.hist),
             l1_pure: tables.l1_pure.clone(),
             l1_pure_from_send: tables.l1_pure_from_send.clone(),
         },

@@ -15,6 +15,7 @@ mod drain;
 mod gate;
 mod hold;
 mod monitor;
+mod probe;
 mod schedule;
 mod setup;
 mod storm;
@@ -133,6 +134,11 @@ fn steady_from(sc: &Scenario, clock: &Clock) -> Instant {
 pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
     let rec = Arc::new(Recorder::new(opts.profiles.list.len(), opts.on_time_us));
     let (mut mon, setup) = setup::setup(sc, opts).await?;
+    // Only where the server caches (the floor was measured): it times L1 answers.
+    let probe = setup
+        .floor
+        .as_ref()
+        .and_then(|_| probe::Probe::start(&opts.target.url, Duration::from_micros(setup.pace_us)));
     let clock = Clock::start(sc);
     let fleet = users::ramp(
         sc,
@@ -169,6 +175,14 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
         bar.as_ref(),
     )
     .await;
+    // Joined off the runtime: it may be waiting for an answer.
+    let probed = match probe {
+        Some(p) => tokio::task::spawn_blocking(move || p.finish())
+            .await
+            .ok()
+            .flatten(),
+        None => None,
+    };
     let mut drained = drain::drain(
         opts,
         &fleet,
@@ -198,7 +212,7 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
         Some(k) => k.await.ok().flatten(),
         None => None,
     };
-    let mut data = collect::collect(sc, opts, &rec, setup, obs, drained);
+    let mut data = collect::collect(sc, opts, &rec, setup, obs, drained, probed);
     data.engines = mon
         .engines()
         .iter()

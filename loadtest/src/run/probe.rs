@@ -1,0 +1,115 @@
+//! A plain client beside the load: one connection on a thread of its own,
+//! one cached request at a time, spaced well apart, for as long as the users
+//! run (issue 17, part 1).
+//!
+//! Why: the floors of `setup` are measured before the users come, on an idle
+//! server, and this machine's idle round trip moves by ×2 from one minute to
+//! the next (`loadtest rtt`); a run's ~100 L1-served pure answers compared
+//! with a floor taken a minute earlier gave ratios from ×0.6 to ×1.8 run to
+//! run. The probe meets the server in the same seconds as the users, at
+//! random moments of their traffic, so the machine's swings reach both; what
+//! is left between the users' answers and the probe's is what the load
+//! tester adds (its scheduling, its shared runtime, its readers). It is
+//! `loadtest rtt`'s client (a current-thread runtime, `std::thread::sleep`
+//! to the send time), so it is timed as the issue's "plain one-connection
+//! client" was.
+//!
+//! Spacing: ten times the users' mean spacing at the server, at least
+//! [`MIN_SPACING`], so it adds at most a tenth to the load it measures.
+
+use crate::hist::{self, Hist};
+use crate::rtt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+use voxterm_protocol::ServedFrom;
+
+/// The probe's spacing over the users' mean spacing.
+const SPACING_FACTOR: u32 = 10;
+/// Closest spacing: the widest of `loadtest rtt`'s steps, where the idle
+/// round trip has stopped growing.
+const MIN_SPACING: Duration = Duration::from_millis(20);
+/// Widest spacing: enough samples in a short hold.
+const MAX_SPACING: Duration = Duration::from_millis(100);
+
+/// The running probe; [`Probe::finish`] stops it and hands its round trips.
+pub(super) struct Probe {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<Option<Hist>>,
+    spacing: Duration,
+}
+
+/// What the probe measured.
+pub(super) struct Probed {
+    /// L1-served round trips, µs.
+    pub hist: Hist,
+    /// Its spacing, µs.
+    pub spacing_us: u64,
+}
+
+impl Probe {
+    /// Starts the probe against `url` for users spaced `users_pace` apart at
+    /// the server. It connects and warms its line up at once, then sends one
+    /// request per spacing until [`finish`](Self::finish).
+    pub(super) fn start(url: &str, users_pace: Duration) -> Option<Probe> {
+        let spacing = (users_pace * SPACING_FACTOR).clamp(MIN_SPACING, MAX_SPACING);
+        let stop = Arc::new(AtomicBool::new(false));
+        let (url, flag) = (url.to_owned(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("loadtest-probe".into())
+            .spawn(move || match measure(&url, spacing, &flag) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!("the plain client beside the load stopped: {e:#}");
+                    None
+                }
+            })
+            .ok()?;
+        Some(Probe {
+            stop,
+            thread,
+            spacing,
+        })
+    }
+
+    /// Stops the probe (within one spacing and one answer) and returns its
+    /// L1-served round trips; None when it failed or none was L1-served.
+    pub(super) fn finish(self) -> Option<Probed> {
+        self.stop.store(true, Ordering::Relaxed);
+        let hist = self.thread.join().ok().flatten()?;
+        (!hist.is_empty()).then_some(Probed {
+            hist,
+            spacing_us: self.spacing.as_micros() as u64,
+        })
+    }
+}
+
+/// The probe's thread: connect, warm up, then one request per `spacing`
+/// until `stop`.
+fn measure(url: &str, spacing: Duration, stop: &AtomicBool) -> anyhow::Result<Hist> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let mut c = rtt::connect(url).await?;
+        rtt::warm_up(&mut c, url).await?;
+        let mut h = hist::new_hist();
+        let start = Instant::now();
+        let mut i = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            i += 1;
+            rtt::sleep_until_send(start, spacing, i)?;
+            if stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let sent = Instant::now();
+            let done = rtt::answer(&mut c, url).await?;
+            if done.exit.map(|e| e.served_from) == Some(ServedFrom::L1) {
+                hist::record(&mut h, sent.elapsed().as_micros() as u64);
+            }
+        }
+        let _ = c.close().await;
+        Ok(h)
+    })
+}
