@@ -84,15 +84,23 @@ impl Axis {
     }
 }
 
+/// Legend entries in a row of a chart (160 px each across its 700).
+const LEGEND_COLUMNS: usize = 4;
+/// Height of a further row of the legend.
+const LEGEND_ROW: f64 = 16.0;
+
 /// A chart of several series of (x, y) points; `marks` are vertical lines
 /// with a label (the steady state's start).
 fn chart(title: &str, x: &Axis, y: &Axis, series: &[Series<'_>], marks: &[(f64, &str)]) -> String {
     let (w, h) = (700.0, 260.0);
     let (left, right, top, bottom) = (58.0, 34.0, 12.0, 52.0);
+    // The legend: LEGEND_COLUMNS entries a row, a row more below per extra.
+    let rows = series.len().div_ceil(LEGEND_COLUMNS).max(1);
+    let full_h = h + (rows - 1) as f64 * LEGEND_ROW;
     let px = |v: f64| left + x.frac(v) * (w - left - right);
     let py = |v: f64| (h - bottom) - y.frac(v) * (h - top - bottom);
     let mut svg = format!(
-        r#"<figure><figcaption>{}</figcaption><svg viewBox="0 0 {w} {h}" width="{w}" height="{h}" role="img" aria-label="{}">"#,
+        r#"<figure><figcaption>{}</figcaption><svg viewBox="0 0 {w} {full_h}" width="{w}" height="{full_h}" role="img" aria-label="{}">"#,
         esc(title),
         esc(title)
     );
@@ -151,10 +159,10 @@ fn chart(title: &str, x: &Axis, y: &Axis, series: &[Series<'_>], marks: &[(f64, 
             r#"<polyline fill="none" stroke="{color}" stroke-width="1.5" points="{}"/><rect x="{lx}" y="{ly}" width="10" height="3" fill="{color}"/><text x="{tx}" y="{ty}" font-size="11">{}</text>"#,
             pts.join(" "),
             esc(name),
-            lx = left + i as f64 * 160.0,
-            ly = h - 10.0,
-            tx = left + 14.0 + i as f64 * 160.0,
-            ty = h - 6.0
+            lx = left + (i % LEGEND_COLUMNS) as f64 * 160.0,
+            ly = h - 10.0 + (i / LEGEND_COLUMNS) as f64 * LEGEND_ROW,
+            tx = left + 14.0 + (i % LEGEND_COLUMNS) as f64 * 160.0,
+            ty = h - 6.0 + (i / LEGEND_COLUMNS) as f64 * LEGEND_ROW
         );
     }
     svg.push_str("</svg></figure>");
@@ -438,5 +446,31 @@ mod tests {
         let a = Axis::linear(0.0, 7.0, "ms");
         assert!(a.hi >= 7.0);
         assert_eq!(a.ticks.first().map(|t| t.1.as_str()), Some("0"));
+    }
+
+    #[test]
+    fn every_legend_entry_is_inside_its_chart() {
+        let (x, y) = (Axis::linear(0.0, 4.0, "x"), Axis::linear(0.0, 1.0, "ms"));
+        let names = ["one", "two", "three", "four", "five", "six"];
+        let series: Vec<Series<'_>> = names
+            .iter()
+            .map(|n| (*n, "#000", vec![(0.0, 0.0), (1.0, 1.0)]))
+            .collect();
+        let svg = chart("t", &x, &y, &series, &[]);
+        // Six entries: two rows, the chart 16 px taller.
+        assert!(svg.contains(r#"viewBox="0 0 700 276""#), "{svg}");
+        for n in names {
+            let at = svg.find(&format!(">{n}</text>")).expect("labelled");
+            let tag = &svg[svg[..at].rfind("<text").expect("a text")..at];
+            let num = |attr: &str| -> f64 {
+                let v = tag.split(attr).nth(1).expect("attribute");
+                v[..v.find('"').expect("quoted")].parse().expect("a number")
+            };
+            assert!(
+                num(" x=\"") + 100.0 <= 700.0,
+                "{n} starts past the edge: {tag}"
+            );
+            assert!(num(" y=\"") <= 276.0, "{n} is below the chart: {tag}");
+        }
     }
 }

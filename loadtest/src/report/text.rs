@@ -201,7 +201,7 @@ impl Report {
                         let gap_us = (p.p50_ms - pr.p50_ms) * 1000.0;
                         let within = r <= 1.10 || gap_us <= 20.0;
                         format!(
-                            "; L1-served pure lines ×{r:.2} its p50 ({:+.0} µs: what the load tester adds; {})",
+                            "; L1-served pure lines ×{r:.2} its p50 ({:+.0} µs, from their due time; {})",
                             gap_us,
                             if within { "within 10 % or 20 µs" } else { "more than 10 % and 20 µs" }
                         )

@@ -26,7 +26,8 @@
 //!   thread of its own, one cached request every 20–100 ms, for as long as
 //!   the users run. It meets the server in the same seconds as the users, so
 //!   the machine's swings reach both; the users' L1-served pure lines over
-//!   its p50 is what the tester adds, and the verdict of issue 17's part 1.
+//!   its p50 is the tester's own cost (with what the users' busier
+//!   connections cost the server), the verdict of issue 17's part 1.
 
 use crate::hist::{self, Hist, Summary};
 use serde::{Deserialize, Serialize};
@@ -114,8 +115,8 @@ pub struct Timing {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub probe_spacing_us: Option<u64>,
     /// L1-served pure lines' p50 (from the due time) over the probe's p50:
-    /// what the load tester adds, measured in the same seconds (issue 17's
-    /// acceptance: within 10 % or 20 µs).
+    /// the tester's cost (and the users' busier connections'), measured in
+    /// the same seconds (issue 17's acceptance: within 10 % or 20 µs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l1_pure_p50_over_probe: Option<f64>,
     /// The p99 send lag exceeded [`MAX_SEND_LAG_P99_US`].

@@ -9,7 +9,8 @@
 //! run. The probe meets the server in the same seconds as the users, at
 //! random moments of their traffic, so the machine's swings reach both; what
 //! is left between the users' answers and the probe's is what the load
-//! tester adds (its scheduling, its shared runtime, its readers). It is
+//! tester adds (its send lag, its shared runtime's readers), with what the
+//! users' busier connections cost the server (histories, predictions). It is
 //! `loadtest rtt`'s client (a current-thread runtime, `std::thread::sleep`
 //! to the send time), so it is timed as the issue's "plain one-connection
 //! client" was.
