@@ -229,19 +229,23 @@ impl Timing {
 mod tests {
     use super::*;
 
+    /// `n` samples of `us`.
+    fn hist_of(n: usize, us: u64) -> Hist {
+        let mut h = hist::new_hist();
+        for _ in 0..n {
+            hist::record(&mut h, us);
+        }
+        h
+    }
+
     #[test]
     fn a_late_tester_is_named_and_the_floor_is_compared() {
         let mut d = TimingData::default();
         for us in [10, 20, 30, 40, 50] {
             hist::record(&mut d.send_lag, us);
         }
-        let mut floor = hist::new_hist();
-        let mut l1 = hist::new_hist();
-        for _ in 0..100 {
-            hist::record(&mut floor, 80);
-            hist::record(&mut l1, 100);
-        }
-        d.floor = Some(floor);
+        let l1 = hist_of(100, 100);
+        d.floor = Some(hist_of(100, 80));
         let t = Timing::build(&d, Some(&l1));
         assert!(!t.tester_bottleneck);
         assert!(t.bottleneck_note().is_none());
@@ -263,11 +267,7 @@ mod tests {
         assert_eq!(t.l1_pure_p50_over_paced_floor, None, "no paced floor");
 
         // The paced floor, when measured, is the one the users are judged by.
-        let mut paced = hist::new_hist();
-        for _ in 0..100 {
-            hist::record(&mut paced, 176);
-        }
-        d.paced_floor = Some(paced);
+        d.paced_floor = Some(hist_of(100, 176));
         d.pace_us = 4_000;
         let t = Timing::build(&d, Some(&l1));
         let r = t.l1_pure_p50_over_paced_floor.expect("compared");
@@ -280,11 +280,7 @@ mod tests {
 
         // The plain client beside the load: its own ratio, kept for a merge.
         assert_eq!(t.l1_pure_p50_over_probe, None, "no probe");
-        let mut probe = hist::new_hist();
-        for _ in 0..200 {
-            hist::record(&mut probe, 80);
-        }
-        d.probe = Some(probe);
+        d.probe = Some(hist_of(200, 80));
         d.probe_spacing_us = 46_000;
         let t = Timing::build(&d, Some(&l1));
         let r = t.l1_pure_p50_over_probe.expect("compared");
