@@ -634,7 +634,7 @@ async fn resume(link: &Link, r: &Reconnect, ws: &mut Ws, codec: &Codec) -> anyho
         }
     }
     for p in dropped {
-        finish(&link.rec, p, End::Dropped, now);
+        finish(&link.rec, p, End::Dropped, None, now);
     }
     send_now(ws, codec, &msgs).await
 }
@@ -732,8 +732,12 @@ async fn read_loop(
             .fetch_add(bytes.len() as u64, Ordering::Relaxed);
         let now = Instant::now();
         for frame in rcodec.decode(&bytes) {
-            let (request, end) = match frame {
-                Ok(Message::Exit(e)) => (e.request, End::Exit(e.code, e.served_from)),
+            let (request, end, backend_us) = match frame {
+                Ok(Message::Exit(e)) => (
+                    e.request,
+                    End::Exit(e.code, e.served_from),
+                    Some(e.backend_us),
+                ),
                 Ok(Message::Error(e)) if e.code == ErrorCode::NotReceived => {
                     if let Some(request) = e.request {
                         link.send_again(request);
@@ -741,7 +745,7 @@ async fn read_loop(
                     continue;
                 }
                 Ok(Message::Error(e)) => match e.request {
-                    Some(request) => (request, End::Error(e.code)),
+                    Some(request) => (request, End::Error(e.code), None),
                     None => continue,
                 },
                 Ok(Message::Notice(n)) if n.kind == NoticeKind::Reattached => {
@@ -773,13 +777,14 @@ async fn read_loop(
             let Some(p) = link.pending.lock().remove(&request) else {
                 continue;
             };
-            finish(&link.rec, p, end, now);
+            finish(&link.rec, p, end, backend_us, now);
         }
     }
 }
 
-/// Records a request's end (when measured) and tells whoever waits on it.
-fn finish(rec: &Recorder, p: Pending, end: End, now: Instant) {
+/// Records a request's end (when measured) and tells whoever waits on it;
+/// `backend_us`: the server's own span, from its `Exit`.
+fn finish(rec: &Recorder, p: Pending, end: End, backend_us: Option<u64>, now: Instant) {
     if p.measured {
         let us = |d: std::time::Duration| d.as_micros() as u64;
         rec.record(Done {
@@ -794,6 +799,7 @@ fn finish(rec: &Recorder, p: Pending, end: End, now: Instant) {
             line: p.line,
             class: p.class,
             end,
+            backend_us,
             step: p.step,
         });
     }

@@ -27,6 +27,9 @@ pub struct Done {
     pub class: CommandClass,
     /// How it ended.
     pub end: End,
+    /// The server's own span (`Exit.backend_us`), µs; None for an `Error`
+    /// or a drop.
+    pub backend_us: Option<u64>,
     /// Whether it belongs to a capacity step (and which).
     pub step: Option<u16>,
 }
@@ -102,6 +105,8 @@ pub struct Tables {
     pub l1_pure: Hist,
     /// … from the actual send.
     pub l1_pure_from_send: Hist,
+    /// … the server's own span of each.
+    pub l1_pure_backend: Hist,
     /// By profile index.
     pub per_profile: Vec<Hist>,
     /// By class.
@@ -181,6 +186,7 @@ impl Recorder {
                 from_send: hist::new_hist(),
                 l1_pure: hist::new_hist(),
                 l1_pure_from_send: hist::new_hist(),
+                l1_pure_backend: hist::new_hist(),
                 per_profile: (0..profiles).map(|_| hist::new_hist()).collect(),
                 per_class: BTreeMap::new(),
                 per_served: BTreeMap::new(),
@@ -281,6 +287,9 @@ impl Recorder {
             d.class == CommandClass::Pure && matches!(d.end, End::Exit(_, ServedFrom::L1));
         if l1_pure {
             hist::record(&mut t.l1_pure, d.latency_us);
+            if let Some(us) = d.backend_us {
+                hist::record(&mut t.l1_pure_backend, us);
+            }
         }
         if let Some((lag, from_send)) = d.sent {
             // A lag of 0 µs is recorded as 1 (the histogram's floor).

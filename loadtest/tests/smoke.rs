@@ -100,6 +100,12 @@ fn smoke_scenario_loses_no_responses() {
         "{stdout}"
     );
     assert!(stdout.contains("plain client beside the load"), "{stdout}");
+    // With the server's own span of its answers: what of a gap is the server's.
+    assert_eq!(
+        report["timing"]["probe_backend"]["count"].as_u64(),
+        report["timing"]["probe"]["count"].as_u64(),
+        "{stdout}"
+    );
     assert!(
         report["phases"]["steady_state"]["requests"]
             .as_u64()

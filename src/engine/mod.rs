@@ -42,6 +42,7 @@ use voxterm_protocol::{ErrorCode, KillReason, ServedFrom};
 mod admit;
 mod classify;
 mod execute;
+pub use execute::{Answered, Learning};
 mod interactive;
 
 pub use interactive::{Terminal, DEFAULT_TERM};

@@ -4,7 +4,8 @@
 //! sink also gives its input credit back (`InputCredit`).
 
 use super::shared::{Out, Shared};
-use crate::engine::{Engine, Finish, Parsed, Terminal};
+use super::writer::{After, Outbound};
+use crate::engine::{Engine, Finish, Learning, Parsed, Terminal};
 use crate::exec::Feed;
 use crate::metrics::Refusal;
 use crate::output::{OutputSink, SinkClosed};
@@ -180,13 +181,41 @@ pub(super) async fn run(
         });
         let _ = out.send(notice).await;
     }
-    let finish = engine
+    let answered = engine
         .execute(&session, &exec, &line, &mut sink, cancel)
         .await;
-    let ok = finish.succeeded();
-    finish_request(&shared, &engine, &out, exec.request, finish, received).await;
+    let ok = answered.finish.succeeded();
+    finish_request(
+        &shared,
+        &engine,
+        &out,
+        exec.request,
+        answered.finish,
+        received,
+    )
+    .await;
+    if let Some(learning) = answered.learning {
+        learn(&shared, &engine, &session, learning);
+    }
     suggest(&shared, &engine, &session, &exec, &line).await;
     ok
+}
+
+/// Learns what a request left, after its `Exit` is queued: by the writer,
+/// once that `Exit` is written ([`Outbound::After`]), so that the answer
+/// does not wait for the learning, nor for its own task to yield to the
+/// writer. Here at once when the client asked for suggestions (they are
+/// made from what was just learned), or when the writer's queue is full or
+/// gone.
+fn learn(shared: &Shared, engine: &Arc<Engine>, session: &Arc<SessionHandle>, learning: Learning) {
+    if shared.suggestions() > 0 {
+        return engine.learn(session, learning);
+    }
+    let (engine, session) = (engine.clone(), session.clone());
+    let after = After::new(move || engine.learn(&session, learning));
+    if let Err(Outbound::After(after)) = shared.out.try_send(Outbound::After(after)) {
+        after.run();
+    }
 }
 
 /// After an `Exec`'s terminal frame, its likely successors, when the client
@@ -211,7 +240,7 @@ async fn suggest(
         session: exec.session,
         lines,
     });
-    let _ = shared.out.send(super::writer::Outbound::Frame(frame)).await;
+    let _ = shared.out.send(Outbound::Frame(frame)).await;
 }
 
 /// The largest `Output.data` on a connection whose frames are at most

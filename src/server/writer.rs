@@ -123,9 +123,12 @@ impl Tx {
         Ok(())
     }
 
-    /// Queues `item` if there is room now.
-    pub(super) fn try_send(&self, item: Outbound) -> Result<(), Closed> {
-        let permit = self.0.space.try_acquire().map_err(|_| Closed)?;
+    /// Queues `item` if there is room now; gives it back when there is not
+    /// (the queue full, or the writer gone).
+    pub(super) fn try_send(&self, item: Outbound) -> Result<(), Outbound> {
+        let Ok(permit) = self.0.space.try_acquire() else {
+            return Err(item);
+        };
         permit.forget();
         crate::sync::lock(&self.0.items).push_back(item);
         self.0.ready.notify_one();
@@ -257,6 +260,31 @@ pub(super) enum Outbound {
     /// Send a WebSocket Ping carrying this epoch after the frames queued
     /// before it; its Pong acknowledges them (`replay`).
     AckPing(u64),
+    /// Work to do once the frames queued before it are written: what a
+    /// request leaves for after its answer (its line to learn), so that the
+    /// answer never waits for it.
+    After(After),
+}
+
+/// Work for the writer to run after its next write ([`Outbound::After`]).
+pub(super) struct After(Box<dyn FnOnce() + Send>);
+
+impl After {
+    /// `work`, to run after the write.
+    pub(super) fn new(work: impl FnOnce() + Send + 'static) -> After {
+        After(Box::new(work))
+    }
+
+    /// Runs it now.
+    pub(super) fn run(self) {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for After {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("After(..)")
+    }
 }
 
 pub(super) type Sink = SplitSink<WebSocketStream<Transport>, WsMessage>;
@@ -302,7 +330,9 @@ pub(super) fn run(
         } else {
             0
         };
-        'outer: while let Some(first) = rx.recv().await {
+        // Work for after the write, kept across batches (its allocation too).
+        let mut after: Vec<After> = Vec::new();
+        while let Some(first) = rx.recv().await {
             let mut buf = Vec::with_capacity(256);
             let mut ping = false;
             let mut ack: Option<u64> = None;
@@ -337,6 +367,7 @@ pub(super) fn run(
                         Outbound::Close(code, reason) => close = close.or(Some((code, reason))),
                         Outbound::Ping => ping = true,
                         Outbound::AckPing(epoch) => ack = Some(epoch),
+                        Outbound::After(work) => after.push(work),
                     }
                     if buf.len() < max_bytes {
                         next = rx.try_recv();
@@ -356,27 +387,16 @@ pub(super) fn run(
                     break;
                 }
             }
-            if !buf.is_empty() {
-                metrics.add_bytes_out(buf.len());
-                if sink.feed(WsMessage::Binary(buf.into())).await.is_err() {
-                    break 'outer;
-                }
+            let written = write(&mut sink, buf, ping, ack, &metrics).await;
+            // Written (or never to be): what waited for it runs now, even
+            // when the socket failed, since it is the engine's, not the client's.
+            for work in after.drain(..) {
+                work.run();
             }
-            if ping
-                && sink
-                    .feed(WsMessage::Ping(Default::default()))
-                    .await
-                    .is_err()
-            {
-                break;
+            if after.capacity() > KEEP_SLOTS {
+                after = Vec::new();
             }
-            if let Some(epoch) = ack {
-                let payload = epoch.to_be_bytes().to_vec();
-                if sink.feed(WsMessage::Ping(payload.into())).await.is_err() {
-                    break;
-                }
-            }
-            if sink.flush().await.is_err() {
+            if !written {
                 break;
             }
         }
@@ -389,6 +409,39 @@ pub(super) fn run(
         }
         let _ = sink.close().await;
     }
+}
+
+/// Writes one batch: `buf` as one message (unless empty), the keepalive
+/// `ping` and the acknowledging Ping of epoch `ack` if asked, then flushes.
+/// False when the socket failed.
+async fn write(
+    sink: &mut Sink,
+    buf: Vec<u8>,
+    ping: bool,
+    ack: Option<u64>,
+    metrics: &Metrics,
+) -> bool {
+    if !buf.is_empty() {
+        metrics.add_bytes_out(buf.len());
+        if sink.feed(WsMessage::Binary(buf.into())).await.is_err() {
+            return false;
+        }
+    }
+    if ping
+        && sink
+            .feed(WsMessage::Ping(Default::default()))
+            .await
+            .is_err()
+    {
+        return false;
+    }
+    if let Some(epoch) = ack {
+        let payload = epoch.to_be_bytes().to_vec();
+        if sink.feed(WsMessage::Ping(payload.into())).await.is_err() {
+            return false;
+        }
+    }
+    sink.flush().await.is_ok()
 }
 
 #[cfg(test)]
@@ -426,5 +479,67 @@ mod tests {
         drop(tx);
         assert_eq!(id(rx.recv().await), Some(5));
         assert!(rx.recv().await.is_none());
+    }
+
+    /// An `Exit` and the work its request left for after it, queued together
+    /// (one batch): the work runs once the `Exit` is on the client's socket.
+    #[tokio::test]
+    async fn work_queued_after_a_frame_runs_once_the_frame_is_written() {
+        use tokio_tungstenite::tungstenite::protocol::Role;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listen");
+        let client =
+            std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        server.set_nonblocking(true).expect("nonblocking");
+        client.set_nonblocking(true).expect("nonblocking");
+        let server = tokio::net::TcpStream::from_std(server).expect("tokio socket");
+        let ws = WebSocketStream::from_raw_socket(
+            crate::security::tls::MaybeTls::Plain(server),
+            Role::Server,
+            None,
+        )
+        .await;
+        let (sink, _stream) = futures_util::StreamExt::split(ws);
+        let (tx, rx) = queue(8);
+        let exit = Message::Exit(voxterm_protocol::Exit {
+            request: 7,
+            code: Some(0),
+            signal: None,
+            served_from: voxterm_protocol::ServedFrom::L1,
+            backend_us: 20,
+            truncated: false,
+            killed: voxterm_protocol::KillReason::None,
+        });
+        let seen = Arc::new(AtomicUsize::new(0));
+        let (seen_by_work, peer) = (seen.clone(), client.try_clone().expect("clone"));
+        tx.send(Outbound::Frame(exit)).await.expect("room");
+        tx.send(Outbound::After(After::new(move || {
+            let mut buf = [0u8; 64];
+            let n = peer.peek(&mut buf).unwrap_or(0);
+            seen_by_work.store(n, Ordering::Relaxed);
+        })))
+        .await
+        .expect("room");
+        drop(tx);
+        let coalesce = Coalesce {
+            enabled: true,
+            max_bytes: 64 * 1024,
+            delay: Duration::ZERO,
+        };
+        let codec = Codec::new(voxterm_protocol::CodecSettings::default());
+        run(
+            sink,
+            rx,
+            codec,
+            Arc::new(Metrics::new()),
+            coalesce,
+            Arc::default(),
+        )
+        .await;
+        assert!(
+            seen.load(Ordering::Relaxed) > 0,
+            "the work ran before the Exit reached the client's socket"
+        );
+        drop(client);
     }
 }

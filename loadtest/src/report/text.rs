@@ -200,8 +200,16 @@ impl Report {
                     (Some(p), Some(r)) => {
                         let gap_us = (p.p50_ms - pr.p50_ms) * 1000.0;
                         let within = r <= 1.10 || gap_us <= 20.0;
+                        let spans = match (&t.l1_pure_backend, &t.probe_backend) {
+                            (Some(theirs), Some(its)) => format!(
+                                "; the server's own span of each (Exit.backend_us) p50: theirs {:.0} µs, its {:.0} µs",
+                                theirs.p50_ms * 1000.0,
+                                its.p50_ms * 1000.0
+                            ),
+                            _ => String::new(),
+                        };
                         format!(
-                            "; L1-served pure lines ×{r:.2} its p50 ({:+.0} µs, from their due time; {})",
+                            "; L1-served pure lines ×{r:.2} its p50 ({:+.0} µs, from their due time; {}){spans}",
                             gap_us,
                             if within { "within 10 % or 20 µs" } else { "more than 10 % and 20 µs" }
                         )

@@ -53,10 +53,14 @@ pub struct TimingData {
     pub probe: Option<Hist>,
     /// Its spacing, µs (0: not measured).
     pub probe_spacing_us: u64,
+    /// The server's own span of its answers, µs (None: not measured).
+    pub probe_backend: Option<Hist>,
     /// L1-served pure lines, from the due time, µs.
     pub l1_pure: Hist,
     /// … from the actual send, µs.
     pub l1_pure_from_send: Hist,
+    /// … the server's own span of each, µs.
+    pub l1_pure_backend: Hist,
 }
 
 impl Default for TimingData {
@@ -69,8 +73,10 @@ impl Default for TimingData {
             pace_us: 0,
             probe: None,
             probe_spacing_us: 0,
+            probe_backend: None,
             l1_pure: hist::new_hist(),
             l1_pure_from_send: hist::new_hist(),
+            l1_pure_backend: hist::new_hist(),
         }
     }
 }
@@ -119,6 +125,15 @@ pub struct Timing {
     /// the same seconds (issue 17's acceptance: within 10 % or 20 µs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l1_pure_p50_over_probe: Option<f64>,
+    /// The server's own span (`Exit.backend_us`) of the L1-served pure
+    /// lines and of the probe's answers: which part of the gap between
+    /// them is the server's (a user's session costs more than a bare one)
+    /// and which the way there and back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l1_pure_backend: Option<Summary>,
+    /// … of the probe's answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe_backend: Option<Summary>,
     /// The p99 send lag exceeded [`MAX_SEND_LAG_P99_US`].
     pub tester_bottleneck: bool,
     /// The histograms, base64 (for merging).
@@ -176,6 +191,12 @@ impl Timing {
             probe: probe.map(hist::summary),
             probe_spacing_us: probe.map(|_| d.probe_spacing_us),
             l1_pure_p50_over_probe,
+            l1_pure_backend: (!d.l1_pure_backend.is_empty())
+                .then(|| hist::summary(&d.l1_pure_backend)),
+            probe_backend: probe
+                .and(d.probe_backend.as_ref())
+                .filter(|h| !h.is_empty())
+                .map(hist::summary),
             tester_bottleneck: !d.send_lag.is_empty()
                 && d.send_lag.value_at_quantile(0.99) > MAX_SEND_LAG_P99_US,
             histograms: TimingHistograms {
@@ -208,8 +229,10 @@ impl Timing {
             },
             probe_spacing_us: self.probe_spacing_us.unwrap_or(0),
             // Not kept in the report's histograms: a merge compares all L1.
+            probe_backend: None,
             l1_pure: hist::new_hist(),
             l1_pure_from_send: hist::new_hist(),
+            l1_pure_backend: hist::new_hist(),
         })
     }
 
@@ -290,7 +313,19 @@ mod tests {
         let back = t.data().expect("decodes");
         assert_eq!(back.probe, d.probe);
         assert_eq!(back.probe_spacing_us, 46_000);
+        assert_eq!(t.probe_backend, None, "no span was measured");
+        assert_eq!(t.l1_pure_backend, None, "no span was measured");
+
+        // The server's own spans, beside the round trips.
+        d.probe_backend = Some(hist_of(200, 18));
+        d.l1_pure_backend = hist_of(50, 28);
+        let t = Timing::build(&d, Some(&l1));
+        let span_us = |s: &Option<Summary>| s.as_ref().map(|s| (s.p50_ms * 1000.0).round() as u64);
+        assert_eq!(span_us(&t.probe_backend), Some(18));
+        assert_eq!(span_us(&t.l1_pure_backend), Some(28));
         d.probe = None;
+        let t = Timing::build(&d, Some(&l1));
+        assert_eq!(t.probe_backend, None, "no probe, no span of its answers");
 
         for _ in 0..10 {
             hist::record(&mut d.send_lag, 5_000);

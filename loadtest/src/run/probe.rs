@@ -37,7 +37,7 @@ const MAX_SPACING: Duration = Duration::from_millis(100);
 /// The running probe; [`Probe::finish`] stops it and hands its round trips.
 pub(super) struct Probe {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Option<Hist>>,
+    thread: JoinHandle<Option<(Hist, Hist)>>,
     spacing: Duration,
 }
 
@@ -45,6 +45,8 @@ pub(super) struct Probe {
 pub(super) struct Probed {
     /// L1-served round trips, µs.
     pub hist: Hist,
+    /// The server's own span of each (`Exit.backend_us`), µs.
+    pub backend: Hist,
     /// Its spacing, µs.
     pub spacing_us: u64,
 }
@@ -78,9 +80,10 @@ impl Probe {
     /// L1-served round trips; None when it failed or none was L1-served.
     pub(super) fn finish(self) -> Option<Probed> {
         self.stop.store(true, Ordering::Relaxed);
-        let hist = self.thread.join().ok().flatten()?;
+        let (hist, backend) = self.thread.join().ok().flatten()?;
         (!hist.is_empty()).then_some(Probed {
             hist,
+            backend,
             spacing_us: self.spacing.as_micros() as u64,
         })
     }
@@ -88,14 +91,15 @@ impl Probe {
 
 /// The probe's thread: connect, warm up, then one request per `spacing`
 /// until `stop`.
-fn measure(url: &str, spacing: Duration, stop: &AtomicBool) -> anyhow::Result<Hist> {
+/// Its L1-served round trips and their server spans, µs.
+fn measure(url: &str, spacing: Duration, stop: &AtomicBool) -> anyhow::Result<(Hist, Hist)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let mut c = rtt::connect(url).await?;
         rtt::warm_up(&mut c, url).await?;
-        let mut h = hist::new_hist();
+        let (mut h, mut backend) = (hist::new_hist(), hist::new_hist());
         let start = Instant::now();
         let mut i = 0u32;
         while !stop.load(Ordering::Relaxed) {
@@ -106,11 +110,13 @@ fn measure(url: &str, spacing: Duration, stop: &AtomicBool) -> anyhow::Result<Hi
             }
             let sent = Instant::now();
             let done = rtt::answer(&mut c, url).await?;
-            if done.exit.map(|e| e.served_from) == Some(ServedFrom::L1) {
-                hist::record(&mut h, sent.elapsed().as_micros() as u64);
+            let rtt = sent.elapsed().as_micros() as u64;
+            if let Some(e) = done.exit.filter(|e| e.served_from == ServedFrom::L1) {
+                hist::record(&mut h, rtt);
+                hist::record(&mut backend, e.backend_us);
             }
         }
         let _ = c.close().await;
-        Ok(h)
+        Ok((h, backend))
     })
 }
