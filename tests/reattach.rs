@@ -6,7 +6,8 @@
 //! over; a request that ended while detached still gives its end; a request
 //! that never arrived is answered `NotReceived` and runs once sent again; an
 //! `Attach` takes over from a connection whose drop the server has not seen;
-//! a request taken over twice is found by its first connection.
+//! a request taken over twice is found by its first connection; each answer
+//! is followed by one acknowledging ping.
 
 mod common;
 
@@ -700,4 +701,88 @@ async fn ctrl_c_in_voxterm_exec_still_stops_the_command_at_once() {
     assert_eq!(status.code(), Some(130), "{status:?}");
     // Well within the 30 s grace: it was cancelled, not held.
     assert_dies(pid, Duration::from_secs(3)).await;
+}
+
+/// With re-attach on, a request's frames are kept until the client's
+/// WebSocket answers a ping sent behind them. The route asks for that ping
+/// itself with its terminal frame, so each answer is followed by exactly one
+/// ping, carrying an epoch, with nothing of the request after it; and the
+/// client's Pong to it is what lets the next answer ask for the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_answer_is_followed_by_one_ack_ping() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    use voxterm_protocol::{Codec, CodecSettings, Hello, PROTOCOL_VERSION};
+    let server = TestServer::start("ackping").await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.url.as_str())
+        .await
+        .unwrap();
+    let hello = Message::Hello(Box::new(Hello {
+        version: PROTOCOL_VERSION,
+        client: "raw".into(),
+        encodings: vec![],
+        compression: vec![],
+        tenant: Some("t1".into()),
+        token: None,
+    }));
+    let configure = Message::Configure(Configure {
+        suggestions: 0,
+        rejections: false,
+        reattach: true,
+    });
+    ws.send(WsMessage::Binary(encode(&[hello, configure]).into()))
+        .await
+        .unwrap();
+    let mut codec = Codec::new(CodecSettings::default());
+    // Up to `Configured`: re-attach granted.
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("no error");
+        if let WsMessage::Binary(b) = msg {
+            let frames: Vec<_> = codec.decode(&b).map(|f| f.expect("decodes")).collect();
+            if let Some(Message::Configured(c)) = frames.last() {
+                assert!(c.reattach_ms > 0, "{c:?}");
+                break;
+            }
+        }
+    }
+    let mut epochs = Vec::new();
+    for request in 1..=5u32 {
+        // The Pong to the last ping (queued by the read that took it) goes
+        // out first, then the request.
+        ws.send(WsMessage::Binary(
+            encode(&[exec_msg(request, 0, "echo hi", 0)]).into(),
+        ))
+        .await
+        .unwrap();
+        let mut ended = false;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .expect("in time")
+                .expect("open")
+                .expect("no error");
+            match msg {
+                WsMessage::Binary(b) => {
+                    assert!(!ended, "request {request}: a frame after its Exit");
+                    ended = codec
+                        .decode(&b)
+                        .map(|f| f.expect("decodes"))
+                        .any(|m| matches!(m, Message::Exit(e) if e.request == request));
+                }
+                WsMessage::Ping(payload) => {
+                    assert!(ended, "request {request}: a ping before its Exit");
+                    let epoch = <[u8; 8]>::try_from(&payload[..]).expect("an epoch");
+                    epochs.push(u64::from_be_bytes(epoch));
+                    break;
+                }
+                other => panic!("request {request}: {other:?}"),
+            }
+        }
+    }
+    // One ping per answer, each a new epoch.
+    assert_eq!(epochs, (1..=5).collect::<Vec<_>>());
 }
