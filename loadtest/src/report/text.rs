@@ -208,8 +208,15 @@ impl Report {
                             ),
                             _ => String::new(),
                         };
+                        let interval = t
+                            .l1_pure_p50_interval_us
+                            .map(|[lo, hi]| {
+                                let gap = |us: u64| us as f64 - pr.p50_ms * 1000.0;
+                                format!(", {:+.0}..{:+.0} µs at 95 % confidence", gap(lo), gap(hi))
+                            })
+                            .unwrap_or_default();
                         format!(
-                            "; L1-served pure lines ×{r:.2} its p50 ({:+.0} µs, from their due time; {}){spans}",
+                            "; L1-served pure lines ×{r:.2} its p50 ({:+.0} µs{interval}, from their due time; {}){spans}",
                             gap_us,
                             if within { "within 10 % or 20 µs" } else { "more than 10 % and 20 µs" }
                         )

@@ -125,6 +125,11 @@ pub struct Timing {
     /// the same seconds (issue 17's acceptance: within 10 % or 20 µs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub l1_pure_p50_over_probe: Option<f64>,
+    /// The 95 % confidence interval of the L1-served pure lines' p50 (from
+    /// the due time), µs: how far that median of a few dozen answers may be
+    /// from the one a longer run would find.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub l1_pure_p50_interval_us: Option<[u64; 2]>,
     /// The server's own span (`Exit.backend_us`) of the L1-served pure
     /// lines and of the probe's answers: which part of the gap between
     /// them is the server's (a user's session costs more than a bare one)
@@ -191,6 +196,7 @@ impl Timing {
             probe: probe.map(hist::summary),
             probe_spacing_us: probe.map(|_| d.probe_spacing_us),
             l1_pure_p50_over_probe,
+            l1_pure_p50_interval_us: pure.and_then(hist::median_interval),
             l1_pure_backend: (!d.l1_pure_backend.is_empty())
                 .then(|| hist::summary(&d.l1_pure_backend)),
             probe_backend: probe
@@ -286,6 +292,11 @@ mod tests {
         let pure = t.l1_pure_p50_over_floor.expect("compared");
         assert!((pure - 1.1).abs() < 0.01, "{pure}");
         assert_eq!(t.l1_pure.as_ref().map(|s| s.count), Some(50));
+        assert_eq!(
+            t.l1_pure_p50_interval_us,
+            Some([88, 88]),
+            "50 equal answers"
+        );
         assert!(t.l1_pure_from_send.is_some());
         assert_eq!(t.l1_pure_p50_over_paced_floor, None, "no paced floor");
 

@@ -135,10 +135,10 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
     let rec = Arc::new(Recorder::new(opts.profiles.list.len(), opts.on_time_us));
     let (mut mon, setup) = setup::setup(sc, opts).await?;
     // Only where the server caches (the floor was measured): it times L1 answers.
-    let probe = setup
-        .floor
-        .as_ref()
-        .and_then(|_| probe::Probe::start(&opts.target.url, Duration::from_micros(setup.pace_us)));
+    let probe = setup.floor.as_ref().and_then(|_| {
+        let pace = Duration::from_micros(setup.pace_us);
+        probe::Probe::start(&opts.target.url, pace, opts.reattach)
+    });
     let clock = Clock::start(sc);
     let fleet = users::ramp(
         sc,

@@ -17,6 +17,11 @@
 //!
 //! Spacing: ten times the users' mean spacing at the server, at least
 //! [`MIN_SPACING`], so it adds at most a tenth to the load it measures.
+//!
+//! It asks for re-attach when the users do (the default, as the page and
+//! `voxterm exec` do): the server then keeps each answer until a ping behind
+//! it is answered, a cost of the users' answers that is the server's, not
+//! the tester's, so the probe pays it too.
 
 use crate::hist::{self, Hist};
 use crate::rtt;
@@ -33,6 +38,9 @@ const SPACING_FACTOR: u32 = 10;
 const MIN_SPACING: Duration = Duration::from_millis(20);
 /// Widest spacing: enough samples in a short hold.
 const MAX_SPACING: Duration = Duration::from_millis(100);
+/// How long after an answer the probe reads on, for the ack ping behind it
+/// (re-attach): well inside the closest spacing.
+const SETTLE: Duration = Duration::from_millis(2);
 
 /// The running probe; [`Probe::finish`] stops it and hands its round trips.
 pub(super) struct Probe {
@@ -53,15 +61,16 @@ pub(super) struct Probed {
 
 impl Probe {
     /// Starts the probe against `url` for users spaced `users_pace` apart at
-    /// the server. It connects and warms its line up at once, then sends one
-    /// request per spacing until [`finish`](Self::finish).
-    pub(super) fn start(url: &str, users_pace: Duration) -> Option<Probe> {
+    /// the server, asking for re-attach as they do (`reattach`). It connects
+    /// and warms its line up at once, then sends one request per spacing
+    /// until [`finish`](Self::finish).
+    pub(super) fn start(url: &str, users_pace: Duration, reattach: bool) -> Option<Probe> {
         let spacing = (users_pace * SPACING_FACTOR).clamp(MIN_SPACING, MAX_SPACING);
         let stop = Arc::new(AtomicBool::new(false));
         let (url, flag) = (url.to_owned(), stop.clone());
         let thread = std::thread::Builder::new()
             .name("loadtest-probe".into())
-            .spawn(move || match measure(&url, spacing, &flag) {
+            .spawn(move || match measure(&url, spacing, reattach, &flag) {
                 Ok(h) => Some(h),
                 Err(e) => {
                     tracing::warn!("the plain client beside the load stopped: {e:#}");
@@ -92,12 +101,20 @@ impl Probe {
 /// The probe's thread: connect, warm up, then one request per `spacing`
 /// until `stop`.
 /// Its L1-served round trips and their server spans, µs.
-fn measure(url: &str, spacing: Duration, stop: &AtomicBool) -> anyhow::Result<(Hist, Hist)> {
+fn measure(
+    url: &str,
+    spacing: Duration,
+    reattach: bool,
+    stop: &AtomicBool,
+) -> anyhow::Result<(Hist, Hist)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let mut c = rtt::connect(url).await?;
+        if reattach {
+            ask_reattach(&mut c, url).await?;
+        }
         rtt::warm_up(&mut c, url).await?;
         let (mut h, mut backend) = (hist::new_hist(), hist::new_hist());
         let start = Instant::now();
@@ -111,6 +128,13 @@ fn measure(url: &str, spacing: Duration, stop: &AtomicBool) -> anyhow::Result<(H
             let sent = Instant::now();
             let done = rtt::answer(&mut c, url).await?;
             let rtt = sent.elapsed().as_micros() as u64;
+            if reattach {
+                // Behind a kept answer comes the server's ack ping; reading
+                // it now answers it now, as a browser and the users' readers
+                // do, not with the next request (which it then slowed).
+                // Nothing else is sent to this client in between.
+                let _ = tokio::time::timeout(SETTLE, c.recv()).await;
+            }
             if let Some(e) = done.exit.filter(|e| e.served_from == ServedFrom::L1) {
                 hist::record(&mut h, rtt);
                 hist::record(&mut backend, e.backend_us);
@@ -119,4 +143,28 @@ fn measure(url: &str, spacing: Duration, stop: &AtomicBool) -> anyhow::Result<(H
         let _ = c.close().await;
         Ok((h, backend))
     })
+}
+
+/// Asks for re-attach and waits until it is granted.
+async fn ask_reattach(c: &mut voxterm::client::Client, url: &str) -> anyhow::Result<()> {
+    use voxterm_protocol::{Configure, Message};
+    c.send(&Message::Configure(Configure {
+        suggestions: 0,
+        rejections: false,
+        reattach: true,
+    }))
+    .await?;
+    let granted = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match c.recv().await? {
+                Message::Configured(g) => return anyhow::Ok(g.reattach_ms > 0),
+                Message::Error(e) => anyhow::bail!("{url} refused Configure: {}", e.message),
+                _ => {}
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("{url} did not answer Configure within 10 s"))??;
+    anyhow::ensure!(granted, "{url} did not grant re-attach");
+    Ok(())
 }
