@@ -34,6 +34,11 @@
 //! with std's `Command` (`posix_spawn`, stdout a pipe) and waiting, CPU from
 //! `getrusage` (self + children).
 //!
+//! Re-attach, `VOXTERM_HOT_REATTACH=1`: every connection asks for it
+//! (`Configure.reattach`, as the page and `voxterm exec` do) and answers the
+//! server's ack pings, so the cost of keeping each answer until acknowledged
+//! is in the figures. Servers that do not know `Configure` ignore it.
+//!
 //! `cargo bench --bench hot_path` (release build; the client gets
 //! `VOXTERM_HOT_CLIENT_THREADS` (1) threads).
 //!
@@ -53,8 +58,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use voxterm_protocol::{
-    CacheMode, Codec, CodecSettings, Compression, Encoding, Exec, Exit, Hello, KillReason, Limits,
-    Message, Output, Priority, ServedFrom, StreamKind, Welcome, PROTOCOL_VERSION,
+    CacheMode, Codec, CodecSettings, Compression, Configure, Encoding, Exec, Exit, Hello,
+    KillReason, Limits, Message, Output, Priority, ServedFrom, StreamKind, Welcome,
+    PROTOCOL_VERSION,
 };
 
 /// The command every request runs.
@@ -103,6 +109,13 @@ fn spawn_mode() -> bool {
     std::env::var("VOXTERM_HOT_MODE").is_ok_and(|m| m == "spawn")
 }
 
+/// Re-attach mode (`VOXTERM_HOT_REATTACH=1`): every connection asks for
+/// re-attach, as the page and `voxterm exec` do, and answers the server's
+/// ack pings; a server that does not know `Configure` ignores it.
+fn reattach_mode() -> bool {
+    std::env::var("VOXTERM_HOT_REATTACH").is_ok_and(|v| v == "1")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -115,7 +128,12 @@ fn free_port() -> u16 {
 /// A masked client WebSocket binary frame around `payload` (mask key 0, so
 /// the payload goes as it is: a valid masked frame).
 fn ws_frame(payload: &[u8], out: &mut Vec<u8>) {
-    out.push(0x82);
+    ws_frame_of(2, payload, out);
+}
+
+/// The same with opcode `op` (a Pong is 0xA).
+fn ws_frame_of(op: u8, payload: &[u8], out: &mut Vec<u8>) {
+    out.push(0x80 | op);
     match payload.len() {
         n if n < 126 => out.push(0x80 | n as u8),
         n if n < 65_536 => {
@@ -210,6 +228,14 @@ impl Conn {
             token: None,
         }));
         c.push(&hello);
+        if reattach_mode() {
+            // Taken before the first `Exec`; its `Configured` is read past.
+            c.push(&Message::Configure(Configure {
+                suggestions: 0,
+                rejections: false,
+                reattach: true,
+            }));
+        }
         c.flush()?;
         // The first frame back must be the Welcome (a read may end before it).
         loop {
@@ -282,6 +308,12 @@ impl Conn {
                     }
                 }
                 8 => return Err(std::io::Error::other("server sent close")),
+                // A ping (re-attach's acknowledgement): its Pong goes out
+                // with the next write, as a WebSocket stack answers it.
+                9 => {
+                    let payload = self.rbuf[at + range.start..end].to_vec();
+                    ws_frame_of(0xA, &payload, &mut self.wbuf);
+                }
                 _ => {}
             }
             at = end;
@@ -736,8 +768,9 @@ fn main() {
     let mut results: Vec<Vec<Figures>> = servers.iter().map(|_| Vec::new()).collect();
     let (connections, in_flight) = load();
     println!(
-        "hot path: `{COMMAND}` {}, {connections} connections x {in_flight} in flight, {rounds} rounds of {secs} s, server threads {} (VOXTERM_HOT_THREADS; 0: one per core), client threads {}{}",
+        "hot path: `{COMMAND}` {}{}, {connections} connections x {in_flight} in flight, {rounds} rounds of {secs} s, server threads {} (VOXTERM_HOT_THREADS; 0: one per core), client threads {}{}",
         if spawn_mode() { "uncached (a spawn each)" } else { "cached" },
+        if reattach_mode() { ", re-attach on" } else { "" },
         server_threads(),
         client_threads(),
         if spawn_mode() { "; CPU counts the children (server: cutime + cstime; bare: this process's children)" } else { "" },
