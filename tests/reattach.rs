@@ -7,7 +7,8 @@
 //! that never arrived is answered `NotReceived` and runs once sent again; an
 //! `Attach` takes over from a connection whose drop the server has not seen;
 //! a request taken over twice is found by its first connection; each answer
-//! is followed by one acknowledging ping.
+//! is followed by one acknowledging ping, and a running command's output is
+//! acknowledged as it streams.
 
 mod common;
 
@@ -703,17 +704,15 @@ async fn ctrl_c_in_voxterm_exec_still_stops_the_command_at_once() {
     assert_dies(pid, Duration::from_secs(3)).await;
 }
 
-/// With re-attach on, a request's frames are kept until the client's
-/// WebSocket answers a ping sent behind them. The route asks for that ping
-/// itself with its terminal frame, so each answer is followed by exactly one
-/// ping, carrying an epoch, with nothing of the request after it; and the
-/// client's Pong to it is what lets the next answer ask for the next one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_answer_is_followed_by_one_ack_ping() {
+type RawWs =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw WebSocket to `server`, after `Hello` (tenant t1) and a granted
+/// re-attach, with the codec to read its frames.
+async fn raw_reattached(server: &TestServer) -> (RawWs, voxterm_protocol::Codec) {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message as WsMessage;
     use voxterm_protocol::{Codec, CodecSettings, Hello, PROTOCOL_VERSION};
-    let server = TestServer::start("ackping").await;
     let (mut ws, _) = tokio_tungstenite::connect_async(server.url.as_str())
         .await
         .unwrap();
@@ -734,7 +733,6 @@ async fn each_answer_is_followed_by_one_ack_ping() {
         .await
         .unwrap();
     let mut codec = Codec::new(CodecSettings::default());
-    // Up to `Configured`: re-attach granted.
     loop {
         let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
             .await
@@ -745,10 +743,23 @@ async fn each_answer_is_followed_by_one_ack_ping() {
             let frames: Vec<_> = codec.decode(&b).map(|f| f.expect("decodes")).collect();
             if let Some(Message::Configured(c)) = frames.last() {
                 assert!(c.reattach_ms > 0, "{c:?}");
-                break;
+                return (ws, codec);
             }
         }
     }
+}
+
+/// With re-attach on, a request's frames are kept until the client's
+/// WebSocket answers a ping sent behind them. The route asks for that ping
+/// itself with its terminal frame, so each answer is followed by exactly one
+/// ping, carrying an epoch, with nothing of the request after it; and the
+/// client's Pong to it is what lets the next answer ask for the next one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_answer_is_followed_by_one_ack_ping() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let server = TestServer::start("ackping").await;
+    let (mut ws, mut codec) = raw_reattached(&server).await;
     let mut epochs = Vec::new();
     for request in 1..=5u32 {
         // The Pong to the last ping (queued by the read that took it) goes
@@ -785,4 +796,49 @@ async fn each_answer_is_followed_by_one_ack_ping() {
     }
     // One ping per answer, each a new epoch.
     assert_eq!(epochs, (1..=5).collect::<Vec<_>>());
+}
+
+/// A command still running has what it streamed acknowledged as it goes
+/// (from its second kept frame on), not only once it ends: its kept copy
+/// does not grow with everything it prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_command_is_acknowledged_as_it_streams() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message as WsMessage;
+    let server = TestServer::start("ackstream").await;
+    let (mut ws, mut codec) = raw_reattached(&server).await;
+    let line = "for i in 1 2 3 4; do echo $i; sleep 0.2; done";
+    ws.send(WsMessage::Binary(encode(&[exec_msg(9, 0, line, 0)]).into()))
+        .await
+        .unwrap();
+    let (mut outputs, mut pings_while_running) = (0, 0);
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("no error");
+        match msg {
+            WsMessage::Binary(b) => {
+                let frames: Vec<_> = codec.decode(&b).map(|f| f.expect("decodes")).collect();
+                outputs += frames
+                    .iter()
+                    .filter(|m| matches!(m, Message::Output(o) if o.request == 9))
+                    .count();
+                if frames
+                    .iter()
+                    .any(|m| matches!(m, Message::Exit(e) if e.request == 9))
+                {
+                    break;
+                }
+            }
+            WsMessage::Ping(_) => pings_while_running += 1,
+            _ => {}
+        }
+    }
+    assert_eq!(outputs, 4, "one Output per line, 0.2 s apart");
+    assert!(
+        pings_while_running >= 1,
+        "no ack ping before the command ended: its output was kept whole"
+    );
 }

@@ -313,11 +313,14 @@ impl Route {
                             // Read after the frame was queued: a ping queued
                             // before it never releases it.
                             let tag = home.acks.epoch();
-                            // The request's last frame, or a copy at half its
-                            // bound: a ping behind it releases everything. A
-                            // frame in between waits for one of those (or for
-                            // a ping another request asked for).
-                            if terminal || st.bytes >= self.cap / 2 {
+                            // A ping behind the request's last frame releases
+                            // everything; a command still running asks from
+                            // its second kept frame on, so that what it streams
+                            // is released as it goes (a Pong wakes the acker,
+                            // which pings again while frames are kept). A
+                            // cached answer (one `Output`, its `Exit`) so
+                            // takes one ping, right behind the `Exit`.
+                            if terminal || !st.frames.is_empty() {
                                 home.acks.ping_behind(&home.shared.out).await;
                             }
                             tag
