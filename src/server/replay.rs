@@ -164,8 +164,9 @@ impl Acks {
     /// on its way (its Pong wakes the acker, which pings again for whatever
     /// is still kept then).
     ///
-    /// A route calls this itself for a request's terminal frame, instead of
-    /// waking the acker for every frame kept: that wake was a task to
+    /// A route calls this itself for a request's terminal frame (and, while
+    /// its command runs, from its second kept frame on), instead of waking
+    /// the acker for every frame kept: that wake was a task to
     /// schedule (and often a parked worker to unpark) on the answer's own
     /// way out, and its ping went out in a write of its own after the
     /// answer's (issue 17, part 1: a cached answer's server span 10 µs
