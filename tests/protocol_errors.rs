@@ -190,18 +190,7 @@ async fn exec_before_hello_is_refused_by_name() {
 
     // Hello still works on that connection afterwards, and then Exec runs.
     ws.send(WsMessage::Binary(
-        encode(&[
-            Message::Hello(Box::new(Hello {
-                version: PROTOCOL_VERSION,
-                client: "raw".into(),
-                encodings: vec![],
-                compression: vec![],
-                tenant: Some("t1".into()),
-                token: None,
-            })),
-            exec_msg(78, 0, "echo hi", 0),
-        ])
-        .into(),
+        encode(&[raw_hello("t1"), exec_msg(78, 0, "echo hi", 0)]).into(),
     ))
     .await
     .unwrap();

@@ -707,38 +707,38 @@ async fn ctrl_c_in_voxterm_exec_still_stops_the_command_at_once() {
 type RawWs =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// The next message on a raw WebSocket, within 10 s.
+async fn next_ws(ws: &mut RawWs) -> tokio_tungstenite::tungstenite::Message {
+    use futures_util::StreamExt;
+    tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("no error")
+}
+
 /// A raw WebSocket to `server`, after `Hello` (tenant t1) and a granted
 /// re-attach, with the codec to read its frames.
 async fn raw_reattached(server: &TestServer) -> (RawWs, voxterm_protocol::Codec) {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message as WsMessage;
-    use voxterm_protocol::{Codec, CodecSettings, Hello, PROTOCOL_VERSION};
+    use voxterm_protocol::{Codec, CodecSettings};
     let (mut ws, _) = tokio_tungstenite::connect_async(server.url.as_str())
         .await
         .unwrap();
-    let hello = Message::Hello(Box::new(Hello {
-        version: PROTOCOL_VERSION,
-        client: "raw".into(),
-        encodings: vec![],
-        compression: vec![],
-        tenant: Some("t1".into()),
-        token: None,
-    }));
     let configure = Message::Configure(Configure {
         suggestions: 0,
         rejections: false,
         reattach: true,
     });
-    ws.send(WsMessage::Binary(encode(&[hello, configure]).into()))
-        .await
-        .unwrap();
+    ws.send(WsMessage::Binary(
+        encode(&[raw_hello("t1"), configure]).into(),
+    ))
+    .await
+    .unwrap();
     let mut codec = Codec::new(CodecSettings::default());
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("in time")
-            .expect("open")
-            .expect("no error");
+        let msg = next_ws(&mut ws).await;
         if let WsMessage::Binary(b) = msg {
             let frames: Vec<_> = codec.decode(&b).map(|f| f.expect("decodes")).collect();
             if let Some(Message::Configured(c)) = frames.last() {
@@ -756,7 +756,7 @@ async fn raw_reattached(server: &TestServer) -> (RawWs, voxterm_protocol::Codec)
 /// client's Pong to it is what lets the next answer ask for the next one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_answer_is_followed_by_one_ack_ping() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message as WsMessage;
     let server = TestServer::start("ackping").await;
     let (mut ws, mut codec) = raw_reattached(&server).await;
@@ -771,11 +771,7 @@ async fn each_answer_is_followed_by_one_ack_ping() {
         .unwrap();
         let mut ended = false;
         loop {
-            let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-                .await
-                .expect("in time")
-                .expect("open")
-                .expect("no error");
+            let msg = next_ws(&mut ws).await;
             match msg {
                 WsMessage::Binary(b) => {
                     assert!(!ended, "request {request}: a frame after its Exit");
@@ -803,7 +799,7 @@ async fn each_answer_is_followed_by_one_ack_ping() {
 /// does not grow with everything it prints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_command_is_acknowledged_as_it_streams() {
-    use futures_util::{SinkExt, StreamExt};
+    use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message as WsMessage;
     let server = TestServer::start("ackstream").await;
     let (mut ws, mut codec) = raw_reattached(&server).await;
@@ -813,11 +809,7 @@ async fn a_running_command_is_acknowledged_as_it_streams() {
         .unwrap();
     let (mut outputs, mut pings_while_running) = (0, 0);
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .expect("in time")
-            .expect("open")
-            .expect("no error");
+        let msg = next_ws(&mut ws).await;
         match msg {
             WsMessage::Binary(b) => {
                 let frames: Vec<_> = codec.decode(&b).map(|f| f.expect("decodes")).collect();

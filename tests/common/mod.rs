@@ -132,6 +132,19 @@ impl Drop for TestServer {
     }
 }
 
+/// The `Hello` of a raw WebSocket client in `tenant` (bincode, no
+/// compression, no token).
+pub fn raw_hello(tenant: &str) -> Message {
+    Message::Hello(Box::new(voxterm_protocol::Hello {
+        version: voxterm_protocol::PROTOCOL_VERSION,
+        client: "raw".into(),
+        encodings: vec![],
+        compression: vec![],
+        tenant: Some(tenant.into()),
+        token: None,
+    }))
+}
+
 /// An `Exec` frame with default priority and cache mode.
 pub fn exec_msg(request: RequestId, session: SessionId, command: &str, timeout_ms: u32) -> Message {
     Message::Exec(exec(request, session, command, timeout_ms))
