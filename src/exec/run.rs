@@ -255,7 +255,8 @@ async fn run_with<S: OutputSink>(
         stdio,
         dir: start_in,
         doors,
-    })?;
+    })
+    .await?;
     // The child's ends close here: from now on only the child holds them,
     // so their end is seen as the end of its output (or input).
     drop(stdin_end);

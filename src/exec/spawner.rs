@@ -29,8 +29,14 @@
 //! What crosses between the tables: the child's ends of its pipes or
 //! terminal, the directory it starts in and the cgroup files the spawning
 //! thread moves itself through. The caller names them by their numbers in
-//! the server's table and blocks until the spawner has answered, so they
-//! stay open meanwhile; the spawner takes copies of its own with
+//! the server's table and awaits the spawner's answer, and they stay open
+//! until it has come, even if the caller's future is dropped first (see
+//! [`spawn`]). The caller's runtime thread is free meanwhile: a spawn into
+//! a cgroup v1 cell takes milliseconds, and a thread that blocked for it
+//! held up every cached answer queued behind it. A second thread, the
+//! *desk*, in the server's table, waits for each answer and wakes the
+//! caller (the spawner cannot: waking the runtime writes to a descriptor
+//! its table does not hold); the spawner takes copies of its own with
 //! `pidfd_getfd` (the server's table is its main thread's), spawns, and
 //! closes the copies. Nothing opened in the server's table is ever closed
 //! by the spawner, or the reverse. The spawner blocks every signal, so a
@@ -157,23 +163,112 @@ pub(crate) struct Request<'a> {
 /// the inner one the spawn's.
 pub(crate) type Spawned = Result<io::Result<Pid>, ContainError>;
 
-/// Spawns `req` from the spawner thread. Blocks the calling thread until
-/// the child has started (as a spawn always did); the descriptors `req`
-/// borrows stay open for that whole time.
-pub(crate) fn spawn(req: Request<'_>) -> Spawned {
+/// Spawns `req` from the spawner thread, awaiting its answer without
+/// holding the runtime's thread: a spawn can take milliseconds (moving the
+/// spawner into a cgroup v1 cell and back waits for the kernel's RCU grace
+/// periods, and spawns queue on the one thread), and a worker that blocked
+/// meanwhile held up every cached answer on it: `quick` saw single polls of
+/// 5–30 ms, the cached answers' ~10 ms p99. The descriptors `req` borrows
+/// stay open until the spawner has answered, even if this future is dropped
+/// first (see [`Pending`]).
+pub(crate) async fn spawn(req: Request<'_>) -> Spawned {
+    let stopped = || Ok(Err(io::Error::other("the spawner thread has stopped")));
     let wire = Wire::from(req);
-    let Some(tx) = spawner() else {
+    let Some(desk) = desk() else {
         return Ok(Err(io::Error::other(
             "the spawner thread could not start (see the log)",
         )));
     };
-    let (reply, answer) = mpsc::sync_channel(1);
-    if tx.send((wire, reply)).is_err() {
-        return Ok(Err(io::Error::other("the spawner thread has stopped")));
+    let (value, answer) = mpsc::sync_channel(1);
+    let (woken, wake) = tokio::sync::oneshot::channel();
+    let mut pending = Pending {
+        answer: Some(answer),
+        _borrows: std::marker::PhantomData,
+    };
+    if desk.send(Ask { wire, value, woken }).is_err() {
+        pending.answer = None;
+        return stopped();
     }
-    answer
-        .recv()
-        .unwrap_or_else(|_| Ok(Err(io::Error::other("the spawner thread has stopped"))))
+    // An error here is the desk gone without a word: `take` says so.
+    let _ = wake.await;
+    pending.take()
+}
+
+/// One spawn on its way through the desk: the request, where its answer
+/// goes, and the caller's wake-up.
+struct Ask {
+    wire: Wire,
+    value: mpsc::SyncSender<Spawned>,
+    woken: tokio::sync::oneshot::Sender<()>,
+}
+
+/// The spawner's front desk: a thread of the server's own descriptor table
+/// that hands each request to the spawner, waits for its answer and wakes
+/// the caller. The spawner cannot wake a task itself: waking tokio's driver
+/// writes to a descriptor of the server's table, which the spawner's own
+/// table does not hold. Spawns are one at a time on the spawner anyway, so
+/// one thread waiting for them in turn costs nothing in parallelism.
+fn desk() -> Option<&'static mpsc::Sender<Ask>> {
+    static DESK: OnceLock<Option<mpsc::Sender<Ask>>> = OnceLock::new();
+    DESK.get_or_init(|| {
+        let spawner = spawner()?.clone();
+        let (tx, rx) = mpsc::channel::<Ask>();
+        let started = std::thread::Builder::new()
+            .name("voxterm-spawn-desk".into())
+            .spawn(move || {
+                for ask in rx {
+                    let (reply, answer) = mpsc::sync_channel(1);
+                    let spawned = match spawner.send((ask.wire, reply)) {
+                        Ok(()) => answer.recv().ok(),
+                        Err(_) => None,
+                    };
+                    let spawned = spawned.unwrap_or_else(|| {
+                        Ok(Err(io::Error::other("the spawner thread has stopped")))
+                    });
+                    let _ = ask.value.send(spawned);
+                    let _ = ask.woken.send(());
+                }
+            });
+        match started {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                tracing::error!(error = %e, "the spawner's desk thread cannot start: no command can run");
+                None
+            }
+        }
+    })
+    .as_ref()
+}
+
+/// A request the spawner has not answered yet, holding the lifetime of the
+/// descriptors it names by number: because it has a `Drop`, the compiler
+/// keeps them open for as long as it lives. Dropped unanswered (the caller's
+/// future dropped mid-spawn), it waits for the answer, as every spawn once
+/// did, and kills what was started, leaving its reaping to `child`'s orphans.
+struct Pending<'a> {
+    answer: Option<mpsc::Receiver<Spawned>>,
+    _borrows: std::marker::PhantomData<BorrowedFd<'a>>,
+}
+
+impl Pending<'_> {
+    /// The answer, which has been sent (or never will be).
+    fn take(&mut self) -> Spawned {
+        self.answer
+            .take()
+            .and_then(|a| a.recv().ok())
+            .unwrap_or_else(|| Ok(Err(io::Error::other("the spawner thread has stopped"))))
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.answer.is_some() {
+            if let Ok(Ok(pid)) = self.take() {
+                drop(super::group::GroupGuard::new(pid));
+                drop(super::child::Child::new(pid));
+            }
+        }
+    }
 }
 
 /// Starts the spawner now, while the server's table is still small (its
@@ -293,6 +388,8 @@ fn launch(mode: Mode) -> io::Result<Spawner> {
             let _ = ready_tx.send(Ok(()));
             drop(ready_tx);
             for (wire, reply) in rx {
+                #[cfg(test)]
+                tests::hold_while_held();
                 let _ = reply.send(execute(wire, &pull));
             }
         })?;
@@ -469,8 +566,111 @@ fn prepare(
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_spawner_has_its_own_table_and_spawns_with_a_pipe_from_the_servers() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// Set by a test, it keeps the spawner from starting its next request.
+    static HELD: AtomicBool = AtomicBool::new(false);
+    /// Held by each test that sets [`HELD`], so that one does not let the
+    /// spawner go while another holds it.
+    static HOLDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    pub(super) fn hold_while_held() {
+        while HELD.load(Ordering::Acquire) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Lets the spawner go after `after`, if nothing did before, so that a
+    /// test of code that blocks fails instead of hanging; true once it has.
+    fn release_after(after: Duration) -> Arc<AtomicBool> {
+        let released = Arc::new(AtomicBool::new(false));
+        let flag = released.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(after);
+            flag.store(true, Ordering::Release);
+            HELD.store(false, Ordering::Release);
+        });
+        released
+    }
+
+    fn sleeper(out: BorrowedFd<'_>) -> Request<'_> {
+        let mut program = Program::new(Path::new("/bin/sleep"), OsStr::new("sleep"));
+        program.arg("30").own_group();
+        Request {
+            program,
+            stdio: [None, Some(out), None],
+            dir: Dir::Path(Path::new("/")),
+            doors: Vec::new(),
+        }
+    }
+
+    /// A spawn can take milliseconds: the thread of the runtime that asked
+    /// runs other tasks meanwhile (on one thread, as `--threads 1` has).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_runtime_thread_runs_other_tasks_while_its_spawn_waits() {
+        let _one_at_a_time = HOLDING.lock().await;
+        HELD.store(true, Ordering::Release);
+        let released = release_after(Duration::from_secs(5));
+        let ran = Arc::new(AtomicBool::new(false));
+        let task = tokio::spawn({
+            let ran = ran.clone();
+            async move {
+                ran.store(true, Ordering::Release);
+                HELD.store(false, Ordering::Release);
+            }
+        });
+        let (r, w) = rustix::pipe::pipe().expect("pipe");
+        let pid = spawn(sleeper(w.as_fd()))
+            .await
+            .expect("no cell")
+            .expect("spawned");
+        assert!(
+            ran.load(Ordering::Acquire),
+            "the other task ran only after the spawn (released by the timer: {})",
+            released.load(Ordering::Acquire)
+        );
+        task.await.expect("task");
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        drop((r, w));
+    }
+
+    /// A spawn whose future is dropped before the spawner answered: the drop
+    /// waits for the answer (the descriptors it named stay open until then)
+    /// and kills the child it started.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_spawn_dropped_before_its_answer_waits_for_it_and_kills_the_child() {
+        let _one_at_a_time = HOLDING.lock().await;
+        HELD.store(true, Ordering::Release);
+        let (r, w) = rustix::pipe::pipe().expect("pipe");
+        let mut asked = Box::pin(spawn(sleeper(w.as_fd())));
+        let first = tokio::time::timeout(Duration::from_millis(20), &mut asked).await;
+        assert!(first.is_err(), "answered while the spawner was held");
+        let released = release_after(Duration::from_millis(100));
+        drop(asked);
+        assert!(
+            released.load(Ordering::Acquire),
+            "the drop returned before the spawner was let go"
+        );
+        drop(w);
+        // The child held the pipe's other end: killed, it closes it now,
+        // not in 30 s.
+        let (done, ended) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut rest = Vec::new();
+            let _ = io::Read::read_to_end(&mut File::from(r), &mut rest);
+            let _ = done.send(());
+        });
+        assert!(
+            ended.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the dropped spawn's child still runs"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_spawner_has_its_own_table_and_spawns_with_a_pipe_from_the_servers() {
         assert!(
             small_table(),
             "the spawner should have a table of its own here"
@@ -484,6 +684,7 @@ mod tests {
             dir: Dir::Path(Path::new("/usr")),
             doors: Vec::new(),
         })
+        .await
         .expect("no cell")
         .expect("spawned");
         drop(w);
@@ -527,8 +728,8 @@ mod tests {
         assert!(rustix::fs::fstat(&dir).is_ok());
     }
 
-    #[test]
-    fn a_nul_byte_in_an_argument_is_an_error_not_a_truncation() {
+    #[tokio::test]
+    async fn a_nul_byte_in_an_argument_is_an_error_not_a_truncation() {
         let mut program = Program::new(Path::new("/bin/echo"), OsStr::new("echo"));
         program.arg("a\0b");
         let e = spawn(Request {
@@ -537,6 +738,7 @@ mod tests {
             dir: Dir::Path(Path::new("/")),
             doors: Vec::new(),
         })
+        .await
         .expect("no cell")
         .expect_err("refused");
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
