@@ -234,3 +234,34 @@ async fn rejections_name_the_call_they_answer() {
     assert_eq!(done.stdout, b"ok\n");
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
+
+/// `Client::reattach`: the grace the server grants (zero where it keeps
+/// nothing), and a command's frames that arrive while it waits are kept for
+/// the caller, in order, not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_reattach_returns_the_grace_and_keeps_other_frames() {
+    let srv = TestServer::start("configure-reattach").await;
+    let mut c = srv.client("t1").await;
+    let request = c.exec(0, "echo kept", 0).await.unwrap();
+    // Its answer is in the socket before `Configure` is even sent.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let grace = c.reattach().await.expect("re-attach");
+    assert!(!grace.is_zero());
+    // The command's frames, read while `reattach` waited for `Configured`.
+    let mut stdout = Vec::new();
+    loop {
+        match recv(&mut c).await {
+            Message::Output(o) if o.request == request => stdout.extend_from_slice(&o.data),
+            Message::Exit(e) if e.request == request => break,
+            _ => {}
+        }
+    }
+    assert_eq!(stdout, b"kept\n");
+
+    let srv = TestServer::start_with("configure-noreattach", |c| {
+        c.server.detach_grace = Duration::ZERO;
+    })
+    .await;
+    let mut c = srv.client("t1").await;
+    assert_eq!(c.reattach().await.expect("answered"), Duration::ZERO);
+}

@@ -409,6 +409,35 @@ async fn keepalive_drops_a_peer_that_stops_answering_pings() {
     assert_eq!(refusals(&server, "keepalive_timeout").await, 1);
 }
 
+/// `Client::idle` is how a library user pauses between requests: it reads
+/// meanwhile, so the keepalive pings are answered and the connection lives
+/// on; the same client sleeping instead is dropped as a dead peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_pausing_in_idle_answers_the_pings_and_one_sleeping_is_dropped() {
+    let interval = Duration::from_millis(250);
+    let server = TestServer::start_with("keepalive-idle", |c| {
+        c.server.ping_interval = interval;
+    })
+    .await;
+    let mut idler = server.client("t1").await;
+    idler
+        .idle(interval * 6)
+        .await
+        .expect("idle on a live connection");
+    assert_eq!(refusals(&server, "keepalive_timeout").await, 0);
+    let done = run(&mut idler, 0, "echo after-the-pause").await;
+    assert_eq!(String::from_utf8_lossy(&done.stdout), "after-the-pause\n");
+    idler.close().await.expect("close");
+
+    let mut sleeper = server.client("t2").await;
+    tokio::time::sleep(interval * 6).await;
+    assert_eq!(refusals(&server, "keepalive_timeout").await, 1);
+    match tokio::time::timeout(STEP, sleeper.idle(STEP)).await {
+        Ok(Err(ClientError::Closed(_) | ClientError::Ws(_))) => {}
+        other => panic!("the sleeping client was not dropped: {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_or_silent_handshake_is_cut_off() {
     let timeout = Duration::from_millis(300);

@@ -18,8 +18,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::WebSocketStream;
 use voxterm_protocol::{
-    CacheMode, Codec, CodecSettings, Compression, DecodeError, EncodeError, Encoding, Error, Exec,
-    Exit, Hello, Message, Priority, RequestId, SessionId, StreamKind, Welcome, PROTOCOL_VERSION,
+    CacheMode, Codec, CodecSettings, Compression, Configure, DecodeError, EncodeError, Encoding,
+    Error, ErrorCode, Exec, Exit, Hello, Message, Priority, RequestId, SessionId, StreamKind,
+    Welcome, PROTOCOL_VERSION,
 };
 
 /// Why a client call failed.
@@ -52,6 +53,9 @@ pub enum ClientError {
     /// TLS could not be set up or the handshake failed (e.g. an untrusted certificate).
     #[error("tls: {0}")]
     Tls(#[from] TlsError),
+    /// The server refused a connection-wide request (its `Error` frame).
+    #[error("refused: {:?}: {}", .0.code, .0.message)]
+    Refused(Box<Error>),
     /// The TLS handshake with the server failed.
     #[error("tls handshake with {addr}: {error}")]
     TlsHandshake {
@@ -131,19 +135,39 @@ impl Wire {
             if let Some(frame) = self.pending.pop_front() {
                 return Ok(frame?);
             }
-            match self.ws.next().await {
-                Some(Ok(WsMessage::Binary(bytes))) => {
-                    self.pending.extend(self.codec.decode(&bytes));
-                }
-                Some(Ok(WsMessage::Close(frame))) => {
-                    return Err(ClientError::Closed(
-                        frame.map(|f| (u16::from(f.code), f.reason.to_string())),
-                    ))
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Err(e.into()),
-                None => return Err(ClientError::Closed(None)),
+            let next = self.ws.next().await;
+            self.take(next)?;
+        }
+    }
+
+    /// Reads until `until`, keeping the frames that come for [`Wire::recv`].
+    async fn idle(&mut self, until: tokio::time::Instant) -> Result<(), ClientError> {
+        // `next` is cancel-safe: a message half read when the time is up
+        // stays in the stream for the next read.
+        while let Ok(next) = tokio::time::timeout_at(until, self.ws.next()).await {
+            self.take(next)?;
+        }
+        Ok(())
+    }
+
+    /// One WebSocket message read: its frames kept, a close or an error
+    /// returned. A ping's pong goes out with the next read or write, which
+    /// the loops above make at once.
+    fn take(
+        &mut self,
+        next: Option<Result<WsMessage, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Result<(), ClientError> {
+        match next {
+            Some(Ok(WsMessage::Binary(bytes))) => {
+                self.pending.extend(self.codec.decode(&bytes));
+                Ok(())
             }
+            Some(Ok(WsMessage::Close(frame))) => Err(ClientError::Closed(
+                frame.map(|f| (u16::from(f.code), f.reason.to_string())),
+            )),
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e.into()),
+            None => Err(ClientError::Closed(None)),
         }
     }
 }
@@ -377,6 +401,49 @@ impl Client {
                 _ => {}
             }
         }
+    }
+
+    /// Asks the server to hold this connection's commands over a dropped
+    /// connection (`Configure { reattach: true }`, PROTOCOL.md §7) and waits
+    /// for the grace it grants: zero from a server that keeps nothing, or
+    /// that is too old to know `Configure`. Frames of other requests that
+    /// arrive meanwhile are kept for [`Client::recv`], in order.
+    pub async fn reattach(&mut self) -> Result<std::time::Duration, ClientError> {
+        self.send(&Message::Configure(Configure {
+            suggestions: 0,
+            rejections: false,
+            reattach: true,
+        }))
+        .await?;
+        let mut others = VecDeque::new();
+        let granted = loop {
+            match self.wire.recv().await {
+                Ok(Message::Configured(c)) => {
+                    break Ok(std::time::Duration::from_millis(u64::from(c.reattach_ms)))
+                }
+                Ok(Message::Error(e)) if e.request.is_none() => {
+                    break match e.code {
+                        ErrorCode::UnknownType => Ok(std::time::Duration::ZERO),
+                        _ => Err(ClientError::Refused(Box::new(e))),
+                    }
+                }
+                Ok(other) => others.push_back(Ok(other)),
+                Err(e) => break Err(e),
+            }
+        };
+        others.extend(self.wire.pending.drain(..));
+        self.wire.pending = others;
+        granted
+    }
+
+    /// Waits for `time` while reading, so that the server's keepalive pings
+    /// are answered: a connection that reads nothing for two ping intervals
+    /// (`[server] ping_interval`, 30 s by default) is dropped as a dead peer.
+    /// A caller that pauses between requests pauses here instead of in a
+    /// sleep. Frames that arrive meanwhile are kept for [`Client::recv`];
+    /// the server closing the connection is an error.
+    pub async fn idle(&mut self, time: std::time::Duration) -> Result<(), ClientError> {
+        self.wire.idle(tokio::time::Instant::now() + time).await
     }
 
     /// Closes the connection politely.

@@ -132,8 +132,7 @@ fn measure(
                 // Behind a kept answer comes the server's ack ping; reading
                 // it now answers it now, as a browser and the users' readers
                 // do, not with the next request (which it then slowed).
-                // Nothing else is sent to this client in between.
-                let _ = tokio::time::timeout(SETTLE, c.recv()).await;
+                c.idle(SETTLE).await?;
             }
             if let Some(e) = done.exit.filter(|e| e.served_from == ServedFrom::L1) {
                 hist::record(&mut h, rtt);
@@ -147,24 +146,10 @@ fn measure(
 
 /// Asks for re-attach and waits until it is granted.
 async fn ask_reattach(c: &mut voxterm::client::Client, url: &str) -> anyhow::Result<()> {
-    use voxterm_protocol::{Configure, Message};
-    c.send(&Message::Configure(Configure {
-        suggestions: 0,
-        rejections: false,
-        reattach: true,
-    }))
-    .await?;
-    let granted = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            match c.recv().await? {
-                Message::Configured(g) => return anyhow::Ok(g.reattach_ms > 0),
-                Message::Error(e) => anyhow::bail!("{url} refused Configure: {}", e.message),
-                _ => {}
-            }
-        }
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("{url} did not answer Configure within 10 s"))??;
-    anyhow::ensure!(granted, "{url} did not grant re-attach");
+    let grace = tokio::time::timeout(Duration::from_secs(10), c.reattach())
+        .await
+        .map_err(|_| anyhow::anyhow!("{url} did not answer Configure within 10 s"))?
+        .map_err(|e| anyhow::anyhow!("{url} refused re-attach: {e}"))?;
+    anyhow::ensure!(!grace.is_zero(), "{url} did not grant re-attach");
     Ok(())
 }

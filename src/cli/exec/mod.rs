@@ -434,18 +434,12 @@ async fn ask_reattach(client: &mut Client) -> anyhow::Result<()> {
 }
 
 /// Asks for re-attach and waits for the grace the server grants (zero: none, or a server
-/// that does not know `Configure`).
+/// that does not know `Configure`); a refusal is told in the words of any other.
 async fn reattach_grace(client: &mut Client) -> anyhow::Result<Duration> {
-    ask_reattach(client).await?;
-    loop {
-        match client.recv().await? {
-            Message::Configured(c) => return Ok(Duration::from_millis(u64::from(c.reattach_ms))),
-            Message::Error(e) if e.request.is_none() && e.code == ErrorCode::UnknownType => {
-                return Ok(Duration::ZERO)
-            }
-            Message::Error(e) => anyhow::bail!("{}", refusal(&e)),
-            _ => {}
-        }
+    match client.reattach().await {
+        Ok(grace) => Ok(grace),
+        Err(ClientError::Refused(e)) => anyhow::bail!("{}", refusal(&e)),
+        Err(e) => Err(e.into()),
     }
 }
 
