@@ -213,12 +213,29 @@ impl Containment {
         self.cgroups.is_some()
     }
 
-    /// The cell for the next command (None without cgroups).
-    pub(crate) fn cell(&self) -> Result<Option<Cell>, ContainError> {
+    /// The cell for the next command (None without cgroups). One handed
+    /// back earlier is taken here; a new one is made on tokio's blocking
+    /// pool, not on the runtime thread that asked: making its directories
+    /// takes milliseconds, and every cached answer queued on that thread
+    /// would wait for them.
+    pub(crate) async fn cell(&self) -> Result<Option<Cell>, ContainError> {
         if let Some(why) = &self.refuse {
             return Err(ContainError::Required(why.clone()));
         }
-        self.cgroups.as_ref().map(|set| set.take()).transpose()
+        let Some(set) = &self.cgroups else {
+            return Ok(None);
+        };
+        if let Some(cell) = set.reuse()? {
+            return Ok(Some(cell));
+        }
+        let set = Arc::clone(set);
+        match tokio::task::spawn_blocking(move || set.make()).await {
+            Ok(made) => made.map(Some),
+            Err(e) => Err(ContainError::Io {
+                path: "(a new cell)".into(),
+                source: std::io::Error::other(e),
+            }),
+        }
     }
 
     /// Applies the rlimits to a freshly spawned child and, with a cell, to every

@@ -244,7 +244,7 @@ async fn run_with<S: OutputSink>(
     let mut sigchld = signal(SignalKind::child()).map_err(ExecError::Io)?;
     // The child is born inside its cell: the spawning thread enters it,
     // spawns and leaves (see `cgroup`).
-    let mut cell = job.containment.cell()?;
+    let mut cell = job.containment.cell().await?;
     let doors = cell
         .as_ref()
         .map(Cell::doors)
