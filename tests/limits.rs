@@ -325,13 +325,18 @@ async fn an_idle_connection_is_closed_but_not_while_a_request_runs() {
     assert_eq!(refusals(&server, "idle_timeout").await, 1);
 }
 
+/// The ping interval of the keepalive tests' servers.
+const KEEPALIVE: Duration = Duration::from_millis(250);
+
+/// A server that pings every [`KEEPALIVE`].
+async fn keepalive_server(name: &str) -> TestServer {
+    TestServer::start_with(name, |c| c.server.ping_interval = KEEPALIVE).await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keepalive_drops_a_peer_that_stops_answering_pings() {
-    let interval = Duration::from_millis(250);
-    let server = TestServer::start_with("keepalive", |c| {
-        c.server.ping_interval = interval;
-    })
-    .await;
+    let interval = KEEPALIVE;
+    let server = keepalive_server("keepalive").await;
     // A live peer: tungstenite answers the pings as long as it keeps reading,
     // so a task reads it all along and hands over what is not a ping.
     let mut live = raw_connect(&server, &[], hello(Some("t1"), None)).await;
@@ -414,11 +419,8 @@ async fn keepalive_drops_a_peer_that_stops_answering_pings() {
 /// on; the same client sleeping instead is dropped as a dead peer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_pausing_in_idle_answers_the_pings_and_one_sleeping_is_dropped() {
-    let interval = Duration::from_millis(250);
-    let server = TestServer::start_with("keepalive-idle", |c| {
-        c.server.ping_interval = interval;
-    })
-    .await;
+    let interval = KEEPALIVE;
+    let server = keepalive_server("keepalive-idle").await;
     let mut idler = server.client("t1").await;
     idler
         .idle(interval * 6)

@@ -164,15 +164,14 @@ pub(crate) struct Request<'a> {
 pub(crate) type Spawned = Result<io::Result<Pid>, ContainError>;
 
 /// Spawns `req` from the spawner thread, awaiting its answer without
-/// holding the runtime's thread: a spawn can take milliseconds (moving the
-/// spawner into a cgroup v1 cell and back waits for the kernel's RCU grace
-/// periods, and spawns queue on the one thread), and a worker that blocked
+/// holding the runtime's thread: a spawn can take milliseconds (the spawner
+/// moves into a cgroup v1 cell and back, the parent waits for the child's
+/// `exec`, and spawns queue on the one thread), and a worker that blocked
 /// meanwhile held up every cached answer on it: `quick` saw single polls of
 /// 5–30 ms, the cached answers' ~10 ms p99. The descriptors `req` borrows
 /// stay open until the spawner has answered, even if this future is dropped
 /// first (see [`Pending`]).
 pub(crate) async fn spawn(req: Request<'_>) -> Spawned {
-    let stopped = || Ok(Err(io::Error::other("the spawner thread has stopped")));
     let wire = Wire::from(req);
     let Some(desk) = desk() else {
         return Ok(Err(io::Error::other(
@@ -218,14 +217,13 @@ fn desk() -> Option<&'static mpsc::Sender<Ask>> {
             .spawn(move || {
                 for ask in rx {
                     let (reply, answer) = mpsc::sync_channel(1);
-                    let spawned = match spawner.send((ask.wire, reply)) {
-                        Ok(()) => answer.recv().ok(),
-                        Err(_) => None,
-                    };
-                    let spawned = spawned.unwrap_or_else(|| {
-                        Ok(Err(io::Error::other("the spawner thread has stopped")))
-                    });
-                    let _ = ask.value.send(spawned);
+                    // No answer (the spawner gone): `ask.value` is dropped
+                    // unused, which the caller reads as `stopped`.
+                    if spawner.send((ask.wire, reply)).is_ok() {
+                        if let Ok(spawned) = answer.recv() {
+                            let _ = ask.value.send(spawned);
+                        }
+                    }
                     let _ = ask.woken.send(());
                 }
             });
@@ -256,8 +254,13 @@ impl Pending<'_> {
         self.answer
             .take()
             .and_then(|a| a.recv().ok())
-            .unwrap_or_else(|| Ok(Err(io::Error::other("the spawner thread has stopped"))))
+            .unwrap_or_else(stopped)
     }
+}
+
+/// The answer when the spawner (or its desk) is gone.
+fn stopped() -> Spawned {
+    Ok(Err(io::Error::other("the spawner thread has stopped")))
 }
 
 impl Drop for Pending<'_> {
