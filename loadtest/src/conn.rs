@@ -257,6 +257,28 @@ struct Link {
     flush: tokio::sync::Notify,
 }
 
+/// A command made ready before its due time ([`Conn::ready`]).
+pub struct Ready {
+    exec: Exec,
+    frame: Option<Encoded>,
+}
+
+/// An `Exec` frame encoded ahead, and the connection whose codec made it
+/// (`Welcome.connection`: a reconnect negotiates a codec anew).
+struct Encoded {
+    bytes: Vec<u8>,
+    conn: u64,
+}
+
+/// `exec` as one frame of `codec`.
+fn encode_exec(codec: &mut Codec, exec: &Exec) -> Option<Vec<u8>> {
+    let mut buf = Vec::with_capacity(64);
+    codec
+        .encode(&Message::Exec(exec.clone()), &mut buf)
+        .ok()
+        .map(|()| buf)
+}
+
 /// The write half of the socket.
 type Sink = futures_util::stream::SplitSink<Ws, WsMessage>;
 /// The write half and its codec, under the lock both writers take.
@@ -298,10 +320,12 @@ impl Link {
     /// caller's thread, when that can be done now without waiting: the
     /// scheduling thread sends at the due time itself, instead of handing
     /// the command to the writer task and waiting for that task to be woken
-    /// (on two busy cores, most of the send lag: p50 0.13 ms). False when it
-    /// was not written (the writer busy or the socket not ready, frames
-    /// queued ahead of it, no connection): the caller queues it.
-    fn send_direct(&self, request: RequestId, exec: &Exec) -> bool {
+    /// (on two busy cores, most of the send lag: p50 0.13 ms). `frame` is
+    /// `exec` encoded ahead ([`Conn::ready`]), used when the connection is
+    /// still the one whose codec made it. False when it was not written (the
+    /// writer busy or the socket not ready, frames queued ahead of it, no
+    /// connection): the caller queues it.
+    fn send_direct(&self, request: RequestId, exec: &Exec, frame: Option<Encoded>) -> bool {
         use futures_util::Sink as _;
         use std::task::{Context, Poll};
         let Some(cell) = self.sink.lock().upgrade() else {
@@ -323,13 +347,16 @@ impl Link {
         ) {
             return false;
         }
-        let mut buf = Vec::with_capacity(64);
-        if codec
-            .encode(&Message::Exec(exec.clone()), &mut buf)
-            .is_err()
-        {
-            return false;
-        }
+        // Encoded ahead by this connection's codec, unless it reconnected
+        // since (a new codec, negotiated anew).
+        let now = self.conn_id.load(Ordering::Relaxed);
+        let buf = match frame.filter(|f| f.conn == now) {
+            Some(f) => f.bytes,
+            None => match encode_exec(codec, exec) {
+                Some(buf) => buf,
+                None => return false,
+            },
+        };
         // Its home from now on, as the writer sets it before it writes: if
         // the socket fails, the reconnect re-attaches it.
         if let Some(p) = self.pending.lock().get_mut(&request) {
@@ -430,44 +457,57 @@ impl Conn {
 
     /// Queues an `Exec` and registers it; false when the connection is gone.
     pub fn exec(&self, session: SessionId, command: String, timeout_ms: u32, p: Pending) -> bool {
-        self.exec_via(session, command, timeout_ms, p, false)
+        let ready = Ready {
+            exec: self.make_exec(session, command, timeout_ms),
+            frame: None,
+        };
+        self.send_via(ready, p, false)
     }
 
-    /// [`Conn::exec`] from the scheduling thread: written on the socket from
-    /// this thread when that can be done at once ([`Link::send_direct`]).
-    /// Only that thread, which does nothing else: the capacity search's
-    /// generator, a tokio task, fell behind its arrivals writing inline
-    /// (capacity 2,000 cmds/s in two 10,000-user runs, 4,000 queued).
-    pub fn exec_now(
-        &self,
-        session: SessionId,
-        command: String,
-        timeout_ms: u32,
-        p: Pending,
-    ) -> bool {
-        self.exec_via(session, command, timeout_ms, p, true)
-    }
-
-    fn exec_via(
-        &self,
-        session: SessionId,
-        command: String,
-        timeout_ms: u32,
-        mut p: Pending,
-        direct: bool,
-    ) -> bool {
-        let request = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let exec = Exec {
-            request,
+    fn make_exec(&self, session: SessionId, command: String, timeout_ms: u32) -> Exec {
+        Exec {
+            request: self.next_id.fetch_add(1, Ordering::Relaxed),
             session,
             command,
             priority: Priority::Normal,
             timeout_ms,
             cache: CacheMode::Default,
-        };
+        }
+    }
+
+    /// Makes a command ready to be written: its request number taken and,
+    /// when the codec is free now, its frame encoded. The scheduling thread
+    /// does this while it waits for the due time, so that at the due time
+    /// only the write is left ([`Conn::send_ready`]).
+    pub fn ready(&self, session: SessionId, command: String, timeout_ms: u32) -> Ready {
+        let exec = self.make_exec(session, command, timeout_ms);
+        let frame = self.link.sink.lock().upgrade().and_then(|cell| {
+            let mut guard = cell.try_lock().ok()?;
+            let (_, codec) = guard.as_mut()?;
+            Some(Encoded {
+                bytes: encode_exec(codec, &exec)?,
+                conn: self.link.conn_id.load(Ordering::Relaxed),
+            })
+        });
+        Ready { exec, frame }
+    }
+
+    /// Registers and sends a command made ready earlier, from the scheduling
+    /// thread: written on the socket from this thread when that can be done
+    /// at once ([`Link::send_direct`]), queued for the writer otherwise.
+    /// Only that thread, which does nothing else: the capacity search's
+    /// generator, a tokio task, fell behind its arrivals writing inline
+    /// (capacity 2,000 cmds/s in two 10,000-user runs, 4,000 queued).
+    pub fn send_ready(&self, ready: Ready, p: Pending) -> bool {
+        self.send_via(ready, p, true)
+    }
+
+    fn send_via(&self, ready: Ready, mut p: Pending, direct: bool) -> bool {
+        let Ready { exec, frame } = ready;
+        let request = exec.request;
         p.resend = Some(exec.clone());
         self.link.pending.lock().insert(request, p);
-        if direct && self.link.send_direct(request, &exec) {
+        if direct && self.link.send_direct(request, &exec, frame) {
             return true;
         }
         let sent = self.link.enqueue(&self.tx, Message::Exec(exec));

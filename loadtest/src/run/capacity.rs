@@ -110,7 +110,7 @@ async fn generate(
             let due = start + Duration::from_secs_f64(n as f64 / rate);
             let u = &users[next_user % users.len()];
             next_user += 1;
-            u.send(&profiles, due, Some(step), &rec);
+            u.send(&profiles, due, step, &rec);
             n += 1;
         }
         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -229,20 +229,53 @@ impl User {
         )
     }
 
-    pub(super) fn send(
+    /// The capacity search's arrival at `step`: queued for the connection's
+    /// writer.
+    pub(super) fn send(&self, profiles: &Profiles, due: Instant, step: u16, rec: &Recorder) {
+        let (cmd, class, line) = self.next_command(profiles);
+        let pending = self.pending(due, Some(step), class, line, rec);
+        if !self.conn.exec(self.session, cmd, 0, pending) {
+            rec.send_failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The user's next line, made ready to be written (its frame encoded):
+    /// the scheduling thread takes it while it waits for the due time.
+    pub(super) fn next(&self, profiles: &Profiles) -> Next {
+        let (cmd, class, line) = self.next_command(profiles);
+        Next {
+            ready: self.conn.ready(self.session, cmd, 0),
+            class,
+            line,
+        }
+    }
+
+    /// Sends `next` due at `due`, from the scheduling thread: written at
+    /// once when the socket takes it. False when the connection is gone.
+    pub(super) fn send_next(&self, next: Next, due: Instant, rec: &Recorder) -> bool {
+        let pending = self.pending(due, None, next.class, next.line, rec);
+        let ok = self.conn.send_ready(next.ready, pending);
+        if !ok {
+            rec.send_failures.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
+    }
+
+    /// A request of this user about to be sent, counted as sent.
+    fn pending(
         &self,
-        profiles: &Profiles,
         due: Instant,
         step: Option<u16>,
+        class: CommandClass,
+        line: u8,
         rec: &Recorder,
-    ) -> bool {
-        let (cmd, class, line) = self.next_command(profiles);
+    ) -> Pending {
         rec.sent.fetch_add(1, Ordering::Relaxed);
         if step.is_none() {
             let phase = usize::from(rec.steady.load(Ordering::Relaxed));
             rec.sent_by_phase[phase].fetch_add(1, Ordering::Relaxed);
         }
-        let pending = Pending {
+        Pending {
             due,
             sent: None,
             home: None,
@@ -254,19 +287,15 @@ impl User {
             step,
             measured: true,
             notify: None,
-        };
-        // Due now: from the scheduling thread (no step), written at once when
-        // the socket takes it; the capacity search's arrivals are queued.
-        let ok = if step.is_none() {
-            self.conn.exec_now(self.session, cmd, 0, pending)
-        } else {
-            self.conn.exec(self.session, cmd, 0, pending)
-        };
-        if !ok {
-            rec.send_failures.fetch_add(1, Ordering::Relaxed);
         }
-        ok
     }
+}
+
+/// A user's next line, ready to be written ([`User::next`]).
+pub(super) struct Next {
+    ready: crate::conn::Ready,
+    class: CommandClass,
+    line: u8,
 }
 
 /// Source address for connection `i`: 127.0.0.x past 25,000 connections on loopback.
