@@ -488,29 +488,29 @@ mod tests {
         }
     }
 
+    /// A cached answer's `Exit` of `request`.
+    fn exit(request: RequestId) -> Message {
+        Message::Exit(voxterm_protocol::Exit {
+            request,
+            code: Some(0),
+            signal: None,
+            served_from: voxterm_protocol::ServedFrom::L1,
+            backend_us: 20,
+            truncated: false,
+            killed: voxterm_protocol::KillReason::None,
+        })
+    }
+
     /// One request's whole answer goes at once; more is load.
     #[test]
     fn one_whole_answer_is_not_load_and_more_is() {
-        use voxterm_protocol::{
-            Error, ErrorCode, Exit, KillReason, Output, ServedFrom, StreamKind,
-        };
+        use voxterm_protocol::{Error, ErrorCode, Output, StreamKind};
         let out = |request| {
             Message::Output(Output {
                 request,
                 stream: StreamKind::Stdout,
                 seq: 0,
                 data: b"hello\n".to_vec(),
-            })
-        };
-        let exit = |request| {
-            Message::Exit(Exit {
-                request,
-                code: Some(0),
-                signal: None,
-                served_from: ServedFrom::L1,
-                backend_us: 1,
-                truncated: false,
-                killed: KillReason::None,
             })
         };
         let error = |request| {
@@ -580,15 +580,7 @@ mod tests {
         .await;
         let (sink, _stream) = futures_util::StreamExt::split(ws);
         let (tx, rx) = queue(8);
-        let exit = Message::Exit(voxterm_protocol::Exit {
-            request: 7,
-            code: Some(0),
-            signal: None,
-            served_from: voxterm_protocol::ServedFrom::L1,
-            backend_us: 20,
-            truncated: false,
-            killed: voxterm_protocol::KillReason::None,
-        });
+        let exit = exit(7);
         let seen = Arc::new(AtomicUsize::new(0));
         let (seen_by_work, peer) = (seen.clone(), client.try_clone().expect("clone"));
         tx.send(Outbound::Frame(exit)).await.expect("room");
