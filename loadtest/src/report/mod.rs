@@ -27,7 +27,7 @@ pub use baseline::Regression;
 pub use data::{CapacityStep, Raw, RunData, ServerSample, Tick};
 pub use engines::EngineFigures;
 pub use memory::{level_at, per_session_slope, HoldMemory, MAX_SOAK_GROWTH_PCT};
-pub use phases::{LineMisses, PhaseData, PhaseReport, Phases};
+pub use phases::{LineMisses, PhaseData, PhaseReport, Phases, SteadyBegan};
 pub use timing::{Timing, TimingData};
 
 use crate::chaos::ChaosSummary;
@@ -246,8 +246,10 @@ impl Report {
         }
         match (&d.phases, graded) {
             (Some(p), Some(_)) => notes.push(format!(
-                "graded at steady state ({:.0}–{:.0} s: from a third into the hold to its end); the cold start (ramp-up and the first third, when every user's first commands miss) is shown beside it",
-                p.steady.from_s, p.steady.until_s
+                "graded at steady state ({:.0}–{:.0} s: {}); the cold start (ramp-up and the hold until then, when every user's first commands miss) is shown beside it",
+                p.steady.from_s,
+                p.steady.until_s,
+                p.began.describe()
             )),
             (Some(p), None) => notes.push(format!(
                 "the steady state had {} answers (under {}): too short to judge apart, so the whole run is graded; run longer (--duration) for a steady-state grade",

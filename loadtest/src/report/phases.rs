@@ -101,13 +101,55 @@ impl PhaseData {
     }
 }
 
+/// Why the steady state began where it did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "snake_case")]
+pub enum SteadyBegan {
+    /// A third into the hold, where the scenario's event (a burst's spike,
+    /// chaos's storm, failover's kill) is scheduled.
+    #[default]
+    AtThird,
+    /// At the first second from a third in with the server's worker queue
+    /// drained (no more jobs waiting than running), `after_s` past the third.
+    Drained {
+        /// Seconds past the third.
+        after_s: f64,
+    },
+    /// Two thirds in, the latest it may begin, with the cold start's backlog
+    /// still queued: the steady figures carry its tail.
+    Undrained {
+        /// Jobs still waiting for a worker then.
+        queued: u64,
+    },
+}
+
+impl SteadyBegan {
+    /// The rule in words, for the report's note.
+    pub fn describe(&self) -> String {
+        match self {
+            SteadyBegan::AtThird => "from a third into the hold to its end".into(),
+            SteadyBegan::Drained { after_s } if *after_s < 1.0 => {
+                "from a third into the hold, where the server's worker queue had drained, to its end".into()
+            }
+            SteadyBegan::Drained { after_s } => format!(
+                "from when the cold start's backlog had drained, {after_s:.0} s past a third into the hold, to its end"
+            ),
+            SteadyBegan::Undrained { queued } => format!(
+                "from two thirds into the hold to its end: the cold start's backlog had not drained by then ({queued} jobs still waiting for a worker), so these figures carry its tail; a longer --duration judges the service once warm"
+            ),
+        }
+    }
+}
+
 /// Both phases of a run.
 #[derive(Debug, Clone)]
 pub struct Phases {
-    /// Ramp-up and the first third of the hold.
+    /// Ramp-up and the hold until the steady state began.
     pub cold: PhaseData,
     /// The rest of the hold.
     pub steady: PhaseData,
+    /// Why the steady state began where it did.
+    pub began: SteadyBegan,
 }
 
 impl Phases {
@@ -143,10 +185,14 @@ pub struct PhaseFigures {
 /// The report's section: both phases, and which one was graded.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PhaseReport {
-    /// Ramp-up and the first third of the hold.
+    /// Ramp-up and the hold until the steady state began.
     pub cold_start: PhaseFigures,
     /// The rest of the hold.
     pub steady_state: PhaseFigures,
+    /// Why the steady state began where it did (absent in reports from
+    /// before it could begin later than a third in).
+    #[serde(default)]
+    pub steady_began: SteadyBegan,
     /// True when the grade is the steady state's.
     pub graded_steady: bool,
     /// How the hit rate still moved over the steady state: the least-squares
@@ -193,6 +239,7 @@ impl PhaseReport {
                 steady_state.until_s,
             ),
             steady_state,
+            steady_began: p.began,
             graded_steady: p.graded().is_some(),
         }
     }

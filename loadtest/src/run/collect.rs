@@ -9,7 +9,7 @@ use super::setup::Setup;
 use super::RunOptions;
 use crate::hist::{self, Hist};
 use crate::record::Recorder;
-use crate::report::{LineMisses, PhaseData, Phases, Raw, RunData};
+use crate::report::{LineMisses, PhaseData, Phases, Raw, RunData, SteadyBegan};
 use crate::scenario::Scenario;
 use std::sync::atomic::Ordering;
 
@@ -191,12 +191,12 @@ fn phases(
     profiles: &crate::profile::Profiles,
     tables: &crate::record::Tables,
     s_before: &voxterm_protocol::Stats,
-    s_steady: Option<&(f64, voxterm_protocol::Stats)>,
+    s_steady: Option<&(f64, voxterm_protocol::Stats, SteadyBegan)>,
     s_hold_end: Option<&voxterm_protocol::Stats>,
     until: f64,
 ) -> Option<Phases> {
-    let (steady_from, s_steady) = s_steady?;
-    let steady_from = *steady_from;
+    let (steady_from, s_steady, began) = s_steady?;
+    let (steady_from, began) = (*steady_from, *began);
     let backend = |s: Option<&voxterm_protocol::Stats>| {
         s.and_then(|s| hist::decode_bytes(&s.backend_histogram).ok())
     };
@@ -251,5 +251,6 @@ fn phases(
             until,
             between(at_steady, backend(s_hold_end)),
         ),
+        began,
     })
 }

@@ -4,11 +4,12 @@
 
 use super::capacity::CapacitySearch;
 use super::monitor::{own_rss, sample, Monitor};
+use super::steady::SteadyMark;
 use super::users::Fleet;
 use super::{Clock, RunOptions};
 use crate::hist;
 use crate::record::Recorder;
-use crate::report::{CapacityStep, ServerSample, Tick};
+use crate::report::{CapacityStep, ServerSample, SteadyBegan, Tick};
 use crate::scenario::{Scenario, Shape};
 use std::io::IsTerminal;
 use std::sync::atomic::Ordering;
@@ -28,9 +29,9 @@ pub(super) struct Observed {
     pub(super) own_rss_peak: u64,
     /// The server's figures when the hold started (a burst: once it is in).
     pub(super) s_hold_start: Option<voxterm_protocol::Stats>,
-    /// When the steady state began (s from the first user), and the
-    /// server's figures then.
-    pub(super) s_steady: Option<(f64, voxterm_protocol::Stats)>,
+    /// When the steady state began (s from the first user), the server's
+    /// figures then, and the rule it began by.
+    pub(super) s_steady: Option<(f64, voxterm_protocol::Stats, SteadyBegan)>,
     /// … and when it ended.
     pub(super) s_hold_end: Option<voxterm_protocol::Stats>,
     /// Client payload bytes (both ways) at the start of the hold.
@@ -75,8 +76,8 @@ pub(super) async fn hold(
     let mut rss_peak_hold = s_before.rss_bytes;
     let mut own_rss_peak = own_rss();
     let mut s_hold_start: Option<voxterm_protocol::Stats> = None;
-    let mut s_steady: Option<(f64, voxterm_protocol::Stats)> = None;
-    let steady_from = super::steady_from(sc, clock);
+    let mut s_steady: Option<(f64, voxterm_protocol::Stats, SteadyBegan)> = None;
+    let steady_mark = SteadyMark::new(sc, clock);
     let mut s_hold_end: Option<voxterm_protocol::Stats> = None;
     let mut bytes_hold_start = 0u64;
     let mut bytes_hold_end = 0u64;
@@ -116,9 +117,13 @@ pub(super) async fn hold(
                         + rec.bytes_out.load(Ordering::Relaxed);
                     s_hold_start = Some(s.clone());
                 }
-                if s_steady.is_none() && now >= steady_from {
+                if let Some(began) = s_steady
+                    .is_none()
+                    .then(|| steady_mark.begins(now, s.queue_depth, s.busy_workers))
+                    .flatten()
+                {
                     rec.steady.store(true, Ordering::Relaxed);
-                    s_steady = Some((clock.at(now), s.clone()));
+                    s_steady = Some((clock.at(now), s.clone(), began));
                 }
                 if s_hold_end.is_none() && now >= hold_end {
                     bytes_hold_end = rec.bytes_in.load(Ordering::Relaxed)

@@ -18,6 +18,7 @@ mod monitor;
 mod probe;
 mod schedule;
 mod setup;
+mod steady;
 mod storm;
 mod users;
 
@@ -123,10 +124,10 @@ impl Clock {
     }
 }
 
-/// When the steady state begins: a third into the hold (every user has
-/// arrived and its first commands, which miss every cache, are behind it;
-/// the soak judges memory from the same mark). A burst's third is its spike.
-fn steady_from(sc: &Scenario, clock: &Clock) -> Instant {
+/// A third into the hold: where a burst spikes and failover kills (the soak
+/// judges memory from the same mark). The steady state begins here or, once
+/// the cold start's backlog has drained, later (`steady`).
+fn third_in(sc: &Scenario, clock: &Clock) -> Instant {
     clock.hold_start + sc.duration / 3
 }
 
@@ -157,7 +158,7 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
         None => (None, None),
     };
     let killer = opts.failover.as_ref().map(|plan| {
-        let (at, pid) = (steady_from(sc, &clock), plan.pid);
+        let (at, pid) = (third_in(sc, &clock), plan.pid);
         tokio::spawn(async move {
             tokio::time::sleep_until(at).await;
             crate::failover::kill(pid).then(Instant::now)
