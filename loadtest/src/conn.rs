@@ -24,7 +24,7 @@
 //! ran on an engine that died — counted, never silently dropped.
 
 use crate::profile::CommandClass;
-use crate::record::{Done, End, Recorder};
+use crate::record::{Done, End, Recorder, RunPhase};
 use anyhow::{bail, Context};
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
@@ -184,6 +184,8 @@ pub struct Pending {
     pub class: CommandClass,
     /// Capacity step, if any.
     pub step: Option<u16>,
+    /// The part of the run it was sent in.
+    pub phase: RunPhase,
     /// Counted in the results (setup and chaos requests are not).
     pub measured: bool,
     /// Told when the request ends (setup steps wait on it).
@@ -841,6 +843,7 @@ fn finish(rec: &Recorder, p: Pending, end: End, backend_us: Option<u64>, now: In
             end,
             backend_us,
             step: p.step,
+            phase: p.phase,
         });
     }
     if let Some(n) = p.notify {

@@ -32,6 +32,34 @@ pub struct Done {
     pub backend_us: Option<u64>,
     /// Whether it belongs to a capacity step (and which).
     pub step: Option<u16>,
+    /// The part of the run it was sent in.
+    pub phase: RunPhase,
+}
+
+/// The part of the run a measured request was sent in. A request belongs to
+/// the phase it was sent in, however late its answer: a cold-start command
+/// answered from the backlog after the steady state began is the cold
+/// start's, and the profile load that goes on during the capacity search
+/// (which overloads the server on purpose) is neither phase's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunPhase {
+    /// Ramp-up and the hold until the steady state begins.
+    Cold,
+    /// The rest of the hold.
+    Steady,
+    /// After the hold: the capacity search.
+    After,
+}
+
+impl RunPhase {
+    /// Its index in [`Tables::phases`]; None after the hold.
+    pub fn index(self) -> Option<usize> {
+        match self {
+            RunPhase::Cold => Some(0),
+            RunPhase::Steady => Some(1),
+            RunPhase::After => None,
+        }
+    }
 }
 
 /// The terminal frame of a request.
@@ -46,9 +74,10 @@ pub enum End {
     Dropped,
 }
 
-/// What was answered in one phase of the run: the cold start (ramp-up and
-/// the first third of the hold: every first command of a user misses) or the
-/// steady state (the rest of the hold, caches at their working level).
+/// The answers to what was sent in one phase of the run ([`RunPhase`]): the
+/// cold start (ramp-up and the hold until the steady state begins: every
+/// first command of a user misses) or the steady state (the rest of the hold,
+/// caches at their working level).
 #[derive(Debug, Clone)]
 pub struct Phase {
     /// End to end, from the due time.
@@ -129,8 +158,9 @@ pub struct Tables {
 pub struct Recorder {
     /// Histograms and maps.
     pub tables: Mutex<Tables>,
-    /// Set by the hold loop when the steady state begins.
-    pub steady: std::sync::atomic::AtomicBool,
+    /// The phase requests sent now belong to ([`RunPhase`] as a byte), set
+    /// by the hold loop.
+    phase: std::sync::atomic::AtomicU8,
     /// Measured requests sent in [cold start, steady state].
     pub sent_by_phase: [AtomicU64; 2],
     /// Measured requests sent.
@@ -177,7 +207,7 @@ impl Recorder {
     /// An empty recorder for `profiles` profiles.
     pub fn new(profiles: usize, on_time_us: u64) -> Recorder {
         Recorder {
-            steady: std::sync::atomic::AtomicBool::new(false),
+            phase: std::sync::atomic::AtomicU8::new(RunPhase::Cold as u8),
             sent_by_phase: [AtomicU64::new(0), AtomicU64::new(0)],
             tables: Mutex::new(Tables {
                 phases: [Phase::default(), Phase::default()],
@@ -215,6 +245,20 @@ impl Recorder {
             sessions_intact: AtomicU64::new(0),
             sessions_changed: AtomicU64::new(0),
         }
+    }
+
+    /// The phase requests sent now belong to.
+    pub fn phase(&self) -> RunPhase {
+        match self.phase.load(Ordering::Relaxed) {
+            0 => RunPhase::Cold,
+            1 => RunPhase::Steady,
+            _ => RunPhase::After,
+        }
+    }
+
+    /// Requests sent from now on belong to `p`.
+    pub fn enter(&self, p: RunPhase) {
+        self.phase.store(p as u8, Ordering::Relaxed);
     }
 
     /// Records one answered request.
@@ -271,17 +315,18 @@ impl Recorder {
             return;
         }
         hist::record(&mut t.e2e, d.latency_us);
-        let phase = &mut t.phases[usize::from(self.steady.load(Ordering::Relaxed))];
-        hist::record(&mut phase.e2e, d.latency_us);
-        phase.completed += 1;
-        phase.errors += u64::from(matches!(d.end, End::Error(_) | End::Dropped));
-        phase.on_time += u64::from(on_time);
-        if let Some(is_hit) = hit {
-            phase.cacheable += 1;
-            phase.hits += u64::from(is_hit);
-            let line = phase.lines.entry((d.profile, d.line)).or_default();
-            line.cacheable += 1;
-            line.hits += u64::from(is_hit);
+        if let Some(phase) = d.phase.index().map(|i| &mut t.phases[i]) {
+            hist::record(&mut phase.e2e, d.latency_us);
+            phase.completed += 1;
+            phase.errors += u64::from(matches!(d.end, End::Error(_) | End::Dropped));
+            phase.on_time += u64::from(on_time);
+            if let Some(is_hit) = hit {
+                phase.cacheable += 1;
+                phase.hits += u64::from(is_hit);
+                let line = phase.lines.entry((d.profile, d.line)).or_default();
+                line.cacheable += 1;
+                line.hits += u64::from(is_hit);
+            }
         }
         let l1_pure =
             d.class == CommandClass::Pure && matches!(d.end, End::Exit(_, ServedFrom::L1));
@@ -318,5 +363,47 @@ impl Recorder {
         let mut fresh = hist::new_hist();
         std::mem::swap(&mut fresh, &mut t.interval);
         fresh
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(phase: RunPhase, end: End) -> Done {
+        Done {
+            latency_us: 500,
+            sent: None,
+            profile: 0,
+            line: 0,
+            class: CommandClass::Pure,
+            end,
+            backend_us: None,
+            step: None,
+            phase,
+        }
+    }
+
+    #[test]
+    fn an_answer_counts_in_the_phase_its_request_was_sent_in() {
+        let rec = Recorder::new(1, 1_000);
+        assert_eq!(rec.phase(), RunPhase::Cold);
+        rec.enter(RunPhase::Steady);
+        assert_eq!(rec.phase(), RunPhase::Steady);
+        // Sent in the cold start, answered now: the cold start's.
+        rec.record(done(RunPhase::Cold, End::Exit(Some(0), ServedFrom::Exec)));
+        rec.record(done(RunPhase::Steady, End::Exit(Some(0), ServedFrom::L1)));
+        rec.enter(RunPhase::After);
+        // Sent beside the capacity search: neither phase's, but the run's.
+        rec.record(done(
+            RunPhase::After,
+            End::Error(voxterm_protocol::ErrorCode::QuotaExceeded),
+        ));
+        let t = rec.tables.lock();
+        let counts = |p: &Phase| (p.completed, p.errors, p.cacheable, p.hits);
+        assert_eq!(counts(&t.phases[0]), (1, 0, 1, 0));
+        assert_eq!(counts(&t.phases[1]), (1, 0, 1, 1));
+        assert_eq!(t.e2e.len(), 3);
+        assert_eq!(rec.errors.load(Ordering::Relaxed), 1);
     }
 }

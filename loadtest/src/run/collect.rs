@@ -184,8 +184,9 @@ pub(super) fn collect(
     }
 }
 
-/// The cold start and the steady state, split where the hold loop saw the
-/// steady state begin; the server's backend latency split at the same sample.
+/// The cold start and the steady state: each request in the phase it was
+/// sent in (the hold loop marks where the steady state began); the server's
+/// backend latency split at the same sample.
 fn phases(
     rec: &Recorder,
     profiles: &crate::profile::Profiles,

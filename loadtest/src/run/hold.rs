@@ -8,7 +8,7 @@ use super::steady::SteadyMark;
 use super::users::Fleet;
 use super::{Clock, RunOptions};
 use crate::hist;
-use crate::record::Recorder;
+use crate::record::{Recorder, RunPhase};
 use crate::report::{CapacityStep, ServerSample, SteadyBegan, Tick};
 use crate::scenario::{Scenario, Shape};
 use std::io::IsTerminal;
@@ -122,7 +122,7 @@ pub(super) async fn hold(
                     .then(|| steady_mark.begins(now, s.queue_depth, s.busy_workers))
                     .flatten()
                 {
-                    rec.steady.store(true, Ordering::Relaxed);
+                    rec.enter(RunPhase::Steady);
                     s_steady = Some((clock.at(now), s.clone(), began));
                 }
                 if s_hold_end.is_none() && now >= hold_end {
@@ -194,7 +194,7 @@ pub(super) async fn hold(
                 &interval,
                 answers,
                 errors_now.saturating_sub(last_errors),
-                rec.steady.load(Ordering::Relaxed),
+                rec.phase() == RunPhase::Steady,
             )
         });
         last_errors = errors_now;
@@ -210,6 +210,11 @@ pub(super) async fn hold(
         timeline.push(t);
 
         // Capacity search: one step per `capacity_step`, stop at the first miss.
+        // The profile load it runs beside is neither phase's: it overloads the
+        // server on purpose.
+        if sc.capacity && now >= hold_end {
+            rec.enter(RunPhase::After);
+        }
         if sc.capacity
             && now >= hold_end
             && now < end

@@ -7,7 +7,7 @@ use super::schedule::Scheduler;
 use super::Clock;
 use crate::conn::{Conn, Pending, Reconnect, Target};
 use crate::profile::{shell_quote, CommandClass, Profiles};
-use crate::record::Recorder;
+use crate::record::{Recorder, RunPhase};
 use crate::scenario::{Scenario, Shape};
 use parking_lot::Mutex;
 use std::net::{IpAddr, Ipv4Addr};
@@ -185,6 +185,7 @@ async fn enter_fixture(conn: &Conn, session: u32, u: usize, root: &str) -> bool 
                 line: 0,
                 class: CommandClass::Session,
                 step: None,
+                phase: RunPhase::Cold,
                 measured: false,
                 notify: Some(tx),
             },
@@ -271,9 +272,9 @@ impl User {
         rec: &Recorder,
     ) -> Pending {
         rec.sent.fetch_add(1, Ordering::Relaxed);
-        if step.is_none() {
-            let phase = usize::from(rec.steady.load(Ordering::Relaxed));
-            rec.sent_by_phase[phase].fetch_add(1, Ordering::Relaxed);
+        let phase = rec.phase();
+        if let Some(i) = phase.index().filter(|_| step.is_none()) {
+            rec.sent_by_phase[i].fetch_add(1, Ordering::Relaxed);
         }
         Pending {
             due,
@@ -285,6 +286,7 @@ impl User {
             line,
             class,
             step,
+            phase,
             measured: true,
             notify: None,
         }
