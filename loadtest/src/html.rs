@@ -137,14 +137,22 @@ fn chart(title: &str, x: &Axis, y: &Axis, series: &[Series<'_>], marks: &[(f64, 
         xt = h - bottom + 30.0,
         cy = (top + h - bottom) / 2.0
     );
-    for (v, label) in marks {
+    // A mark outside the axis (a timeline cut short) is not drawn: clamped
+    // to the edge it would mark the wrong second.
+    for (v, label) in marks.iter().filter(|(v, _)| (x.lo..=x.hi).contains(v)) {
         let xx = px(*v);
+        // A mark in the plot's right quarter is labelled on its left, so
+        // that the label stays inside the chart.
+        let (tx, anchor) = if x.frac(*v) > 0.75 {
+            (xx - 3.0, "end")
+        } else {
+            (xx + 3.0, "start")
+        };
         let _ = write!(
             svg,
-            r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{y0}" stroke="#555" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{ty}" font-size="10">{}</text>"##,
+            r##"<line x1="{xx:.1}" y1="{top}" x2="{xx:.1}" y2="{y0}" stroke="#555" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{ty}" font-size="10" text-anchor="{anchor}">{}</text>"##,
             esc(label),
             y0 = h - bottom,
-            tx = xx + 3.0,
             ty = top + 10.0
         );
     }
@@ -314,42 +322,52 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:3px 8px;te
         .collect();
     out.push_str(&bar_chart("category scores", &cats));
 
-    // Timelines, in seconds from the first user, with the steady state marked.
-    let marks: Vec<(f64, &str)> = r
-        .phases
-        .as_ref()
-        .map(|p| vec![(p.steady_state.from_s, "steady state")])
-        .unwrap_or_default();
-    let t_lo = r.timeline.first().map_or(0.0, |t| t.t_s);
-    let t_hi = r.timeline.last().map_or(1.0, |t| t.t_s);
-    let x = Axis::linear(t_lo.floor(), t_hi, "seconds from the first user");
-    let series = |f: fn(&crate::report::Tick) -> f64| -> Vec<(f64, f64)> {
-        r.timeline.iter().map(|t| (t.t_s, f(t))).collect()
-    };
-    let lat_max = r.timeline.iter().map(|t| t.p99_ms).fold(0.0, f64::max);
-    out.push_str(&chart(
-        "latency percentiles per second (from the due time)",
-        &x,
-        &Axis::linear(0.0, lat_max, "ms"),
-        &[
-            ("p50", "#27a", series(|t| t.p50_ms)),
-            ("p95", "#c90", series(|t| t.p95_ms)),
-            ("p99", "#c33", series(|t| t.p99_ms)),
-        ],
-        &marks,
-    ));
-    let cps_max = r
-        .timeline
-        .iter()
-        .map(|t| t.completed_per_s)
-        .fold(0.0, f64::max);
-    out.push_str(&chart(
-        "answers per second",
-        &x,
-        &Axis::linear(0.0, cps_max, "answers/s"),
-        &[("answered/s", "#2a7", series(|t| t.completed_per_s))],
-        &marks,
-    ));
+    if r.timeline.is_empty() {
+        out.push_str("<p>No per-second timeline in this report (a merged report keeps none).</p>");
+    } else {
+        // Timelines, in seconds from the first user, with the steady state
+        // marked, and the capacity search where one follows the hold (it
+        // overloads the server on purpose: the spike at the end is its top step).
+        let mut marks: Vec<(f64, &str)> = r
+            .phases
+            .as_ref()
+            .map(|p| vec![(p.steady_state.from_s, "steady state")])
+            .unwrap_or_default();
+        if r.scenario.capacity {
+            let hold_end = (r.scenario.ramp_up + r.scenario.duration).as_secs_f64();
+            marks.push((hold_end, "capacity search"));
+        }
+        let t_lo = r.timeline.first().map_or(0.0, |t| t.t_s);
+        let t_hi = r.timeline.last().map_or(1.0, |t| t.t_s);
+        let x = Axis::linear(t_lo.floor(), t_hi, "seconds from the first user");
+        let series = |f: fn(&crate::report::Tick) -> f64| -> Vec<(f64, f64)> {
+            r.timeline.iter().map(|t| (t.t_s, f(t))).collect()
+        };
+        let lat_max = r.timeline.iter().map(|t| t.p99_ms).fold(0.0, f64::max);
+        out.push_str(&chart(
+            "latency percentiles per second (from the due time)",
+            &x,
+            &Axis::linear(0.0, lat_max, "ms"),
+            &[
+                ("p50", "#27a", series(|t| t.p50_ms)),
+                ("p95", "#c90", series(|t| t.p95_ms)),
+                ("p99", "#c33", series(|t| t.p99_ms)),
+            ],
+            &marks,
+        ));
+        let cps_max = r
+            .timeline
+            .iter()
+            .map(|t| t.completed_per_s)
+            .fold(0.0, f64::max);
+        out.push_str(&chart(
+            "answers per second",
+            &x,
+            &Axis::linear(0.0, cps_max, "answers/s"),
+            &[("answered/s", "#2a7", series(|t| t.completed_per_s))],
+            &marks,
+        ));
+    }
 
     // The distribution on a log-odds percentile axis.
     let decode = |s: &str| hist::decode(s).ok().filter(|h| !h.is_empty());
@@ -446,6 +464,29 @@ mod tests {
         let a = Axis::linear(0.0, 7.0, "ms");
         assert!(a.hi >= 7.0);
         assert_eq!(a.ticks.first().map(|t| t.1.as_str()), Some("0"));
+    }
+
+    #[test]
+    fn a_mark_near_the_right_edge_is_labelled_on_its_left() {
+        let (x, y) = (Axis::linear(0.0, 100.0, "s"), Axis::linear(0.0, 1.0, "ms"));
+        let series: Vec<Series<'_>> = vec![("p50", "#000", vec![(0.0, 0.0)])];
+        let svg = chart(
+            "t",
+            &x,
+            &y,
+            &series,
+            &[(30.0, "steady state"), (90.0, "capacity search")],
+        );
+        assert!(
+            svg.contains(r#"text-anchor="start">steady state<"#),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(r#"text-anchor="end">capacity search<"#),
+            "{svg}"
+        );
+        let cut = chart("t", &x, &y, &series, &[(130.0, "capacity search")]);
+        assert!(!cut.contains("capacity search<"), "{cut}");
     }
 
     #[test]
