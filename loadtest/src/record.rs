@@ -314,8 +314,15 @@ impl Recorder {
             }
             return;
         }
+        // The profile load beside the capacity search is counted (answers,
+        // errors by code, the timeline, above) but kept out of the latency
+        // figures, as the steps are: it is the search's overload.
+        let Some(i) = d.phase.index() else {
+            return;
+        };
         hist::record(&mut t.e2e, d.latency_us);
-        if let Some(phase) = d.phase.index().map(|i| &mut t.phases[i]) {
+        {
+            let phase = &mut t.phases[i];
             hist::record(&mut phase.e2e, d.latency_us);
             phase.completed += 1;
             phase.errors += u64::from(matches!(d.end, End::Error(_) | End::Dropped));
@@ -394,7 +401,8 @@ mod tests {
         rec.record(done(RunPhase::Cold, End::Exit(Some(0), ServedFrom::Exec)));
         rec.record(done(RunPhase::Steady, End::Exit(Some(0), ServedFrom::L1)));
         rec.enter(RunPhase::After);
-        // Sent beside the capacity search: neither phase's, but the run's.
+        // Sent beside the capacity search: neither phase's and out of the
+        // latency figures (the search's overload), but counted in the run.
         rec.record(done(
             RunPhase::After,
             End::Error(voxterm_protocol::ErrorCode::QuotaExceeded),
@@ -403,7 +411,13 @@ mod tests {
         let counts = |p: &Phase| (p.completed, p.errors, p.cacheable, p.hits);
         assert_eq!(counts(&t.phases[0]), (1, 0, 1, 0));
         assert_eq!(counts(&t.phases[1]), (1, 0, 1, 1));
-        assert_eq!(t.e2e.len(), 3);
+        assert_eq!(t.e2e.len(), 2);
+        assert_eq!(
+            t.per_class.get(&CommandClass::Pure).map(|h| h.len()),
+            Some(2)
+        );
+        assert_eq!(t.errors_by_code.get("QuotaExceeded"), Some(&1));
         assert_eq!(rec.errors.load(Ordering::Relaxed), 1);
+        assert_eq!(rec.completed.load(Ordering::Relaxed), 3);
     }
 }

@@ -164,6 +164,9 @@ pub async fn run(sc: &Scenario, opts: &RunOptions) -> anyhow::Result<RunData> {
             crate::failover::kill(pid).then(Instant::now)
         })
     });
+    if let Some(p) = probe.as_ref().filter(|_| sc.capacity) {
+        p.stop_at(clock.hold_end);
+    }
     let bar = hold::progress_bar(opts.progress);
     let mut obs = hold::hold(
         sc,

@@ -85,6 +85,17 @@ impl Probe {
         })
     }
 
+    /// Stops the probe at `at` (within one spacing and one answer), so that
+    /// it measures what the users' figures do: the hold, and not the
+    /// capacity search's overload after it.
+    pub(super) fn stop_at(&self, at: tokio::time::Instant) {
+        let flag = self.stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            flag.store(true, Ordering::Relaxed);
+        });
+    }
+
     /// Stops the probe (within one spacing and one answer) and returns its
     /// L1-served round trips; None when it failed or none was L1-served.
     pub(super) fn finish(self) -> Option<Probed> {
