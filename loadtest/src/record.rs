@@ -148,6 +148,9 @@ pub struct Tables {
     pub steps: Vec<Hist>,
     /// Errors per capacity step.
     pub step_errors: Vec<u64>,
+    /// Answers per capacity step that started a process (`served_from:
+    /// exec`): what bounds a step on a machine of few cores.
+    pub step_spawned: Vec<u64>,
     /// Errors by code name.
     pub errors_by_code: BTreeMap<String, u64>,
     /// Requests by served_from name.
@@ -223,6 +226,7 @@ impl Recorder {
                 interval: hist::new_hist(),
                 steps: Vec::new(),
                 step_errors: Vec::new(),
+                step_spawned: Vec::new(),
                 errors_by_code: BTreeMap::new(),
                 served: BTreeMap::new(),
             }),
@@ -307,10 +311,14 @@ impl Recorder {
             if t.steps.len() <= i {
                 t.steps.resize_with(i + 1, hist::new_hist);
                 t.step_errors.resize(i + 1, 0);
+                t.step_spawned.resize(i + 1, 0);
             }
             hist::record(&mut t.steps[i], d.latency_us);
             if matches!(d.end, End::Error(_) | End::Dropped) {
                 t.step_errors[i] += 1;
+            }
+            if matches!(d.end, End::Exit(_, ServedFrom::Exec)) {
+                t.step_spawned[i] += 1;
             }
             return;
         }
@@ -419,5 +427,25 @@ mod tests {
         assert_eq!(t.errors_by_code.get("QuotaExceeded"), Some(&1));
         assert_eq!(rec.errors.load(Ordering::Relaxed), 1);
         assert_eq!(rec.completed.load(Ordering::Relaxed), 3);
+    }
+
+    #[test]
+    fn a_capacity_step_counts_the_answers_that_started_a_process() {
+        let rec = Recorder::new(1, 1_000);
+        let step = |end| Done {
+            step: Some(1),
+            ..done(RunPhase::After, end)
+        };
+        rec.record(step(End::Exit(Some(0), ServedFrom::Exec)));
+        rec.record(step(End::Exit(Some(0), ServedFrom::L1)));
+        rec.record(step(End::Exit(Some(0), ServedFrom::Exec)));
+        let t = rec.tables.lock();
+        assert_eq!(t.step_spawned, vec![0, 2]);
+        assert_eq!(t.steps[1].len(), 3);
+        assert_eq!(
+            t.e2e.len(),
+            0,
+            "a step's answers stay out of the profile load's"
+        );
     }
 }

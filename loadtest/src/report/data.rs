@@ -179,6 +179,9 @@ pub struct CapacityStep {
     pub p95_ms: f64,
     /// Error answers.
     pub errors: u64,
+    /// Answers that started a process (`served_from: exec`).
+    #[serde(default)]
+    pub spawned: u64,
     /// Whether the step met the p95 target with every answer in.
     pub within_target: bool,
 }

@@ -286,9 +286,10 @@ impl Report {
         for st in &self.capacity_steps {
             let _ = writeln!(
                 out,
-                "  capacity step {:>7.0}/s: answered {:>7} · p95 {:>8.2} ms · errors {} · {}",
+                "  capacity step {:>7.0}/s: answered {:>7} · spawned {:>5.1} % · p95 {:>8.2} ms · errors {} · {}",
                 st.offered_per_s,
                 st.answered,
+                st.spawned as f64 * 100.0 / st.answered.max(1) as f64,
                 st.p95_ms,
                 st.errors,
                 if st.within_target {

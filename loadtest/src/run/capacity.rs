@@ -40,13 +40,14 @@ impl CapacitySearch {
             if let Some(h) = self.task.take() {
                 h.abort();
                 let i = steps.len();
-                let (p95, count, errs) = {
+                let (p95, count, errs, spawned) = {
                     let tb = rec.tables.lock();
                     let h = tb.steps.get(i).cloned().unwrap_or_else(hist::new_hist);
                     (
                         h.value_at_quantile(0.95) as f64 / 1000.0,
                         h.len(),
                         tb.step_errors.get(i).copied().unwrap_or(0),
+                        tb.step_spawned.get(i).copied().unwrap_or(0),
                     )
                 };
                 let rate = sc.capacity_rates[i];
@@ -59,6 +60,7 @@ impl CapacitySearch {
                     answered: count,
                     p95_ms: p95,
                     errors: errs,
+                    spawned,
                     within_target: pass,
                 });
                 if !pass || steps.len() >= sc.capacity_rates.len() {
