@@ -119,6 +119,28 @@ impl Default for Phase {
     }
 }
 
+/// What one capacity step's own requests got.
+#[derive(Debug, Clone)]
+pub struct StepTally {
+    /// Latency from the due time.
+    pub e2e: Hist,
+    /// Error answers.
+    pub errors: u64,
+    /// Answers that started a process (`served_from: exec`): what bounds a
+    /// step on a machine of few cores.
+    pub spawned: u64,
+}
+
+impl Default for StepTally {
+    fn default() -> Self {
+        StepTally {
+            e2e: hist::new_hist(),
+            errors: 0,
+            spawned: 0,
+        }
+    }
+}
+
 /// Everything recorded, behind one lock.
 pub struct Tables {
     /// [cold start, steady state] of the profile load.
@@ -145,12 +167,7 @@ pub struct Tables {
     /// The current timeline interval.
     pub interval: Hist,
     /// Per capacity step.
-    pub steps: Vec<Hist>,
-    /// Errors per capacity step.
-    pub step_errors: Vec<u64>,
-    /// Answers per capacity step that started a process (`served_from:
-    /// exec`): what bounds a step on a machine of few cores.
-    pub step_spawned: Vec<u64>,
+    pub steps: Vec<StepTally>,
     /// Errors by code name.
     pub errors_by_code: BTreeMap<String, u64>,
     /// Requests by served_from name.
@@ -225,8 +242,6 @@ impl Recorder {
                 per_served: BTreeMap::new(),
                 interval: hist::new_hist(),
                 steps: Vec::new(),
-                step_errors: Vec::new(),
-                step_spawned: Vec::new(),
                 errors_by_code: BTreeMap::new(),
                 served: BTreeMap::new(),
             }),
@@ -309,17 +324,12 @@ impl Recorder {
             // figures of the profile load: they push on purpose until p95 breaks.
             let i = step as usize;
             if t.steps.len() <= i {
-                t.steps.resize_with(i + 1, hist::new_hist);
-                t.step_errors.resize(i + 1, 0);
-                t.step_spawned.resize(i + 1, 0);
+                t.steps.resize_with(i + 1, StepTally::default);
             }
-            hist::record(&mut t.steps[i], d.latency_us);
-            if matches!(d.end, End::Error(_) | End::Dropped) {
-                t.step_errors[i] += 1;
-            }
-            if matches!(d.end, End::Exit(_, ServedFrom::Exec)) {
-                t.step_spawned[i] += 1;
-            }
+            let s = &mut t.steps[i];
+            hist::record(&mut s.e2e, d.latency_us);
+            s.errors += u64::from(matches!(d.end, End::Error(_) | End::Dropped));
+            s.spawned += u64::from(matches!(d.end, End::Exit(_, ServedFrom::Exec)));
             return;
         }
         // The profile load beside the capacity search is counted (answers,
@@ -329,19 +339,17 @@ impl Recorder {
             return;
         };
         hist::record(&mut t.e2e, d.latency_us);
-        {
-            let phase = &mut t.phases[i];
-            hist::record(&mut phase.e2e, d.latency_us);
-            phase.completed += 1;
-            phase.errors += u64::from(matches!(d.end, End::Error(_) | End::Dropped));
-            phase.on_time += u64::from(on_time);
-            if let Some(is_hit) = hit {
-                phase.cacheable += 1;
-                phase.hits += u64::from(is_hit);
-                let line = phase.lines.entry((d.profile, d.line)).or_default();
-                line.cacheable += 1;
-                line.hits += u64::from(is_hit);
-            }
+        let phase = &mut t.phases[i];
+        hist::record(&mut phase.e2e, d.latency_us);
+        phase.completed += 1;
+        phase.errors += u64::from(matches!(d.end, End::Error(_) | End::Dropped));
+        phase.on_time += u64::from(on_time);
+        if let Some(is_hit) = hit {
+            phase.cacheable += 1;
+            phase.hits += u64::from(is_hit);
+            let line = phase.lines.entry((d.profile, d.line)).or_default();
+            line.cacheable += 1;
+            line.hits += u64::from(is_hit);
         }
         let l1_pure =
             d.class == CommandClass::Pure && matches!(d.end, End::Exit(_, ServedFrom::L1));
@@ -440,8 +448,9 @@ mod tests {
         rec.record(step(End::Exit(Some(0), ServedFrom::L1)));
         rec.record(step(End::Exit(Some(0), ServedFrom::Exec)));
         let t = rec.tables.lock();
-        assert_eq!(t.step_spawned, vec![0, 2]);
-        assert_eq!(t.steps[1].len(), 3);
+        let spawned: Vec<u64> = t.steps.iter().map(|s| s.spawned).collect();
+        assert_eq!(spawned, vec![0, 2]);
+        assert_eq!(t.steps[1].e2e.len(), 3);
         assert_eq!(
             t.e2e.len(),
             0,

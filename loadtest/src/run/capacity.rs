@@ -3,7 +3,6 @@
 //! over the users), judged on p95, errors and answers; it stops at the first miss.
 
 use super::users::{Fleet, User};
-use crate::hist;
 use crate::profile::Profiles;
 use crate::record::Recorder;
 use crate::report::CapacityStep;
@@ -40,16 +39,13 @@ impl CapacitySearch {
             if let Some(h) = self.task.take() {
                 h.abort();
                 let i = steps.len();
-                let (p95, count, errs, spawned) = {
-                    let tb = rec.tables.lock();
-                    let h = tb.steps.get(i).cloned().unwrap_or_else(hist::new_hist);
-                    (
-                        h.value_at_quantile(0.95) as f64 / 1000.0,
-                        h.len(),
-                        tb.step_errors.get(i).copied().unwrap_or(0),
-                        tb.step_spawned.get(i).copied().unwrap_or(0),
-                    )
-                };
+                let tally = rec.tables.lock().steps.get(i).cloned().unwrap_or_default();
+                let (p95, count, errs, spawned) = (
+                    tally.e2e.value_at_quantile(0.95) as f64 / 1000.0,
+                    tally.e2e.len(),
+                    tally.errors,
+                    tally.spawned,
+                );
                 let rate = sc.capacity_rates[i];
                 let expected = rate * sc.capacity_step.as_secs_f64();
                 // Answers still missing at the end of the step are late by definition.

@@ -117,13 +117,11 @@ pub(super) async fn hold(
                         + rec.bytes_out.load(Ordering::Relaxed);
                     s_hold_start = Some(s.clone());
                 }
-                if let Some(began) = s_steady
-                    .is_none()
-                    .then(|| steady_mark.begins(now, s.queue_depth, s.busy_workers))
-                    .flatten()
-                {
-                    rec.enter(RunPhase::Steady);
-                    s_steady = Some((clock.at(now), s.clone(), began));
+                if s_steady.is_none() {
+                    if let Some(began) = steady_mark.begins(now, s.queue_depth, s.busy_workers) {
+                        rec.enter(RunPhase::Steady);
+                        s_steady = Some((clock.at(now), s.clone(), began));
+                    }
                 }
                 if s_hold_end.is_none() && now >= hold_end {
                     bytes_hold_end = rec.bytes_in.load(Ordering::Relaxed)
